@@ -1,0 +1,55 @@
+//! Throw-away `redis-server` and PostgreSQL instances for tests that talk to real servers.
+//!
+//! Each server runs on a free 127.0.0.1 port in its own temp dir, never touching the machine's
+//! system services, and is killed with its directory removed when dropped. `kill()` and
+//! `restart()` simulate a crash and a recovery on the same port, for fault tests.
+//!
+//! ```no_run
+//! use brisk_testkit::{PostgresServer, RedisServer};
+//!
+//! # fn main() -> Result<(), brisk_testkit::Error> {
+//! let mut redis = RedisServer::start()?;
+//! let mut pg = PostgresServer::start()?;
+//! let db_url = pg.create_database("orders")?;
+//!
+//! redis.kill(); // clients now see refused connections
+//! redis.restart()?; // same port, empty data set
+//! # let _ = db_url;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Requirements
+//! `redis-server` on `PATH` (or in `/usr/sbin`), and PostgreSQL's `initdb` and `postgres` on
+//! `PATH` or in `/usr/lib/postgresql/<version>/bin`. A missing binary is an
+//! [`Error::BinaryNotFound`] naming the package to install; `cargo xtask test` installs both on
+//! Debian/Ubuntu when run as root. As root, PostgreSQL runs as the `postgres` system user.
+//!
+//! # Guarantees
+//! - Start-up waits until the server answers (Redis `PING`, a PostgreSQL session), bounded by a
+//!   start timeout; a failed start returns the tail of the server log in the error and prints it.
+//! - Killing SIGKILLs the server and every process it started and waits until none is alive.
+//! - The API is blocking: call it outside async code or accept a short block of the runtime.
+
+mod error;
+mod pgwire;
+mod postgres;
+mod process;
+mod redis;
+
+pub use crate::{
+    error::{Error, Result},
+    postgres::{PostgresBuilder, PostgresServer},
+    redis::{RedisBuilder, RedisServer},
+};
+
+/// `pid` and every live process it started (PostgreSQL's backends, say), for tests that check
+/// nothing is left running: collect it while the server runs, check [`is_alive`] after.
+pub fn process_tree(pid: u32) -> Vec<u32> {
+    process::process_tree(pid)
+}
+
+/// Whether process `pid` is running (an exited, unreaped zombie is not).
+pub fn is_alive(pid: u32) -> bool {
+    process::is_alive(pid)
+}

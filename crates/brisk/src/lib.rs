@@ -1,0 +1,17 @@
+//! brisk makes Rust backend services fast: each performance problem every service hits is
+//! solved by one small crate, and this facade re-exports them behind features of the same name.
+//!
+//! ```toml
+//! [dependencies]
+//! brisk = { version = "0.1", features = ["full"] }
+//! ```
+//!
+//! # Feature flags
+//! No feature is on by default. `full` enables every crate below; each crate also works on its
+//! own from crates.io.
+//!
+//! | feature | crate | solves |
+//! |---|---|---|
+//!
+//! (Crates appear in this table as they are released.)
+#![cfg_attr(docsrs, feature(doc_cfg))]

@@ -1,0 +1,44 @@
+//! brisk's project automation, run as `cargo xtask <command>` (see `.cargo/config.toml`).
+#![allow(
+    clippy::print_stdout,
+    reason = "a command-line tool reports its progress on stdout"
+)]
+
+mod ci;
+mod cmd;
+mod setup;
+mod test;
+
+use std::{env, process::ExitCode};
+
+const USAGE: &str = "\
+usage: cargo xtask <command> [args]
+
+commands:
+  ci      everything CI checks: prerequisites, rustfmt, clippy, msrv, cargo-deny, rustdoc,
+          tests, the facade with each feature
+  test    doctests and every test through cargo-nextest (extra args go to nextest)
+";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        None | Some("help" | "-h" | "--help") => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some("ci") => ci::run(),
+        Some("test") => test::run(&args[1..]),
+        Some(other) => {
+            eprint!("xtask: unknown command `{other}`\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("xtask: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
