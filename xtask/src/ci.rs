@@ -73,14 +73,14 @@ fn msrv() -> Result<()> {
     let msrv = parse_version(msrv_text)?;
     let mut too_new = Vec::new();
     for package in packages {
-        if let Some(needs) = package["rust_version"].as_str() {
-            if parse_version(needs)? > msrv {
-                too_new.push(format!(
-                    "{} {} needs Rust {needs}",
-                    package["name"].as_str().unwrap_or("?"),
-                    package["version"].as_str().unwrap_or("?")
-                ));
-            }
+        if let Some(needs) = package["rust_version"].as_str()
+            && parse_version(needs)? > msrv
+        {
+            too_new.push(format!(
+                "{} {} needs Rust {needs}",
+                package["name"].as_str().unwrap_or("?"),
+                package["version"].as_str().unwrap_or("?")
+            ));
         }
     }
     if !too_new.is_empty() {

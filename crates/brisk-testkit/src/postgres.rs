@@ -32,7 +32,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 ///
 /// ```no_run
 /// # fn main() -> Result<(), brisk_testkit::Error> {
-/// let pg = brisk_testkit::PostgresServer::start()?;
+/// let mut pg = brisk_testkit::PostgresServer::start()?;
 /// let url = pg.create_database("app")?; // postgres://postgres@127.0.0.1:<port>/app
 /// # let _ = url;
 /// # Ok(())
@@ -156,14 +156,13 @@ impl PostgresBuilder {
 }
 
 fn find_bin_dir() -> Result<PathBuf> {
-    if let Ok(initdb) = process::find_binary("initdb", PACKAGE, &[]) {
-        if let Some(dir) = fs::canonicalize(&initdb)
+    if let Ok(initdb) = process::find_binary("initdb", PACKAGE, &[])
+        && let Some(dir) = fs::canonicalize(&initdb)
             .ok()
             .and_then(|p| p.parent().map(Path::to_path_buf))
             .filter(|dir| dir.join("postgres").is_file())
-        {
-            return Ok(dir);
-        }
+    {
+        return Ok(dir);
     }
     let mut versions: Vec<(u32, PathBuf)> = fs::read_dir("/usr/lib/postgresql")
         .into_iter()

@@ -131,16 +131,16 @@ impl ServerProcess {
     ) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some(child) = &mut self.child {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    return Err(self.fail(Error::Exited {
-                        server: self.server,
-                        port: self.port,
-                        status,
-                        log: self.log_tail(),
-                    }));
-                }
+            if let Some(child) = &mut self.child
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                return Err(self.fail(Error::Exited {
+                    server: self.server,
+                    port: self.port,
+                    status,
+                    log: self.log_tail(),
+                }));
             }
             let last_error = match probe() {
                 Ok(()) => return Ok(()),
