@@ -12,6 +12,11 @@
 //!
 //! | feature | crate | solves |
 //! |---|---|---|
+//! | `metrics` | [`brisk-metrics`](https://docs.rs/brisk-metrics) | latency histograms, counters, Prometheus text, performance budgets |
 //!
 //! (Crates appear in this table as they are released.)
 #![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
+pub use brisk_metrics as metrics;

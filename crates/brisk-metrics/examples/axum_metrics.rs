@@ -1,0 +1,27 @@
+//! An axum service that records request latency per matched route and serves `/metrics`.
+//!
+//! `cargo run -p brisk-metrics --example axum_metrics --features tower`, then
+//! `curl localhost:3000/users/7` and `curl localhost:3000/metrics`.
+
+use axum::{Router, extract::MatchedPath, routing::get};
+use brisk_metrics::{Registry, tower::LatencyLayer};
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let registry = Registry::new();
+    let latency = LatencyLayer::new(registry.clone(), "http_request_seconds")?.route_with(|head| {
+        head.extensions
+            .get::<MatchedPath>()
+            .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned())
+    });
+    let app = Router::new()
+        .route("/users/{id}", get(|| async { "a user" }))
+        .route_layer(latency)
+        .route(
+            "/metrics",
+            get(move || async move { registry.prometheus_text() }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}

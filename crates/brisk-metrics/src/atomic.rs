@@ -1,0 +1,359 @@
+//! Lock-free recording: per-stripe arrays of atomic counts laid out exactly like hdrhistogram's
+//! buckets, merged into a real `hdrhistogram::Histogram` on read.
+//!
+//! A record is one relaxed `fetch_add` on a cache line that (almost always) only the recording
+//! thread touches: threads are spread over stripes, and count arrays are allocated per stripe,
+//! lazily, one power-of-two range of values at a time, so a series that sees only
+//! milliseconds never pays for the hours range.
+
+use std::{
+    cell::Cell,
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed},
+    },
+};
+
+use hdrhistogram::Histogram as Hdr;
+
+use crate::error::{Error, Result};
+
+/// Precision and range of a histogram, as hdrhistogram defines them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Config {
+    pub(crate) low: u64,
+    pub(crate) high: u64,
+    pub(crate) sigfig: u8,
+}
+
+impl Config {
+    /// An empty hdrhistogram with this configuration (also validates it).
+    pub(crate) fn hdr(&self) -> Result<Hdr<u64>> {
+        Hdr::new_with_bounds(self.low, self.high, self.sigfig).map_err(|e| {
+            Error::InvalidHistogram {
+                low: self.low,
+                high: self.high,
+                sigfig: self.sigfig,
+                reason: format!("{e:?}"),
+            }
+        })
+    }
+}
+
+/// hdrhistogram's index arithmetic (same formulas, so index `i` here is index `i` there).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Layout {
+    unit_magnitude: u32,
+    half_magnitude: u32,
+    half_count: u64,
+    sub_bucket_mask: u64,
+    leading_zero_count_base: u32,
+    /// Number of counts, i.e. `chunks * half_count`.
+    len: usize,
+}
+
+impl Layout {
+    pub(crate) fn new(config: Config) -> Result<Self> {
+        let hdr = config.hdr()?;
+        let largest = 2 * 10_u64.pow(u32::from(config.sigfig));
+        let unit_magnitude = 63 - config.low.leading_zeros();
+        let sub_bucket_count_magnitude = 64 - (largest - 1).leading_zeros();
+        let half_magnitude = sub_bucket_count_magnitude - 1;
+        Ok(Self {
+            unit_magnitude,
+            half_magnitude,
+            half_count: 1 << half_magnitude,
+            sub_bucket_mask: ((1u64 << sub_bucket_count_magnitude) - 1) << unit_magnitude,
+            leading_zero_count_base: 64 - unit_magnitude - sub_bucket_count_magnitude,
+            len: hdr.distinct_values(),
+        })
+    }
+
+    #[inline]
+    pub(crate) fn index_for(&self, value: u64) -> usize {
+        let bucket = self.leading_zero_count_base - (value | self.sub_bucket_mask).leading_zeros();
+        let sub_bucket = value >> (bucket + self.unit_magnitude);
+        // For bucket 0 the sub-bucket may lie in the lower half; the base then compensates.
+        ((u64::from(bucket + 1) << self.half_magnitude) + sub_bucket - self.half_count) as usize
+    }
+
+    /// The lowest value that lands in `index`.
+    pub(crate) fn value_for(&self, index: usize) -> u64 {
+        let index = index as u64;
+        let bucket = (index >> self.half_magnitude) as i64 - 1;
+        let mut sub_bucket = (index & (self.half_count - 1)) + self.half_count;
+        let bucket = if bucket < 0 {
+            sub_bucket -= self.half_count;
+            0
+        } else {
+            bucket as u32
+        };
+        sub_bucket << (bucket + self.unit_magnitude)
+    }
+
+    fn chunk_len(&self) -> usize {
+        self.half_count as usize
+    }
+
+    fn chunks(&self) -> usize {
+        self.len.div_ceil(self.chunk_len())
+    }
+}
+
+/// How many stripes new series get: the machine's parallelism rounded up to a power of two,
+/// at most 8 (memory per series grows with it).
+pub(crate) fn default_stripes() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .next_power_of_two()
+        .min(8)
+}
+
+static NEXT_THREAD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static THREAD_SLOT: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// A small per-thread number, handed out round-robin, that spreads threads over stripes.
+#[inline]
+fn thread_slot() -> usize {
+    THREAD_SLOT.with(|slot| {
+        let mut value = slot.get();
+        if value == usize::MAX {
+            value = NEXT_THREAD.fetch_add(1, Relaxed);
+            slot.set(value);
+        }
+        value
+    })
+}
+
+type Chunk = Box<[AtomicU64]>;
+
+/// One stripe: lazily allocated chunks of counts.
+#[derive(Debug)]
+struct Stripe {
+    chunks: Box<[OnceLock<Chunk>]>,
+}
+
+/// A concurrent histogram: lock-free, exact counts, bounded memory
+/// (`stripes × touched ranges × half_count × 8` bytes at most).
+#[derive(Debug)]
+pub(crate) struct AtomicHistogram {
+    config: Config,
+    layout: Layout,
+    stripes: Box<[Stripe]>,
+    stripe_mask: usize,
+    /// Values above `high`, recorded as `high`.
+    saturated: AtomicU64,
+}
+
+impl AtomicHistogram {
+    pub(crate) fn new(config: Config, stripes: usize) -> Result<Self> {
+        let layout = Layout::new(config)?;
+        let stripes = stripes.max(1).next_power_of_two();
+        Ok(Self {
+            config,
+            layout,
+            stripes: (0..stripes)
+                .map(|_| Stripe {
+                    chunks: (0..layout.chunks()).map(|_| OnceLock::new()).collect(),
+                })
+                .collect(),
+            stripe_mask: stripes - 1,
+            saturated: AtomicU64::new(0),
+        })
+    }
+
+    /// Records one value; a value above the highest trackable one is recorded as that value
+    /// and counted as saturated.
+    #[inline]
+    pub(crate) fn record(&self, value: u64) {
+        let value = if value > self.config.high {
+            self.saturated.fetch_add(1, Relaxed);
+            self.config.high
+        } else {
+            value
+        };
+        let index = self.layout.index_for(value);
+        let stripe = &self.stripes[thread_slot() & self.stripe_mask];
+        let chunk_len = self.layout.chunk_len();
+        let chunk = stripe.chunks[index / chunk_len]
+            .get_or_init(|| (0..chunk_len).map(|_| AtomicU64::new(0)).collect());
+        chunk[index % chunk_len].fetch_add(1, Relaxed);
+    }
+
+    /// Values recorded above the highest trackable value (and so recorded as it).
+    pub(crate) fn saturated(&self) -> u64 {
+        self.saturated.load(Relaxed)
+    }
+
+    /// Merges every stripe into an hdrhistogram. Concurrent records may or may not be included;
+    /// none is ever lost.
+    pub(crate) fn to_hdr(&self) -> Hdr<u64> {
+        let mut hdr = self.config.hdr().expect("config validated at construction");
+        let chunk_len = self.layout.chunk_len();
+        for stripe in &self.stripes {
+            for (c, chunk) in stripe.chunks.iter().enumerate() {
+                let Some(chunk) = chunk.get() else { continue };
+                for (i, count) in chunk.iter().enumerate() {
+                    let n = count.load(Relaxed);
+                    if n > 0 {
+                        hdr.saturating_record_n(self.layout.value_for(c * chunk_len + i), n);
+                    }
+                }
+            }
+        }
+        hdr
+    }
+
+    /// Bytes of heap this series holds now.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        let chunk_bytes = self.layout.chunk_len() * std::mem::size_of::<AtomicU64>();
+        self.stripes
+            .iter()
+            .map(|stripe| {
+                stripe.chunks.len() * std::mem::size_of::<OnceLock<Chunk>>()
+                    + stripe.chunks.iter().filter(|c| c.get().is_some()).count() * chunk_bytes
+            })
+            .sum::<usize>()
+            + self.stripes.len() * std::mem::size_of::<Stripe>()
+    }
+}
+
+/// A counter spread over cache-line-sized stripes so that threads do not contend on one line.
+#[derive(Debug)]
+pub(crate) struct StripedCounter {
+    stripes: Box<[Padded]>,
+    mask: usize,
+}
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded(AtomicU64);
+
+impl StripedCounter {
+    pub(crate) fn new(stripes: usize) -> Self {
+        let stripes = stripes.max(1).next_power_of_two();
+        Self {
+            stripes: (0..stripes).map(|_| Padded::default()).collect(),
+            mask: stripes - 1,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn add(&self, n: u64) {
+        self.stripes[thread_slot() & self.mask]
+            .0
+            .fetch_add(n, Relaxed);
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        self.stripes
+            .iter()
+            .fold(0u64, |sum, s| sum.wrapping_add(s.0.load(Relaxed)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const CONFIGS: [Config; 4] = [
+        Config {
+            low: 1,
+            high: 3_600_000_000,
+            sigfig: 3,
+        },
+        Config {
+            low: 1,
+            high: 1 << 40,
+            sigfig: 2,
+        },
+        Config {
+            low: 1000,
+            high: 1 << 50,
+            sigfig: 4,
+        },
+        Config {
+            low: 7,
+            high: 100_000,
+            sigfig: 1,
+        },
+    ];
+
+    proptest! {
+        /// Index `i` here is index `i` in hdrhistogram: its lowest equivalent value matches.
+        #[test]
+        fn layout_matches_hdrhistogram(value in any::<u64>(), which in 0..CONFIGS.len()) {
+            let config = CONFIGS[which];
+            let value = value % (config.high + 1);
+            let layout = Layout::new(config).unwrap();
+            let hdr = config.hdr().unwrap();
+            let index = layout.index_for(value);
+            prop_assert!(index < layout.len);
+            prop_assert_eq!(layout.value_for(index), hdr.lowest_equivalent(value));
+        }
+    }
+
+    #[test]
+    fn merged_counts_equal_direct_hdrhistogram() {
+        let config = CONFIGS[0];
+        let ours = AtomicHistogram::new(config, 4).unwrap();
+        let mut theirs = config.hdr().unwrap();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let value = x % 5_000_000;
+            ours.record(value);
+            theirs.record(value).unwrap();
+        }
+        let merged = ours.to_hdr();
+        assert_eq!(merged.len(), theirs.len());
+        for q in [0.0, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0] {
+            assert_eq!(
+                merged.value_at_quantile(q),
+                theirs.value_at_quantile(q),
+                "q {q}"
+            );
+        }
+        assert_eq!(merged.max(), theirs.max());
+        assert_eq!(merged.min(), theirs.min());
+    }
+
+    #[test]
+    fn values_above_high_saturate_and_are_counted() {
+        let h = AtomicHistogram::new(
+            Config {
+                low: 1,
+                high: 1000,
+                sigfig: 2,
+            },
+            1,
+        )
+        .unwrap();
+        h.record(5000);
+        h.record(u64::MAX);
+        h.record(10);
+        let hdr = h.to_hdr();
+        assert_eq!(hdr.len(), 3);
+        assert_eq!(h.saturated(), 2);
+        assert!(hdr.equivalent(hdr.max(), 1000));
+    }
+
+    #[test]
+    fn memory_grows_only_with_touched_ranges() {
+        let h = AtomicHistogram::new(CONFIGS[0], 1).unwrap();
+        let empty = h.heap_bytes();
+        h.record(1500);
+        h.record(1600);
+        let one_range = h.heap_bytes();
+        assert!(one_range > empty);
+        h.record(1700);
+        assert_eq!(h.heap_bytes(), one_range);
+    }
+}

@@ -1,0 +1,71 @@
+use std::path::PathBuf;
+
+/// Everything brisk-metrics can refuse: bad names, bad configuration, bad budget files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A metric name outside Prometheus' `[a-zA-Z_:][a-zA-Z0-9_:]*`.
+    #[error(
+        "invalid metric name {0:?}: use letters, digits, `_` and `:`, not starting with a digit"
+    )]
+    InvalidMetricName(String),
+    /// A label name outside `[a-zA-Z_][a-zA-Z0-9_]*`, starting with `__`, or reserved.
+    #[error(
+        "invalid label name {name:?} on metric {metric:?}: use letters, digits and `_`, not starting with a digit or `__`, and not `le` or `quantile`"
+    )]
+    InvalidLabelName {
+        /// The metric the label was for.
+        metric: String,
+        /// The rejected label name.
+        name: String,
+    },
+    /// The same label name given twice for one series.
+    #[error("label {name:?} given twice on metric {metric:?}")]
+    DuplicateLabel {
+        /// The metric the label was for.
+        metric: String,
+        /// The repeated label name.
+        name: String,
+    },
+    /// Histogram bounds or precision that hdrhistogram cannot represent.
+    #[error(
+        "invalid histogram configuration (low {low}, high {high}, {sigfig} significant digits): {reason}"
+    )]
+    InvalidHistogram {
+        /// Lowest discernible value.
+        low: u64,
+        /// Highest trackable value.
+        high: u64,
+        /// Significant decimal digits.
+        sigfig: u8,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Other invalid registry configuration.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// A budget file that could not be read.
+    #[error("reading budget file {path}: {source}")]
+    BudgetIo {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A budget file that is not valid: the message names the line.
+    #[error("{origin}:{line}:{column}: {message}")]
+    BudgetSyntax {
+        /// The file name, or `<budgets>` for text.
+        origin: String,
+        /// 1-based line of the problem.
+        line: usize,
+        /// 1-based column of the problem.
+        column: usize,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// `Result` with brisk-metrics' [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,418 @@
+use std::{
+    collections::{BTreeMap, HashMap},
+    fmt::Write as _,
+    sync::atomic::Ordering::Relaxed,
+};
+
+use hdrhistogram::Histogram as Hdr;
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    key::{Key, write_escaped},
+    recorder::Unit,
+    registry::Series,
+};
+
+/// A point-in-time view of every series, with values in their shown unit (seconds for
+/// durations). Serializes to and from JSON with serde, for budgets checked in CI.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Every histogram series, sorted by name then labels.
+    pub histograms: Vec<HistogramSnapshot>,
+    /// Every counter series, sorted by name then labels.
+    pub counters: Vec<CounterSnapshot>,
+    /// Every gauge series, sorted by name then labels.
+    pub gauges: Vec<GaugeSnapshot>,
+}
+
+/// Summary of one histogram series. Quantiles, min, max, mean and sum are accurate to the
+/// histogram's precision (0.1 % by default); count is exact.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistogramSnapshot {
+    /// Metric name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Unit of every value below.
+    pub unit: Unit,
+    /// Number of values recorded.
+    pub count: u64,
+    /// Sum of the values recorded.
+    pub sum: f64,
+    /// Smallest value (0 when empty).
+    pub min: f64,
+    /// Largest value (0 when empty).
+    pub max: f64,
+    /// Mean (0 when empty).
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 95th percentile.
+    pub p95: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p999: f64,
+    /// Values above the highest trackable value, recorded as that value.
+    pub saturated: u64,
+    /// Cumulative buckets: how many values were at most `le`.
+    pub buckets: Vec<Bucket>,
+}
+
+/// One cumulative histogram bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Bucket {
+    /// Upper bound, in the histogram's shown unit.
+    pub le: f64,
+    /// Values at most `le`.
+    pub count: u64,
+}
+
+/// One counter series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CounterSnapshot {
+    /// Metric name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Count.
+    pub value: u64,
+}
+
+/// One gauge series.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GaugeSnapshot {
+    /// Metric name.
+    pub name: String,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Value.
+    pub value: i64,
+}
+
+/// `part / whole`, or `None` when `whole` is zero: a rate with no traffic is unknown, not 0.
+pub fn ratio(part: u64, whole: u64) -> Option<f64> {
+    (whole > 0).then(|| part as f64 / whole as f64)
+}
+
+fn labels_match(have: &BTreeMap<String, String>, want: &[(&str, &str)]) -> bool {
+    have.len() == want.len()
+        && want
+            .iter()
+            .all(|(k, v)| have.get(*k).is_some_and(|x| x == v))
+}
+
+impl Snapshot {
+    /// The histogram series with exactly these labels.
+    pub fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> Option<&HistogramSnapshot> {
+        self.histograms
+            .iter()
+            .find(|h| h.name == name && labels_match(&h.labels, labels))
+    }
+
+    /// The counter series with exactly these labels.
+    pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> Option<u64> {
+        self.counters
+            .iter()
+            .find(|c| c.name == name && labels_match(&c.labels, labels))
+            .map(|c| c.value)
+    }
+
+    /// The gauge series with exactly these labels.
+    pub fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> Option<i64> {
+        self.gauges
+            .iter()
+            .find(|g| g.name == name && labels_match(&g.labels, labels))
+            .map(|g| g.value)
+    }
+
+    /// `counter(part) / counter(whole)` for the same labels; `None` when either is missing or
+    /// `whole` is zero (e.g. an error rate: errors over requests).
+    pub fn ratio(&self, part: &str, whole: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        ratio(self.counter(part, labels)?, self.counter(whole, labels)?)
+    }
+
+    /// `hits / (hits + misses)` for the same labels; `None` when both are missing or zero.
+    pub fn hit_ratio(&self, hits: &str, misses: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let h = self.counter(hits, labels).unwrap_or(0);
+        let m = self.counter(misses, labels).unwrap_or(0);
+        ratio(h, h.saturating_add(m))
+    }
+
+    /// Renders the Prometheus text exposition format (version 0.0.4). Each histogram is
+    /// exported twice: as a `histogram` family with cumulative `_bucket{le}`, `_sum` and
+    /// `_count`, and as a `summary` family `<name>_summary` with quantiles 0.5 to 0.999.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = self.write_prometheus(&mut out);
+        out
+    }
+
+    fn write_prometheus(&self, out: &mut String) -> std::fmt::Result {
+        // Series are sorted by name, so each family's samples are contiguous.
+        let mut family = Family::default();
+        for h in &self.histograms {
+            family.start(out, &h.name, "", "histogram")?;
+            for b in &h.buckets {
+                let le = fmt_f64(b.le);
+                sample(
+                    out,
+                    &h.name,
+                    "_bucket",
+                    &h.labels,
+                    Some(("le", &le)),
+                    &b.count.to_string(),
+                )?;
+            }
+            sample(
+                out,
+                &h.name,
+                "_bucket",
+                &h.labels,
+                Some(("le", "+Inf")),
+                &h.count.to_string(),
+            )?;
+            sample(out, &h.name, "_sum", &h.labels, None, &fmt_f64(h.sum))?;
+            sample(
+                out,
+                &h.name,
+                "_count",
+                &h.labels,
+                None,
+                &h.count.to_string(),
+            )?;
+        }
+        for h in &self.histograms {
+            family.start(out, &h.name, "_summary", "summary")?;
+            let name = format!("{}_summary", h.name);
+            let quantiles = [
+                ("0.5", h.p50),
+                ("0.9", h.p90),
+                ("0.95", h.p95),
+                ("0.99", h.p99),
+                ("0.999", h.p999),
+            ];
+            for (q, v) in quantiles {
+                sample(
+                    out,
+                    &name,
+                    "",
+                    &h.labels,
+                    Some(("quantile", q)),
+                    &fmt_f64(v),
+                )?;
+            }
+            sample(out, &name, "_sum", &h.labels, None, &fmt_f64(h.sum))?;
+            sample(out, &name, "_count", &h.labels, None, &h.count.to_string())?;
+        }
+        for c in &self.counters {
+            family.start(out, &c.name, "", "counter")?;
+            sample(out, &c.name, "", &c.labels, None, &c.value.to_string())?;
+        }
+        for g in &self.gauges {
+            family.start(out, &g.name, "", "gauge")?;
+            sample(out, &g.name, "", &g.labels, None, &g.value.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Writes a `# TYPE` line whenever a new metric family begins.
+#[derive(Default)]
+struct Family {
+    current: String,
+}
+
+impl Family {
+    fn start(
+        &mut self,
+        out: &mut String,
+        name: &str,
+        suffix: &str,
+        kind: &str,
+    ) -> std::fmt::Result {
+        let family = format!("{name}{suffix}");
+        if self.current != family {
+            writeln!(out, "# TYPE {family} {kind}")?;
+            self.current = family;
+        }
+        Ok(())
+    }
+}
+
+fn sample(
+    out: &mut String,
+    name: &str,
+    suffix: &str,
+    labels: &BTreeMap<String, String>,
+    extra: Option<(&str, &str)>,
+    value: &str,
+) -> std::fmt::Result {
+    write!(out, "{name}{suffix}")?;
+    let all = labels
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .chain(extra);
+    let mut first = true;
+    for (k, v) in all {
+        out.push_str(if first { "{" } else { "," });
+        first = false;
+        write!(out, "{k}=\"")?;
+        write_escaped(out, v)?;
+        out.push('"');
+    }
+    if !first {
+        out.push('}');
+    }
+    writeln!(out, " {value}")
+}
+
+fn fmt_f64(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        v.to_string()
+    }
+}
+
+fn labels_of(key: &Key) -> BTreeMap<String, String> {
+    key.labels()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// Summarises an hdrhistogram whose values are stored in `unit`.
+pub(crate) fn summarize(
+    key: &Key,
+    unit: Unit,
+    hdr: &Hdr<u64>,
+    saturated: u64,
+    bounds: &[f64],
+) -> HistogramSnapshot {
+    let scale = unit.scale();
+    let shown = |v: u64| v as f64 * scale;
+    let empty = hdr.is_empty();
+    let q = |q: f64| {
+        if empty {
+            0.0
+        } else {
+            shown(hdr.value_at_quantile(q))
+        }
+    };
+    let sum: f64 = hdr
+        .iter_recorded()
+        .map(|v| hdr.median_equivalent(v.value_iterated_to()) as f64 * v.count_at_value() as f64)
+        .sum::<f64>()
+        * scale;
+    HistogramSnapshot {
+        name: key.name().to_owned(),
+        labels: labels_of(key),
+        unit,
+        count: hdr.len(),
+        sum,
+        min: if empty { 0.0 } else { shown(hdr.min()) },
+        max: if empty {
+            0.0
+        } else {
+            shown(hdr.highest_equivalent(hdr.max()))
+        },
+        mean: if empty { 0.0 } else { hdr.mean() * scale },
+        p50: q(0.5),
+        p90: q(0.9),
+        p95: q(0.95),
+        p99: q(0.99),
+        p999: q(0.999),
+        saturated,
+        buckets: bounds
+            .iter()
+            .map(|&le| {
+                let limit = (le / scale).floor();
+                let count = if limit < 0.0 {
+                    0
+                } else {
+                    hdr.count_between(0, limit.min(u64::MAX as f64) as u64)
+                };
+                Bucket { le, count }
+            })
+            .collect(),
+    }
+}
+
+/// Builds a snapshot from collected series. `hdr` is the (possibly interval) histogram and
+/// `counter` an interval counter value overriding the live one.
+pub(crate) fn build(
+    rows: impl Iterator<Item = (Key, Series, Option<Hdr<u64>>, Option<u64>)>,
+    buckets: &HashMap<Unit, Vec<f64>>,
+    meta: [(Key, u64); 2],
+) -> Snapshot {
+    let mut snapshot = Snapshot::default();
+    for (key, series, hdr, counter) in rows {
+        match series {
+            Series::Histogram(unit, h) => {
+                let hdr = hdr.unwrap_or_else(|| h.to_hdr());
+                let bounds = buckets.get(&unit).map_or(&[][..], Vec::as_slice);
+                snapshot
+                    .histograms
+                    .push(summarize(&key, unit, &hdr, h.saturated(), bounds));
+            }
+            Series::Counter(c) => snapshot.counters.push(CounterSnapshot {
+                name: key.name().to_owned(),
+                labels: labels_of(&key),
+                value: counter.unwrap_or_else(|| c.get()),
+            }),
+            Series::Gauge(g) => snapshot.gauges.push(GaugeSnapshot {
+                name: key.name().to_owned(),
+                labels: labels_of(&key),
+                value: g.load(Relaxed),
+            }),
+        }
+    }
+    for (key, value) in meta {
+        if !snapshot.counters.iter().any(|c| c.name == key.name()) {
+            snapshot.counters.push(CounterSnapshot {
+                name: key.name().to_owned(),
+                labels: BTreeMap::new(),
+                value,
+            });
+        }
+    }
+    snapshot
+        .histograms
+        .sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
+    snapshot
+        .counters
+        .sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
+    snapshot
+        .gauges
+        .sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
+    snapshot
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ratio_never_divides_by_zero() {
+        assert_eq!(ratio(0, 0), None);
+        assert_eq!(ratio(5, 0), None);
+        assert_eq!(ratio(1, 4), Some(0.25));
+    }
+
+    #[test]
+    fn special_floats_use_prometheus_spelling() {
+        assert_eq!(fmt_f64(f64::INFINITY), "+Inf");
+        assert_eq!(fmt_f64(f64::NEG_INFINITY), "-Inf");
+        assert_eq!(fmt_f64(f64::NAN), "NaN");
+        assert_eq!(fmt_f64(0.005), "0.005");
+    }
+}

@@ -1,0 +1,96 @@
+//! LatencyLayer around real tower services.
+
+use std::{convert::Infallible, time::Duration};
+
+use brisk_metrics::{Registry, tower::LatencyLayer};
+use http::{Request, Response, StatusCode};
+use tower::{Layer, Service, ServiceExt, service_fn};
+
+async fn handler(request: Request<()>) -> Result<Response<&'static str>, &'static str> {
+    match request.uri().path() {
+        "/ok" => Ok(Response::new("ok")),
+        "/missing" => Ok(Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body("no")
+            .unwrap()),
+        "/boom" => Ok(Response::builder()
+            .status(StatusCode::BAD_GATEWAY)
+            .body("")
+            .unwrap()),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(Response::new("late"))
+        }
+        _ => Err("inner service failed"),
+    }
+}
+
+#[tokio::test]
+async fn records_by_route_and_status_class_including_errors_and_cancellation() {
+    let registry = Registry::new();
+    let layer = LatencyLayer::new(registry.clone(), "http_request_seconds").unwrap();
+    let service = layer.layer(service_fn(handler));
+    for path in ["/ok", "/ok", "/missing", "/boom", "/fail"] {
+        let _ = service
+            .clone()
+            .oneshot(Request::get(path).body(()).unwrap())
+            .await;
+    }
+    let mut svc = service.clone();
+    let slow = svc
+        .ready()
+        .await
+        .unwrap()
+        .call(Request::get("/slow").body(()).unwrap());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(5), slow)
+            .await
+            .is_err()
+    );
+
+    let snap = registry.snapshot();
+    let count = |route: &str, status: &str| {
+        snap.histogram(
+            "http_request_seconds",
+            &[("route", route), ("status", status)],
+        )
+        .map_or(0, |h| h.count)
+    };
+    assert_eq!(count("/ok", "2xx"), 2);
+    assert_eq!(count("/missing", "4xx"), 1);
+    assert_eq!(count("/boom", "5xx"), 1);
+    assert_eq!(count("/fail", "error"), 1);
+    assert_eq!(count("/slow", "cancelled"), 1);
+}
+
+#[tokio::test]
+async fn custom_route_function_bounds_the_label() {
+    let registry = Registry::new();
+    let layer = LatencyLayer::new(registry.clone(), "req_seconds")
+        .unwrap()
+        .route_with(|head| head.uri.path().split('/').nth(1).unwrap_or("").to_owned());
+    let service = layer.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(()))
+    }));
+    for id in 0..50 {
+        let uri = format!("/users/{id}");
+        service
+            .clone()
+            .oneshot(Request::get(uri).body(()).unwrap())
+            .await
+            .unwrap();
+    }
+    let snap = registry.snapshot();
+    assert_eq!(snap.histograms.len(), 1);
+    assert_eq!(
+        snap.histogram("req_seconds", &[("route", "users"), ("status", "2xx")])
+            .unwrap()
+            .count,
+        50
+    );
+}
+
+#[test]
+fn invalid_metric_name_is_rejected() {
+    assert!(LatencyLayer::new(Registry::new(), "bad name").is_err());
+}
