@@ -4,6 +4,8 @@
     reason = "a command-line tool reports its progress on stdout"
 )]
 
+mod bench;
+mod budget;
 mod ci;
 mod cmd;
 mod setup;
@@ -18,6 +20,8 @@ commands:
   ci      everything CI checks: prerequisites, rustfmt, clippy, msrv, cargo-deny, rustdoc,
           tests, the facade with each feature
   test    doctests and every test through cargo-nextest (extra args go to nextest)
+  bench   benchmarks beside their peers, written to docs/benchmarks.md [crate...: metrics]
+  budget  <budgets.toml> <snapshot.json>: fail when a metrics snapshot breaks a budget
 ";
 
 fn main() -> ExitCode {
@@ -29,6 +33,8 @@ fn main() -> ExitCode {
         }
         Some("ci") => ci::run(),
         Some("test") => test::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
+        Some("budget") => budget::run(&args[1..]),
         Some(other) => {
             eprint!("xtask: unknown command `{other}`\n\n{USAGE}");
             return ExitCode::from(2);
