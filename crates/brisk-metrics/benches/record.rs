@@ -87,33 +87,23 @@ fn main() {
             .collect(),
     );
 
-    let brisk_1 = median(
-        (0..RUNS)
-            .map(|_| {
-                let registry = Registry::new();
-                let h = registry.histogram(&Key::new("bench_seconds").unwrap(), Unit::Seconds);
-                on_threads(1, |v| {
-                    for i in 0..OPS {
-                        h.record(black_box(v[i & mask]));
-                    }
+    let brisk = |threads: usize| {
+        median(
+            (0..RUNS)
+                .map(|_| {
+                    let registry = Registry::new();
+                    let h = registry.histogram(&Key::new("bench_seconds").unwrap(), Unit::Seconds);
+                    on_threads(threads, |v| {
+                        for i in 0..OPS {
+                            h.record(black_box(v[i & mask]));
+                        }
+                    })
                 })
-            })
-            .collect(),
-    );
-
-    let brisk_2 = median(
-        (0..RUNS)
-            .map(|_| {
-                let registry = Registry::new();
-                let h = registry.histogram(&Key::new("bench_seconds").unwrap(), Unit::Seconds);
-                on_threads(2, |v| {
-                    for i in 0..OPS {
-                        h.record(black_box(v[i & mask]));
-                    }
-                })
-            })
-            .collect(),
-    );
+                .collect(),
+        )
+    };
+    let brisk_1 = brisk(1);
+    let brisk_2 = brisk(2);
 
     let mutex_2 = median(
         (0..RUNS)
