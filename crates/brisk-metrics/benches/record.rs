@@ -39,6 +39,19 @@ fn median(mut samples: Vec<f64>) -> f64 {
     samples[samples.len() / 2]
 }
 
+/// Median wall time of `RUNS` calls of `f`, in milliseconds.
+fn median_ms<T>(mut f: impl FnMut() -> T) -> f64 {
+    median(
+        (0..RUNS)
+            .map(|_| {
+                let start = Instant::now();
+                black_box(f());
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    )
+}
+
 /// ns per record for one thread doing `OPS` records.
 fn per_op(elapsed: Duration) -> f64 {
     elapsed.as_nanos() as f64 / OPS as f64
@@ -132,24 +145,8 @@ fn main() {
             h.record(*v);
         }
     }
-    let snapshot_ms = median(
-        (0..RUNS)
-            .map(|_| {
-                let start = Instant::now();
-                black_box(registry.snapshot());
-                start.elapsed().as_secs_f64() * 1e3
-            })
-            .collect(),
-    );
-    let prometheus_ms = median(
-        (0..RUNS)
-            .map(|_| {
-                let start = Instant::now();
-                black_box(registry.prometheus_text());
-                start.elapsed().as_secs_f64() * 1e3
-            })
-            .collect(),
-    );
+    let snapshot_ms = median_ms(|| black_box(registry.snapshot()));
+    let prometheus_ms = median_ms(|| black_box(registry.prometheus_text()));
     let per_series_kib = registry.histogram_heap_bytes() as f64 / 100.0 / 1024.0;
     let hdr_kib = Hdr::<u64>::new_with_bounds(1, 3_600_000_000, 3)
         .unwrap()
