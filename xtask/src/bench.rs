@@ -8,7 +8,10 @@ use anyhow::{Context, Result, bail};
 use crate::cmd::Cmd;
 
 /// Crates with benchmarks: (name for the command line, package, bench target).
-const BENCHES: &[(&str, &str, &str)] = &[("metrics", "brisk-metrics", "record")];
+const BENCHES: &[(&str, &str, &str)] = &[
+    ("metrics", "brisk-metrics", "record"),
+    ("dedup", "brisk-dedup", "single_flight"),
+];
 
 pub(crate) fn run(selected: &[String]) -> Result<()> {
     for name in selected {

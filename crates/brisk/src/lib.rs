@@ -12,11 +12,15 @@
 //!
 //! | feature | crate | solves |
 //! |---|---|---|
+//! | `dedup` | [`brisk-dedup`](https://docs.rs/brisk-dedup) | single-flight: concurrent identical requests share one execution, in one process or across instances through Redis (its own feature `redis`) |
 //! | `metrics` | [`brisk-metrics`](https://docs.rs/brisk-metrics) | latency histograms, counters, Prometheus text, performance budgets |
 //!
 //! (Crates appear in this table as they are released.)
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "dedup")]
+#[cfg_attr(docsrs, doc(cfg(feature = "dedup")))]
+pub use brisk_dedup as dedup;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use brisk_metrics as metrics;

@@ -1,0 +1,219 @@
+//! brisk-dedup's `SingleFlight` beside async_singleflight (the crate a user would pick instead)
+//! in one process: distinct keys on 2 worker threads, 1000 callers on one key, and the cost of
+//! an uncontended call. Prints a markdown table (median of 5 runs) that
+//! `cargo xtask bench dedup` writes to docs/benchmarks.md.
+#![allow(
+    clippy::print_stdout,
+    missing_docs,
+    reason = "a benchmark binary reports on stdout"
+)]
+
+use std::{
+    convert::Infallible,
+    hint::black_box,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
+
+use brisk_dedup::SingleFlight;
+use tokio::runtime::Runtime;
+
+const RUNS: usize = 5;
+/// Concurrent tasks in the distinct-keys test; each has its own range of keys.
+const TASKS: usize = 8;
+const OPS_PER_TASK: usize = 250_000;
+const KEYS_PER_TASK: usize = 1024;
+const CALLERS: usize = 1000;
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn runtime(threads: usize) -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn keys() -> Arc<Vec<String>> {
+    Arc::new(
+        (0..TASKS * KEYS_PER_TASK)
+            .map(|i| format!("user:{i}"))
+            .collect(),
+    )
+}
+
+/// The two groups, behind one call shape.
+trait Group: Send + Sync + 'static {
+    fn new() -> Self;
+    fn call(&self, key: &str, value: u64) -> impl Future<Output = u64> + Send;
+    fn call_slow(
+        &self,
+        key: &str,
+        started: &AtomicUsize,
+        ran: &AtomicUsize,
+    ) -> impl Future<Output = u64> + Send;
+}
+
+impl Group for SingleFlight<String, u64> {
+    fn new() -> Self {
+        SingleFlight::new()
+    }
+    async fn call(&self, key: &str, value: u64) -> u64 {
+        self.run(key, || async move { Ok(value) }).await.unwrap()
+    }
+    async fn call_slow(&self, key: &str, started: &AtomicUsize, ran: &AtomicUsize) -> u64 {
+        self.run(key, || slow_work(started, ran)).await.unwrap()
+    }
+}
+
+impl Group for async_singleflight::Group<u64, Infallible> {
+    fn new() -> Self {
+        async_singleflight::Group::new()
+    }
+    async fn call(&self, key: &str, value: u64) -> u64 {
+        self.work(key, async move { Ok(value) }).await.0.unwrap()
+    }
+    async fn call_slow(&self, key: &str, started: &AtomicUsize, ran: &AtomicUsize) -> u64 {
+        self.work(key, slow_work(started, ran)).await.0.unwrap()
+    }
+}
+
+/// Calls per second with distinct keys: no call ever waits for another.
+fn distinct_keys<G: Group>(rt: &Runtime, keys: &Arc<Vec<String>>) -> f64 {
+    median(
+        (0..RUNS)
+            .map(|_| {
+                let group = Arc::new(G::new());
+                let start = Instant::now();
+                rt.block_on(async {
+                    let tasks: Vec<_> = (0..TASKS)
+                        .map(|t| {
+                            let (group, keys) = (group.clone(), keys.clone());
+                            tokio::spawn(async move {
+                                let mine = &keys[t * KEYS_PER_TASK..(t + 1) * KEYS_PER_TASK];
+                                let mut sum = 0;
+                                for i in 0..OPS_PER_TASK {
+                                    sum += group.call(&mine[i % KEYS_PER_TASK], i as u64).await;
+                                }
+                                black_box(sum)
+                            })
+                        })
+                        .collect();
+                    for task in tasks {
+                        task.await.unwrap();
+                    }
+                });
+                (TASKS * OPS_PER_TASK) as f64 / start.elapsed().as_secs_f64()
+            })
+            .collect(),
+    )
+}
+
+/// 1000 callers of one key, the work finishing only after all have started: returns
+/// (executions per round, µs per round).
+fn one_key<G: Group>(rt: &Runtime) -> (f64, f64) {
+    let mut executions = Vec::new();
+    let mut micros = Vec::new();
+    for _ in 0..RUNS {
+        let group = Arc::new(G::new());
+        let started = Arc::new(AtomicUsize::new(0));
+        let ran = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
+        rt.block_on(async {
+            let tasks: Vec<_> = (0..CALLERS)
+                .map(|_| {
+                    let (group, started, ran) = (group.clone(), started.clone(), ran.clone());
+                    tokio::spawn(async move {
+                        started.fetch_add(1, Ordering::SeqCst);
+                        group.call_slow("hot", &started, &ran).await
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+        });
+        micros.push(start.elapsed().as_secs_f64() * 1e6);
+        executions.push(ran.load(Ordering::SeqCst) as f64);
+    }
+    (median(executions), median(micros))
+}
+
+/// The work of the one-key test: counts itself, then waits until every caller has started.
+async fn slow_work(started: &AtomicUsize, ran: &AtomicUsize) -> Result<u64, Infallible> {
+    ran.fetch_add(1, Ordering::SeqCst);
+    while started.load(Ordering::SeqCst) < CALLERS {
+        tokio::task::yield_now().await;
+    }
+    // Let the last callers finish the poll in which they join.
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+    Ok(1)
+}
+
+/// ns per call on one thread, one call at a time.
+fn uncontended<G: Group>(keys: &[String]) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    const CALLS: usize = 1_000_000;
+    median(
+        (0..RUNS)
+            .map(|_| {
+                let group = G::new();
+                let start = Instant::now();
+                rt.block_on(async {
+                    let mut sum = 0;
+                    for i in 0..CALLS {
+                        sum += group.call(&keys[i % keys.len()], i as u64).await;
+                    }
+                    black_box(sum)
+                });
+                start.elapsed().as_nanos() as f64 / CALLS as f64
+            })
+            .collect(),
+    )
+}
+
+type Brisk = SingleFlight<String, u64>;
+type Peer = async_singleflight::Group<u64, Infallible>;
+
+fn main() {
+    let rt = runtime(2);
+    let keys = keys();
+
+    let brisk_ops = distinct_keys::<Brisk>(&rt, &keys);
+    let peer_ops = distinct_keys::<Peer>(&rt, &keys);
+    let (brisk_runs, brisk_us) = one_key::<Brisk>(&rt);
+    let (peer_runs, peer_us) = one_key::<Peer>(&rt);
+    let brisk_ns = uncontended::<Brisk>(&keys[..KEYS_PER_TASK]);
+    let peer_ns = uncontended::<Peer>(&keys[..KEYS_PER_TASK]);
+
+    println!("| measurement | brisk-dedup | async_singleflight 0.5 | brisk / peer |");
+    println!("|---|---|---|---|");
+    println!(
+        "| distinct keys, {TASKS} tasks on 2 worker threads (calls/s, higher is better) | {:.0}k | {:.0}k | {:.2}× |",
+        brisk_ops / 1e3,
+        peer_ops / 1e3,
+        brisk_ops / peer_ops
+    );
+    println!(
+        "| {CALLERS} concurrent callers on one key: executions | {brisk_runs:.0} | {peer_runs:.0} | |"
+    );
+    println!(
+        "| {CALLERS} concurrent callers on one key: µs per round (spawn to last result) | {brisk_us:.0} | {peer_us:.0} | {:.2} |",
+        brisk_us / peer_us
+    );
+    println!(
+        "| uncontended call, 1 thread (ns/call, lower is better) | {brisk_ns:.0} | {peer_ns:.0} | {:.2} |",
+        brisk_ns / peer_ns
+    );
+}

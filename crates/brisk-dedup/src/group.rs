@@ -1,0 +1,457 @@
+//! The in-process single-flight group.
+//!
+//! Each key in flight has one [`Flight`] in a sharded map. The caller that inserts it is the
+//! leader and runs its work inside its own task (nothing is spawned). Later callers for the
+//! key are waiters: they hold the flight and sleep on its `Notify` until the state changes.
+//!
+//! State machine of a flight (`state` mutex; the shard mutex is always taken first):
+//!
+//! ```text
+//! Running --leader completes--> Done(outcome)      waiters clone the outcome
+//! Running --leader dropped----> Orphaned           one waiter claims it: Orphaned -> Running
+//! ```
+//!
+//! The leader removes the flight from the map when it completes, so nothing outlives the
+//! execution; when it is dropped with nobody waiting, it removes the flight as well. A waiter
+//! dropped while the flight is orphaned removes it if it was the last one holding it.
+
+use std::{
+    borrow::Borrow,
+    collections::{HashMap, hash_map::RandomState},
+    convert::Infallible,
+    fmt,
+    future::Future,
+    hash::{BuildHasher, Hash},
+    marker::PhantomData,
+    pin::pin,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use brisk_metrics::Recorder;
+use tokio::sync::Notify;
+
+use crate::{Error, catch::CatchUnwind, metrics::Metrics};
+
+type Shard<K, T, E> = Mutex<HashMap<K, Arc<Flight<T, E>>>>;
+
+/// A group of keyed executions with duplicate suppression.
+///
+/// Call [`run`](Self::run) with a key and the work for it. If no execution for the key is in
+/// flight, the caller runs its work; callers arriving while it runs wait for it and receive a
+/// clone of its result, errors included. When the execution finishes the key is forgotten: the
+/// next call runs the work again (keep results with a cache, such as brisk-cache).
+///
+/// # Guarantees
+/// - At most one execution per key at a time, unless [`forget`](Self::forget) is called.
+/// - **Cancellation**: the work runs inside the caller that leads, and nothing is spawned. If
+///   that caller is dropped, the work is dropped with it, and one waiter (if any) takes over by
+///   running its own work. Waiters are never left hanging.
+/// - **Panics** in the work are caught: every caller of that execution gets
+///   [`Error::Panicked`], and the group stays usable.
+/// - A waiter with a [wait timeout](Builder::wait_timeout) leaves when it expires; the execution
+///   goes on for the others.
+///
+/// # Example
+/// ```
+/// use brisk_dedup::SingleFlight;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), brisk_dedup::Error<std::io::Error>> {
+/// let group: SingleFlight<String, u64, std::io::Error> = SingleFlight::new();
+/// let (a, b) = tokio::join!(
+///     group.run("user:42", || async { Ok(42) }),
+///     group.run("user:42", || async { unreachable!("joins the first call") }),
+/// );
+/// assert_eq!((a?, b?), (42, 42));
+/// # Ok(())
+/// # }
+/// ```
+pub struct SingleFlight<K, T, E = Infallible> {
+    shards: Box<[Shard<K, T, E>]>,
+    hasher: RandomState,
+    wait_timeout: Option<Duration>,
+    metrics: Metrics,
+}
+
+struct Flight<T, E> {
+    state: Mutex<State<T, E>>,
+    notify: Notify,
+}
+
+enum State<T, E> {
+    Running,
+    Orphaned,
+    Done(Result<T, Error<E>>),
+}
+
+impl<K, T, E> SingleFlight<K, T, E> {
+    /// A group with the default settings: no wait timeout, no metrics.
+    pub fn new() -> Self {
+        Builder::default().build()
+    }
+
+    /// Configures a group.
+    pub fn builder() -> Builder<K, T, E> {
+        Builder::default()
+    }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn set_metrics(&mut self, metrics: Metrics) {
+        self.metrics = metrics;
+    }
+
+    /// How many keys have an execution in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.shards.iter().map(|shard| lock(shard).len()).sum()
+    }
+}
+
+impl<K, T, E> Default for SingleFlight<K, T, E> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<K, T, E> fmt::Debug for SingleFlight<K, T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SingleFlight")
+            .field("shards", &self.shards.len())
+            .field("in_flight", &self.in_flight())
+            .field("wait_timeout", &self.wait_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, T, E> SingleFlight<K, T, E>
+where
+    K: Hash + Eq,
+    T: Clone,
+    E: Clone,
+{
+    /// Runs `work` for `key`, or joins the execution already in flight for it.
+    ///
+    /// `work` is called at most once, and only if this caller leads: either no execution was
+    /// in flight, or the caller that led was dropped and this one took over.
+    ///
+    /// # Errors
+    /// [`Error::Work`] with the work's error, [`Error::Panicked`] if it panicked, and
+    /// [`Error::WaitTimeout`] if this caller waited longer than the group's wait timeout.
+    pub async fn run<Q, F, Fut>(&self, key: &Q, work: F) -> Result<T, Error<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + fmt::Debug + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let shard = &self.shards[self.hasher.hash_one(key) as usize % self.shards.len()];
+        // Decided under the shard lock, acted upon after it is released.
+        let (flight, leads) = {
+            let mut map = lock(shard);
+            match map.get(key) {
+                Some(flight) => (Arc::clone(flight), false),
+                None => {
+                    let flight = Arc::new(Flight {
+                        state: Mutex::new(State::Running),
+                        notify: Notify::new(),
+                    });
+                    map.insert(key.to_owned(), Arc::clone(&flight));
+                    (flight, true)
+                }
+            }
+        };
+        if leads {
+            self.lead(shard, key, flight, work).await
+        } else {
+            self.metrics.coalesced.increment();
+            self.wait(shard, key, flight, work).await
+        }
+    }
+
+    /// Forgets the execution in flight for `key`, if any: the next call for the key starts a
+    /// new execution, while callers already waiting still receive the old one's result. This
+    /// is the one way to have two executions of a key at once, e.g. after learning that the
+    /// running one will return stale data. Returns whether an execution was in flight.
+    pub fn forget<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let shard = &self.shards[self.hasher.hash_one(key) as usize % self.shards.len()];
+        lock(shard).remove(key).is_some()
+    }
+
+    async fn lead<Q, F, Fut>(
+        &self,
+        shard: &Shard<K, T, E>,
+        key: &Q,
+        flight: Arc<Flight<T, E>>,
+        work: F,
+    ) -> Result<T, Error<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + fmt::Debug + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.metrics.executions.increment();
+        let mut guard = LeaderGuard {
+            shard,
+            key,
+            flight: &flight,
+            armed: true,
+        };
+        // Calling `work` inside the catching future catches a panic in the call itself too.
+        let outcome = match CatchUnwind::new(async move { work().await }).await {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => Err(Error::Work {
+                key: format!("{key:?}"),
+                source,
+            }),
+            Err(message) => {
+                self.metrics.panics.increment();
+                Err(Error::Panicked {
+                    key: format!("{key:?}"),
+                    message,
+                })
+            }
+        };
+        guard.armed = false;
+        guard.complete(outcome)
+    }
+
+    async fn wait<Q, F, Fut>(
+        &self,
+        shard: &Shard<K, T, E>,
+        key: &Q,
+        flight: Arc<Flight<T, E>>,
+        work: F,
+    ) -> Result<T, Error<E>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + fmt::Debug + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut guard = WaiterGuard {
+            shard,
+            key,
+            flight: &flight,
+            armed: true,
+        };
+        let started = tokio::time::Instant::now();
+        let deadline = self.wait_timeout.map(|timeout| started + timeout);
+        loop {
+            let mut notified = pin!(flight.notify.notified());
+            // Registered before the state is read, so a change made after the read wakes us.
+            notified.as_mut().enable();
+            // Decided under the state lock, acted upon after it is released.
+            let next = {
+                let mut state = lock(&flight.state);
+                match &*state {
+                    State::Done(outcome) => Some(Ok(outcome.clone())),
+                    State::Orphaned => {
+                        *state = State::Running;
+                        Some(Err(()))
+                    }
+                    State::Running => None,
+                }
+            };
+            match next {
+                Some(Ok(outcome)) => {
+                    guard.armed = false;
+                    return outcome;
+                }
+                Some(Err(())) => {
+                    guard.armed = false;
+                    self.metrics.handovers.increment();
+                    return self.lead(shard, key, Arc::clone(&flight), work).await;
+                }
+                None => {}
+            }
+            match deadline {
+                None => notified.await,
+                Some(deadline) => {
+                    if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                        self.metrics.wait_timeouts.increment();
+                        return Err(Error::WaitTimeout {
+                            key: format!("{key:?}"),
+                            waited: started.elapsed(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Completes the flight, or hands it over if the leader is dropped before that.
+struct LeaderGuard<'a, K, Q: ?Sized, T, E>
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: Hash + Eq,
+{
+    shard: &'a Shard<K, T, E>,
+    key: &'a Q,
+    flight: &'a Arc<Flight<T, E>>,
+    armed: bool,
+}
+
+impl<K, Q: ?Sized, T: Clone, E: Clone> LeaderGuard<'_, K, Q, T, E>
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: Hash + Eq,
+{
+    fn complete(&self, outcome: Result<T, Error<E>>) -> Result<T, Error<E>> {
+        {
+            let mut map = lock(self.shard);
+            if map
+                .get(self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, self.flight))
+            {
+                map.remove(self.key);
+            }
+        }
+        // Out of the map, the flight can gain no waiter: if we hold the only reference, nobody
+        // needs the outcome and the value moves to the leader without a clone.
+        if Arc::strong_count(self.flight) > 1 {
+            *lock(&self.flight.state) = State::Done(outcome.clone());
+            self.flight.notify.notify_waiters();
+        }
+        outcome
+    }
+}
+
+impl<K, Q: ?Sized, T, E> Drop for LeaderGuard<'_, K, Q, T, E>
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: Hash + Eq,
+{
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // The leader was dropped mid-work. Under the shard lock no new waiter can appear.
+        let mut map = lock(self.shard);
+        let in_map = map
+            .get(self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, self.flight));
+        let waiters = Arc::strong_count(self.flight) - 1 - usize::from(in_map);
+        if waiters == 0 {
+            if in_map {
+                map.remove(self.key);
+            }
+            return;
+        }
+        *lock(&self.flight.state) = State::Orphaned;
+        drop(map);
+        self.flight.notify.notify_waiters();
+    }
+}
+
+/// Removes an orphaned flight that its last waiter abandons, so it is not retained.
+struct WaiterGuard<'a, K, Q: ?Sized, T, E>
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: Hash + Eq,
+{
+    shard: &'a Shard<K, T, E>,
+    key: &'a Q,
+    flight: &'a Arc<Flight<T, E>>,
+    armed: bool,
+}
+
+impl<K, Q: ?Sized, T, E> Drop for WaiterGuard<'_, K, Q, T, E>
+where
+    K: Borrow<Q> + Hash + Eq,
+    Q: Hash + Eq,
+{
+    fn drop(&mut self) {
+        if !self.armed || !matches!(*lock(&self.flight.state), State::Orphaned) {
+            return;
+        }
+        let mut map = lock(self.shard);
+        let in_map = map
+            .get(self.key)
+            .is_some_and(|f| Arc::ptr_eq(f, self.flight));
+        let orphaned = matches!(*lock(&self.flight.state), State::Orphaned);
+        if in_map && orphaned && Arc::strong_count(self.flight) == 2 {
+            map.remove(self.key);
+        }
+    }
+}
+
+/// Builds a [`SingleFlight`].
+#[must_use = "call `build()` to get the group"]
+pub struct Builder<K, T, E = Infallible> {
+    wait_timeout: Option<Duration>,
+    shards: usize,
+    metrics: Metrics,
+    group: PhantomData<fn() -> (K, T, E)>,
+}
+
+impl<K, T, E> Default for Builder<K, T, E> {
+    fn default() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        Self {
+            wait_timeout: None,
+            shards: (cpus * 4).next_power_of_two(),
+            metrics: Metrics::noop(),
+            group: PhantomData,
+        }
+    }
+}
+
+impl<K, T, E> fmt::Debug for Builder<K, T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("wait_timeout", &self.wait_timeout)
+            .field("shards", &self.shards)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, T, E> Builder<K, T, E> {
+    /// How long a caller waits for another caller's execution before it leaves with
+    /// [`Error::WaitTimeout`]. The execution goes on for the others. Default: no limit.
+    ///
+    /// Needs a tokio runtime with the time driver enabled.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = Some(timeout);
+        self
+    }
+
+    /// How many independently locked parts the key map has; more shards mean less contention
+    /// between callers with different keys. Default: 4 × the number of CPUs, rounded up to a
+    /// power of two. Values below 1 are raised to 1.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards.max(1);
+        self
+    }
+
+    /// Reports counters to `recorder`, labelled `group="<name>"`:
+    /// `brisk_dedup_executions_total`, `brisk_dedup_coalesced_total`,
+    /// `brisk_dedup_handovers_total`, `brisk_dedup_panics_total`,
+    /// `brisk_dedup_wait_timeouts_total`, and for [`RedisFlight`](crate::RedisFlight) also
+    /// `brisk_dedup_remote_results_total` and `brisk_dedup_lease_lost_total`. Default: none.
+    pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
+        self.metrics = Metrics::new(recorder, name);
+        self
+    }
+
+    /// The group.
+    pub fn build(self) -> SingleFlight<K, T, E> {
+        SingleFlight {
+            shards: (0..self.shards).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            wait_timeout: self.wait_timeout,
+            metrics: self.metrics,
+        }
+    }
+}
+
+/// Locks, ignoring poison: no code panics while holding these locks except a key's own
+/// `Hash`/`Eq`, and the maps stay consistent across such a panic.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,58 @@
+use brisk_metrics::{Counter, Key, Recorder};
+
+/// The counters a group reports, each labelled `group="<name>"`.
+#[derive(Debug, Clone)]
+pub(crate) struct Metrics {
+    /// `brisk_dedup_executions_total`: times the work ran (first runs and takeovers).
+    pub(crate) executions: Counter,
+    /// `brisk_dedup_coalesced_total`: callers that joined an execution instead of running one.
+    pub(crate) coalesced: Counter,
+    /// `brisk_dedup_handovers_total`: a waiter took over after the running caller was dropped
+    /// (locally) or its lease expired (across instances).
+    pub(crate) handovers: Counter,
+    /// `brisk_dedup_panics_total`: executions that panicked.
+    pub(crate) panics: Counter,
+    /// `brisk_dedup_wait_timeouts_total`: waiters that gave up.
+    pub(crate) wait_timeouts: Counter,
+    /// `brisk_dedup_remote_results_total`: results read from another instance's execution.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) remote_results: Counter,
+    /// `brisk_dedup_lease_lost_total`: a running execution found its Redis lease taken over.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) lease_lost: Counter,
+}
+
+impl Metrics {
+    pub(crate) fn noop() -> Self {
+        Self {
+            executions: Counter::noop(),
+            coalesced: Counter::noop(),
+            handovers: Counter::noop(),
+            panics: Counter::noop(),
+            wait_timeouts: Counter::noop(),
+            remote_results: Counter::noop(),
+            lease_lost: Counter::noop(),
+        }
+    }
+
+    /// Registers the counters; the group name becomes the `group` label.
+    pub(crate) fn new(recorder: &dyn Recorder, group: &str) -> Self {
+        let counter = |name: &'static str| {
+            // Label values may be any text, and the names here are valid constants, so the key
+            // cannot be rejected.
+            let key = Key::new(name)
+                .and_then(|key| key.with_label("group", group.to_owned()))
+                .expect("constant metric names with a `group` label are valid");
+            recorder.counter(&key)
+        };
+        Self {
+            executions: counter("brisk_dedup_executions_total"),
+            coalesced: counter("brisk_dedup_coalesced_total"),
+            handovers: counter("brisk_dedup_handovers_total"),
+            panics: counter("brisk_dedup_panics_total"),
+            wait_timeouts: counter("brisk_dedup_wait_timeouts_total"),
+            remote_results: counter("brisk_dedup_remote_results_total"),
+            lease_lost: counter("brisk_dedup_lease_lost_total"),
+        }
+    }
+}

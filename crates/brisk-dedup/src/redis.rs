@@ -1,0 +1,593 @@
+//! Single-flight across processes that share one Redis.
+//!
+//! Protocol, per key (all keys of one flight share a `{hash tag}`, so it works on a cluster):
+//!
+//! - `<prefix>{<key>}:lease` holds the token of the instance running the work, with a TTL
+//!   (`SET ... PX` inside a script, so acquiring is one round trip). While the work runs, the
+//!   leader extends the TTL every third of it, but only while the token is still its own.
+//! - When done, the leader saves the value in the [`ResultStore`], then in one script writes
+//!   `<prefix>{<key>}:done:<token>` (`ok`, `retry` or `err:<message>`, with a short TTL) and
+//!   deletes the lease if it still holds it (compare-and-delete).
+//! - Followers poll `done:<token>` and the lease with exponential backoff (bounded by
+//!   [`poll_interval`](RedisFlightBuilder::poll_interval)): `ok` means load the value from the
+//!   store; an expired lease without a `done` means the leader died, so they race to acquire it.
+//!
+//! Inside each instance a [`SingleFlight`] runs first, so one process polls Redis once per key
+//! however many of its callers wait.
+
+use std::{
+    fmt,
+    future::Future,
+    hash::{BuildHasher, RandomState},
+    marker::PhantomData,
+    pin::pin,
+    sync::atomic::{AtomicU64, Ordering},
+    task::Poll,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use brisk_metrics::Recorder;
+use redis::{FromRedisValue, Script, ToRedisArgs, aio::ConnectionLike};
+use tokio::time::Instant;
+
+use crate::{Error, SingleFlight, catch::CatchUnwind, metrics::Metrics};
+
+/// Where a leader leaves its result for the followers in other instances: typically the cache
+/// that the work fills anyway.
+///
+/// `save` is called by the leader before it announces completion, `load` by followers after
+/// it. A `load` that finds nothing (evicted, or never saved) makes the follower run the work
+/// itself.
+pub trait ResultStore<T>: Send + Sync {
+    /// The store's error; followers see it as text in [`Error::Store`].
+    type Error: fmt::Display;
+
+    /// Stores the value of `key`.
+    fn save(&self, key: &str, value: &T) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Reads the value of `key`, if present.
+    fn load(&self, key: &str) -> impl Future<Output = Result<Option<T>, Self::Error>> + Send;
+}
+
+/// A [`ResultStore`] in Redis itself: the value under `<prefix>{<key>}:value` with a TTL
+/// (default 10 s: long enough for followers to read it, short enough not to become a cache).
+///
+/// Values are anything the redis crate can write and read back: strings, bytes, numbers.
+pub struct RedisStore<C> {
+    conn: C,
+    prefix: String,
+    ttl: Duration,
+}
+
+impl<C> RedisStore<C> {
+    /// A store on `conn` with the prefix `brisk:dedup:` and a 10 s TTL.
+    pub fn new(conn: C) -> Self {
+        Self {
+            conn,
+            prefix: "brisk:dedup:".to_owned(),
+            ttl: Duration::from_secs(10),
+        }
+    }
+
+    /// The prefix of the keys it writes. Default: `brisk:dedup:`.
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long a stored value lives. Default: 10 s; at least 1 ms.
+    #[must_use]
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl.max(Duration::from_millis(1));
+        self
+    }
+
+    fn value_key(&self, key: &str) -> String {
+        format!("{}{{{key}}}:value", self.prefix)
+    }
+}
+
+impl<C> fmt::Debug for RedisStore<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C, T> ResultStore<T> for RedisStore<C>
+where
+    C: ConnectionLike + Clone + Send + Sync,
+    T: ToRedisArgs + FromRedisValue + Send + Sync,
+{
+    type Error = redis::RedisError;
+
+    async fn save(&self, key: &str, value: &T) -> Result<(), Self::Error> {
+        redis::cmd("SET")
+            .arg(self.value_key(key))
+            .arg(value)
+            .arg("PX")
+            .arg(millis(self.ttl))
+            .query_async::<()>(&mut self.conn.clone())
+            .await
+    }
+
+    async fn load(&self, key: &str) -> Result<Option<T>, Self::Error> {
+        redis::cmd("GET")
+            .arg(self.value_key(key))
+            .query_async(&mut self.conn.clone())
+            .await
+    }
+}
+
+const ACQUIRE: &str = r"
+local holder = redis.call('GET', KEYS[1])
+if holder then return holder end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return ARGV[1]
+";
+
+const EXTEND: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+";
+
+const RELEASE: &str = r"
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+return 1
+";
+
+const OBSERVE: &str = r"
+local done = redis.call('GET', KEYS[2])
+if done then return {1, done} end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return {0, ''} end
+return {2, ''}
+";
+
+/// Single-flight across instances: N processes sharing one Redis run the work once per key.
+///
+/// Each call first joins the in-process group; the one caller per process that goes on takes a
+/// lease on the key in Redis or, if another instance holds it, waits for that instance to
+/// finish and reads its result from the [`ResultStore`].
+///
+/// # Failure behaviour
+/// - **Leader dies** (process killed, partitioned): its lease is no longer extended and expires
+///   after [`lease_ttl`](RedisFlightBuilder::lease_ttl); one follower acquires it and runs the
+///   work ([`brisk_dedup_handovers_total`](crate::Builder::metrics)).
+/// - **Leader's work fails**: followers get [`Error::Remote`] with the error's text; it
+///   panics: the same, with the panic message.
+/// - **The store has no value** after an `ok` (evicted, or saving failed): the follower runs
+///   the work itself.
+/// - **Redis fails**: calls return [`Error::Redis`] naming the step; nothing waits forever. A
+///   leader whose work succeeded returns its value even if announcing it fails; followers then
+///   take over when the lease expires.
+/// - A leader that stalls longer than the lease TTL without extending it (e.g. a blocked
+///   runtime) can lose the lease; a second execution may then start. Keep the work shorter
+///   than the TTL or the runtime responsive ([`brisk_dedup_lease_lost_total`] counts this).
+///
+/// [`brisk_dedup_lease_lost_total`]: crate::Builder::metrics
+///
+/// # Example
+/// ```no_run
+/// use brisk_dedup::{RedisFlight, RedisStore};
+///
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = redis::Client::open("redis://127.0.0.1/")?;
+/// let conn = client.get_multiplexed_tokio_connection().await?;
+/// let flight = RedisFlight::builder(conn.clone(), RedisStore::new(conn)).build();
+/// let page: String = flight
+///     .run("page:/home", || async { Ok::<_, std::io::Error>("<html>…".to_owned()) })
+///     .await?;
+/// # Ok(())
+/// # }
+/// ```
+pub struct RedisFlight<C, S, T, E> {
+    conn: C,
+    store: S,
+    local: SingleFlight<String, T, Error<E>>,
+    prefix: String,
+    lease_ttl: Duration,
+    poll_min: Duration,
+    poll_max: Duration,
+    wait_timeout: Option<Duration>,
+    metrics: Metrics,
+    scripts: Scripts,
+}
+
+struct Scripts {
+    acquire: Script,
+    extend: Script,
+    release: Script,
+    observe: Script,
+}
+
+impl<C, S, T, E> fmt::Debug for RedisFlight<C, S, T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisFlight")
+            .field("prefix", &self.prefix)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("poll_min", &self.poll_min)
+            .field("poll_max", &self.poll_max)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("local", &self.local)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a follower learned from watching another instance's lease.
+enum Followed<T, E> {
+    Finished(Result<T, Error<E>>),
+    /// Acquire the lease again: the leader died, or left no value in the store.
+    TakeOver,
+}
+
+impl<C, S, T, E> RedisFlight<C, S, T, E>
+where
+    C: ConnectionLike + Clone + Send + Sync,
+    S: ResultStore<T>,
+    T: Clone + Send + Sync,
+    E: Clone + fmt::Display,
+{
+    /// Configures a flight on `conn` (a `MultiplexedConnection` or `ConnectionManager`),
+    /// leaving results in `store`.
+    pub fn builder(conn: C, store: S) -> RedisFlightBuilder<C, S, T, E> {
+        RedisFlightBuilder {
+            conn,
+            store,
+            prefix: "brisk:dedup:".to_owned(),
+            lease_ttl: Duration::from_secs(10),
+            poll_min: Duration::from_millis(2),
+            poll_max: Duration::from_millis(50),
+            wait_timeout: None,
+            metrics: Metrics::noop(),
+            value: PhantomData,
+        }
+    }
+
+    /// Runs `work` for `key` once across all instances that share the Redis, or waits for the
+    /// instance running it and returns its result.
+    ///
+    /// # Errors
+    /// [`Error::Work`] or [`Error::Panicked`] when the work ran here, [`Error::Remote`] when it
+    /// failed in another instance, [`Error::WaitTimeout`], [`Error::Redis`], [`Error::Store`].
+    pub async fn run<F, Fut>(&self, key: &str, work: F) -> Result<T, Error<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let result = self.local.run(key, || self.run_shared(key, work)).await;
+        result.map_err(flatten)
+    }
+
+    async fn run_shared<F, Fut>(&self, key: &str, work: F) -> Result<T, Error<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let started = Instant::now();
+        let deadline = self.wait_timeout.map(|timeout| started + timeout);
+        let lease_key = format!("{}{{{key}}}:lease", self.prefix);
+        let token = new_token();
+        let mut took_over = false;
+        loop {
+            let holder: String = self
+                .scripts
+                .acquire
+                .key(&lease_key)
+                .arg(&token)
+                .arg(millis(self.lease_ttl))
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(|source| redis_error("acquire lease", key, source))?;
+            if holder == token {
+                if took_over {
+                    self.metrics.handovers.increment();
+                }
+                return self.lead(key, &lease_key, &token, work).await;
+            }
+            match self
+                .follow(key, &lease_key, &holder, started, deadline)
+                .await?
+            {
+                Followed::Finished(result) => return result,
+                Followed::TakeOver => took_over = true,
+            }
+        }
+    }
+
+    async fn lead<F, Fut>(
+        &self,
+        key: &str,
+        lease_key: &str,
+        token: &str,
+        work: F,
+    ) -> Result<T, Error<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.metrics.executions.increment();
+        let outcome = {
+            let mut work = pin!(CatchUnwind::new(async move { work().await }));
+            let mut extend = pin!(self.extend_while_running(lease_key, token));
+            // Runs the work; the lease is extended beside it until it completes.
+            std::future::poll_fn(|cx| {
+                if let Poll::Ready(outcome) = work.as_mut().poll(cx) {
+                    return Poll::Ready(outcome);
+                }
+                let _ = extend.as_mut().poll(cx);
+                Poll::Pending
+            })
+            .await
+        };
+        let outcome = match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(source)) => Err(Error::Work {
+                key: format!("{key:?}"),
+                source,
+            }),
+            Err(message) => {
+                self.metrics.panics.increment();
+                Err(Error::Panicked {
+                    key: format!("{key:?}"),
+                    message,
+                })
+            }
+        };
+        let status = match &outcome {
+            Ok(value) => match self.store.save(key, value).await {
+                Ok(()) => "ok".to_owned(),
+                // Followers will not find the value, so they run the work themselves.
+                Err(_) => "retry".to_owned(),
+            },
+            Err(Error::Work { source, .. }) => format!("err:{source}"),
+            Err(Error::Panicked { message, .. }) => format!("err:panicked: {message}"),
+            Err(other) => format!("err:{other}"),
+        };
+        let released = self
+            .scripts
+            .release
+            .key(lease_key)
+            .key(done_key(lease_key, token))
+            .arg(token)
+            .arg(status)
+            .arg(millis(self.done_ttl()))
+            .invoke_async::<()>(&mut self.conn.clone())
+            .await;
+        // The work's outcome stands even if announcing it failed: followers take over when
+        // the lease expires.
+        drop(released);
+        outcome
+    }
+
+    /// Extends the lease every third of its TTL while the token is still ours; returns when
+    /// the lease was lost. Redis errors are retried at the next tick.
+    async fn extend_while_running(&self, lease_key: &str, token: &str) {
+        loop {
+            tokio::time::sleep(self.lease_ttl / 3).await;
+            let extended: Result<i64, _> = self
+                .scripts
+                .extend
+                .key(lease_key)
+                .arg(token)
+                .arg(millis(self.lease_ttl))
+                .invoke_async(&mut self.conn.clone())
+                .await;
+            if extended == Ok(0) {
+                self.metrics.lease_lost.increment();
+                return;
+            }
+        }
+    }
+
+    async fn follow(
+        &self,
+        key: &str,
+        lease_key: &str,
+        holder: &str,
+        started: Instant,
+        deadline: Option<Instant>,
+    ) -> Result<Followed<T, E>, Error<E>> {
+        let done_key = done_key(lease_key, holder);
+        let mut interval = self.poll_min;
+        loop {
+            let (state, status): (i64, String) = self
+                .scripts
+                .observe
+                .key(lease_key)
+                .key(&done_key)
+                .arg(holder)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(|source| redis_error("poll lease", key, source))?;
+            match state {
+                // Still running there.
+                0 => {
+                    let wake = Instant::now() + interval;
+                    if let Some(deadline) = deadline.filter(|deadline| *deadline < wake) {
+                        tokio::time::sleep_until(deadline).await;
+                        self.metrics.wait_timeouts.increment();
+                        return Err(Error::WaitTimeout {
+                            key: format!("{key:?}"),
+                            waited: started.elapsed(),
+                        });
+                    }
+                    tokio::time::sleep_until(wake).await;
+                    interval = (interval * 2).min(self.poll_max);
+                }
+                // Finished there.
+                1 => {
+                    if let Some(message) = status.strip_prefix("err:") {
+                        return Ok(Followed::Finished(Err(Error::Remote {
+                            key: format!("{key:?}"),
+                            message: message.to_owned(),
+                        })));
+                    }
+                    if status != "ok" {
+                        return Ok(Followed::TakeOver);
+                    }
+                    let loaded = self.store.load(key).await.map_err(|error| Error::Store {
+                        op: "load",
+                        key: format!("{key:?}"),
+                        message: error.to_string(),
+                    })?;
+                    return Ok(match loaded {
+                        Some(value) => {
+                            self.metrics.remote_results.increment();
+                            Followed::Finished(Ok(value))
+                        }
+                        None => Followed::TakeOver,
+                    });
+                }
+                // The lease expired without a result: the leader is gone.
+                _ => return Ok(Followed::TakeOver),
+            }
+        }
+    }
+
+    /// How long a `done` marker lives: long enough for the slowest poller to see it.
+    fn done_ttl(&self) -> Duration {
+        (self.poll_max * 20).max(self.lease_ttl)
+    }
+}
+
+/// Builds a [`RedisFlight`].
+#[must_use = "call `build()` to get the flight"]
+pub struct RedisFlightBuilder<C, S, T, E> {
+    conn: C,
+    store: S,
+    prefix: String,
+    lease_ttl: Duration,
+    poll_min: Duration,
+    poll_max: Duration,
+    wait_timeout: Option<Duration>,
+    metrics: Metrics,
+    value: PhantomData<fn() -> (T, E)>,
+}
+
+impl<C, S, T, E> fmt::Debug for RedisFlightBuilder<C, S, T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisFlightBuilder")
+            .field("prefix", &self.prefix)
+            .field("lease_ttl", &self.lease_ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
+    /// The prefix of the Redis keys it uses. Default: `brisk:dedup:`.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// How long a lease lives without being extended: after a leader dies, the time until
+    /// another instance takes over. The leader extends it every third of this. Default: 10 s;
+    /// at least 3 ms.
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.lease_ttl = ttl.max(Duration::from_millis(3));
+        self
+    }
+
+    /// Followers poll the lease first after `min`, then at doubling intervals up to `max`.
+    /// Default: 2 ms to 50 ms. `max` is raised to `min` if lower.
+    pub fn poll_interval(mut self, min: Duration, max: Duration) -> Self {
+        self.poll_min = min.max(Duration::from_micros(100));
+        self.poll_max = max.max(self.poll_min);
+        self
+    }
+
+    /// How long a caller waits for an execution elsewhere (in this process or another) before
+    /// it leaves with [`Error::WaitTimeout`]. Default: no limit.
+    pub fn wait_timeout(mut self, timeout: Duration) -> Self {
+        self.wait_timeout = Some(timeout);
+        self
+    }
+
+    /// Reports the counters described in [`Builder::metrics`](crate::Builder::metrics).
+    pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
+        self.metrics = Metrics::new(recorder, name);
+        self
+    }
+
+    /// The flight.
+    pub fn build(self) -> RedisFlight<C, S, T, E> {
+        // Locally the group counts joins, handovers and wait timeouts; executions and panics
+        // are counted where the work really runs.
+        let mut local = SingleFlight::builder();
+        if let Some(timeout) = self.wait_timeout {
+            local = local.wait_timeout(timeout);
+        }
+        let mut local = local.build();
+        local.set_metrics(Metrics {
+            executions: brisk_metrics::Counter::noop(),
+            panics: brisk_metrics::Counter::noop(),
+            ..self.metrics.clone()
+        });
+        RedisFlight {
+            conn: self.conn,
+            store: self.store,
+            local,
+            prefix: self.prefix,
+            lease_ttl: self.lease_ttl,
+            poll_min: self.poll_min,
+            poll_max: self.poll_max,
+            wait_timeout: self.wait_timeout,
+            metrics: self.metrics,
+            scripts: Scripts {
+                acquire: Script::new(ACQUIRE),
+                extend: Script::new(EXTEND),
+                release: Script::new(RELEASE),
+                observe: Script::new(OBSERVE),
+            },
+        }
+    }
+}
+
+/// The local group's error around the shared procedure's error: one level, not two.
+fn flatten<E>(error: Error<Error<E>>) -> Error<E> {
+    match error {
+        Error::Work { source, .. } => source,
+        Error::Panicked { key, message } => Error::Panicked { key, message },
+        Error::WaitTimeout { key, waited } => Error::WaitTimeout { key, waited },
+        Error::Remote { key, message } => Error::Remote { key, message },
+        Error::Redis { op, key, source } => Error::Redis { op, key, source },
+        Error::Store { op, key, message } => Error::Store { op, key, message },
+    }
+}
+
+fn redis_error<E>(op: &'static str, key: &str, source: redis::RedisError) -> Error<E> {
+    Error::Redis {
+        op,
+        key: format!("{key:?}"),
+        source,
+    }
+}
+
+fn done_key(lease_key: &str, token: &str) -> String {
+    let base = lease_key.strip_suffix(":lease").unwrap_or(lease_key);
+    format!("{base}:done:{token}")
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis())
+        .unwrap_or(u64::MAX)
+        .max(1)
+}
+
+/// A token no other lease holder has: process id, time, a counter, and per-process random
+/// bits from the standard library's randomly seeded hasher.
+fn new_token() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let random = RandomState::new().hash_one((count, nanos));
+    format!("{:x}-{nanos:x}-{count:x}-{random:016x}", std::process::id())
+}

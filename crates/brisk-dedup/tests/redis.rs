@@ -1,0 +1,1 @@
+//! placeholder while the redis module is written
