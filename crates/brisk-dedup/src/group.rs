@@ -381,13 +381,16 @@ where
     }
 }
 
+/// Ties a builder to the group type it builds, without owning any of its parts.
+type Marker<K, T, E> = PhantomData<fn() -> (K, T, E)>;
+
 /// Builds a [`SingleFlight`].
 #[must_use = "call `build()` to get the group"]
 pub struct Builder<K, T, E = Infallible> {
     wait_timeout: Option<Duration>,
     shards: usize,
     metrics: Metrics,
-    group: PhantomData<fn() -> (K, T, E)>,
+    group: Marker<K, T, E>,
 }
 
 impl<K, T, E> Default for Builder<K, T, E> {

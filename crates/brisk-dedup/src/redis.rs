@@ -178,7 +178,7 @@ return {2, ''}
 ///
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 /// let client = redis::Client::open("redis://127.0.0.1/")?;
-/// let conn = client.get_multiplexed_tokio_connection().await?;
+/// let conn = client.get_multiplexed_async_connection().await?;
 /// let flight = RedisFlight::builder(conn.clone(), RedisStore::new(conn)).build();
 /// let page: String = flight
 ///     .run("page:/home", || async { Ok::<_, std::io::Error>("<html>…".to_owned()) })
@@ -274,6 +274,7 @@ where
         let lease_key = format!("{}{{{key}}}:lease", self.prefix);
         let token = new_token();
         let mut took_over = false;
+        let mut followed = false;
         loop {
             let holder: String = self
                 .scripts
@@ -289,6 +290,11 @@ where
                     self.metrics.handovers.increment();
                 }
                 return self.lead(key, &lease_key, &token, work).await;
+            }
+            if !followed {
+                // This caller joins an execution elsewhere instead of running one.
+                self.metrics.coalesced.increment();
+                followed = true;
             }
             match self
                 .follow(key, &lease_key, &holder, started, deadline)

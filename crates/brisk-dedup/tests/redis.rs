@@ -1,1 +1,299 @@
-//! placeholder while the redis module is written
+//! `RedisFlight` against a real redis-server from brisk-testkit, with independent clients as
+//! instances, and a leader process killed mid-work.
+
+use std::{
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use brisk_dedup::{Error, RedisFlight, RedisStore};
+use brisk_metrics::Registry;
+use brisk_testkit::RedisServer;
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use tokio::sync::Notify;
+
+type Flight = RedisFlight<MultiplexedConnection, RedisStore<MultiplexedConnection>, String, String>;
+
+/// One "instance": its own client and connection, as another process would have.
+async fn instance(url: &str, lease: Duration, registry: &Registry) -> Flight {
+    let client = redis::Client::open(url).unwrap();
+    let conn = client.get_multiplexed_async_connection().await.unwrap();
+    RedisFlight::builder(conn.clone(), RedisStore::new(conn))
+        .lease_ttl(lease)
+        .poll_interval(Duration::from_millis(1), Duration::from_millis(20))
+        .metrics(registry, "test")
+        .build()
+}
+
+/// Waits until a counter reaches `value`: how a test knows that callers have joined.
+async fn wait_for(registry: &Registry, name: &str, value: u64) {
+    while count(registry, name) < value {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+fn count(registry: &Registry, name: &str) -> u64 {
+    registry
+        .snapshot()
+        .counter(name, &[("group", "test")])
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_sharing_a_redis_run_the_work_once() {
+    let server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let executions = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(Notify::new());
+    let mut tasks = Vec::new();
+    for i in 0..5 {
+        let flight = Arc::new(instance(&server.url(), Duration::from_secs(5), &registry).await);
+        // Several callers per instance: they coalesce locally before reaching Redis.
+        for _ in 0..10 {
+            let (flight, executions, release) =
+                (flight.clone(), executions.clone(), release.clone());
+            tasks.push(tokio::spawn(async move {
+                flight
+                    .run("page:/home", || async move {
+                        executions.fetch_add(1, Ordering::SeqCst);
+                        release.notified().await;
+                        Ok(format!("rendered by instance {i}"))
+                    })
+                    .await
+            }));
+        }
+    }
+    // Let the work finish once every caller has joined it: 9 per instance locally, and the
+    // 4 instances that follow the leader's lease.
+    wait_for(&registry, "brisk_dedup_coalesced_total", 49).await;
+    release.notify_one();
+    let mut values = Vec::new();
+    for task in tasks {
+        values.push(task.await.unwrap().unwrap());
+    }
+    assert_eq!(executions.load(Ordering::SeqCst), 1);
+    assert!(values.iter().all(|v| v == &values[0]), "{values:?}");
+    assert_eq!(count(&registry, "brisk_dedup_executions_total"), 1);
+    assert_eq!(count(&registry, "brisk_dedup_remote_results_total"), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaders_error_reaches_other_instances_as_text() {
+    let server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let a = instance(&server.url(), Duration::from_secs(5), &registry).await;
+    let b = instance(&server.url(), Duration::from_secs(5), &registry).await;
+    let started = Notify::new();
+    let finish = Notify::new();
+    let leader = a.run("k", || async {
+        started.notify_one();
+        finish.notified().await;
+        Err::<String, _>("db down".to_owned())
+    });
+    let follower = async {
+        started.notified().await;
+        b.run("k", || async { Ok("must not run".to_owned()) }).await
+    };
+    // The leader fails once the follower is watching its lease.
+    let fail = async {
+        wait_for(&registry, "brisk_dedup_coalesced_total", 1).await;
+        finish.notify_one();
+    };
+    let (leader, follower, ()) = tokio::join!(leader, follower, fail);
+    assert_eq!(
+        leader.unwrap_err().work_error().map(String::as_str),
+        Some("db down")
+    );
+    match follower {
+        Err(Error::Remote { key, message }) => {
+            assert_eq!(key, r#""k""#);
+            assert_eq!(message, "db down");
+        }
+        other => panic!("expected the remote error, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_lease_is_extended_while_the_work_outlives_its_ttl() {
+    let server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let a = instance(&server.url(), Duration::from_millis(150), &registry).await;
+    let b = instance(&server.url(), Duration::from_millis(150), &registry).await;
+    let executions = AtomicUsize::new(0);
+    let started = Notify::new();
+    let leader = a.run("slow", || async {
+        executions.fetch_add(1, Ordering::SeqCst);
+        started.notify_one();
+        // Four TTLs: without extension another instance would take over.
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        Ok("slow value".to_owned())
+    });
+    let follower = async {
+        started.notified().await;
+        b.run("slow", || async {
+            executions.fetch_add(1, Ordering::SeqCst);
+            Ok("second execution".to_owned())
+        })
+        .await
+    };
+    let (leader, follower) = tokio::join!(leader, follower);
+    assert_eq!(leader.unwrap(), "slow value");
+    assert_eq!(follower.unwrap(), "slow value");
+    assert_eq!(executions.load(Ordering::SeqCst), 1);
+    assert_eq!(count(&registry, "brisk_dedup_lease_lost_total"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_leader_instance_is_replaced_when_its_lease_expires() {
+    let server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let a = Arc::new(instance(&server.url(), Duration::from_millis(200), &registry).await);
+    let b = instance(&server.url(), Duration::from_millis(200), &registry).await;
+    let started = Arc::new(Notify::new());
+    let leader = {
+        let (a, started) = (a.clone(), started.clone());
+        tokio::spawn(async move {
+            a.run("k", || async move {
+                started.notify_one();
+                std::future::pending::<Result<String, String>>().await
+            })
+            .await
+        })
+    };
+    started.notified().await;
+    let follower =
+        tokio::spawn(async move { b.run("k", || async { Ok("taken over".to_owned()) }).await });
+    wait_for(&registry, "brisk_dedup_coalesced_total", 1).await;
+    leader.abort(); // the instance stops extending its lease, as if it had died
+    assert_eq!(follower.await.unwrap().unwrap(), "taken over");
+    assert_eq!(count(&registry, "brisk_dedup_handovers_total"), 1);
+}
+
+/// Kills the child leader even if the test fails half-way.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Not a test on its own: `a_killed_leader_process_is_replaced` runs this in a child process,
+/// which takes the lease, says so through Redis, and works until it is killed.
+#[tokio::test]
+#[ignore = "a child process of a_killed_leader_process_is_replaced"]
+async fn leader_process() {
+    let url = std::env::var("BRISK_DEDUP_LEADER_URL").expect("run by the parent test");
+    let registry = Registry::new();
+    let flight = instance(&url, Duration::from_millis(300), &registry).await;
+    let client = redis::Client::open(url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _ = flight
+        .run("report", || async move {
+            let () = redis::cmd("SET")
+                .arg("leader:started")
+                .arg(std::process::id())
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            std::future::pending::<Result<String, String>>().await
+        })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_process_is_replaced() {
+    let server = RedisServer::start().unwrap();
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "leader_process", "--ignored", "--nocapture"])
+            .env("BRISK_DEDUP_LEADER_URL", server.url())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let child = &mut child.0;
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let child_pid: u32 = loop {
+        let pid: Option<u32> = redis::cmd("GET")
+            .arg("leader:started")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if let Some(pid) = pid {
+            break pid;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the child leader exited early"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_eq!(child_pid, child.id());
+
+    let registry = Registry::new();
+    let follower = instance(&server.url(), Duration::from_millis(300), &registry).await;
+    let executions = AtomicUsize::new(0);
+    let run = follower.run("report", || async {
+        executions.fetch_add(1, Ordering::SeqCst);
+        Ok("built by the survivor".to_owned())
+    });
+    let kill = async {
+        wait_for(&registry, "brisk_dedup_coalesced_total", 1).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    };
+    let (value, ()) = tokio::join!(run, kill);
+    assert_eq!(value.unwrap(), "built by the survivor");
+    assert_eq!(executions.load(Ordering::SeqCst), 1);
+    assert_eq!(count(&registry, "brisk_dedup_handovers_total"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_outage_fails_calls_fast_and_they_recover_after_restart() {
+    let mut server = RedisServer::start().unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let conn = ConnectionManager::new(client).await.unwrap();
+    let flight: RedisFlight<_, _, String, String> =
+        RedisFlight::builder(conn.clone(), RedisStore::new(conn))
+            .lease_ttl(Duration::from_millis(500))
+            .build();
+    assert_eq!(
+        flight
+            .run("k", || async { Ok("before".to_owned()) })
+            .await
+            .unwrap(),
+        "before"
+    );
+    server.kill();
+    let during = tokio::time::timeout(
+        Duration::from_secs(30),
+        flight.run("k", || async { Ok("during".to_owned()) }),
+    )
+    .await
+    .expect("a call during the outage ends with an error instead of hanging");
+    match during {
+        Err(Error::Redis { op, .. }) => assert_eq!(op, "acquire lease"),
+        other => panic!("expected a redis error, got {other:?}"),
+    }
+    server.restart().unwrap();
+    let mut after = None;
+    for _ in 0..200 {
+        match flight.run("k", || async { Ok("after".to_owned()) }).await {
+            Ok(value) => {
+                after = Some(value);
+                break;
+            }
+            // The connection manager reconnects in the background.
+            Err(Error::Redis { .. }) => tokio::time::sleep(Duration::from_millis(25)).await,
+            Err(other) => panic!("unexpected error after restart: {other:?}"),
+        }
+    }
+    assert_eq!(after.as_deref(), Some("after"));
+}
