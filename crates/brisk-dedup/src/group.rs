@@ -7,7 +7,7 @@
 //! State machine of a flight (`state` mutex; the shard mutex is always taken first):
 //!
 //! ```text
-//! Running --leader completes--> Done(outcome)      waiters clone the outcome
+//! Running --leader completes--> `done` set          waiters clone the outcome, lock-free
 //! Running --leader dropped----> Orphaned           one waiter claims it: Orphaned -> Running
 //! ```
 //!
@@ -24,7 +24,7 @@ use std::{
     hash::{BuildHasher, Hash},
     marker::PhantomData,
     pin::pin,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
     time::Duration,
 };
 
@@ -75,14 +75,16 @@ pub struct SingleFlight<K, T, E = Infallible> {
 }
 
 struct Flight<T, E> {
-    state: Mutex<State<T, E>>,
+    /// Set once by the leader that completes; read without a lock by woken waiters.
+    done: OnceLock<Result<T, Error<E>>>,
+    state: Mutex<State>,
     notify: Notify,
 }
 
-enum State<T, E> {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum State {
     Running,
     Orphaned,
-    Done(Result<T, Error<E>>),
 }
 
 impl<K, T, E> SingleFlight<K, T, E> {
@@ -152,6 +154,7 @@ where
                 Some(flight) => (Arc::clone(flight), false),
                 None => {
                     let flight = Arc::new(Flight {
+                        done: OnceLock::new(),
                         state: Mutex::new(State::Running),
                         notify: Notify::new(),
                     });
@@ -241,33 +244,17 @@ where
         };
         let started = tokio::time::Instant::now();
         let deadline = self.wait_timeout.map(|timeout| started + timeout);
-        loop {
+        let next = loop {
+            // Checked before registering too, so that a woken waiter usually returns without
+            // touching the `Notify` again (with 1000 waiters, that lock is contended).
+            if let Some(next) = next_step(&flight) {
+                break next;
+            }
             let mut notified = pin!(flight.notify.notified());
-            // Registered before the state is read, so a change made after the read wakes us.
+            // Registered before the state is read again, so a change after the read wakes us.
             notified.as_mut().enable();
-            // Decided under the state lock, acted upon after it is released.
-            let next = {
-                let mut state = lock(&flight.state);
-                match &*state {
-                    State::Done(outcome) => Some(Ok(outcome.clone())),
-                    State::Orphaned => {
-                        *state = State::Running;
-                        Some(Err(()))
-                    }
-                    State::Running => None,
-                }
-            };
-            match next {
-                Some(Ok(outcome)) => {
-                    guard.armed = false;
-                    return outcome;
-                }
-                Some(Err(())) => {
-                    guard.armed = false;
-                    self.metrics.handovers.increment();
-                    return self.lead(shard, key, Arc::clone(&flight), work).await;
-                }
-                None => {}
+            if let Some(next) = next_step(&flight) {
+                break next;
             }
             match deadline {
                 None => notified.await,
@@ -281,7 +268,39 @@ where
                     }
                 }
             }
+        };
+        guard.armed = false;
+        match next {
+            Next::Finished(outcome) => outcome,
+            Next::TakeOver => {
+                self.metrics.handovers.increment();
+                self.lead(shard, key, Arc::clone(&flight), work).await
+            }
         }
+    }
+}
+
+/// What a waiter does next.
+enum Next<T, E> {
+    Finished(Result<T, Error<E>>),
+    /// The leader was dropped and this waiter claimed the flight.
+    TakeOver,
+}
+
+/// Reads the flight's state, claiming it if orphaned; `None` while it runs.
+fn next_step<T: Clone, E: Clone>(flight: &Flight<T, E>) -> Option<Next<T, E>> {
+    if let Some(outcome) = flight.done.get() {
+        return Some(Next::Finished(outcome.clone()));
+    }
+    let mut state = lock(&flight.state);
+    match *state {
+        State::Orphaned => {
+            *state = State::Running;
+            Some(Next::TakeOver)
+        }
+        // The leader may have completed since the check above; it sets `done` before it
+        // notifies, so a registered waiter is woken and looks again.
+        State::Running => None,
     }
 }
 
@@ -315,7 +334,8 @@ where
         // Out of the map, the flight can gain no waiter: if we hold the only reference, nobody
         // needs the outcome and the value moves to the leader without a clone.
         if Arc::strong_count(self.flight) > 1 {
-            *lock(&self.flight.state) = State::Done(outcome.clone());
+            // Only the one leader of a flight completes it, so `set` cannot find a value.
+            let _ = self.flight.done.set(outcome.clone());
             self.flight.notify.notify_waiters();
         }
         outcome
@@ -367,14 +387,14 @@ where
     Q: Hash + Eq,
 {
     fn drop(&mut self) {
-        if !self.armed || !matches!(*lock(&self.flight.state), State::Orphaned) {
+        if !self.armed || *lock(&self.flight.state) != State::Orphaned {
             return;
         }
         let mut map = lock(self.shard);
         let in_map = map
             .get(self.key)
             .is_some_and(|f| Arc::ptr_eq(f, self.flight));
-        let orphaned = matches!(*lock(&self.flight.state), State::Orphaned);
+        let orphaned = *lock(&self.flight.state) == State::Orphaned;
         if in_map && orphaned && Arc::strong_count(self.flight) == 2 {
             map.remove(self.key);
         }
@@ -435,7 +455,7 @@ impl<K, T, E> Builder<K, T, E> {
     /// Reports counters to `recorder`, labelled `group="<name>"`:
     /// `brisk_dedup_executions_total`, `brisk_dedup_coalesced_total`,
     /// `brisk_dedup_handovers_total`, `brisk_dedup_panics_total`,
-    /// `brisk_dedup_wait_timeouts_total`, and for [`RedisFlight`](crate::RedisFlight) also
+    /// `brisk_dedup_wait_timeouts_total`, and for `RedisFlight` (feature `redis`) also
     /// `brisk_dedup_remote_results_total` and `brisk_dedup_lease_lost_total`. Default: none.
     pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
         self.metrics = Metrics::new(recorder, name);

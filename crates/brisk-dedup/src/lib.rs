@@ -43,6 +43,12 @@
 //! # Metrics
 //! [`Builder::metrics`] reports executions, coalesced callers, handovers, panics and wait
 //! timeouts to any [`brisk_metrics::Recorder`].
+//!
+#![cfg_attr(feature = "redis", doc = "[`RedisFlight`]: crate::RedisFlight")]
+#![cfg_attr(
+    not(feature = "redis"),
+    doc = "[`RedisFlight`]: #feature-flags \"needs the redis feature\""
+)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod catch;
