@@ -37,6 +37,9 @@ type Shard<K, T, E> = Mutex<HashMap<K, Arc<Flight<T, E>>>>;
 
 /// A group of keyed executions with duplicate suppression.
 ///
+/// The value `T` and the error `E` are cloned for each waiter, so both must be `Clone`: wrap
+/// an error type that is not (such as `std::io::Error`) in an `Arc`.
+///
 /// Call [`run`](Self::run) with a key and the work for it. If no execution for the key is in
 /// flight, the caller runs its work; callers arriving while it runs wait for it and receive a
 /// clone of its result, errors included. When the execution finishes the key is forgotten: the
@@ -57,10 +60,13 @@ type Shard<K, T, E> = Mutex<HashMap<K, Arc<Flight<T, E>>>>;
 /// use brisk_dedup::SingleFlight;
 ///
 /// # #[tokio::main(flavor = "current_thread")]
-/// # async fn main() -> Result<(), brisk_dedup::Error<std::io::Error>> {
-/// let group: SingleFlight<String, u64, std::io::Error> = SingleFlight::new();
+/// # async fn main() -> Result<(), brisk_dedup::Error<String>> {
+/// let group: SingleFlight<String, u64, String> = SingleFlight::new();
 /// let (a, b) = tokio::join!(
-///     group.run("user:42", || async { Ok(42) }),
+///     group.run("user:42", || async {
+///         tokio::task::yield_now().await; // still running when the second call arrives
+///         Ok(42)
+///     }),
 ///     group.run("user:42", || async { unreachable!("joins the first call") }),
 /// );
 /// assert_eq!((a?, b?), (42, 42));

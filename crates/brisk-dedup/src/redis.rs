@@ -174,6 +174,7 @@ return {2, ''}
 ///
 /// # Example
 /// ```no_run
+/// use std::sync::Arc;
 /// use brisk_dedup::{RedisFlight, RedisStore};
 ///
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
@@ -181,7 +182,9 @@ return {2, ''}
 /// let conn = client.get_multiplexed_async_connection().await?;
 /// let flight = RedisFlight::builder(conn.clone(), RedisStore::new(conn)).build();
 /// let page: String = flight
-///     .run("page:/home", || async { Ok::<_, std::io::Error>("<html>…".to_owned()) })
+///     .run("page:/home", || async {
+///         Ok::<_, Arc<std::io::Error>>("<html>…".to_owned())
+///     })
 ///     .await?;
 /// # Ok(())
 /// # }
