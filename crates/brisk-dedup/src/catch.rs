@@ -3,11 +3,14 @@
 
 use std::{
     any::Any,
+    fmt,
     future::Future,
     panic::{AssertUnwindSafe, catch_unwind},
     pin::Pin,
     task::{Context, Poll},
 };
+
+use crate::{Error, metrics::Metrics};
 
 pin_project_lite::pin_project! {
     /// Resolves to `Err(message)` when the inner future panics while polled.
@@ -34,6 +37,29 @@ impl<F: Future> Future for CatchUnwind<F> {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Err(payload) => Poll::Ready(Err(panic_message(payload.as_ref()))),
+        }
+    }
+}
+
+/// What every caller of an execution receives: the work's value, its error, or its panic,
+/// naming the key.
+pub(crate) fn outcome<T, E>(
+    caught: Result<Result<T, E>, String>,
+    key: &(impl fmt::Debug + ?Sized),
+    metrics: &Metrics,
+) -> Result<T, Error<E>> {
+    match caught {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(source)) => Err(Error::Work {
+            key: format!("{key:?}"),
+            source,
+        }),
+        Err(message) => {
+            metrics.panics.increment();
+            Err(Error::Panicked {
+                key: format!("{key:?}"),
+                message,
+            })
         }
     }
 }

@@ -31,7 +31,11 @@ use std::{
 use brisk_metrics::Recorder;
 use tokio::sync::Notify;
 
-use crate::{Error, catch::CatchUnwind, metrics::Metrics};
+use crate::{
+    Error,
+    catch::{self, CatchUnwind},
+    metrics::Metrics,
+};
 
 type Shard<K, T, E> = Mutex<HashMap<K, Arc<Flight<T, E>>>>;
 
@@ -211,20 +215,8 @@ where
             armed: true,
         };
         // Calling `work` inside the catching future catches a panic in the call itself too.
-        let outcome = match CatchUnwind::new(async move { work().await }).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(source)) => Err(Error::Work {
-                key: format!("{key:?}"),
-                source,
-            }),
-            Err(message) => {
-                self.metrics.panics.increment();
-                Err(Error::Panicked {
-                    key: format!("{key:?}"),
-                    message,
-                })
-            }
-        };
+        let caught = CatchUnwind::new(async move { work().await }).await;
+        let outcome = catch::outcome(caught, key, &self.metrics);
         guard.armed = false;
         guard.complete(outcome)
     }

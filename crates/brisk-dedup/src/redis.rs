@@ -30,7 +30,11 @@ use brisk_metrics::Recorder;
 use redis::{FromRedisValue, Script, ToRedisArgs, aio::ConnectionLike};
 use tokio::time::Instant;
 
-use crate::{Error, SingleFlight, catch::CatchUnwind, metrics::Metrics};
+use crate::{
+    Error, SingleFlight,
+    catch::{self, CatchUnwind},
+    metrics::Metrics,
+};
 
 /// Where a leader leaves its result for the followers in other instances: typically the cache
 /// that the work fills anyway.
@@ -334,20 +338,7 @@ where
             })
             .await
         };
-        let outcome = match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(source)) => Err(Error::Work {
-                key: format!("{key:?}"),
-                source,
-            }),
-            Err(message) => {
-                self.metrics.panics.increment();
-                Err(Error::Panicked {
-                    key: format!("{key:?}"),
-                    message,
-                })
-            }
-        };
+        let outcome = catch::outcome(outcome, key, &self.metrics);
         let status = match &outcome {
             Ok(value) => match self.store.save(key, value).await {
                 Ok(()) => "ok".to_owned(),
