@@ -240,8 +240,10 @@ where
             flight: &flight,
             armed: true,
         };
-        let started = tokio::time::Instant::now();
-        let deadline = self.wait_timeout.map(|timeout| started + timeout);
+        // The clock is read only when a timeout is set.
+        let deadline = self
+            .wait_timeout
+            .map(|timeout| (tokio::time::Instant::now() + timeout, timeout));
         let next = loop {
             // Checked before registering too, so that a woken waiter usually returns without
             // touching the `Notify` again (with 1000 waiters, that lock is contended).
@@ -256,12 +258,12 @@ where
             }
             match deadline {
                 None => notified.await,
-                Some(deadline) => {
+                Some((deadline, timeout)) => {
                     if tokio::time::timeout_at(deadline, notified).await.is_err() {
                         self.metrics.wait_timeouts.increment();
                         return Err(Error::WaitTimeout {
                             key: format!("{key:?}"),
-                            waited: started.elapsed(),
+                            waited: timeout,
                         });
                     }
                 }
