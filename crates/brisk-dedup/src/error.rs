@@ -46,7 +46,7 @@ pub enum Error<E = Infallible> {
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     #[error("redis {op} for key {key} failed: {source}")]
     Redis {
-        /// What brisk-dedup was doing: "acquire lease", "poll lease", "release lease".
+        /// What brisk-dedup was doing: "acquire lease" or "poll lease".
         op: &'static str,
         /// The key, as `Debug` text (strings in quotes).
         key: String,

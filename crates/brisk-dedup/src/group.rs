@@ -156,7 +156,7 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let shard = &self.shards[self.hasher.hash_one(key) as usize % self.shards.len()];
+        let shard = self.shard(key);
         // Decided under the shard lock, acted upon after it is released.
         let (flight, leads) = {
             let mut map = lock(shard);
@@ -190,8 +190,13 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
-        let shard = &self.shards[self.hasher.hash_one(key) as usize % self.shards.len()];
+        let shard = self.shard(key);
         lock(shard).remove(key).is_some()
+    }
+
+    /// The part of the map that holds `key`.
+    fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Shard<K, T, E> {
+        &self.shards[self.hasher.hash_one(key) as usize % self.shards.len()]
     }
 
     async fn lead<Q, F, Fut>(

@@ -197,13 +197,38 @@ pub struct RedisFlight<C, S, T, E> {
     conn: C,
     store: S,
     local: SingleFlight<String, T, Error<E>>,
+    settings: Settings,
+    metrics: Metrics,
+    scripts: Scripts,
+}
+
+/// What the builder sets and the flight reads.
+#[derive(Debug, Clone)]
+struct Settings {
     prefix: String,
     lease_ttl: Duration,
     poll_min: Duration,
     poll_max: Duration,
     wait_timeout: Option<Duration>,
-    metrics: Metrics,
-    scripts: Scripts,
+}
+
+/// The Redis keys of one flight; they share a `{hash tag}`, so one script may touch them all.
+struct Keys {
+    base: String,
+    lease: String,
+}
+
+impl Keys {
+    fn new(prefix: &str, key: &str) -> Self {
+        let base = format!("{prefix}{{{key}}}");
+        let lease = format!("{base}:lease");
+        Self { base, lease }
+    }
+
+    /// Where the holder of `token` announces its outcome.
+    fn done(&self, token: &str) -> String {
+        format!("{}:done:{token}", self.base)
+    }
 }
 
 struct Scripts {
@@ -216,11 +241,7 @@ struct Scripts {
 impl<C, S, T, E> fmt::Debug for RedisFlight<C, S, T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisFlight")
-            .field("prefix", &self.prefix)
-            .field("lease_ttl", &self.lease_ttl)
-            .field("poll_min", &self.poll_min)
-            .field("poll_max", &self.poll_max)
-            .field("wait_timeout", &self.wait_timeout)
+            .field("settings", &self.settings)
             .field("local", &self.local)
             .finish_non_exhaustive()
     }
@@ -246,11 +267,13 @@ where
         RedisFlightBuilder {
             conn,
             store,
-            prefix: "brisk:dedup:".to_owned(),
-            lease_ttl: Duration::from_secs(10),
-            poll_min: Duration::from_millis(2),
-            poll_max: Duration::from_millis(50),
-            wait_timeout: None,
+            settings: Settings {
+                prefix: "brisk:dedup:".to_owned(),
+                lease_ttl: Duration::from_secs(10),
+                poll_min: Duration::from_millis(2),
+                poll_max: Duration::from_millis(50),
+                wait_timeout: None,
+            },
             metrics: Metrics::noop(),
             value: PhantomData,
         }
@@ -277,8 +300,8 @@ where
         Fut: Future<Output = Result<T, E>>,
     {
         let started = Instant::now();
-        let deadline = self.wait_timeout.map(|timeout| started + timeout);
-        let lease_key = format!("{}{{{key}}}:lease", self.prefix);
+        let deadline = self.settings.wait_timeout.map(|timeout| started + timeout);
+        let keys = Keys::new(&self.settings.prefix, key);
         let token = new_token();
         let mut took_over = false;
         let mut followed = false;
@@ -286,9 +309,9 @@ where
             let holder: String = self
                 .scripts
                 .acquire
-                .key(&lease_key)
+                .key(&keys.lease)
                 .arg(&token)
-                .arg(millis(self.lease_ttl))
+                .arg(millis(self.settings.lease_ttl))
                 .invoke_async(&mut self.conn.clone())
                 .await
                 .map_err(|source| redis_error("acquire lease", key, source))?;
@@ -296,17 +319,14 @@ where
                 if took_over {
                     self.metrics.handovers.increment();
                 }
-                return self.lead(key, &lease_key, &token, work).await;
+                return self.lead(key, &keys, &token, work).await;
             }
             if !followed {
                 // This caller joins an execution elsewhere instead of running one.
                 self.metrics.coalesced.increment();
                 followed = true;
             }
-            match self
-                .follow(key, &lease_key, &holder, started, deadline)
-                .await?
-            {
+            match self.follow(key, &keys, &holder, started, deadline).await? {
                 Followed::Finished(result) => return result,
                 Followed::TakeOver => took_over = true,
             }
@@ -316,7 +336,7 @@ where
     async fn lead<F, Fut>(
         &self,
         key: &str,
-        lease_key: &str,
+        keys: &Keys,
         token: &str,
         work: F,
     ) -> Result<T, Error<E>>
@@ -327,7 +347,7 @@ where
         self.metrics.executions.increment();
         let outcome = {
             let mut work = pin!(CatchUnwind::new(async move { work().await }));
-            let mut extend = pin!(self.extend_while_running(lease_key, token));
+            let mut extend = pin!(self.extend_while_running(&keys.lease, token));
             // Runs the work; the lease is extended beside it until it completes.
             std::future::poll_fn(|cx| {
                 if let Poll::Ready(outcome) = work.as_mut().poll(cx) {
@@ -352,8 +372,8 @@ where
         let released = self
             .scripts
             .release
-            .key(lease_key)
-            .key(done_key(lease_key, token))
+            .key(&keys.lease)
+            .key(keys.done(token))
             .arg(token)
             .arg(status)
             .arg(millis(self.done_ttl()))
@@ -369,13 +389,13 @@ where
     /// the lease was lost. Redis errors are retried at the next tick.
     async fn extend_while_running(&self, lease_key: &str, token: &str) {
         loop {
-            tokio::time::sleep(self.lease_ttl / 3).await;
+            tokio::time::sleep(self.settings.lease_ttl / 3).await;
             let extended: Result<i64, _> = self
                 .scripts
                 .extend
                 .key(lease_key)
                 .arg(token)
-                .arg(millis(self.lease_ttl))
+                .arg(millis(self.settings.lease_ttl))
                 .invoke_async(&mut self.conn.clone())
                 .await;
             if extended == Ok(0) {
@@ -388,18 +408,18 @@ where
     async fn follow(
         &self,
         key: &str,
-        lease_key: &str,
+        keys: &Keys,
         holder: &str,
         started: Instant,
         deadline: Option<Instant>,
     ) -> Result<Followed<T, E>, Error<E>> {
-        let done_key = done_key(lease_key, holder);
-        let mut interval = self.poll_min;
+        let done_key = keys.done(holder);
+        let mut interval = self.settings.poll_min;
         loop {
             let (state, status): (i64, String) = self
                 .scripts
                 .observe
-                .key(lease_key)
+                .key(&keys.lease)
                 .key(&done_key)
                 .arg(holder)
                 .invoke_async(&mut self.conn.clone())
@@ -418,7 +438,7 @@ where
                         });
                     }
                     tokio::time::sleep_until(wake).await;
-                    interval = (interval * 2).min(self.poll_max);
+                    interval = (interval * 2).min(self.settings.poll_max);
                 }
                 // Finished there.
                 1 => {
@@ -452,7 +472,7 @@ where
 
     /// How long a `done` marker lives: long enough for the slowest poller to see it.
     fn done_ttl(&self) -> Duration {
-        (self.poll_max * 20).max(self.lease_ttl)
+        (self.settings.poll_max * 20).max(self.settings.lease_ttl)
     }
 }
 
@@ -461,11 +481,7 @@ where
 pub struct RedisFlightBuilder<C, S, T, E> {
     conn: C,
     store: S,
-    prefix: String,
-    lease_ttl: Duration,
-    poll_min: Duration,
-    poll_max: Duration,
-    wait_timeout: Option<Duration>,
+    settings: Settings,
     metrics: Metrics,
     value: PhantomData<fn() -> (T, E)>,
 }
@@ -473,8 +489,7 @@ pub struct RedisFlightBuilder<C, S, T, E> {
 impl<C, S, T, E> fmt::Debug for RedisFlightBuilder<C, S, T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisFlightBuilder")
-            .field("prefix", &self.prefix)
-            .field("lease_ttl", &self.lease_ttl)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
@@ -482,7 +497,7 @@ impl<C, S, T, E> fmt::Debug for RedisFlightBuilder<C, S, T, E> {
 impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
     /// The prefix of the Redis keys it uses. Default: `brisk:dedup:`.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = prefix.into();
+        self.settings.prefix = prefix.into();
         self
     }
 
@@ -490,22 +505,22 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
     /// another instance takes over. The leader extends it every third of this. Default: 10 s;
     /// at least 3 ms.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        self.lease_ttl = ttl.max(Duration::from_millis(3));
+        self.settings.lease_ttl = ttl.max(Duration::from_millis(3));
         self
     }
 
     /// Followers poll the lease first after `min`, then at doubling intervals up to `max`.
     /// Default: 2 ms to 50 ms. `max` is raised to `min` if lower.
     pub fn poll_interval(mut self, min: Duration, max: Duration) -> Self {
-        self.poll_min = min.max(Duration::from_micros(100));
-        self.poll_max = max.max(self.poll_min);
+        self.settings.poll_min = min.max(Duration::from_micros(100));
+        self.settings.poll_max = max.max(self.settings.poll_min);
         self
     }
 
     /// How long a caller waits for an execution elsewhere (in this process or another) before
     /// it leaves with [`Error::WaitTimeout`]. Default: no limit.
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
-        self.wait_timeout = Some(timeout);
+        self.settings.wait_timeout = Some(timeout);
         self
     }
 
@@ -520,7 +535,7 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
         // Locally the group counts joins, handovers and wait timeouts; executions and panics
         // are counted where the work really runs.
         let mut local = SingleFlight::builder();
-        if let Some(timeout) = self.wait_timeout {
+        if let Some(timeout) = self.settings.wait_timeout {
             local = local.wait_timeout(timeout);
         }
         let mut local = local.build();
@@ -533,11 +548,7 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
             conn: self.conn,
             store: self.store,
             local,
-            prefix: self.prefix,
-            lease_ttl: self.lease_ttl,
-            poll_min: self.poll_min,
-            poll_max: self.poll_max,
-            wait_timeout: self.wait_timeout,
+            settings: self.settings,
             metrics: self.metrics,
             scripts: Scripts {
                 acquire: Script::new(ACQUIRE),
@@ -567,11 +578,6 @@ fn redis_error<E>(op: &'static str, key: &str, source: redis::RedisError) -> Err
         key: format!("{key:?}"),
         source,
     }
-}
-
-fn done_key(lease_key: &str, token: &str) -> String {
-    let base = lease_key.strip_suffix(":lease").unwrap_or(lease_key);
-    format!("{base}:done:{token}")
 }
 
 fn millis(duration: Duration) -> u64 {
