@@ -1,0 +1,515 @@
+//! Pool settings: defaults, validation, and parsing from URL query parameters and environment
+//! variables.
+
+use std::time::Duration;
+
+use crate::error::{Error, Result};
+
+/// When a connection is checked with a round trip (`SELECT 1`, `PING`) before it is handed out.
+///
+/// Whatever the policy, a connection that is already known to be broken (closed socket, open
+/// or failed transaction, past its lifetime) is never handed out: that check costs no I/O.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Validation {
+    /// Before every checkout. Safe and slow: it halves throughput on short queries.
+    Always,
+    /// Only connections that sat idle for at least this long, measured to within 1/8 of it
+    /// (HikariCP's approach). A connection that has just been used is known to work; one that
+    /// sat idle may have been cut by a restart, a failover or a firewall. The default is 500 ms.
+    IdleFor(Duration),
+    /// Never. A connection cut while idle fails its first query after checkout, and is then
+    /// dropped when it comes back.
+    Never,
+}
+
+impl Default for Validation {
+    fn default() -> Self {
+        Self::IdleFor(Duration::from_millis(500))
+    }
+}
+
+/// Which idle connection a checkout takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Queue {
+    /// The one idle longest: use spreads over all connections (the default, as in bb8).
+    #[default]
+    Fifo,
+    /// The one returned last: a hot subset stays warm and the rest reach the idle timeout, so
+    /// the pool shrinks after a burst.
+    Lifo,
+}
+
+/// The settings of a pool. Build one with [`Config::default`] and assignments, from a URL
+/// ([`Config::apply_url`]) or from the environment ([`Config::from_env`]), and hand it to
+/// [`Builder::config`](crate::Builder::config); or set each value on the builder.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Config {
+    /// Most connections open at once, in use or idle. Default 10.
+    pub max_size: u32,
+    /// Idle connections kept ready. The pool opens this many while it is built and fails
+    /// with the first connect error. Default 1, so a wrong URL fails at start-up.
+    pub min_idle: u32,
+    /// Longest a checkout waits for a connection. Default 5 s.
+    pub acquire_timeout: Duration,
+    /// Longest one connect attempt (with its connect hook) or one validation may take.
+    /// Default 5 s.
+    pub connect_timeout: Duration,
+    /// Connections older than this are closed when they are next returned or checked out.
+    /// Default 30 min; `None` keeps them forever.
+    pub max_lifetime: Option<Duration>,
+    /// Each connection's lifetime is shortened by a random amount up to this, so that
+    /// connections opened together are not all replaced at once. Default: a tenth of
+    /// `max_lifetime`.
+    pub lifetime_jitter: Option<Duration>,
+    /// Idle connections unused for this long are closed (down to `min_idle`). Default 10 min.
+    pub idle_timeout: Option<Duration>,
+    /// Which idle connection a checkout takes. Default [`Queue::Fifo`].
+    pub queue: Queue,
+    /// When connections are checked with a round trip. Default idle for 500 ms.
+    pub validation: Validation,
+    /// Further connect attempts after a failed one, in the background. Default 2.
+    pub connect_retries: u32,
+    /// The first wait before a retry; it doubles per attempt, up to 2 s, with jitter.
+    /// Default 100 ms.
+    pub retry_backoff: Duration,
+    /// A connection held longer than this is reported as a possible leak, with the code
+    /// location that checked it out. Default off.
+    pub leak_threshold: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_size: 10,
+            min_idle: 1,
+            acquire_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
+            lifetime_jitter: None,
+            idle_timeout: Some(Duration::from_secs(10 * 60)),
+            queue: Queue::Fifo,
+            validation: Validation::default(),
+            connect_retries: 2,
+            retry_backoff: Duration::from_millis(100),
+            leak_threshold: None,
+        }
+    }
+}
+
+/// The settings that can be given by name, in URL parameters (`pool_max_size=16`) and
+/// environment variables (`DATABASE_POOL_MAX_SIZE=16`).
+const KEYS: &[&str] = &[
+    "max_size",
+    "min_idle",
+    "acquire_timeout",
+    "connect_timeout",
+    "max_lifetime",
+    "lifetime_jitter",
+    "idle_timeout",
+    "queue",
+    "validation",
+    "connect_retries",
+    "retry_backoff",
+    "leak_threshold",
+];
+
+impl Config {
+    /// Reads settings from the environment: `{prefix}_POOL_MAX_SIZE`, `{prefix}_POOL_MIN_IDLE`,
+    /// `{prefix}_POOL_ACQUIRE_TIMEOUT`, ... (every [`Config`] field in upper case). Unset
+    /// variables keep their defaults; a set but invalid one is an [`Error::Config`].
+    ///
+    /// Values are as in [`Config::set`].
+    pub fn from_env(prefix: &str) -> Result<Self> {
+        Self::from_vars(prefix, |name| std::env::var(name).ok())
+    }
+
+    fn from_vars(prefix: &str, var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let mut config = Self::default();
+        for key in KEYS {
+            let name = format!("{prefix}_POOL_{}", key.to_ascii_uppercase());
+            if let Some(value) = var(&name) {
+                config.set_named(key, &name, &value)?;
+            }
+        }
+        Ok(config)
+    }
+
+    /// Takes the `pool_*` query parameters out of a connection URL, applies them, and returns
+    /// the URL without them, ready for the driver:
+    ///
+    /// ```
+    /// # fn main() -> Result<(), brisk_pool::Error> {
+    /// let mut config = brisk_pool::Config::default();
+    /// let url = config.apply_url("postgres://app@db/app?sslmode=disable&pool_max_size=32&pool_validation=1s")?;
+    /// assert_eq!(url, "postgres://app@db/app?sslmode=disable");
+    /// assert_eq!(config.max_size, 32);
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// An unknown `pool_*` parameter is an error, so a misspelt setting is not silently
+    /// ignored; other parameters are left for the driver in their order.
+    pub fn apply_url(&mut self, url: &str) -> Result<String> {
+        let (url, fragment) = match url.split_once('#') {
+            Some((url, fragment)) => (url, Some(fragment)),
+            None => (url, None),
+        };
+        let Some((base, query)) = url.split_once('?') else {
+            return Ok(rejoin(url, &[], fragment));
+        };
+        let mut kept = Vec::new();
+        for pair in query.split('&').filter(|pair| !pair.is_empty()) {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match name.strip_prefix("pool_") {
+                Some(key) => self.set_named(key, name, value)?,
+                None => kept.push(pair),
+            }
+        }
+        Ok(rejoin(base, &kept, fragment))
+    }
+
+    /// Sets one setting by its field name (`max_size`, `acquire_timeout`, ...).
+    ///
+    /// - Counts are decimal integers.
+    /// - Durations have a unit: `250ms`, `5s`, `30m`, `1h`. Optional ones also accept `off`.
+    /// - `queue` is `fifo` or `lifo`.
+    /// - `validation` is `always`, `never`, or a duration: validate connections idle that long.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        self.set_named(key, key, value)
+    }
+
+    /// [`Config::set`], reporting errors under `name` (the URL parameter or variable name).
+    fn set_named(&mut self, key: &str, name: &str, value: &str) -> Result<()> {
+        let invalid = |reason| Error::Config {
+            key: name.to_owned(),
+            value: value.to_owned(),
+            reason,
+        };
+        let trimmed = value.trim();
+        let count = || {
+            trimmed
+                .parse::<u32>()
+                .map_err(|_| invalid("expected a whole number"))
+        };
+        let duration = || parse_duration(trimmed).ok_or_else(|| invalid(DURATION));
+        let optional = || match trimmed {
+            "off" | "none" => Ok(None),
+            _ => parse_duration(trimmed)
+                .map(Some)
+                .ok_or_else(|| invalid(OPTIONAL_DURATION)),
+        };
+        match key {
+            "max_size" => self.max_size = count()?,
+            "min_idle" => self.min_idle = count()?,
+            "acquire_timeout" => self.acquire_timeout = duration()?,
+            "connect_timeout" => self.connect_timeout = duration()?,
+            "max_lifetime" => self.max_lifetime = optional()?,
+            "lifetime_jitter" => self.lifetime_jitter = Some(duration()?),
+            "idle_timeout" => self.idle_timeout = optional()?,
+            "queue" => {
+                self.queue = match trimmed.to_ascii_lowercase().as_str() {
+                    "fifo" => Queue::Fifo,
+                    "lifo" => Queue::Lifo,
+                    _ => return Err(invalid("expected fifo or lifo")),
+                }
+            }
+            "validation" => {
+                self.validation = match trimmed.to_ascii_lowercase().as_str() {
+                    "always" => Validation::Always,
+                    "never" => Validation::Never,
+                    other => Validation::IdleFor(parse_duration(other).ok_or_else(|| {
+                        invalid("expected always, never or an idle time such as 500ms")
+                    })?),
+                }
+            }
+            "connect_retries" => self.connect_retries = count()?,
+            "retry_backoff" => self.retry_backoff = duration()?,
+            "leak_threshold" => self.leak_threshold = optional()?,
+            _ => {
+                return Err(Error::Config {
+                    key: name.to_owned(),
+                    value: value.to_owned(),
+                    reason: "unknown pool setting; known: max_size, min_idle, acquire_timeout, \
+                             connect_timeout, max_lifetime, lifetime_jitter, idle_timeout, queue, \
+                             validation, connect_retries, retry_backoff, leak_threshold",
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the settings against each other; called when a pool is built.
+    pub(crate) fn check(&self) -> Result<()> {
+        let invalid = |key: &str, value: String, reason| {
+            Err(Error::Config {
+                key: key.to_owned(),
+                value,
+                reason,
+            })
+        };
+        if self.max_size == 0 {
+            return invalid(
+                "max_size",
+                "0".into(),
+                "a pool needs at least one connection",
+            );
+        }
+        if self.min_idle > self.max_size {
+            return invalid(
+                "min_idle",
+                self.min_idle.to_string(),
+                "must not exceed max_size",
+            );
+        }
+        for (key, value) in [
+            ("acquire_timeout", self.acquire_timeout),
+            ("connect_timeout", self.connect_timeout),
+        ] {
+            if value.is_zero() {
+                return invalid(key, "0s".into(), "must be longer than zero");
+            }
+        }
+        if let Validation::IdleFor(window) = self.validation
+            && window.is_zero()
+        {
+            return invalid(
+                "validation",
+                "0s".into(),
+                "use `always` to validate every checkout",
+            );
+        }
+        if let (Some(lifetime), Some(jitter)) = (self.max_lifetime, self.lifetime_jitter)
+            && jitter >= lifetime
+        {
+            return invalid(
+                "lifetime_jitter",
+                format!("{jitter:?}"),
+                "must be shorter than max_lifetime",
+            );
+        }
+        Ok(())
+    }
+
+    /// The jitter actually applied: the configured one, or a tenth of the lifetime.
+    pub(crate) fn effective_jitter(&self) -> Duration {
+        match (self.max_lifetime, self.lifetime_jitter) {
+            (None, _) => Duration::ZERO,
+            (Some(_), Some(jitter)) => jitter,
+            (Some(lifetime), None) => lifetime / 10,
+        }
+    }
+}
+
+const DURATION: &str = "expected a duration with a unit: 250ms, 5s, 30m, 1h";
+const OPTIONAL_DURATION: &str = "expected a duration with a unit (250ms, 5s, 30m, 1h) or off";
+
+/// Parses `250ms`, `5s`, `30m`, `1h` (a whole number and a unit).
+fn parse_duration(text: &str) -> Option<Duration> {
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().ok()?;
+    let millis_per_unit = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        _ => return None,
+    };
+    number
+        .checked_mul(millis_per_unit)
+        .map(Duration::from_millis)
+}
+
+fn rejoin(base: &str, params: &[&str], fragment: Option<&str>) -> String {
+    let mut url = base.to_owned();
+    if !params.is_empty() {
+        url.push('?');
+        url.push_str(&params.join("&"));
+    }
+    if let Some(fragment) = fragment {
+        url.push('#');
+        url.push_str(fragment);
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn url_parameters_are_applied_and_removed() {
+        let mut config = Config::default();
+        let url = config
+            .apply_url(
+                "postgres://app:secret@db:5432/app?pool_max_size=32&sslmode=disable\
+                 &pool_acquire_timeout=250ms&pool_max_lifetime=off&pool_queue=LIFO\
+                 &application_name=api&pool_validation=never&pool_leak_threshold=30s",
+            )
+            .unwrap();
+        assert_eq!(
+            url,
+            "postgres://app:secret@db:5432/app?sslmode=disable&application_name=api"
+        );
+        assert_eq!(config.max_size, 32);
+        assert_eq!(config.acquire_timeout, Duration::from_millis(250));
+        assert_eq!(config.max_lifetime, None);
+        assert_eq!(config.queue, Queue::Lifo);
+        assert_eq!(config.validation, Validation::Never);
+        assert_eq!(config.leak_threshold, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_url_with_only_pool_parameters_loses_its_question_mark() {
+        let mut config = Config::default();
+        assert_eq!(
+            config
+                .apply_url("redis://127.0.0.1:6379/0?pool_min_idle=0")
+                .unwrap(),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(config.min_idle, 0);
+        assert_eq!(
+            config.apply_url("sqlite://app.db").unwrap(),
+            "sqlite://app.db"
+        );
+    }
+
+    #[test]
+    fn unknown_and_malformed_settings_are_typed_errors() {
+        let mut config = Config::default();
+        let error = config
+            .apply_url("postgres://db/app?pool_max_sise=3")
+            .unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { key, .. } if key == "pool_max_sise"),
+            "{error}"
+        );
+        for (key, value) in [
+            ("max_size", "-1"),
+            ("acquire_timeout", "5"),
+            ("acquire_timeout", "5 parsecs"),
+            ("max_lifetime", "forever"),
+            ("queue", "random"),
+            ("validation", "sometimes"),
+            ("connect_timeout", "99999999999999999h"),
+        ] {
+            let error = config.set(key, value).unwrap_err();
+            assert!(
+                matches!(&error, Error::Config { key: k, value: v, .. } if k == key && v == value),
+                "{error}"
+            );
+        }
+        assert_eq!(config, Config::default(), "failed settings change nothing");
+    }
+
+    #[test]
+    fn environment_variables_use_the_prefix() {
+        let vars: HashMap<&str, &str> = [
+            ("DATABASE_POOL_MAX_SIZE", "24"),
+            ("DATABASE_POOL_VALIDATION", "2s"),
+            ("DATABASE_POOL_IDLE_TIMEOUT", "off"),
+            ("OTHER_POOL_MAX_SIZE", "3"),
+        ]
+        .into();
+        let config =
+            Config::from_vars("DATABASE", |name| vars.get(name).map(|v| (*v).to_owned())).unwrap();
+        assert_eq!(config.max_size, 24);
+        assert_eq!(
+            config.validation,
+            Validation::IdleFor(Duration::from_secs(2))
+        );
+        assert_eq!(config.idle_timeout, None);
+        let error = Config::from_vars("DATABASE", |name| {
+            (name == "DATABASE_POOL_MIN_IDLE").then(|| "many".to_owned())
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { key, .. } if key == "DATABASE_POOL_MIN_IDLE"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn inconsistent_settings_are_rejected_at_build() {
+        let check = |change: fn(&mut Config)| {
+            let mut config = Config::default();
+            change(&mut config);
+            config.check()
+        };
+        assert!(check(|_| {}).is_ok());
+        assert!(check(|c| c.max_size = 0).is_err());
+        assert!(check(|c| c.min_idle = 11).is_err());
+        assert!(check(|c| c.acquire_timeout = Duration::ZERO).is_err());
+        assert!(check(|c| c.validation = Validation::IdleFor(Duration::ZERO)).is_err());
+        assert!(check(|c| c.lifetime_jitter = Some(Duration::from_secs(3600))).is_err());
+    }
+
+    #[test]
+    fn jitter_defaults_to_a_tenth_of_the_lifetime() {
+        let mut config = Config::default();
+        assert_eq!(config.effective_jitter(), Duration::from_secs(180));
+        config.max_lifetime = None;
+        assert_eq!(config.effective_jitter(), Duration::ZERO);
+    }
+
+    proptest! {
+        /// Whatever the URL, parsing never panics, and the parameters that are not the pool's
+        /// reach the driver unchanged and in order.
+        #[test]
+        fn foreign_parameters_survive(
+            base in "[a-z]{1,8}://[a-z0-9@:./]{0,20}",
+            params in proptest::collection::vec(("[a-z_]{1,10}", "[a-zA-Z0-9._%-]{0,8}"), 0..6),
+            fragment in proptest::option::of("[a-z]{0,5}"),
+        ) {
+            let foreign: Vec<String> = params
+                .iter()
+                .filter(|(name, _)| !name.starts_with("pool_"))
+                .map(|(name, value)| format!("{name}={value}"))
+                .collect();
+            let mut url = base.clone();
+            if !params.is_empty() {
+                url.push('?');
+                let all: Vec<String> = params.iter().map(|(n, v)| format!("{n}={v}")).collect();
+                url.push_str(&all.join("&"));
+            }
+            if let Some(fragment) = &fragment {
+                url.push('#');
+                url.push_str(fragment);
+            }
+            let mut config = Config::default();
+            let has_pool_params = params.iter().any(|(name, _)| name.starts_with("pool_"));
+            match config.apply_url(&url) {
+                Ok(cleaned) => {
+                    let mut expected = base.clone();
+                    if !foreign.is_empty() {
+                        expected.push('?');
+                        expected.push_str(&foreign.join("&"));
+                    }
+                    if let Some(fragment) = &fragment {
+                        expected.push('#');
+                        expected.push_str(fragment);
+                    }
+                    prop_assert_eq!(cleaned, expected);
+                }
+                Err(error) => {
+                    prop_assert!(has_pool_params, "only pool parameters can be rejected");
+                    prop_assert!(matches!(error, Error::Config { .. }), "an invalid pool setting is a config error");
+                }
+            }
+        }
+
+        #[test]
+        fn durations_round_trip(millis in 0u64..10_000_000) {
+            prop_assert_eq!(parse_duration(&format!("{millis}ms")), Some(Duration::from_millis(millis)));
+            prop_assert_eq!(parse_duration(&format!("{millis}s")), Some(Duration::from_secs(millis)));
+        }
+    }
+}

@@ -1,0 +1,89 @@
+use std::{fmt, future::Future, pin::Pin};
+
+use crate::error::BoxError;
+
+/// How to open, check and judge one kind of connection: the one trait a new connection kind
+/// implements. brisk-pool ships [`PgConnector`](crate::PgConnector),
+/// [`SqliteConnector`](crate::SqliteConnector) and [`RedisConnector`](crate::redis::RedisConnector).
+///
+/// # Contract
+/// - [`connect`](Connect::connect) may be slow and may fail; the pool bounds it with its connect
+///   timeout, retries it with backoff, and reports the last failure in acquire timeouts.
+/// - [`validate`](Connect::validate) does one round trip. It runs only as the pool's
+///   [`Validation`](crate::Validation) policy says, bounded by the connect timeout; if the
+///   checkout is cancelled while it runs, the connection is closed, not reused.
+/// - [`is_broken`](Connect::is_broken) must not do I/O: it runs on every checkout and return.
+pub trait Connect: Send + Sync + 'static {
+    /// The connection type.
+    type Connection: Send + 'static;
+    /// What connecting or validating fails with: any error type, or a [`BoxError`].
+    type Error: Into<BoxError> + Send + 'static;
+
+    /// Opens one connection.
+    fn connect(&self) -> impl Future<Output = Result<Self::Connection, Self::Error>> + Send;
+
+    /// Checks with one round trip that the connection still works.
+    fn validate(
+        &self,
+        connection: &mut Self::Connection,
+    ) -> impl Future<Output = Result<(), Self::Error>> + Send;
+
+    /// Whether the connection must not be reused, judged without I/O: its socket closed, a
+    /// transaction left open or failed, a protocol error seen.
+    fn is_broken(&self, connection: &mut Self::Connection) -> bool;
+
+    /// What this connects to, for errors and logs: a URL without its password, a file name.
+    fn target(&self) -> String;
+}
+
+/// The future a connect hook returns.
+pub type HookFuture<'c> = Pin<Box<dyn Future<Output = Result<(), BoxError>> + Send + 'c>>;
+
+/// Runs on every new connection before the pool uses it, e.g. to
+/// `SET statement_timeout = '5s'` or select a Redis database. An error fails that connect
+/// attempt like a connect error.
+pub(crate) type Hook<C> = Box<dyn for<'c> Fn(&'c mut C) -> HookFuture<'c> + Send + Sync>;
+
+/// Shows a hook in `Debug` output without its closure.
+pub(crate) struct HookDebug<'a, C>(pub(crate) &'a Option<Hook<C>>);
+
+impl<C> fmt::Debug for HookDebug<'_, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
+    }
+}
+
+/// A URL without its password and query string, for errors and logs.
+pub(crate) fn redact(url: &str) -> String {
+    let url = url.split(['?', '#']).next().unwrap_or_default();
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((user_info, host)) => {
+            let user = user_info.split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}@{host}{path}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_drops_the_password_and_the_query() {
+        assert_eq!(
+            redact("postgres://app:s3cret@db:5432/app?password=x"),
+            "postgres://app@db:5432/app"
+        );
+        assert_eq!(redact("postgres://db/app"), "postgres://db/app");
+        assert_eq!(
+            redact("redis://:pw@127.0.0.1:6379/0"),
+            "redis://@127.0.0.1:6379/0"
+        );
+        assert_eq!(redact("/var/lib/app.db"), "/var/lib/app.db");
+    }
+}

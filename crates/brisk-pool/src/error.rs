@@ -1,0 +1,98 @@
+use std::{error::Error as StdError, fmt, sync::Arc, time::Duration};
+
+/// A connect error, boxed so that one [`Error`] type serves every connection kind.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a pool operation can fail with.
+///
+/// Every variant names the pool's target (the server, without credentials), so a log line says
+/// which of several pools failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No connection became available within the acquire timeout. When connects were failing
+    /// at the time, the last connect error says why (the database is down, the password is
+    /// wrong, ...), instead of a bare "timed out".
+    #[error("no connection to {target} within {waited:?}{}", LastError(.last_connect_error))]
+    Timeout {
+        /// The pool's target.
+        target: Arc<str>,
+        /// The acquire timeout that ran out.
+        waited: Duration,
+        /// The error of the most recent connect attempt, if it failed and no connect has
+        /// succeeded since.
+        last_connect_error: Option<Arc<BoxError>>,
+    },
+    /// Connecting failed while building the pool (its warm-up), or the connect hook failed.
+    #[error("connecting to {target} failed: {source}")]
+    Connect {
+        /// The pool's target.
+        target: Arc<str>,
+        /// The connector's own error, or [`ConnectTimedOut`].
+        source: Arc<BoxError>,
+    },
+    /// The pool was closed with [`Pool::close`](crate::Pool::close).
+    #[error("the pool for {target} is closed")]
+    Closed {
+        /// The pool's target.
+        target: Arc<str>,
+    },
+    /// A setting from a URL, the environment or the builder is invalid.
+    #[error("invalid pool setting {key}={value:?}: {reason}")]
+    Config {
+        /// The setting's name as it was given (`pool_max_size`, `DATABASE_POOL_MAX_SIZE`, ...).
+        key: String,
+        /// The rejected value.
+        value: String,
+        /// What a valid value looks like.
+        reason: &'static str,
+    },
+}
+
+/// A connect attempt took longer than the connect timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("connect timed out after {0:?}")]
+pub struct ConnectTimedOut(pub Duration);
+
+/// Formats `; last connect error: ...` when there is one.
+struct LastError<'a>(&'a Option<Arc<BoxError>>);
+
+impl fmt::Display for LastError<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(error) => write!(f, "; last connect error: {error}"),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeout_names_the_last_connect_error() {
+        let error = Error::Timeout {
+            target: "postgres://app@127.0.0.1:5999/app".into(),
+            waited: Duration::from_millis(250),
+            last_connect_error: Some(Arc::new("connection refused".into())),
+        };
+        assert_eq!(
+            error.to_string(),
+            "no connection to postgres://app@127.0.0.1:5999/app within 250ms; \
+             last connect error: connection refused"
+        );
+        let error = Error::Timeout {
+            target: "redis://127.0.0.1:6399".into(),
+            waited: Duration::from_secs(1),
+            last_connect_error: None,
+        };
+        assert_eq!(
+            error.to_string(),
+            "no connection to redis://127.0.0.1:6399 within 1s"
+        );
+    }
+}

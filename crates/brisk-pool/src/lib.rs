@@ -1,0 +1,118 @@
+//! Connection pools that stay fast and recover by themselves: diesel-async PostgreSQL and
+//! SQLite, and Redis, on bb8.
+//!
+//! A connection per request costs a TCP and TLS handshake and an authentication each time
+//! (hundreds of queries per second instead of tens of thousands); a pool that validates every
+//! checkout halves throughput; one that never validates hands out dead connections after a
+//! database restart. brisk-pool validates only connections that sat idle (500 ms by default),
+//! and never hands out one that is already known to be broken.
+//!
+//! ```
+//! # #[cfg(feature = "sqlite")]
+//! # #[tokio::main]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use brisk_pool::{SqliteConnector, SqlitePool};
+//! use diesel_async::SimpleAsyncConnection;
+//!
+//! let pool = SqlitePool::builder(SqliteConnector::new(":memory:"))
+//!     .max_size(4)
+//!     .acquire_timeout(Duration::from_secs(2))
+//!     .build() // opens `min_idle` connections; a wrong URL fails here
+//!     .await?;
+//! let mut connection = pool.get().await?;
+//! connection.batch_execute("CREATE TABLE t (id INTEGER); INSERT INTO t VALUES (1)").await?;
+//! drop(connection); // back to the pool
+//! assert_eq!(pool.status().idle, 1);
+//! pool.close().await;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "sqlite"))]
+//! # fn main() {}
+//! ```
+//!
+//! # The parts
+//! - [`Connect`]: how to open, validate and judge one kind of connection; [`PgConnector`],
+//!   [`SqliteConnector`] and [`RedisConnector`] implement it.
+//! - [`Pool`]: `get()` returns a [`PooledConnection`] that derefs to the connection;
+//!   `status()`; `close()` that drains. Configured by [`Builder`], a [`Config`], a URL's
+//!   `pool_*` parameters or environment variables.
+//! - [`ConnectionPool`]: the trait over [`Pool`] and [`SharedRedis`] (one multiplexed Redis
+//!   connection, which is usually all Redis needs: see [`redis`](crate::redis)).
+//!
+//! # Feature flags
+//! - `postgres`: [`PgConnector`] / [`PgPool`] for diesel-async's `AsyncPgConnection`.
+//! - `sqlite`: [`SqliteConnector`] / [`SqlitePool`] (diesel's `SqliteConnection` on blocking
+//!   threads). Enable `libsqlite3-sys/bundled` in your application to build SQLite in.
+//! - `redis`: [`RedisConnector`] / [`RedisPool`] and [`SharedRedis`].
+//!
+//! # Guarantees
+//! - A checkout waits at most the acquire timeout, and the timeout error carries the last
+//!   connect error while connects fail.
+//! - A dropped `get()` future never loses a connection or a slot.
+//! - A connection returned broken (socket closed, transaction open or failed, returned during
+//!   a panic) is closed, never reused; one idle past the validation window is validated
+//!   before use; one past its jittered lifetime is replaced.
+//! - Failed connects are retried in the background with jittered exponential backoff; the pool
+//!   recovers by itself when the server comes back.
+//!
+//! # Metrics
+//! [`Builder::metrics`] reports to any [`brisk_metrics::Recorder`], labelled `pool=<name>`:
+//! `brisk_pool_acquire_seconds` (histogram), `brisk_pool_acquire_timeouts_total`,
+//! `brisk_pool_connects_total`, `brisk_pool_connect_failures_total`,
+//! `brisk_pool_closes_total{reason=broken|invalid|lifetime|idle}`, `brisk_pool_leaks_total`,
+//! and the gauges `brisk_pool_connections{state=in_use|idle}` and `brisk_pool_waiting`.
+//!
+#![cfg_attr(
+    feature = "postgres",
+    doc = "[`PgConnector`]: crate::PgConnector\n[`PgPool`]: crate::PgPool"
+)]
+#![cfg_attr(
+    not(feature = "postgres"),
+    doc = "[`PgConnector`]: #feature-flags \"needs the postgres feature\"\n[`PgPool`]: #feature-flags \"needs the postgres feature\""
+)]
+#![cfg_attr(
+    feature = "sqlite",
+    doc = "[`SqliteConnector`]: crate::SqliteConnector\n[`SqlitePool`]: crate::SqlitePool"
+)]
+#![cfg_attr(
+    not(feature = "sqlite"),
+    doc = "[`SqliteConnector`]: #feature-flags \"needs the sqlite feature\"\n[`SqlitePool`]: #feature-flags \"needs the sqlite feature\""
+)]
+#![cfg_attr(
+    feature = "redis",
+    doc = "[`RedisConnector`]: crate::redis::RedisConnector\n[`RedisPool`]: crate::redis::RedisPool\n[`SharedRedis`]: crate::redis::SharedRedis\n[`redis`]: crate::redis"
+)]
+#![cfg_attr(
+    not(feature = "redis"),
+    doc = "[`RedisConnector`]: #feature-flags \"needs the redis feature\"\n[`RedisPool`]: #feature-flags \"needs the redis feature\"\n[`SharedRedis`]: #feature-flags \"needs the redis feature\"\n[`redis`]: #feature-flags \"needs the redis feature\""
+)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod connect;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod diesel;
+mod error;
+mod leak;
+mod manager;
+mod metrics;
+mod pool;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
+
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
+pub use crate::diesel::DieselConnector;
+#[cfg(feature = "sqlite")]
+pub use crate::diesel::{AsyncSqliteConnection, SqliteConnector, SqlitePool};
+#[cfg(feature = "postgres")]
+pub use crate::diesel::{PgConnector, PgPool};
+pub use crate::{
+    config::{Config, Queue, Validation},
+    connect::{Connect, HookFuture},
+    error::{BoxError, ConnectTimedOut, Error, Result},
+    leak::SuspectedLeak,
+    pool::{Builder, ConnectionPool, Pool, PooledConnection, Status},
+};

@@ -1,0 +1,436 @@
+//! The bridge to bb8: connections wrapped with their coarse timestamps, and the policy that
+//! decides on checkout and return whether a connection is reused, validated or closed.
+
+use std::{
+    fmt,
+    hash::{BuildHasher, RandomState},
+    sync::{
+        Arc, Mutex, PoisonError,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::{sync::Notify, time::Instant};
+
+use crate::{
+    config::{Config, Validation},
+    connect::{Connect, Hook},
+    error::{BoxError, ConnectTimedOut},
+    leak::Leaks,
+    metrics::{CloseReason, Metrics},
+};
+
+/// The longest wait between connect retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// A clock that the housekeeper advances once per period, so that checkouts and returns read
+/// the time with one relaxed load instead of a clock call each.
+///
+/// It is read to judge idle time and lifetime, which need a resolution of a fraction of the
+/// validation window, not nanoseconds.
+#[derive(Debug)]
+pub(crate) struct Clock {
+    start: Instant,
+    pub(crate) period: Duration,
+    ticks: AtomicU64,
+}
+
+impl Clock {
+    fn new(period: Duration) -> Self {
+        Self {
+            start: Instant::now(),
+            period,
+            ticks: AtomicU64::new(0),
+        }
+    }
+
+    /// Periods since the pool was built, as of the housekeeper's last update.
+    pub(crate) fn now(&self) -> u64 {
+        self.ticks.load(Ordering::Relaxed)
+    }
+
+    /// Sets the clock from the real time.
+    pub(crate) fn update(&self) {
+        let ticks = self.start.elapsed().as_nanos() / self.period.as_nanos();
+        self.ticks
+            .fetch_max(u64::try_from(ticks).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// Whole periods in `duration`, rounded down: a connection counts as idle for a window
+    /// after at most the window and one period.
+    fn ticks_in(&self, duration: Duration) -> u64 {
+        u64::try_from(duration.as_nanos() / self.period.as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The housekeeping period for a configuration: an eighth of the validation window (so
+    /// idle time is judged to within 1/8 of it), a quarter of the leak threshold, at most
+    /// 100 ms, at least 1 ms.
+    pub(crate) fn period_for(config: &Config) -> Duration {
+        let mut period = Duration::from_millis(100);
+        if let Validation::IdleFor(window) = config.validation {
+            period = period.min(window / 8);
+        }
+        if let Some(threshold) = config.leak_threshold {
+            period = period.min(threshold / 4);
+        }
+        period.max(Duration::from_millis(1))
+    }
+}
+
+/// When a checkout validates, in clock ticks.
+#[derive(Debug, Clone, Copy)]
+enum Policy {
+    Always,
+    IdleTicks(u64),
+    Never,
+}
+
+/// What the pool and its connections share: the settings, the clock, the closed flag, the
+/// last connect error and the metrics.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) target: Arc<str>,
+    pub(crate) clock: Clock,
+    pub(crate) metrics: Metrics,
+    pub(crate) leaks: Option<Leaks>,
+    pub(crate) closed: AtomicBool,
+    /// Wakes checkouts and `close()` when the pool closes and as its connections go.
+    pub(crate) close_notify: Notify,
+    /// Checkouts that found no idle connection and are waiting.
+    pub(crate) waiting: AtomicUsize,
+    /// While the pool is built, a failed connect is not retried: the build fails at once.
+    pub(crate) warming: AtomicBool,
+    last_connect_error: Mutex<Option<Arc<BoxError>>>,
+    policy: Policy,
+    lifetime_ticks: Option<u64>,
+    jitter_ticks: u64,
+    connect_timeout: Duration,
+    connect_retries: u32,
+    retry_backoff: Duration,
+    random: RandomState,
+}
+
+impl Shared {
+    pub(crate) fn new(config: &Config, target: Arc<str>, metrics: Metrics) -> Self {
+        let clock = Clock::new(Clock::period_for(config));
+        let policy = match config.validation {
+            Validation::Always => Policy::Always,
+            Validation::Never => Policy::Never,
+            Validation::IdleFor(window) => Policy::IdleTicks(clock.ticks_in(window).max(1)),
+        };
+        Self {
+            target,
+            leaks: config
+                .leak_threshold
+                .map(|threshold| Leaks::new(threshold, clock.period)),
+            policy,
+            lifetime_ticks: config
+                .max_lifetime
+                .map(|lifetime| clock.ticks_in(lifetime).max(1)),
+            jitter_ticks: clock.ticks_in(config.effective_jitter()),
+            clock,
+            metrics,
+            closed: AtomicBool::new(false),
+            close_notify: Notify::new(),
+            waiting: AtomicUsize::new(0),
+            warming: AtomicBool::new(true),
+            last_connect_error: Mutex::new(None),
+            connect_timeout: config.connect_timeout,
+            connect_retries: config.connect_retries,
+            retry_backoff: config.retry_backoff,
+            random: RandomState::new(),
+        }
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// The last connect error, if no connect succeeded since.
+    pub(crate) fn last_connect_error(&self) -> Option<Arc<BoxError>> {
+        self.last_connect_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set_last_connect_error(&self, error: Option<Arc<BoxError>>) {
+        *self
+            .last_connect_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = error;
+    }
+
+    /// A random number below `bound` (0 when `bound` is 0), for jitter.
+    fn random_below(&self, bound: u64, salt: u64) -> u64 {
+        match bound {
+            0 => 0,
+            _ => {
+                self.random
+                    .hash_one((salt, self.clock.now(), std::thread::current().id()))
+                    % bound
+            }
+        }
+    }
+}
+
+/// Where a pooled connection stands with the policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    Usable,
+    /// A validation round trip is running; if the checkout is dropped now, the connection is
+    /// in an unknown state and must be closed.
+    Validating,
+    /// Rejected on checkout and already counted; bb8 drops it on return.
+    Rejected,
+}
+
+/// A pooled connection with its coarse timestamps.
+pub(crate) struct Tracked<T> {
+    pub(crate) connection: T,
+    /// Clock tick of its last return (or of its creation).
+    returned: u64,
+    /// Clock tick from which it is past its jittered lifetime.
+    expires: u64,
+    mark: Mark,
+    shared: Arc<Shared>,
+}
+
+impl<T> Drop for Tracked<T> {
+    fn drop(&mut self) {
+        // `close()` waits for the last connection to go.
+        if self.shared.is_closed() {
+            self.shared.close_notify.notify_waiters();
+        }
+    }
+}
+
+/// Why bb8 could not use a connection; internal, mapped to [`crate::Error`] by the pool.
+pub(crate) enum Failure {
+    /// The pool is closed.
+    Closed,
+    /// Connecting failed, after the retries.
+    Connect(Arc<BoxError>),
+    /// A checkout rejected the connection (broken, expired or failed validation).
+    Rejected,
+}
+
+impl fmt::Debug for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Closed => f.write_str("Closed"),
+            Self::Connect(error) => write!(f, "Connect({error})"),
+            Self::Rejected => f.write_str("Rejected"),
+        }
+    }
+}
+
+/// The bb8 manager: a [`Connect`] plus the pool's policy.
+pub(crate) struct Manager<C: Connect> {
+    connector: C,
+    hook: Option<Hook<C::Connection>>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<C: Connect> Manager<C> {
+    pub(crate) fn new(
+        connector: C,
+        hook: Option<Hook<C::Connection>>,
+        shared: Arc<Shared>,
+    ) -> Self {
+        Self {
+            connector,
+            hook,
+            shared,
+        }
+    }
+
+    /// One attempt: connect and run the hook, within the connect timeout.
+    async fn connect_once(&self) -> Result<C::Connection, Arc<BoxError>> {
+        let attempt = async {
+            let mut connection = self.connector.connect().await.map_err(Into::into)?;
+            if let Some(hook) = &self.hook {
+                hook(&mut connection).await?;
+            }
+            Ok::<_, BoxError>(connection)
+        };
+        match tokio::time::timeout(self.shared.connect_timeout, attempt).await {
+            Ok(result) => result.map_err(Arc::new),
+            Err(_) => Err(Arc::new(Box::new(ConnectTimedOut(
+                self.shared.connect_timeout,
+            )))),
+        }
+    }
+
+    fn track(&self, connection: C::Connection, salt: u64) -> Tracked<C::Connection> {
+        let shared = &self.shared;
+        let now = shared.clock.now();
+        let expires = match shared.lifetime_ticks {
+            Some(lifetime) => {
+                let jitter = shared.random_below(shared.jitter_ticks.min(lifetime - 1) + 1, salt);
+                now.saturating_add(lifetime - jitter)
+            }
+            None => u64::MAX,
+        };
+        Tracked {
+            connection,
+            returned: now,
+            expires,
+            mark: Mark::Usable,
+            shared: Arc::clone(shared),
+        }
+    }
+
+    fn reject(&self, tracked: &mut Tracked<C::Connection>, reason: CloseReason) -> Failure {
+        tracked.mark = Mark::Rejected;
+        self.shared.metrics.closed(reason, 1);
+        Failure::Rejected
+    }
+}
+
+impl<C: Connect> bb8::ManageConnection for Manager<C> {
+    type Connection = Tracked<C::Connection>;
+    type Error = Failure;
+
+    async fn connect(&self) -> Result<Self::Connection, Failure> {
+        let shared = &self.shared;
+        let retries = if shared.warming.load(Ordering::Relaxed) {
+            0
+        } else {
+            shared.connect_retries
+        };
+        let mut backoff = shared.retry_backoff;
+        let mut attempt = 0;
+        loop {
+            if shared.is_closed() {
+                return Err(Failure::Closed);
+            }
+            match self.connect_once().await {
+                Ok(connection) => {
+                    shared.set_last_connect_error(None);
+                    shared.metrics.connects.increment();
+                    if shared.is_closed() {
+                        return Err(Failure::Closed);
+                    }
+                    return Ok(self.track(connection, u64::from(attempt)));
+                }
+                Err(error) => {
+                    shared.metrics.connect_failures.increment();
+                    tracing::warn!(
+                        target: "brisk_pool::connect",
+                        pool = %shared.target,
+                        attempt = attempt + 1,
+                        error = %error,
+                        "connect failed",
+                    );
+                    shared.set_last_connect_error(Some(Arc::clone(&error)));
+                    if attempt >= retries {
+                        return Err(Failure::Connect(error));
+                    }
+                }
+            }
+            attempt += 1;
+            // Full jitter: instances that lost their connections together do not come back
+            // together.
+            let nanos = u64::try_from(backoff.as_nanos()).unwrap_or(u64::MAX);
+            let wait = Duration::from_nanos(shared.random_below(nanos, u64::from(attempt)) + 1);
+            tokio::time::sleep(wait).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    async fn is_valid(&self, tracked: &mut Self::Connection) -> Result<(), Failure> {
+        let shared = &self.shared;
+        if shared.is_closed() {
+            tracked.mark = Mark::Rejected;
+            return Err(Failure::Closed);
+        }
+        let now = shared.clock.now();
+        if now >= tracked.expires {
+            return Err(self.reject(tracked, CloseReason::Lifetime));
+        }
+        if self.connector.is_broken(&mut tracked.connection) {
+            return Err(self.reject(tracked, CloseReason::Broken));
+        }
+        let due = match shared.policy {
+            Policy::Always => true,
+            Policy::IdleTicks(window) => now.saturating_sub(tracked.returned) >= window,
+            Policy::Never => false,
+        };
+        if !due {
+            return Ok(());
+        }
+        tracked.mark = Mark::Validating;
+        let checked = tokio::time::timeout(
+            shared.connect_timeout,
+            self.connector.validate(&mut tracked.connection),
+        )
+        .await;
+        tracked.mark = Mark::Usable;
+        match checked {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => {
+                let error: BoxError = error.into();
+                tracing::debug!(target: "brisk_pool::validate", pool = %shared.target, %error, "validation failed");
+                Err(self.reject(tracked, CloseReason::Invalid))
+            }
+            Err(_) => {
+                tracing::debug!(target: "brisk_pool::validate", pool = %shared.target, "validation timed out");
+                Err(self.reject(tracked, CloseReason::Invalid))
+            }
+        }
+    }
+
+    fn has_broken(&self, tracked: &mut Self::Connection) -> bool {
+        let shared = &self.shared;
+        match tracked.mark {
+            Mark::Rejected => return true,
+            Mark::Validating => {
+                shared.metrics.closed(CloseReason::Invalid, 1);
+                return true;
+            }
+            Mark::Usable => {}
+        }
+        if shared.is_closed() {
+            return true;
+        }
+        // A connection returned while its user panics may be mid-transaction.
+        if std::thread::panicking() || self.connector.is_broken(&mut tracked.connection) {
+            shared.metrics.closed(CloseReason::Broken, 1);
+            return true;
+        }
+        let now = shared.clock.now();
+        if now >= tracked.expires {
+            shared.metrics.closed(CloseReason::Lifetime, 1);
+            return true;
+        }
+        tracked.returned = now;
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn housekeeping_period_follows_the_validation_window_and_leak_threshold() {
+        let mut config = Config::default();
+        assert_eq!(Clock::period_for(&config), Duration::from_micros(62_500));
+        config.validation = Validation::Never;
+        assert_eq!(Clock::period_for(&config), Duration::from_millis(100));
+        config.leak_threshold = Some(Duration::from_millis(40));
+        assert_eq!(Clock::period_for(&config), Duration::from_millis(10));
+        config.validation = Validation::IdleFor(Duration::from_micros(10));
+        assert_eq!(Clock::period_for(&config), Duration::from_millis(1));
+    }
+
+    #[test]
+    fn an_idle_window_is_at_least_one_tick() {
+        let mut config = Config::default();
+        config.validation = Validation::IdleFor(Duration::from_micros(1));
+        let shared = Shared::new(&config, "t".into(), Metrics::noop());
+        assert!(matches!(shared.policy, Policy::IdleTicks(1)));
+    }
+}

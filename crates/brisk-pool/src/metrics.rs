@@ -1,0 +1,103 @@
+use brisk_metrics::{Counter, Gauge, Histogram, Key, Recorder, Unit};
+
+/// Why a connection was closed, the `reason` label of `brisk_pool_closes_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// Found broken without I/O, on checkout or return.
+    Broken,
+    /// Failed its validation round trip.
+    Invalid,
+    /// Reached its (jittered) lifetime.
+    Lifetime,
+    /// Sat idle past the idle timeout.
+    Idle,
+}
+
+/// The series a pool reports, each labelled `pool="<name>"`.
+#[derive(Debug, Clone)]
+pub(crate) struct Metrics {
+    /// `brisk_pool_acquire_seconds`: time from `get()` to a connection (0 when one was idle).
+    pub(crate) acquire: Histogram,
+    /// `brisk_pool_acquire_timeouts_total`.
+    pub(crate) timeouts: Counter,
+    /// `brisk_pool_connects_total`: connections opened.
+    pub(crate) connects: Counter,
+    /// `brisk_pool_connect_failures_total`: connect attempts that failed (or timed out).
+    pub(crate) connect_failures: Counter,
+    /// `brisk_pool_closes_total{reason}`.
+    closes: [Counter; 4],
+    /// `brisk_pool_leaks_total`: checkouts held past the leak threshold.
+    pub(crate) leaks: Counter,
+    /// `brisk_pool_connections{state="in_use"}`, sampled by the housekeeper.
+    pub(crate) in_use: Gauge,
+    /// `brisk_pool_connections{state="idle"}`, sampled by the housekeeper.
+    pub(crate) idle: Gauge,
+    /// `brisk_pool_waiting`: checkouts waiting for a connection, sampled by the housekeeper.
+    pub(crate) waiting: Gauge,
+}
+
+impl Metrics {
+    pub(crate) fn noop() -> Self {
+        Self {
+            acquire: Histogram::noop(Unit::Seconds),
+            timeouts: Counter::noop(),
+            connects: Counter::noop(),
+            connect_failures: Counter::noop(),
+            closes: [
+                Counter::noop(),
+                Counter::noop(),
+                Counter::noop(),
+                Counter::noop(),
+            ],
+            leaks: Counter::noop(),
+            in_use: Gauge::noop(),
+            idle: Gauge::noop(),
+            waiting: Gauge::noop(),
+        }
+    }
+
+    /// Registers the series; `pool` becomes the `pool` label.
+    pub(crate) fn new(recorder: &dyn Recorder, pool: &str) -> Self {
+        let key = |name: &'static str, extra: Option<(&'static str, &'static str)>| {
+            // The names are valid constants and label values may be any text, so the key
+            // cannot be rejected.
+            let key = Key::new(name)
+                .and_then(|key| key.with_label("pool", pool.to_owned()))
+                .and_then(|key| match extra {
+                    Some((label, value)) => key.with_label(label, value),
+                    None => Ok(key),
+                });
+            key.expect("constant metric names and labels are valid")
+        };
+        let closes =
+            |reason| recorder.counter(&key("brisk_pool_closes_total", Some(("reason", reason))));
+        let connections =
+            |state| recorder.gauge(&key("brisk_pool_connections", Some(("state", state))));
+        Self {
+            acquire: recorder.histogram(&key("brisk_pool_acquire_seconds", None), Unit::Seconds),
+            timeouts: recorder.counter(&key("brisk_pool_acquire_timeouts_total", None)),
+            connects: recorder.counter(&key("brisk_pool_connects_total", None)),
+            connect_failures: recorder.counter(&key("brisk_pool_connect_failures_total", None)),
+            closes: [
+                closes("broken"),
+                closes("invalid"),
+                closes("lifetime"),
+                closes("idle"),
+            ],
+            leaks: recorder.counter(&key("brisk_pool_leaks_total", None)),
+            in_use: connections("in_use"),
+            idle: connections("idle"),
+            waiting: recorder.gauge(&key("brisk_pool_waiting", None)),
+        }
+    }
+
+    pub(crate) fn closed(&self, reason: CloseReason, count: u64) {
+        let index = match reason {
+            CloseReason::Broken => 0,
+            CloseReason::Invalid => 1,
+            CloseReason::Lifetime => 2,
+            CloseReason::Idle => 3,
+        };
+        self.closes[index].add(count);
+    }
+}

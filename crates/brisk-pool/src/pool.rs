@@ -1,0 +1,558 @@
+use std::{
+    fmt,
+    future::{Future, poll_fn},
+    ops::{Deref, DerefMut},
+    panic::Location,
+    pin::pin,
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicUsize, Ordering},
+    },
+    task::{Context, Poll, Waker},
+    time::{Duration, Instant},
+};
+
+use brisk_metrics::Recorder;
+
+use crate::{
+    config::{Config, Queue, Validation},
+    connect::{Connect, Hook, HookDebug, HookFuture},
+    error::{Error, Result},
+    leak::SuspectedLeak,
+    manager::{Failure, Manager, Shared},
+    metrics::{CloseReason, Metrics},
+};
+
+/// The pool API that every connection kind shares, so code can be generic over it (a real
+/// pool of dedicated connections, or [`SharedRedis`](crate::redis::SharedRedis), one multiplexed
+/// connection behind the same calls).
+pub trait ConnectionPool: Send + Sync {
+    /// What a checkout derefs to.
+    type Connection;
+    /// A checked-out connection; dropping it returns the connection.
+    type Guard<'a>: DerefMut<Target = Self::Connection> + Send
+    where
+        Self: 'a;
+
+    /// Checks a connection out, waiting up to the acquire timeout.
+    ///
+    /// Dropping the future before it completes gives up the place in line and never loses a
+    /// connection.
+    fn get(&self) -> impl Future<Output = Result<Self::Guard<'_>>> + Send;
+
+    /// Counts of connections and waiting checkouts, right now.
+    fn status(&self) -> Status;
+
+    /// Stops new checkouts (they fail with [`Error::Closed`]), fails waiting ones, and waits
+    /// until every checked-out connection has come back and been closed.
+    fn close(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// A pool's counts at one moment, from [`ConnectionPool::status`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Status {
+    /// The configured maximum number of connections.
+    pub max_size: u32,
+    /// Open connections, idle or in use (connects in progress not included).
+    pub size: u32,
+    /// Connections ready for a checkout.
+    pub idle: u32,
+    /// Connections checked out.
+    pub in_use: u32,
+    /// Checkouts waiting for a connection.
+    pub waiting: usize,
+}
+
+/// A connection pool on bb8, for any [`Connect`].
+///
+/// Cheap to clone: clones share the connections. See the [crate docs](crate) for an example.
+pub struct Pool<C: Connect> {
+    inner: Arc<Inner<C>>,
+}
+
+struct Inner<C: Connect> {
+    bb8: bb8::Pool<Manager<C>>,
+    shared: Arc<Shared>,
+    max_size: u32,
+    acquire_timeout: Duration,
+}
+
+impl<C: Connect> Clone for Pool<C> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<C: Connect> fmt::Debug for Pool<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("target", &self.inner.shared.target)
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: Connect> Pool<C> {
+    /// Starts configuring a pool of connections made by `connector`.
+    pub fn builder(connector: C) -> Builder<C> {
+        Builder {
+            connector,
+            config: Config::default(),
+            hook: None,
+            metrics: None,
+        }
+    }
+
+    /// Checks a connection out, waiting up to the acquire timeout.
+    ///
+    /// The connection is validated first if the [`Validation`] policy says so, and is never
+    /// one already known to be broken. The call site is recorded for leak reports.
+    ///
+    /// # Errors
+    /// [`Error::Timeout`] (naming the last connect error if connects are failing) or
+    /// [`Error::Closed`].
+    #[track_caller]
+    pub fn get(&self) -> impl Future<Output = Result<PooledConnection<'_, C>>> + Send + '_ {
+        let location = Location::caller();
+        self.acquire(location)
+    }
+
+    async fn acquire(
+        &self,
+        location: &'static Location<'static>,
+    ) -> Result<PooledConnection<'_, C>> {
+        let shared = &*self.inner.shared;
+        if shared.is_closed() {
+            return Err(Error::Closed {
+                target: Arc::clone(&shared.target),
+            });
+        }
+        let mut checkout = pin!(self.inner.bb8.get());
+        let mut closing = pin!(shared.close_notify.notified());
+        let mut waited: Option<Waiting<'_>> = None;
+        let outcome = poll_fn(|cx| {
+            if let Poll::Ready(result) = checkout.as_mut().poll(cx) {
+                return Poll::Ready(Some(result));
+            }
+            // The slow path: no idle connection. Count the wait, and listen for `close()`.
+            if waited.is_none() {
+                waited = Some(Waiting::start(&shared.waiting));
+                closing.as_mut().enable();
+            }
+            if closing.as_mut().poll(cx).is_ready() || shared.is_closed() {
+                return Poll::Ready(None);
+            }
+            Poll::Pending
+        })
+        .await;
+        match outcome {
+            Some(Ok(connection)) => {
+                let wait = waited.map_or(Duration::ZERO, |waiting| waiting.since.elapsed());
+                shared.metrics.acquire.record_duration(wait);
+                let leak_slot = shared
+                    .leaks
+                    .as_ref()
+                    .map(|leaks| leaks.check_out(shared.clock.now(), location));
+                Ok(PooledConnection {
+                    connection,
+                    shared,
+                    leak_slot,
+                })
+            }
+            Some(Err(bb8::RunError::TimedOut)) => {
+                shared.metrics.timeouts.increment();
+                Err(Error::Timeout {
+                    target: Arc::clone(&shared.target),
+                    waited: self.inner.acquire_timeout,
+                    last_connect_error: shared.last_connect_error(),
+                })
+            }
+            Some(Err(bb8::RunError::User(failure))) => Err(self.inner.error(failure)),
+            None => Err(Error::Closed {
+                target: Arc::clone(&shared.target),
+            }),
+        }
+    }
+
+    /// Counts of connections and waiting checkouts, right now.
+    pub fn status(&self) -> Status {
+        let state = self.inner.bb8.state();
+        Status {
+            max_size: self.inner.max_size,
+            size: state.connections,
+            idle: state.idle_connections,
+            in_use: state.connections.saturating_sub(state.idle_connections),
+            waiting: self.inner.shared.waiting.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Checkouts held longer than the leak threshold right now, with where they were made.
+    /// Empty when leak detection is off ([`Builder::leak_threshold`]).
+    pub fn suspected_leaks(&self) -> Vec<SuspectedLeak> {
+        let shared = &self.inner.shared;
+        shared
+            .leaks
+            .as_ref()
+            .map_or_else(Vec::new, |leaks| leaks.suspects(shared.clock.now()))
+    }
+
+    /// What the pool connects to, without credentials.
+    pub fn target(&self) -> &str {
+        &self.inner.shared.target
+    }
+
+    /// Stops new checkouts (they fail with [`Error::Closed`]), fails the waiting ones, closes
+    /// idle connections, and waits until every checked-out connection has come back and been
+    /// closed. Calling it again waits again; the pool stays closed.
+    pub async fn close(&self) {
+        let shared = &*self.inner.shared;
+        shared.closed.store(true, Ordering::Release);
+        shared.close_notify.notify_waiters();
+        loop {
+            let mut gone = pin!(shared.close_notify.notified());
+            gone.as_mut().enable();
+            self.inner.drain_idle();
+            if self.inner.bb8.state().connections == 0 {
+                return;
+            }
+            // Woken as each connection goes. A connect that was already under way when the
+            // pool closed may still add one to the idle queue, so look again each period.
+            let _ = tokio::time::timeout(shared.clock.period, gone).await;
+        }
+    }
+}
+
+impl<C: Connect> Inner<C> {
+    /// Closes every idle connection. On a closed pool each checkout rejects the connection it
+    /// takes and moves to the next; when none is left it would wait, so one poll empties the
+    /// queue.
+    fn drain_idle(&self) {
+        let checkout = pin!(self.bb8.get());
+        let mut cx = Context::from_waker(Waker::noop());
+        // A connection cannot pass the closed check; if one did, dropping it closes it.
+        drop(checkout.poll(&mut cx));
+    }
+
+    fn error(&self, failure: Failure) -> Error {
+        let target = Arc::clone(&self.shared.target);
+        match failure {
+            Failure::Connect(source) => Error::Connect { target, source },
+            Failure::Closed | Failure::Rejected => Error::Closed { target },
+        }
+    }
+}
+
+/// Counts a checkout as waiting until it completes or is dropped.
+struct Waiting<'a> {
+    count: &'a AtomicUsize,
+    since: Instant,
+}
+
+impl<'a> Waiting<'a> {
+    fn start(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self {
+            count,
+            since: Instant::now(),
+        }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl<C: Connect> ConnectionPool for Pool<C>
+where
+    C::Connection: Sync,
+{
+    type Connection = C::Connection;
+    type Guard<'a> = PooledConnection<'a, C>;
+
+    #[track_caller]
+    fn get(&self) -> impl Future<Output = Result<Self::Guard<'_>>> + Send {
+        Pool::get(self)
+    }
+
+    fn status(&self) -> Status {
+        Pool::status(self)
+    }
+
+    fn close(&self) -> impl Future<Output = ()> + Send {
+        Pool::close(self)
+    }
+}
+
+/// A checked-out connection: derefs to the connection, and returns it to the pool on drop.
+///
+/// On return the connection is closed instead of reused if it is broken (socket closed,
+/// transaction left open or failed), past its lifetime, or returned during a panic.
+#[must_use = "dropping the guard returns the connection at once"]
+pub struct PooledConnection<'a, C: Connect> {
+    connection: bb8::PooledConnection<'a, Manager<C>>,
+    shared: &'a Shared,
+    leak_slot: Option<usize>,
+}
+
+impl<C: Connect> Deref for PooledConnection<'_, C> {
+    type Target = C::Connection;
+
+    fn deref(&self) -> &C::Connection {
+        &self.connection.connection
+    }
+}
+
+impl<C: Connect> DerefMut for PooledConnection<'_, C> {
+    fn deref_mut(&mut self) -> &mut C::Connection {
+        &mut self.connection.connection
+    }
+}
+
+impl<C: Connect> Drop for PooledConnection<'_, C> {
+    fn drop(&mut self) {
+        if let (Some(slot), Some(leaks)) = (self.leak_slot, &self.shared.leaks) {
+            leaks.check_in(slot, self.shared.clock.now(), &self.shared.target);
+        }
+    }
+}
+
+impl<C: Connect> fmt::Debug for PooledConnection<'_, C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledConnection")
+            .field("target", &self.shared.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures and builds a [`Pool`]; from [`Pool::builder`].
+#[must_use = "a builder does nothing until `build` is awaited"]
+pub struct Builder<C: Connect> {
+    connector: C,
+    config: Config,
+    hook: Option<Hook<C::Connection>>,
+    metrics: Option<Metrics>,
+}
+
+impl<C: Connect> fmt::Debug for Builder<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("target", &self.connector.target())
+            .field("config", &self.config)
+            .field("on_connect", &HookDebug(&self.hook))
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
+}
+
+impl<C: Connect> Builder<C> {
+    /// Replaces every setting at once, e.g. with one read by [`Config::from_env`].
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Most connections open at once. Default 10.
+    pub fn max_size(mut self, max_size: u32) -> Self {
+        self.config.max_size = max_size;
+        self
+    }
+
+    /// Idle connections kept ready, opened while the pool is built. Default 1.
+    pub fn min_idle(mut self, min_idle: u32) -> Self {
+        self.config.min_idle = min_idle;
+        self
+    }
+
+    /// Longest a checkout waits. Default 5 s.
+    pub fn acquire_timeout(mut self, timeout: Duration) -> Self {
+        self.config.acquire_timeout = timeout;
+        self
+    }
+
+    /// Longest one connect attempt, with its hook, or one validation may take. Default 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.config.connect_timeout = timeout;
+        self
+    }
+
+    /// Connections older than this are replaced. Default 30 min; `None` keeps them.
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.config.max_lifetime = lifetime;
+        self
+    }
+
+    /// Each connection's lifetime is shortened by a random amount up to this. Default a tenth
+    /// of the lifetime.
+    pub fn lifetime_jitter(mut self, jitter: Duration) -> Self {
+        self.config.lifetime_jitter = Some(jitter);
+        self
+    }
+
+    /// Idle connections unused this long are closed, down to `min_idle`. Default 10 min.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.config.idle_timeout = timeout;
+        self
+    }
+
+    /// Which idle connection a checkout takes. Default [`Queue::Fifo`].
+    pub fn queue(mut self, queue: Queue) -> Self {
+        self.config.queue = queue;
+        self
+    }
+
+    /// When connections are validated with a round trip. Default
+    /// [`Validation::IdleFor`] 500 ms.
+    pub fn validation(mut self, validation: Validation) -> Self {
+        self.config.validation = validation;
+        self
+    }
+
+    /// Further attempts after a failed connect, with backoff. Default 2.
+    pub fn connect_retries(mut self, retries: u32) -> Self {
+        self.config.connect_retries = retries;
+        self
+    }
+
+    /// The first wait before a connect retry; it doubles, up to 2 s, with jitter.
+    /// Default 100 ms.
+    pub fn retry_backoff(mut self, backoff: Duration) -> Self {
+        self.config.retry_backoff = backoff;
+        self
+    }
+
+    /// Reports checkouts held longer than `threshold` (a `tracing` warning with the call
+    /// site, `brisk_pool_leaks_total`, [`Pool::suspected_leaks`]). Default off.
+    pub fn leak_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.config.leak_threshold = threshold;
+        self
+    }
+
+    /// Runs `hook` on every new connection before use, e.g. to set a statement timeout. Its
+    /// error fails the connect attempt.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "postgres")]
+    /// # async fn example() -> Result<(), brisk_pool::Error> {
+    /// use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+    /// let pool = brisk_pool::PgPool::builder(brisk_pool::PgConnector::new("postgres://app@db/app"))
+    ///     .on_connect(|connection| Box::pin(async move {
+    ///         connection.batch_execute("SET statement_timeout = '5s'").await?;
+    ///         Ok(())
+    ///     }))
+    ///     .build()
+    ///     .await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_connect<F>(mut self, hook: F) -> Self
+    where
+        F: for<'c> Fn(&'c mut C::Connection) -> HookFuture<'c> + Send + Sync + 'static,
+    {
+        self.hook = Some(Box::new(hook));
+        self
+    }
+
+    /// Reports acquire waits, timeouts, connects, connect failures, closes by reason, leaks,
+    /// and connection gauges to `recorder`, labelled `pool="<name>"`.
+    pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
+        self.metrics = Some(Metrics::new(recorder, name));
+        self
+    }
+
+    /// Builds the pool and opens `min_idle` connections.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for inconsistent settings; [`Error::Connect`] with the connector's
+    /// own error as soon as one of the first connects fails (no retries here: a wrong URL or
+    /// password should stop a service at start-up, not after a timeout).
+    pub async fn build(self) -> Result<Pool<C>> {
+        let config = self.config;
+        config.check()?;
+        let target: Arc<str> = self.connector.target().into();
+        let metrics = self.metrics.unwrap_or_else(Metrics::noop);
+        let shared = Arc::new(Shared::new(&config, Arc::clone(&target), metrics));
+        let manager = Manager::new(self.connector, self.hook, Arc::clone(&shared));
+        let mut builder = bb8::Pool::builder()
+            .max_size(config.max_size)
+            .min_idle(config.min_idle)
+            .connection_timeout(config.acquire_timeout)
+            // Lifetimes are enforced by the manager, with jitter; idle time by bb8's reaper.
+            .max_lifetime(None)
+            .idle_timeout(config.idle_timeout)
+            // The manager decides per checkout whether a round trip is due.
+            .test_on_check_out(true)
+            // The manager retries with jittered backoff; bb8 would retry without jitter.
+            .retry_connection(false)
+            .queue_strategy(match config.queue {
+                Queue::Fifo => bb8::QueueStrategy::Fifo,
+                Queue::Lifo => bb8::QueueStrategy::Lifo,
+            });
+        if let Some(idle) = config.idle_timeout {
+            builder = builder
+                .reaper_rate((idle / 4).clamp(Duration::from_millis(10), Duration::from_secs(30)));
+        }
+        let bb8 = builder
+            .build(manager)
+            .await
+            .map_err(|failure| match failure {
+                Failure::Connect(source) => Error::Connect {
+                    target: Arc::clone(&target),
+                    source,
+                },
+                Failure::Closed | Failure::Rejected => Error::Closed {
+                    target: Arc::clone(&target),
+                },
+            })?;
+        shared.warming.store(false, Ordering::Relaxed);
+        let inner = Arc::new(Inner {
+            bb8,
+            shared,
+            max_size: config.max_size,
+            acquire_timeout: config.acquire_timeout,
+        });
+        tokio::spawn(housekeep(Arc::downgrade(&inner)));
+        Ok(Pool { inner })
+    }
+}
+
+/// Advances the pool's clock, samples its gauges, counts idle closes and reports leaks, once
+/// per period, until the pool is dropped.
+async fn housekeep<C: Connect>(pool: Weak<Inner<C>>) {
+    let Some(period) = pool.upgrade().map(|inner| inner.shared.clock.period) else {
+        return;
+    };
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut idle_closes_seen = 0;
+    loop {
+        ticks.tick().await;
+        let Some(inner) = pool.upgrade() else {
+            return;
+        };
+        let shared = &inner.shared;
+        shared.clock.update();
+        let state = inner.bb8.state();
+        let metrics = &shared.metrics;
+        metrics.idle.set(i64::from(state.idle_connections));
+        metrics.in_use.set(i64::from(
+            state.connections.saturating_sub(state.idle_connections),
+        ));
+        metrics
+            .waiting
+            .set(i64::try_from(shared.waiting.load(Ordering::Relaxed)).unwrap_or(i64::MAX));
+        let idle_closes = state.statistics.connections_closed_idle_timeout;
+        metrics.closed(
+            CloseReason::Idle,
+            idle_closes.saturating_sub(idle_closes_seen),
+        );
+        idle_closes_seen = idle_closes;
+        if let Some(leaks) = &shared.leaks {
+            leaks.scan(shared.clock.now(), &shared.target, metrics);
+        }
+    }
+}
