@@ -109,6 +109,8 @@ pub(crate) struct Shared {
     connect_retries: u32,
     retry_backoff: Duration,
     random: RandomState,
+    /// Numbers the random draws, so that connections opened together differ.
+    draws: AtomicU64,
 }
 
 impl Shared {
@@ -140,6 +142,7 @@ impl Shared {
             connect_retries: config.connect_retries,
             retry_backoff: config.retry_backoff,
             random: RandomState::new(),
+            draws: AtomicU64::new(0),
         }
     }
 
@@ -163,12 +166,12 @@ impl Shared {
     }
 
     /// A random number below `bound` (0 when `bound` is 0), for jitter.
-    fn random_below(&self, bound: u64, salt: u64) -> u64 {
+    fn random_below(&self, bound: u64) -> u64 {
         match bound {
             0 => 0,
             _ => {
                 self.random
-                    .hash_one((salt, self.clock.now(), std::thread::current().id()))
+                    .hash_one(self.draws.fetch_add(1, Ordering::Relaxed))
                     % bound
             }
         }
@@ -263,12 +266,12 @@ impl<C: Connect> Manager<C> {
         }
     }
 
-    fn track(&self, connection: C::Connection, salt: u64) -> Tracked<C::Connection> {
+    fn track(&self, connection: C::Connection) -> Tracked<C::Connection> {
         let shared = &self.shared;
         let now = shared.clock.now();
         let expires = match shared.lifetime_ticks {
             Some(lifetime) => {
-                let jitter = shared.random_below(shared.jitter_ticks.min(lifetime - 1) + 1, salt);
+                let jitter = shared.random_below(shared.jitter_ticks.min(lifetime - 1) + 1);
                 now.saturating_add(lifetime - jitter)
             }
             None => u64::MAX,
@@ -313,7 +316,7 @@ impl<C: Connect> bb8::ManageConnection for Manager<C> {
                     if shared.is_closed() {
                         return Err(Failure::Closed);
                     }
-                    return Ok(self.track(connection, u64::from(attempt)));
+                    return Ok(self.track(connection));
                 }
                 Err(error) => {
                     shared.metrics.connect_failures.increment();
@@ -334,7 +337,7 @@ impl<C: Connect> bb8::ManageConnection for Manager<C> {
             // Full jitter: instances that lost their connections together do not come back
             // together.
             let nanos = u64::try_from(backoff.as_nanos()).unwrap_or(u64::MAX);
-            let wait = Duration::from_nanos(shared.random_below(nanos, u64::from(attempt)) + 1);
+            let wait = Duration::from_nanos(shared.random_below(nanos) + 1);
             tokio::time::sleep(wait).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }

@@ -1,0 +1,614 @@
+//! The pool's policy, with an in-memory connector whose connects, validations and breakage
+//! the tests control. Real servers are in tests/postgres.rs, tests/sqlite.rs, tests/redis.rs.
+
+use std::{
+    collections::HashSet,
+    io,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use brisk_metrics::Registry;
+use brisk_pool::{Connect, ConnectionPool, Error, Pool, Validation};
+
+/// What the tests can see and steer.
+#[derive(Debug, Default)]
+struct Server {
+    down: AtomicBool,
+    /// Validations fail while set (a restart the sockets have not noticed).
+    stale: AtomicBool,
+    connects: AtomicUsize,
+    validations: AtomicUsize,
+    /// Connection ids currently checked out, to catch double use.
+    checked_out: Mutex<HashSet<usize>>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Memory(Arc<Server>);
+
+#[derive(Debug)]
+struct Conn {
+    id: usize,
+    broken: bool,
+    server: Arc<Server>,
+}
+
+impl Conn {
+    fn begin(&self) {
+        assert!(
+            self.server.checked_out.lock().unwrap().insert(self.id),
+            "connection {} handed out twice",
+            self.id
+        );
+    }
+    fn end(&self) {
+        self.server.checked_out.lock().unwrap().remove(&self.id);
+    }
+}
+
+impl Connect for Memory {
+    type Connection = Conn;
+    type Error = io::Error;
+
+    async fn connect(&self) -> io::Result<Conn> {
+        tokio::task::yield_now().await;
+        if self.0.down.load(Ordering::SeqCst) {
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionRefused,
+                "connection refused (test server down)",
+            ));
+        }
+        let id = self.0.connects.fetch_add(1, Ordering::SeqCst);
+        Ok(Conn {
+            id,
+            broken: false,
+            server: Arc::clone(&self.0),
+        })
+    }
+
+    async fn validate(&self, _: &mut Conn) -> io::Result<()> {
+        self.0.validations.fetch_add(1, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+        match self.0.stale.load(Ordering::SeqCst) {
+            true => Err(io::Error::new(io::ErrorKind::BrokenPipe, "stale")),
+            false => Ok(()),
+        }
+    }
+
+    fn is_broken(&self, connection: &mut Conn) -> bool {
+        connection.broken
+    }
+
+    fn target(&self) -> String {
+        "memory://test".to_owned()
+    }
+}
+
+fn builder(memory: &Memory) -> brisk_pool::Builder<Memory> {
+    Pool::builder(memory.clone())
+        .max_size(4)
+        .min_idle(1)
+        .acquire_timeout(Duration::from_millis(200))
+}
+
+#[tokio::test]
+async fn checkout_and_return_reuse_one_connection() {
+    let memory = Memory::default();
+    let pool = builder(&memory).build().await.unwrap();
+    assert_eq!(
+        memory.0.connects.load(Ordering::SeqCst),
+        1,
+        "min_idle is opened at build"
+    );
+    for _ in 0..10 {
+        let connection = pool.get().await.unwrap();
+        assert_eq!(connection.id, 0);
+        let status = pool.status();
+        assert_eq!(
+            (status.size, status.idle, status.in_use, status.waiting),
+            (1, 0, 1, 0)
+        );
+    }
+    let status = pool.status();
+    assert_eq!(
+        (status.max_size, status.size, status.idle, status.in_use),
+        (4, 1, 1, 0)
+    );
+}
+
+#[tokio::test]
+async fn warm_up_fails_with_the_real_connect_error() {
+    let memory = Memory::default();
+    memory.0.down.store(true, Ordering::SeqCst);
+    let error = builder(&memory)
+        .connect_retries(5)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Connect { target, .. } if &**target == "memory://test"),
+        "{error:?}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("connection refused (test server down)"),
+        "{error}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timeout_while_connects_fail_names_the_connect_error() {
+    let memory = Memory::default();
+    let pool = builder(&memory)
+        .min_idle(0)
+        .connect_retries(0)
+        .build()
+        .await
+        .unwrap();
+    memory.0.down.store(true, Ordering::SeqCst);
+    let error = pool.get().await.unwrap_err();
+    let Error::Timeout {
+        waited,
+        last_connect_error: Some(cause),
+        ..
+    } = &error
+    else {
+        panic!("expected a timeout with a cause, got {error:?}");
+    };
+    assert_eq!(*waited, Duration::from_millis(200));
+    assert!(cause.to_string().contains("connection refused"), "{cause}");
+    assert!(
+        error
+            .to_string()
+            .contains("last connect error: connection refused"),
+        "{error}"
+    );
+
+    // Once the server is back, the next checkout connects and the stale cause is gone.
+    memory.0.down.store(false, Ordering::SeqCst);
+    let connection = pool.get().await.unwrap();
+    drop(connection);
+    let busy: Vec<_> = futures_join(&pool, 4).await;
+    let error = pool.get().await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            Error::Timeout {
+                last_connect_error: None,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    drop(busy);
+}
+
+/// Checks out `n` connections at once.
+async fn futures_join(
+    pool: &Pool<Memory>,
+    n: usize,
+) -> Vec<brisk_pool::PooledConnection<'_, Memory>> {
+    let mut held = Vec::new();
+    for _ in 0..n {
+        held.push(pool.get().await.unwrap());
+    }
+    held
+}
+
+#[tokio::test(start_paused = true)]
+async fn validation_runs_only_after_the_idle_window() {
+    let memory = Memory::default();
+    let window = Duration::from_millis(400);
+    // One connection, so that each checkout sees the same one.
+    let pool = builder(&memory)
+        .max_size(1)
+        .validation(Validation::IdleFor(window))
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..5 {
+        drop(pool.get().await.unwrap());
+    }
+    assert_eq!(
+        memory.0.validations.load(Ordering::SeqCst),
+        0,
+        "a connection just used is not validated"
+    );
+
+    tokio::time::sleep(window + window / 4).await;
+    drop(pool.get().await.unwrap());
+    assert_eq!(
+        memory.0.validations.load(Ordering::SeqCst),
+        1,
+        "one idle past the window is"
+    );
+
+    tokio::time::sleep(window / 2).await;
+    drop(pool.get().await.unwrap());
+    assert_eq!(
+        memory.0.validations.load(Ordering::SeqCst),
+        1,
+        "half a window idle is not"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stale_idle_connection_is_replaced_not_handed_out() {
+    let memory = Memory::default();
+    let registry = Registry::new();
+    let pool = builder(&memory)
+        .metrics(&registry, "db")
+        .build()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    memory.0.stale.store(true, Ordering::SeqCst);
+    let connection = pool.get().await.unwrap();
+    assert_eq!(
+        connection.id, 1,
+        "the stale connection 0 was closed and a new one opened"
+    );
+    let closes = registry.snapshot().counter(
+        "brisk_pool_closes_total",
+        &[("pool", "db"), ("reason", "invalid")],
+    );
+    assert_eq!(closes, Some(1));
+}
+
+#[tokio::test]
+async fn always_and_never_policies() {
+    let memory = Memory::default();
+    let pool = builder(&memory)
+        .validation(Validation::Always)
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        drop(pool.get().await.unwrap());
+    }
+    assert_eq!(memory.0.validations.load(Ordering::SeqCst), 3);
+
+    let memory = Memory::default();
+    let pool = builder(&memory)
+        .validation(Validation::Never)
+        .build()
+        .await
+        .unwrap();
+    tokio::time::pause();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    memory.0.stale.store(true, Ordering::SeqCst);
+    assert_eq!(
+        pool.get().await.unwrap().id,
+        0,
+        "never validated, so the stale one is handed out"
+    );
+    assert_eq!(memory.0.validations.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_connection_returned_broken_is_closed() {
+    let memory = Memory::default();
+    let registry = Registry::new();
+    let pool = builder(&memory)
+        .metrics(&registry, "db")
+        .build()
+        .await
+        .unwrap();
+    let mut connection = pool.get().await.unwrap();
+    connection.broken = true;
+    drop(connection);
+    assert_eq!(pool.status().size, 0, "closed on return");
+    assert_ne!(pool.get().await.unwrap().id, 0);
+    let closes = registry.snapshot().counter(
+        "brisk_pool_closes_total",
+        &[("pool", "db"), ("reason", "broken")],
+    );
+    assert_eq!(closes, Some(1));
+}
+
+#[tokio::test(start_paused = true)]
+async fn lifetimes_are_jittered_so_connections_are_not_replaced_together() {
+    let memory = Memory::default();
+    let lifetime = Duration::from_secs(60);
+    let pool = builder(&memory)
+        .max_size(32)
+        .min_idle(32)
+        .validation(Validation::Never)
+        .max_lifetime(Some(lifetime))
+        .lifetime_jitter(Duration::from_secs(30))
+        .idle_timeout(None)
+        .build()
+        .await
+        .unwrap();
+    // Cycle every connection once a second and record when each original one is replaced.
+    let mut replaced_at = Vec::new();
+    for second in 0..61 {
+        let held: Vec<_> = futures_join_n(&pool, 32).await;
+        let originals = held.iter().filter(|c| c.id < 32).count();
+        drop(held);
+        replaced_at.extend(std::iter::repeat_n(
+            second,
+            32 - originals - replaced_at.len(),
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(
+        replaced_at.len(),
+        32,
+        "every connection reached its lifetime"
+    );
+    let first = replaced_at[0];
+    let last = replaced_at[31];
+    assert!(
+        first >= 29 && last <= 61,
+        "lifetimes within [30 s, 60 s]: {replaced_at:?}"
+    );
+    let distinct: HashSet<_> = replaced_at.iter().collect();
+    assert!(
+        distinct.len() >= 8,
+        "replacements spread over time, not one storm: {replaced_at:?}"
+    );
+}
+
+async fn futures_join_n(
+    pool: &Pool<Memory>,
+    n: usize,
+) -> Vec<brisk_pool::PooledConnection<'_, Memory>> {
+    futures_join(pool, n).await
+}
+
+/// bb8's reaper judges idle time by the real clock, so this one runs in real time.
+#[tokio::test]
+async fn idle_connections_past_the_idle_timeout_are_closed_and_counted() {
+    let memory = Memory::default();
+    let registry = Registry::new();
+    let pool = builder(&memory)
+        .min_idle(0)
+        .idle_timeout(Some(Duration::from_millis(100)))
+        .metrics(&registry, "db")
+        .build()
+        .await
+        .unwrap();
+    drop(futures_join(&pool, 3).await);
+    assert_eq!(pool.status().idle, 3);
+    let closes = || {
+        registry.snapshot().counter(
+            "brisk_pool_closes_total",
+            &[("pool", "db"), ("reason", "idle")],
+        )
+    };
+    // Wait for the reaper, then for the housekeeper to count what it closed.
+    while closes() != Some(3) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(pool.status().size, 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connection_held_past_the_leak_threshold_is_reported_with_its_call_site() {
+    let memory = Memory::default();
+    let registry = Registry::new();
+    let pool = builder(&memory)
+        .leak_threshold(Some(Duration::from_secs(2)))
+        .metrics(&registry, "db")
+        .build()
+        .await
+        .unwrap();
+    let line = line!() + 1;
+    let leaked = pool.get().await.unwrap();
+    drop(pool.get().await.unwrap()); // a short checkout is not a leak
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let suspects = pool.suspected_leaks();
+    assert_eq!(suspects.len(), 1, "{suspects:?}");
+    assert_eq!(suspects[0].location.file(), file!());
+    assert_eq!(suspects[0].location.line(), line);
+    assert!(suspects[0].held_for >= Duration::from_secs(2));
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let leaks = registry
+        .snapshot()
+        .counter("brisk_pool_leaks_total", &[("pool", "db")]);
+    assert_eq!(leaks, Some(1), "reported once");
+    drop(leaked);
+    assert!(pool.suspected_leaks().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_checkouts_never_leak_a_connection_or_a_slot() {
+    let memory = Memory::default();
+    let pool = builder(&memory)
+        .max_size(4)
+        .acquire_timeout(Duration::from_secs(30))
+        .build()
+        .await
+        .unwrap();
+    let completed = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for task in 0..64_usize {
+        let pool = pool.clone();
+        let completed = Arc::clone(&completed);
+        tasks.push(tokio::spawn(async move {
+            for round in 0..200_usize {
+                // Every third checkout is abandoned after one poll, mid-wait or just granted.
+                if (task + round) % 3 == 0 {
+                    let checkout = std::pin::pin!(pool.get());
+                    let _ = futures_poll_once(checkout).await;
+                    continue;
+                }
+                let connection = pool.get().await.unwrap();
+                connection.begin();
+                tokio::task::yield_now().await;
+                connection.end();
+                completed.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let status = pool.status();
+    assert_eq!((status.in_use, status.waiting), (0, 0), "{status:?}");
+    assert!(status.size <= 4 && status.idle == status.size, "{status:?}");
+    assert!(
+        memory.0.connects.load(Ordering::SeqCst) <= 4,
+        "no connection was lost and replaced"
+    );
+    // Every slot is usable: all four can be held at once.
+    let held = futures_join(&pool, 4).await;
+    assert_eq!(held.len(), 4);
+    assert!(completed.load(Ordering::Relaxed) > 8000);
+}
+
+/// Polls a future once and drops it.
+async fn futures_poll_once<F: std::future::Future>(
+    mut future: std::pin::Pin<&mut F>,
+) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match future.as_mut().poll(cx) {
+            std::task::Poll::Ready(output) => Some(output),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn close_fails_waiters_drains_and_refuses_new_checkouts() {
+    let memory = Memory::default();
+    let pool = builder(&memory)
+        .max_size(1)
+        .acquire_timeout(Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    let held = pool.get().await.unwrap();
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.get().await.map(|_| ()) }
+    });
+    while pool.status().waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    let closing = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.close().await }
+    });
+    let error = waiter.await.unwrap().unwrap_err();
+    assert!(matches!(error, Error::Closed { .. }), "{error:?}");
+    assert!(
+        !closing.is_finished(),
+        "close waits for the checked-out connection"
+    );
+    assert_eq!(pool.status().size, 1);
+    drop(held);
+    closing.await.unwrap();
+    assert_eq!(pool.status().size, 0, "drained");
+    assert!(matches!(pool.get().await, Err(Error::Closed { .. })));
+    ConnectionPool::close(&pool).await; // again: returns at once
+}
+
+#[tokio::test]
+async fn the_connect_hook_runs_on_every_new_connection_and_its_error_fails_the_connect() {
+    let memory = Memory::default();
+    let hooked = Arc::new(AtomicUsize::new(0));
+    let seen = Arc::clone(&hooked);
+    let pool = builder(&memory)
+        .on_connect(move |connection: &mut Conn| {
+            let seen = Arc::clone(&seen);
+            Box::pin(async move {
+                seen.fetch_add(1, Ordering::SeqCst);
+                if connection.id == 1 {
+                    return Err("SET statement_timeout failed".into());
+                }
+                Ok(())
+            })
+        })
+        .connect_retries(1)
+        .retry_backoff(Duration::from_millis(1))
+        .build()
+        .await
+        .unwrap();
+    let (a, b) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    assert_eq!(
+        (a.id, b.id),
+        (0, 2),
+        "connection 1 failed its hook and was not used"
+    );
+    assert_eq!(hooked.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn metrics_count_connects_failures_and_acquire_waits() {
+    let memory = Memory::default();
+    let registry = Registry::new();
+    let pool = builder(&memory)
+        .max_size(1)
+        .metrics(&registry, "db")
+        .build()
+        .await
+        .unwrap();
+    let held = pool.get().await.unwrap();
+    let second = tokio::spawn({
+        let pool = pool.clone();
+        async move { drop(pool.get().await.unwrap()) }
+    });
+    while pool.status().waiting == 0 {
+        tokio::task::yield_now().await;
+    }
+    drop(held);
+    second.await.unwrap();
+    let error = {
+        let _held = pool.get().await.unwrap();
+        pool.get().await.unwrap_err()
+    };
+    assert!(matches!(error, Error::Timeout { .. }));
+    let snapshot = registry.snapshot();
+    let labels = &[("pool", "db")];
+    assert_eq!(
+        snapshot.counter("brisk_pool_connects_total", labels),
+        Some(1)
+    );
+    assert_eq!(
+        snapshot.counter("brisk_pool_acquire_timeouts_total", labels),
+        Some(1)
+    );
+    let acquire = snapshot
+        .histogram("brisk_pool_acquire_seconds", labels)
+        .unwrap();
+    assert_eq!(
+        acquire.count, 3,
+        "the timed-out checkout is counted as a timeout, not a wait"
+    );
+    assert!(
+        acquire.max > 0.0,
+        "the checkout that waited recorded its wait"
+    );
+}
+
+#[tokio::test]
+async fn config_from_a_url_reaches_the_pool() {
+    let mut config = brisk_pool::Config::default();
+    let rest = config
+        .apply_url("memory://test?pool_max_size=2&pool_min_idle=2")
+        .unwrap();
+    assert_eq!(rest, "memory://test");
+    let memory = Memory::default();
+    let pool = Pool::builder(memory.clone())
+        .config(config)
+        .build()
+        .await
+        .unwrap();
+    assert_eq!((pool.status().max_size, pool.status().size), (2, 2));
+    let error = Pool::builder(memory)
+        .min_idle(11)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Config { key, .. } if key == "min_idle"),
+        "{error}"
+    );
+}
