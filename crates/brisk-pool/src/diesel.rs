@@ -67,10 +67,84 @@ where
     }
 }
 
-/// Connects diesel-async's `AsyncPgConnection`s.
+/// Connects diesel-async's `AsyncPgConnection`s (without TLS).
+///
+/// It connects through tokio-postgres itself and hands the connection to diesel-async, so
+/// that a failed connect keeps its cause (`Connection refused`, `password authentication
+/// failed`), which `AsyncPgConnection::establish` reduces to "error connecting to server".
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
-pub type PgConnector = DieselConnector<diesel_async::AsyncPgConnection>;
+pub struct PgConnector {
+    url: String,
+    target: String,
+}
+
+#[cfg(feature = "postgres")]
+impl PgConnector {
+    /// Connects to a `postgres://` URL or a `key=value` connection string. Strip any `pool_*`
+    /// parameters first with [`Config::apply_url`](crate::Config::apply_url).
+    pub fn new(url: impl Into<String>) -> Self {
+        let url = url.into();
+        Self {
+            target: redact(&url),
+            url,
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl fmt::Debug for PgConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PgConnector")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Connect for PgConnector {
+    type Connection = diesel_async::AsyncPgConnection;
+    type Error = BoxError;
+
+    async fn connect(&self) -> Result<Self::Connection, BoxError> {
+        let (client, connection) =
+            tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
+        Ok(
+            diesel_async::AsyncPgConnection::try_from_client_and_connection(client, connection)
+                .await?,
+        )
+    }
+
+    async fn validate(&self, connection: &mut Self::Connection) -> Result<(), BoxError> {
+        Ok(connection.batch_execute("SELECT 1").await?)
+    }
+
+    fn is_broken(&self, connection: &mut Self::Connection) -> bool {
+        PoolableConnection::is_broken(connection)
+    }
+
+    fn target(&self) -> String {
+        self.target.clone()
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Pool<PgConnector> {
+    /// Builds a pool from a URL whose `pool_*` parameters configure the pool
+    /// ([`Config::apply_url`](crate::Config::apply_url)); the rest goes to the driver.
+    ///
+    /// # Errors
+    /// As [`Builder::build`](crate::Builder::build), and [`Error::Config`](crate::Error::Config)
+    /// for an invalid `pool_*` parameter.
+    pub async fn from_url(url: &str) -> crate::Result<Self> {
+        let mut config = crate::Config::default();
+        let url = config.apply_url(url)?;
+        Self::builder(PgConnector::new(url))
+            .config(config)
+            .build()
+            .await
+    }
+}
 
 /// A pool of diesel-async PostgreSQL connections.
 #[cfg(feature = "postgres")]

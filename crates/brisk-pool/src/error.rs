@@ -27,7 +27,7 @@ pub enum Error {
         last_connect_error: Option<Arc<BoxError>>,
     },
     /// Connecting failed while building the pool (its warm-up), or the connect hook failed.
-    #[error("connecting to {target} failed: {source}")]
+    #[error("connecting to {target} failed: {}", Chain(&***source))]
     Connect {
         /// The pool's target.
         target: Arc<str>,
@@ -63,9 +63,25 @@ struct LastError<'a>(&'a Option<Arc<BoxError>>);
 impl fmt::Display for LastError<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
-            Some(error) => write!(f, "; last connect error: {error}"),
+            Some(error) => write!(f, "; last connect error: {}", Chain(&***error)),
             None => Ok(()),
         }
+    }
+}
+
+/// An error and its sources, `outer: inner: innermost`: drivers often say only "error
+/// connecting to server" at the top and keep the reason in a source.
+struct Chain<'a>(&'a (dyn StdError + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(error) = source {
+            write!(f, ": {error}")?;
+            source = error.source();
+        }
+        Ok(())
     }
 }
 

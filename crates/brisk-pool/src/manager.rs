@@ -21,7 +21,8 @@ use crate::{
     metrics::{CloseReason, Metrics},
 };
 
-/// The longest wait between connect retries.
+/// The longest wait between connect retries (or half the acquire timeout, if less: a
+/// checkout waiting for a connect should see at least two attempts).
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// A clock that the housekeeper advances once per period, so that checkouts and returns read
@@ -108,6 +109,7 @@ pub(crate) struct Shared {
     connect_timeout: Duration,
     connect_retries: u32,
     retry_backoff: Duration,
+    max_backoff: Duration,
     random: RandomState,
     /// Numbers the random draws, so that connections opened together differ.
     draws: AtomicU64,
@@ -141,6 +143,7 @@ impl Shared {
             connect_timeout: config.connect_timeout,
             connect_retries: config.connect_retries,
             retry_backoff: config.retry_backoff,
+            max_backoff: MAX_BACKOFF.min(config.acquire_timeout / 2),
             random: RandomState::new(),
             draws: AtomicU64::new(0),
         }
@@ -339,7 +342,7 @@ impl<C: Connect> bb8::ManageConnection for Manager<C> {
             let nanos = u64::try_from(backoff.as_nanos()).unwrap_or(u64::MAX);
             let wait = Duration::from_nanos(shared.random_below(nanos) + 1);
             tokio::time::sleep(wait).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff = (backoff * 2).min(shared.max_backoff);
         }
     }
 

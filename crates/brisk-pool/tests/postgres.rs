@@ -1,1 +1,269 @@
+//! `PgPool` against real PostgreSQL servers from brisk-testkit, one per test, including one
+//! killed and restarted under load.
 
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use brisk_metrics::Registry;
+use brisk_pool::{Error, PgConnector, PgPool};
+use brisk_testkit::PostgresServer;
+use diesel::{sql_query, sql_types::Text};
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+
+/// A `SELECT 1` through the pool: checkout plus one round trip.
+async fn select_one(pool: &PgPool) -> Result<(), String> {
+    let mut connection = pool.get().await.map_err(|e| e.to_string())?;
+    connection
+        .batch_execute("SELECT 1")
+        .await
+        .map_err(|e| e.to_string())
+}
+
+#[derive(diesel::QueryableByName)]
+struct Row {
+    #[diesel(sql_type = Text)]
+    value: String,
+}
+
+/// Runs a query that returns one text column named `value`.
+async fn text(connection: &mut AsyncPgConnection, sql: &str) -> String {
+    use diesel_async::RunQueryDsl;
+    let row: Row = sql_query(sql).get_result(connection).await.unwrap();
+    row.value
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queries_under_load_share_the_connections() {
+    let server = PostgresServer::start().unwrap();
+    let pool = PgPool::builder(PgConnector::new(server.url()))
+        .max_size(4)
+        .build()
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..50 {
+                select_one(&pool).await.unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let status = pool.status();
+    assert!(status.size <= 4 && status.in_use == 0, "{status:?}");
+}
+
+#[tokio::test]
+async fn a_wrong_database_fails_the_build_with_the_server_error() {
+    let server = PostgresServer::start().unwrap();
+    let error = PgPool::from_url(&format!(
+        "{}?pool_max_size=2",
+        server.database_url("missing")
+    ))
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&error, Error::Connect { target, .. } if target.ends_with("/missing")),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("\"missing\" does not exist"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn the_connect_hook_sets_session_state() {
+    let server = PostgresServer::start().unwrap();
+    let pool = PgPool::builder(PgConnector::new(server.url()))
+        .on_connect(|connection| {
+            Box::pin(async move {
+                connection
+                    .batch_execute("SET statement_timeout = '50ms'")
+                    .await?;
+                Ok(())
+            })
+        })
+        .build()
+        .await
+        .unwrap();
+    let mut connection = pool.get().await.unwrap();
+    assert_eq!(
+        text(
+            &mut connection,
+            "SELECT current_setting('statement_timeout') AS value"
+        )
+        .await,
+        "50ms"
+    );
+    let error = connection
+        .batch_execute("SELECT pg_sleep(2)")
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("statement timeout"), "{error}");
+}
+
+#[tokio::test]
+async fn a_transaction_abandoned_mid_way_closes_its_connection() {
+    let server = PostgresServer::start().unwrap();
+    let registry = Registry::new();
+    let pool = PgPool::builder(PgConnector::new(server.url()))
+        .max_size(1)
+        .metrics(&registry, "pg")
+        .build()
+        .await
+        .unwrap();
+    {
+        let mut connection = pool.get().await.unwrap();
+        connection
+            .batch_execute("CREATE TABLE t (id int)")
+            .await
+            .unwrap();
+        // The request is cancelled (a client went away) inside a transaction.
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(100),
+            AsyncConnection::transaction(&mut *connection, async |tx| {
+                tx.batch_execute("INSERT INTO t VALUES (1)").await?;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok::<_, diesel::result::Error>(())
+            }),
+        )
+        .await;
+        assert!(abandoned.is_err());
+    }
+    let closes = registry.snapshot().counter(
+        "brisk_pool_closes_total",
+        &[("pool", "pg"), ("reason", "broken")],
+    );
+    assert_eq!(
+        closes,
+        Some(1),
+        "the connection with the open transaction was not reused"
+    );
+    // The next user gets a clean connection, and the insert never committed.
+    let mut connection = pool.get().await.unwrap();
+    assert_eq!(
+        text(&mut connection, "SELECT count(*)::text AS value FROM t").await,
+        "0"
+    );
+}
+
+/// The fault test: the server crashes under load and comes back. No request hangs past the
+/// acquire timeout, the pool recovers by itself, and every request made after the restart
+/// succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_killed_and_restarted_under_load() {
+    let server = PostgresServer::start().unwrap();
+    let acquire_timeout = Duration::from_millis(500);
+    let pool = PgPool::builder(PgConnector::new(server.url()))
+        .max_size(8)
+        .min_idle(8)
+        .acquire_timeout(acquire_timeout)
+        .connect_timeout(Duration::from_millis(500))
+        .retry_backoff(Duration::from_millis(20))
+        .build()
+        .await
+        .unwrap();
+
+    let after_restart = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok_after_restart = Arc::new(AtomicUsize::new(0));
+    let failed_during_outage = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let pool = pool.clone();
+        let (after_restart, stop) = (Arc::clone(&after_restart), Arc::clone(&stop));
+        let (ok_after, failed) = (
+            Arc::clone(&ok_after_restart),
+            Arc::clone(&failed_during_outage),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let started_after_restart = after_restart.load(Ordering::SeqCst);
+                // A hang guard, far above the acquire timeout; not a performance assertion.
+                let outcome = tokio::time::timeout(acquire_timeout * 20, select_one(&pool))
+                    .await
+                    .expect("a request hung far past the acquire timeout");
+                match outcome {
+                    Ok(()) if started_after_restart => {
+                        ok_after.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(()) => {}
+                    Err(error) if started_after_restart => {
+                        panic!("failed after the restart: {error}")
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+
+    let server = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        std::thread::sleep(Duration::from_millis(300));
+        server.kill();
+        // Long enough for checkouts to time out while connects fail.
+        std::thread::sleep(acquire_timeout * 3);
+        server.restart().unwrap();
+        server
+    })
+    .await
+    .unwrap();
+    after_restart.store(true, Ordering::SeqCst);
+    while ok_after_restart.load(Ordering::SeqCst) < 2000 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(
+        failed_during_outage.load(Ordering::SeqCst) > 0,
+        "the outage was seen"
+    );
+    let status = pool.status();
+    assert!(status.size <= 8 && status.in_use == 0, "{status:?}");
+    drop(server);
+}
+
+#[tokio::test]
+async fn a_checkout_timing_out_while_the_server_is_down_names_the_cause() {
+    let mut server = PostgresServer::start().unwrap();
+    let pool = PgPool::builder(PgConnector::new(server.url()))
+        .min_idle(0)
+        .acquire_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    server.kill();
+    let error = pool.get().await.unwrap_err();
+    assert!(
+        matches!(
+            &error,
+            Error::Timeout {
+                last_connect_error: Some(_),
+                ..
+            }
+        ),
+        "expected a timeout naming the connect error: {error:?}"
+    );
+    // tokio-postgres keeps the reason in its error's source; the message shows the chain.
+    assert!(
+        error
+            .to_string()
+            .to_lowercase()
+            .contains("connection refused"),
+        "{error}"
+    );
+}
