@@ -158,10 +158,84 @@ pub type PgPool = Pool<PgConnector>;
 pub type AsyncSqliteConnection =
     diesel_async::sync_connection_wrapper::SyncConnectionWrapper<diesel::SqliteConnection>;
 
-/// Connects [`AsyncSqliteConnection`]s; the URL is a file path or `:memory:`.
+/// Connects [`AsyncSqliteConnection`]s to a file path (or `:memory:`), set up for a pool of
+/// concurrent users, as sqlx does by default:
+/// - `PRAGMA busy_timeout = 5000`: a writer waits up to 5 s for another's lock instead of
+///   failing at once with "database is locked";
+/// - `PRAGMA journal_mode = WAL` (files only): readers do not block the writer;
+/// - `PRAGMA foreign_keys = ON`.
+///
+/// Add to or override these with a connect hook ([`Builder::on_connect`](crate::Builder::on_connect)).
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
-pub type SqliteConnector = DieselConnector<AsyncSqliteConnection>;
+pub struct SqliteConnector {
+    path: String,
+}
+
+#[cfg(feature = "sqlite")]
+impl SqliteConnector {
+    /// Opens the database at `path` (created if missing), or an in-memory one for `:memory:`
+    /// (one per connection).
+    pub fn new(path: impl Into<String>) -> Self {
+        Self { path: path.into() }
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl fmt::Debug for SqliteConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteConnector")
+            .field("path", &self.path)
+            .finish()
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Connect for SqliteConnector {
+    type Connection = AsyncSqliteConnection;
+    type Error = BoxError;
+
+    async fn connect(&self) -> Result<AsyncSqliteConnection, BoxError> {
+        use diesel_async::AsyncConnection;
+        let mut connection = AsyncSqliteConnection::establish(&self.path).await?;
+        let mut setup = String::from("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;");
+        if self.path != ":memory:" && !self.path.contains("mode=memory") {
+            setup.push_str(" PRAGMA journal_mode = WAL;");
+        }
+        connection.batch_execute(&setup).await?;
+        Ok(connection)
+    }
+
+    async fn validate(&self, connection: &mut AsyncSqliteConnection) -> Result<(), BoxError> {
+        Ok(connection.batch_execute("SELECT 1").await?)
+    }
+
+    fn is_broken(&self, connection: &mut AsyncSqliteConnection) -> bool {
+        PoolableConnection::is_broken(connection)
+    }
+
+    fn target(&self) -> String {
+        self.path.clone()
+    }
+}
+
+#[cfg(feature = "sqlite")]
+impl Pool<SqliteConnector> {
+    /// Builds a pool from a path whose `pool_*` parameters configure the pool
+    /// (`app.db?pool_max_size=4`, see [`Config::apply_url`](crate::Config::apply_url)).
+    ///
+    /// # Errors
+    /// As [`Builder::build`](crate::Builder::build), and [`Error::Config`](crate::Error::Config)
+    /// for an invalid `pool_*` parameter.
+    pub async fn from_url(url: &str) -> crate::Result<Self> {
+        let mut config = crate::Config::default();
+        let path = config.apply_url(url)?;
+        Self::builder(SqliteConnector::new(path))
+            .config(config)
+            .build()
+            .await
+    }
+}
 
 /// A pool of diesel-async SQLite connections.
 #[cfg(feature = "sqlite")]

@@ -1,1 +1,230 @@
+//! `RedisPool` and `SharedRedis` against real redis-servers from brisk-testkit.
 
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use brisk_metrics::Registry;
+use brisk_pool::{
+    ConnectionPool, Error,
+    redis::{RedisConnector, RedisPool, SharedRedis},
+};
+use brisk_testkit::RedisServer;
+use redis::AsyncCommands;
+
+async fn pool(server: &RedisServer, registry: &Registry) -> RedisPool {
+    RedisPool::builder(RedisConnector::new(&server.url()).unwrap())
+        .max_size(4)
+        .acquire_timeout(Duration::from_millis(500))
+        .connect_timeout(Duration::from_millis(500))
+        .retry_backoff(Duration::from_millis(20))
+        .metrics(registry, "redis")
+        .build()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_blocking_command_holds_only_its_own_connection() {
+    let server = RedisServer::start().unwrap();
+    let pool = pool(&server, &Registry::new()).await;
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let mut connection = pool.get().await.unwrap();
+            // Blocks up to 10 s: longer than redis-rs's default response timeout of 500 ms.
+            let popped: Option<(String, String)> = connection.blpop("jobs", 10.0).await.unwrap();
+            popped
+        }
+    });
+    while pool.status().in_use == 0 {
+        tokio::task::yield_now().await;
+    }
+    // Other connections keep working while BLPOP blocks.
+    let mut connection = pool.get().await.unwrap();
+    let _: () = connection.set("k", "v").await.unwrap();
+    let value: String = connection.get("k").await.unwrap();
+    assert_eq!(value, "v");
+    let _: () = connection.rpush("jobs", "job-1").await.unwrap();
+    assert_eq!(
+        waiter.await.unwrap(),
+        Some(("jobs".to_owned(), "job-1".to_owned()))
+    );
+}
+
+#[tokio::test]
+async fn a_connection_left_inside_multi_is_closed_not_reused() {
+    let server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let pool = pool(&server, &registry).await;
+    {
+        let mut connection = pool.get().await.unwrap();
+        let _: () = redis::cmd("MULTI")
+            .query_async(&mut *connection)
+            .await
+            .unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("half")
+            .arg("done")
+            .query_async(&mut *connection)
+            .await
+            .unwrap();
+        // Dropped without EXEC: an early return or a cancelled request.
+    }
+    let closes = registry.snapshot().counter(
+        "brisk_pool_closes_total",
+        &[("pool", "redis"), ("reason", "broken")],
+    );
+    assert_eq!(closes, Some(1));
+    let mut connection = pool.get().await.unwrap();
+    let value: Option<String> = connection.get("half").await.unwrap();
+    assert_eq!(
+        value, None,
+        "the next user is not inside the old transaction"
+    );
+    // MULTI closed by EXEC leaves the connection reusable.
+    let _: () = redis::cmd("MULTI")
+        .query_async(&mut *connection)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("whole")
+        .arg("done")
+        .query_async(&mut *connection)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("EXEC")
+        .query_async(&mut *connection)
+        .await
+        .unwrap();
+    drop(connection);
+    assert_eq!(
+        registry.snapshot().counter(
+            "brisk_pool_closes_total",
+            &[("pool", "redis"), ("reason", "broken")]
+        ),
+        Some(1)
+    );
+}
+
+/// The fault test for Redis: killed and restarted under load. No request hangs past the
+/// acquire timeout, the pool recovers by itself, and every request after the restart succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_killed_and_restarted_under_load() {
+    let server = RedisServer::start().unwrap();
+    let pool = pool(&server, &Registry::new()).await;
+    let after_restart = Arc::new(AtomicBool::new(false));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok_after_restart = Arc::new(AtomicUsize::new(0));
+    let failed_during_outage = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for task in 0..16 {
+        let pool = pool.clone();
+        let (after_restart, stop) = (Arc::clone(&after_restart), Arc::clone(&stop));
+        let (ok_after, failed) = (
+            Arc::clone(&ok_after_restart),
+            Arc::clone(&failed_during_outage),
+        );
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let started_after_restart = after_restart.load(Ordering::SeqCst);
+                let request = async {
+                    let mut connection = pool.get().await.map_err(|e| e.to_string())?;
+                    connection
+                        .incr::<_, _, i64>(format!("n{task}"), 1)
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                // A hang guard, far above the acquire timeout; not a performance assertion.
+                let outcome = tokio::time::timeout(Duration::from_secs(10), request)
+                    .await
+                    .expect("a request hung far past the acquire timeout");
+                match outcome {
+                    Ok(_) if started_after_restart => {
+                        ok_after.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Ok(_) => {}
+                    Err(error) if started_after_restart => {
+                        panic!("failed after the restart: {error}")
+                    }
+                    Err(_) => {
+                        failed.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let server = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        std::thread::sleep(Duration::from_millis(300));
+        server.kill();
+        std::thread::sleep(Duration::from_millis(1500));
+        server.restart().unwrap();
+        server
+    })
+    .await
+    .unwrap();
+    after_restart.store(true, Ordering::SeqCst);
+    while ok_after_restart.load(Ordering::SeqCst) < 2000 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert!(
+        failed_during_outage.load(Ordering::SeqCst) > 0,
+        "the outage was seen"
+    );
+    assert_eq!(pool.status().in_use, 0);
+    drop(server);
+}
+
+#[tokio::test]
+async fn shared_redis_hands_out_one_multiplexed_connection_behind_the_pool_api() {
+    let server = RedisServer::start().unwrap();
+    let shared = SharedRedis::connect(&RedisConnector::new(&server.url()).unwrap())
+        .await
+        .unwrap();
+    async fn use_any_pool<P: ConnectionPool>(pool: &P) -> Vec<P::Guard<'_>> {
+        vec![pool.get().await.unwrap(), pool.get().await.unwrap()]
+    }
+    let mut held = use_any_pool(&shared).await;
+    assert_eq!(
+        (
+            shared.status().size,
+            shared.status().in_use,
+            shared.status().waiting
+        ),
+        (1, 2, 0)
+    );
+    let _: () = held[0].set("a", 1).await.unwrap();
+    let a: i64 = held[1].get("a").await.unwrap();
+    assert_eq!(a, 1);
+    let closing = tokio::spawn({
+        let shared = shared.clone();
+        async move { ConnectionPool::close(&shared).await }
+    });
+    while shared.checkout().is_ok() {
+        tokio::task::yield_now().await;
+    }
+    assert!(matches!(shared.get().await, Err(Error::Closed { .. })));
+    assert!(!closing.is_finished());
+    held.clear();
+    closing.await.unwrap();
+}
+
+#[test]
+fn a_malformed_url_is_a_config_error() {
+    let error = RedisConnector::new("http://:secret@localhost").unwrap_err();
+    assert!(
+        matches!(&error, Error::Config { key, .. } if key == "url"),
+        "{error:?}"
+    );
+    assert!(!error.to_string().contains("secret"), "{error}");
+}

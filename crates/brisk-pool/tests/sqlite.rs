@@ -1,1 +1,113 @@
+//! `SqlitePool` on files in a temp dir: SQLite is the embedded default for the demo.
 
+use std::time::Duration;
+
+use brisk_metrics::Registry;
+use brisk_pool::{AsyncSqliteConnection, Error, SqliteConnector, SqlitePool};
+use diesel::{sql_query, sql_types::BigInt};
+use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
+
+#[derive(diesel::QueryableByName)]
+struct Count {
+    #[diesel(sql_type = BigInt)]
+    n: i64,
+}
+
+async fn count(connection: &mut AsyncSqliteConnection) -> i64 {
+    let row: Count = sql_query("SELECT count(*) AS n FROM t")
+        .get_result(connection)
+        .await
+        .unwrap();
+    row.n
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_share_one_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let url = format!("{}?pool_max_size=3&pool_min_idle=3", path.display());
+    let pool = SqlitePool::from_url(&url).await.unwrap();
+    assert_eq!((pool.status().size, pool.status().max_size), (3, 3));
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE t (id INTEGER)")
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let pool = pool.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..10 {
+                let mut connection = pool.get().await.unwrap();
+                connection
+                    .batch_execute("INSERT INTO t VALUES (1)")
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(count(&mut *pool.get().await.unwrap()).await, 60);
+    pool.close().await;
+    assert_eq!(pool.status().size, 0);
+}
+
+#[tokio::test]
+async fn an_unopenable_file_fails_the_build() {
+    let error = SqlitePool::builder(SqliteConnector::new("/nonexistent-dir/sub/app.db"))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Connect { target, .. } if target.ends_with("app.db")),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("unable to open database file"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn a_transaction_abandoned_mid_way_closes_its_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::new();
+    let pool = SqlitePool::builder(SqliteConnector::new(
+        dir.path().join("app.db").display().to_string(),
+    ))
+    .max_size(1)
+    .metrics(&registry, "sqlite")
+    .build()
+    .await
+    .unwrap();
+    {
+        let mut connection = pool.get().await.unwrap();
+        connection
+            .batch_execute("CREATE TABLE t (id INTEGER)")
+            .await
+            .unwrap();
+        let abandoned = tokio::time::timeout(
+            Duration::from_millis(100),
+            AsyncConnection::transaction(&mut *connection, async |tx| {
+                tx.batch_execute("INSERT INTO t VALUES (1)").await?;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Ok::<_, diesel::result::Error>(())
+            }),
+        )
+        .await;
+        assert!(abandoned.is_err());
+    }
+    let closes = registry.snapshot().counter(
+        "brisk_pool_closes_total",
+        &[("pool", "sqlite"), ("reason", "broken")],
+    );
+    assert_eq!(closes, Some(1));
+    assert_eq!(
+        count(&mut *pool.get().await.unwrap()).await,
+        0,
+        "the insert never committed"
+    );
+}
