@@ -11,6 +11,7 @@ use crate::cmd::Cmd;
 const BENCHES: &[(&str, &str, &str)] = &[
     ("metrics", "brisk-metrics", "record"),
     ("dedup", "brisk-dedup", "single_flight"),
+    ("pool", "brisk-pool", "pool"),
 ];
 
 pub(crate) fn run(selected: &[String]) -> Result<()> {
@@ -32,7 +33,16 @@ pub(crate) fn run(selected: &[String]) -> Result<()> {
         }
         println!("==> bench {name} ({package}, {bench})");
         let table = Cmd::cargo()
-            .args(["bench", "--quiet", "-p", package, "--bench", bench])
+            // All features: some benches need a connector's feature (brisk-pool's postgres).
+            .args([
+                "bench",
+                "--quiet",
+                "--all-features",
+                "-p",
+                package,
+                "--bench",
+                bench,
+            ])
             .read()?;
         print!("{table}");
         let section = format!("## {package}\n\nMeasured on {machine}.\n\n{table}");

@@ -1,1 +1,329 @@
-fn main() {}
+//! brisk-pool beside the pools a user would pick instead, in one process:
+//! - acquire + release of a connection that does no I/O: raw bb8 (its defaults) and deadpool;
+//! - `SELECT 1` on a real PostgreSQL (brisk-testkit), 32 tasks over 16 connections, against
+//!   diesel-async's bb8 pool with its default check (a `SELECT 1` before every checkout) and
+//!   with no check, and against a new connection per query.
+//!
+//! Prints a markdown table (median of the runs, peers interleaved with brisk in each run) that
+//! `cargo xtask bench pool` writes to docs/benchmarks.md.
+#![allow(
+    clippy::print_stdout,
+    missing_docs,
+    reason = "a benchmark binary reports on stdout"
+)]
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use brisk_pool::{Connect, PgConnector, PgPool, Pool};
+use brisk_testkit::PostgresServer;
+use diesel_async::{
+    AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,
+    pooled_connection::{AsyncDieselConnectionManager, bb8 as diesel_bb8},
+};
+use tokio::runtime::Runtime;
+
+const RUNS: usize = 5;
+const CYCLES: u64 = 400_000;
+const SQL_RUN: Duration = Duration::from_millis(1500);
+const CONNECTIONS: u32 = 16;
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+fn runtime() -> Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A connection that does no I/O, for brisk.
+struct Noop;
+
+impl Connect for Noop {
+    type Connection = u64;
+    type Error = Infallible;
+
+    async fn connect(&self) -> Result<u64, Infallible> {
+        Ok(0)
+    }
+    async fn validate(&self, _: &mut u64) -> Result<(), Infallible> {
+        Ok(())
+    }
+    fn is_broken(&self, _: &mut u64) -> bool {
+        false
+    }
+    fn target(&self) -> String {
+        "noop".to_owned()
+    }
+}
+
+/// The same, for raw bb8.
+struct NoopBb8;
+
+impl bb8::ManageConnection for NoopBb8 {
+    type Connection = u64;
+    type Error = Infallible;
+
+    async fn connect(&self) -> Result<u64, Infallible> {
+        Ok(0)
+    }
+    async fn is_valid(&self, _: &mut u64) -> Result<(), Infallible> {
+        Ok(())
+    }
+    fn has_broken(&self, _: &mut u64) -> bool {
+        false
+    }
+}
+
+/// The same, for deadpool.
+struct NoopDeadpool;
+
+impl deadpool::managed::Manager for NoopDeadpool {
+    type Type = u64;
+    type Error = Infallible;
+
+    async fn create(&self) -> Result<u64, Infallible> {
+        Ok(0)
+    }
+    async fn recycle(
+        &self,
+        _: &mut u64,
+        _: &deadpool::managed::Metrics,
+    ) -> deadpool::managed::RecycleResult<Infallible> {
+        Ok(())
+    }
+}
+
+/// ns per acquire + release, `tasks` tasks sharing `CYCLES` cycles.
+fn cycle<P, F, Fut>(rt: &Runtime, pool: &P, tasks: u64, once: F) -> f64
+where
+    P: Clone + Send + 'static,
+    F: Fn(P) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    rt.block_on(async {
+        let started = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    for _ in 0..CYCLES / tasks {
+                        once(pool.clone()).await;
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.await.unwrap();
+        }
+        started.elapsed().as_nanos() as f64 / CYCLES as f64
+    })
+}
+
+/// Queries per second: `tasks` tasks each running `query` in a loop for `SQL_RUN`.
+fn qps<P, F, Fut>(rt: &Runtime, pool: &P, tasks: usize, query: F) -> f64
+where
+    P: Clone + Send + 'static,
+    F: Fn(P) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = ()> + Send,
+{
+    rt.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicU64::new(0));
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let (pool, stop, done) = (pool.clone(), Arc::clone(&stop), Arc::clone(&done));
+                tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        query(pool.clone()).await;
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        let started = Instant::now();
+        tokio::time::sleep(SQL_RUN).await;
+        stop.store(true, Ordering::Relaxed);
+        let elapsed = started.elapsed();
+        let count = done.load(Ordering::Relaxed);
+        for handle in handles {
+            handle.await.unwrap();
+        }
+        count as f64 / elapsed.as_secs_f64()
+    })
+}
+
+struct Row {
+    what: &'static str,
+    brisk: f64,
+    peers: Vec<f64>,
+}
+
+fn no_io(rt: &Runtime) -> Vec<Row> {
+    let (brisk, bb8, deadpool) = rt.block_on(async {
+        let brisk = Pool::builder(Noop)
+            .max_size(CONNECTIONS)
+            .min_idle(CONNECTIONS)
+            .build()
+            .await
+            .unwrap();
+        let bb8 = bb8::Pool::builder()
+            .max_size(CONNECTIONS)
+            .min_idle(CONNECTIONS)
+            .build(NoopBb8)
+            .await
+            .unwrap();
+        let deadpool = deadpool::managed::Pool::builder(NoopDeadpool)
+            .max_size(CONNECTIONS as usize)
+            .build()
+            .unwrap();
+        (brisk, bb8, deadpool)
+    });
+    let mut rows = Vec::new();
+    for (what, tasks) in [("1 task", 1), ("32 tasks, 16 connections", 32)] {
+        let mut samples = [Vec::new(), Vec::new(), Vec::new()];
+        for _ in 0..RUNS {
+            samples[0].push(cycle(rt, &brisk, tasks, |p: Pool<Noop>| async move {
+                std::hint::black_box(*p.get().await.unwrap());
+            }));
+            samples[1].push(cycle(rt, &bb8, tasks, |p: bb8::Pool<NoopBb8>| async move {
+                std::hint::black_box(*p.get().await.unwrap());
+            }));
+            samples[2].push(cycle(
+                rt,
+                &deadpool,
+                tasks,
+                |p: deadpool::managed::Pool<NoopDeadpool>| async move {
+                    std::hint::black_box(*p.get().await.unwrap());
+                },
+            ));
+        }
+        let [brisk, bb8, deadpool] = samples.map(median);
+        rows.push(Row {
+            what,
+            brisk,
+            peers: vec![bb8, deadpool],
+        });
+    }
+    rows
+}
+
+async fn select_one(connection: &mut AsyncPgConnection) {
+    connection.batch_execute("SELECT 1").await.unwrap();
+}
+
+fn postgres(rt: &Runtime, url: &str) -> Vec<f64> {
+    let (brisk, checked, unchecked) = rt.block_on(async {
+        let brisk = PgPool::builder(PgConnector::new(url))
+            .max_size(CONNECTIONS)
+            .min_idle(CONNECTIONS)
+            .build()
+            .await
+            .unwrap();
+        let checked = diesel_bb8::Pool::builder()
+            .max_size(CONNECTIONS)
+            .min_idle(CONNECTIONS)
+            .build(AsyncDieselConnectionManager::<AsyncPgConnection>::new(url))
+            .await
+            .unwrap();
+        let unchecked = diesel_bb8::Pool::builder()
+            .max_size(CONNECTIONS)
+            .min_idle(CONNECTIONS)
+            .test_on_check_out(false)
+            .build(AsyncDieselConnectionManager::<AsyncPgConnection>::new(url))
+            .await
+            .unwrap();
+        (brisk, checked, unchecked)
+    });
+    let mut samples = [Vec::new(), Vec::new(), Vec::new()];
+    for _ in 0..RUNS {
+        samples[0].push(qps(rt, &brisk, 32, |p: PgPool| async move {
+            select_one(&mut p.get().await.unwrap()).await
+        }));
+        samples[1].push(qps(
+            rt,
+            &checked,
+            32,
+            |p: diesel_bb8::Pool<AsyncPgConnection>| async move {
+                select_one(&mut p.get().await.unwrap()).await
+            },
+        ));
+        samples[2].push(qps(
+            rt,
+            &unchecked,
+            32,
+            |p: diesel_bb8::Pool<AsyncPgConnection>| async move {
+                select_one(&mut p.get().await.unwrap()).await
+            },
+        ));
+    }
+    // The anti-pattern, once: a new connection for every query (16 at a time, so the server's
+    // connection limit is not the bottleneck).
+    let url = Arc::<str>::from(url);
+    let per_query = qps(rt, &url, 16, |url: Arc<str>| async move {
+        select_one(&mut AsyncPgConnection::establish(&url).await.unwrap()).await
+    });
+    let [brisk, checked, unchecked] = samples.map(median);
+    vec![brisk, unchecked, checked, per_query]
+}
+
+fn main() {
+    let rt = runtime();
+    let no_io = no_io(&rt);
+    let server = PostgresServer::builder()
+        .setting("max_connections", "200")
+        .start()
+        .unwrap();
+    let [brisk, unchecked, checked, per_query]: [f64; 4] =
+        postgres(&rt, &server.url()).try_into().unwrap();
+
+    println!(
+        "Acquire + release of a connection that does no I/O (ns per cycle, lower is better; median of {RUNS} runs, 2 worker threads):\n"
+    );
+    println!(
+        "| measurement | brisk-pool | bb8 0.9 (defaults) | deadpool 0.13 | bb8 / brisk (≥ 0.95 is the target) | deadpool / brisk |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for row in &no_io {
+        println!(
+            "| {} | {:.0} | {:.0} | {:.0} | {:.2}× | {:.2}× |",
+            row.what,
+            row.brisk,
+            row.peers[0],
+            row.peers[1],
+            row.peers[0] / row.brisk,
+            row.peers[1] / row.brisk,
+        );
+    }
+    println!(
+        "\n`SELECT 1` on PostgreSQL 15 (brisk-testkit, same machine), 32 tasks over 16 connections (queries/s, higher is better; median of {RUNS} runs of {} ms):\n",
+        SQL_RUN.as_millis()
+    );
+    println!("| pool | queries/s | brisk / this |");
+    println!("|---|---|---|");
+    println!("| brisk-pool (validates connections idle ≥ 500 ms) | {brisk:.0} | |");
+    println!(
+        "| diesel-async bb8, no check | {unchecked:.0} | {:.2}× (≥ 0.95 is the target) |",
+        brisk / unchecked
+    );
+    println!(
+        "| diesel-async bb8, default check (`SELECT 1` per checkout) | {checked:.0} | {:.2}× |",
+        brisk / checked
+    );
+    println!(
+        "| a new connection per query (the anti-pattern; 16 tasks) | {per_query:.0} | {:.0}× |",
+        brisk / per_query
+    );
+}

@@ -434,8 +434,10 @@ mod tests {
 
     #[test]
     fn an_idle_window_is_at_least_one_tick() {
-        let mut config = Config::default();
-        config.validation = Validation::IdleFor(Duration::from_micros(1));
+        let config = Config {
+            validation: Validation::IdleFor(Duration::from_micros(1)),
+            ..Config::default()
+        };
         let shared = Shared::new(&config, "t".into(), Metrics::noop());
         assert!(matches!(shared.policy, Policy::IdleTicks(1)));
     }

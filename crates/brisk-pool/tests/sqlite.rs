@@ -50,7 +50,7 @@ async fn connections_share_one_database_file() {
     for task in tasks {
         task.await.unwrap();
     }
-    assert_eq!(count(&mut *pool.get().await.unwrap()).await, 60);
+    assert_eq!(count(&mut pool.get().await.unwrap()).await, 60);
     pool.close().await;
     assert_eq!(pool.status().size, 0);
 }
@@ -106,7 +106,7 @@ async fn a_transaction_abandoned_mid_way_closes_its_connection() {
     );
     assert_eq!(closes, Some(1));
     assert_eq!(
-        count(&mut *pool.get().await.unwrap()).await,
+        count(&mut pool.get().await.unwrap()).await,
         0,
         "the insert never committed"
     );
