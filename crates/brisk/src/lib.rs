@@ -14,6 +14,7 @@
 //! |---|---|---|
 //! | `dedup` | [`brisk-dedup`](https://docs.rs/brisk-dedup) | single-flight: concurrent identical requests share one execution, in one process or across instances through Redis (its own feature `redis`) |
 //! | `metrics` | [`brisk-metrics`](https://docs.rs/brisk-metrics) | latency histograms, counters, Prometheus text, performance budgets |
+//! | `pool` | [`brisk-pool`](https://docs.rs/brisk-pool) | connection pools for diesel-async PostgreSQL and SQLite and for Redis (its own features `postgres`, `sqlite`, `redis`), validating only idle connections |
 //!
 //! (Crates appear in this table as they are released.)
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -24,3 +25,6 @@ pub use brisk_dedup as dedup;
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use brisk_metrics as metrics;
+#[cfg(feature = "pool")]
+#[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
+pub use brisk_pool as pool;
