@@ -3,8 +3,8 @@ use std::{fmt, future::Future, pin::Pin};
 use crate::error::BoxError;
 
 /// How to open, check and judge one kind of connection: the one trait a new connection kind
-/// implements. brisk-pool ships [`PgConnector`](crate::PgConnector),
-/// [`SqliteConnector`](crate::SqliteConnector) and [`RedisConnector`](crate::redis::RedisConnector).
+/// implements. brisk-pool ships `PgConnector`,
+/// `SqliteConnector` and `RedisConnector`.
 ///
 /// # Contract
 /// - [`connect`](Connect::connect) may be slow and may fail; the pool bounds it with its connect

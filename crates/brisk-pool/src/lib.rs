@@ -38,7 +38,7 @@
 //!   `status()`; `close()` that drains. Configured by [`Builder`], a [`Config`], a URL's
 //!   `pool_*` parameters or environment variables.
 //! - [`ConnectionPool`]: the trait over [`Pool`] and [`SharedRedis`] (one multiplexed Redis
-//!   connection, which is usually all Redis needs: see [`redis`](crate::redis)).
+//!   connection, which is usually all Redis needs: see [`redis`]).
 //!
 //! # Feature flags
 //! - `postgres`: [`PgConnector`] / [`PgPool`] for diesel-async's `AsyncPgConnection`.

@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// The pool API that every connection kind shares, so code can be generic over it (a real
-/// pool of dedicated connections, or [`SharedRedis`](crate::redis::SharedRedis), one multiplexed
+/// pool of dedicated connections, or `SharedRedis`, one multiplexed
 /// connection behind the same calls).
 pub trait ConnectionPool: Send + Sync {
     /// What a checkout derefs to.
