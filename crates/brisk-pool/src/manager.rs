@@ -323,15 +323,27 @@ impl<C: Connect> bb8::ManageConnection for Manager<C> {
                 }
                 Err(error) => {
                     shared.metrics.connect_failures.increment();
-                    tracing::warn!(
-                        target: "brisk_pool::connect",
-                        pool = %shared.target,
-                        attempt = attempt + 1,
-                        error = %error,
-                        "connect failed",
-                    );
+                    let gave_up = attempt >= retries;
+                    // One warning per failed connect, not per attempt: an outage is loud enough.
+                    if gave_up {
+                        tracing::warn!(
+                            target: "brisk_pool::connect",
+                            pool = %shared.target,
+                            attempts = attempt + 1,
+                            error = %error,
+                            "connect failed",
+                        );
+                    } else {
+                        tracing::debug!(
+                            target: "brisk_pool::connect",
+                            pool = %shared.target,
+                            attempt = attempt + 1,
+                            error = %error,
+                            "connect attempt failed; retrying",
+                        );
+                    }
                     shared.set_last_connect_error(Some(Arc::clone(&error)));
-                    if attempt >= retries {
+                    if gave_up {
                         return Err(Failure::Connect(error));
                     }
                 }

@@ -267,10 +267,7 @@ impl Drop for Waiting<'_> {
     }
 }
 
-impl<C: Connect> ConnectionPool for Pool<C>
-where
-    C::Connection: Sync,
-{
+impl<C: Connect> ConnectionPool for Pool<C> {
     type Connection = C::Connection;
     type Guard<'a> = PooledConnection<'a, C>;
 

@@ -1,13 +1,9 @@
 //! `PgPool` against real PostgreSQL servers from brisk-testkit, one per test, including one
 //! killed and restarted under load.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+mod common;
+
+use std::time::Duration;
 
 use brisk_metrics::Registry;
 use brisk_pool::{Error, PgConnector, PgPool};
@@ -173,65 +169,24 @@ async fn the_server_killed_and_restarted_under_load() {
         .await
         .unwrap();
 
-    let after_restart = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok_after_restart = Arc::new(AtomicUsize::new(0));
-    let failed_during_outage = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..16 {
-        let pool = pool.clone();
-        let (after_restart, stop) = (Arc::clone(&after_restart), Arc::clone(&stop));
-        let (ok_after, failed) = (
-            Arc::clone(&ok_after_restart),
-            Arc::clone(&failed_during_outage),
-        );
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let started_after_restart = after_restart.load(Ordering::SeqCst);
-                // A hang guard, far above the acquire timeout; not a performance assertion.
-                let outcome = tokio::time::timeout(acquire_timeout * 20, select_one(&pool))
-                    .await
-                    .expect("a request hung far past the acquire timeout");
-                match outcome {
-                    Ok(()) if started_after_restart => {
-                        ok_after.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(()) => {}
-                    Err(error) if started_after_restart => {
-                        panic!("failed after the restart: {error}")
-                    }
-                    Err(_) => {
-                        failed.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-                tokio::task::yield_now().await;
-            }
-        }));
-    }
-
-    let server = tokio::task::spawn_blocking(move || {
-        let mut server = server;
-        std::thread::sleep(Duration::from_millis(300));
-        server.kill();
-        // Long enough for checkouts to time out while connects fail.
-        std::thread::sleep(acquire_timeout * 3);
-        server.restart().unwrap();
-        server
-    })
-    .await
-    .unwrap();
-    after_restart.store(true, Ordering::SeqCst);
-    while ok_after_restart.load(Ordering::SeqCst) < 2000 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.store(true, Ordering::SeqCst);
-    for task in tasks {
-        task.await.unwrap();
-    }
-    assert!(
-        failed_during_outage.load(Ordering::SeqCst) > 0,
-        "the outage was seen"
-    );
+    let requests = pool.clone();
+    let (server, failed_during_outage) = common::load_through_restart(
+        move |_| {
+            let pool = requests.clone();
+            async move { select_one(&pool).await }
+        },
+        move || {
+            let mut server = server;
+            std::thread::sleep(Duration::from_millis(300));
+            server.kill();
+            // Long enough for checkouts to time out while connects fail.
+            std::thread::sleep(acquire_timeout * 3);
+            server.restart().unwrap();
+            server
+        },
+    )
+    .await;
+    assert!(failed_during_outage > 0, "the outage was seen");
     let status = pool.status();
     assert!(status.size <= 8 && status.in_use == 0, "{status:?}");
     drop(server);

@@ -1,12 +1,8 @@
 //! `RedisPool` and `SharedRedis` against real redis-servers from brisk-testkit.
 
-use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-    },
-    time::Duration,
-};
+mod common;
+
+use std::time::Duration;
 
 use brisk_metrics::Registry;
 use brisk_pool::{
@@ -117,70 +113,30 @@ async fn a_connection_left_inside_multi_is_closed_not_reused() {
 async fn the_server_killed_and_restarted_under_load() {
     let server = RedisServer::start().unwrap();
     let pool = pool(&server, &Registry::new()).await;
-    let after_restart = Arc::new(AtomicBool::new(false));
-    let stop = Arc::new(AtomicBool::new(false));
-    let ok_after_restart = Arc::new(AtomicUsize::new(0));
-    let failed_during_outage = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for task in 0..16 {
-        let pool = pool.clone();
-        let (after_restart, stop) = (Arc::clone(&after_restart), Arc::clone(&stop));
-        let (ok_after, failed) = (
-            Arc::clone(&ok_after_restart),
-            Arc::clone(&failed_during_outage),
-        );
-        tasks.push(tokio::spawn(async move {
-            while !stop.load(Ordering::SeqCst) {
-                let started_after_restart = after_restart.load(Ordering::SeqCst);
-                let request = async {
-                    let mut connection = pool.get().await.map_err(|e| e.to_string())?;
-                    connection
-                        .incr::<_, _, i64>(format!("n{task}"), 1)
-                        .await
-                        .map_err(|e| e.to_string())
-                };
-                // A hang guard, far above the acquire timeout; not a performance assertion.
-                let outcome = tokio::time::timeout(Duration::from_secs(10), request)
+    let requests = pool.clone();
+    let (server, failed_during_outage) = common::load_through_restart(
+        move |task| {
+            let pool = requests.clone();
+            async move {
+                let mut connection = pool.get().await.map_err(|e| e.to_string())?;
+                connection
+                    .incr::<_, _, i64>(format!("n{task}"), 1)
                     .await
-                    .expect("a request hung far past the acquire timeout");
-                match outcome {
-                    Ok(_) if started_after_restart => {
-                        ok_after.fetch_add(1, Ordering::SeqCst);
-                    }
-                    Ok(_) => {}
-                    Err(error) if started_after_restart => {
-                        panic!("failed after the restart: {error}")
-                    }
-                    Err(_) => {
-                        failed.fetch_add(1, Ordering::SeqCst);
-                    }
-                }
-                tokio::task::yield_now().await;
+                    .map(drop)
+                    .map_err(|e| e.to_string())
             }
-        }));
-    }
-    let server = tokio::task::spawn_blocking(move || {
-        let mut server = server;
-        std::thread::sleep(Duration::from_millis(300));
-        server.kill();
-        std::thread::sleep(Duration::from_millis(1500));
-        server.restart().unwrap();
-        server
-    })
-    .await
-    .unwrap();
-    after_restart.store(true, Ordering::SeqCst);
-    while ok_after_restart.load(Ordering::SeqCst) < 2000 {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    stop.store(true, Ordering::SeqCst);
-    for task in tasks {
-        task.await.unwrap();
-    }
-    assert!(
-        failed_during_outage.load(Ordering::SeqCst) > 0,
-        "the outage was seen"
-    );
+        },
+        move || {
+            let mut server = server;
+            std::thread::sleep(Duration::from_millis(300));
+            server.kill();
+            std::thread::sleep(Duration::from_millis(1500));
+            server.restart().unwrap();
+            server
+        },
+    )
+    .await;
+    assert!(failed_during_outage > 0, "the outage was seen");
     assert_eq!(pool.status().in_use, 0);
     drop(server);
 }
