@@ -50,7 +50,19 @@ async fn connections_share_one_database_file() {
     for task in tasks {
         task.await.unwrap();
     }
-    assert_eq!(count(&mut pool.get().await.unwrap()).await, 60);
+    let mut connection = pool.get().await.unwrap();
+    assert_eq!(count(&mut connection).await, 60);
+    #[derive(diesel::QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        journal_mode: String,
+    }
+    let mode: Mode = sql_query("PRAGMA journal_mode")
+        .get_result(&mut *connection)
+        .await
+        .unwrap();
+    assert_eq!(mode.journal_mode, "wal", "readers do not block the writer");
+    drop(connection);
     pool.close().await;
     assert_eq!(pool.status().size, 0);
 }
