@@ -12,12 +12,14 @@ use std::{
 };
 
 use brisk_metrics::Registry;
-use brisk_pool::{Connect, ConnectionPool, Error, Pool, Validation};
+use brisk_pool::{Connect, ConnectTimedOut, ConnectionPool, Error, Pool, Queue, Validation};
 
 /// What the tests can see and steer.
 #[derive(Debug, Default)]
 struct Server {
     down: AtomicBool,
+    /// Connects never complete while set (a firewall dropping packets).
+    hang: AtomicBool,
     /// Validations fail while set (a restart the sockets have not noticed).
     stale: AtomicBool,
     connects: AtomicUsize,
@@ -55,6 +57,9 @@ impl Connect for Memory {
 
     async fn connect(&self) -> io::Result<Conn> {
         tokio::task::yield_now().await;
+        if self.0.hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
         if self.0.down.load(Ordering::SeqCst) {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionRefused,
@@ -661,4 +666,73 @@ impl tracing::Subscriber for Capture {
     }
     fn enter(&self, _: &tracing::span::Id) {}
     fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_that_hangs_is_cut_at_the_connect_timeout() {
+    let memory = Memory::default();
+    memory.0.hang.store(true, Ordering::SeqCst);
+    let error = builder(&memory)
+        .connect_timeout(Duration::from_secs(3))
+        .build()
+        .await
+        .unwrap_err();
+    let Error::Connect { source, .. } = &error else {
+        panic!("expected a connect error, got {error:?}");
+    };
+    assert_eq!(
+        source.downcast_ref::<ConnectTimedOut>(),
+        Some(&ConnectTimedOut(Duration::from_secs(3)))
+    );
+    assert!(
+        error.to_string().contains("connect timed out after 3s"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn fifo_takes_the_longest_idle_connection_and_lifo_the_latest() {
+    for (queue, expected) in [(Queue::Fifo, 0), (Queue::Lifo, 1)] {
+        let memory = Memory::default();
+        let pool = builder(&memory)
+            .max_size(2)
+            .min_idle(2)
+            .queue(queue)
+            .build()
+            .await
+            .unwrap();
+        let (a, b) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+        let (first, second) = if a.id < b.id { (a, b) } else { (b, a) };
+        drop(first); // connection 0 goes back first
+        drop(second);
+        assert_eq!(pool.get().await.unwrap().id, expected, "{queue:?}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_housekeeper_samples_the_connection_gauges() {
+    let memory = Memory::default();
+    let registry = Registry::new();
+    let pool = builder(&memory)
+        .max_size(3)
+        .min_idle(3)
+        .metrics(&registry, "db")
+        .build()
+        .await
+        .unwrap();
+    let held = futures_join(&pool, 2).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let snapshot = registry.snapshot();
+    let gauge = |state| {
+        snapshot.gauge(
+            "brisk_pool_connections",
+            &[("pool", "db"), ("state", state)],
+        )
+    };
+    assert_eq!((gauge("in_use"), gauge("idle")), (Some(2), Some(1)));
+    assert_eq!(
+        snapshot.gauge("brisk_pool_waiting", &[("pool", "db")]),
+        Some(0)
+    );
+    drop(held);
 }
