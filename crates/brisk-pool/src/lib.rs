@@ -15,7 +15,9 @@
 //! use brisk_pool::{SqliteConnector, SqlitePool};
 //! use diesel_async::SimpleAsyncConnection;
 //!
-//! let pool = SqlitePool::builder(SqliteConnector::new(":memory:"))
+//! # let dir = tempfile::tempdir()?;
+//! # let path = dir.path().join("app.db").display().to_string();
+//! let pool = SqlitePool::builder(SqliteConnector::new(path))
 //!     .max_size(4)
 //!     .acquire_timeout(Duration::from_secs(2))
 //!     .build() // opens `min_idle` connections; a wrong URL fails here
@@ -23,7 +25,7 @@
 //! let mut connection = pool.get().await?;
 //! connection.batch_execute("CREATE TABLE t (id INTEGER); INSERT INTO t VALUES (1)").await?;
 //! drop(connection); // back to the pool
-//! assert_eq!(pool.status().idle, 1);
+//! assert_eq!(pool.status().in_use, 0);
 //! pool.close().await;
 //! # Ok(())
 //! # }
