@@ -54,7 +54,7 @@ impl<C> fmt::Debug for HookDebug<'_, C> {
 }
 
 /// A URL without its password and query string, for errors and logs.
-#[cfg(any(feature = "postgres", feature = "sqlite", feature = "redis"))]
+#[cfg(any(feature = "postgres", feature = "redis"))]
 pub(crate) fn redact(url: &str) -> String {
     let url = url.split(['?', '#']).next().unwrap_or_default();
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -70,7 +70,7 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
-#[cfg(all(test, any(feature = "postgres", feature = "sqlite", feature = "redis")))]
+#[cfg(all(test, any(feature = "postgres", feature = "redis")))]
 mod tests {
     use super::redact;
 

@@ -1,71 +1,10 @@
 //! diesel-async connections: PostgreSQL ([`PgConnector`]) and SQLite ([`SqliteConnector`]).
 
-use std::{fmt, marker::PhantomData};
+use std::fmt;
 
 use diesel_async::{SimpleAsyncConnection, pooled_connection::PoolableConnection};
 
-use crate::{
-    connect::{Connect, redact},
-    error::BoxError,
-    pool::Pool,
-};
-
-/// Opens diesel-async connections of type `C` from a database URL.
-///
-/// Validation sends `SELECT 1` as a simple query (one round trip, nothing prepared). A
-/// connection is broken when diesel-async says so: its socket closed (PostgreSQL), or its
-/// transaction manager holds an open or failed transaction, e.g. after a cancelled
-/// `transaction()` future.
-pub struct DieselConnector<C> {
-    url: String,
-    target: String,
-    connection: PhantomData<fn() -> C>,
-}
-
-impl<C> DieselConnector<C> {
-    /// Connects to `url` (passed to `AsyncConnection::establish` as it is). Strip any
-    /// `pool_*` parameters first with [`Config::apply_url`](crate::Config::apply_url).
-    pub fn new(url: impl Into<String>) -> Self {
-        let url = url.into();
-        Self {
-            target: redact(&url),
-            url,
-            connection: PhantomData,
-        }
-    }
-}
-
-impl<C> fmt::Debug for DieselConnector<C> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DieselConnector")
-            .field("target", &self.target)
-            .finish_non_exhaustive()
-    }
-}
-
-impl<C> Connect for DieselConnector<C>
-where
-    C: PoolableConnection + SimpleAsyncConnection + Send + 'static,
-{
-    type Connection = C;
-    type Error = BoxError;
-
-    async fn connect(&self) -> Result<C, BoxError> {
-        Ok(C::establish(&self.url).await?)
-    }
-
-    async fn validate(&self, connection: &mut C) -> Result<(), BoxError> {
-        Ok(connection.batch_execute("SELECT 1").await?)
-    }
-
-    fn is_broken(&self, connection: &mut C) -> bool {
-        PoolableConnection::is_broken(connection)
-    }
-
-    fn target(&self) -> String {
-        self.target.clone()
-    }
-}
+use crate::{connect::Connect, error::BoxError, pool::Pool};
 
 /// Connects diesel-async's `AsyncPgConnection`s (without TLS).
 ///
@@ -86,7 +25,7 @@ impl PgConnector {
     pub fn new(url: impl Into<String>) -> Self {
         let url = url.into();
         Self {
-            target: redact(&url),
+            target: crate::connect::redact(&url),
             url,
         }
     }
@@ -137,12 +76,7 @@ impl Pool<PgConnector> {
     /// As [`Builder::build`](crate::Builder::build), and [`Error::Config`](crate::Error::Config)
     /// for an invalid `pool_*` parameter.
     pub async fn from_url(url: &str) -> crate::Result<Self> {
-        let mut config = crate::Config::default();
-        let url = config.apply_url(url)?;
-        Self::builder(PgConnector::new(url))
-            .config(config)
-            .build()
-            .await
+        from_url(url, PgConnector::new).await
     }
 }
 
@@ -228,12 +162,7 @@ impl Pool<SqliteConnector> {
     /// As [`Builder::build`](crate::Builder::build), and [`Error::Config`](crate::Error::Config)
     /// for an invalid `pool_*` parameter.
     pub async fn from_url(url: &str) -> crate::Result<Self> {
-        let mut config = crate::Config::default();
-        let path = config.apply_url(url)?;
-        Self::builder(SqliteConnector::new(path))
-            .config(config)
-            .build()
-            .await
+        from_url(url, SqliteConnector::new).await
     }
 }
 
@@ -242,22 +171,12 @@ impl Pool<SqliteConnector> {
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub type SqlitePool = Pool<SqliteConnector>;
 
-impl<C> Pool<DieselConnector<C>>
-where
-    C: PoolableConnection + SimpleAsyncConnection + Send + Sync + 'static,
-{
-    /// Builds a pool from a URL whose `pool_*` parameters configure the pool
-    /// ([`Config::apply_url`](crate::Config::apply_url)); the rest goes to the driver.
-    ///
-    /// # Errors
-    /// As [`Builder::build`](crate::Builder::build), and [`Error::Config`](crate::Error::Config)
-    /// for an invalid `pool_*` parameter.
-    pub async fn from_url(url: &str) -> crate::Result<Self> {
-        let mut config = crate::Config::default();
-        let url = config.apply_url(url)?;
-        Self::builder(DieselConnector::new(url))
-            .config(config)
-            .build()
-            .await
-    }
+/// A pool configured by the URL's `pool_*` parameters, connecting with the rest of it.
+async fn from_url<C: Connect>(
+    url: &str,
+    connector: impl FnOnce(String) -> C,
+) -> crate::Result<Pool<C>> {
+    let mut config = crate::Config::default();
+    let url = config.apply_url(url)?;
+    Pool::builder(connector(url)).config(config).build().await
 }

@@ -104,9 +104,6 @@ mod pool;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
-#[cfg(any(feature = "postgres", feature = "sqlite"))]
-#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
-pub use crate::diesel::DieselConnector;
 #[cfg(feature = "sqlite")]
 pub use crate::diesel::{AsyncSqliteConnection, SqliteConnector, SqlitePool};
 #[cfg(feature = "postgres")]
