@@ -222,6 +222,16 @@ pub(crate) enum Failure {
     Rejected,
 }
 
+impl Failure {
+    /// The caller's error for a failure in the pool for `target`.
+    pub(crate) fn into_error(self, target: Arc<str>) -> crate::Error {
+        match self {
+            Self::Connect(source) => crate::Error::Connect { target, source },
+            Self::Closed | Self::Rejected => crate::Error::Closed { target },
+        }
+    }
+}
+
 impl fmt::Debug for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

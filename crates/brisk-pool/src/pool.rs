@@ -19,7 +19,7 @@ use crate::{
     connect::{Connect, Hook, HookDebug, HookFuture},
     error::{Error, Result},
     leak::SuspectedLeak,
-    manager::{Failure, Manager, Shared},
+    manager::{Manager, Shared},
     metrics::{CloseReason, Metrics},
 };
 
@@ -170,7 +170,9 @@ impl<C: Connect> Pool<C> {
                     last_connect_error: shared.last_connect_error(),
                 })
             }
-            Some(Err(bb8::RunError::User(failure))) => Err(self.inner.error(failure)),
+            Some(Err(bb8::RunError::User(failure))) => {
+                Err(failure.into_error(Arc::clone(&shared.target)))
+            }
             None => Err(Error::Closed {
                 target: Arc::clone(&shared.target),
             }),
@@ -234,14 +236,6 @@ impl<C: Connect> Inner<C> {
         let mut cx = Context::from_waker(Waker::noop());
         // A connection cannot pass the closed check; if one did, dropping it closes it.
         drop(checkout.poll(&mut cx));
-    }
-
-    fn error(&self, failure: Failure) -> Error {
-        let target = Arc::clone(&self.shared.target);
-        match failure {
-            Failure::Connect(source) => Error::Connect { target, source },
-            Failure::Closed | Failure::Rejected => Error::Closed { target },
-        }
     }
 }
 
@@ -496,15 +490,7 @@ impl<C: Connect> Builder<C> {
         let bb8 = builder
             .build(manager)
             .await
-            .map_err(|failure| match failure {
-                Failure::Connect(source) => Error::Connect {
-                    target: Arc::clone(&target),
-                    source,
-                },
-                Failure::Closed | Failure::Rejected => Error::Closed {
-                    target: Arc::clone(&target),
-                },
-            })?;
+            .map_err(|failure| failure.into_error(Arc::clone(&target)))?;
         shared.warming.store(false, Ordering::Relaxed);
         let inner = Arc::new(Inner {
             bb8,

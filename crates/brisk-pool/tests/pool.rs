@@ -177,7 +177,7 @@ async fn a_timeout_while_connects_fail_names_the_connect_error() {
     memory.0.down.store(false, Ordering::SeqCst);
     let connection = pool.get().await.unwrap();
     drop(connection);
-    let busy: Vec<_> = futures_join(&pool, 4).await;
+    let busy: Vec<_> = check_out(&pool, 4).await;
     let error = pool.get().await.unwrap_err();
     assert!(
         matches!(
@@ -192,11 +192,8 @@ async fn a_timeout_while_connects_fail_names_the_connect_error() {
     drop(busy);
 }
 
-/// Checks out `n` connections at once.
-async fn futures_join(
-    pool: &Pool<Memory>,
-    n: usize,
-) -> Vec<brisk_pool::PooledConnection<'_, Memory>> {
+/// Checks out `n` connections, one after the other, and holds them.
+async fn check_out(pool: &Pool<Memory>, n: usize) -> Vec<brisk_pool::PooledConnection<'_, Memory>> {
     let mut held = Vec::new();
     for _ in 0..n {
         held.push(pool.get().await.unwrap());
@@ -332,7 +329,7 @@ async fn lifetimes_are_jittered_so_connections_are_not_replaced_together() {
     // Cycle every connection once a second and record when each original one is replaced.
     let mut replaced_at = Vec::new();
     for second in 0..61 {
-        let held: Vec<_> = futures_join_n(&pool, 32).await;
+        let held: Vec<_> = check_out(&pool, 32).await;
         let originals = held.iter().filter(|c| c.id < 32).count();
         drop(held);
         replaced_at.extend(std::iter::repeat_n(
@@ -359,13 +356,6 @@ async fn lifetimes_are_jittered_so_connections_are_not_replaced_together() {
     );
 }
 
-async fn futures_join_n(
-    pool: &Pool<Memory>,
-    n: usize,
-) -> Vec<brisk_pool::PooledConnection<'_, Memory>> {
-    futures_join(pool, n).await
-}
-
 /// bb8's reaper judges idle time by the real clock, so this one runs in real time.
 #[tokio::test]
 async fn idle_connections_past_the_idle_timeout_are_closed_and_counted() {
@@ -378,7 +368,7 @@ async fn idle_connections_past_the_idle_timeout_are_closed_and_counted() {
         .build()
         .await
         .unwrap();
-    drop(futures_join(&pool, 3).await);
+    drop(check_out(&pool, 3).await);
     assert_eq!(pool.status().idle, 3);
     let closes = || {
         registry.snapshot().counter(
@@ -472,7 +462,7 @@ async fn dropped_checkouts_never_leak_a_connection_or_a_slot() {
         "no connection was lost and replaced"
     );
     // Every slot is usable: all four can be held at once.
-    let held = futures_join(&pool, 4).await;
+    let held = check_out(&pool, 4).await;
     assert_eq!(held.len(), 4);
     assert!(completed.load(Ordering::Relaxed) > 8000);
 }
@@ -720,7 +710,7 @@ async fn the_housekeeper_samples_the_connection_gauges() {
         .build()
         .await
         .unwrap();
-    let held = futures_join(&pool, 2).await;
+    let held = check_out(&pool, 2).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let snapshot = registry.snapshot();
     let gauge = |state| {
