@@ -96,7 +96,9 @@ pub type AsyncSqliteConnection =
 /// concurrent users, as sqlx does by default:
 /// - `PRAGMA busy_timeout = 5000`: a writer waits up to 5 s for another's lock instead of
 ///   failing at once with "database is locked";
-/// - `PRAGMA journal_mode = WAL` (files only): readers do not block the writer;
+/// - `PRAGMA journal_mode = WAL` (files only): readers do not block the writer. The mode is
+///   stored in the file, so it is switched once per connector, by one connection at a time:
+///   two connections switching at once get "database is locked" without waiting;
 /// - `PRAGMA foreign_keys = ON`.
 ///
 /// Add to or override these with a connect hook ([`Builder::on_connect`](crate::Builder::on_connect)).
@@ -104,6 +106,8 @@ pub type AsyncSqliteConnection =
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub struct SqliteConnector {
     path: String,
+    /// Whether this connector has put the file in WAL mode; held while one connection does.
+    wal: tokio::sync::Mutex<bool>,
 }
 
 #[cfg(feature = "sqlite")]
@@ -111,7 +115,10 @@ impl SqliteConnector {
     /// Opens the database at `path` (created if missing), or an in-memory one for `:memory:`
     /// (one per connection).
     pub fn new(path: impl Into<String>) -> Self {
-        Self { path: path.into() }
+        Self {
+            path: path.into(),
+            wal: tokio::sync::Mutex::new(false),
+        }
     }
 }
 
@@ -132,11 +139,18 @@ impl Connect for SqliteConnector {
     async fn connect(&self) -> Result<AsyncSqliteConnection, BoxError> {
         use diesel_async::AsyncConnection;
         let mut connection = AsyncSqliteConnection::establish(&self.path).await?;
-        let mut setup = String::from("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;");
+        connection
+            .batch_execute("PRAGMA busy_timeout = 5000; PRAGMA foreign_keys = ON;")
+            .await?;
         if self.path != ":memory:" && !self.path.contains("mode=memory") {
-            setup.push_str(" PRAGMA journal_mode = WAL;");
+            let mut wal = self.wal.lock().await;
+            if !*wal {
+                connection
+                    .batch_execute("PRAGMA journal_mode = WAL;")
+                    .await?;
+                *wal = true;
+            }
         }
-        connection.batch_execute(&setup).await?;
         Ok(connection)
     }
 

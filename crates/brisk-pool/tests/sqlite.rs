@@ -67,6 +67,23 @@ async fn connections_share_one_database_file() {
     assert_eq!(pool.status().size, 0);
 }
 
+/// Connections warming up together on a new file must not race to switch it to WAL: two
+/// connections changing the journal mode at once get "database is locked" without waiting for
+/// the busy timeout. (This failed one fresh-clone CI run.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_concurrent_warm_up_on_a_new_file_switches_to_wal_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..100 {
+        let path = dir.path().join(format!("warm-{round}.db"));
+        let url = format!("{}?pool_max_size=8&pool_min_idle=8", path.display());
+        let pool = SqlitePool::from_url(&url)
+            .await
+            .unwrap_or_else(|error| panic!("round {round}: {error}"));
+        assert_eq!(pool.status().size, 8);
+        pool.close().await;
+    }
+}
+
 #[tokio::test]
 async fn an_unopenable_file_fails_the_build() {
     let error = SqlitePool::builder(SqliteConnector::new("/nonexistent-dir/sub/app.db"))
