@@ -1,0 +1,111 @@
+use std::{convert::Infallible, fmt, sync::Arc};
+
+/// What a load or a write can fail with.
+///
+/// `E` is the error type of the batch function ([`BatchLoad::Error`](crate::BatchLoad::Error)
+/// or [`BatchWrite::Error`](crate::BatchWrite::Error)). One batch serves many callers, so its
+/// error is shared: every caller of a failed batch receives the same `Arc<E>`.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error<E = Infallible> {
+    /// The batch function failed for the whole batch; every key (or item) in it gets this.
+    /// A loader does not cache it: the next load of these keys tries again.
+    #[error("the batch function failed for a batch of {size}: {source}")]
+    Batch {
+        /// How many keys or items the batch held.
+        size: usize,
+        /// The batch function's error.
+        source: Arc<E>,
+    },
+    /// The batch function failed for this one key, and may have succeeded for the others.
+    /// A loader does not cache it.
+    #[error("loading key {key} failed: {source}")]
+    Key {
+        /// The key, as `Debug` text (strings in quotes).
+        key: String,
+        /// The error the batch function returned for this key.
+        source: Arc<E>,
+    },
+    /// The batch function panicked. The panic was caught in the batch's own task, so the loader
+    /// or batcher stays usable, and every caller of that batch learns of it.
+    #[error("the batch function panicked on a batch of {size}: {message}")]
+    Panicked {
+        /// How many keys or items the batch held.
+        size: usize,
+        /// The panic payload when it was a string, else a placeholder.
+        message: String,
+    },
+    /// The write batcher was shut down (or its worker stopped with the runtime) before this
+    /// item was queued, so it was not written.
+    #[error("the write batcher is shut down; the item was not queued or written")]
+    Closed,
+    /// The task running the batch went away (its runtime shut down) before it reported; for a
+    /// write, whether the item was written is unknown.
+    #[error("the task running the batch stopped (its runtime shut down) before reporting a result")]
+    Abandoned,
+    /// The batch function returned a different number of outputs than it was given items.
+    #[error("the write function returned {got} outputs for {expected} items")]
+    OutputCount {
+        /// Items in the batch.
+        expected: usize,
+        /// Outputs returned.
+        got: usize,
+    },
+}
+
+// Manual, so that `E` need not be `Clone`: the source is shared.
+impl<E> Clone for Error<E> {
+    fn clone(&self) -> Self {
+        match self {
+            Self::Batch { size, source } => Self::Batch {
+                size: *size,
+                source: Arc::clone(source),
+            },
+            Self::Key { key, source } => Self::Key {
+                key: key.clone(),
+                source: Arc::clone(source),
+            },
+            Self::Panicked { size, message } => Self::Panicked {
+                size: *size,
+                message: message.clone(),
+            },
+            Self::Closed => Self::Closed,
+            Self::Abandoned => Self::Abandoned,
+            Self::OutputCount { expected, got } => Self::OutputCount {
+                expected: *expected,
+                got: *got,
+            },
+        }
+    }
+}
+
+impl<E> Error<E> {
+    /// The batch function's own error (for the whole batch or for this key), when that is what
+    /// this is.
+    pub fn source_error(&self) -> Option<&E> {
+        match self {
+            Self::Batch { source, .. } | Self::Key { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn key(key: &impl fmt::Debug, source: Arc<E>) -> Self {
+        Self::Key {
+            key: format!("{key:?}"),
+            source,
+        }
+    }
+
+    pub(crate) fn panicked(size: usize, payload: Box<dyn std::any::Any + Send>) -> Self {
+        let message = payload
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a non-string panic payload".to_owned());
+        Self::Panicked { size, message }
+    }
+}
+
+/// `Result` with this crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+

@@ -1,0 +1,538 @@
+//! [`Loader`]: collects the keys asked for within a short window into batches for a
+//! [`BatchLoad`], runs batches concurrently, and hands each caller its own result.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    time::Duration,
+};
+
+use brisk_metrics::Recorder;
+use tokio::sync::{Semaphore, SetOnce};
+
+use crate::{
+    error::Error,
+    load::{BatchLoad, Cache, Loaded},
+    metrics::LoadMetrics,
+};
+
+type Key<L> = <L as BatchLoad>::Key;
+type Value<L> = <L as BatchLoad>::Value;
+/// What a load resolves to.
+type LoadResult<L> = Result<Option<Value<L>>, Error<<L as BatchLoad>::Error>>;
+/// The cache a loader keeps: absences (`None`) are cached too.
+type BoxCache<L> = Box<dyn Cache<Key<L>, Option<Value<L>>>>;
+
+/// The defaults, shared by [`Loader::new`] and the [`Builder`] docs.
+const DEFAULT_MAX_BATCH_SIZE: usize = 100;
+const DEFAULT_DELAY: Duration = Duration::from_millis(1);
+const DEFAULT_MAX_CONCURRENT_BATCHES: usize = 16;
+
+/// Batches the keys that many callers ask for into few calls of a [`BatchLoad`]: the
+/// DataLoader pattern, which turns N+1 queries into one query per batch.
+///
+/// A batch opens with the first key asked for and closes after the [delay](Builder::delay)
+/// (1 ms by default) or as soon as it holds [max batch size](Builder::max_batch_size) keys
+/// (100), whichever comes first. Closed batches run at once, each in its own task, up to
+/// [max concurrent batches](Builder::max_concurrent_batches) (16) at a time; keys asked for
+/// meanwhile go into the next batch. A key asked for twice within one batch is loaded once.
+///
+/// Cloning a `Loader` is cheap and shares its batches and cache.
+///
+/// # Results
+/// - `Ok(Some(value))`: the batch function returned a value for the key.
+/// - `Ok(None)`: the batch function returned no entry for the key (a missing row).
+/// - [`Error::Key`]: the batch function failed this key alone ([`Loaded::fail`]).
+/// - [`Error::Batch`]: the batch function failed; every caller of that batch gets the error.
+/// - [`Error::Panicked`]: the batch function panicked; every caller of that batch gets this.
+/// - [`Error::Abandoned`]: the runtime shut down while the batch ran.
+///
+/// # Cancellation
+/// Dropping a `load` future gives up on the result, nothing more: the batch runs for the other
+/// callers in it, and with a cache the value is still cached.
+///
+/// # Cache
+/// Off by default. With [`Builder::cache`], a key is loaded once for the life of the loader
+/// (build one loader per request, as with facebook's DataLoader): a repeated load is answered
+/// from the cache, or joins the batch already loading the key. Values and absences are cached,
+/// errors never. [`prime`](Self::prime), [`clear`](Self::clear) and
+/// [`clear_all`](Self::clear_all) edit the cache; without one they do nothing.
+pub struct Loader<L: BatchLoad> {
+    shared: Arc<Shared<L>>,
+}
+
+impl<L: BatchLoad> Clone for Loader<L> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<L: BatchLoad> fmt::Debug for Loader<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = self.shared.lock();
+        f.debug_struct("Loader")
+            .field("max_batch_size", &self.shared.max_batch_size)
+            .field("delay", &self.shared.delay)
+            .field("cache", &state.cache.is_some())
+            .field(
+                "open_batch_keys",
+                &state.open.as_ref().map_or(0, |open| open.keys.len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`Loader`]; from [`Loader::builder`].
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct Builder<L: BatchLoad> {
+    batch_fn: L,
+    max_batch_size: usize,
+    delay: Duration,
+    max_concurrent_batches: usize,
+    cache: Option<BoxCache<L>>,
+    metrics: LoadMetrics,
+}
+
+impl<L: BatchLoad> fmt::Debug for Builder<L> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("max_batch_size", &self.max_batch_size)
+            .field("delay", &self.delay)
+            .field("max_concurrent_batches", &self.max_concurrent_batches)
+            .field("cache", &self.cache.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<L: BatchLoad> Builder<L> {
+    /// The most keys in one batch; a batch closes as soon as it is full. Default 100; values
+    /// below 1 are raised to 1, which turns batching off.
+    pub fn max_batch_size(mut self, max: usize) -> Self {
+        self.max_batch_size = max.max(1);
+        self
+    }
+
+    /// How long a batch stays open for more keys after its first one. Default 1 ms; zero
+    /// closes it once the tasks already woken have run (one scheduler pass), which catches
+    /// the loads one request fans out without adding a timer.
+    pub fn delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+
+    /// `false` turns batching off: every key is loaded alone, at once (max batch size 1).
+    /// Identical concurrent keys still share a load only when a [cache](Self::cache) is set.
+    pub fn batching(self, enabled: bool) -> Self {
+        if enabled {
+            self
+        } else {
+            self.max_batch_size(1)
+        }
+    }
+
+    /// How many batches may run at the same time; further closed batches wait their turn.
+    /// Default 16: enough to keep a pool of 16 connections busy, few enough not to swamp the
+    /// database. Values below 1 are raised to 1, which runs one batch at a time.
+    pub fn max_concurrent_batches(mut self, max: usize) -> Self {
+        self.max_concurrent_batches = max.max(1);
+        self
+    }
+
+    /// Caches loaded values (and absences) in `cache` for the life of the loader: see
+    /// [Cache](Loader#cache). `HashMap::new()` is the usual choice for a per-request loader.
+    pub fn cache(mut self, cache: impl Cache<Key<L>, Option<Value<L>>>) -> Self {
+        self.cache = Some(Box::new(cache));
+        self
+    }
+
+    /// Reports loads, cache hits, batches, batch sizes and failed batches to `recorder`,
+    /// labelled `loader="<name>"`.
+    pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
+        self.metrics = LoadMetrics::new(recorder, name);
+        self
+    }
+
+    /// Builds the loader. Batches are run with `tokio::spawn`, so loads must be made inside a
+    /// tokio runtime.
+    pub fn build(self) -> Loader<L> {
+        let permits = (self.max_concurrent_batches < Semaphore::MAX_PERMITS)
+            .then(|| Arc::new(Semaphore::new(self.max_concurrent_batches)));
+        Loader {
+            shared: Arc::new(Shared {
+                batch_fn: Arc::new(self.batch_fn),
+                max_batch_size: self.max_batch_size,
+                delay: self.delay,
+                permits,
+                caching: self.cache.is_some(),
+                state: Mutex::new(State {
+                    open: None,
+                    next_id: 0,
+                    cache: self.cache,
+                    in_flight: HashMap::new(),
+                }),
+                metrics: self.metrics,
+            }),
+        }
+    }
+}
+
+impl<L: BatchLoad> Loader<L> {
+    /// A loader with the defaults: batches of up to 100 keys, 1 ms delay, 16 concurrent
+    /// batches, no cache.
+    pub fn new(batch_fn: L) -> Self {
+        Self::builder(batch_fn).build()
+    }
+
+    /// Configures a loader.
+    pub fn builder(batch_fn: L) -> Builder<L> {
+        Builder {
+            batch_fn,
+            max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            delay: DEFAULT_DELAY,
+            max_concurrent_batches: DEFAULT_MAX_CONCURRENT_BATCHES,
+            cache: None,
+            metrics: LoadMetrics::noop(),
+        }
+    }
+
+    /// The batch function.
+    pub fn batch_fn(&self) -> &L {
+        &self.shared.batch_fn
+    }
+
+    /// Loads one key, batched with the keys other callers ask for meanwhile. See
+    /// [Results](Loader#results) for what each outcome means.
+    pub async fn load(&self, key: Key<L>) -> LoadResult<L> {
+        let lookup = {
+            let mut actions = Actions::default();
+            let mut state = self.shared.lock();
+            let lookup = self.shared.lookup(&mut state, key, &mut actions);
+            drop(state);
+            actions.start(&self.shared);
+            lookup
+        };
+        match lookup {
+            Lookup::Cached(value) => Ok(value),
+            Lookup::Wait(slot) => slot.wait().await,
+        }
+    }
+
+    /// Loads many keys, in as few batches as they fit, and returns their results in the order
+    /// of `keys` (a key given twice gets its result twice).
+    pub async fn load_many(&self, keys: impl IntoIterator<Item = Key<L>>) -> Vec<LoadResult<L>> {
+        let lookups: Vec<Lookup<L>> = {
+            let mut actions = Actions::default();
+            let mut state = self.shared.lock();
+            let lookups = keys
+                .into_iter()
+                .map(|key| self.shared.lookup(&mut state, key, &mut actions))
+                .collect();
+            drop(state);
+            actions.start(&self.shared);
+            lookups
+        };
+        let mut results = Vec::with_capacity(lookups.len());
+        for lookup in lookups {
+            results.push(match lookup {
+                Lookup::Cached(value) => Ok(value),
+                Lookup::Wait(slot) => slot.wait().await,
+            });
+        }
+        results
+    }
+
+    /// Puts `value` in the cache for `key`, unless the key is cached or being loaded already:
+    /// priming does not overwrite (call [`clear`](Self::clear) first to replace). Returns
+    /// whether the value was stored; always `false` without a cache.
+    pub fn prime(&self, key: Key<L>, value: Value<L>) -> bool {
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
+        let Some(cache) = &mut state.cache else {
+            return false;
+        };
+        if state.in_flight.contains_key(&key) || cache.contains(&key) {
+            return false;
+        }
+        cache.insert(key, Some(value));
+        true
+    }
+
+    /// Forgets `key`: the next load of it calls the batch function again. A batch already
+    /// loading it still answers its callers, but does not cache the result.
+    pub fn clear(&self, key: &Key<L>) {
+        let mut state = self.shared.lock();
+        state.in_flight.remove(key);
+        if let Some(cache) = &mut state.cache {
+            cache.remove(key);
+        }
+    }
+
+    /// Forgets every key, as [`clear`](Self::clear) does one.
+    pub fn clear_all(&self) {
+        let mut state = self.shared.lock();
+        state.in_flight.clear();
+        if let Some(cache) = &mut state.cache {
+            cache.clear();
+        }
+    }
+}
+
+/// What a loader shares between its clones and the tasks running its batches.
+struct Shared<L: BatchLoad> {
+    batch_fn: Arc<L>,
+    max_batch_size: usize,
+    delay: Duration,
+    /// `None` when the concurrency is unlimited.
+    permits: Option<Arc<Semaphore>>,
+    /// Whether `state.cache` is set; read without the lock.
+    caching: bool,
+    state: Mutex<State<L>>,
+    metrics: LoadMetrics,
+}
+
+struct State<L: BatchLoad> {
+    /// The batch taking keys, if any.
+    open: Option<Open<L>>,
+    /// The id of the next batch to open, so that a timer closes only its own batch.
+    next_id: u64,
+    cache: Option<BoxCache<L>>,
+    /// With a cache: keys of the batches not yet finished, so a repeated load joins them.
+    in_flight: HashMap<Key<L>, Slot<L>>,
+}
+
+/// A batch taking keys.
+struct Open<L: BatchLoad> {
+    id: u64,
+    keys: Vec<Key<L>>,
+    /// Where each key sits in `keys`: duplicate keys share one place.
+    index: HashMap<Key<L>, usize>,
+    batch: Arc<Batch<L>>,
+}
+
+/// Where the callers of one batch wait for its results.
+struct Batch<L: BatchLoad> {
+    done: SetOnce<Done<L>>,
+}
+
+/// A finished batch: the result per key, in the order of its keys, or one error for all.
+enum Done<L: BatchLoad> {
+    Loaded(Vec<LoadResult<L>>),
+    Failed(Error<L::Error>),
+}
+
+/// One key's place in a batch.
+struct Slot<L: BatchLoad> {
+    batch: Arc<Batch<L>>,
+    index: usize,
+}
+
+impl<L: BatchLoad> Clone for Slot<L> {
+    fn clone(&self) -> Self {
+        Self {
+            batch: Arc::clone(&self.batch),
+            index: self.index,
+        }
+    }
+}
+
+impl<L: BatchLoad> Slot<L> {
+    async fn wait(self) -> LoadResult<L> {
+        match self.batch.done.wait().await {
+            Done::Loaded(results) => results[self.index].clone(),
+            Done::Failed(error) => Err(error.clone()),
+        }
+    }
+}
+
+enum Lookup<L: BatchLoad> {
+    Cached(Option<Value<L>>),
+    Wait(Slot<L>),
+}
+
+/// Tasks to start once the state lock is released.
+struct Actions<L: BatchLoad> {
+    /// Batches that filled up and must run now.
+    full: Vec<Open<L>>,
+    /// The id of a batch opened by this call, whose delay must be timed.
+    timer: Option<u64>,
+}
+
+impl<L: BatchLoad> Default for Actions<L> {
+    fn default() -> Self {
+        Self {
+            full: Vec::new(),
+            timer: None,
+        }
+    }
+}
+
+impl<L: BatchLoad> Actions<L> {
+    fn start(self, shared: &Arc<Shared<L>>) {
+        for open in self.full {
+            tokio::spawn(Arc::clone(shared).run(open));
+        }
+        if let Some(id) = self.timer {
+            tokio::spawn(Arc::clone(shared).close_after_delay(id));
+        }
+    }
+}
+
+impl<L: BatchLoad> Shared<L> {
+    fn lock(&self) -> MutexGuard<'_, State<L>> {
+        // The state is consistent between statements, so a panic elsewhere (in a cache
+        // implementation, say) leaves nothing half-done.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Answers `key` from the cache, joins it to a batch loading it, or adds it to the open
+    /// batch (opening one if needed).
+    fn lookup(&self, state: &mut State<L>, key: Key<L>, actions: &mut Actions<L>) -> Lookup<L> {
+        self.metrics.loads.increment();
+        if let Some(cache) = &mut state.cache {
+            if let Some(value) = cache.get(&key) {
+                self.metrics.cache_hits.increment();
+                return Lookup::Cached(value);
+            }
+            if let Some(slot) = state.in_flight.get(&key) {
+                self.metrics.cache_hits.increment();
+                return Lookup::Wait(slot.clone());
+            }
+        }
+        let open = state.open.get_or_insert_with(|| {
+            let id = state.next_id;
+            state.next_id += 1;
+            actions.timer = Some(id);
+            Open {
+                id,
+                keys: Vec::new(),
+                index: HashMap::new(),
+                batch: Arc::new(Batch {
+                    done: SetOnce::new(),
+                }),
+            }
+        });
+        let index = match open.index.get(&key) {
+            Some(&index) => index,
+            None => {
+                let index = open.keys.len();
+                open.keys.push(key.clone());
+                open.index.insert(key.clone(), index);
+                index
+            }
+        };
+        let slot = Slot {
+            batch: Arc::clone(&open.batch),
+            index,
+        };
+        let full = open.keys.len() >= self.max_batch_size;
+        if self.caching {
+            state.in_flight.insert(key, slot.clone());
+        }
+        if full && let Some(open) = state.open.take() {
+            if actions.timer == Some(open.id) {
+                // Opened and filled by this call: no delay to time.
+                actions.timer = None;
+            }
+            actions.full.push(open);
+        }
+        Lookup::Wait(slot)
+    }
+
+    /// The timer of batch `id`: closes and runs it after the delay, unless it filled up first.
+    async fn close_after_delay(self: Arc<Self>, id: u64) {
+        if self.delay.is_zero() {
+            tokio::task::yield_now().await;
+        } else {
+            tokio::time::sleep(self.delay).await;
+        }
+        let open = {
+            let mut state = self.lock();
+            match &state.open {
+                Some(open) if open.id == id => state.open.take(),
+                _ => None,
+            }
+        };
+        if let Some(open) = open {
+            self.run(open).await;
+        }
+    }
+
+    /// Runs a closed batch and hands out its results.
+    async fn run(self: Arc<Self>, open: Open<L>) {
+        let Open { keys, batch, .. } = open;
+        let _permit = match &self.permits {
+            // The semaphore is never closed.
+            Some(permits) => Arc::clone(permits).acquire_owned().await.ok(),
+            None => None,
+        };
+        let size = keys.len();
+        self.metrics.batches.increment();
+        self.metrics.batch_size.record(size as u64);
+        let keys: Arc<[Key<L>]> = keys.into();
+        // The batch function runs in a task of its own: a panic in it ends that task, and is
+        // reported here to every caller instead of leaving them waiting.
+        let task = {
+            let batch_fn = Arc::clone(&self.batch_fn);
+            let keys = Arc::clone(&keys);
+            tokio::spawn(async move { batch_fn.load(&keys).await })
+        };
+        let done = match task.await {
+            Ok(Ok(loaded)) => Done::Loaded(per_key::<L>(&keys, loaded)),
+            Ok(Err(error)) => Done::Failed(Error::Batch {
+                size,
+                source: Arc::new(error),
+            }),
+            Err(join) => Done::Failed(match join.try_into_panic() {
+                Ok(payload) => Error::panicked(size, payload),
+                Err(_) => Error::Abandoned,
+            }),
+        };
+        if matches!(done, Done::Failed(_)) {
+            self.metrics.failures.increment();
+        }
+        if self.caching {
+            self.remember(&keys, &batch, &done);
+        }
+        // Only `run` sets it, once.
+        let _ = batch.done.set(done);
+    }
+
+    /// Moves the keys of a finished batch from in flight to the cache (successes only), unless
+    /// they were cleared meanwhile.
+    fn remember(&self, keys: &[Key<L>], batch: &Arc<Batch<L>>, done: &Done<L>) {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        for (index, key) in keys.iter().enumerate() {
+            let ours = state
+                .in_flight
+                .get(key)
+                .is_some_and(|slot| Arc::ptr_eq(&slot.batch, batch));
+            if !ours {
+                continue;
+            }
+            state.in_flight.remove(key);
+            if let (Done::Loaded(results), Some(cache)) = (done, &mut state.cache)
+                && let Ok(value) = &results[index]
+            {
+                cache.insert(key.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// The batch function's answer as one result per key, in the order of `keys`.
+fn per_key<L: BatchLoad>(
+    keys: &[Key<L>],
+    mut loaded: Loaded<Key<L>, Value<L>, L::Error>,
+) -> Vec<LoadResult<L>> {
+    keys.iter()
+        .map(|key| match loaded.take(key) {
+            Some(Ok(value)) => Ok(Some(value)),
+            Some(Err(error)) => Err(Error::key(key, Arc::new(error))),
+            None => Ok(None),
+        })
+        .collect()
+}

@@ -1,0 +1,461 @@
+//! [`WriteBatcher`]: items submitted one at a time, written in batches by a [`BatchWrite`].
+
+use std::{fmt, future::Future, sync::Arc, time::Duration};
+
+use brisk_metrics::Recorder;
+use tokio::{
+    sync::{OwnedSemaphorePermit, Semaphore, SetOnce, mpsc, oneshot},
+    time::Instant,
+};
+
+use crate::{error::Error, metrics::WriteMetrics};
+
+/// Writes many items at once: the bulk operation behind a [`WriteBatcher`] (a multi-row
+/// `INSERT`, a `COPY`, a pipelined `MSET`).
+///
+/// # Contract
+/// - `items` holds between 1 and the batcher's max batch size items, in submission order.
+/// - `Ok` holds one output per item, in the same order (the ids an `INSERT ... RETURNING id`
+///   assigned, or `()`); a different count fails the batch with
+///   [`Error::OutputCount`](crate::Error::OutputCount).
+/// - `Err` fails the whole batch. The batcher retries it as its [`Retry`] policy allows (when
+///   [`is_retryable`](Self::is_retryable) agrees), then reports the error to every submitter.
+///   A retried batch is written again whole, so a write should be all-or-nothing (one
+///   statement, or a transaction).
+/// - Each write runs in its own task; a panic reaches its submitters as
+///   [`Error::Panicked`](crate::Error::Panicked) and is not retried.
+pub trait BatchWrite: Send + Sync + 'static {
+    /// What is submitted.
+    type Item: Send + Sync + 'static;
+    /// What each submitter gets back for its item.
+    type Output: Send + 'static;
+    /// What a write can fail with; shared between the batch's submitters in an `Arc`.
+    type Error: Send + Sync + 'static;
+
+    /// Writes `items` (see the trait docs for the contract).
+    fn write(
+        &self,
+        items: &[Self::Item],
+    ) -> impl Future<Output = Result<Vec<Self::Output>, Self::Error>> + Send;
+
+    /// Whether a failed write may succeed if tried again (a lost connection, a serialization
+    /// failure), as opposed to one that will fail again (a constraint violation). Only
+    /// consulted when the [`Retry`] policy allows another attempt. Default: always.
+    fn is_retryable(&self, error: &Self::Error) -> bool {
+        let _ = error;
+        true
+    }
+}
+
+/// How often a failed write is tried again, and how long to wait in between.
+///
+/// The wait doubles after each attempt, from [`backoff`](Self::backoff) up to its cap. The
+/// default, [`Retry::never`], reports the first failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retry {
+    retries: u32,
+    first: Duration,
+    cap: Duration,
+}
+
+impl Retry {
+    /// No retries: a failed write is reported to its submitters at once.
+    pub const fn never() -> Self {
+        Self {
+            retries: 0,
+            first: Duration::ZERO,
+            cap: Duration::ZERO,
+        }
+    }
+
+    /// Up to `retries` more attempts after the first, waiting 10 ms, 20 ms, 40 ms ... (at most
+    /// 1 s) in between.
+    pub const fn times(retries: u32) -> Self {
+        Self {
+            retries,
+            first: Duration::from_millis(10),
+            cap: Duration::from_secs(1),
+        }
+    }
+
+    /// Waits `first` before the first retry, doubling up to `cap`.
+    pub const fn backoff(mut self, first: Duration, cap: Duration) -> Self {
+        self.first = first;
+        self.cap = cap;
+        self
+    }
+
+    /// The wait before retry number `retry` (1-based).
+    fn wait(&self, retry: u32) -> Duration {
+        let factor = 1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.first.saturating_mul(factor).min(self.cap)
+    }
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self::never()
+    }
+}
+
+const DEFAULT_MAX_BATCH_SIZE: usize = 100;
+const DEFAULT_MAX_DELAY: Duration = Duration::from_millis(100);
+const DEFAULT_QUEUE: usize = 1000;
+
+type ItemResult<W> = Result<<W as BatchWrite>::Output, Error<<W as BatchWrite>::Error>>;
+type Reply<W> = oneshot::Sender<ItemResult<W>>;
+
+enum Message<W: BatchWrite> {
+    Item(W::Item, Reply<W>),
+    Flush(oneshot::Sender<()>),
+    Shutdown,
+}
+
+/// Collects submitted items into batches for a [`BatchWrite`]: a batch is written when it
+/// holds [max batch size](WriteBuilder::max_batch_size) items (100) or its first item has
+/// waited [max delay](WriteBuilder::max_delay) (100 ms), whichever comes first.
+///
+/// Submitting waits while the [queue](WriteBuilder::queue) (1000 items) is full: backpressure
+/// instead of unbounded memory when the database falls behind. Writes run one at a time by
+/// default, in submission order ([`max_concurrent_writes`](WriteBuilder::max_concurrent_writes)).
+///
+/// # Nothing lost
+/// An item, once queued, is written: [`shutdown`](Self::shutdown) writes everything queued
+/// before it returns, and so does dropping the last handle (in the background). A submitter
+/// that stops waiting does not withdraw its item. A submit that is cancelled while it waits
+/// for queue space does not queue the item; after shutdown, submitting fails with
+/// [`Error::Closed`].
+///
+/// Cloning a `WriteBatcher` is cheap and shares its queue.
+pub struct WriteBatcher<W: BatchWrite> {
+    queue: mpsc::Sender<Message<W>>,
+    shared: Arc<WriteShared<W>>,
+}
+
+impl<W: BatchWrite> Clone for WriteBatcher<W> {
+    fn clone(&self) -> Self {
+        Self {
+            queue: self.queue.clone(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
+impl<W: BatchWrite> fmt::Debug for WriteBatcher<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteBatcher")
+            .field("max_batch_size", &self.shared.max_batch_size)
+            .field("max_delay", &self.shared.max_delay)
+            .field("queued", &(self.queue.max_capacity() - self.queue.capacity()))
+            .field("stopped", &self.shared.stopped.initialized())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Configures a [`WriteBatcher`]; from [`WriteBatcher::builder`].
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct WriteBuilder<W: BatchWrite> {
+    write_fn: W,
+    max_batch_size: usize,
+    max_delay: Duration,
+    queue: usize,
+    max_concurrent_writes: usize,
+    retry: Retry,
+    metrics: WriteMetrics,
+}
+
+impl<W: BatchWrite> fmt::Debug for WriteBuilder<W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteBuilder")
+            .field("max_batch_size", &self.max_batch_size)
+            .field("max_delay", &self.max_delay)
+            .field("queue", &self.queue)
+            .field("max_concurrent_writes", &self.max_concurrent_writes)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<W: BatchWrite> WriteBuilder<W> {
+    /// The most items in one write. Default 100; values below 1 are raised to 1. Mind the
+    /// database's limits: PostgreSQL takes at most 65535 bind parameters per statement.
+    pub fn max_batch_size(mut self, max: usize) -> Self {
+        self.max_batch_size = max.max(1);
+        self
+    }
+
+    /// How long the first item of a batch waits for more before the batch is written anyway.
+    /// Default 100 ms.
+    pub fn max_delay(mut self, delay: Duration) -> Self {
+        self.max_delay = delay;
+        self
+    }
+
+    /// How many submitted items (and flush requests) may wait to be batched; submitting waits
+    /// while it is full. Default 1000; values below 1 are raised to 1.
+    pub fn queue(mut self, capacity: usize) -> Self {
+        self.queue = capacity.clamp(1, Semaphore::MAX_PERMITS);
+        self
+    }
+
+    /// How many writes may run at the same time. Default 1, which writes batches in
+    /// submission order; more overlap writes (on separate connections) at the cost of order.
+    /// Values below 1 are raised to 1.
+    pub fn max_concurrent_writes(mut self, max: usize) -> Self {
+        self.max_concurrent_writes = max.clamp(1, u32::MAX as usize);
+        self
+    }
+
+    /// How a failed write is retried. Default [`Retry::never`].
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
+        self
+    }
+
+    /// Reports items, writes, batch sizes, retries and failures to `recorder`, labelled
+    /// `batcher="<name>"`.
+    pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
+        self.metrics = WriteMetrics::new(recorder, name);
+        self
+    }
+
+    /// Starts the batcher's worker task; call it inside a tokio runtime.
+    pub fn build(self) -> WriteBatcher<W> {
+        let (queue, receiver) = mpsc::channel(self.queue);
+        let shared = Arc::new(WriteShared {
+            write_fn: Arc::new(self.write_fn),
+            max_batch_size: self.max_batch_size,
+            max_delay: self.max_delay,
+            max_concurrent_writes: self.max_concurrent_writes,
+            writes: Arc::new(Semaphore::new(self.max_concurrent_writes)),
+            retry: self.retry,
+            metrics: self.metrics,
+            stopped: SetOnce::new(),
+        });
+        tokio::spawn(Arc::clone(&shared).work(receiver));
+        WriteBatcher { queue, shared }
+    }
+}
+
+impl<W: BatchWrite> WriteBatcher<W> {
+    /// A batcher with the defaults: batches of up to 100 items, 100 ms max delay, a queue of
+    /// 1000, one write at a time, no retries. Call it inside a tokio runtime.
+    pub fn new(write_fn: W) -> Self {
+        Self::builder(write_fn).build()
+    }
+
+    /// Configures a batcher.
+    pub fn builder(write_fn: W) -> WriteBuilder<W> {
+        WriteBuilder {
+            write_fn,
+            max_batch_size: DEFAULT_MAX_BATCH_SIZE,
+            max_delay: DEFAULT_MAX_DELAY,
+            queue: DEFAULT_QUEUE,
+            max_concurrent_writes: 1,
+            retry: Retry::never(),
+            metrics: WriteMetrics::noop(),
+        }
+    }
+
+    /// The write function.
+    pub fn write_fn(&self) -> &W {
+        &self.shared.write_fn
+    }
+
+    /// Queues `item` (waiting while the queue is full) and returns its output once its batch
+    /// is written.
+    ///
+    /// # Errors
+    /// - [`Error::Batch`]: the write failed (after any retries); every item of the batch gets it.
+    /// - [`Error::OutputCount`], [`Error::Panicked`]: the write function broke its contract.
+    /// - [`Error::Closed`]: the batcher was shut down; the item was not written.
+    /// - [`Error::Abandoned`]: the runtime shut down before the item's batch reported.
+    pub async fn submit(&self, item: W::Item) -> ItemResult<W> {
+        let (reply, result) = oneshot::channel();
+        self.queue
+            .send(Message::Item(item, reply))
+            .await
+            .map_err(|_| Error::Closed)?;
+        self.shared.metrics.items.increment();
+        result.await.unwrap_or(Err(Error::Abandoned))
+    }
+
+    /// Writes what is queued now, without waiting for a batch to fill, and returns once
+    /// everything submitted before this call has been written (or has failed).
+    pub async fn flush(&self) {
+        let (done, written) = oneshot::channel();
+        if self.queue.send(Message::Flush(done)).await.is_ok() && written.await.is_ok() {
+            return;
+        }
+        // Shut down meanwhile: the worker writes everything before it stops.
+        self.shared.stopped.wait().await;
+    }
+
+    /// Stops taking items, writes everything queued, and returns once every write has
+    /// finished. Submitting afterwards fails with [`Error::Closed`]. Calling it again, or from
+    /// another clone, waits for the same end.
+    pub async fn shutdown(&self) {
+        // Fails only if the worker has already stopped.
+        let _ = self.queue.send(Message::Shutdown).await;
+        self.shared.stopped.wait().await;
+    }
+}
+
+struct WriteShared<W: BatchWrite> {
+    write_fn: Arc<W>,
+    max_batch_size: usize,
+    max_delay: Duration,
+    max_concurrent_writes: usize,
+    /// One permit per write that may run.
+    writes: Arc<Semaphore>,
+    retry: Retry,
+    metrics: WriteMetrics,
+    /// Set when the worker has written everything and stopped.
+    stopped: SetOnce<()>,
+}
+
+/// The batch the worker is filling.
+struct Pending<W: BatchWrite> {
+    items: Vec<W::Item>,
+    replies: Vec<Reply<W>>,
+    deadline: Instant,
+}
+
+impl<W: BatchWrite> WriteShared<W> {
+    /// The worker: fills batches from the queue and starts their writes.
+    async fn work(self: Arc<Self>, mut queue: mpsc::Receiver<Message<W>>) {
+        let mut pending: Option<Pending<W>> = None;
+        loop {
+            let message = match &pending {
+                None => queue.recv().await,
+                Some(batch) => match queue.try_recv() {
+                    Ok(message) => Some(message),
+                    Err(mpsc::error::TryRecvError::Disconnected) => None,
+                    Err(mpsc::error::TryRecvError::Empty) => {
+                        match tokio::time::timeout_at(batch.deadline, queue.recv()).await {
+                            Ok(message) => message,
+                            Err(_elapsed) => {
+                                self.write(pending.take()).await;
+                                continue;
+                            }
+                        }
+                    }
+                },
+            };
+            match message {
+                Some(Message::Item(item, reply)) => {
+                    let batch = pending.get_or_insert_with(|| Pending {
+                        items: Vec::with_capacity(self.max_batch_size),
+                        replies: Vec::with_capacity(self.max_batch_size),
+                        deadline: Instant::now() + self.max_delay,
+                    });
+                    batch.items.push(item);
+                    batch.replies.push(reply);
+                    if batch.items.len() >= self.max_batch_size {
+                        self.write(pending.take()).await;
+                    }
+                }
+                Some(Message::Flush(done)) => {
+                    self.write(pending.take()).await;
+                    self.writes_finished().await;
+                    let _ = done.send(());
+                }
+                // Items queued before the shutdown are still received; those after are refused.
+                Some(Message::Shutdown) => queue.close(),
+                None => break,
+            }
+        }
+        self.write(pending.take()).await;
+        self.writes_finished().await;
+        let _ = self.stopped.set(());
+    }
+
+    /// Starts writing `batch` once a write may run (waiting here is the backpressure that
+    /// fills the queue).
+    async fn write(self: &Arc<Self>, batch: Option<Pending<W>>) {
+        let Some(batch) = batch else { return };
+        // The semaphore is never closed.
+        let Ok(permit) = Arc::clone(&self.writes).acquire_owned().await else {
+            return;
+        };
+        tokio::spawn(Arc::clone(self).write_batch(batch.items, batch.replies, permit));
+    }
+
+    /// Waits until no write is running.
+    async fn writes_finished(&self) {
+        let all = u32::try_from(self.max_concurrent_writes).unwrap_or(u32::MAX);
+        drop(self.writes.acquire_many(all).await);
+    }
+
+    /// Writes one batch, retrying as the policy allows, and answers its submitters.
+    async fn write_batch(
+        self: Arc<Self>,
+        items: Vec<W::Item>,
+        replies: Vec<Reply<W>>,
+        _permit: OwnedSemaphorePermit,
+    ) {
+        let size = items.len();
+        self.metrics.write_size.record(size as u64);
+        let items: Arc<[W::Item]> = items.into();
+        let mut retries = 0;
+        let error = loop {
+            self.metrics.writes.increment();
+            // In a task of its own, so that a panic is reported rather than losing the replies.
+            let task = {
+                let write_fn = Arc::clone(&self.write_fn);
+                let items = Arc::clone(&items);
+                tokio::spawn(async move { write_fn.write(&items).await })
+            };
+            match task.await {
+                Ok(Ok(outputs)) if outputs.len() == size => {
+                    for (reply, output) in replies.into_iter().zip(outputs) {
+                        let _ = reply.send(Ok(output));
+                    }
+                    return;
+                }
+                Ok(Ok(outputs)) => {
+                    break Error::OutputCount {
+                        expected: size,
+                        got: outputs.len(),
+                    };
+                }
+                Ok(Err(error)) => {
+                    if retries < self.retry.retries && self.write_fn.is_retryable(&error) {
+                        retries += 1;
+                        self.metrics.retries.increment();
+                        tokio::time::sleep(self.retry.wait(retries)).await;
+                        continue;
+                    }
+                    break Error::Batch {
+                        size,
+                        source: Arc::new(error),
+                    };
+                }
+                Err(join) => {
+                    break match join.try_into_panic() {
+                        Ok(payload) => Error::panicked(size, payload),
+                        Err(_) => Error::Abandoned,
+                    };
+                }
+            }
+        };
+        self.metrics.failures.increment();
+        for reply in replies {
+            let _ = reply.send(Err(error.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_waits_double_up_to_the_cap() {
+        let retry = Retry::times(5).backoff(Duration::from_millis(10), Duration::from_millis(50));
+        let waits: Vec<_> = (1..=5).map(|n| retry.wait(n).as_millis()).collect();
+        assert_eq!(waits, [10, 20, 40, 50, 50]);
+        assert_eq!(Retry::times(1).wait(40), Duration::from_secs(1), "no overflow");
+        assert_eq!(Retry::default(), Retry::never());
+    }
+}
