@@ -2,14 +2,19 @@
 //! [`BatchLoad`], runs batches concurrently, and hands each caller its own result.
 
 use std::{
-    collections::HashMap,
+    any::Any,
+    collections::{HashMap, hash_map::Entry},
     fmt,
+    future::{Future, poll_fn},
+    panic::AssertUnwindSafe,
+    pin::pin,
     sync::{Arc, Mutex, MutexGuard, PoisonError},
+    task::Poll,
     time::Duration,
 };
 
 use brisk_metrics::Recorder;
-use tokio::sync::{Semaphore, SetOnce};
+use tokio::sync::{Notify, Semaphore, SetOnce};
 
 use crate::{
     error::Error,
@@ -28,6 +33,10 @@ type BoxCache<L> = Box<dyn Cache<Key<L>, Option<Value<L>>>>;
 const DEFAULT_MAX_BATCH_SIZE: usize = 100;
 const DEFAULT_DELAY: Duration = Duration::from_millis(1);
 const DEFAULT_MAX_CONCURRENT_BATCHES: usize = 16;
+/// The most keys a new batch makes room for before they arrive.
+const MAX_PRESIZE: usize = 1024;
+/// How far tokio's timer overshoots a sleep, about: see `close_and_run`.
+const TIMER_SLACK: Duration = Duration::from_micros(500);
 
 /// Batches the keys that many callers ask for into few calls of a [`BatchLoad`]: the
 /// DataLoader pattern, which turns N+1 queries into one query per batch.
@@ -46,7 +55,6 @@ const DEFAULT_MAX_CONCURRENT_BATCHES: usize = 16;
 /// - [`Error::Key`]: the batch function failed this key alone ([`Loaded::fail`]).
 /// - [`Error::Batch`]: the batch function failed; every caller of that batch gets the error.
 /// - [`Error::Panicked`]: the batch function panicked; every caller of that batch gets this.
-/// - [`Error::Abandoned`]: the runtime shut down while the batch ran.
 ///
 /// # Cancellation
 /// Dropping a `load` future gives up on the result, nothing more: the batch runs for the other
@@ -315,6 +323,16 @@ struct Open<L: BatchLoad> {
 /// Where the callers of one batch wait for its results.
 struct Batch<L: BatchLoad> {
     done: SetOnce<Done<L>>,
+    /// Wakes the batch's task when the batch fills up.
+    full: Notify,
+    /// The keys of the batch once it filled up, for its task to take.
+    closed: Mutex<Option<Vec<Key<L>>>>,
+}
+
+impl<L: BatchLoad> Batch<L> {
+    fn lock_closed(&self) -> MutexGuard<'_, Option<Vec<Key<L>>>> {
+        self.closed.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A finished batch: the result per key, in the order of its keys, or one error for all.
@@ -352,30 +370,21 @@ enum Lookup<L: BatchLoad> {
     Wait(Slot<L>),
 }
 
-/// Tasks to start once the state lock is released.
+/// Tasks to start once the state lock is released: one per batch opened by this call.
 struct Actions<L: BatchLoad> {
-    /// Batches that filled up and must run now.
-    full: Vec<Open<L>>,
-    /// The id of a batch opened by this call, whose delay must be timed.
-    timer: Option<u64>,
+    opened: Vec<(u64, Arc<Batch<L>>)>,
 }
 
 impl<L: BatchLoad> Default for Actions<L> {
     fn default() -> Self {
-        Self {
-            full: Vec::new(),
-            timer: None,
-        }
+        Self { opened: Vec::new() }
     }
 }
 
 impl<L: BatchLoad> Actions<L> {
     fn start(self, shared: &Arc<Shared<L>>) {
-        for open in self.full {
-            tokio::spawn(Arc::clone(shared).run(open));
-        }
-        if let Some(id) = self.timer {
-            tokio::spawn(Arc::clone(shared).close_after_delay(id));
+        for (id, batch) in self.opened {
+            tokio::spawn(Arc::clone(shared).close_and_run(id, batch));
         }
     }
 }
@@ -404,22 +413,28 @@ impl<L: BatchLoad> Shared<L> {
         let open = state.open.get_or_insert_with(|| {
             let id = state.next_id;
             state.next_id += 1;
-            actions.timer = Some(id);
+            let batch = Arc::new(Batch {
+                done: SetOnce::new(),
+                full: Notify::new(),
+                closed: Mutex::new(None),
+            });
+            actions.opened.push((id, Arc::clone(&batch)));
+            // Sized for a full batch up front: growing a map under the lock costs every caller.
+            let capacity = self.max_batch_size.min(MAX_PRESIZE);
             Open {
                 id,
-                keys: Vec::new(),
-                index: HashMap::new(),
-                batch: Arc::new(Batch {
-                    done: SetOnce::new(),
-                }),
+                keys: Vec::with_capacity(capacity),
+                index: HashMap::with_capacity(capacity),
+                batch,
             }
         });
-        let index = match open.index.get(&key) {
-            Some(&index) => index,
-            None => {
+        let in_flight_key = self.caching.then(|| key.clone());
+        let index = match open.index.entry(key) {
+            Entry::Occupied(entry) => *entry.get(),
+            Entry::Vacant(entry) => {
                 let index = open.keys.len();
-                open.keys.push(key.clone());
-                open.index.insert(key.clone(), index);
+                open.keys.push(entry.key().clone());
+                entry.insert(index);
                 index
             }
         };
@@ -428,67 +443,66 @@ impl<L: BatchLoad> Shared<L> {
             index,
         };
         let full = open.keys.len() >= self.max_batch_size;
-        if self.caching {
+        if let Some(key) = in_flight_key {
             state.in_flight.insert(key, slot.clone());
         }
         if full && let Some(open) = state.open.take() {
-            if actions.timer == Some(open.id) {
-                // Opened and filled by this call: no delay to time.
-                actions.timer = None;
-            }
-            actions.full.push(open);
+            // Hand the keys to the batch's task and wake it: it runs the batch now.
+            *open.batch.lock_closed() = Some(open.keys);
+            open.batch.full.notify_one();
         }
         Lookup::Wait(slot)
     }
 
-    /// The timer of batch `id`: closes and runs it after the delay, unless it filled up first.
-    async fn close_after_delay(self: Arc<Self>, id: u64) {
+    /// The task of batch `id`, spawned when it opens: waits until the batch is full or its
+    /// delay is up, then runs it and hands out the results.
+    async fn close_and_run(self: Arc<Self>, id: u64, batch: Arc<Batch<L>>) {
         if self.delay.is_zero() {
             tokio::task::yield_now().await;
         } else {
-            tokio::time::sleep(self.delay).await;
+            // tokio's timer rounds a deadline up to its next 1 ms tick and then sleeps in whole
+            // milliseconds, so a plain sleep overshoots by about a millisecond; aiming half a
+            // millisecond early closes the batch about `delay` after its first key.
+            let aim = self.delay.saturating_sub(TIMER_SLACK).max(TIMER_SLACK.min(self.delay));
+            let _ = tokio::time::timeout(aim, batch.full.notified()).await;
         }
-        let open = {
-            let mut state = self.lock();
-            match &state.open {
-                Some(open) if open.id == id => state.open.take(),
-                _ => None,
+        let keys = match batch.lock_closed().take() {
+            Some(keys) => keys,
+            None => {
+                let mut state = self.lock();
+                match state.open.take_if(|open| open.id == id) {
+                    Some(open) => open.keys,
+                    // Filled between the timeout and the lock: the keys are in the batch now.
+                    None => {
+                        drop(state);
+                        match batch.lock_closed().take() {
+                            Some(keys) => keys,
+                            None => return,
+                        }
+                    }
+                }
             }
         };
-        if let Some(open) = open {
-            self.run(open).await;
-        }
+        self.run(keys, batch).await;
     }
 
     /// Runs a closed batch and hands out its results.
-    async fn run(self: Arc<Self>, open: Open<L>) {
-        let Open { keys, batch, .. } = open;
+    async fn run(&self, keys: Vec<Key<L>>, batch: Arc<Batch<L>>) {
         let _permit = match &self.permits {
             // The semaphore is never closed.
-            Some(permits) => Arc::clone(permits).acquire_owned().await.ok(),
+            Some(permits) => permits.acquire().await.ok(),
             None => None,
         };
         let size = keys.len();
         self.metrics.batches.increment();
         self.metrics.batch_size.record(size as u64);
-        let keys: Arc<[Key<L>]> = keys.into();
-        // The batch function runs in a task of its own: a panic in it ends that task, and is
-        // reported here to every caller instead of leaving them waiting.
-        let task = {
-            let batch_fn = Arc::clone(&self.batch_fn);
-            let keys = Arc::clone(&keys);
-            tokio::spawn(async move { batch_fn.load(&keys).await })
-        };
-        let done = match task.await {
+        let done = match catch_unwind(self.batch_fn.load(&keys)).await {
             Ok(Ok(loaded)) => Done::Loaded(per_key::<L>(&keys, loaded)),
             Ok(Err(error)) => Done::Failed(Error::Batch {
                 size,
                 source: Arc::new(error),
             }),
-            Err(join) => Done::Failed(match join.try_into_panic() {
-                Ok(payload) => Error::panicked(size, payload),
-                Err(_) => Error::Abandoned,
-            }),
+            Err(payload) => Done::Failed(Error::panicked(size, payload)),
         };
         if matches!(done, Done::Failed(_)) {
             self.metrics.failures.increment();
@@ -521,6 +535,20 @@ impl<L: BatchLoad> Shared<L> {
             }
         }
     }
+}
+
+/// Runs `future` to completion, catching a panic in it (as its payload), so that the batch's
+/// callers hear of it instead of waiting forever.
+async fn catch_unwind<F: Future>(future: F) -> Result<F::Output, Box<dyn Any + Send>> {
+    let mut future = pin!(future);
+    poll_fn(|cx| {
+        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+            Err(payload) => Poll::Ready(Err(payload)),
+        }
+    })
+    .await
 }
 
 /// The batch function's answer as one result per key, in the order of `keys`.
