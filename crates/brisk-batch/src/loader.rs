@@ -49,6 +49,11 @@ const TIMER_SLACK: Duration = Duration::from_micros(500);
 ///
 /// Cloning a `Loader` is cheap and shares its batches and cache.
 ///
+/// diesel-async's `RunQueryDsl` has a blanket `load(self, connection)`, which method resolution
+/// prefers to `Loader::load` on an owned loader wherever that trait is imported. Import it in
+/// the functions that query (as the `users_by_id` example does), or call `load` through a
+/// reference: `(&loader).load(id)`.
+///
 /// # Results
 /// - `Ok(Some(value))`: the batch function returned a value for the key.
 /// - `Ok(None)`: the batch function returned no entry for the key (a missing row).
