@@ -12,6 +12,7 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("metrics", "brisk-metrics", "record"),
     ("dedup", "brisk-dedup", "single_flight"),
     ("pool", "brisk-pool", "pool"),
+    ("batch", "brisk-batch", "loader"),
 ];
 
 pub(crate) fn run(selected: &[String]) -> Result<()> {

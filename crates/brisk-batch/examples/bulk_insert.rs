@@ -10,9 +10,8 @@ use std::{
 };
 
 use brisk_batch::{BatchWrite, WriteBatcher};
-use brisk_metrics::Registry;
 use brisk_pool::PgPool;
-use diesel::{Insertable, QueryDsl, sql_query};
+use diesel::{Insertable, sql_query};
 use tokio::task::JoinSet;
 
 /// The `events` table, as diesel sees it.
@@ -133,6 +132,9 @@ async fn main() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
+
+    use brisk_metrics::Registry;
+    use diesel::QueryDsl;
 
     use super::*;
 
