@@ -51,7 +51,8 @@ impl Tally {
     }
 
     fn mean_batch(&self) -> f64 {
-        self.keys.load(Ordering::Relaxed) as f64 / self.batches.load(Ordering::Relaxed).max(1) as f64
+        self.keys.load(Ordering::Relaxed) as f64
+            / self.batches.load(Ordering::Relaxed).max(1) as f64
     }
 }
 

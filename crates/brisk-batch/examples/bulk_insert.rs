@@ -125,7 +125,10 @@ async fn main() -> anyhow::Result<()> {
     let rows = submit_everything(&batcher).await;
     batcher.shutdown().await;
     let statements = batcher.write_fn().statements.load(Ordering::Relaxed);
-    eprintln!("{} rows inserted with {statements} INSERT statements", rows.len());
+    eprintln!(
+        "{} rows inserted with {statements} INSERT statements",
+        rows.len()
+    );
     Ok(())
 }
 
@@ -173,7 +176,11 @@ mod tests {
             .map(|(id, source, sequence)| (id, (source, sequence)))
             .collect();
         for (source, sequence, id) in &submitted {
-            assert_eq!(by_id.get(id), Some(&(source.clone(), *sequence)), "row {id}");
+            assert_eq!(
+                by_id.get(id),
+                Some(&(source.clone(), *sequence)),
+                "row {id}"
+            );
         }
 
         // And they went in as multi-row INSERTs: 100 submitters keep batches near 100 rows.
@@ -183,7 +190,10 @@ mod tests {
             .histogram("brisk_batch_write_size", &[("batcher", "events")])
             .unwrap();
         assert_eq!(sizes.count as usize, statements);
-        assert!(statements <= 10_000 / 50, "{statements} statements for 10,000 rows");
+        assert!(
+            statements <= 10_000 / 50,
+            "{statements} statements for 10,000 rows"
+        );
         assert!(sizes.max <= TASKS as f64);
     }
 

@@ -126,7 +126,9 @@ async fn main() -> anyhow::Result<()> {
 
 /// Prints what happened.
 fn report(posts: usize, naive: usize, batched: usize, found: usize) {
-    eprintln!("{posts} posts: {naive} queries one by one, {batched} through the Loader; {found} authors found");
+    eprintln!(
+        "{posts} posts: {naive} queries one by one, {batched} through the Loader; {found} authors found"
+    );
 }
 
 #[cfg(test)]
@@ -143,12 +145,19 @@ mod tests {
         });
         let posts = posts();
         let found = authors(&loader, &posts).await;
-        assert_eq!(loader.batch_fn().queries.load(Ordering::Relaxed), 1, "N+1 became 1");
+        assert_eq!(
+            loader.batch_fn().queries.load(Ordering::Relaxed),
+            1,
+            "N+1 became 1"
+        );
         for (author, user) in posts.iter().zip(&found) {
             if *author == 404 {
                 assert_eq!(user, &None, "a missing row loads as None");
             } else {
-                assert_eq!(user.as_ref().map(|u| u.name.clone()), Some(format!("user {author}")));
+                assert_eq!(
+                    user.as_ref().map(|u| u.name.clone()),
+                    Some(format!("user {author}"))
+                );
             }
         }
         // The naive way, for the count: one query per post.
@@ -178,7 +187,9 @@ mod tests {
         let (a, b) = tokio::join!(loader.load(1), loader.load(2));
         for error in [a.unwrap_err(), b.unwrap_err()] {
             assert!(
-                error.to_string().contains("relation \"users\" does not exist"),
+                error
+                    .to_string()
+                    .contains("relation \"users\" does not exist"),
                 "{error}"
             );
         }

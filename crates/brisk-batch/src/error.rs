@@ -108,4 +108,3 @@ impl<E> Error<E> {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-

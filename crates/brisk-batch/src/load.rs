@@ -49,10 +49,7 @@ pub trait BatchLoad: Send + Sync + 'static {
     type Error: Send + Sync + 'static;
 
     /// Loads `keys` (see the trait docs for the contract).
-    fn load(
-        &self,
-        keys: &[Self::Key],
-    ) -> impl Future<Output = LoadOutput<Self>> + Send;
+    fn load(&self, keys: &[Self::Key]) -> impl Future<Output = LoadOutput<Self>> + Send;
 }
 
 /// What a [`BatchLoad`] returns (spelled out in the trait docs' example).

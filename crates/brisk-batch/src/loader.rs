@@ -468,7 +468,10 @@ impl<L: BatchLoad> Shared<L> {
             // tokio's timer rounds a deadline up to its next 1 ms tick and then sleeps in whole
             // milliseconds, so a plain sleep overshoots by about a millisecond; aiming half a
             // millisecond early closes the batch about `delay` after its first key.
-            let aim = self.delay.saturating_sub(TIMER_SLACK).max(TIMER_SLACK.min(self.delay));
+            let aim = self
+                .delay
+                .saturating_sub(TIMER_SLACK)
+                .max(TIMER_SLACK.min(self.delay));
             let _ = tokio::time::timeout(aim, batch.full.notified()).await;
         }
         let keys = match batch.lock_closed().take() {
@@ -546,13 +549,13 @@ impl<L: BatchLoad> Shared<L> {
 /// callers hear of it instead of waiting forever.
 async fn catch_unwind<F: Future>(future: F) -> Result<F::Output, Box<dyn Any + Send>> {
     let mut future = pin!(future);
-    poll_fn(|cx| {
-        match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
+    poll_fn(
+        |cx| match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Err(payload) => Poll::Ready(Err(payload)),
-        }
-    })
+        },
+    )
     .await
 }
 

@@ -41,10 +41,8 @@ impl LoadMetrics {
             loads: counter("brisk_batch_loads_total"),
             cache_hits: counter("brisk_batch_cache_hits_total"),
             batches: counter("brisk_batch_batches_total"),
-            batch_size: recorder.histogram(
-                &key("brisk_batch_batch_size", "loader", name),
-                Unit::Count,
-            ),
+            batch_size: recorder
+                .histogram(&key("brisk_batch_batch_size", "loader", name), Unit::Count),
             failures: counter("brisk_batch_failures_total"),
         }
     }
@@ -81,10 +79,8 @@ impl WriteMetrics {
         Self {
             items: counter("brisk_batch_write_items_total"),
             writes: counter("brisk_batch_writes_total"),
-            write_size: recorder.histogram(
-                &key("brisk_batch_write_size", "batcher", name),
-                Unit::Count,
-            ),
+            write_size: recorder
+                .histogram(&key("brisk_batch_write_size", "batcher", name), Unit::Count),
             retries: counter("brisk_batch_write_retries_total"),
             failures: counter("brisk_batch_write_failures_total"),
         }

@@ -87,7 +87,9 @@ impl Retry {
 
     /// The wait before retry number `retry` (1-based).
     fn wait(&self, retry: u32) -> Duration {
-        let factor = 1u32.checked_shl(retry.saturating_sub(1)).unwrap_or(u32::MAX);
+        let factor = 1u32
+            .checked_shl(retry.saturating_sub(1))
+            .unwrap_or(u32::MAX);
         self.first.saturating_mul(factor).min(self.cap)
     }
 }
@@ -146,7 +148,10 @@ impl<W: BatchWrite> fmt::Debug for WriteBatcher<W> {
         f.debug_struct("WriteBatcher")
             .field("max_batch_size", &self.shared.max_batch_size)
             .field("max_delay", &self.shared.max_delay)
-            .field("queued", &(self.queue.max_capacity() - self.queue.capacity()))
+            .field(
+                "queued",
+                &(self.queue.max_capacity() - self.queue.capacity()),
+            )
             .field("stopped", &self.shared.stopped.initialized())
             .finish_non_exhaustive()
     }
@@ -455,7 +460,11 @@ mod tests {
         let retry = Retry::times(5).backoff(Duration::from_millis(10), Duration::from_millis(50));
         let waits: Vec<_> = (1..=5).map(|n| retry.wait(n).as_millis()).collect();
         assert_eq!(waits, [10, 20, 40, 50, 50]);
-        assert_eq!(Retry::times(1).wait(40), Duration::from_secs(1), "no overflow");
+        assert_eq!(
+            Retry::times(1).wait(40),
+            Duration::from_secs(1),
+            "no overflow"
+        );
         assert_eq!(Retry::default(), Retry::never());
     }
 }

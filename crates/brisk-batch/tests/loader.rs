@@ -174,7 +174,10 @@ async fn allows_priming_the_cache() {
 async fn does_not_prime_keys_that_already_exist() {
     let loader = cached(Echo::default());
     assert!(loader.prime(1, "first".to_owned()));
-    assert!(!loader.prime(1, "second".to_owned()), "priming does not overwrite");
+    assert!(
+        !loader.prime(1, "second".to_owned()),
+        "priming does not overwrite"
+    );
     assert_eq!(loader.load(1).await.unwrap().as_deref(), Some("first"));
     loader.load(2).await.unwrap();
     assert!(!loader.prime(2, "late".to_owned()), "nor a loaded value");
@@ -214,7 +217,10 @@ async fn resolves_to_error_to_indicate_failure() {
         error.to_string(),
         "loading key 2 failed: key 2 is forbidden"
     );
-    assert_eq!(error.source_error().map(String::as_str), Some("key 2 is forbidden"));
+    assert_eq!(
+        error.source_error().map(String::as_str),
+        Some("key 2 is forbidden")
+    );
 }
 
 #[tokio::test]
@@ -335,7 +341,10 @@ async fn accepts_a_custom_cache_key() {
         loader.load(Email("ada@example.com".into()))
     );
     assert_eq!((a.unwrap(), b.unwrap()), (Some(15), Some(15)));
-    assert_eq!(loader.load(Email("ADA@EXAMPLE.COM".into())).await.unwrap(), Some(15));
+    assert_eq!(
+        loader.load(Email("ADA@EXAMPLE.COM".into())).await.unwrap(),
+        Some(15)
+    );
     assert_eq!(
         *loader.batch_fn().calls.lock().unwrap(),
         [vec!["Ada@Example.com".to_owned()]]
@@ -352,7 +361,10 @@ struct Bounded {
 impl Cache<u64, Option<String>> for Bounded {
     fn get(&mut self, key: &u64) -> Option<Option<String>> {
         self.lookups.fetch_add(1, Ordering::SeqCst);
-        self.entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone())
+        self.entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.clone())
     }
     fn insert(&mut self, key: u64, value: Option<String>) {
         self.entries.retain(|(k, _)| *k != key);
@@ -407,7 +419,11 @@ async fn a_panicking_batch_reaches_its_callers_as_an_error_and_the_loader_goes_o
             "{error:?}"
         );
     }
-    assert_eq!(loader.load(1).await.unwrap(), value(1), "not cached, loaded again");
+    assert_eq!(
+        loader.load(1).await.unwrap(),
+        value(1),
+        "not cached, loaded again"
+    );
 }
 
 #[tokio::test]
@@ -421,14 +437,22 @@ async fn a_cancelled_caller_does_not_cancel_the_batch_for_the_others() {
     let gave_up = tokio::time::timeout(Duration::from_millis(5), loader.load(7)).await;
     assert!(gave_up.is_err());
     assert_eq!(other.await.unwrap().unwrap(), value(7));
-    assert_eq!(loader.load(7).await.unwrap(), value(7), "and the value was cached");
+    assert_eq!(
+        loader.load(7).await.unwrap(),
+        value(7),
+        "and the value was cached"
+    );
     assert_eq!(loader.batch_fn().calls(), [vec![7]]);
 }
 
 #[tokio::test]
 async fn every_caller_giving_up_still_lets_the_batch_finish_and_cache() {
     let loader = cached(Echo::slow(Duration::from_millis(10)));
-    assert!(tokio::time::timeout(Duration::from_millis(2), loader.load(3)).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(2), loader.load(3))
+            .await
+            .is_err()
+    );
     // Joins the running batch (in flight), does not start another.
     assert_eq!(loader.load(3).await.unwrap(), value(3));
     assert_eq!(loader.batch_fn().calls(), [vec![3]]);
@@ -505,7 +529,11 @@ async fn metrics_count_loads_hits_batches_and_failures() {
     let snapshot = registry.snapshot();
     let counter = |name| snapshot.counter(name, &[("loader", "users")]);
     assert_eq!(counter("brisk_batch_loads_total"), Some(6));
-    assert_eq!(counter("brisk_batch_cache_hits_total"), Some(2), "2 joined, 1 cached");
+    assert_eq!(
+        counter("brisk_batch_cache_hits_total"),
+        Some(2),
+        "2 joined, 1 cached"
+    );
     assert_eq!(counter("brisk_batch_batches_total"), Some(2));
     assert_eq!(counter("brisk_batch_failures_total"), Some(1));
     let sizes = snapshot

@@ -155,7 +155,10 @@ async fn a_full_queue_holds_submitters_back() {
         .counter("brisk_batch_write_items_total", &[("batcher", "events")]);
     // One batch being written, one waiting for its turn, four in the queue; 12 submitters wait.
     assert_eq!(queued, Some(8));
-    batcher.write_fn().gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    batcher
+        .write_fn()
+        .gate
+        .add_permits(Semaphore::MAX_PERMITS / 2);
     let results = outputs(tasks).await;
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(batcher.write_fn().written(), (0..20).collect::<Vec<_>>());
@@ -224,7 +227,11 @@ async fn a_failed_batch_is_reported_to_every_submitter() {
             "the batch function failed for a batch of 3: connection reset writing 3 items"
         );
     }
-    assert_eq!(batcher.submit(4).await.unwrap(), 40, "the next batch is written");
+    assert_eq!(
+        batcher.submit(4).await.unwrap(),
+        40,
+        "the next batch is written"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -243,7 +250,11 @@ async fn a_failed_batch_is_retried_with_backoff_per_the_policy() {
         results.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
         [10, 20]
     );
-    assert_eq!(start.elapsed(), Duration::from_millis(30), "waited 10 ms, then 20 ms");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(30),
+        "waited 10 ms, then 20 ms"
+    );
     assert_eq!(batcher.write_fn().attempts.load(Ordering::SeqCst), 3);
     let snapshot = registry.snapshot();
     let counter = |name| snapshot.counter(name, &[("batcher", "events")]);
@@ -256,9 +267,7 @@ async fn a_failed_batch_is_retried_with_backoff_per_the_policy() {
 async fn retries_stop_at_the_limit_and_report_the_error() {
     let sink = Sink::new();
     sink.fail_next.store(10, Ordering::SeqCst);
-    let batcher = WriteBatcher::builder(sink)
-        .retry(Retry::times(2))
-        .build();
+    let batcher = WriteBatcher::builder(sink).retry(Retry::times(2)).build();
     assert!(matches!(batcher.submit(1).await, Err(Error::Batch { .. })));
     assert_eq!(batcher.write_fn().attempts.load(Ordering::SeqCst), 3);
 }
@@ -268,9 +277,7 @@ async fn errors_that_are_not_retryable_are_reported_at_once() {
     let mut sink = Sink::new();
     sink.fail_next.store(1, Ordering::SeqCst);
     sink.retryable = false;
-    let batcher = WriteBatcher::builder(sink)
-        .retry(Retry::times(5))
-        .build();
+    let batcher = WriteBatcher::builder(sink).retry(Retry::times(5)).build();
     assert!(matches!(batcher.submit(1).await, Err(Error::Batch { .. })));
     assert_eq!(batcher.write_fn().attempts.load(Ordering::SeqCst), 1);
 }
