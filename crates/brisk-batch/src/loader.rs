@@ -474,16 +474,20 @@ impl<L: BatchLoad> Shared<L> {
                 .max(TIMER_SLACK.min(self.delay));
             let _ = tokio::time::timeout(aim, batch.full.notified()).await;
         }
-        let keys = match batch.lock_closed().take() {
+        // Each guard is dropped before the next lock is taken: `lookup` locks the state, then
+        // the batch's `closed`, so holding `closed` while locking the state would deadlock.
+        let closed = batch.lock_closed().take();
+        let keys = match closed {
             Some(keys) => keys,
             None => {
-                let mut state = self.lock();
-                match state.open.take_if(|open| open.id == id) {
+                let open = self.lock().open.take_if(|open| open.id == id);
+                match open {
                     Some(open) => open.keys,
-                    // Filled between the timeout and the lock: the keys are in the batch now.
+                    // Filled between the wait and the state lock: the keys are in the batch now
+                    // (`lookup` puts them there before it releases the state lock).
                     None => {
-                        drop(state);
-                        match batch.lock_closed().take() {
+                        let closed = batch.lock_closed().take();
+                        match closed {
                             Some(keys) => keys,
                             None => return,
                         }

@@ -180,12 +180,20 @@ async fn flush_writes_what_is_queued_now() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_writes_everything_queued_then_refuses_new_items() {
+    let registry = Registry::new();
     let batcher = WriteBatcher::builder(Sink::new())
         .max_delay(Duration::from_secs(3600))
+        .metrics(&registry, "events")
         .build();
     let tasks = submit_all(&batcher, 0..250);
-    // Wait until all 250 are queued (two full batches written, 50 waiting for the delay).
-    while batcher.write_fn().written().len() < 200 {
+    // Wait until all 250 are queued (two full batches are written, 50 wait for the delay); a
+    // submit that has not been queued when the shutdown is would rightly be refused.
+    let queued = || {
+        registry
+            .snapshot()
+            .counter("brisk_batch_write_items_total", &[("batcher", "events")])
+    };
+    while queued() < Some(250) {
         tokio::task::yield_now().await;
     }
     batcher.shutdown().await;
