@@ -2,7 +2,7 @@
 //! what it returns ([`Loaded`]), and the optional per-request [`Cache`].
 
 use std::{
-    collections::{HashMap, hash_map},
+    collections::HashMap,
     fmt,
     future::Future,
     hash::{BuildHasher, Hash},
@@ -193,12 +193,28 @@ where
     }
 }
 
-/// Entries of a [`Loaded`] (used by the dataloader adapter and tests).
-impl<K, V, E> IntoIterator for Loaded<K, V, E> {
-    type Item = (K, Result<V, E>);
-    type IntoIter = hash_map::IntoIter<K, Result<V, E>>;
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-    fn into_iter(self) -> Self::IntoIter {
-        self.entries.into_iter()
+    #[test]
+    fn loaded_is_built_from_pairs_maps_values_and_errors() {
+        let mut loaded: Loaded<u32, &str, &str> = [(1, "one")].into_iter().collect();
+        loaded.extend([(2, "two")]);
+        loaded.fail(3, "forbidden");
+        loaded.insert(3, "three after all");
+        assert_eq!((loaded.len(), loaded.is_empty()), (3, false));
+        assert_eq!(loaded.take(&2), Some(Ok("two")));
+        assert_eq!(
+            loaded.take(&3),
+            Some(Ok("three after all")),
+            "insert replaces fail"
+        );
+        loaded.fail(1, "gone");
+        assert_eq!(loaded.take(&1), Some(Err("gone")));
+        assert_eq!(loaded.take(&4), None, "missing");
+        assert!(loaded.is_empty());
+        let from_map: Loaded<u32, u32> = HashMap::from([(7, 49)]).into();
+        assert_eq!(format!("{from_map:?}"), "{7: Ok(49)}");
     }
 }
