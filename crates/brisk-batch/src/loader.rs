@@ -227,10 +227,7 @@ impl<L: BatchLoad> Loader<L> {
             actions.start(&self.shared);
             lookup
         };
-        match lookup {
-            Lookup::Cached(value) => Ok(value),
-            Lookup::Wait(slot) => slot.wait().await,
-        }
+        lookup.resolve().await
     }
 
     /// Loads many keys, in as few batches as they fit, and returns their results in the order
@@ -249,10 +246,7 @@ impl<L: BatchLoad> Loader<L> {
         };
         let mut results = Vec::with_capacity(lookups.len());
         for lookup in lookups {
-            results.push(match lookup {
-                Lookup::Cached(value) => Ok(value),
-                Lookup::Wait(slot) => slot.wait().await,
-            });
+            results.push(lookup.resolve().await);
         }
         results
     }
@@ -375,6 +369,15 @@ enum Lookup<L: BatchLoad> {
     Wait(Slot<L>),
 }
 
+impl<L: BatchLoad> Lookup<L> {
+    async fn resolve(self) -> LoadResult<L> {
+        match self {
+            Self::Cached(value) => Ok(value),
+            Self::Wait(slot) => slot.wait().await,
+        }
+    }
+}
+
 /// Tasks to start once the state lock is released: one per batch opened by this call.
 struct Actions<L: BatchLoad> {
     opened: Vec<(u64, Arc<Batch<L>>)>,
@@ -468,32 +471,18 @@ impl<L: BatchLoad> Shared<L> {
             // tokio's timer rounds a deadline up to its next 1 ms tick and then sleeps in whole
             // milliseconds, so a plain sleep overshoots by about a millisecond; aiming half a
             // millisecond early closes the batch about `delay` after its first key.
-            let aim = self
-                .delay
-                .saturating_sub(TIMER_SLACK)
-                .max(TIMER_SLACK.min(self.delay));
+            let aim = timer_aim(self.delay);
             let _ = tokio::time::timeout(aim, batch.full.notified()).await;
         }
-        // Each guard is dropped before the next lock is taken: `lookup` locks the state, then
-        // the batch's `closed`, so holding `closed` while locking the state would deadlock.
-        let closed = batch.lock_closed().take();
-        let keys = match closed {
-            Some(keys) => keys,
-            None => {
-                let open = self.lock().open.take_if(|open| open.id == id);
-                match open {
-                    Some(open) => open.keys,
-                    // Filled between the wait and the state lock: the keys are in the batch now
-                    // (`lookup` puts them there before it releases the state lock).
-                    None => {
-                        let closed = batch.lock_closed().take();
-                        match closed {
-                            Some(keys) => keys,
-                            None => return,
-                        }
-                    }
-                }
-            }
+        // The state first: `lookup` moves a full batch's keys into `closed` while it holds the
+        // state lock, so once that lock is ours the keys are in one place or the other. Each
+        // guard is dropped at the end of its statement (`lookup` locks in the same order).
+        let open = self.lock().open.take_if(|open| open.id == id);
+        let Some(keys) = open
+            .map(|open| open.keys)
+            .or_else(|| batch.lock_closed().take())
+        else {
+            return;
         };
         self.run(keys, batch).await;
     }
@@ -549,6 +538,15 @@ impl<L: BatchLoad> Shared<L> {
     }
 }
 
+/// How long to sleep on tokio's timer for a batch delay of `delay`: half a millisecond less
+/// (tokio rounds a deadline up to its next 1 ms tick, then sleeps in whole milliseconds), but
+/// never less than `delay` itself or half a millisecond, whichever is shorter.
+fn timer_aim(delay: Duration) -> Duration {
+    delay
+        .saturating_sub(TIMER_SLACK)
+        .max(delay.min(TIMER_SLACK))
+}
+
 /// Runs `future` to completion, catching a panic in it (as its payload), so that the batch's
 /// callers hear of it instead of waiting forever.
 async fn catch_unwind<F: Future>(future: F) -> Result<F::Output, Box<dyn Any + Send>> {
@@ -575,4 +573,18 @@ fn per_key<L: BatchLoad>(
             None => Ok(None),
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_timer_is_aimed_half_a_millisecond_early_but_never_below_the_delay_or_half_a_ms() {
+        let aim = |us| timer_aim(Duration::from_micros(us)).as_micros();
+        assert_eq!(aim(10_000), 9_500);
+        assert_eq!(aim(1_000), 500);
+        assert_eq!(aim(800), 500);
+        assert_eq!(aim(300), 300);
+    }
 }
