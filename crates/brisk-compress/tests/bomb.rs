@@ -13,7 +13,11 @@ const LIMIT: u64 = 8 << 20;
 /// makes a small bomb quickly (zstd's fastest level already reaches ~30000:1 on zeros).
 fn bomb(encoding: Encoding, size: u64) -> Vec<u8> {
     let zeros = vec![0u8; 1 << 20];
-    let level = if encoding == Encoding::Zstd { Level::Fastest } else { Level::Default };
+    let level = if encoding == Encoding::Zstd {
+        Level::Fastest
+    } else {
+        Level::Default
+    };
     let mut encoder = Encoder::new(encoding, level);
     let mut bomb = Vec::new();
     for _ in 0..size / zeros.len() as u64 {
@@ -28,14 +32,21 @@ fn bomb(encoding: Encoding, size: u64) -> Vec<u8> {
 /// Peak resident memory of this process, from `/proc/self/status`.
 fn peak_rss() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let line = status.lines().find(|line| line.starts_with("VmHWM:")).unwrap();
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .unwrap();
     let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kib * 1024
 }
 
 fn rejects_at_the_limit(encoding: Encoding, size: u64, max_bomb: usize) {
     let bomb = bomb(encoding, size);
-    assert!(bomb.len() <= max_bomb, "{encoding}: {size} zeros became {} bytes", bomb.len());
+    assert!(
+        bomb.len() <= max_bomb,
+        "{encoding}: {size} zeros became {} bytes",
+        bomb.len()
+    );
 
     let mut decoder = Decoder::new(encoding, LIMIT);
     let mut outcome = Ok(());
@@ -54,9 +65,17 @@ fn rejects_at_the_limit(encoding: Encoding, size: u64, max_bomb: usize) {
     // Stopped at the limit, not after it: at most one byte past it was produced, and only the
     // start of the bomb was read.
     assert_eq!(decoder.bytes_out(), LIMIT + 1, "{encoding}");
-    assert!(decoder.bytes_in() < bomb.len() as u64 / 4 + 4096, "{encoding}: read {}", decoder.bytes_in());
+    assert!(
+        decoder.bytes_in() < bomb.len() as u64 / 4 + 4096,
+        "{encoding}: read {}",
+        decoder.bytes_in()
+    );
     let peak = peak_rss();
-    assert!(peak < 128 << 20, "{encoding}: peak resident memory {} MiB", peak >> 20);
+    assert!(
+        peak < 128 << 20,
+        "{encoding}: peak resident memory {} MiB",
+        peak >> 20
+    );
 }
 
 #[test]
