@@ -56,6 +56,12 @@ pub enum Error {
         #[source]
         source: io::Error,
     },
+    /// A policy setting is invalid; `reason` says which and why.
+    #[error("invalid policy: {reason}")]
+    Policy {
+        /// What is wrong.
+        reason: String,
+    },
     /// A framed cache value could not be read; `reason` says why.
     #[error("invalid framed value: {reason}")]
     Frame {

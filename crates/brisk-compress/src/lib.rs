@@ -4,11 +4,16 @@
 mod codec;
 mod encoding;
 mod error;
+mod metrics;
 mod negotiate;
+mod policy;
 mod stream;
+mod value;
 
 pub use codec::{Decoder, Encoder, compress, decompress};
 pub use encoding::{Encoding, Level};
 pub use error::{BoxError, Error, Result};
 pub use negotiate::{AcceptEncoding, Quality};
+pub use policy::{Policy, PolicyBuilder};
 pub use stream::{CompressReader, CompressStream, DecompressReader, DecompressStream, Flush};
+pub use value::{ValueCodec, ValueCodecBuilder};
