@@ -4,6 +4,8 @@
 mod codec;
 mod encoding;
 mod error;
+#[cfg(feature = "tower")]
+mod layer;
 mod metrics;
 mod negotiate;
 mod policy;
@@ -13,6 +15,12 @@ mod value;
 pub use codec::{Decoder, Encoder, compress, decompress};
 pub use encoding::{Encoding, Level};
 pub use error::{BoxError, Error, Result};
+#[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
+pub use layer::{
+    Compression, CompressionBody, CompressionLayer, DecodedBody, Decompression, DecompressionLayer,
+    ResponseFuture,
+};
 pub use negotiate::{AcceptEncoding, Quality};
 pub use policy::{Policy, PolicyBuilder};
 pub use stream::{CompressReader, CompressStream, DecompressReader, DecompressStream, Flush};
