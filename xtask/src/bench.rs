@@ -13,6 +13,7 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("dedup", "brisk-dedup", "single_flight"),
     ("pool", "brisk-pool", "pool"),
     ("batch", "brisk-batch", "loader"),
+    ("compress", "brisk-compress", "codecs"),
 ];
 
 pub(crate) fn run(selected: &[String]) -> Result<()> {

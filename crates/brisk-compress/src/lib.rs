@@ -11,6 +11,7 @@ mod negotiate;
 mod policy;
 mod stream;
 mod value;
+mod zstd_codec;
 
 pub use codec::{Decoder, Encoder, compress, decompress};
 pub use encoding::{Encoding, Level};

@@ -212,10 +212,61 @@ fn output_matches_the_raw_codecs_at_the_same_level() {
     let data = br#"{"id":12345,"name":"Ada Lovelace","email":"ada@example.com","tags":["math","engines"]}"#
         .repeat(200);
     let ours = compress(Encoding::Zstd, Level::Precise(3), &data).unwrap();
-    // The streaming form: one-shot `bulk` also writes the content size into the header.
-    assert_eq!(ours, zstd::stream::encode_all(&data[..], 3).unwrap());
+    // With the size pledged, byte for byte what zstd's one-shot API writes.
+    assert_eq!(ours, zstd::bulk::compress(&data, 3).unwrap());
     let ours = compress(Encoding::Deflate, Level::Precise(6), &data).unwrap();
     let mut raw = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::new(6));
     raw.write_all(&data).unwrap();
     assert_eq!(ours, raw.finish().unwrap());
+}
+
+#[test]
+fn a_pledged_size_must_be_kept() {
+    let mut encoder = Encoder::with_size(Encoding::Zstd, Level::Default, 10);
+    encoder.write(b"only five").unwrap();
+    assert!(matches!(
+        encoder.finish(),
+        Err(Error::Compress {
+            encoding: Encoding::Zstd,
+            ..
+        })
+    ));
+    // Other codecs take the size as a hint only.
+    let mut encoder = Encoder::with_size(Encoding::Gzip, Level::Default, 10);
+    encoder.write(b"only five").unwrap();
+    encoder.finish().unwrap();
+}
+
+#[test]
+fn zstd_windows_over_8_mib_are_refused() {
+    // RFC 9659 caps HTTP zstd at an 8 MiB window; a frame asking for 128 MiB must not make the
+    // decoder allocate it.
+    let mut encoder = zstd::stream::raw::Encoder::new(3).unwrap();
+    zstd::stream::raw::Operation::reinit(&mut encoder).unwrap();
+    encoder
+        .set_parameter(zstd::stream::raw::CParameter::WindowLog(27))
+        .unwrap();
+    let mut wire = vec![0u8; 1 << 16];
+    let mut out = zstd::stream::raw::OutBuffer::around(&mut wire[..]);
+    let mut input = zstd::stream::raw::InBuffer::around(&[1u8; 1000][..]);
+    zstd::stream::raw::Operation::run(&mut encoder, &mut input, &mut out).unwrap();
+    zstd::stream::raw::Operation::finish(&mut encoder, &mut out, true).unwrap();
+    let len = out.pos();
+    let outcome = decompress(Encoding::Zstd, &wire[..len], 1 << 20);
+    assert!(
+        matches!(
+            outcome,
+            Err(Error::Corrupt {
+                encoding: Encoding::Zstd,
+                ..
+            })
+        ),
+        "{outcome:?}"
+    );
+    // Level 22 is capped to the window when we write.
+    let big = compress(Encoding::Zstd, Level::Precise(22), &vec![5u8; 100_000]).unwrap();
+    assert_eq!(
+        decompress(Encoding::Zstd, &big, 100_000).unwrap().len(),
+        100_000
+    );
 }
