@@ -13,6 +13,7 @@
 //! | feature | crate | solves |
 //! |---|---|---|
 //! | `batch` | [`brisk-batch`](https://docs.rs/brisk-batch) | DataLoader batching (N+1 queries become one per batch, batches run concurrently) and write batching with backpressure |
+//! | `compress` | [`brisk-compress`](https://docs.rs/brisk-compress) | gzip/brotli/zstd/deflate negotiated per RFC 9110 with size and type thresholds, streams that flush when idle, tower layers (its own feature `tower`) with bomb-safe request decoding, framed cache values |
 //! | `dedup` | [`brisk-dedup`](https://docs.rs/brisk-dedup) | single-flight: concurrent identical requests share one execution, in one process or across instances through Redis (its own feature `redis`) |
 //! | `metrics` | [`brisk-metrics`](https://docs.rs/brisk-metrics) | latency histograms, counters, Prometheus text, performance budgets |
 //! | `pool` | [`brisk-pool`](https://docs.rs/brisk-pool) | connection pools for diesel-async PostgreSQL and SQLite and for Redis (its own features `postgres`, `sqlite`, `redis`), validating only idle connections |
@@ -23,6 +24,9 @@
 #[cfg(feature = "batch")]
 #[cfg_attr(docsrs, doc(cfg(feature = "batch")))]
 pub use brisk_batch as batch;
+#[cfg(feature = "compress")]
+#[cfg_attr(docsrs, doc(cfg(feature = "compress")))]
+pub use brisk_compress as compress;
 #[cfg(feature = "dedup")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dedup")))]
 pub use brisk_dedup as dedup;
