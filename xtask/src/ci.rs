@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
-use crate::{cmd::Cmd, setup, test};
+use crate::{cmd::Cmd, fuzz, setup, test};
 
 type Step = (&'static str, fn() -> Result<()>);
 
@@ -18,6 +18,7 @@ const STEPS: &[Step] = &[
     ("rustdoc", doc),
     ("tests", tests),
     ("facade features", facade_features),
+    ("fuzz smoke", fuzz::smoke),
 ];
 
 pub(crate) fn run() -> Result<()> {

@@ -54,6 +54,13 @@ impl Cmd {
         self
     }
 
+    /// Runs in `dir` instead of the current directory.
+    pub(crate) fn current_dir(mut self, dir: &std::path::Path) -> Self {
+        self.shown = format!("(cd {} && {})", dir.display(), self.shown);
+        self.command.current_dir(dir);
+        self
+    }
+
     /// Runs with inherited output; fails unless it exits 0.
     pub(crate) fn run(mut self) -> Result<()> {
         println!("$ {}", self.shown);

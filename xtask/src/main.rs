@@ -8,6 +8,7 @@ mod bench;
 mod budget;
 mod ci;
 mod cmd;
+mod fuzz;
 mod setup;
 mod test;
 
@@ -18,9 +19,10 @@ usage: cargo xtask <command> [args]
 
 commands:
   ci      everything CI checks: prerequisites, rustfmt, clippy, msrv, cargo-deny, rustdoc,
-          tests, the facade with each feature
+          tests, the facade with each feature, a fixed-seed fuzz run of each target
   test    doctests and every test through cargo-nextest (extra args go to nextest)
   bench   benchmarks beside their peers, written to docs/benchmarks.md [crate...: metrics]
+  fuzz    the cargo-fuzz targets in fuzz/, 60 s each [target...] [--seconds N]
   budget  <budgets.toml> <snapshot.json>: fail when a metrics snapshot breaks a budget
 ";
 
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Some("ci") => ci::run(),
         Some("test") => test::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("fuzz") => fuzz::run(&args[1..]),
         Some("budget") => budget::run(&args[1..]),
         Some(other) => {
             eprint!("xtask: unknown command `{other}`\n\n{USAGE}");

@@ -601,10 +601,10 @@ pub fn compress(encoding: Encoding, level: Level, input: &[u8]) -> Result<Vec<u8
 /// # Errors
 /// [`Error::TooLarge`], [`Error::Corrupt`], [`Error::Truncated`] or [`Error::TrailingData`].
 pub fn decompress(encoding: Encoding, input: &[u8], limit: u64) -> Result<Vec<u8>> {
-    if encoding == Encoding::Zstd {
-        if let Some(output) = zstd_codec::decompress_all(input, limit) {
-            return Ok(output);
-        }
+    if encoding == Encoding::Zstd
+        && let Some(output) = zstd_codec::decompress_all(input, limit)
+    {
+        return Ok(output);
     }
     let hint = input.len().saturating_mul(4).max(MIN_GROWTH);
     let mut decoder = Decoder::with_capacity(encoding, limit, hint);

@@ -122,8 +122,8 @@ impl Metrics {
         let side = &self.sides[encoding.index()][direction as usize];
         side.bytes_in.add(bytes_in);
         side.bytes_out.add(bytes_out);
-        if bytes_in > 0 {
-            side.ratio.record(bytes_out.saturating_mul(100) / bytes_in);
+        if let Some(percent) = bytes_out.saturating_mul(100).checked_div(bytes_in) {
+            side.ratio.record(percent);
         }
     }
 
