@@ -5,7 +5,12 @@
 use brisk_compress::{AcceptEncoding, Encoding};
 use libfuzzer_sys::fuzz_target;
 
-const OFFER: [Encoding; 4] = [Encoding::Brotli, Encoding::Gzip, Encoding::Zstd, Encoding::Deflate];
+const OFFER: [Encoding; 4] = [
+    Encoding::Brotli,
+    Encoding::Gzip,
+    Encoding::Zstd,
+    Encoding::Deflate,
+];
 
 fuzz_target!(|header: &[u8]| {
     let accept = AcceptEncoding::parse(header);

@@ -17,7 +17,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     while let Some(arg) = args.next() {
         if arg == "--seconds" {
             let value = args.next().context("--seconds needs a number")?;
-            seconds = value.parse().with_context(|| format!("--seconds {value}"))?;
+            seconds = value
+                .parse()
+                .with_context(|| format!("--seconds {value}"))?;
         } else if TARGETS.contains(&arg.as_str()) {
             targets.push(arg.as_str());
         } else {

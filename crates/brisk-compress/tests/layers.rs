@@ -85,6 +85,45 @@ async fn start() -> Server {
             }),
         )
         .route(
+            "/no-transform",
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "application/json"),
+                        (header::CACHE_CONTROL, "public, no-transform"),
+                    ],
+                    api_json(),
+                )
+            }),
+        )
+        .route(
+            "/varies",
+            get(|| async {
+                (
+                    [
+                        (header::CONTENT_TYPE, "application/json"),
+                        (header::VARY, "Origin"),
+                    ],
+                    api_json(),
+                )
+            }),
+        )
+        .route(
+            "/partial",
+            get(|| async {
+                let body = api_json();
+                let range = format!("bytes 0-{}/{}", body.len() - 1, body.len() * 2);
+                (
+                    StatusCode::PARTIAL_CONTENT,
+                    [
+                        (header::CONTENT_TYPE, "application/json".to_owned()),
+                        (header::CONTENT_RANGE, range),
+                    ],
+                    body,
+                )
+            }),
+        )
+        .route(
             "/pre-encoded",
             get(|| async {
                 let gz = compress(Encoding::Gzip, Level::Best, api_json().as_bytes()).unwrap();
@@ -516,4 +555,26 @@ async fn unknown_stacked_and_corrupt_request_codings_are_refused() {
         .await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(server.echoes.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn no_transform_and_partial_content_are_left_alone_and_vary_is_merged() {
+    let server = start().await;
+    let json = api_json();
+    let (parts, body) = server.get("/no-transform", Some("gzip")).await;
+    assert!(!parts.headers.contains_key(header::CONTENT_ENCODING));
+    assert_eq!(body, json.as_bytes());
+
+    let (parts, body) = server.get("/partial", Some("gzip")).await;
+    assert_eq!(parts.status, StatusCode::PARTIAL_CONTENT);
+    assert!(!parts.headers.contains_key(header::CONTENT_ENCODING));
+    assert_eq!(body, json.as_bytes());
+
+    // An existing Vary keeps its value and gains Accept-Encoding once.
+    let (parts, body) = server.get("/varies", Some("br")).await;
+    assert_eq!(vary(&parts), ["Origin", "accept-encoding"]);
+    assert_eq!(
+        reference_decode(parts.headers.get(header::CONTENT_ENCODING), &body),
+        json.as_bytes()
+    );
 }
