@@ -318,23 +318,7 @@ impl Encoder {
         if !std::mem::take(&mut self.dirty) {
             return Ok(());
         }
-        let compress_error = |source| Error::Compress {
-            encoding: self.encoding,
-            source,
-        };
-        let Some(codec) = self.codec.codec().map_err(compress_error)? else {
-            return Ok(());
-        };
-        while !self
-            .output
-            .step(|room| codec.flush(room))
-            .map_err(|source| Error::Compress {
-                encoding: self.encoding,
-                source,
-            })?
-            .answer
-        {}
-        Ok(())
+        self.drain(|codec, room| codec.flush(room))
     }
 
     /// Ends the stream: writes the codec's trailer. Further writes are errors.
@@ -345,20 +329,23 @@ impl Encoder {
         self.check_open()?;
         self.finished = true;
         self.dirty = false;
-        let compress_error = |source| Error::Compress {
-            encoding: self.encoding,
-            source,
-        };
+        self.drain(|codec, room| codec.finish(room))
+    }
+
+    /// Repeats a flush or finish step, growing the output, until the codec says it is done.
+    fn drain(
+        &mut self,
+        step: impl Fn(&mut dyn EncodeV2, &mut WriteBuffer<'_>) -> io::Result<bool>,
+    ) -> Result<()> {
+        let encoding = self.encoding;
+        let compress_error = |source| Error::Compress { encoding, source };
         let Some(codec) = self.codec.codec().map_err(compress_error)? else {
             return Ok(());
         };
         while !self
             .output
-            .step(|room| codec.finish(room))
-            .map_err(|source| Error::Compress {
-                encoding: self.encoding,
-                source,
-            })?
+            .step(|room| step(codec, room))
+            .map_err(compress_error)?
             .answer
         {}
         Ok(())
