@@ -372,12 +372,6 @@ impl Encoder {
         self.output.len()
     }
 
-    /// Whether input was written since the last flush.
-    #[must_use]
-    pub fn needs_flush(&self) -> bool {
-        self.dirty
-    }
-
     /// Uncompressed bytes written so far.
     #[must_use]
     pub fn bytes_in(&self) -> u64 {
