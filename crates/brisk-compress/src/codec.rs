@@ -48,11 +48,13 @@ impl Output {
     }
 
     /// Runs `step` on the unwritten room, growing it first when full. Returns the step's answer
-    /// and whether it filled the room (then the codec may have more to give).
+    /// and whether it filled the room (then the codec may have more to give). Codec errors go
+    /// through `codec_error`; passing the limit is [`Error::TooLarge`].
     fn step<T>(
         &mut self,
         step: impl FnOnce(&mut WriteBuffer<'_>) -> io::Result<T>,
-    ) -> io::Result<StepResult<T>> {
+        codec_error: impl FnOnce(io::Error) -> Error,
+    ) -> Result<StepResult<T>> {
         if self.filled == self.buf.len() {
             let mut growth = self.buf.len().max(MIN_GROWTH);
             if let Some(limit) = self.limit {
@@ -66,16 +68,13 @@ impl Output {
             self.buf.resize(self.filled + growth, 0);
         }
         let mut room = WriteBuffer::new_initialized(&mut self.buf[self.filled..]);
-        let answer = step(&mut room)?;
+        let answer = step(&mut room).map_err(codec_error)?;
         let written = room.written_len();
         let full = room.has_no_spare_space();
         self.filled += written;
         self.produced += written as u64;
         if let Some(limit) = self.limit.filter(|&limit| self.produced > limit) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                Error::TooLarge { limit },
-            ));
+            return Err(Error::TooLarge { limit });
         }
         Ok(StepResult {
             answer,
@@ -84,12 +83,17 @@ impl Output {
         })
     }
 
-    /// Appends bytes as they are (identity).
-    fn push(&mut self, bytes: &[u8]) {
+    /// Appends bytes as they are (identity); refused whole if they would pass the limit.
+    fn push(&mut self, bytes: &[u8]) -> Result<()> {
+        let total = self.produced + bytes.len() as u64;
+        if let Some(limit) = self.limit.filter(|&limit| total > limit) {
+            return Err(Error::TooLarge { limit });
+        }
         self.buf.truncate(self.filled);
         self.buf.extend_from_slice(bytes);
         self.filled = self.buf.len();
-        self.produced += bytes.len() as u64;
+        self.produced = total;
+        Ok(())
     }
 
     fn len(&self) -> usize {
@@ -288,22 +292,15 @@ impl Encoder {
         }
         self.consumed += input.len() as u64;
         self.dirty = true;
-        let compress_error = |source| Error::Compress {
-            encoding: self.encoding,
-            source,
-        };
+        let encoding = self.encoding;
+        let compress_error = |source| Error::Compress { encoding, source };
         let Some(codec) = self.codec.codec().map_err(compress_error)? else {
-            self.output.push(input);
-            return Ok(());
+            return self.output.push(input);
         };
         let mut input = PartialBuffer::new(input);
         while !input.unwritten().is_empty() {
             self.output
-                .step(|room| codec.encode(&mut input, room))
-                .map_err(|source| Error::Compress {
-                    encoding: self.encoding,
-                    source,
-                })?;
+                .step(|room| codec.encode(&mut input, room), compress_error)?;
         }
         Ok(())
     }
@@ -344,8 +341,7 @@ impl Encoder {
         };
         while !self
             .output
-            .step(|room| step(codec, room))
-            .map_err(compress_error)?
+            .step(|room| step(codec, room), compress_error)?
             .answer
         {}
         Ok(())
@@ -454,12 +450,7 @@ impl Decoder {
         let encoding = self.encoding;
         let corrupt = |source: io::Error| decode_error(encoding, source);
         let Some(codec) = self.codec.codec().map_err(corrupt)? else {
-            let limit = self.output.limit.unwrap_or(u64::MAX);
-            if self.output.produced + input.len() as u64 > limit {
-                return Err(Error::TooLarge { limit });
-            }
-            self.output.push(input);
-            return Ok(());
+            return self.output.push(input);
         };
         let mut input = PartialBuffer::new(input);
         loop {
@@ -477,8 +468,7 @@ impl Decoder {
             let before = input.written_len();
             let step = self
                 .output
-                .step(|room| codec.decode(&mut input, room))
-                .map_err(corrupt)?;
+                .step(|room| codec.decode(&mut input, room), corrupt)?;
             self.at_end = step.answer;
             if self.at_end || step.full {
                 // Look for trailing data, or let the codec give what did not fit.
@@ -535,16 +525,8 @@ impl Decoder {
     }
 }
 
-/// Maps a codec's error, which may carry our own `TooLarge`, to [`Error`].
+/// Maps a decoding codec's error to [`Error`].
 fn decode_error(encoding: Encoding, source: io::Error) -> Error {
-    if source.get_ref().is_some_and(|inner| inner.is::<Error>()) {
-        if let Some(Ok(ours)) = source.into_inner().map(|inner| inner.downcast::<Error>()) {
-            return *ours;
-        }
-        return Error::Frame {
-            reason: "internal: an error lost its payload",
-        };
-    }
     if source.kind() == io::ErrorKind::UnexpectedEof {
         return Error::Truncated { encoding };
     }

@@ -1,7 +1,6 @@
 //! `Stream<Item = Result<Bytes, _>>` and `AsyncRead` adapters over [`Encoder`] and [`Decoder`].
 
 use std::{
-    fmt,
     pin::Pin,
     task::{Context, Poll, ready},
 };
@@ -132,6 +131,11 @@ impl<T: Transform> Pump<T> {
         }
     }
 
+    /// What the transform has produced since the last take, if anything.
+    fn produced(&mut self) -> Option<Bytes> {
+        (self.transform.pending() > 0).then(|| self.transform.take())
+    }
+
     fn step(
         &mut self,
         cx: &mut Context<'_>,
@@ -149,16 +153,16 @@ impl<T: Transform> Pump<T> {
                 let chunk_done = self.input.is_empty();
                 if chunk_done && self.flush == Flush::EveryChunk {
                     self.transform.flush()?;
-                    if self.transform.pending() > 0 {
-                        return Poll::Ready(Some(Ok(self.transform.take())));
+                    if let Some(output) = self.produced() {
+                        return Poll::Ready(Some(Ok(output)));
                     }
                 }
                 if self.transform.pending() >= YIELD_AT {
                     return Poll::Ready(Some(Ok(self.transform.take())));
                 }
                 if fed >= BUDGET {
-                    if self.transform.pending() > 0 {
-                        return Poll::Ready(Some(Ok(self.transform.take())));
+                    if let Some(output) = self.produced() {
+                        return Poll::Ready(Some(Ok(output)));
                     }
                     cx.waker().wake_by_ref();
                     return Poll::Pending;
@@ -168,8 +172,7 @@ impl<T: Transform> Pump<T> {
             if self.source_ended {
                 self.transform.end()?;
                 self.done = true;
-                let rest = self.transform.take();
-                return Poll::Ready((!rest.is_empty()).then_some(Ok(rest)));
+                return Poll::Ready(self.produced().map(Ok));
             }
             match source(cx) {
                 Poll::Ready(Some(Ok(chunk))) => self.input = chunk,
@@ -179,10 +182,10 @@ impl<T: Transform> Pump<T> {
                     if self.flush == Flush::WhenIdle {
                         self.transform.flush()?;
                     }
-                    if self.transform.pending() > 0 {
-                        return Poll::Ready(Some(Ok(self.transform.take())));
-                    }
-                    return Poll::Pending;
+                    return match self.produced() {
+                        Some(output) => Poll::Ready(Some(Ok(output))),
+                        None => Poll::Pending,
+                    };
                 }
             }
         }
@@ -221,6 +224,7 @@ pin_project_lite::pin_project! {
     /// # Ok(())
     /// # }
     /// ```
+    #[derive(Debug)]
     pub struct CompressStream<S> {
         #[pin]
         source: S,
@@ -250,15 +254,6 @@ impl<S> CompressStream<S> {
     }
 }
 
-impl<S: fmt::Debug> fmt::Debug for CompressStream<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CompressStream")
-            .field("source", &self.source)
-            .field("pump", &self.pump)
-            .finish()
-    }
-}
-
 impl<S, E> Stream for CompressStream<S>
 where
     S: Stream<Item = Result<Bytes, E>>,
@@ -278,6 +273,7 @@ pin_project_lite::pin_project! {
     ///
     /// Output is handed on as it is decoded, in chunks of at most 32 KiB plus one codec step,
     /// so memory stays small whatever the limit.
+    #[derive(Debug)]
     pub struct DecompressStream<S> {
         #[pin]
         source: S,
@@ -297,15 +293,6 @@ impl<S> DecompressStream<S> {
     /// The decoder, for its byte counts.
     pub fn decoder(&self) -> &Decoder {
         &self.pump.transform
-    }
-}
-
-impl<S: fmt::Debug> fmt::Debug for DecompressStream<S> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DecompressStream")
-            .field("source", &self.source)
-            .field("pump", &self.pump)
-            .finish()
     }
 }
 

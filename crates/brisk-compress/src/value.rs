@@ -103,16 +103,7 @@ impl ValueCodec {
     /// - [`Error::Corrupt`] / [`Error::Truncated`]: a damaged payload.
     pub fn decode(&self, framed: &[u8]) -> Result<Vec<u8>> {
         let frame = |reason| Error::Frame { reason };
-        let [magic, version, coding, rest @ ..] = framed else {
-            return Err(frame("shorter than a frame header"));
-        };
-        if *magic != MAGIC {
-            return Err(frame("no frame header (is this value from a ValueCodec?)"));
-        }
-        if *version != VERSION {
-            return Err(Error::FrameVersion(*version));
-        }
-        let encoding = Encoding::from_frame_id(*coding).ok_or(frame("unknown coding byte"))?;
+        let (encoding, rest) = read_header(framed)?;
         let (length, payload) = read_varint(rest).ok_or(frame("bad length varint"))?;
         if length > self.max_decoded {
             return Err(Error::TooLarge {
@@ -144,16 +135,24 @@ impl ValueCodec {
     /// # Errors
     /// As [`decode`](Self::decode) for the header.
     pub fn peek_encoding(framed: &[u8]) -> Result<Encoding> {
-        match framed {
-            [MAGIC, VERSION, coding, ..] => Encoding::from_frame_id(*coding).ok_or(Error::Frame {
-                reason: "unknown coding byte",
-            }),
-            [MAGIC, version, _, ..] => Err(Error::FrameVersion(*version)),
-            _ => Err(Error::Frame {
-                reason: "no frame header (is this value from a ValueCodec?)",
-            }),
-        }
+        read_header(framed).map(|(encoding, _)| encoding)
     }
+}
+
+/// The coding named by a frame's fixed header, and the bytes after it.
+fn read_header(framed: &[u8]) -> Result<(Encoding, &[u8])> {
+    let frame = |reason| Error::Frame { reason };
+    let [magic, version, coding, rest @ ..] = framed else {
+        return Err(frame("shorter than a frame header"));
+    };
+    if *magic != MAGIC {
+        return Err(frame("no frame header (is this value from a ValueCodec?)"));
+    }
+    if *version != VERSION {
+        return Err(Error::FrameVersion(*version));
+    }
+    let encoding = Encoding::from_frame_id(*coding).ok_or(frame("unknown coding byte"))?;
+    Ok((encoding, rest))
 }
 
 fn frame(encoding: Encoding, length: usize, payload: &[u8]) -> Vec<u8> {

@@ -46,7 +46,7 @@ pub struct DecompressionLayer {
     config: Arc<Config>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Config {
     limit: u64,
     encodings: Vec<Encoding>,
@@ -78,16 +78,8 @@ impl DecompressionLayer {
     }
 
     fn config(&mut self) -> &mut Config {
-        // Layers are configured before they are shared; a clone-on-write keeps `Clone` cheap.
-        if Arc::get_mut(&mut self.config).is_none() {
-            let config = Config {
-                limit: self.config.limit,
-                encodings: self.config.encodings.clone(),
-                metrics: self.config.metrics.clone(),
-            };
-            self.config = Arc::new(config);
-        }
-        Arc::get_mut(&mut self.config).expect("the config was just made unique")
+        // Layers are configured before they are shared; clone-on-write keeps `Clone` cheap.
+        Arc::make_mut(&mut self.config)
     }
 
     /// The most bytes a body may decode to, and the most compressed bytes read.

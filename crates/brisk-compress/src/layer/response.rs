@@ -239,19 +239,15 @@ fn has_no_transform(headers: &HeaderMap) -> bool {
         value
             .as_bytes()
             .split(|&byte| byte == b',')
-            .any(|directive| trim(directive).eq_ignore_ascii_case(b"no-transform"))
+            .any(|directive| directive.trim_ascii().eq_ignore_ascii_case(b"no-transform"))
     })
-}
-
-fn trim(bytes: &[u8]) -> &[u8] {
-    bytes.trim_ascii()
 }
 
 /// Adds `Accept-Encoding` to `Vary` unless it, or `*`, is already there.
 fn add_vary(headers: &mut HeaderMap) {
     let present = headers.get_all(header::VARY).iter().any(|value| {
         value.as_bytes().split(|&byte| byte == b',').any(|name| {
-            let name = trim(name);
+            let name = name.trim_ascii();
             name == b"*" || name.eq_ignore_ascii_case(b"accept-encoding")
         })
     });
