@@ -168,8 +168,8 @@ impl EncodeCodec {
 
 enum DecodeCodec {
     Identity,
-    Gzip(GzipDecoder),
-    Deflate(ZlibDecoder),
+    Gzip(Flate<GzipDecoder>),
+    Deflate(Flate<ZlibDecoder>),
     Brotli(Box<BrotliDecoder>),
     Zstd(ZstdDecoder),
     /// The codec could not be created (zstd out of memory); reported by the first operation.
@@ -180,8 +180,8 @@ impl DecodeCodec {
     fn new(encoding: Encoding) -> Self {
         match encoding {
             Encoding::Identity => Self::Identity,
-            Encoding::Gzip => Self::Gzip(GzipDecoder::new()),
-            Encoding::Deflate => Self::Deflate(ZlibDecoder::new()),
+            Encoding::Gzip => Self::Gzip(Flate(GzipDecoder::new())),
+            Encoding::Deflate => Self::Deflate(Flate(ZlibDecoder::new())),
             Encoding::Brotli => Self::Brotli(Box::new(BrotliDecoder::new())),
             Encoding::Zstd => {
                 ZstdDecoder::new().map_or_else(|error| Self::Failed(Some(error)), Self::Zstd)
@@ -203,6 +203,49 @@ impl DecodeCodec {
                     .unwrap_or_else(|| io::Error::other("the codec failed to start")));
             }
         })
+    }
+}
+
+/// async-compression's gzip and zlib decoders, made safe to step without input.
+///
+/// [`Decoder::write`] steps a codec once more with no input after a step that filled the output
+/// exactly, since the codec may hold output that did not fit. brotli and zstd then give what they
+/// hold, or nothing; the flate codecs instead report zlib's `BufError` ("no progress possible")
+/// as an error whenever they hold nothing, which refused valid bodies that arrived in pieces.
+/// Without input this wrapper drains through the codec's `flush`, which treats `BufError` as
+/// "nothing more", and then asks whether the stream has ended.
+struct Flate<D>(D);
+
+impl<D: DecodeV2> DecodeV2 for Flate<D> {
+    fn reinit(&mut self) -> io::Result<()> {
+        self.0.reinit()
+    }
+
+    fn decode(
+        &mut self,
+        input: &mut PartialBuffer<&[u8]>,
+        output: &mut WriteBuffer<'_>,
+    ) -> io::Result<bool> {
+        if !input.unwritten().is_empty() {
+            return self.0.decode(input, output);
+        }
+        if !self.0.flush(output)? {
+            // The room filled again: more may follow.
+            return Ok(false);
+        }
+        // The codec holds no output. A finished stream answers "ended" (zlib's StreamEnd, or
+        // gzip's trailer already read); any other stream can only answer that it needs input,
+        // with the error this wrapper exists to absorb. Nothing is written either way: the flush
+        // above ran the codec until it made no more progress.
+        Ok(self.0.decode(input, output).unwrap_or(false))
+    }
+
+    fn flush(&mut self, output: &mut WriteBuffer<'_>) -> io::Result<bool> {
+        self.0.flush(output)
+    }
+
+    fn finish(&mut self, output: &mut WriteBuffer<'_>) -> io::Result<bool> {
+        self.0.finish(output)
     }
 }
 
