@@ -38,6 +38,28 @@ fn api_json() -> String {
     format!("[{}]", users.join(","))
 }
 
+/// A handler that validates its own ETag, as handlers do: `If-None-Match` compared weakly
+/// (RFC 9110 §13.1.2), answered 304 with the ETag and no other representation header.
+async fn big(headers: HeaderMap) -> axum::response::Response {
+    let etag = "\"big-v1\"";
+    let matches = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .flat_map(|value| value.to_str().unwrap().split(','))
+        .any(|tag| tag.trim().trim_start_matches("W/") == etag);
+    if matches {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    (
+        [
+            (header::CONTENT_TYPE, "application/json"),
+            (header::ETAG, etag),
+        ],
+        api_json(),
+    )
+        .into_response()
+}
+
 struct Server {
     base: String,
     client: HttpClient,
@@ -84,6 +106,7 @@ async fn start() -> Server {
                 )
             }),
         )
+        .route("/big", get(big))
         .route(
             "/no-transform",
             get(|| async {
@@ -365,23 +388,101 @@ async fn small_bodies_images_and_encoded_bodies_are_left_alone() {
 }
 
 #[tokio::test]
-async fn strong_etags_are_weakened_and_head_keeps_identity_headers() {
+async fn strong_etags_are_weakened_and_head_gets_the_headers_of_get() {
     let server = start().await;
     let (parts, _) = server.get("/tagged", Some("gzip")).await;
     assert_eq!(parts.headers[header::ETAG], "W/\"v1\"");
     let (parts, _) = server.get("/tagged", None).await;
     assert_eq!(parts.headers[header::ETAG], "\"v1\"");
 
-    let response = server
+    for (path, accept) in [
+        ("/json", "gzip"),
+        ("/tagged", "br"),
+        ("/small", "gzip"),
+        ("/json", "identity"),
+    ] {
+        let (get, body) = server.get(path, Some(accept)).await;
+        let head = server
+            .send(
+                Method::HEAD,
+                path,
+                &[("accept-encoding", accept)],
+                Vec::new(),
+            )
+            .await;
+        let head_headers = head.headers().clone();
+        let head_body = head.into_body().collect().await.unwrap().to_bytes();
+        assert!(head_body.is_empty(), "{path}: HEAD sent a body");
+        for name in [
+            header::CONTENT_ENCODING,
+            header::VARY,
+            header::ETAG,
+            header::CONTENT_TYPE,
+        ] {
+            assert_eq!(
+                head_headers.get(&name),
+                get.headers.get(&name),
+                "{path} {accept}: HEAD and GET disagree on {name}"
+            );
+        }
+        if get.headers.contains_key(header::CONTENT_ENCODING) {
+            assert!(
+                !head_headers.contains_key(header::CONTENT_LENGTH),
+                "{path}: {head_headers:?}"
+            );
+        } else {
+            assert_eq!(
+                head_headers[header::CONTENT_LENGTH],
+                body.len().to_string().as_str(),
+                "{path}"
+            );
+        }
+    }
+    let head = server
         .send(
             Method::HEAD,
             "/json",
-            &[("accept-encoding", "gzip")],
+            &[("accept-encoding", "br")],
             Vec::new(),
         )
         .await;
-    assert!(!response.headers().contains_key(header::CONTENT_ENCODING));
-    assert_eq!(response.headers()[header::VARY], "accept-encoding");
+    assert_eq!(head.headers()[header::CONTENT_ENCODING], "br");
+    assert_eq!(head.headers()[header::VARY], "accept-encoding");
+}
+
+#[tokio::test]
+async fn a_304_carries_the_etag_and_vary_of_the_200_it_validates() {
+    let server = start().await;
+    // The compressed 200: a weakened ETag and Vary.
+    let (ok, _) = server.get("/big", Some("gzip, br")).await;
+    assert_eq!(ok.headers[header::ETAG], "W/\"big-v1\"");
+    assert_eq!(vary(&ok), ["accept-encoding"]);
+    let revalidate = |tag: &'static str, accept: Option<&'static str>| {
+        let mut headers = vec![("if-none-match", tag)];
+        headers.extend(accept.map(|accept| ("accept-encoding", accept)));
+        let server = &server;
+        async move {
+            let response = server.send(Method::GET, "/big", &headers, Vec::new()).await;
+            assert_eq!(response.status(), StatusCode::NOT_MODIFIED, "{tag}");
+            response.into_parts().0
+        }
+    };
+    // A cache revalidating that 200 gets the same validator and Vary back (RFC 9110 §15.4.5).
+    let not_modified = revalidate("W/\"big-v1\"", Some("gzip, br")).await;
+    assert_eq!(not_modified.headers[header::ETAG], "W/\"big-v1\"");
+    assert_eq!(vary(&not_modified), ["accept-encoding"]);
+    assert!(!not_modified.headers.contains_key(header::CONTENT_ENCODING));
+    // A client holding the identity 200 (strong tag) keeps its strong tag.
+    let (identity, _) = server.get("/big", None).await;
+    assert_eq!(identity.headers[header::ETAG], "\"big-v1\"");
+    let not_modified = revalidate("\"big-v1\"", None).await;
+    assert_eq!(not_modified.headers[header::ETAG], "\"big-v1\"");
+    assert_eq!(vary(&not_modified), ["accept-encoding"]);
+    // Naming both forms (or neither) leaves the negotiated coding to decide.
+    let not_modified = revalidate("\"big-v1\", W/\"big-v1\"", Some("zstd")).await;
+    assert_eq!(not_modified.headers[header::ETAG], "W/\"big-v1\"");
+    let not_modified = revalidate("\"big-v1\", W/\"big-v1\"", Some("identity")).await;
+    assert_eq!(not_modified.headers[header::ETAG], "\"big-v1\"");
 }
 
 #[tokio::test]
@@ -493,6 +594,151 @@ async fn a_request_bomb_is_answered_413_without_reaching_the_handler() {
         .await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(server.echoes.load(Ordering::SeqCst), 0);
+}
+
+/// Random bytes from a fixed seed: incompressible, like the uploads that were refused.
+fn random_bytes(len: usize, mut seed: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        out.extend_from_slice(&seed.to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+#[tokio::test]
+async fn uploads_of_real_sizes_decode_whatever_hyper_splits_them_into() {
+    let server = start().await;
+    let json = api_json().repeat(8);
+    for original in [
+        random_bytes(32 << 10, 3),
+        random_bytes(200_000, 5),
+        json.into_bytes(),
+    ] {
+        for encoding in [
+            Encoding::Gzip,
+            Encoding::Deflate,
+            Encoding::Brotli,
+            Encoding::Zstd,
+        ] {
+            for level in [Level::Fastest, Level::Default] {
+                let body = compress(encoding, level, &original).unwrap();
+                let response = server
+                    .send(
+                        Method::POST,
+                        "/echo",
+                        &[("content-encoding", encoding.as_str())],
+                        body,
+                    )
+                    .await;
+                assert_eq!(
+                    response.status(),
+                    StatusCode::OK,
+                    "{encoding} of {} bytes",
+                    original.len()
+                );
+                let echoed = response.into_body().collect().await.unwrap().to_bytes();
+                assert!(
+                    echoed == original,
+                    "{encoding}: the handler got other bytes"
+                );
+            }
+        }
+    }
+}
+
+/// The report's case with the client it named: `head -c 32768 /dev/urandom | gzip -1`, posted
+/// by curl (which sends it in its own write sizes).
+#[tokio::test]
+async fn curl_uploads_a_gzip_file() {
+    let server = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, original) in [
+        ("random", random_bytes(32 << 10, 9)),
+        ("json", api_json().repeat(20).into_bytes()),
+    ] {
+        let file = dir.path().join(format!("{name}.gz"));
+        let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(1));
+        std::io::Write::write_all(&mut gzip, &original).unwrap();
+        std::fs::write(&file, gzip.finish().unwrap()).unwrap();
+        let output = tokio::process::Command::new("curl")
+            .args(["--silent", "--show-error", "--fail", "--data-binary"])
+            .arg(format!("@{}", file.display()))
+            .args([
+                "-H",
+                "Content-Encoding: gzip",
+                "-H",
+                "Content-Type: application/octet-stream",
+            ])
+            .arg(format!("{}/echo", server.base))
+            .output()
+            .await
+            .expect("curl runs (xtask installs it)");
+        assert!(
+            output.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(
+            output.stdout == original,
+            "{name}: curl got other bytes back"
+        );
+    }
+}
+
+#[tokio::test]
+async fn oversized_and_empty_uploads() {
+    let server = start().await;
+    // Random data over the limit (1 MiB here) is too large, not corrupt.
+    let big = compress(Encoding::Gzip, Level::Fastest, &random_bytes(1_500_000, 1)).unwrap();
+    let response = server
+        .send(Method::POST, "/echo", &[("content-encoding", "gzip")], big)
+        .await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    // Decoding past the limit mid-way through a body that is itself under it.
+    let over = compress(
+        Encoding::Deflate,
+        Level::Fastest,
+        &api_json().repeat(200).into_bytes(),
+    )
+    .unwrap();
+    assert!(over.len() < 1 << 20);
+    let response = server
+        .send(
+            Method::POST,
+            "/echo",
+            &[("content-encoding", "deflate")],
+            over,
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(server.echoes.load(Ordering::SeqCst), 0);
+    // An empty body is empty, whatever the header says.
+    for encoding in ["gzip", "deflate", "br", "zstd"] {
+        let response = server
+            .send(
+                Method::POST,
+                "/echo",
+                &[("content-encoding", encoding)],
+                Vec::new(),
+            )
+            .await;
+        assert_eq!(response.status(), StatusCode::OK, "{encoding}");
+        assert_eq!(response.headers()["x-request-length"], "0");
+        assert!(
+            response
+                .into_body()
+                .collect()
+                .await
+                .unwrap()
+                .to_bytes()
+                .is_empty()
+        );
+    }
+    assert_eq!(server.echoes.load(Ordering::SeqCst), 4);
 }
 
 #[tokio::test]

@@ -26,6 +26,8 @@ use crate::{
 /// - An unknown or stacked coding (`Content-Encoding: gzip, br`) is answered **415 Unsupported
 ///   Media Type** with an `Accept-Encoding` header listing what is accepted (RFC 9110 §15.5.16).
 /// - Corrupt or truncated data is answered **400 Bad Request**.
+/// - An empty body is an empty body, whatever its `Content-Encoding`: some clients set the
+///   header on every request, bodiless ones included, and zero bytes hold no data to misread.
 /// - Otherwise the inner service gets the decoded body with `Content-Encoding` removed and
 ///   `Content-Length` set to the decoded size. Requests without a coding pass through
 ///   untouched, streamed.
@@ -262,6 +264,9 @@ where
         }
         decoder.write(&data).map_err(refusal)?;
         decoded.extend_from_slice(&decoder.take());
+    }
+    if decoder.bytes_in() == 0 {
+        return Ok(Bytes::new());
     }
     decoder.finish().map_err(refusal)?;
     decoded.extend_from_slice(&decoder.take());
