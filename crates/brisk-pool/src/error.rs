@@ -22,8 +22,8 @@ pub enum Error {
         target: Arc<str>,
         /// The acquire timeout that ran out.
         waited: Duration,
-        /// The error of the most recent connect attempt, if it failed and no connect has
-        /// succeeded since.
+        /// The most recent connect error, if a connect failed during this wait or connects
+        /// are failing now (so a wait that outlived an outage still says why it waited).
         last_connect_error: Option<Arc<BoxError>>,
     },
     /// Connecting failed while building the pool (its warm-up), or the connect hook failed.

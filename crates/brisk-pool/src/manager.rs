@@ -8,7 +8,7 @@ use std::{
         Arc, Mutex, PoisonError,
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant as StdInstant},
 };
 
 use tokio::{sync::Notify, time::Instant};
@@ -102,13 +102,21 @@ pub(crate) struct Shared {
     pub(crate) waiting: AtomicUsize,
     /// While the pool is built, a failed connect is not retried: the build fails at once.
     pub(crate) warming: AtomicBool,
-    last_connect_error: Mutex<Option<Arc<BoxError>>>,
+    /// The last connect attempt failed (cleared by the next success).
+    failing: AtomicBool,
+    /// The most recent connect error and when it happened; kept after a success, so that a
+    /// checkout timing out can name an error from its own wait.
+    last_connect_error: Mutex<Option<(StdInstant, Arc<BoxError>)>>,
+    /// Wakes the refill task: a connect failed, or a checkout began waiting while connects
+    /// fail.
+    pub(crate) refill_wanted: Notify,
+    /// The first wait before a connect retry, and the most a refill probe waits.
+    pub(crate) retry_backoff: Duration,
     policy: Policy,
     lifetime_ticks: Option<u64>,
     jitter_ticks: u64,
     connect_timeout: Duration,
     connect_retries: u32,
-    retry_backoff: Duration,
     max_backoff: Duration,
     random: RandomState,
     /// Numbers the random draws, so that connections opened together differ.
@@ -139,7 +147,9 @@ impl Shared {
             close_notify: Notify::new(),
             waiting: AtomicUsize::new(0),
             warming: AtomicBool::new(true),
+            failing: AtomicBool::new(false),
             last_connect_error: Mutex::new(None),
+            refill_wanted: Notify::new(),
             connect_timeout: config.connect_timeout,
             connect_retries: config.connect_retries,
             retry_backoff: config.retry_backoff,
@@ -153,19 +163,41 @@ impl Shared {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// The last connect error, if no connect succeeded since.
-    pub(crate) fn last_connect_error(&self) -> Option<Arc<BoxError>> {
-        self.last_connect_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+    /// Whether the last connect attempt failed.
+    pub(crate) fn is_failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
     }
 
-    fn set_last_connect_error(&self, error: Option<Arc<BoxError>>) {
+    /// The connect error a checkout that began waiting at `since` should name: the most recent
+    /// one, if it happened during that wait or connects are still failing.
+    pub(crate) fn connect_error_since(&self, since: StdInstant) -> Option<Arc<BoxError>> {
+        let last = self
+            .last_connect_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (at, error) = last.as_ref()?;
+        (*at >= since || self.is_failing()).then(|| Arc::clone(error))
+    }
+
+    fn connect_succeeded(&self) {
+        self.failing.store(false, Ordering::Relaxed);
+    }
+
+    fn connect_failed(&self, error: &Arc<BoxError>) {
         *self
             .last_connect_error
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = error;
+            .unwrap_or_else(PoisonError::into_inner) = Some((StdInstant::now(), Arc::clone(error)));
+        self.failing.store(true, Ordering::Relaxed);
+        if self.waiting.load(Ordering::Relaxed) > 0 {
+            self.refill_wanted.notify_one();
+        }
+    }
+
+    /// A random wait of at most `bound` (full jitter), at least a nanosecond.
+    pub(crate) fn jitter(&self, bound: Duration) -> Duration {
+        let nanos = u64::try_from(bound.as_nanos()).unwrap_or(u64::MAX);
+        Duration::from_nanos(self.random_below(nanos) + 1)
     }
 
     /// A random number below `bound` (0 when `bound` is 0), for jitter.
@@ -242,14 +274,15 @@ impl fmt::Debug for Failure {
     }
 }
 
-/// The bb8 manager: a [`Connect`] plus the pool's policy.
-pub(crate) struct Manager<C: Connect> {
+/// What opening a connection takes: the connector, its hook and the pool's shared state.
+/// Shared by bb8's [`Manager`] and the pool's refill task.
+pub(crate) struct Dial<C: Connect> {
     connector: C,
     hook: Option<Hook<C::Connection>>,
     pub(crate) shared: Arc<Shared>,
 }
 
-impl<C: Connect> Manager<C> {
+impl<C: Connect> Dial<C> {
     pub(crate) fn new(
         connector: C,
         hook: Option<Hook<C::Connection>>,
@@ -279,6 +312,24 @@ impl<C: Connect> Manager<C> {
         }
     }
 
+    /// One attempt with its bookkeeping: the connect metrics, the failing flag and the last
+    /// error (which wakes the refill task while checkouts wait).
+    pub(crate) async fn attempt(&self) -> Result<Tracked<C::Connection>, Arc<BoxError>> {
+        let shared = &self.shared;
+        match self.connect_once().await {
+            Ok(connection) => {
+                shared.connect_succeeded();
+                shared.metrics.connects.increment();
+                Ok(self.track(connection))
+            }
+            Err(error) => {
+                shared.metrics.connect_failures.increment();
+                shared.connect_failed(&error);
+                Err(error)
+            }
+        }
+    }
+
     fn track(&self, connection: C::Connection) -> Tracked<C::Connection> {
         let shared = &self.shared;
         let now = shared.clock.now();
@@ -296,6 +347,19 @@ impl<C: Connect> Manager<C> {
             mark: Mark::Usable,
             shared: Arc::clone(shared),
         }
+    }
+}
+
+/// The bb8 manager: a [`Dial`] plus the pool's policy.
+pub(crate) struct Manager<C: Connect> {
+    dial: Arc<Dial<C>>,
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl<C: Connect> Manager<C> {
+    pub(crate) fn new(dial: Arc<Dial<C>>) -> Self {
+        let shared = Arc::clone(&dial.shared);
+        Self { dial, shared }
     }
 
     fn reject(&self, tracked: &mut Tracked<C::Connection>, reason: CloseReason) -> Failure {
@@ -322,17 +386,14 @@ impl<C: Connect> bb8::ManageConnection for Manager<C> {
             if shared.is_closed() {
                 return Err(Failure::Closed);
             }
-            match self.connect_once().await {
+            match self.dial.attempt().await {
                 Ok(connection) => {
-                    shared.set_last_connect_error(None);
-                    shared.metrics.connects.increment();
                     if shared.is_closed() {
                         return Err(Failure::Closed);
                     }
-                    return Ok(self.track(connection));
+                    return Ok(connection);
                 }
                 Err(error) => {
-                    shared.metrics.connect_failures.increment();
                     let gave_up = attempt >= retries;
                     // One warning per failed connect, not per attempt: an outage is loud enough.
                     if gave_up {
@@ -343,27 +404,21 @@ impl<C: Connect> bb8::ManageConnection for Manager<C> {
                             error = %error,
                             "connect failed",
                         );
-                    } else {
-                        tracing::debug!(
-                            target: "brisk_pool::connect",
-                            pool = %shared.target,
-                            attempt = attempt + 1,
-                            error = %error,
-                            "connect attempt failed; retrying",
-                        );
-                    }
-                    shared.set_last_connect_error(Some(Arc::clone(&error)));
-                    if gave_up {
                         return Err(Failure::Connect(error));
                     }
+                    tracing::debug!(
+                        target: "brisk_pool::connect",
+                        pool = %shared.target,
+                        attempt = attempt + 1,
+                        error = %error,
+                        "connect attempt failed; retrying",
+                    );
                 }
             }
             attempt += 1;
             // Full jitter: instances that lost their connections together do not come back
             // together.
-            let nanos = u64::try_from(backoff.as_nanos()).unwrap_or(u64::MAX);
-            let wait = Duration::from_nanos(shared.random_below(nanos) + 1);
-            tokio::time::sleep(wait).await;
+            tokio::time::sleep(shared.jitter(backoff)).await;
             backoff = (backoff * 2).min(shared.max_backoff);
         }
     }
@@ -378,7 +433,7 @@ impl<C: Connect> bb8::ManageConnection for Manager<C> {
         if now >= tracked.expires {
             return Err(self.reject(tracked, CloseReason::Lifetime));
         }
-        if self.connector.is_broken(&mut tracked.connection) {
+        if self.dial.connector.is_broken(&mut tracked.connection) {
             return Err(self.reject(tracked, CloseReason::Broken));
         }
         let due = match shared.policy {
@@ -392,7 +447,7 @@ impl<C: Connect> bb8::ManageConnection for Manager<C> {
         tracked.mark = Mark::Validating;
         let checked = tokio::time::timeout(
             shared.connect_timeout,
-            self.connector.validate(&mut tracked.connection),
+            self.dial.connector.validate(&mut tracked.connection),
         )
         .await;
         tracked.mark = Mark::Usable;
@@ -424,7 +479,7 @@ impl<C: Connect> bb8::ManageConnection for Manager<C> {
             return true;
         }
         // A connection returned while its user panics may be mid-transaction.
-        if std::thread::panicking() || self.connector.is_broken(&mut tracked.connection) {
+        if std::thread::panicking() || self.dial.connector.is_broken(&mut tracked.connection) {
             shared.metrics.closed(CloseReason::Broken, 1);
             return true;
         }

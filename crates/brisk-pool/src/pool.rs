@@ -19,7 +19,7 @@ use crate::{
     connect::{Connect, Hook, HookDebug, HookFuture},
     error::{Error, Result},
     leak::SuspectedLeak,
-    manager::{Manager, Shared},
+    manager::{Dial, Manager, Shared},
     metrics::{CloseReason, Metrics},
 };
 
@@ -73,6 +73,8 @@ pub struct Pool<C: Connect> {
 
 struct Inner<C: Connect> {
     bb8: bb8::Pool<Manager<C>>,
+    /// How the refill task connects, outside bb8.
+    dial: Arc<Dial<C>>,
     shared: Arc<Shared>,
     max_size: u32,
     acquire_timeout: Duration,
@@ -139,7 +141,7 @@ impl<C: Connect> Pool<C> {
             }
             // The slow path: no idle connection. Count the wait, and listen for `close()`.
             if waited.is_none() {
-                waited = Some(Waiting::start(&shared.waiting));
+                waited = Some(Waiting::start(shared));
                 closing.as_mut().enable();
             }
             if closing.as_mut().poll(cx).is_ready() || shared.is_closed() {
@@ -164,10 +166,11 @@ impl<C: Connect> Pool<C> {
             }
             Some(Err(bb8::RunError::TimedOut)) => {
                 shared.metrics.timeouts.increment();
+                let since = waited.map_or_else(Instant::now, |waiting| waiting.since);
                 Err(Error::Timeout {
                     target: Arc::clone(&shared.target),
                     waited: self.inner.acquire_timeout,
-                    last_connect_error: shared.last_connect_error(),
+                    last_connect_error: shared.connect_error_since(since),
                 })
             }
             Some(Err(bb8::RunError::User(failure))) => {
@@ -239,6 +242,63 @@ impl<C: Connect> Inner<C> {
     }
 }
 
+impl<C: Connect> Inner<C> {
+    /// Whether the refill task should connect: checkouts wait, the last connect failed (so
+    /// bb8's own connects may have given up), and the pool is open and below its size.
+    fn wants_refill(&self) -> bool {
+        let shared = &self.shared;
+        shared.waiting.load(Ordering::Relaxed) > 0
+            && shared.is_failing()
+            && !shared.is_closed()
+            && self.bb8.state().connections < self.max_size
+    }
+
+    /// Connects while checkouts wait and the pool is below its size: one attempt at a time,
+    /// a jittered wait of at most the retry backoff after each failure, none after a success.
+    /// Each new connection goes to the pool's idle queue, which wakes the longest-waiting
+    /// checkout (bb8 wakes its waiters in FIFO order).
+    async fn refill(&self) {
+        let shared = &self.shared;
+        while shared.waiting.load(Ordering::Relaxed) > 0
+            && !shared.is_closed()
+            && self.bb8.state().connections < self.max_size
+        {
+            match self.dial.attempt().await {
+                // At capacity (bb8's own connects won the race): the extra connection closes.
+                Ok(connection) => {
+                    if self.bb8.add(connection).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => tokio::time::sleep(shared.jitter(shared.retry_backoff)).await,
+            }
+        }
+    }
+}
+
+/// bb8 connects only when a checkout starts or a connection returns; once its connects have
+/// failed and every caller already waits, nothing would try again until a checkout timed out.
+/// This task keeps connecting in that state, so callers already waiting when the server comes
+/// back get a connection within a retry backoff of it. It holds the pool only while it works.
+async fn refill<C: Connect>(pool: Weak<Inner<C>>) {
+    loop {
+        let Some(shared) = pool.upgrade().map(|inner| Arc::clone(&inner.shared)) else {
+            return;
+        };
+        // Woken by a failed connect or a new wait while connects fail; the period bounds the
+        // cost of a wake-up that raced the check below.
+        let period = shared.clock.period;
+        let _ = tokio::time::timeout(period, shared.refill_wanted.notified()).await;
+        drop(shared);
+        let Some(inner) = pool.upgrade() else {
+            return;
+        };
+        if inner.wants_refill() {
+            inner.refill().await;
+        }
+    }
+}
+
 /// Counts a checkout as waiting until it completes or is dropped.
 struct Waiting<'a> {
     count: &'a AtomicUsize,
@@ -246,10 +306,13 @@ struct Waiting<'a> {
 }
 
 impl<'a> Waiting<'a> {
-    fn start(count: &'a AtomicUsize) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
+    fn start(shared: &'a Shared) -> Self {
+        shared.waiting.fetch_add(1, Ordering::Relaxed);
+        if shared.is_failing() {
+            shared.refill_wanted.notify_one();
+        }
         Self {
-            count,
+            count: &shared.waiting,
             since: Instant::now(),
         }
     }
@@ -467,7 +530,8 @@ impl<C: Connect> Builder<C> {
         let target: Arc<str> = self.connector.target().into();
         let metrics = self.metrics.unwrap_or_else(Metrics::noop);
         let shared = Arc::new(Shared::new(&config, Arc::clone(&target), metrics));
-        let manager = Manager::new(self.connector, self.hook, Arc::clone(&shared));
+        let dial = Arc::new(Dial::new(self.connector, self.hook, Arc::clone(&shared)));
+        let manager = Manager::new(Arc::clone(&dial));
         let mut builder = bb8::Pool::builder()
             .max_size(config.max_size)
             .min_idle(config.min_idle)
@@ -494,11 +558,13 @@ impl<C: Connect> Builder<C> {
         shared.warming.store(false, Ordering::Relaxed);
         let inner = Arc::new(Inner {
             bb8,
+            dial,
             shared,
             max_size: config.max_size,
             acquire_timeout: config.acquire_timeout,
         });
         tokio::spawn(housekeep(Arc::downgrade(&inner)));
+        tokio::spawn(refill(Arc::downgrade(&inner)));
         Ok(Pool { inner })
     }
 }

@@ -222,3 +222,172 @@ async fn a_checkout_timing_out_while_the_server_is_down_names_the_cause() {
         "{error}"
     );
 }
+
+/// One request of the recovery test: when it started and ended, and whether it succeeded.
+struct Outcome {
+    started: std::time::Instant,
+    ok: bool,
+}
+
+/// What users feel when the server comes back: 32 callers loop `SELECT 1` over 16 connections
+/// (acquire timeout 2 s, other settings default) while the server is killed and restarted.
+/// Every caller already waiting when the server is back, with at least 1 s of its timeout left,
+/// gets a connection, as does every request started after it. (bb8 connects only when a
+/// checkout starts or a connection returns, so before the refill task these callers waited out
+/// their timeout with no connect being tried. The margin of 1 s is ten probe intervals: it
+/// judges whether the pool reconnects at all while callers wait, not how fast.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_waiting_when_the_server_returns_get_a_connection() {
+    use std::{
+        sync::{
+            Arc, Mutex,
+            atomic::{AtomicBool, Ordering},
+        },
+        time::Instant,
+    };
+    let server = PostgresServer::start().unwrap();
+    let acquire_timeout = Duration::from_secs(2);
+    let pool = PgPool::builder(PgConnector::new(server.url()))
+        .max_size(16)
+        .acquire_timeout(acquire_timeout)
+        .build()
+        .await
+        .unwrap();
+    let outcomes = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..32 {
+        let (pool, outcomes, stop) = (pool.clone(), Arc::clone(&outcomes), Arc::clone(&stop));
+        tasks.push(tokio::spawn(async move {
+            while !stop.load(Ordering::SeqCst) {
+                let started = Instant::now();
+                let result = tokio::time::timeout(Duration::from_secs(10), select_one(&pool))
+                    .await
+                    .expect("a request hung far past the acquire timeout");
+                outcomes.lock().unwrap().push(Outcome {
+                    started,
+                    ok: result.is_ok(),
+                });
+                tokio::task::yield_now().await;
+            }
+        }));
+    }
+    let (server, back) = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        std::thread::sleep(Duration::from_millis(500));
+        server.kill();
+        // Longer than the acquire timeout: every caller is waiting, and some time out.
+        std::thread::sleep(Duration::from_millis(2500));
+        server.restart().unwrap();
+        (server, Instant::now())
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    stop.store(true, Ordering::SeqCst);
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let outcomes = outcomes.lock().unwrap();
+    let failed_in_outage = outcomes
+        .iter()
+        .filter(|o| !o.ok && o.started < back)
+        .count();
+    assert!(failed_in_outage > 0, "the outage was seen");
+    // Waiting when the server came back, with at least 1 s of the timeout left.
+    let waiting: Vec<&Outcome> = outcomes
+        .iter()
+        .filter(|o| {
+            o.started < back && o.started + acquire_timeout >= back + Duration::from_secs(1)
+        })
+        .collect();
+    assert!(
+        !waiting.is_empty(),
+        "some callers were waiting at the restart"
+    );
+    let failed = waiting.iter().filter(|o| !o.ok).count();
+    assert_eq!(
+        failed,
+        0,
+        "{failed} of {} callers waiting at the restart failed",
+        waiting.len()
+    );
+    let after: Vec<&Outcome> = outcomes.iter().filter(|o| o.started >= back).collect();
+    assert!(
+        after.iter().all(|o| o.ok),
+        "a request started after the restart failed"
+    );
+    assert!(
+        after.len() > 100,
+        "the pool serves again: {} requests",
+        after.len()
+    );
+    drop(server);
+}
+
+/// A checkout that waited through failed connects and timed out after the server came back
+/// (another caller got the one connection) still says why it waited.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_after_the_reconnect_names_the_connect_error_of_its_wait() {
+    let mut server = PostgresServer::start().unwrap();
+    let pool = PgPool::builder(PgConnector::new(server.url()))
+        .max_size(1)
+        .min_idle(0)
+        .acquire_timeout(Duration::from_secs(8))
+        .retry_backoff(Duration::from_millis(20))
+        .build()
+        .await
+        .unwrap();
+    server.kill();
+    // Two callers wait; whichever gets the one connection keeps it until the other has timed
+    // out.
+    let release = std::sync::Arc::new(tokio::sync::Notify::new());
+    let callers: Vec<_> = (0..2)
+        .map(|_| {
+            let (pool, release) = (pool.clone(), std::sync::Arc::clone(&release));
+            tokio::spawn(async move {
+                let connection = pool.get().await?;
+                release.notified().await;
+                drop(connection);
+                Ok::<_, Error>(())
+            })
+        })
+        .collect();
+    let server = tokio::task::spawn_blocking(move || {
+        std::thread::sleep(Duration::from_millis(300));
+        server.restart().unwrap();
+        server
+    });
+    let mut outcomes = Vec::new();
+    let mut callers = callers.into_iter();
+    let (first, second) = (callers.next().unwrap(), callers.next().unwrap());
+    tokio::pin!(first, second);
+    // The first to finish is the one that timed out.
+    let timed_out = tokio::select! {
+        outcome = &mut first => { outcomes.push(outcome.unwrap()); second }
+        outcome = &mut second => { outcomes.push(outcome.unwrap()); first }
+    };
+    release.notify_one();
+    outcomes.push(timed_out.await.unwrap());
+    drop(server.await.unwrap());
+    let error = outcomes.remove(0).unwrap_err();
+    assert!(
+        outcomes[0].is_ok(),
+        "the other caller got the reconnected connection"
+    );
+    let Error::Timeout {
+        last_connect_error: Some(cause),
+        ..
+    } = &error
+    else {
+        panic!("expected a timeout naming the connect error: {error:?}")
+    };
+    // Refused while the server was down, or turned away during its crash recovery.
+    let message = error.to_string().to_lowercase();
+    assert!(
+        ["connection refused", "not yet accepting", "starting up"]
+            .iter()
+            .any(|reason| message.contains(reason)),
+        "{error} / {cause}"
+    );
+}
