@@ -239,6 +239,21 @@ impl Server {
             .unwrap()
     }
 
+    /// POSTs `body` to `/echo` with `Content-Encoding: encoding`.
+    async fn post_echo(
+        &self,
+        encoding: &str,
+        body: Vec<u8>,
+    ) -> axum::http::Response<hyper::body::Incoming> {
+        self.send(
+            Method::POST,
+            "/echo",
+            &[("content-encoding", encoding)],
+            body,
+        )
+        .await
+    }
+
     async fn get(
         &self,
         path: &str,
@@ -583,15 +598,11 @@ async fn a_request_bomb_is_answered_413_without_reaching_the_handler() {
     bomb.extend_from_slice(&encoder.take());
     assert!(bomb.len() < 64 << 10, "{}", bomb.len());
 
-    let response = server
-        .send(Method::POST, "/echo", &[("content-encoding", "zstd")], bomb)
-        .await;
+    let response = server.post_echo("zstd", bomb).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // An honest body over the limit, compressed or not on the wire, is refused the same way.
     let big = compress(Encoding::Gzip, Level::Fastest, &vec![b'x'; (1 << 20) + 1]).unwrap();
-    let response = server
-        .send(Method::POST, "/echo", &[("content-encoding", "gzip")], big)
-        .await;
+    let response = server.post_echo("gzip", big).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(server.echoes.load(Ordering::SeqCst), 0);
 }
@@ -694,9 +705,7 @@ async fn oversized_and_empty_uploads() {
     let server = start().await;
     // Random data over the limit (1 MiB here) is too large, not corrupt.
     let big = compress(Encoding::Gzip, Level::Fastest, &random_bytes(1_500_000, 1)).unwrap();
-    let response = server
-        .send(Method::POST, "/echo", &[("content-encoding", "gzip")], big)
-        .await;
+    let response = server.post_echo("gzip", big).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // Decoding past the limit mid-way through a body that is itself under it.
     let over = compress(
@@ -706,26 +715,12 @@ async fn oversized_and_empty_uploads() {
     )
     .unwrap();
     assert!(over.len() < 1 << 20);
-    let response = server
-        .send(
-            Method::POST,
-            "/echo",
-            &[("content-encoding", "deflate")],
-            over,
-        )
-        .await;
+    let response = server.post_echo("deflate", over).await;
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(server.echoes.load(Ordering::SeqCst), 0);
     // An empty body is empty, whatever the header says.
     for encoding in ["gzip", "deflate", "br", "zstd"] {
-        let response = server
-            .send(
-                Method::POST,
-                "/echo",
-                &[("content-encoding", encoding)],
-                Vec::new(),
-            )
-            .await;
+        let response = server.post_echo(encoding, Vec::new()).await;
         assert_eq!(response.status(), StatusCode::OK, "{encoding}");
         assert_eq!(response.headers()["x-request-length"], "0");
         assert!(
@@ -744,14 +739,7 @@ async fn oversized_and_empty_uploads() {
 #[tokio::test]
 async fn unknown_stacked_and_corrupt_request_codings_are_refused() {
     let server = start().await;
-    let response = server
-        .send(
-            Method::POST,
-            "/echo",
-            &[("content-encoding", "lz4")],
-            b"x".to_vec(),
-        )
-        .await;
+    let response = server.post_echo("lz4", b"x".to_vec()).await;
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(
         response.headers()[header::ACCEPT_ENCODING],
@@ -764,41 +752,18 @@ async fn unknown_stacked_and_corrupt_request_codings_are_refused() {
         &compress(Encoding::Brotli, Level::Default, b"x").unwrap(),
     )
     .unwrap();
-    let response = server
-        .send(
-            Method::POST,
-            "/echo",
-            &[("content-encoding", "br, gzip")],
-            twice,
-        )
-        .await;
+    let response = server.post_echo("br, gzip", twice).await;
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
-    let response = server
-        .send(
-            Method::POST,
-            "/echo",
-            &[("content-encoding", "gzip")],
-            b"not gzip".to_vec(),
-        )
-        .await;
+    let response = server.post_echo("gzip", b"not gzip".to_vec()).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
     let mut cut = compress(Encoding::Gzip, Level::Default, api_json().as_bytes()).unwrap();
     cut.truncate(cut.len() / 2);
-    let response = server
-        .send(Method::POST, "/echo", &[("content-encoding", "gzip")], cut)
-        .await;
+    let response = server.post_echo("gzip", cut).await;
     assert_eq!(response.status(), StatusCode::BAD_REQUEST);
 
     // `identity` is no coding at all.
-    let response = server
-        .send(
-            Method::POST,
-            "/echo",
-            &[("content-encoding", "identity")],
-            b"as is".to_vec(),
-        )
-        .await;
+    let response = server.post_echo("identity", b"as is".to_vec()).await;
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(server.echoes.load(Ordering::SeqCst), 1);
 }
