@@ -2,7 +2,10 @@
 //! - acquire + release of a connection that does no I/O: raw bb8 (its defaults) and deadpool;
 //! - `SELECT 1` on a real PostgreSQL (brisk-testkit), 32 tasks over 16 connections, against
 //!   diesel-async's bb8 pool with its default check (a `SELECT 1` before every checkout) and
-//!   with no check, and against a new connection per query.
+//!   with no check, and against a new connection per query;
+//! - recovery from a database restart: 32 tasks over 16 connections (acquire timeout 2 s)
+//!   while the server is killed and restarted, against diesel-async's bb8 pool with its
+//!   defaults, measured from the moment the restarted server accepts connections.
 //!
 //! Prints a markdown table (median of the runs, peers interleaved with brisk in each run) that
 //! `cargo xtask bench pool` writes to docs/benchmarks.md.
@@ -279,6 +282,174 @@ fn postgres(rt: &Runtime, url: &str) -> Vec<f64> {
     vec![brisk, unchecked, checked, per_query]
 }
 
+/// Recovery runs per pool, brisk and bb8 interleaved.
+const RECOVERY_RUNS: usize = 5;
+const RECOVERY_TASKS: usize = 32;
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One request of a recovery run.
+struct Request {
+    started: Instant,
+    ended: Instant,
+    ok: bool,
+}
+
+/// What one restart looked like to a pool's callers, in ms from the moment `restart()` returned
+/// (the server accepts connections then; a success slightly before it counts as negative).
+struct Recovery {
+    first_success: f64,
+    /// Until a 100 ms window served 90 % of the pre-kill rate again.
+    back_to_90: f64,
+    /// Requests waiting at the restart with ≥ 300 ms of their acquire timeout left...
+    waiting: usize,
+    /// ...and how many of them failed.
+    failed: usize,
+}
+
+/// Loads `pool` with `query` from 32 tasks; kills the server at 1.5 s, restarts it 3 s later,
+/// and measures the 2 s after.
+fn recovery<P, F, Fut>(rt: &Runtime, server: &mut PostgresServer, pool: &P, query: F) -> Recovery
+where
+    P: Clone + Send + 'static,
+    F: Fn(P) -> Fut + Copy + Send + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    rt.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let tasks: Vec<_> = (0..RECOVERY_TASKS)
+            .map(|_| {
+                let (pool, stop) = (pool.clone(), Arc::clone(&stop));
+                tokio::spawn(async move {
+                    let mut requests = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let started = Instant::now();
+                        let ok = query(pool.clone()).await;
+                        requests.push(Request {
+                            started,
+                            ended: Instant::now(),
+                            ok,
+                        });
+                    }
+                    requests
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let measured_from = Instant::now();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let killed = Instant::now();
+        server.kill();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::task::block_in_place(|| server.restart().unwrap());
+        let back = Instant::now();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut requests = Vec::new();
+        for task in tasks {
+            requests.extend(task.await.unwrap());
+        }
+        let ms = |at: Instant| {
+            if at >= back {
+                (at - back).as_secs_f64() * 1e3
+            } else {
+                -((back - at).as_secs_f64() * 1e3)
+            }
+        };
+        let pre_kill = requests
+            .iter()
+            .filter(|r| r.ok && r.ended >= measured_from && r.ended < killed)
+            .count() as f64
+            / (killed - measured_from).as_secs_f64();
+        // The first success after the outage began (connections broken by the kill fail
+        // within a few ms).
+        let outage = killed + Duration::from_millis(200);
+        let first = requests
+            .iter()
+            .filter(|r| r.ok && r.ended > outage)
+            .map(|r| r.ended)
+            .min()
+            .expect("the pool recovered");
+        let window = Duration::from_millis(100);
+        let mut end = first + window;
+        let back_to_90 = loop {
+            let served = requests
+                .iter()
+                .filter(|r| r.ok && r.ended > end - window && r.ended <= end)
+                .count() as f64;
+            if served >= 0.9 * pre_kill * window.as_secs_f64()
+                || end > back + Duration::from_secs(2)
+            {
+                break ms(end);
+            }
+            end += Duration::from_millis(10);
+        };
+        let waiting: Vec<&Request> = requests
+            .iter()
+            .filter(|r| {
+                r.started < back
+                    && r.ended > back
+                    && r.started + ACQUIRE_TIMEOUT >= back + Duration::from_millis(300)
+            })
+            .collect();
+        Recovery {
+            first_success: ms(first),
+            back_to_90,
+            waiting: waiting.len(),
+            failed: waiting.iter().filter(|r| !r.ok).count(),
+        }
+    })
+}
+
+/// Median first success and time to 90 %, and waiting/failed totals, over the runs.
+fn summarize(runs: &[Recovery]) -> (f64, f64, usize, usize) {
+    (
+        median(runs.iter().map(|r| r.first_success).collect()),
+        median(runs.iter().map(|r| r.back_to_90).collect()),
+        runs.iter().map(|r| r.waiting).sum(),
+        runs.iter().map(|r| r.failed).sum(),
+    )
+}
+
+fn recoveries(rt: &Runtime, server: &mut PostgresServer) -> [(f64, f64, usize, usize); 2] {
+    let url = server.url();
+    let (brisk, bb8) = rt.block_on(async {
+        let brisk = PgPool::builder(PgConnector::new(&url))
+            .max_size(CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .build()
+            .await
+            .unwrap();
+        let bb8 = diesel_bb8::Pool::builder()
+            .max_size(CONNECTIONS)
+            .connection_timeout(ACQUIRE_TIMEOUT)
+            .build(AsyncDieselConnectionManager::<AsyncPgConnection>::new(&url))
+            .await
+            .unwrap();
+        (brisk, bb8)
+    });
+    let (mut brisk_runs, mut bb8_runs) = (Vec::new(), Vec::new());
+    for _ in 0..RECOVERY_RUNS {
+        brisk_runs.push(recovery(rt, server, &brisk, |p: PgPool| async move {
+            let Ok(mut connection) = p.get().await else {
+                return false;
+            };
+            connection.batch_execute("SELECT 1").await.is_ok()
+        }));
+        bb8_runs.push(recovery(
+            rt,
+            server,
+            &bb8,
+            |p: diesel_bb8::Pool<AsyncPgConnection>| async move {
+                let Ok(mut connection) = p.get().await else {
+                    return false;
+                };
+                connection.batch_execute("SELECT 1").await.is_ok()
+            },
+        ));
+    }
+    [summarize(&brisk_runs), summarize(&bb8_runs)]
+}
+
 fn main() {
     let rt = runtime();
     let no_io = no_io(&rt);
@@ -288,6 +459,8 @@ fn main() {
         .unwrap();
     let [brisk, unchecked, checked, per_query]: [f64; 4] =
         postgres(&rt, &server.url()).try_into().unwrap();
+    let mut server = server;
+    let [brisk_recovery, bb8_recovery] = recoveries(&rt, &mut server);
 
     println!(
         "Acquire + release of a connection that does no I/O (ns per cycle, lower is better; median of {RUNS} runs, 2 worker threads):\n"
@@ -325,5 +498,23 @@ fn main() {
     println!(
         "| a new connection per query (the anti-pattern; 16 tasks) | {per_query:.0} | {:.0}× |",
         brisk / per_query
+    );
+    println!(
+        "\nRecovery from a database restart: 32 tasks looping `SELECT 1` over 16 connections, acquire timeout 2 s, other settings default; the server is killed under load and restarted 3 s later. Times in ms from the moment the restarted server accepts connections (median of {RECOVERY_RUNS} runs each, interleaved; lower is better):\n"
+    );
+    println!(
+        "| pool | first success | back to 90 % of the pre-kill rate | callers waiting at the restart with ≥ 300 ms left: failed / all |"
+    );
+    println!("|---|---|---|---|");
+    for (name, (first, ninety, waiting, failed)) in [
+        ("brisk-pool", brisk_recovery),
+        ("diesel-async bb8 (defaults)", bb8_recovery),
+    ] {
+        println!("| {name} | {first:.0} | {ninety:.0} | {failed} / {waiting} |");
+    }
+    println!(
+        "\nbb8 / brisk: first success {:.2}×, back to 90 % {:.2}× (≥ 1.0 is the target: recovery at least as fast as bb8).",
+        bb8_recovery.0.max(1.0) / brisk_recovery.0.max(1.0),
+        bb8_recovery.1.max(1.0) / brisk_recovery.1.max(1.0),
     );
 }

@@ -49,14 +49,18 @@
 //! - `redis`: [`RedisConnector`] / [`RedisPool`] and [`SharedRedis`].
 //!
 //! # Guarantees
-//! - A checkout waits at most the acquire timeout, and the timeout error carries the last
-//!   connect error while connects fail.
+//! - A checkout waits at most the acquire timeout, and the timeout error carries the most
+//!   recent connect error if one failed during its wait (or connects are failing now).
+//! - Checkouts that wait are served in the order they began waiting, even while the callers
+//!   just served ask again at once.
 //! - A dropped `get()` future never loses a connection or a slot.
 //! - A connection returned broken (socket closed, transaction open or failed, returned during
 //!   a panic) is closed, never reused; one idle past the validation window is validated
 //!   before use; one past its jittered lifetime is replaced.
-//! - Failed connects are retried in the background with jittered exponential backoff; the pool
-//!   recovers by itself when the server comes back.
+//! - Failed connects are retried with jittered exponential backoff, and while checkouts wait
+//!   on a failing server the pool keeps probing, one connect at a time at most a retry
+//!   backoff apart: callers already waiting when the server comes back get a connection
+//!   (the longest-waiting first) instead of timing out.
 //!
 //! # Metrics
 //! [`Builder::metrics`] reports to any [`brisk_metrics::Recorder`], labelled `pool=<name>`:

@@ -19,7 +19,7 @@ use crate::{
     connect::{Connect, Hook, HookDebug, HookFuture},
     error::{Error, Result},
     leak::SuspectedLeak,
-    manager::{Dial, Manager, Shared},
+    manager::{Dial, Failure, Manager, Shared},
     metrics::{CloseReason, Metrics},
 };
 
@@ -73,6 +73,11 @@ pub struct Pool<C: Connect> {
 
 struct Inner<C: Connect> {
     bb8: bb8::Pool<Manager<C>>,
+    /// One permit per connection, handed out in FIFO order: bb8 wakes its waiters in order,
+    /// but a caller that has just returned a connection and asks again takes it back before
+    /// the woken waiter runs, so under load the longest waiters starved. A checkout holds a
+    /// permit until its connection is back, and a freed permit goes to the oldest waiter.
+    gate: tokio::sync::Semaphore,
     /// How the refill task connects, outside bb8.
     dial: Arc<Dial<C>>,
     shared: Arc<Shared>,
@@ -132,7 +137,26 @@ impl<C: Connect> Pool<C> {
                 target: Arc::clone(&shared.target),
             });
         }
-        let mut checkout = pin!(self.inner.bb8.get());
+        let inner = &*self.inner;
+        let mut checkout = pin!(async {
+            // The fast path takes a free permit and an idle connection without a clock read.
+            let permit = match inner.gate.try_acquire() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    let deadline = tokio::time::Instant::now() + inner.acquire_timeout;
+                    let Ok(permit) = tokio::time::timeout_at(deadline, inner.gate.acquire()).await
+                    else {
+                        return Err(bb8::RunError::TimedOut);
+                    };
+                    let permit = permit.map_err(|_| bb8::RunError::User(Failure::Closed))?;
+                    let connection = tokio::time::timeout_at(deadline, inner.bb8.get())
+                        .await
+                        .unwrap_or(Err(bb8::RunError::TimedOut))?;
+                    return Ok((permit, connection));
+                }
+            };
+            Ok((permit, inner.bb8.get().await?))
+        });
         let mut closing = pin!(shared.close_notify.notified());
         let mut waited: Option<Waiting<'_>> = None;
         let outcome = poll_fn(|cx| {
@@ -151,7 +175,7 @@ impl<C: Connect> Pool<C> {
         })
         .await;
         match outcome {
-            Some(Ok(connection)) => {
+            Some(Ok((permit, connection))) => {
                 let wait = waited.map_or(Duration::ZERO, |waiting| waiting.since.elapsed());
                 shared.metrics.acquire.record_duration(wait);
                 let leak_slot = shared
@@ -160,6 +184,7 @@ impl<C: Connect> Pool<C> {
                     .map(|leaks| leaks.check_out(shared.clock.now(), location));
                 Ok(PooledConnection {
                     connection,
+                    _permit: permit,
                     shared,
                     leak_slot,
                 })
@@ -349,6 +374,9 @@ impl<C: Connect> ConnectionPool for Pool<C> {
 #[must_use = "dropping the guard returns the connection at once"]
 pub struct PooledConnection<'a, C: Connect> {
     connection: bb8::PooledConnection<'a, Manager<C>>,
+    /// Dropped after the connection (fields drop in order), so the waiter it wakes finds the
+    /// connection back in the idle queue.
+    _permit: tokio::sync::SemaphorePermit<'a>,
     shared: &'a Shared,
     leak_slot: Option<usize>,
 }
@@ -558,6 +586,7 @@ impl<C: Connect> Builder<C> {
         shared.warming.store(false, Ordering::Relaxed);
         let inner = Arc::new(Inner {
             bb8,
+            gate: tokio::sync::Semaphore::new(config.max_size as usize),
             dial,
             shared,
             max_size: config.max_size,

@@ -23,6 +23,8 @@ struct Server {
     /// Validations fail while set (a restart the sockets have not noticed).
     stale: AtomicBool,
     connects: AtomicUsize,
+    /// Connect attempts, failed or not.
+    attempts: AtomicUsize,
     validations: AtomicUsize,
     /// Connection ids currently checked out, to catch double use.
     checked_out: Mutex<HashSet<usize>>,
@@ -56,6 +58,7 @@ impl Connect for Memory {
     type Error = io::Error;
 
     async fn connect(&self) -> io::Result<Conn> {
+        self.0.attempts.fetch_add(1, Ordering::SeqCst);
         tokio::task::yield_now().await;
         if self.0.hang.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
@@ -190,6 +193,90 @@ async fn a_timeout_while_connects_fail_names_the_connect_error() {
         "{error:?}"
     );
     drop(busy);
+}
+
+/// bb8 connects only when a checkout starts or a connection returns: once its connects have
+/// failed and every caller waits, nothing would try again. The pool keeps probing while
+/// callers wait, serves them when the server is back, and stops probing when nobody waits.
+#[tokio::test(start_paused = true)]
+async fn waiting_checkouts_keep_the_pool_connecting_until_the_server_is_back() {
+    let memory = Memory::default();
+    let pool = builder(&memory)
+        .max_size(2)
+        .min_idle(0)
+        .acquire_timeout(Duration::from_secs(10))
+        .retry_backoff(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    memory.0.down.store(true, Ordering::SeqCst);
+    let callers: Vec<_> = (0..4)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.get().await.map(|connection| connection.id) })
+        })
+        .collect();
+    // Long after bb8's own connects gave up (two retries, well under a second).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let attempts = memory.0.attempts.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let probes = memory.0.attempts.load(Ordering::SeqCst) - attempts;
+    // One probe at a time, a jittered wait of at most 50 ms apart: at least 40 in 2 s, and
+    // not a storm (each of bb8's waiters connecting on its own would be several times that).
+    assert!((40..=400).contains(&probes), "{probes} probes in 2 s");
+    assert_eq!(pool.status().waiting, 4);
+
+    memory.0.down.store(false, Ordering::SeqCst);
+    for caller in callers {
+        caller
+            .await
+            .unwrap()
+            .expect("a caller waiting when the server came back");
+    }
+    let status = pool.status();
+    assert!(status.size >= 1 && status.size <= 2, "{status:?}");
+    // Nobody waits: no more connects.
+    let attempts = memory.0.attempts.load(Ordering::SeqCst);
+    memory.0.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(memory.0.attempts.load(Ordering::SeqCst), attempts);
+}
+
+/// A returned connection goes to the checkout that has waited longest, even when its last user
+/// asks again at once.
+#[tokio::test(start_paused = true)]
+async fn the_longest_waiting_checkout_gets_the_next_connection() {
+    let memory = Memory::default();
+    let pool = builder(&memory)
+        .max_size(1)
+        .acquire_timeout(Duration::from_secs(10))
+        .build()
+        .await
+        .unwrap();
+    let held = pool.get().await.unwrap();
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let mut callers = Vec::new();
+    for n in 0..6 {
+        let (caller_pool, order) = (pool.clone(), Arc::clone(&order));
+        callers.push(tokio::spawn(async move {
+            // Each caller asks again as soon as it has returned its connection, as a request
+            // loop does; it must not take the connection back from those already waiting.
+            for _ in 0..2 {
+                let connection = caller_pool.get().await.unwrap();
+                order.lock().unwrap().push(n);
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                drop(connection);
+            }
+        }));
+        while pool.status().waiting < n + 1 {
+            tokio::task::yield_now().await;
+        }
+    }
+    drop(held);
+    for caller in callers {
+        caller.await.unwrap();
+    }
+    assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5]);
 }
 
 /// Checks out `n` connections, one after the other, and holds them.
