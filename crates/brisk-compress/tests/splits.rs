@@ -87,7 +87,7 @@ fn make_data(shape: Shape, seed: u64, len: usize) -> Vec<u8> {
         Shape::Mixed => {
             while out.len() < len {
                 let piece = (out.len() + 1 + (rng.next() % 20_000) as usize).min(len);
-                if rng.next() % 2 == 0 {
+                if rng.next().is_multiple_of(2) {
                     random(&mut rng, &mut out, piece);
                 } else {
                     json(&mut rng, &mut out, piece);
@@ -223,7 +223,7 @@ impl AsyncRead for Frames {
 }
 
 fn source(frames: &[Bytes]) -> impl futures_util::Stream<Item = io::Result<Bytes>> + Unpin {
-    stream::iter(frames.to_vec().into_iter().map(Ok))
+    stream::iter(frames.iter().cloned().map(Ok))
 }
 
 fn decode_push(encoding: Encoding, frames: &[Bytes], limit: u64) -> Result<Vec<u8>, Error> {
