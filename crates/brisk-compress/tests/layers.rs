@@ -546,14 +546,7 @@ async fn compressed_requests_are_decoded_for_the_handler() {
         Encoding::Zstd,
     ] {
         let body = compress(encoding, Level::Default, json.as_bytes()).unwrap();
-        let response = server
-            .send(
-                Method::POST,
-                "/echo",
-                &[("content-encoding", encoding.as_str())],
-                body,
-            )
-            .await;
+        let response = server.post_echo(encoding.as_str(), body).await;
         assert_eq!(response.status(), StatusCode::OK, "{encoding}");
         assert_eq!(
             response.headers()["x-request-length"],
@@ -637,14 +630,7 @@ async fn uploads_of_real_sizes_decode_whatever_hyper_splits_them_into() {
         ] {
             for level in [Level::Fastest, Level::Default] {
                 let body = compress(encoding, level, &original).unwrap();
-                let response = server
-                    .send(
-                        Method::POST,
-                        "/echo",
-                        &[("content-encoding", encoding.as_str())],
-                        body,
-                    )
-                    .await;
+                let response = server.post_echo(encoding.as_str(), body).await;
                 assert_eq!(
                     response.status(),
                     StatusCode::OK,
