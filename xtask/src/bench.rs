@@ -14,6 +14,7 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("pool", "brisk-pool", "pool"),
     ("batch", "brisk-batch", "loader"),
     ("compress", "brisk-compress", "codecs"),
+    ("cache", "brisk-cache", "cache"),
 ];
 
 pub(crate) fn run(selected: &[String]) -> Result<()> {

@@ -112,6 +112,8 @@ impl<T: Transform> Pump<T> {
         self.flush = flush;
     }
 
+    /// Whether the output has ended (the response body asks; only the layers use it).
+    #[cfg(feature = "tower")]
     pub(crate) fn is_done(&self) -> bool {
         self.done
     }

@@ -13,6 +13,7 @@
 //! | feature | crate | solves |
 //! |---|---|---|
 //! | `batch` | [`brisk-batch`](https://docs.rs/brisk-batch) | DataLoader batching (N+1 queries become one per batch, batches run concurrently) and write batching with backpressure |
+//! | `cache` | [`brisk-cache`](https://docs.rs/brisk-cache) | an in-process cache whose hits take a shared lock only, with W-TinyLFU admission (scans do not flush the hot set), TTL/TTI and an eviction listener |
 //! | `compress` | [`brisk-compress`](https://docs.rs/brisk-compress) | gzip/brotli/zstd/deflate negotiated per RFC 9110 with size and type thresholds, streams that flush when idle, tower layers (its own feature `tower`) with bomb-safe request decoding, framed cache values |
 //! | `dedup` | [`brisk-dedup`](https://docs.rs/brisk-dedup) | single-flight: concurrent identical requests share one execution, in one process or across instances through Redis (its own feature `redis`) |
 //! | `metrics` | [`brisk-metrics`](https://docs.rs/brisk-metrics) | latency histograms, counters, Prometheus text, performance budgets |
@@ -24,6 +25,9 @@
 #[cfg(feature = "batch")]
 #[cfg_attr(docsrs, doc(cfg(feature = "batch")))]
 pub use brisk_batch as batch;
+#[cfg(feature = "cache")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cache")))]
+pub use brisk_cache as cache;
 #[cfg(feature = "compress")]
 #[cfg_attr(docsrs, doc(cfg(feature = "compress")))]
 pub use brisk_compress as compress;

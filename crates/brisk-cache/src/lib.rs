@@ -1,0 +1,54 @@
+//! Caches that keep a service's hot data close: an in-process level that is fast on every hit
+//! and keeps the popular entries when scans and one-off keys pass through.
+//!
+//! ```
+//! use std::time::Duration;
+//! use brisk_cache::{Cause, MemoryCache};
+//!
+//! let cache: MemoryCache<String, Vec<u8>> = MemoryCache::builder()
+//!     .max_weight(64 << 20) // 64 MiB of values
+//!     .weigher(|key: &String, value: &Vec<u8>| (key.len() + value.len()) as u32)
+//!     .ttl(Duration::from_secs(600))
+//!     .tti(Duration::from_secs(60))
+//!     .eviction_listener(|key, _value, cause| {
+//!         if cause == Cause::Size {
+//!             // e.g. count evictions under memory pressure
+//!             let _ = key;
+//!         }
+//!     })
+//!     .build()?;
+//! cache.insert("user:1".to_owned(), b"{\"name\":\"Ada\"}".to_vec());
+//! assert!(cache.get(&"user:1".to_owned()).is_some());
+//! # Ok::<(), brisk_cache::Error>(())
+//! ```
+//!
+//! # What is in the box
+//! - [`Cache`]: the async trait every level implements (get, insert with an optional TTL,
+//!   remove, get_many, insert_many).
+//! - [`MemoryCache`]: sharded; each shard a W-TinyLFU window and main space on `lru`; hits take
+//!   a shared lock only; bounded by entries or by weight; TTL per cache or entry and TTI;
+//!   eviction listener with the [`Cause`]; `invalidate_all`, `invalidate_if`, iteration.
+//!
+//! # Guarantees
+//! - **Bounded.** The entry count (or weight) never exceeds the bound: each shard holds its
+//!   share. An entry heavier than a shard can hold is refused and reported, never stored.
+//! - **Every departure is told once.** Each entry that leaves (expired, evicted, refused,
+//!   replaced, removed) reaches the eviction listener exactly once, after the shard's lock is
+//!   released.
+//! - **No expired value is returned**, whether or not it has been removed yet.
+//! - **No panics on input**: invalid configuration is an [`Error::Config`] from `build`.
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod cache;
+mod error;
+mod memory;
+mod sketch;
+
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
+
+pub use cache::Cache;
+pub use error::{Error, Result};
+pub use memory::{Cause, Iter, MemoryCache, MemoryCacheBuilder};

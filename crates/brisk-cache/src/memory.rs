@@ -1,0 +1,782 @@
+//! [`MemoryCache`]: the in-process level, sharded, each shard an `lru::LruCache` pair with a
+//! TinyLFU admission filter between them.
+
+use std::{
+    fmt,
+    hash::{BuildHasher, Hash, RandomState},
+    num::NonZeroUsize,
+    sync::{
+        Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use lru::LruCache;
+use tokio::time::Instant;
+
+use crate::{Cache, Error, Result, sketch::Sketch};
+
+/// Why an entry left the cache, as the [eviction listener](MemoryCacheBuilder::eviction_listener)
+/// is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Cause {
+    /// Its time to live or time to idle ran out.
+    Expired,
+    /// Evicted to make room, or refused admission (a newcomer less popular than what it
+    /// would displace, or heavier than a shard can hold).
+    Size,
+    /// Overwritten by an insert of the same key.
+    Replaced,
+    /// Removed by [`MemoryCache::remove`], [`invalidate_all`](MemoryCache::invalidate_all) or
+    /// [`invalidate_if`](MemoryCache::invalidate_if).
+    Removed,
+}
+
+type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u32 + Send + Sync>;
+type Listener<K, V> = Arc<dyn Fn(K, V, Cause) + Send + Sync>;
+
+/// A stored value with what the policy needs to know about it.
+struct Entry<V> {
+    value: V,
+    weight: u32,
+    /// Nanoseconds since the cache's epoch after which the entry is gone; `u64::MAX`: never.
+    expires: u64,
+    /// Nanoseconds since the epoch of the last read or write, for time-to-idle.
+    touched: AtomicU64,
+    /// Read since it was last considered for eviction: a hit sets it under the read lock, and
+    /// eviction gives such an entry a second chance (moves it to the most recent end) instead
+    /// of moving it on every hit.
+    referenced: AtomicBool,
+}
+
+/// One shard: a small window that every newcomer enters, and the main space that admission
+/// guards (W-TinyLFU's structure, Einziger et al. 2017), each an LRU order.
+struct Shard<K, V> {
+    window: LruCache<K, Entry<V>, RandomState>,
+    main: LruCache<K, Entry<V>, RandomState>,
+    window_weight: u64,
+    main_weight: u64,
+    /// This shard's share of the bound, and the part of it the window takes.
+    window_max: u64,
+    main_max: u64,
+    sketch: Sketch,
+}
+
+/// A sharded, bounded, in-memory cache whose hits take only a shared lock.
+///
+/// - **Bounded** by entry count ([`max_entries`](MemoryCacheBuilder::max_entries)) or by a
+///   [weigher](MemoryCacheBuilder::weigher) (bytes, say). Each of its shards holds an equal
+///   share of the bound, so the whole never exceeds it.
+/// - **Scan-resistant**: newcomers enter a small window (1 % of each shard); to move on into
+///   the main space they must be more popular than the entry they would displace, per a
+///   TinyLFU frequency sketch. A scan or a burst of one-hit wonders passes through the window
+///   and leaves the hot set in place.
+/// - **Hits never take an exclusive lock**: a read lock, a flag set on the entry and an
+///   atomic count in the sketch. Recency is kept lazily: a flagged entry gets a second chance
+///   when it reaches the eviction end.
+/// - **Expiry**: a time to live per cache and per entry, and a time to idle. Expired entries
+///   are never returned; they are removed when met, when they reach the eviction end, or by
+///   [`run_pending_tasks`](Self::run_pending_tasks).
+///
+/// Cheap to clone: clones share the entries.
+///
+/// ```
+/// use std::time::Duration;
+/// use brisk_cache::MemoryCache;
+///
+/// let cache: MemoryCache<u64, String> = MemoryCache::builder()
+///     .max_entries(10_000)
+///     .ttl(Duration::from_secs(300))
+///     .build()?;
+/// cache.insert(42, "Ada".to_owned());
+/// assert_eq!(cache.get(&42).as_deref(), Some("Ada"));
+/// assert_eq!(cache.get(&7), None);
+/// # Ok::<(), brisk_cache::Error>(())
+/// ```
+pub struct MemoryCache<K, V> {
+    inner: Arc<Inner<K, V>>,
+}
+
+struct Inner<K, V> {
+    shards: Box<[RwLock<Shard<K, V>>]>,
+    /// `shards.len() - 1`; the count is a power of two.
+    shard_mask: u64,
+    hasher: RandomState,
+    /// The bound, split over the shards.
+    capacity: u64,
+    weigher: Option<Weigher<K, V>>,
+    listener: Option<Listener<K, V>>,
+    ttl: Option<Duration>,
+    tti: Option<Duration>,
+    epoch: Instant,
+}
+
+impl<K, V> Clone for MemoryCache<K, V> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K, V> fmt::Debug for MemoryCache<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryCache")
+            .field("shards", &self.inner.shards.len())
+            .field("capacity", &self.inner.capacity)
+            .field("ttl", &self.inner.ttl)
+            .field("tti", &self.inner.tti)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Entries that left the cache while a shard was locked, told to the listener once it is not.
+struct Departed<K, V>(Vec<(K, V, Cause)>);
+
+impl<K, V> Departed<K, V> {
+    fn new() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<K, V> MemoryCache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Starts configuring a cache.
+    pub fn builder() -> MemoryCacheBuilder<K, V> {
+        MemoryCacheBuilder {
+            max_entries: None,
+            max_weight: None,
+            weigher: None,
+            listener: None,
+            ttl: None,
+            tti: None,
+            shards: None,
+        }
+    }
+
+    /// The value for `key`, if present and not expired. Takes only a shared lock.
+    pub fn get(&self, key: &K) -> Option<V> {
+        let hash = self.inner.hasher.hash_one(key);
+        let shard = self.inner.read(hash);
+        let entry = shard.window.peek(key).or_else(|| shard.main.peek(key));
+        shard.sketch.record(hash);
+        let entry = entry?;
+        if entry.expires != u64::MAX || self.inner.tti.is_some() {
+            let now = self.inner.now();
+            if self.inner.expired(entry, now) {
+                drop(shard);
+                self.remove_expired(key, hash);
+                return None;
+            }
+            if self.inner.tti.is_some() {
+                entry.touched.store(now, Ordering::Relaxed);
+            }
+        }
+        if !entry.referenced.load(Ordering::Relaxed) {
+            entry.referenced.store(true, Ordering::Relaxed);
+        }
+        Some(entry.value.clone())
+    }
+
+    /// Whether `key` is present and not expired, without counting an access.
+    pub fn contains_key(&self, key: &K) -> bool {
+        let hash = self.inner.hasher.hash_one(key);
+        let shard = self.inner.read(hash);
+        let now = self.inner.now();
+        shard
+            .window
+            .peek(key)
+            .or_else(|| shard.main.peek(key))
+            .is_some_and(|entry| !self.inner.expired(entry, now))
+    }
+
+    /// Inserts `value` for `key` with the cache's time to live, replacing any value there.
+    ///
+    /// A newcomer may be refused (told to the listener as [`Cause::Size`]) when it is heavier
+    /// than a shard can hold, or later, when it leaves the window less popular than the entry
+    /// it would displace.
+    pub fn insert(&self, key: K, value: V) {
+        self.insert_entry(key, value, self.inner.ttl);
+    }
+
+    /// Inserts with its own time to live, which overrides the cache's.
+    pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) {
+        self.insert_entry(key, value, Some(ttl));
+    }
+
+    fn insert_entry(&self, key: K, value: V, ttl: Option<Duration>) {
+        let inner = &*self.inner;
+        let weight = inner.weigh(&key, &value);
+        let now = inner.now();
+        let expires = ttl.map_or(u64::MAX, |ttl| {
+            now.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX))
+        });
+        let entry = Entry {
+            value,
+            weight,
+            expires,
+            touched: AtomicU64::new(now),
+            referenced: AtomicBool::new(false),
+        };
+        let hash = inner.hasher.hash_one(&key);
+        let mut departed = Departed::new();
+        {
+            let mut shard = inner.write(hash);
+            let shard = &mut *shard;
+            if shard.sketch.due() {
+                shard.sketch.age();
+            }
+            if u64::from(weight) > shard.window_max.max(shard.main_max) {
+                // Heavier than a shard can hold: refused, and the value it would have
+                // replaced goes too (it is stale).
+                if let Some(old) = shard.take(&key) {
+                    departed.0.push((key.clone(), old.value, Cause::Replaced));
+                }
+                departed.0.push((key, entry.value, Cause::Size));
+            } else if let Some(old) = shard.main.peek_mut(&key) {
+                // An update keeps the entry in the main space, now most recent.
+                shard.main_weight = shard.main_weight - u64::from(old.weight) + u64::from(weight);
+                let old = std::mem::replace(old, entry);
+                departed.0.push((key.clone(), old.value, Cause::Replaced));
+                shard.main.promote(&key);
+            } else {
+                if let Some((old_key, old)) = shard.window.push(key, entry) {
+                    shard.window_weight -= u64::from(old.weight);
+                    departed.0.push((old_key, old.value, Cause::Replaced));
+                }
+                shard.window_weight += u64::from(weight);
+            }
+            inner.rebalance(shard, now, &mut departed);
+        }
+        inner.tell(departed);
+    }
+
+    /// Removes `key`, returning its value if it was present and not expired.
+    pub fn remove(&self, key: &K) -> Option<V> {
+        let hash = self.inner.hasher.hash_one(key);
+        let removed = {
+            let mut shard = self.inner.write(hash);
+            shard.take(key)
+        };
+        let entry = removed?;
+        let now = self.inner.now();
+        if self.inner.expired(&entry, now) {
+            self.inner
+                .tell(Departed(vec![(key.clone(), entry.value, Cause::Expired)]));
+            return None;
+        }
+        let value = entry.value.clone();
+        self.inner
+            .tell(Departed(vec![(key.clone(), entry.value, Cause::Removed)]));
+        Some(value)
+    }
+
+    fn remove_expired(&self, key: &K, hash: u64) {
+        let now = self.inner.now();
+        let removed = {
+            let mut shard = self.inner.write(hash);
+            // Look again: it may have been replaced since the read lock was released.
+            let still_expired = shard
+                .window
+                .peek(key)
+                .or_else(|| shard.main.peek(key))
+                .is_some_and(|entry| self.inner.expired(entry, now));
+            if still_expired { shard.take(key) } else { None }
+        };
+        if let Some(entry) = removed {
+            self.inner
+                .tell(Departed(vec![(key.clone(), entry.value, Cause::Expired)]));
+        }
+    }
+
+    /// Removes every entry (each told to the listener as [`Cause::Removed`]).
+    pub fn invalidate_all(&self) {
+        self.invalidate_if(|_, _| true);
+    }
+
+    /// Removes every entry for which `predicate` returns true, one shard at a time. Expired
+    /// entries met on the way are removed too.
+    pub fn invalidate_if(&self, mut predicate: impl FnMut(&K, &V) -> bool) {
+        let now = self.inner.now();
+        for shard in &self.inner.shards {
+            let mut departed = Departed::new();
+            {
+                let mut shard = write(shard);
+                let shard = &mut *shard;
+                for (space, weight) in [
+                    (&mut shard.window, &mut shard.window_weight),
+                    (&mut shard.main, &mut shard.main_weight),
+                ] {
+                    let doomed: Vec<(K, Cause)> = space
+                        .iter()
+                        .filter_map(|(key, entry)| {
+                            if self.inner.expired(entry, now) {
+                                Some((key.clone(), Cause::Expired))
+                            } else if predicate(key, &entry.value) {
+                                Some((key.clone(), Cause::Removed))
+                            } else {
+                                None
+                            }
+                        })
+                        .collect();
+                    for (key, cause) in doomed {
+                        if let Some(entry) = space.pop(&key) {
+                            *weight -= u64::from(entry.weight);
+                            departed.0.push((key, entry.value, cause));
+                        }
+                    }
+                }
+            }
+            self.inner.tell(departed);
+        }
+    }
+
+    /// Removes expired entries now, one shard at a time; without it they are removed when
+    /// met or when they reach the eviction end.
+    pub fn run_pending_tasks(&self) {
+        self.invalidate_if(|_, _| false);
+    }
+
+    /// Entries held, expired ones not yet removed included.
+    pub fn len(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|shard| {
+                let shard = read(shard);
+                shard.window.len() + shard.main.len()
+            })
+            .sum()
+    }
+
+    /// Whether the cache holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The total weight held (the entry count without a weigher).
+    pub fn weighted_size(&self) -> u64 {
+        self.inner
+            .shards
+            .iter()
+            .map(|shard| {
+                let shard = read(shard);
+                shard.window_weight + shard.main_weight
+            })
+            .sum()
+    }
+
+    /// The most weight (or entries) the cache holds: the configured bound.
+    pub fn capacity(&self) -> u64 {
+        self.inner.capacity
+    }
+
+    /// The live entries, a shard at a time: each shard is copied under its read lock, so
+    /// iterating holds no lock and sees each shard as it was when reached.
+    pub fn iter(&self) -> Iter<'_, K, V> {
+        Iter {
+            cache: self,
+            next_shard: 0,
+            buffered: Vec::new().into_iter(),
+        }
+    }
+}
+
+/// The iterator of [`MemoryCache::iter`].
+pub struct Iter<'a, K, V> {
+    cache: &'a MemoryCache<K, V>,
+    next_shard: usize,
+    buffered: std::vec::IntoIter<(K, V)>,
+}
+
+impl<K, V> fmt::Debug for Iter<'_, K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Iter")
+            .field("next_shard", &self.next_shard)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K: Hash + Eq + Clone, V: Clone> Iterator for Iter<'_, K, V> {
+    type Item = (K, V);
+
+    fn next(&mut self) -> Option<(K, V)> {
+        loop {
+            if let Some(item) = self.buffered.next() {
+                return Some(item);
+            }
+            let inner = &*self.cache.inner;
+            let shard = inner.shards.get(self.next_shard)?;
+            self.next_shard += 1;
+            let now = inner.now();
+            let shard = read(shard);
+            let live: Vec<(K, V)> = shard
+                .window
+                .iter()
+                .chain(shard.main.iter())
+                .filter(|(_, entry)| !inner.expired(entry, now))
+                .map(|(key, entry)| (key.clone(), entry.value.clone()))
+                .collect();
+            self.buffered = live.into_iter();
+        }
+    }
+}
+
+impl<K: Hash + Eq, V> Shard<K, V> {
+    fn take(&mut self, key: &K) -> Option<Entry<V>> {
+        if let Some(entry) = self.window.pop(key) {
+            self.window_weight -= u64::from(entry.weight);
+            return Some(entry);
+        }
+        let entry = self.main.pop(key)?;
+        self.main_weight -= u64::from(entry.weight);
+        Some(entry)
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> Inner<K, V> {
+    fn read(&self, hash: u64) -> RwLockReadGuard<'_, Shard<K, V>> {
+        read(&self.shards[self.shard_of(hash)])
+    }
+
+    fn write(&self, hash: u64) -> RwLockWriteGuard<'_, Shard<K, V>> {
+        write(&self.shards[self.shard_of(hash)])
+    }
+
+    fn shard_of(&self, hash: u64) -> usize {
+        // The high bits pick the shard; the maps and the sketch mix the whole hash.
+        ((hash >> 40) & self.shard_mask) as usize
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn expired(&self, entry: &Entry<V>, now: u64) -> bool {
+        if now >= entry.expires {
+            return true;
+        }
+        self.tti.is_some_and(|tti| {
+            now.saturating_sub(entry.touched.load(Ordering::Relaxed))
+                >= u64::try_from(tti.as_nanos()).unwrap_or(u64::MAX)
+        })
+    }
+
+    fn weigh(&self, key: &K, value: &V) -> u32 {
+        self.weigher.as_ref().map_or(1, |weigh| weigh(key, value))
+    }
+
+    /// Moves what overflows the window into the main space, through admission, and evicts
+    /// from the main space what no longer fits (after an update made an entry heavier).
+    fn rebalance(&self, shard: &mut Shard<K, V>, now: u64, departed: &mut Departed<K, V>) {
+        while shard.window_weight > shard.window_max {
+            let Some((key, entry)) = shard.window.pop_lru() else {
+                break;
+            };
+            shard.window_weight -= u64::from(entry.weight);
+            if self.expired(&entry, now) {
+                departed.0.push((key, entry.value, Cause::Expired));
+                continue;
+            }
+            self.admit(shard, key, entry, now, departed);
+        }
+        while shard.main_weight > shard.main_max {
+            let Some((key, entry)) = shard.main.pop_lru() else {
+                break;
+            };
+            shard.main_weight -= u64::from(entry.weight);
+            let cause = if self.expired(&entry, now) {
+                Cause::Expired
+            } else {
+                Cause::Size
+            };
+            departed.0.push((key, entry.value, cause));
+        }
+    }
+
+    /// Moves a candidate from the window into the main space if it fits, or if it is more
+    /// popular than each entry it would displace; otherwise it is evicted.
+    fn admit(
+        &self,
+        shard: &mut Shard<K, V>,
+        key: K,
+        entry: Entry<V>,
+        now: u64,
+        departed: &mut Departed<K, V>,
+    ) {
+        let weight = u64::from(entry.weight);
+        let candidate = shard.sketch.frequency(self.hasher.hash_one(&key));
+        // Second chances are bounded, so a space whose entries are all referenced cannot loop.
+        let mut chances = shard.main.len();
+        while shard.main_weight + weight > shard.main_max {
+            let Some((victim_key, victim)) = shard.main.peek_lru() else {
+                // Nothing left to displace and still no room: the candidate cannot stay.
+                departed.0.push((key, entry.value, Cause::Size));
+                return;
+            };
+            let expired = self.expired(victim, now);
+            let second_chance =
+                !expired && chances > 0 && victim.referenced.swap(false, Ordering::Relaxed);
+            let victim_hash = self.hasher.hash_one(victim_key);
+            if second_chance {
+                chances -= 1;
+                let victim_key = victim_key.clone();
+                shard.main.promote(&victim_key);
+                continue;
+            }
+            if !expired && candidate <= shard.sketch.frequency(victim_hash) {
+                departed.0.push((key, entry.value, Cause::Size));
+                return;
+            }
+            let Some((victim_key, victim)) = shard.main.pop_lru() else {
+                break;
+            };
+            shard.main_weight -= u64::from(victim.weight);
+            let cause = if expired { Cause::Expired } else { Cause::Size };
+            departed.0.push((victim_key, victim.value, cause));
+        }
+        shard.main_weight += weight;
+        shard.main.push(key, entry);
+    }
+
+    fn tell(&self, departed: Departed<K, V>) {
+        if let Some(listener) = &self.listener {
+            for (key, value, cause) in departed.0 {
+                listener(key, value, cause);
+            }
+        }
+    }
+}
+
+/// Shards stay consistent if a listener or weigher panics elsewhere: recover the guard.
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Configures a [`MemoryCache`]; from [`MemoryCache::builder`].
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct MemoryCacheBuilder<K, V> {
+    max_entries: Option<u64>,
+    max_weight: Option<u64>,
+    weigher: Option<Weigher<K, V>>,
+    listener: Option<Listener<K, V>>,
+    ttl: Option<Duration>,
+    tti: Option<Duration>,
+    shards: Option<usize>,
+}
+
+impl<K, V> fmt::Debug for MemoryCacheBuilder<K, V> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemoryCacheBuilder")
+            .field("max_entries", &self.max_entries)
+            .field("max_weight", &self.max_weight)
+            .field("weigher", &self.weigher.is_some())
+            .field("eviction_listener", &self.listener.is_some())
+            .field("ttl", &self.ttl)
+            .field("tti", &self.tti)
+            .field("shards", &self.shards)
+            .finish()
+    }
+}
+
+impl<K, V> MemoryCacheBuilder<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Holds at most this many entries. One of `max_entries` or `max_weight` is required.
+    pub fn max_entries(mut self, entries: u64) -> Self {
+        self.max_entries = Some(entries);
+        self
+    }
+
+    /// Holds at most this much weight, as the [`weigher`](Self::weigher) counts it.
+    pub fn max_weight(mut self, weight: u64) -> Self {
+        self.max_weight = Some(weight);
+        self
+    }
+
+    /// How much an entry weighs (bytes, say); required with `max_weight`. An entry heavier
+    /// than one shard's share of `max_weight` is refused.
+    pub fn weigher(mut self, weigher: impl Fn(&K, &V) -> u32 + Send + Sync + 'static) -> Self {
+        self.weigher = Some(Arc::new(weigher));
+        self
+    }
+
+    /// Called with each entry that leaves the cache and why, after the shard's lock is
+    /// released, on the thread that caused it.
+    pub fn eviction_listener(
+        mut self,
+        listener: impl Fn(K, V, Cause) + Send + Sync + 'static,
+    ) -> Self {
+        self.listener = Some(Arc::new(listener));
+        self
+    }
+
+    /// Entries expire this long after they are written. Default: never.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Entries expire this long after they were last read or written. Default: never.
+    pub fn tti(mut self, tti: Duration) -> Self {
+        self.tti = Some(tti);
+        self
+    }
+
+    /// How many shards (rounded up to a power of two). Default: four per core, fewer for
+    /// small caches so that each shard holds at least 64 entries' worth.
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = Some(shards);
+        self
+    }
+
+    /// Builds the cache.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a missing or zero bound, both bounds at once, a weigher without
+    /// `max_weight` or the reverse, a zero duration, or zero shards.
+    pub fn build(self) -> Result<MemoryCache<K, V>> {
+        let config = |setting: &'static str, value: String, reason: &'static str| Error::Config {
+            setting,
+            value,
+            reason,
+        };
+        let max = match (self.max_entries, self.max_weight) {
+            (Some(_), Some(_)) => {
+                return Err(config(
+                    "max_weight",
+                    format!("{:?}", self.max_weight),
+                    "set max_entries or max_weight, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(config(
+                    "max_entries",
+                    "none".into(),
+                    "a bound is required: max_entries or max_weight",
+                ));
+            }
+            (Some(0), None) => return Err(config("max_entries", "0".into(), "must be at least 1")),
+            (None, Some(0)) => return Err(config("max_weight", "0".into(), "must be at least 1")),
+            (Some(entries), None) => {
+                if self.weigher.is_some() {
+                    return Err(config(
+                        "weigher",
+                        "set".into(),
+                        "a weigher needs max_weight, not max_entries",
+                    ));
+                }
+                entries
+            }
+            (None, Some(weight)) => {
+                if self.weigher.is_none() {
+                    return Err(config("max_weight", weight.to_string(), "needs a weigher"));
+                }
+                weight
+            }
+        };
+        for (setting, duration) in [("ttl", self.ttl), ("tti", self.tti)] {
+            if duration == Some(Duration::ZERO) {
+                return Err(config(setting, "0s".into(), "must be longer than zero"));
+            }
+        }
+        let shards = match self.shards {
+            Some(0) => return Err(config("shards", "0".into(), "must be at least 1")),
+            Some(shards) => shards.next_power_of_two(),
+            None => {
+                let cores = std::thread::available_parallelism().map_or(4, NonZeroUsize::get);
+                let by_size = usize::try_from(max / 64).unwrap_or(usize::MAX).max(1);
+                (cores * 4).min(by_size).next_power_of_two()
+            }
+        };
+        let count = shards.min(1 << 16) as u64;
+        if count > max {
+            return Err(config(
+                "shards",
+                count.to_string(),
+                "must not exceed the bound: each shard holds at least one entry",
+            ));
+        }
+        let hasher = RandomState::new();
+        let shards: Box<[RwLock<Shard<K, V>>]> = (0..count)
+            .map(|index| {
+                // The bound split evenly, the remainder one each to the first shards.
+                let max = max / count + u64::from(index < max % count);
+                // The window is 1 % of a shard, at least one entry's worth (W-TinyLFU).
+                let window_max = if max >= 2 { (max / 100).max(1) } else { max };
+                let entries = if self.weigher.is_some() {
+                    max.min(1 << 20)
+                } else {
+                    max
+                };
+                RwLock::new(Shard {
+                    window: LruCache::unbounded_with_hasher(hasher.clone()),
+                    main: LruCache::unbounded_with_hasher(hasher.clone()),
+                    window_weight: 0,
+                    main_weight: 0,
+                    window_max,
+                    main_max: max - window_max,
+                    sketch: Sketch::new(entries),
+                })
+            })
+            .collect();
+        Ok(MemoryCache {
+            inner: Arc::new(Inner {
+                shard_mask: count - 1,
+                shards,
+                hasher,
+                capacity: max,
+                weigher: self.weigher,
+                listener: self.listener,
+                ttl: self.ttl,
+                tti: self.tti,
+                epoch: Instant::now(),
+            }),
+        })
+    }
+}
+
+impl<K, V> Cache<K, V> for MemoryCache<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    async fn get(&self, key: &K) -> Result<Option<V>> {
+        Ok(MemoryCache::get(self, key))
+    }
+
+    async fn insert(&self, key: K, value: V, ttl: Option<Duration>) -> Result<()> {
+        match ttl {
+            Some(ttl) => self.insert_with_ttl(key, value, ttl),
+            None => MemoryCache::insert(self, key, value),
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, key: &K) -> Result<()> {
+        MemoryCache::remove(self, key);
+        Ok(())
+    }
+
+    async fn get_many(&self, keys: &[K]) -> Result<Vec<Option<V>>> {
+        Ok(keys.iter().map(|key| MemoryCache::get(self, key)).collect())
+    }
+
+    async fn insert_many(&self, entries: Vec<(K, V)>, ttl: Option<Duration>) -> Result<()> {
+        for (key, value) in entries {
+            Cache::insert(self, key, value, ttl).await?;
+        }
+        Ok(())
+    }
+}
