@@ -446,7 +446,15 @@ fn main() {
         memory_child(args.get(position + 1).map_or("brisk", String::as_str));
         return;
     }
-    print!("{}", speed());
-    print!("{}", ratios());
-    print!("{}", memory());
+    // `BRISK_BENCH_ONLY=speed` (or `ratio`, `memory`) runs one part, for quick iterations.
+    let only = std::env::var("BRISK_BENCH_ONLY").unwrap_or_default();
+    if only.is_empty() || only == "speed" {
+        print!("{}", speed());
+    }
+    if only.is_empty() || only == "ratio" {
+        print!("{}", ratios());
+    }
+    if only.is_empty() || only == "memory" {
+        print!("{}", memory());
+    }
 }

@@ -1,11 +1,18 @@
-//! TinyLFU's frequency estimate: a count-min sketch of 4-bit counters that ages, behind a
-//! doorkeeper bloom filter that absorbs one-hit wonders (Einziger, Friedman and Manes,
-//! "TinyLFU: A Highly Efficient Cache Admission Policy", 2017).
+//! TinyLFU's frequency estimate: a count-min sketch of 4-bit counters that ages (Einziger,
+//! Friedman and Manes, "TinyLFU: A Highly Efficient Cache Admission Policy", 2017).
+//!
+//! There is no doorkeeper in front of it. The paper's doorkeeper (a bloom filter that takes a
+//! key's first sighting) saves sketch memory; with counters sized to the capacity it only
+//! removes information, and measured here it cost 1–2 points of hit ratio on every trace
+//! (Zipf 0.8: .286 with it, .307 without). Caffeine dropped it for the same reason.
 //!
 //! Counters are updated with atomics so that a hit records its access under a shard's read
-//! lock; aging halves every counter and clears the doorkeeper, under the shard's write lock.
+//! lock; aging halves every counter under the shard's write lock.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::{
+    cell::Cell,
+    sync::atomic::{AtomicU64, Ordering},
+};
 
 /// Four counters per key, one in each of four rows.
 const ROWS: u64 = 4;
@@ -15,15 +22,20 @@ const MAX_COUNT: u64 = 15;
 const HALF_MASK: u64 = 0x7777_7777_7777_7777;
 
 pub(crate) struct Sketch {
-    /// 16 four-bit counters per word.
+    /// 16 four-bit counters per word, in blocks of 8 words (one cache line): a key's four
+    /// counters all sit in one block, so counting an access touches one line.
     table: Box<[AtomicU64]>,
-    /// One bit per slot, set on a key's first sighting.
-    door: Box<[AtomicU64]>,
-    /// Accesses recorded since the last aging.
+    /// Informative accesses since the last aging, one in [`SAMPLE_EVERY`] counted.
     samples: AtomicU64,
-    /// Age after this many accesses: ten per entry the shard holds, as the paper advises.
+    /// Age after about this many (counted) accesses: ten per entry the shard holds, as the
+    /// paper advises.
     sample_limit: u64,
 }
+
+/// One informative access in this many (per thread) counts towards aging.
+const SAMPLE_EVERY: u64 = 8;
+/// Words per block.
+const BLOCK: usize = 8;
 
 impl Sketch {
     /// A sketch for a shard of about `capacity` entries.
@@ -31,25 +43,17 @@ impl Sketch {
         let words = capacity.clamp(16, 1 << 24).next_power_of_two() as usize;
         Self {
             table: (0..words).map(|_| AtomicU64::new(0)).collect(),
-            // 64 doorkeeper bits per word: as many bits as counters, which keeps its false
-            // positives low for the sample period.
-            door: (0..words / 4).map(|_| AtomicU64::new(0)).collect(),
             samples: AtomicU64::new(0),
-            sample_limit: capacity.max(1).saturating_mul(10),
+            sample_limit: capacity.max(1).saturating_mul(10) / SAMPLE_EVERY,
         }
     }
 
     /// Counts one access to the key with `hash`.
     pub(crate) fn record(&self, hash: u64) {
-        self.samples.fetch_add(1, Ordering::Relaxed);
-        let (word, bit) = self.door_slot(hash);
-        let door = &self.door[word];
-        if door.load(Ordering::Relaxed) & bit == 0 {
-            door.fetch_or(bit, Ordering::Relaxed);
-            return;
-        }
+        let mixed = mix(hash);
+        let mut added = false;
         for row in 0..ROWS {
-            let (word, shift) = self.slot(hash, row);
+            let (word, shift) = self.slot(mixed, row);
             let cell = &self.table[word];
             let mut current = cell.load(Ordering::Relaxed);
             loop {
@@ -62,61 +66,80 @@ impl Sketch {
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => break,
+                    Ok(_) => {
+                        added = true;
+                        break;
+                    }
                     Err(now) => current = now,
                 }
             }
         }
+        // As in Caffeine, only accesses that changed a count move the sketch towards aging:
+        // hits on a saturated hot key carry no news.
+        if added {
+            self.sampled();
+        }
     }
 
-    /// The estimated number of recent accesses to the key with `hash` (at most 16).
+    /// Counts one informative access towards aging: one in [`SAMPLE_EVERY`] of each thread's,
+    /// so that most accesses do not write the shared word (unbiased, unlike sampling by key).
+    fn sampled(&self) {
+        thread_local! {
+            static TICKS: Cell<u64> = const { Cell::new(0) };
+        }
+        let tick = TICKS.with(|ticks| {
+            let tick = ticks.get().wrapping_add(1);
+            ticks.set(tick);
+            tick
+        });
+        if tick % SAMPLE_EVERY == 0 {
+            self.samples.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The estimated number of recent accesses to the key with `hash` (at most 15).
     pub(crate) fn frequency(&self, hash: u64) -> u64 {
-        let (word, bit) = self.door_slot(hash);
-        let door = u64::from(self.door[word].load(Ordering::Relaxed) & bit != 0);
-        let counted = (0..ROWS)
+        let mixed = mix(hash);
+        (0..ROWS)
             .map(|row| {
-                let (word, shift) = self.slot(hash, row);
+                let (word, shift) = self.slot(mixed, row);
                 (self.table[word].load(Ordering::Relaxed) >> shift) & MAX_COUNT
             })
             .min()
-            .unwrap_or(0);
-        counted + door
+            .unwrap_or(0)
     }
 
     /// Whether enough accesses were recorded that the counts should age.
     pub(crate) fn due(&self) -> bool {
-        self.samples.load(Ordering::Relaxed) >= self.sample_limit
+        self.samples.load(Ordering::Relaxed) >= self.sample_limit.max(1)
     }
 
-    /// Halves every count and clears the doorkeeper, so the sketch follows a changing
-    /// workload. Takes `&mut self`: no access is recorded meanwhile.
+    /// Halves every count, so the sketch follows a changing workload. Takes `&mut self`: no
+    /// access is recorded meanwhile.
     pub(crate) fn age(&mut self) {
         for cell in &mut self.table {
             *cell.get_mut() = (*cell.get_mut() >> 1) & HALF_MASK;
         }
-        for bits in &mut self.door {
-            *bits.get_mut() = 0;
-        }
         *self.samples.get_mut() /= 2;
     }
 
-    fn slot(&self, hash: u64, row: u64) -> (usize, u32) {
-        // A different odd multiplier per row makes the rows independent enough.
-        let mixed = (hash ^ (hash >> 29))
-            .wrapping_mul(
-                0x9E37_79B9_7F4A_7C15_u64.wrapping_add(row.wrapping_mul(0xD6E8_FEB8_6659_FD93)),
-            )
-            .rotate_left(17 + row as u32 * 7);
-        let word = (mixed as usize) & (self.table.len() - 1);
-        let nibble = (mixed >> 58) as u32 & 15;
+    /// Row `row`'s counter: a word of the key's block (rows take distinct words) and a nibble.
+    fn slot(&self, mixed: u64, row: u64) -> (usize, u32) {
+        let blocks = self.table.len() / BLOCK;
+        let block = ((mixed >> 32) as usize) & (blocks - 1);
+        // Rows 0..4 use words (w + row) mod 8 of the block, and 4 bits each for the nibble.
+        let first = (mixed & 7) as usize;
+        let word = block * BLOCK + (first + row as usize * 2) % BLOCK;
+        let nibble = ((mixed >> (8 + row * 4)) & 15) as u32;
         (word, nibble * 4)
     }
+}
 
-    fn door_slot(&self, hash: u64) -> (usize, u64) {
-        let mixed = hash.wrapping_mul(0xA24B_AED4_963E_E407).rotate_left(29);
-        let word = (mixed as usize) & (self.door.len() - 1);
-        (word, 1 << (mixed >> 58))
-    }
+/// The shard's hash is good already; this spreads it once more so the sketch's bits are
+/// independent of the bits that chose the shard.
+fn mix(hash: u64) -> u64 {
+    let mixed = (hash ^ (hash >> 31)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    mixed ^ (mixed >> 29)
 }
 
 #[cfg(test)]
@@ -128,15 +151,11 @@ mod tests {
     }
 
     #[test]
-    fn counts_follow_accesses_after_the_doorkeeper() {
+    fn counts_follow_accesses_and_saturate() {
         let sketch = Sketch::new(1024);
         assert_eq!(sketch.frequency(hash(1)), 0);
         sketch.record(hash(1));
-        assert_eq!(
-            sketch.frequency(hash(1)),
-            1,
-            "the first sighting sets the doorkeeper"
-        );
+        assert_eq!(sketch.frequency(hash(1)), 1);
         for _ in 0..5 {
             sketch.record(hash(1));
         }
@@ -144,7 +163,7 @@ mod tests {
         for _ in 0..100 {
             sketch.record(hash(1));
         }
-        assert_eq!(sketch.frequency(hash(1)), 16, "counters saturate at 15");
+        assert_eq!(sketch.frequency(hash(1)), 15, "counters saturate at 15");
         // Other keys are mostly unaffected (count-min overestimates only on collisions).
         let untouched = (1000..1100)
             .filter(|&n| sketch.frequency(hash(n)) == 0)
@@ -153,19 +172,35 @@ mod tests {
     }
 
     #[test]
-    fn aging_halves_counts_and_clears_the_doorkeeper() {
-        let mut sketch = Sketch::new(16);
+    fn aging_halves_counts() {
+        let mut sketch = Sketch::new(1024);
         for _ in 0..9 {
             sketch.record(hash(7));
         }
-        assert_eq!(sketch.frequency(hash(7)), 9);
-        assert!(!sketch.due());
-        for n in 0..200 {
-            sketch.record(hash(n + 100));
+        for _ in 0..15 {
+            sketch.record(hash(8));
         }
-        assert!(sketch.due());
         sketch.age();
         assert_eq!(sketch.frequency(hash(7)), 4);
-        assert!(!sketch.due());
+        assert_eq!(sketch.frequency(hash(8)), 7);
+    }
+
+    #[test]
+    fn aging_is_due_after_ten_accesses_per_entry() {
+        let mut sketch = Sketch::new(64);
+        for n in 0..200 {
+            sketch.record(hash(n));
+        }
+        assert!(!sketch.due(), "200 of the 640 accesses");
+        // Informative accesses until aging is due: about 640 (one in 8 counted, limit 80).
+        let mut n = 200;
+        while !sketch.due() {
+            sketch.record(hash(n));
+            n += 1;
+            assert!(n < 2000, "aging never came due");
+        }
+        assert!(n > 400, "due after {n} accesses");
+        sketch.age();
+        assert!(!sketch.due(), "aging halves the count of accesses too");
     }
 }
