@@ -3,7 +3,7 @@
 
 use std::{
     fmt,
-    hash::{BuildHasher, Hash},
+    hash::Hash,
     num::NonZeroUsize,
     sync::{
         Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,

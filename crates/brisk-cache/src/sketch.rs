@@ -92,7 +92,7 @@ impl Sketch {
             ticks.set(tick);
             tick
         });
-        if tick % SAMPLE_EVERY == 0 {
+        if tick.is_multiple_of(SAMPLE_EVERY) {
             self.samples.fetch_add(1, Ordering::Relaxed);
         }
     }
