@@ -16,7 +16,10 @@ use ahash::RandomState;
 use lru::LruCache;
 use tokio::time::Instant;
 
-use crate::{Cache, Error, Result, sketch::Sketch};
+use crate::{
+    Cache, Error, Result,
+    sketch::{self, SAMPLE_EVERY, Sketch},
+};
 
 /// Why an entry left the cache, as the [eviction listener](MemoryCacheBuilder::eviction_listener)
 /// is told.
@@ -60,9 +63,55 @@ struct Shard<K, V> {
     window_weight: u64,
     main_weight: u64,
     /// This shard's share of the bound, and the part of it the window takes.
+    max: u64,
     window_max: u64,
     main_max: u64,
     sketch: Sketch,
+    climber: Climber,
+}
+
+/// Sizes the window by hill climbing, as Caffeine does: every sample period, compare the hit
+/// rate with the last period's; if it improved, move the window size further the same way,
+/// else turn back, with steps that shrink as the rate settles (and grow again when the
+/// workload changes). Recency-heavy traces end with a large window, frequency-heavy ones with
+/// a small one.
+struct Climber {
+    /// Sampled (one in [`SAMPLE_EVERY`] per thread) lookups and hits, under the read lock.
+    lookups: AtomicU64,
+    hits: AtomicU64,
+    /// Sampled lookups per period: ten per entry the shard holds.
+    period: u64,
+    previous_rate: f64,
+    /// The next change of the window size, in weight; its sign is the direction.
+    step: f64,
+}
+
+/// The first step, and the one after a jump in the hit rate: 6.25 % of the shard.
+const INITIAL_STEP: f64 = 0.0625;
+/// Steps shrink by this factor each period while the hit rate is steady...
+const STEP_DECAY: f64 = 0.98;
+/// ...and start over when it moves by more than this.
+const RESTART_THRESHOLD: f64 = 0.05;
+
+impl Climber {
+    fn new(max: u64) -> Self {
+        Self {
+            lookups: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            period: (max.saturating_mul(10) / SAMPLE_EVERY).max(64),
+            previous_rate: 0.0,
+            step: INITIAL_STEP * max as f64,
+        }
+    }
+
+    fn sample(&self, hit: bool) {
+        if sketch::tick(&sketch::LOOKUP_TICKS) {
+            self.lookups.fetch_add(1, Ordering::Relaxed);
+            if hit {
+                self.hits.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 /// A sharded, bounded, in-memory cache whose hits take only a shared lock.
@@ -164,25 +213,32 @@ where
     pub fn get(&self, key: &K) -> Option<V> {
         let hash = self.inner.hasher.hash_one(key);
         let shard = self.inner.read(hash);
-        // Most hits are in the main space (the window is 1 % of the shard).
-        let entry = shard.main.peek(key).or_else(|| shard.window.peek(key));
+        // Most hits are in the main space (the window is small, at first 1 % of the shard).
+        let found = shard.main.peek(key).or_else(|| shard.window.peek(key));
         shard.sketch.record(hash);
-        let entry = entry?;
-        if entry.expires != u64::MAX || self.inner.tti.is_some() {
-            let now = self.inner.now();
-            if self.inner.expired(entry, now) {
-                drop(shard);
-                self.remove_expired(key, hash);
-                return None;
+        let mut expired = false;
+        let value = found.and_then(|entry| {
+            if entry.expires != u64::MAX || self.inner.tti.is_some() {
+                let now = self.inner.now();
+                if self.inner.expired(entry, now) {
+                    expired = true;
+                    return None;
+                }
+                if self.inner.tti.is_some() {
+                    entry.touched.store(now, Ordering::Relaxed);
+                }
             }
-            if self.inner.tti.is_some() {
-                entry.touched.store(now, Ordering::Relaxed);
+            if !entry.referenced.load(Ordering::Relaxed) {
+                entry.referenced.store(true, Ordering::Relaxed);
             }
+            Some(entry.value.clone())
+        });
+        shard.climber.sample(value.is_some());
+        drop(shard);
+        if expired {
+            self.remove_expired(key, hash);
         }
-        if !entry.referenced.load(Ordering::Relaxed) {
-            entry.referenced.store(true, Ordering::Relaxed);
-        }
-        Some(entry.value.clone())
+        value
     }
 
     /// Whether `key` is present and not expired, without counting an access.
@@ -233,6 +289,7 @@ where
             if shard.sketch.due() {
                 shard.sketch.age();
             }
+            shard.climb();
             if u64::from(weight) > shard.window_max.max(shard.main_max) {
                 // Heavier than a shard can hold: refused, and the value it would have
                 // replaced goes too (it is stale).
@@ -430,6 +487,43 @@ impl<K: Hash + Eq + Clone, V: Clone> Iterator for Iter<'_, K, V> {
 }
 
 impl<K: Hash + Eq, V> Shard<K, V> {
+    /// Moves the window size one step, once per sample period (see [`Climber`]). The next
+    /// rebalance moves what no longer fits.
+    fn climb(&mut self) {
+        let climber = &mut self.climber;
+        let lookups = *climber.lookups.get_mut();
+        if lookups < climber.period || self.max < 2 {
+            return;
+        }
+        let rate = *climber.hits.get_mut() as f64 / lookups as f64;
+        *climber.lookups.get_mut() = 0;
+        *climber.hits.get_mut() = 0;
+        let change = rate - climber.previous_rate;
+        climber.previous_rate = rate;
+        // The rate is estimated from samples: a change within two standard errors is noise,
+        // and the window holds still (a random walk would drift it away from a good size).
+        let noise = 2.0 * (rate * (1.0 - rate) / lookups as f64).sqrt();
+        if change.abs() < noise {
+            climber.step *= STEP_DECAY;
+            return;
+        }
+        let amount = if change >= 0.0 {
+            climber.step
+        } else {
+            -climber.step
+        };
+        climber.step = if change.abs() >= RESTART_THRESHOLD {
+            INITIAL_STEP * self.max as f64 * amount.signum()
+        } else {
+            amount * STEP_DECAY
+        };
+        // Between 1 % of the shard (at least one entry's worth) and all but one.
+        let least = (self.max / 100).max(1);
+        let window = (self.window_max as f64 + amount).clamp(least as f64, (self.max - 1) as f64);
+        self.window_max = window as u64;
+        self.main_max = self.max - self.window_max;
+    }
+
     fn take(&mut self, key: &K) -> Option<Entry<V>> {
         if let Some(entry) = self.window.pop(key) {
             self.window_weight -= u64::from(entry.weight);
@@ -727,9 +821,11 @@ where
                     main: LruCache::unbounded_with_hasher(hasher.clone()),
                     window_weight: 0,
                     main_weight: 0,
+                    max,
                     window_max,
                     main_max: max - window_max,
                     sketch: Sketch::new(entries),
+                    climber: Climber::new(entries),
                 })
             })
             .collect();
@@ -780,5 +876,67 @@ where
             Cache::insert(self, key, value, ttl).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn window_of(cache: &MemoryCache<u64, u64>) -> u64 {
+        read(&cache.inner.shards[0]).window_max
+    }
+
+    fn read_through(cache: &MemoryCache<u64, u64>, key: u64) {
+        if cache.get(&key).is_none() {
+            cache.insert(key, key);
+        }
+    }
+
+    /// A working set that keeps moving rewards recency: the climber grows the window from its
+    /// first 1 %. A fixed hot set does not: the window stays small.
+    #[test]
+    fn the_window_grows_for_recency_and_stays_small_for_frequency() {
+        let moving: MemoryCache<u64, u64> = MemoryCache::builder()
+            .max_entries(1000)
+            .shards(1)
+            .build()
+            .unwrap();
+        assert_eq!(window_of(&moving), 10);
+        let mut seed = 1u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        for n in 0..400_000u64 {
+            // New keys appear at a frontier that moves one key every 4 accesses; accesses
+            // fall at a geometric distance behind it (mean 600 keys): popularity is recency,
+            // and a new key is the most likely to be read again soon.
+            let unit = (next() >> 11) as f64 / (1u64 << 53) as f64;
+            let distance = (-(1.0 - unit).ln() * 600.0) as u64;
+            read_through(&moving, (n / 4).saturating_sub(distance));
+        }
+        let grown = window_of(&moving);
+        assert!(grown > 100, "window {grown} of 1000");
+
+        let fixed: MemoryCache<u64, u64> = MemoryCache::builder()
+            .max_entries(1000)
+            .shards(1)
+            .build()
+            .unwrap();
+        for _ in 0..400_000u64 {
+            // A skewed fixed population of 20k keys: frequency decides.
+            let rank = next() % 20_000;
+            read_through(&fixed, rank * rank / 20_000);
+        }
+        let small = window_of(&fixed);
+        assert!(
+            small < grown,
+            "window {small} (fixed) against {grown} (moving)"
+        );
+        let shard = read(&fixed.inner.shards[0]);
+        assert_eq!(shard.window_max + shard.main_max, 1000);
     }
 }

@@ -33,7 +33,25 @@ pub(crate) struct Sketch {
 }
 
 /// One informative access in this many (per thread) counts towards aging.
-const SAMPLE_EVERY: u64 = 8;
+pub(crate) const SAMPLE_EVERY: u64 = 8;
+/// A per-thread sampler: `tick(&COUNTER)` is true for one call in [`SAMPLE_EVERY`] of the
+/// calling thread's on that counter. Each use has its own counter, so that two samplers
+/// called in a fixed pattern cannot lock each other out.
+pub(crate) fn tick(counter: &'static std::thread::LocalKey<Cell<u64>>) -> bool {
+    counter.with(|ticks| {
+        let tick = ticks.get().wrapping_add(1);
+        ticks.set(tick);
+        tick.is_multiple_of(SAMPLE_EVERY)
+    })
+}
+
+thread_local! {
+    /// The sketch's aging sampler.
+    static AGING_TICKS: Cell<u64> = const { Cell::new(0) };
+    /// The hill climber's hit-rate sampler.
+    pub(crate) static LOOKUP_TICKS: Cell<u64> = const { Cell::new(0) };
+}
+
 /// Words per block.
 const BLOCK: usize = 8;
 
@@ -84,15 +102,7 @@ impl Sketch {
     /// Counts one informative access towards aging: one in [`SAMPLE_EVERY`] of each thread's,
     /// so that most accesses do not write the shared word (unbiased, unlike sampling by key).
     fn sampled(&self) {
-        thread_local! {
-            static TICKS: Cell<u64> = const { Cell::new(0) };
-        }
-        let tick = TICKS.with(|ticks| {
-            let tick = ticks.get().wrapping_add(1);
-            ticks.set(tick);
-            tick
-        });
-        if tick.is_multiple_of(SAMPLE_EVERY) {
+        if tick(&AGING_TICKS) {
             self.samples.fetch_add(1, Ordering::Relaxed);
         }
     }
