@@ -25,8 +25,8 @@
 //! # What is in the box
 //! - [`Cache`]: the async trait every level implements (get, insert with an optional TTL,
 //!   remove, get_many, insert_many).
-//! - [`MemoryCache`]: sharded; each shard a W-TinyLFU window and main space on `lru`; hits take
-//!   a shared lock only; bounded by entries or by weight; TTL per cache or entry and TTI;
+//! - [`MemoryCache`]: sharded; each shard a W-TinyLFU window (sized by hill climbing) and main
+//!   space on `lru`; hits take a shared lock only; bounded by entries or by weight; TTL per cache or entry and TTI;
 //!   eviction listener with the [`Cause`]; `invalidate_all`, `invalidate_if`, iteration.
 //!
 //! # Guarantees

@@ -119,9 +119,9 @@ impl Climber {
 /// - **Bounded** by entry count ([`max_entries`](MemoryCacheBuilder::max_entries)) or by a
 ///   [weigher](MemoryCacheBuilder::weigher) (bytes, say). Each of its shards holds an equal
 ///   share of the bound, so the whole never exceeds it.
-/// - **Scan-resistant**: newcomers enter a small window (1 % of each shard); to move on into
-///   the main space they must be more popular than the entry they would displace, per a
-///   TinyLFU frequency sketch. A scan or a burst of one-hit wonders passes through the window
+/// - **Scan-resistant**: newcomers enter a window (1 % of each shard at first, then sized by
+///   hill climbing on the hit rate); to move on into the main space they must be more popular
+///   than the entry they would displace, per a TinyLFU frequency sketch. A scan or a burst of one-hit wonders passes through the window
 ///   and leaves the hot set in place.
 /// - **Hits never take an exclusive lock**: a read lock, a flag set on the entry and an
 ///   atomic count in the sketch. Recency is kept lazily: a flagged entry gets a second chance
