@@ -42,6 +42,7 @@
 mod cache;
 mod error;
 mod memory;
+mod metrics;
 mod sketch;
 
 /// The README's example, compiled and run as a doctest.

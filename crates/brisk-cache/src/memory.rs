@@ -1,23 +1,29 @@
 //! [`MemoryCache`]: the in-process level, sharded, each shard an `lru::LruCache` pair with a
 //! TinyLFU admission filter between them.
 
+mod load;
+
 use std::{
+    any::Any,
     fmt,
     hash::Hash,
     num::NonZeroUsize,
     sync::{
-        Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
+        Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
         atomic::{AtomicBool, AtomicU64, Ordering},
     },
     time::Duration,
 };
 
 use ahash::RandomState;
+use brisk_dedup::SingleFlight;
+use brisk_metrics::Recorder;
 use lru::LruCache;
 use tokio::time::Instant;
 
 use crate::{
     Cache, Error, Result,
+    metrics::Metrics,
     sketch::{self, SAMPLE_EVERY, Sketch},
 };
 
@@ -40,6 +46,11 @@ pub enum Cause {
 
 type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u32 + Send + Sync>;
 type Listener<K, V> = Arc<dyn Fn(K, V, Cause) + Send + Sync>;
+/// A loader's error while it is shared between the callers of one load; each caller's
+/// `try_get_with` gets it back as its own type (the flight key holds the type's id).
+type SharedError = Arc<dyn Any + Send + Sync>;
+/// Loads in flight, one per key and loader error type.
+type Flights<K, V> = SingleFlight<(K, std::any::TypeId), V, SharedError>;
 
 /// A stored value with what the policy needs to know about it.
 struct Entry<V> {
@@ -160,7 +171,12 @@ struct Inner<K, V> {
     listener: Option<Listener<K, V>>,
     ttl: Option<Duration>,
     tti: Option<Duration>,
+    /// Whether any entry may expire (a TTL or TTI is set, or an entry was inserted with its
+    /// own TTL): the background cleanup skips the scan while none can.
+    expiring: AtomicBool,
     epoch: Instant,
+    metrics: Metrics,
+    flights: Flights<K, V>,
 }
 
 impl<K, V> Clone for MemoryCache<K, V> {
@@ -206,11 +222,28 @@ where
             ttl: None,
             tti: None,
             shards: None,
+            metrics: Metrics::noop(),
+            load_wait_timeout: None,
+            cleanup_interval: None,
         }
     }
 
     /// The value for `key`, if present and not expired. Takes only a shared lock.
     pub fn get(&self, key: &K) -> Option<V> {
+        let value = self.lookup(key);
+        let metrics = &self.inner.metrics;
+        if metrics.enabled {
+            if value.is_some() {
+                metrics.hits.increment();
+            } else {
+                metrics.misses.increment();
+            }
+        }
+        value
+    }
+
+    /// `get` without counting a hit or miss in the metrics.
+    fn lookup(&self, key: &K) -> Option<V> {
         let hash = self.inner.hasher.hash_one(key);
         let shard = self.inner.read(hash);
         // Most hits are in the main space (the window is small, at first 1 % of the shard).
@@ -264,13 +297,22 @@ where
 
     /// Inserts with its own time to live, which overrides the cache's.
     pub fn insert_with_ttl(&self, key: K, value: V, ttl: Duration) {
+        if !self.inner.expiring.load(Ordering::Relaxed) {
+            self.inner.expiring.store(true, Ordering::Relaxed);
+        }
         self.insert_entry(key, value, Some(ttl));
     }
 
     fn insert_entry(&self, key: K, value: V, ttl: Option<Duration>) {
         let inner = &*self.inner;
+        inner.metrics.inserts.increment();
         let weight = inner.weigh(&key, &value);
-        let now = inner.now();
+        // The clock is read only when some entry can expire.
+        let now = if ttl.is_some() || inner.expiring.load(Ordering::Relaxed) {
+            inner.now()
+        } else {
+            0
+        };
         let expires = ttl.map_or(u64::MAX, |ttl| {
             now.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX))
         });
@@ -283,9 +325,7 @@ where
         };
         let hash = inner.hasher.hash_one(&key);
         let mut departed = Departed::new();
-        {
-            let mut shard = inner.write(hash);
-            let shard = &mut *shard;
+        inner.update(inner.shard(hash), |shard| {
             if shard.sketch.due() {
                 shard.sketch.age();
             }
@@ -297,6 +337,7 @@ where
                     departed.0.push((key.clone(), old.value, Cause::Replaced));
                 }
                 departed.0.push((key, entry.value, Cause::Size));
+                inner.metrics.rejected.increment();
             } else if let Some(old) = shard.main.peek_mut(&key) {
                 // An update keeps the entry in the main space, now most recent.
                 shard.main_weight = shard.main_weight - u64::from(old.weight) + u64::from(weight);
@@ -311,17 +352,16 @@ where
                 shard.window_weight += u64::from(weight);
             }
             inner.rebalance(shard, now, &mut departed);
-        }
+        });
         inner.tell(departed);
     }
 
     /// Removes `key`, returning its value if it was present and not expired.
     pub fn remove(&self, key: &K) -> Option<V> {
         let hash = self.inner.hasher.hash_one(key);
-        let removed = {
-            let mut shard = self.inner.write(hash);
-            shard.take(key)
-        };
+        let removed = self
+            .inner
+            .update(self.inner.shard(hash), |shard| shard.take(key));
         let entry = removed?;
         let now = self.inner.now();
         if self.inner.expired(&entry, now) {
@@ -337,8 +377,7 @@ where
 
     fn remove_expired(&self, key: &K, hash: u64) {
         let now = self.inner.now();
-        let removed = {
-            let mut shard = self.inner.write(hash);
+        let removed = self.inner.update(self.inner.shard(hash), |shard| {
             // Look again: it may have been replaced since the read lock was released.
             let still_expired = shard
                 .window
@@ -346,7 +385,7 @@ where
                 .or_else(|| shard.main.peek(key))
                 .is_some_and(|entry| self.inner.expired(entry, now));
             if still_expired { shard.take(key) } else { None }
-        };
+        });
         if let Some(entry) = removed {
             self.inner
                 .tell(Departed(vec![(key.clone(), entry.value, Cause::Expired)]));
@@ -361,42 +400,14 @@ where
     /// Removes every entry for which `predicate` returns true, one shard at a time. Expired
     /// entries met on the way are removed too.
     pub fn invalidate_if(&self, mut predicate: impl FnMut(&K, &V) -> bool) {
-        let now = self.inner.now();
         for shard in &self.inner.shards {
-            let mut departed = Departed::new();
-            {
-                let mut shard = write(shard);
-                let shard = &mut *shard;
-                for (space, weight) in [
-                    (&mut shard.window, &mut shard.window_weight),
-                    (&mut shard.main, &mut shard.main_weight),
-                ] {
-                    let doomed: Vec<(K, Cause)> = space
-                        .iter()
-                        .filter_map(|(key, entry)| {
-                            if self.inner.expired(entry, now) {
-                                Some((key.clone(), Cause::Expired))
-                            } else if predicate(key, &entry.value) {
-                                Some((key.clone(), Cause::Removed))
-                            } else {
-                                None
-                            }
-                        })
-                        .collect();
-                    for (key, cause) in doomed {
-                        if let Some(entry) = space.pop(&key) {
-                            *weight -= u64::from(entry.weight);
-                            departed.0.push((key, entry.value, cause));
-                        }
-                    }
-                }
-            }
-            self.inner.tell(departed);
+            self.inner.sweep(shard, &mut predicate);
         }
     }
 
     /// Removes expired entries now, one shard at a time; without it they are removed when
-    /// met or when they reach the eviction end.
+    /// met, when they reach the eviction end, or by the
+    /// [background cleanup](MemoryCacheBuilder::cleanup_interval).
     pub fn run_pending_tasks(&self) {
         self.invalidate_if(|_, _| false);
     }
@@ -524,6 +535,14 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         self.main_max = self.max - self.window_max;
     }
 
+    /// Entries and weight held.
+    fn size(&self) -> (u64, u64) {
+        (
+            (self.window.len() + self.main.len()) as u64,
+            self.window_weight + self.main_weight,
+        )
+    }
+
     fn take(&mut self, key: &K) -> Option<Entry<V>> {
         if let Some(entry) = self.window.pop(key) {
             self.window_weight -= u64::from(entry.weight);
@@ -537,11 +556,64 @@ impl<K: Hash + Eq, V> Shard<K, V> {
 
 impl<K: Hash + Eq + Clone, V> Inner<K, V> {
     fn read(&self, hash: u64) -> RwLockReadGuard<'_, Shard<K, V>> {
-        read(&self.shards[self.shard_of(hash)])
+        read(self.shard(hash))
     }
 
-    fn write(&self, hash: u64) -> RwLockWriteGuard<'_, Shard<K, V>> {
-        write(&self.shards[self.shard_of(hash)])
+    fn shard(&self, hash: u64) -> &RwLock<Shard<K, V>> {
+        &self.shards[self.shard_of(hash)]
+    }
+
+    /// Runs `change` under the shard's write lock, and moves the entry and weight gauges by
+    /// what it changed.
+    fn update<R>(
+        &self,
+        shard: &RwLock<Shard<K, V>>,
+        change: impl FnOnce(&mut Shard<K, V>) -> R,
+    ) -> R {
+        let mut shard = write(shard);
+        if !self.metrics.enabled {
+            return change(&mut shard);
+        }
+        let (entries, weight) = shard.size();
+        let outcome = change(&mut shard);
+        let (entries_after, weight_after) = shard.size();
+        drop(shard);
+        let delta = |after: u64, before: u64| after.wrapping_sub(before) as i64;
+        self.metrics.entries.add(delta(entries_after, entries));
+        self.metrics.weight.add(delta(weight_after, weight));
+        outcome
+    }
+
+    /// Removes from one shard every expired entry and every entry `predicate` picks.
+    fn sweep(&self, shard: &RwLock<Shard<K, V>>, predicate: &mut impl FnMut(&K, &V) -> bool) {
+        let now = self.now();
+        let mut departed = Departed::new();
+        self.update(shard, |shard| {
+            for (space, weight) in [
+                (&mut shard.window, &mut shard.window_weight),
+                (&mut shard.main, &mut shard.main_weight),
+            ] {
+                let doomed: Vec<(K, Cause)> = space
+                    .iter()
+                    .filter_map(|(key, entry)| {
+                        if self.expired(entry, now) {
+                            Some((key.clone(), Cause::Expired))
+                        } else if predicate(key, &entry.value) {
+                            Some((key.clone(), Cause::Removed))
+                        } else {
+                            None
+                        }
+                    })
+                    .collect();
+                for (key, cause) in doomed {
+                    if let Some(entry) = space.pop(&key) {
+                        *weight -= u64::from(entry.weight);
+                        departed.0.push((key, entry.value, cause));
+                    }
+                }
+            }
+        });
+        self.tell(departed);
     }
 
     fn shard_of(&self, hash: u64) -> usize {
@@ -613,6 +685,7 @@ impl<K: Hash + Eq + Clone, V> Inner<K, V> {
             let Some((victim_key, victim)) = shard.main.peek_lru() else {
                 // Nothing left to displace and still no room: the candidate cannot stay.
                 departed.0.push((key, entry.value, Cause::Size));
+                self.metrics.rejected.increment();
                 return;
             };
             let expired = self.expired(victim, now);
@@ -627,6 +700,7 @@ impl<K: Hash + Eq + Clone, V> Inner<K, V> {
             }
             if !expired && candidate <= shard.sketch.frequency(victim_hash) {
                 departed.0.push((key, entry.value, Cause::Size));
+                self.metrics.rejected.increment();
                 return;
             }
             let Some((victim_key, victim)) = shard.main.pop_lru() else {
@@ -641,10 +715,44 @@ impl<K: Hash + Eq + Clone, V> Inner<K, V> {
     }
 
     fn tell(&self, departed: Departed<K, V>) {
+        if self.metrics.enabled {
+            for (_, _, cause) in &departed.0 {
+                self.metrics.evicted(*cause);
+            }
+        }
         if let Some(listener) = &self.listener {
             for (key, value, cause) in departed.0 {
                 listener(key, value, cause);
             }
+        }
+    }
+}
+
+/// The background cleanup: every `interval`, removes the expired entries of each shard in
+/// turn, yielding between shards. Holds the cache only while it sweeps, and ends once the
+/// cache is dropped.
+async fn cleanup<K, V>(cache: Weak<Inner<K, V>>, interval: Duration)
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Send + Sync + 'static,
+{
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let shards = match cache.upgrade() {
+            Some(inner) if inner.expiring.load(Ordering::Relaxed) => inner.shards.len(),
+            Some(_) => continue,
+            None => return,
+        };
+        for index in 0..shards {
+            let Some(inner) = cache.upgrade() else {
+                return;
+            };
+            inner.sweep(&inner.shards[index], &mut |_, _| false);
+            drop(inner);
+            tokio::task::yield_now().await;
         }
     }
 }
@@ -668,6 +776,9 @@ pub struct MemoryCacheBuilder<K, V> {
     ttl: Option<Duration>,
     tti: Option<Duration>,
     shards: Option<usize>,
+    metrics: Metrics,
+    load_wait_timeout: Option<Duration>,
+    cleanup_interval: Option<Duration>,
 }
 
 impl<K, V> fmt::Debug for MemoryCacheBuilder<K, V> {
@@ -680,6 +791,9 @@ impl<K, V> fmt::Debug for MemoryCacheBuilder<K, V> {
             .field("ttl", &self.ttl)
             .field("tti", &self.tti)
             .field("shards", &self.shards)
+            .field("metrics", &self.metrics.enabled)
+            .field("load_wait_timeout", &self.load_wait_timeout)
+            .field("cleanup_interval", &self.cleanup_interval)
             .finish()
     }
 }
@@ -737,11 +851,43 @@ where
         self
     }
 
+    /// Reports to `recorder`, each series labelled `name="<name>"`:
+    /// `brisk_cache_hits_total`, `brisk_cache_misses_total`, `brisk_cache_inserts_total`,
+    /// `brisk_cache_admissions_rejected_total`, `brisk_cache_evictions_total` (with a `cause`
+    /// label: `expired`, `size`, `replaced`, `removed`), `brisk_cache_load_duration_seconds`,
+    /// `brisk_cache_load_failures_total`, and the gauges `brisk_cache_entries` and
+    /// `brisk_cache_weight`. Default: none (a hit then counts nothing).
+    pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
+        self.metrics = Metrics::new(recorder, name);
+        self
+    }
+
+    /// How long a [`get_with`](MemoryCache::get_with) or
+    /// [`try_get_with`](MemoryCache::try_get_with) caller waits for the load another caller
+    /// runs for the same key before it gives up with [`Error::LoadWaitTimeout`]; the load goes
+    /// on for the others. Default: no limit. Needs tokio's time driver.
+    pub fn load_wait_timeout(mut self, timeout: Duration) -> Self {
+        self.load_wait_timeout = Some(timeout);
+        self
+    }
+
+    /// Removes expired entries in the background every `interval`, one shard at a time,
+    /// so that memory held by entries nobody reads again is freed without waiting for them
+    /// to reach the eviction end. The task runs on the tokio runtime `build` is called in
+    /// and ends when the last clone of the cache is dropped. Default: off (expired entries
+    /// are removed when met, at the eviction end, or by
+    /// [`run_pending_tasks`](MemoryCache::run_pending_tasks)).
+    pub fn cleanup_interval(mut self, interval: Duration) -> Self {
+        self.cleanup_interval = Some(interval);
+        self
+    }
+
     /// Builds the cache.
     ///
     /// # Errors
     /// [`Error::Config`] for a missing or zero bound, both bounds at once, a weigher without
-    /// `max_weight` or the reverse, a zero duration, or zero shards.
+    /// `max_weight` or the reverse, a zero duration, zero shards, or a `cleanup_interval`
+    /// outside a tokio runtime.
     pub fn build(self) -> Result<MemoryCache<K, V>> {
         let config = |setting: &'static str, value: String, reason: &'static str| Error::Config {
             setting,
@@ -782,7 +928,12 @@ where
                 weight
             }
         };
-        for (setting, duration) in [("ttl", self.ttl), ("tti", self.tti)] {
+        for (setting, duration) in [
+            ("ttl", self.ttl),
+            ("tti", self.tti),
+            ("load_wait_timeout", self.load_wait_timeout),
+            ("cleanup_interval", self.cleanup_interval),
+        ] {
             if duration == Some(Duration::ZERO) {
                 return Err(config(setting, "0s".into(), "must be longer than zero"));
             }
@@ -829,19 +980,41 @@ where
                 })
             })
             .collect();
-        Ok(MemoryCache {
-            inner: Arc::new(Inner {
-                shard_mask: count - 1,
-                shards,
-                hasher,
-                capacity: max,
-                weigher: self.weigher,
-                listener: self.listener,
-                ttl: self.ttl,
-                tti: self.tti,
-                epoch: Instant::now(),
-            }),
-        })
+        let runtime = match self.cleanup_interval {
+            Some(interval) => match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => Some((runtime, interval)),
+                Err(_) => {
+                    return Err(config(
+                        "cleanup_interval",
+                        format!("{interval:?}"),
+                        "the background cleanup needs a tokio runtime: build the cache inside one",
+                    ));
+                }
+            },
+            None => None,
+        };
+        let mut flights = SingleFlight::builder().shards(count.min(64) as usize);
+        if let Some(timeout) = self.load_wait_timeout {
+            flights = flights.wait_timeout(timeout);
+        }
+        let inner = Arc::new(Inner {
+            shard_mask: count - 1,
+            shards,
+            hasher,
+            capacity: max,
+            weigher: self.weigher,
+            listener: self.listener,
+            ttl: self.ttl,
+            tti: self.tti,
+            expiring: AtomicBool::new(self.ttl.is_some() || self.tti.is_some()),
+            epoch: Instant::now(),
+            metrics: self.metrics,
+            flights: flights.build(),
+        });
+        if let Some((runtime, interval)) = runtime {
+            runtime.spawn(cleanup(Arc::downgrade(&inner), interval));
+        }
+        Ok(MemoryCache { inner })
     }
 }
 

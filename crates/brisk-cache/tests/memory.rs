@@ -450,3 +450,49 @@ fn concurrent_mixed_operations_keep_the_bound_and_account_for_every_value() {
         .sum();
     assert_eq!(inserted, expected_inserts);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_background_cleanup_removes_expired_entries_and_ends_with_the_cache() {
+    let (departures, listener) = recording();
+    let cache: MemoryCache<u32, u32> = MemoryCache::builder()
+        .max_entries(1000)
+        .ttl(Duration::from_secs(10))
+        .cleanup_interval(Duration::from_secs(1))
+        .eviction_listener(listener)
+        .build()
+        .unwrap();
+    for key in 0..100 {
+        cache.insert(key, key);
+    }
+    cache.insert_with_ttl(500, 500, Duration::from_secs(60));
+    // Nobody reads: only the cleanup can remove them.
+    tokio::time::sleep(Duration::from_millis(12_500)).await;
+    assert_eq!(cache.len(), 1, "expired entries left after the cleanup ran");
+    {
+        let told = departures.lock().unwrap();
+        assert_eq!(told.len(), 100);
+        assert!(told.iter().all(|(_, _, cause)| *cause == Cause::Expired));
+    }
+    // The task holds the cache weakly: dropping the last clone frees it (and the listener).
+    drop(cache);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(Arc::strong_count(&departures), 1);
+}
+
+#[test]
+fn a_background_cleanup_needs_a_runtime() {
+    let built: Result<MemoryCache<u8, u8>, Error> = MemoryCache::builder()
+        .max_entries(10)
+        .cleanup_interval(Duration::from_secs(1))
+        .build();
+    assert!(
+        matches!(
+            built,
+            Err(Error::Config {
+                setting: "cleanup_interval",
+                ..
+            })
+        ),
+        "{built:?}"
+    );
+}

@@ -1,0 +1,258 @@
+//! `get_with` / `try_get_with`: one load per key under a stampede, failures and panics reach
+//! every waiter and cache nothing, a cancelled first caller hands the load over, waiters give
+//! up at their timeout.
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use brisk_cache::{Error, MemoryCache};
+use tokio::sync::{Barrier, oneshot};
+
+fn cache() -> MemoryCache<String, String> {
+    MemoryCache::builder().max_entries(1000).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_thousand_concurrent_misses_make_one_load() {
+    let cache = cache();
+    let loads = Arc::new(AtomicUsize::new(0));
+    let started = Arc::new(Barrier::new(1000));
+    let mut tasks = Vec::new();
+    for _ in 0..1000 {
+        let (cache, loads, started) = (cache.clone(), Arc::clone(&loads), Arc::clone(&started));
+        tasks.push(tokio::spawn(async move {
+            // All start together, so most of them miss while the load runs.
+            started.wait().await;
+            cache
+                .get_with("hot".to_owned(), || async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    // A database round trip: long enough for the others to arrive.
+                    for _ in 0..50 {
+                        tokio::task::yield_now().await;
+                    }
+                    "value".to_owned()
+                })
+                .await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), "value");
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(cache.get(&"hot".to_owned()).as_deref(), Some("value"));
+}
+
+#[derive(Debug, PartialEq)]
+struct DbDown(&'static str);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_loader_gives_every_waiter_its_error_and_caches_nothing() {
+    let cache = cache();
+    let (release, released) = oneshot::channel::<()>();
+    let loads = Arc::new(AtomicUsize::new(0));
+    let leader = {
+        let (cache, loads) = (cache.clone(), Arc::clone(&loads));
+        tokio::spawn(async move {
+            cache
+                .try_get_with("k".to_owned(), || async move {
+                    loads.fetch_add(1, Ordering::SeqCst);
+                    released.await.unwrap();
+                    Err::<String, _>(DbDown("connection refused"))
+                })
+                .await
+        })
+    };
+    while loads.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let waiters: Vec<_> = (0..20)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .try_get_with("k".to_owned(), || async {
+                        Ok::<_, DbDown>("not reached while the first load runs".to_owned())
+                    })
+                    .await
+            })
+        })
+        .collect();
+    // Let the waiters join the load in flight before it fails.
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    release.send(()).unwrap();
+    let first = leader.await.unwrap().unwrap_err();
+    let Error::Load { key, source } = &first else {
+        panic!("{first:?}")
+    };
+    assert_eq!(key, "\"k\"");
+    assert_eq!(**source, DbDown("connection refused"));
+    assert_eq!(first.to_string(), "loading the value for key \"k\" failed");
+    for waiter in waiters {
+        match waiter.await.unwrap() {
+            // Joined the failed load: the same error, shared.
+            Err(Error::Load { source: theirs, .. }) => assert!(Arc::ptr_eq(&theirs, source)),
+            // Arrived after it ended: ran its own load.
+            Ok(value) => assert_eq!(value, "not reached while the first load runs"),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    // The failure was not cached: the next call loads.
+    cache.remove(&"k".to_owned());
+    let value = cache
+        .try_get_with("k".to_owned(), || async {
+            Ok::<_, DbDown>("loaded".to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(value, "loaded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_loader_fails_every_waiter_and_the_cache_stays_usable() {
+    let cache = cache();
+    let (release, released) = oneshot::channel::<()>();
+    let entered = Arc::new(AtomicUsize::new(0));
+    let leader = {
+        let (cache, entered) = (cache.clone(), Arc::clone(&entered));
+        tokio::spawn(async move {
+            cache
+                .get_with("k".to_owned(), || async move {
+                    entered.fetch_add(1, Ordering::SeqCst);
+                    released.await.unwrap();
+                    panic!("loader bug")
+                })
+                .await
+        })
+    };
+    while entered.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let waiters: Vec<_> = (0..20)
+        .map(|_| {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .get_with("k".to_owned(), || async { "late".to_owned() })
+                    .await
+            })
+        })
+        .collect();
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    release.send(()).unwrap();
+    let error = leader.await.expect("the panic is caught").unwrap_err();
+    assert!(
+        matches!(&error, Error::LoadPanicked { key, message } if key == "\"k\"" && message == "loader bug"),
+        "{error:?}"
+    );
+    let mut panicked = 0;
+    for waiter in waiters {
+        match waiter.await.unwrap() {
+            Err(Error::LoadPanicked { .. }) => panicked += 1,
+            Ok(value) => assert_eq!(value, "late"),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+    assert!(panicked > 0, "no waiter joined the panicking load");
+    // Whatever the late callers stored is a real load's value, never the panicked one's.
+    let value = cache
+        .get_with("k".to_owned(), || async { "late".to_owned() })
+        .await
+        .unwrap();
+    assert_eq!(value, "late");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_first_caller_hands_the_load_over() {
+    let cache = cache();
+    let entered = Arc::new(AtomicUsize::new(0));
+    let leader = {
+        let (cache, entered) = (cache.clone(), Arc::clone(&entered));
+        tokio::spawn(async move {
+            cache
+                .get_with("k".to_owned(), || async move {
+                    entered.fetch_add(1, Ordering::SeqCst);
+                    std::future::pending::<String>().await
+                })
+                .await
+        })
+    };
+    while entered.load(Ordering::SeqCst) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let waiter = {
+        let cache = cache.clone();
+        tokio::spawn(async move {
+            cache
+                .get_with("k".to_owned(), || async { "from the waiter".to_owned() })
+                .await
+        })
+    };
+    for _ in 0..50 {
+        tokio::task::yield_now().await;
+    }
+    // The request that started the load goes away (a client disconnect).
+    leader.abort();
+    assert!(leader.await.unwrap_err().is_cancelled());
+    assert_eq!(waiter.await.unwrap().unwrap(), "from the waiter");
+    assert_eq!(
+        cache.get(&"k".to_owned()).as_deref(),
+        Some("from the waiter")
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_gives_up_at_its_timeout_while_the_load_goes_on() {
+    let cache: MemoryCache<u32, u32> = MemoryCache::builder()
+        .max_entries(100)
+        .load_wait_timeout(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let slow = cache.get_with(1, || async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        11
+    });
+    let impatient = async {
+        tokio::task::yield_now().await;
+        cache
+            .get_with(1, || async { unreachable!("joins the slow load") })
+            .await
+    };
+    let (slow, impatient) = tokio::join!(slow, impatient);
+    assert_eq!(slow.unwrap(), 11);
+    assert_eq!(
+        impatient.unwrap_err(),
+        Error::LoadWaitTimeout {
+            key: "1".into(),
+            waited: Duration::from_secs(1)
+        }
+    );
+    assert_eq!(cache.get(&1), Some(11));
+}
+
+#[tokio::test]
+async fn loaders_with_other_error_types_do_not_share_a_load() {
+    let cache: MemoryCache<u32, u32> = MemoryCache::builder().max_entries(100).build().unwrap();
+    let (a, b) = tokio::join!(
+        cache.try_get_with(1, || async {
+            tokio::task::yield_now().await;
+            Err::<u32, _>(std::io::Error::other("io"))
+        }),
+        cache.try_get_with(1, || async {
+            tokio::task::yield_now().await;
+            Err::<u32, _>(std::fmt::Error)
+        }),
+    );
+    // Each caller gets its own loader's error, of its own type.
+    assert_eq!(a.unwrap_err().load_error().unwrap().to_string(), "io");
+    assert!(b.unwrap_err().load_error().is_some());
+}
