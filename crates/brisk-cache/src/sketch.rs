@@ -27,10 +27,17 @@ pub(crate) struct Sketch {
     table: Box<[AtomicU64]>,
     /// Informative accesses since the last aging, one in [`SAMPLE_EVERY`] counted.
     samples: AtomicU64,
-    /// Age after about this many (counted) accesses: ten per entry the shard holds, as the
-    /// paper advises.
+    /// Age after about this many (counted) accesses: [`AGE_AFTER_PER_ENTRY`] per entry the
+    /// shard holds.
     sample_limit: u64,
 }
+
+/// Informative accesses per entry between two agings. The paper advises ten; measured here,
+/// twenty tells popular keys from unpopular ones better where most keys are rarely seen
+/// (Zipf 0.8 at capacity 10k over 1M keys: .305 with ten, .321 with twenty; Zipf 1.0 .642
+/// and .652; the scan trace .526 and .535), at a cost on the recency-heavy OLTP trace at 10k
+/// (.605 and .601). Thirty would gain half a point more on Zipf and lose two on OLTP.
+const AGE_AFTER_PER_ENTRY: u64 = 20;
 
 /// One informative access in this many (per thread) counts towards aging.
 pub(crate) const SAMPLE_EVERY: u64 = 8;
@@ -62,7 +69,7 @@ impl Sketch {
         Self {
             table: (0..words).map(|_| AtomicU64::new(0)).collect(),
             samples: AtomicU64::new(0),
-            sample_limit: capacity.max(1).saturating_mul(10) / SAMPLE_EVERY,
+            sample_limit: capacity.max(1).saturating_mul(AGE_AFTER_PER_ENTRY) / SAMPLE_EVERY,
         }
     }
 
@@ -196,20 +203,20 @@ mod tests {
     }
 
     #[test]
-    fn aging_is_due_after_ten_accesses_per_entry() {
+    fn aging_is_due_after_twenty_accesses_per_entry() {
         let mut sketch = Sketch::new(64);
         for n in 0..200 {
             sketch.record(hash(n));
         }
-        assert!(!sketch.due(), "200 of the 640 accesses");
-        // Informative accesses until aging is due: about 640 (one in 8 counted, limit 80).
+        assert!(!sketch.due(), "200 of the 1280 accesses");
+        // Informative accesses until aging is due: about 1280 (one in 8 counted, limit 160).
         let mut n = 200;
         while !sketch.due() {
             sketch.record(hash(n));
             n += 1;
             assert!(n < 2000, "aging never came due");
         }
-        assert!(n > 400, "due after {n} accesses");
+        assert!(n > 1000, "due after {n} accesses");
         sketch.age();
         assert!(!sketch.due(), "aging halves the count of accesses too");
     }
