@@ -87,10 +87,10 @@ struct Shard<K, V> {
 /// workload changes). Recency-heavy traces end with a large window, frequency-heavy ones with
 /// a small one.
 struct Climber {
-    /// Sampled (one in [`SAMPLE_EVERY`] per thread) lookups and hits, under the read lock.
-    lookups: AtomicU64,
-    hits: AtomicU64,
-    /// Sampled lookups per period: ten per entry the shard holds.
+    /// Sampled (one in [`SAMPLE_EVERY`] per thread) lookups in the low 32 bits and hits in
+    /// the high 32, so that a sample is one atomic add; written under the read lock.
+    samples: AtomicU64,
+    /// Sampled lookups per period: ten per entry the shard holds, at most [`MAX_PERIOD`].
     period: u64,
     previous_rate: f64,
     /// The next change of the window size, in weight; its sign is the direction.
@@ -112,8 +112,7 @@ const MAX_PERIOD: u64 = 2048;
 impl Climber {
     fn new(max: u64) -> Self {
         Self {
-            lookups: AtomicU64::new(0),
-            hits: AtomicU64::new(0),
+            samples: AtomicU64::new(0),
             period: (max.saturating_mul(10) / SAMPLE_EVERY).clamp(64, MAX_PERIOD),
             previous_rate: 0.0,
             step: INITIAL_STEP * max as f64,
@@ -121,11 +120,14 @@ impl Climber {
     }
 
     fn sample(&self, hit: bool) {
-        if sketch::tick(&sketch::LOOKUP_TICKS) {
-            self.lookups.fetch_add(1, Ordering::Relaxed);
-            if hit {
-                self.hits.fetch_add(1, Ordering::Relaxed);
-            }
+        // Once a period's samples are in, sampling stops until the next write climbs: a
+        // read-only spell writes nothing here, and the lookup count cannot carry into the
+        // hits. Concurrent samples may overshoot the period by a few.
+        if sketch::tick(&sketch::LOOKUP_TICKS)
+            && self.samples.load(Ordering::Relaxed) & u64::from(u32::MAX) < self.period
+        {
+            self.samples
+                .fetch_add(1 | (u64::from(hit) << 32), Ordering::Relaxed);
         }
     }
 }
@@ -166,7 +168,7 @@ pub struct MemoryCache<K, V> {
 }
 
 struct Inner<K, V> {
-    shards: Box<[RwLock<Shard<K, V>>]>,
+    shards: Box<[Padded<RwLock<Shard<K, V>>>]>,
     /// `shards.len() - 1`; the count is a power of two.
     shard_mask: u64,
     hasher: RandomState,
@@ -253,8 +255,8 @@ where
         let shard = self.inner.read(hash);
         // Most hits are in the main space (the window is small, at first 1 % of the shard).
         let found = shard.main.peek(key).or_else(|| shard.window.peek(key));
-        shard.sketch.record(hash);
         let mut expired = false;
+        let mut counted = false;
         let value = found.and_then(|entry| {
             if entry.expires != u64::MAX || self.inner.tti.is_some() {
                 let now = self.inner.now();
@@ -266,11 +268,18 @@ where
                     entry.touched.store(now, Ordering::Relaxed);
                 }
             }
-            if !entry.referenced.load(Ordering::Relaxed) {
+            // The first hit since the entry was last considered for eviction counts in the
+            // sketch and sets the bit; later hits find the bit set and write nothing shared.
+            if entry.referenced.load(Ordering::Relaxed) {
+                counted = true;
+            } else {
                 entry.referenced.store(true, Ordering::Relaxed);
             }
             Some(entry.value.clone())
         });
+        if !counted {
+            shard.sketch.record(hash);
+        }
         shard.climber.sample(value.is_some());
         drop(shard);
         if expired {
@@ -507,13 +516,13 @@ impl<K: Hash + Eq, V> Shard<K, V> {
     /// rebalance moves what no longer fits.
     fn climb(&mut self) {
         let climber = &mut self.climber;
-        let lookups = *climber.lookups.get_mut();
+        let samples = *climber.samples.get_mut();
+        let (lookups, hits) = (samples & u64::from(u32::MAX), samples >> 32);
         if lookups < climber.period || self.max < 2 {
             return;
         }
-        let rate = *climber.hits.get_mut() as f64 / lookups as f64;
-        *climber.lookups.get_mut() = 0;
-        *climber.hits.get_mut() = 0;
+        let rate = hits as f64 / lookups as f64;
+        *climber.samples.get_mut() = 0;
         let change = rate - climber.previous_rate;
         climber.previous_rate = rate;
         // The rate is estimated from samples: a change within two standard errors is noise,
@@ -762,6 +771,19 @@ where
     }
 }
 
+/// A shard on cache lines of its own, so that taking one shard's lock does not slow readers
+/// of its neighbours (128 bytes: adjacent-line prefetchers fetch lines in pairs).
+#[repr(align(128))]
+struct Padded<T>(T);
+
+impl<T> std::ops::Deref for Padded<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
 /// Shards stay consistent if a listener or weigher panics elsewhere: recover the guard.
 fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
@@ -961,7 +983,7 @@ where
             ));
         }
         let hasher = RandomState::new();
-        let shards: Box<[RwLock<Shard<K, V>>]> = (0..count)
+        let shards: Box<[Padded<RwLock<Shard<K, V>>>]> = (0..count)
             .map(|index| {
                 // The bound split evenly, the remainder one each to the first shards.
                 let max = max / count + u64::from(index < max % count);
@@ -972,7 +994,7 @@ where
                 } else {
                     max
                 };
-                RwLock::new(Shard {
+                Padded(RwLock::new(Shard {
                     window: LruCache::unbounded_with_hasher(hasher.clone()),
                     main: LruCache::unbounded_with_hasher(hasher.clone()),
                     window_weight: 0,
@@ -982,7 +1004,7 @@ where
                     main_max: max - window_max,
                     sketch: Sketch::new(entries),
                     climber: Climber::new(entries),
-                })
+                }))
             })
             .collect();
         let runtime = match self.cleanup_interval {
@@ -1075,8 +1097,7 @@ mod tests {
     fn period_at(cache: &MemoryCache<u64, u64>, rate: f64) -> u64 {
         let mut shard = write(&cache.inner.shards[0]);
         let lookups = shard.climber.period;
-        *shard.climber.lookups.get_mut() = lookups;
-        *shard.climber.hits.get_mut() = (lookups as f64 * rate) as u64;
+        *shard.climber.samples.get_mut() = lookups | ((lookups as f64 * rate) as u64) << 32;
         shard.climb();
         assert_eq!(shard.window_max + shard.main_max, 1000);
         shard.window_max
