@@ -168,7 +168,7 @@ pub struct MemoryCache<K, V> {
 }
 
 struct Inner<K, V> {
-    shards: Box<[Padded<RwLock<Shard<K, V>>>]>,
+    shards: Box<[Locked<K, V>]>,
     /// `shards.len() - 1`; the count is a power of two.
     shard_mask: u64,
     hasher: RandomState,
@@ -771,6 +771,9 @@ where
     }
 }
 
+/// A shard behind its lock, on lines of its own.
+type Locked<K, V> = Padded<RwLock<Shard<K, V>>>;
+
 /// A shard on cache lines of its own, so that taking one shard's lock does not slow readers
 /// of its neighbours (128 bytes: adjacent-line prefetchers fetch lines in pairs).
 #[repr(align(128))]
@@ -983,7 +986,7 @@ where
             ));
         }
         let hasher = RandomState::new();
-        let shards: Box<[Padded<RwLock<Shard<K, V>>>]> = (0..count)
+        let shards: Box<[Locked<K, V>]> = (0..count)
             .map(|index| {
                 // The bound split evenly, the remainder one each to the first shards.
                 let max = max / count + u64::from(index < max % count);
