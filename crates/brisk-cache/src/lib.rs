@@ -27,7 +27,12 @@
 //!   remove, get_many, insert_many).
 //! - [`MemoryCache`]: sharded; each shard a W-TinyLFU window (sized by hill climbing) and main
 //!   space on `lru`; hits take a shared lock only; bounded by entries or by weight; TTL per cache or entry and TTI;
-//!   eviction listener with the [`Cause`]; `invalidate_all`, `invalidate_if`, iteration.
+//!   eviction listener with the [`Cause`]; `invalidate_all`, `invalidate_if`, iteration; a
+//!   background cleanup of expired entries.
+//! - Loading: [`MemoryCache::get_with`] and [`MemoryCache::try_get_with`] run one load per key
+//!   however many callers miss it at once (brisk-dedup's single-flight); a failing or
+//!   panicking loader reaches every waiter and caches nothing.
+//! - Metrics into brisk-metrics with [`MemoryCacheBuilder::metrics`].
 //!
 //! # Guarantees
 //! - **Bounded.** The entry count (or weight) never exceeds the bound: each shard holds its
