@@ -93,6 +93,8 @@ struct Climber {
     /// Sampled lookups per period: ten per entry the shard holds, at most [`MAX_PERIOD`].
     period: u64,
     previous_rate: f64,
+    /// Whether the shard has been half full; no climb before.
+    warm: bool,
     /// The next change of the window size, in weight; its sign is the direction.
     step: f64,
 }
@@ -115,6 +117,7 @@ impl Climber {
             samples: AtomicU64::new(0),
             period: (max.saturating_mul(10) / SAMPLE_EVERY).clamp(64, MAX_PERIOD),
             previous_rate: 0.0,
+            warm: false,
             step: INITIAL_STEP * max as f64,
         }
     }
@@ -519,6 +522,14 @@ impl<K: Hash + Eq, V> Shard<K, V> {
         let samples = *climber.samples.get_mut();
         let (lookups, hits) = (samples & u64::from(u32::MAX), samples >> 32);
         if lookups < climber.period || self.max < 2 {
+            return;
+        }
+        if !climber.warm {
+            // While the shard fills, the hit rate rises whatever the window, and a climb would
+            // take the warm-up for an improvement (on the loop trace that grew the window to
+            // 13 % and cost 3.5 points). Start once it is half full, as Caffeine does.
+            *climber.samples.get_mut() = 0;
+            climber.warm = self.window_weight + self.main_weight >= self.max / 2;
             return;
         }
         let rate = hits as f64 / lookups as f64;
@@ -1099,11 +1110,39 @@ mod tests {
     /// One period's sampled lookups at `rate`, then a climb; returns the window size.
     fn period_at(cache: &MemoryCache<u64, u64>, rate: f64) -> u64 {
         let mut shard = write(&cache.inner.shards[0]);
+        shard.climber.warm = true;
         let lookups = shard.climber.period;
         *shard.climber.samples.get_mut() = lookups | ((lookups as f64 * rate) as u64) << 32;
         shard.climb();
         assert_eq!(shard.window_max + shard.main_max, 1000);
         shard.window_max
+    }
+
+    /// While the shard fills, its hit rate rises whatever the window: the climber waits until
+    /// it is half full.
+    #[test]
+    fn the_climber_waits_for_the_shard_to_fill() {
+        let cache: MemoryCache<u64, u64> = MemoryCache::builder()
+            .max_entries(1000)
+            .shards(1)
+            .build()
+            .unwrap();
+        let fed = |rate: f64| {
+            let mut shard = write(&cache.inner.shards[0]);
+            let lookups = shard.climber.period;
+            *shard.climber.samples.get_mut() = lookups | ((lookups as f64 * rate) as u64) << 32;
+            shard.climb();
+            shard.window_max
+        };
+        for rate in [0.1, 0.3, 0.5, 0.7] {
+            assert_eq!(fed(rate), 10, "climbed while empty");
+        }
+        for key in 0..500 {
+            cache.insert(key, key);
+        }
+        // Half full: the next period finds it warm, the one after climbs.
+        assert_eq!(fed(0.5), 10);
+        assert_eq!(fed(0.6), 72);
     }
 
     /// The climber's decisions, on hit rates fed to it directly: keep going while the rate
