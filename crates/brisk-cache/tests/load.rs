@@ -11,6 +11,7 @@ use std::{
 };
 
 use brisk_cache::{Error, MemoryCache};
+use brisk_metrics::Registry;
 use tokio::sync::{Barrier, oneshot};
 
 fn cache() -> MemoryCache<String, String> {
@@ -50,42 +51,64 @@ async fn a_thousand_concurrent_misses_make_one_load() {
 #[derive(Debug, PartialEq)]
 struct DbDown(&'static str);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A cache whose misses can be counted: on a current-thread runtime a caller that has counted
+/// its miss has also joined the load in flight (nothing awaits in between), so a test can wait
+/// for its waiters without sleeping.
+fn counted() -> (MemoryCache<String, String>, Registry) {
+    let registry = Registry::new();
+    let cache = MemoryCache::builder()
+        .max_entries(1000)
+        .metrics(&registry, "test")
+        .build()
+        .unwrap();
+    (cache, registry)
+}
+
+async fn until_misses(registry: &Registry, misses: u64) {
+    for _ in 0..10_000 {
+        let seen = registry
+            .snapshot()
+            .counter("brisk_cache_misses_total", &[("name", "test")])
+            .unwrap();
+        if seen >= misses {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+    panic!("the callers never reached the cache");
+}
+
+#[tokio::test]
 async fn a_failing_loader_gives_every_waiter_its_error_and_caches_nothing() {
-    let cache = cache();
+    let (cache, registry) = counted();
     let (release, released) = oneshot::channel::<()>();
-    let loads = Arc::new(AtomicUsize::new(0));
     let leader = {
-        let (cache, loads) = (cache.clone(), Arc::clone(&loads));
+        let cache = cache.clone();
         tokio::spawn(async move {
             cache
                 .try_get_with("k".to_owned(), || async move {
-                    loads.fetch_add(1, Ordering::SeqCst);
                     released.await.unwrap();
                     Err::<String, _>(DbDown("connection refused"))
                 })
                 .await
         })
     };
-    while loads.load(Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    until_misses(&registry, 1).await;
     let waiters: Vec<_> = (0..20)
         .map(|_| {
             let cache = cache.clone();
             tokio::spawn(async move {
                 cache
                     .try_get_with("k".to_owned(), || async {
-                        Ok::<_, DbDown>("not reached while the first load runs".to_owned())
+                        unreachable!("joins the load in flight");
+                        #[allow(unreachable_code)]
+                        Ok::<String, DbDown>(String::new())
                     })
                     .await
             })
         })
         .collect();
-    // Let the waiters join the load in flight before it fails.
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-    }
+    until_misses(&registry, 21).await;
     release.send(()).unwrap();
     let first = leader.await.unwrap().unwrap_err();
     let Error::Load { key, source } = &first else {
@@ -96,16 +119,13 @@ async fn a_failing_loader_gives_every_waiter_its_error_and_caches_nothing() {
     assert_eq!(first.to_string(), "loading the value for key \"k\" failed");
     for waiter in waiters {
         match waiter.await.unwrap() {
-            // Joined the failed load: the same error, shared.
+            // The same error, shared.
             Err(Error::Load { source: theirs, .. }) => assert!(Arc::ptr_eq(&theirs, source)),
-            // Arrived after it ended: ran its own load.
-            Ok(value) => assert_eq!(value, "not reached while the first load runs"),
-            Err(other) => panic!("{other:?}"),
+            other => panic!("{other:?}"),
         }
     }
-    assert_eq!(loads.load(Ordering::SeqCst), 1);
     // The failure was not cached: the next call loads.
-    cache.remove(&"k".to_owned());
+    assert_eq!(cache.get(&"k".to_owned()), None);
     let value = cache
         .try_get_with("k".to_owned(), || async {
             Ok::<_, DbDown>("loaded".to_owned())
@@ -115,80 +135,64 @@ async fn a_failing_loader_gives_every_waiter_its_error_and_caches_nothing() {
     assert_eq!(value, "loaded");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_panicking_loader_fails_every_waiter_and_the_cache_stays_usable() {
-    let cache = cache();
+    let (cache, registry) = counted();
     let (release, released) = oneshot::channel::<()>();
-    let entered = Arc::new(AtomicUsize::new(0));
     let leader = {
-        let (cache, entered) = (cache.clone(), Arc::clone(&entered));
+        let cache = cache.clone();
         tokio::spawn(async move {
             cache
                 .get_with("k".to_owned(), || async move {
-                    entered.fetch_add(1, Ordering::SeqCst);
                     released.await.unwrap();
                     panic!("loader bug")
                 })
                 .await
         })
     };
-    while entered.load(Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    until_misses(&registry, 1).await;
     let waiters: Vec<_> = (0..20)
         .map(|_| {
             let cache = cache.clone();
             tokio::spawn(async move {
                 cache
-                    .get_with("k".to_owned(), || async { "late".to_owned() })
+                    .get_with("k".to_owned(), || async { unreachable!("joins the load") })
                     .await
             })
         })
         .collect();
-    for _ in 0..100 {
-        tokio::task::yield_now().await;
-    }
+    until_misses(&registry, 21).await;
     release.send(()).unwrap();
     let error = leader.await.expect("the panic is caught").unwrap_err();
     assert!(
         matches!(&error, Error::LoadPanicked { key, message } if key == "\"k\"" && message == "loader bug"),
         "{error:?}"
     );
-    let mut panicked = 0;
     for waiter in waiters {
-        match waiter.await.unwrap() {
-            Err(Error::LoadPanicked { .. }) => panicked += 1,
-            Ok(value) => assert_eq!(value, "late"),
-            Err(other) => panic!("{other:?}"),
-        }
+        let error = waiter.await.unwrap().unwrap_err();
+        assert!(matches!(error, Error::LoadPanicked { .. }), "{error:?}");
     }
-    assert!(panicked > 0, "no waiter joined the panicking load");
-    // Whatever the late callers stored is a real load's value, never the panicked one's.
+    // Nothing was cached, and the cache still loads.
+    assert_eq!(cache.get(&"k".to_owned()), None);
     let value = cache
-        .get_with("k".to_owned(), || async { "late".to_owned() })
+        .get_with("k".to_owned(), || async { "after".to_owned() })
         .await
         .unwrap();
-    assert_eq!(value, "late");
+    assert_eq!(value, "after");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_cancelled_first_caller_hands_the_load_over() {
-    let cache = cache();
-    let entered = Arc::new(AtomicUsize::new(0));
+    let (cache, registry) = counted();
     let leader = {
-        let (cache, entered) = (cache.clone(), Arc::clone(&entered));
+        let cache = cache.clone();
         tokio::spawn(async move {
             cache
-                .get_with("k".to_owned(), || async move {
-                    entered.fetch_add(1, Ordering::SeqCst);
-                    std::future::pending::<String>().await
-                })
+                .get_with("k".to_owned(), std::future::pending::<String>)
                 .await
         })
     };
-    while entered.load(Ordering::SeqCst) == 0 {
-        tokio::task::yield_now().await;
-    }
+    until_misses(&registry, 1).await;
     let waiter = {
         let cache = cache.clone();
         tokio::spawn(async move {
@@ -197,10 +201,9 @@ async fn a_cancelled_first_caller_hands_the_load_over() {
                 .await
         })
     };
-    for _ in 0..50 {
-        tokio::task::yield_now().await;
-    }
-    // The request that started the load goes away (a client disconnect).
+    until_misses(&registry, 2).await;
+    // The request that started the load goes away (a client disconnect) while the waiter
+    // waits for it.
     leader.abort();
     assert!(leader.await.unwrap_err().is_cancelled());
     assert_eq!(waiter.await.unwrap().unwrap(), "from the waiter");
