@@ -11,7 +11,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// [`MemoryCache::try_get_with`](crate::MemoryCache::try_get_with)); operations without a
 /// loader use the default, [`Infallible`]. Every caller that shared one load receives the same
 /// error: the loader's own for the caller that ran it, clones for the others.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error<E = Infallible> {
     /// A builder setting is invalid.
@@ -51,6 +51,57 @@ pub enum Error<E = Infallible> {
         /// How long the caller waited.
         waited: std::time::Duration,
     },
+    /// A Redis command failed (the server refused it, or the connection broke).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    #[error("redis {op} of {key} failed")]
+    Redis {
+        /// The command: `GET`, `MGET`, `SET`, `DEL`, `INCR`, or `pipeline`.
+        op: &'static str,
+        /// The cache key (without prefix and namespace), or a count of keys.
+        key: String,
+        /// The client's error.
+        source: ::redis::RedisError,
+    },
+    /// A call to a remote level took longer than its timeout; whether a write took effect
+    /// is unknown.
+    #[error("{op} of {key} timed out after {after:?}")]
+    Timeout {
+        /// The command.
+        op: &'static str,
+        /// The cache key, or a count of keys.
+        key: String,
+        /// The timeout that ran out.
+        after: std::time::Duration,
+    },
+    /// A value is larger, encoded and compressed, than the level's
+    /// `max_value_size`; it was not stored.
+    #[error("the value for key {key} is {size} bytes encoded, over the limit of {limit}")]
+    ValueTooLarge {
+        /// The cache key.
+        key: String,
+        /// Its encoded size.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A value could not be encoded for a remote level (its `Serialize` failed).
+    #[error("encoding the value for key {key} failed: {message}")]
+    Encode {
+        /// The cache key.
+        key: String,
+        /// The serializer's message.
+        message: String,
+    },
+    /// A stored value could not be decoded: written by another version of the value type or
+    /// of brisk-cache, or corrupted. Bump the namespace when the type changes.
+    #[error("decoding the stored value for key {key} failed: {message}")]
+    Decode {
+        /// The cache key.
+        key: String,
+        /// What was wrong.
+        message: String,
+    },
     /// Single-flight failed for a reason other than the loader's own, described in
     /// `message`. Loads inside one process end in one of the variants above; this one is for
     /// loads shared across processes.
@@ -64,6 +115,34 @@ pub enum Error<E = Infallible> {
 }
 
 impl<E> Error<E> {
+    /// The same error with the loader's error mapped by `f`.
+    pub(crate) fn map_load<F>(self, f: impl FnOnce(E) -> F) -> Error<F> {
+        match self {
+            Error::Config {
+                setting,
+                value,
+                reason,
+            } => Error::Config {
+                setting,
+                value,
+                reason,
+            },
+            Error::Load { key, source } => Error::Load {
+                key,
+                source: f(source),
+            },
+            Error::LoadPanicked { key, message } => Error::LoadPanicked { key, message },
+            Error::LoadWaitTimeout { key, waited } => Error::LoadWaitTimeout { key, waited },
+            #[cfg(feature = "redis")]
+            Error::Redis { op, key, source } => Error::Redis { op, key, source },
+            Error::Timeout { op, key, after } => Error::Timeout { op, key, after },
+            Error::ValueTooLarge { key, size, limit } => Error::ValueTooLarge { key, size, limit },
+            Error::Encode { key, message } => Error::Encode { key, message },
+            Error::Decode { key, message } => Error::Decode { key, message },
+            Error::Flight { key, message } => Error::Flight { key, message },
+        }
+    }
+
     /// The loader's own error, when that is what this is.
     pub fn load_error(&self) -> Option<&E> {
         match self {

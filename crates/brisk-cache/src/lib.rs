@@ -34,6 +34,10 @@
 //!   panicking loader reaches every waiter and caches nothing.
 //! - Metrics into brisk-metrics with [`MemoryCacheBuilder::metrics`].
 //!
+//! # Feature flags
+//! - `redis`: `redis::RedisCache`, a level in Redis shared by every instance (values
+//!   serialized with postcard and compressed with brisk-compress).
+//!
 //! # Guarantees
 //! - **Bounded.** The entry count (or weight) never exceeds the bound: each shard holds its
 //!   share. An entry heavier than a shard can hold is refused and reported, never stored.
@@ -48,6 +52,9 @@ mod cache;
 mod error;
 mod memory;
 mod metrics;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 mod sketch;
 
 /// The README's example, compiled and run as a doctest.

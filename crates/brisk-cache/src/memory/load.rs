@@ -44,21 +44,7 @@ where
     {
         self.load_shared(key, || async { Ok::<_, Infallible>(load().await) })
             .await
-            .map_err(|error| match error {
-                Error::Load { source, .. } => match *source {},
-                Error::Config {
-                    setting,
-                    value,
-                    reason,
-                } => Error::Config {
-                    setting,
-                    value,
-                    reason,
-                },
-                Error::LoadPanicked { key, message } => Error::LoadPanicked { key, message },
-                Error::LoadWaitTimeout { key, waited } => Error::LoadWaitTimeout { key, waited },
-                Error::Flight { key, message } => Error::Flight { key, message },
-            })
+            .map_err(|error| error.map_load(|source| match *source {}))
     }
 
     /// The value for `key`, loaded with the fallible `load` and cached on a miss; a failed

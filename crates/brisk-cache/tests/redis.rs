@@ -1,0 +1,347 @@
+//! `RedisCache` against a real redis-server from brisk-testkit: round trips counted on the
+//! server, TTLs, compression, the size limit, the namespace, timeouts, corrupt values and a
+//! server restart.
+
+use std::time::Duration;
+
+use brisk_cache::{Cache, Error, redis::RedisCache};
+use brisk_metrics::Registry;
+use brisk_testkit::RedisServer;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Product {
+    id: u64,
+    name: String,
+    description: String,
+    price_cents: i64,
+}
+
+fn product(id: u64) -> Product {
+    Product {
+        id,
+        name: format!("product {id}"),
+        description: "a sturdy thing".to_owned(),
+        price_cents: 1999,
+    }
+}
+
+async fn connection(server: &RedisServer) -> ConnectionManager {
+    let client = redis::Client::open(server.url()).unwrap();
+    ConnectionManager::new(client).await.unwrap()
+}
+
+async fn cache(server: &RedisServer, prefix: &str) -> RedisCache<u64, Product> {
+    RedisCache::builder(connection(server).await)
+        .prefix(prefix)
+        .ttl(Duration::from_secs(3600))
+        .build()
+        .await
+        .unwrap()
+}
+
+/// How many times the server ran `command` (INFO commandstats).
+async fn calls(server: &RedisServer, command: &str) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut connection(server).await)
+        .await
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    info.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |calls| calls.parse().unwrap())
+}
+
+async fn raw(server: &RedisServer) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn values_round_trip_and_each_call_is_one_round_trip() {
+    let server = RedisServer::start().unwrap();
+    let cache = cache(&server, "products").await;
+    assert_eq!(cache.get(&1).await.unwrap(), None);
+    cache.insert(1, product(1), None).await.unwrap();
+    assert_eq!(cache.get(&1).await.unwrap(), Some(product(1)));
+
+    let entries: Vec<(u64, Product)> = (100..200).map(|id| (id, product(id))).collect();
+    let sets_before = calls(&server, "set").await;
+    cache.insert_many(entries, None).await.unwrap();
+    assert_eq!(calls(&server, "set").await - sets_before, 100);
+
+    let keys: Vec<u64> = (150..250).collect();
+    let mgets_before = calls(&server, "mget").await;
+    let gets_before = calls(&server, "get").await;
+    let found = cache.get_many(&keys).await.unwrap();
+    assert_eq!(
+        calls(&server, "mget").await - mgets_before,
+        1,
+        "100 keys, one MGET"
+    );
+    assert_eq!(calls(&server, "get").await, gets_before);
+    for (key, value) in keys.iter().zip(&found) {
+        let expected = (*key < 200).then(|| product(*key));
+        assert_eq!(value, &expected, "key {key}");
+    }
+    assert_eq!(cache.get_many(&[]).await.unwrap(), vec![]);
+
+    cache.remove(&1).await.unwrap();
+    assert_eq!(cache.get(&1).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn ttls_are_kept_in_milliseconds() {
+    let server = RedisServer::start().unwrap();
+    let cache = cache(&server, "ttl").await;
+    cache.insert(1, product(1), None).await.unwrap();
+    cache
+        .insert(2, product(2), Some(Duration::from_millis(1500)))
+        .await
+        .unwrap();
+    let (_, default_ttl) = cache.get_with_ttl(&1).await.unwrap().unwrap();
+    let default_ttl = default_ttl.unwrap();
+    assert!(
+        default_ttl > Duration::from_secs(3590) && default_ttl <= Duration::from_secs(3600),
+        "{default_ttl:?}"
+    );
+    let (value, own_ttl) = cache.get_with_ttl(&2).await.unwrap().unwrap();
+    assert_eq!(value, product(2));
+    let own_ttl = own_ttl.unwrap();
+    assert!(
+        own_ttl > Duration::from_millis(1000) && own_ttl <= Duration::from_millis(1500),
+        "{own_ttl:?}"
+    );
+    assert_eq!(cache.get_with_ttl(&3).await.unwrap(), None);
+
+    // A zero TTL stores nothing and drops what was there (it would be stale).
+    cache
+        .insert(1, product(10), Some(Duration::ZERO))
+        .await
+        .unwrap();
+    assert_eq!(cache.get(&1).await.unwrap(), None);
+
+    // Without any TTL the entry does not expire.
+    let forever: RedisCache<u64, Product> = RedisCache::builder(connection(&server).await)
+        .prefix("forever")
+        .build()
+        .await
+        .unwrap();
+    forever.insert(1, product(1), None).await.unwrap();
+    assert_eq!(forever.get_with_ttl(&1).await.unwrap().unwrap().1, None);
+}
+
+#[tokio::test]
+async fn large_values_are_compressed_and_the_size_limit_holds() {
+    let server = RedisServer::start().unwrap();
+    let cache: RedisCache<String, Vec<Product>> = RedisCache::builder(connection(&server).await)
+        .prefix("lists")
+        .max_value_size(64 * 1024)
+        .build()
+        .await
+        .unwrap();
+    // About 40 KB serialized, and repetitive as real listings are.
+    let listing: Vec<Product> = (0..1000).map(product).collect();
+    cache
+        .insert("page:1".to_owned(), listing.clone(), None)
+        .await
+        .unwrap();
+    let stored_len: usize = redis::cmd("STRLEN")
+        .arg(format!("lists:{}:page:1", cache.namespace()))
+        .query_async(&mut raw(&server).await)
+        .await
+        .unwrap();
+    let serialized = postcard_len(&listing);
+    assert!(
+        stored_len * 4 < serialized,
+        "stored {stored_len} bytes of {serialized}"
+    );
+    assert_eq!(
+        cache.get(&"page:1".to_owned()).await.unwrap(),
+        Some(listing)
+    );
+
+    // Incompressible and over the limit: refused, nothing written, the old value kept.
+    let mut seed = 7u64;
+    let noise: Vec<Product> = (0..2000)
+        .map(|id| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            Product {
+                id,
+                name: format!("{seed:x}"),
+                description: format!("{:x}", seed.rotate_left(17)),
+                price_cents: seed as i64,
+            }
+        })
+        .collect();
+    let refused = cache.insert("page:1".to_owned(), noise, None).await;
+    assert!(
+        matches!(&refused, Err(Error::ValueTooLarge { key, limit: 65536, .. }) if key == "page:1"),
+        "{refused:?}"
+    );
+    assert!(cache.get(&"page:1".to_owned()).await.unwrap().is_some());
+}
+
+fn postcard_len(listing: &[Product]) -> usize {
+    // The uncompressed size, for comparison: names and descriptions dominate.
+    listing
+        .iter()
+        .map(|p| p.name.len() + p.description.len() + 12)
+        .sum()
+}
+
+#[tokio::test]
+async fn bumping_the_namespace_clears_everything_for_every_instance() {
+    let server = RedisServer::start().unwrap();
+    let one = cache(&server, "ns").await;
+    let two = cache(&server, "ns").await;
+    one.insert(1, product(1), None).await.unwrap();
+    assert_eq!(two.get(&1).await.unwrap(), Some(product(1)));
+    one.invalidate_all().await.unwrap();
+    assert_eq!(one.get(&1).await.unwrap(), None);
+    // The other instance reads the old namespace until it refreshes.
+    assert_eq!(two.get(&1).await.unwrap(), Some(product(1)));
+    two.refresh_namespace().await.unwrap();
+    assert_eq!(two.namespace(), one.namespace());
+    assert_eq!(two.get(&1).await.unwrap(), None);
+    // A new instance starts in the current namespace.
+    let three = cache(&server, "ns").await;
+    assert_eq!(three.namespace(), 1);
+    two.insert(2, product(2), None).await.unwrap();
+    assert_eq!(three.get(&2).await.unwrap(), Some(product(2)));
+}
+
+#[tokio::test]
+async fn corrupt_values_are_typed_errors() {
+    let server = RedisServer::start().unwrap();
+    let cache = cache(&server, "corrupt").await;
+    let mut raw = raw(&server).await;
+    for garbage in [&b"not a framed value"[..], &[0xBC, 1, 0, 5, 1, 2], &[]] {
+        let () = redis::cmd("SET")
+            .arg("corrupt:0:9")
+            .arg(garbage)
+            .query_async(&mut raw)
+            .await
+            .unwrap();
+        let read = cache.get(&9).await;
+        assert!(
+            matches!(&read, Err(Error::Decode { key, .. }) if key == "9"),
+            "{garbage:?}: {read:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_slow_server_is_a_timeout_and_a_dead_one_an_error_until_it_is_back() {
+    let mut server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let cache: RedisCache<u64, Product> = RedisCache::builder(connection(&server).await)
+        .prefix("faults")
+        .timeout(Duration::from_millis(100))
+        .metrics(&registry, "l2")
+        .build()
+        .await
+        .unwrap();
+    cache.insert(1, product(1), None).await.unwrap();
+
+    // The server stops answering clients for a while.
+    let () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1000)
+        .arg("ALL")
+        .query_async(&mut raw(&server).await)
+        .await
+        .unwrap();
+    let slow = cache.get(&1).await;
+    assert!(
+        matches!(&slow, Err(Error::Timeout { op: "GET", key, after }) if key == "1" && *after == Duration::from_millis(100)),
+        "{slow:?}"
+    );
+
+    server.kill();
+    let dead = cache.get(&1).await;
+    assert!(
+        matches!(dead, Err(Error::Redis { .. } | Error::Timeout { .. })),
+        "{dead:?}"
+    );
+    server.restart().unwrap();
+    // The connection manager reconnects; the data is gone with the process.
+    let mut back = None;
+    for _ in 0..100 {
+        match cache.get(&1).await {
+            Ok(value) => {
+                back = Some(value);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert_eq!(back, Some(None), "no answer after the restart");
+    cache.insert(1, product(1), None).await.unwrap();
+    assert_eq!(cache.get(&1).await.unwrap(), Some(product(1)));
+    let errors = registry
+        .snapshot()
+        .counter("brisk_cache_redis_errors_total", &[("name", "l2")])
+        .unwrap();
+    assert!(errors >= 2, "{errors}");
+    let hits = registry
+        .snapshot()
+        .counter("brisk_cache_redis_hits_total", &[("name", "l2")])
+        .unwrap();
+    assert_eq!(hits, 1);
+}
+
+#[tokio::test]
+async fn invalid_settings_are_config_errors() {
+    let server = RedisServer::start().unwrap();
+    for (setting, built) in [
+        (
+            "prefix",
+            RedisCache::<u64, u64>::builder(connection(&server).await)
+                .prefix("")
+                .build()
+                .await,
+        ),
+        (
+            "prefix",
+            RedisCache::<u64, u64>::builder(connection(&server).await)
+                .prefix("a b")
+                .build()
+                .await,
+        ),
+        (
+            "ttl",
+            RedisCache::<u64, u64>::builder(connection(&server).await)
+                .ttl(Duration::ZERO)
+                .build()
+                .await,
+        ),
+        (
+            "timeout",
+            RedisCache::<u64, u64>::builder(connection(&server).await)
+                .timeout(Duration::ZERO)
+                .build()
+                .await,
+        ),
+        (
+            "max_value_size",
+            RedisCache::<u64, u64>::builder(connection(&server).await)
+                .max_value_size(0)
+                .build()
+                .await,
+        ),
+    ] {
+        match built {
+            Err(Error::Config { setting: named, .. }) => assert_eq!(named, setting),
+            other => panic!("{setting}: {other:?}"),
+        }
+    }
+}
