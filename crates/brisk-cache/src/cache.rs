@@ -42,3 +42,57 @@ pub trait Cache<K, V>: Send + Sync {
         ttl: Option<Duration>,
     ) -> impl Future<Output = Result<()>> + Send;
 }
+
+/// A value and the time it has left in its level (`None`: no expiry).
+pub type WithTtl<V> = (V, Option<Duration>);
+
+/// A level that can say how long an entry has left, so that a faster level in front of it
+/// (see [`Tiered`](crate::Tiered)) keeps its copy no longer: `RedisCache` (feature `redis`)
+/// reads it in the same round trip as the value.
+pub trait Remote<K, V>: Cache<K, V> {
+    /// The live value for `key` and its remaining time to live (`None`: no expiry).
+    fn get_with_ttl(&self, key: &K) -> impl Future<Output = Result<Option<WithTtl<V>>>> + Send;
+
+    /// The live values for `keys`, in their order, each with its remaining time to live.
+    fn get_many_with_ttl(
+        &self,
+        keys: &[K],
+    ) -> impl Future<Output = Result<Vec<Option<WithTtl<V>>>>> + Send;
+}
+
+/// No second level: a [`Tiered`](crate::Tiered) cache over memory alone, the embedded
+/// default. Holds nothing; every read misses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoRemote;
+
+impl<K: Send + Sync, V: Send> Cache<K, V> for NoRemote {
+    async fn get(&self, _: &K) -> Result<Option<V>> {
+        Ok(None)
+    }
+
+    async fn insert(&self, _: K, _: V, _: Option<Duration>) -> Result<()> {
+        Ok(())
+    }
+
+    async fn remove(&self, _: &K) -> Result<()> {
+        Ok(())
+    }
+
+    async fn get_many(&self, keys: &[K]) -> Result<Vec<Option<V>>> {
+        Ok(keys.iter().map(|_| None).collect())
+    }
+
+    async fn insert_many(&self, _: Vec<(K, V)>, _: Option<Duration>) -> Result<()> {
+        Ok(())
+    }
+}
+
+impl<K: Send + Sync, V: Send> Remote<K, V> for NoRemote {
+    async fn get_with_ttl(&self, _: &K) -> Result<Option<WithTtl<V>>> {
+        Ok(None)
+    }
+
+    async fn get_many_with_ttl(&self, keys: &[K]) -> Result<Vec<Option<WithTtl<V>>>> {
+        Ok(keys.iter().map(|_| None).collect())
+    }
+}

@@ -50,18 +50,21 @@
 
 mod cache;
 mod error;
+mod flight;
 mod memory;
 mod metrics;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 mod sketch;
+mod tiered;
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctest;
 
-pub use cache::Cache;
+pub use cache::{Cache, NoRemote, Remote, WithTtl};
 pub use error::{Error, Result};
 pub use memory::{Cause, Iter, MemoryCache, MemoryCacheBuilder};
+pub use tiered::{Tiered, TieredBuilder};

@@ -4,7 +4,6 @@
 mod load;
 
 use std::{
-    any::Any,
     fmt,
     hash::Hash,
     num::NonZeroUsize,
@@ -23,6 +22,7 @@ use tokio::time::Instant;
 
 use crate::{
     Cache, Error, Result,
+    flight::Flights,
     metrics::Metrics,
     sketch::{self, SAMPLE_EVERY, Sketch},
 };
@@ -46,11 +46,6 @@ pub enum Cause {
 
 type Weigher<K, V> = Arc<dyn Fn(&K, &V) -> u32 + Send + Sync>;
 type Listener<K, V> = Arc<dyn Fn(K, V, Cause) + Send + Sync>;
-/// A loader's error while it is shared between the callers of one load; each caller's
-/// `try_get_with` gets it back as its own type (the flight key holds the type's id).
-type SharedError = Arc<dyn Any + Send + Sync>;
-/// Loads in flight, one per key and loader error type.
-type Flights<K, V> = SingleFlight<(K, std::any::TypeId), V, SharedError>;
 
 /// A stored value with what the policy needs to know about it.
 struct Entry<V> {
@@ -461,6 +456,11 @@ where
     /// The most weight (or entries) the cache holds: the configured bound.
     pub fn capacity(&self) -> u64 {
         self.inner.capacity
+    }
+
+    /// The time to live entries get when inserted without their own, if any.
+    pub fn ttl(&self) -> Option<Duration> {
+        self.inner.ttl
     }
 
     /// The live entries, a shard at a time: each shard is copied under its read lock, so

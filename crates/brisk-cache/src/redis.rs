@@ -42,7 +42,7 @@ use brisk_compress::ValueCodec;
 use brisk_metrics::{Counter, Key, Recorder};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{Cache, Error, Result};
+use crate::{Cache, Error, Result, WithTtl};
 
 /// A cache level in Redis. Cheap to clone: clones share the connection and settings.
 ///
@@ -150,7 +150,7 @@ where
     /// # Errors
     /// [`Error::Redis`], [`Error::Timeout`], or [`Error::Decode`] for a value that does not
     /// decode as `V`.
-    pub async fn get_with_ttl(&self, key: &K) -> Result<Option<(V, Option<Duration>)>> {
+    pub async fn get_with_ttl(&self, key: &K) -> Result<Option<WithTtl<V>>> {
         let stored = self.stored(key);
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&stored).cmd("PTTL").arg(&stored);
@@ -164,14 +164,62 @@ where
         let Some(value) = self.found(key, value)? else {
             return Ok(None);
         };
-        // PTTL: -1 no expiry; -2 gone since the GET (it expired in between: treat as live
-        // for the rest of this call, with no time left).
-        let ttl = match ttl {
-            -1 => None,
-            ms if ms < 0 => Some(Duration::ZERO),
-            ms => Some(Duration::from_millis(ms.unsigned_abs())),
+        Ok(Some((value, remaining(ttl))))
+    }
+
+    /// The live values for `keys` with their remaining times to live, in their order, in one
+    /// round trip (`MGET` and a `PTTL` per key, pipelined).
+    ///
+    /// # Errors
+    /// As [`get_with_ttl`](Self::get_with_ttl).
+    pub async fn get_many_with_ttl(&self, keys: &[K]) -> Result<Vec<Option<WithTtl<V>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let stored: Vec<String> = keys.iter().map(|key| self.stored(key)).collect();
+        let mut pipe = redis::pipe();
+        pipe.cmd("MGET").arg(&stored);
+        for key in &stored {
+            pipe.cmd("PTTL").arg(key);
+        }
+        let (values, ttls): (Vec<Option<Vec<u8>>>, Vec<i64>) = {
+            let mut replies: Vec<redis::Value> = self
+                .call(
+                    "MGET",
+                    || format!("{} keys", keys.len()),
+                    pipe.query_async(&mut self.connection()),
+                )
+                .await?;
+            let malformed = |message: String| Error::Decode {
+                key: format!("{} keys", keys.len()),
+                message,
+            };
+            if replies.len() != keys.len() + 1 {
+                return Err(malformed(format!("{} replies", replies.len())));
+            }
+            let ttls = replies
+                .split_off(1)
+                .into_iter()
+                .map(redis::from_redis_value::<i64>)
+                .collect::<std::result::Result<Vec<_>, _>>()
+                .map_err(|error| malformed(error.to_string()))?;
+            let values = replies
+                .pop()
+                .map(redis::from_redis_value::<Vec<Option<Vec<u8>>>>)
+                .transpose()
+                .map_err(|error| malformed(error.to_string()))?
+                .unwrap_or_default();
+            if values.len() != keys.len() {
+                return Err(malformed(format!("MGET answered {} values", values.len())));
+            }
+            (values, ttls)
         };
-        Ok(Some((value, ttl)))
+        keys.iter()
+            .zip(values.into_iter().zip(ttls))
+            .map(|(key, (value, ttl))| {
+                Ok(self.found(key, value)?.map(|value| (value, remaining(ttl))))
+            })
+            .collect()
     }
 
     /// Makes every entry written so far unreachable, in one `INCR` of the namespace version:
@@ -305,6 +353,16 @@ where
     }
 }
 
+/// A `PTTL` reply as a remaining time to live: -1 no expiry; -2 gone since the read (it
+/// expired in between: live for the rest of this call, with no time left).
+fn remaining(pttl: i64) -> Option<Duration> {
+    match pttl {
+        -1 => None,
+        ms if ms < 0 => Some(Duration::ZERO),
+        ms => Some(Duration::from_millis(ms.unsigned_abs())),
+    }
+}
+
 /// postcard, then the framed codec.
 fn encode<V: Serialize>(codec: &ValueCodec, value: &V) -> std::result::Result<Vec<u8>, String> {
     let bytes = postcard::to_allocvec(value).map_err(|error| error.to_string())?;
@@ -337,6 +395,21 @@ async fn read_namespace<C: ConnectionLike + Clone>(inner: &Inner<C>, key: &str) 
             key: key.to_owned(),
             after: inner.timeout,
         }),
+    }
+}
+
+impl<K, V, C> crate::Remote<K, V> for RedisCache<K, V, C>
+where
+    K: Display + Send + Sync,
+    V: Serialize + DeserializeOwned + Send + Sync,
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    async fn get_with_ttl(&self, key: &K) -> Result<Option<WithTtl<V>>> {
+        RedisCache::get_with_ttl(self, key).await
+    }
+
+    async fn get_many_with_ttl(&self, keys: &[K]) -> Result<Vec<Option<WithTtl<V>>>> {
+        RedisCache::get_many_with_ttl(self, keys).await
     }
 }
 

@@ -345,3 +345,163 @@ async fn invalid_settings_are_config_errors() {
         }
     }
 }
+
+mod tiered {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+
+    use brisk_cache::{MemoryCache, Tiered};
+
+    use super::*;
+
+    type Both = Tiered<u64, Product, RedisCache<u64, Product>>;
+
+    async fn tiered(server: &RedisServer, prefix: &str, registry: &Registry) -> Both {
+        Tiered::builder()
+            .memory(
+                MemoryCache::builder()
+                    .max_entries(10_000)
+                    .ttl(Duration::from_secs(60))
+                    .build()
+                    .unwrap(),
+            )
+            .remote(
+                RedisCache::builder(connection(server).await)
+                    .prefix(prefix)
+                    .ttl(Duration::from_secs(3600))
+                    .timeout(Duration::from_millis(200))
+                    .build()
+                    .await
+                    .unwrap(),
+            )
+            .metrics(registry, "tiered")
+            .build()
+            .unwrap()
+    }
+
+    /// Commands the server ran, all kinds: a round trip is at least one.
+    async fn commands(server: &RedisServer) -> u64 {
+        let mut total = 0;
+        for command in ["get", "mget", "pttl", "set", "del"] {
+            total += calls(server, command).await;
+        }
+        total
+    }
+
+    #[tokio::test]
+    async fn an_l1_hit_costs_no_round_trip_and_an_l2_hit_one() {
+        let server = RedisServer::start().unwrap();
+        let registry = Registry::new();
+        let writer = tiered(&server, "t", &registry).await;
+        let reader = tiered(&server, "t", &registry).await;
+        writer.insert(1, product(1), None).await.unwrap();
+
+        let (gets, pttls) = (calls(&server, "get").await, calls(&server, "pttl").await);
+        // The other instance: an L2 hit (one GET and one PTTL, pipelined), which fills L1.
+        assert_eq!(reader.get(&1).await.unwrap(), Some(product(1)));
+        assert_eq!(calls(&server, "get").await, gets + 1);
+        assert_eq!(calls(&server, "pttl").await, pttls + 1);
+        assert_eq!(reader.memory().unwrap().get(&1), Some(product(1)));
+        // Now an L1 hit: nothing reaches Redis.
+        let before = commands(&server).await;
+        for _ in 0..10 {
+            assert_eq!(reader.get(&1).await.unwrap(), Some(product(1)));
+        }
+        assert_eq!(commands(&server).await, before);
+
+        // get_many: L1 answers what it holds, the rest is one MGET (with its PTTLs).
+        let entries: Vec<(u64, Product)> = (100..200).map(|id| (id, product(id))).collect();
+        writer.insert_many(entries, None).await.unwrap();
+        let keys: Vec<u64> = (1..=1).chain(100..200).chain(500..510).collect();
+        let mgets = calls(&server, "mget").await;
+        let found = reader.get_many(&keys).await.unwrap();
+        assert_eq!(calls(&server, "mget").await, mgets + 1);
+        for (key, value) in keys.iter().zip(found) {
+            let expected = (*key == 1 || (100..200).contains(key)).then(|| product(*key));
+            assert_eq!(value, expected, "key {key}");
+        }
+        assert_eq!(reader.memory().unwrap().get(&150), Some(product(150)));
+
+        // A removal reaches both levels.
+        reader.remove(&150).await.unwrap();
+        assert_eq!(reader.memory().unwrap().get(&150), None);
+        assert_eq!(writer.remote().unwrap().get(&150).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn an_l2_value_stays_in_l1_no_longer_than_in_l2() {
+        let server = RedisServer::start().unwrap();
+        let registry = Registry::new();
+        let cache = tiered(&server, "short", &registry).await;
+        cache
+            .remote()
+            .unwrap()
+            .insert(1, product(1), Some(Duration::from_millis(1500)))
+            .await
+            .unwrap();
+        assert_eq!(cache.get(&1).await.unwrap(), Some(product(1)));
+        assert!(cache.memory().unwrap().contains_key(&1));
+        // L1's own TTL is a minute; the copy must go with L2's entry (real time: Redis's).
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        assert_eq!(cache.memory().unwrap().get(&1), None);
+        assert_eq!(cache.get(&1).await.unwrap(), None);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn loads_run_once_and_keep_serving_while_redis_is_down() {
+        let mut server = RedisServer::start().unwrap();
+        let registry = Registry::new();
+        let cache = tiered(&server, "load", &registry).await;
+        let loads = Arc::new(AtomicUsize::new(0));
+        let callers: Vec<_> = (0..100)
+            .map(|_| {
+                let (cache, loads) = (cache.clone(), Arc::clone(&loads));
+                tokio::spawn(async move {
+                    cache
+                        .get_with(7, move || async move {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            tokio::task::yield_now().await;
+                            product(7)
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for caller in callers {
+            assert_eq!(caller.await.unwrap().unwrap(), product(7));
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1);
+        // Stored in both levels.
+        assert_eq!(
+            cache.remote().unwrap().get(&7).await.unwrap(),
+            Some(product(7))
+        );
+
+        server.kill();
+        // L1 still answers, and a new key still loads (its L2 read and write fail, counted).
+        assert_eq!(
+            cache
+                .get_with(7, || async { unreachable!() })
+                .await
+                .unwrap(),
+            product(7)
+        );
+        assert_eq!(
+            cache.get_with(8, || async { product(8) }).await.unwrap(),
+            product(8)
+        );
+        assert_eq!(cache.memory().unwrap().get(&8), Some(product(8)));
+        let errors = registry
+            .snapshot()
+            .counter(
+                "brisk_cache_tiered_remote_errors_total",
+                &[("name", "tiered")],
+            )
+            .unwrap();
+        assert_eq!(errors, 2, "the failed L2 read and write of key 8");
+        // The plain Cache methods report the L2 error.
+        assert!(cache.get(&9).await.is_err());
+    }
+}

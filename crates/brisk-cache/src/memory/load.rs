@@ -3,8 +3,11 @@
 
 use std::{any::TypeId, convert::Infallible, fmt, future::Future, hash::Hash, sync::Arc};
 
-use super::{MemoryCache, SharedError};
-use crate::{Error, Result};
+use super::MemoryCache;
+use crate::{
+    Error, Result,
+    flight::{self, SharedError},
+};
 
 impl<K, V> MemoryCache<K, V>
 where
@@ -122,30 +125,7 @@ where
                 }
             })
             .await;
-        outcome.map_err(|error| {
-            let key = format!("{:?}", flight.0);
-            match error.into_work_error() {
-                Ok(shared) => match shared.downcast::<E>() {
-                    Ok(source) => Error::Load { key, source },
-                    // The flight key holds the error's type id, so every caller of a load
-                    // has the loader's error type: this arm is not reached.
-                    Err(_) => Error::Flight {
-                        key,
-                        message: "the loader's error has another type".to_owned(),
-                    },
-                },
-                Err(brisk_dedup::Error::Panicked { message, .. }) => {
-                    Error::LoadPanicked { key, message }
-                }
-                Err(brisk_dedup::Error::WaitTimeout { waited, .. }) => {
-                    Error::LoadWaitTimeout { key, waited }
-                }
-                Err(other) => Error::Flight {
-                    key,
-                    message: format!("{other:?}"),
-                },
-            }
-        })
+        outcome.map_err(|error| flight::caller_error(&flight.0, error))
     }
 }
 

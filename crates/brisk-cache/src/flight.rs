@@ -1,0 +1,42 @@
+//! What the loading levels share: loads in flight keyed by key and loader error type, and
+//! how a finished flight's error reaches each caller as this crate's [`Error`].
+
+use std::{any::Any, fmt, sync::Arc};
+
+use brisk_dedup::SingleFlight;
+
+use crate::Error;
+
+/// A loader's error while it is shared between the callers of one load; each caller gets it
+/// back as its own type (the flight key holds the type's id).
+pub(crate) type SharedError = Arc<dyn Any + Send + Sync>;
+
+/// Loads in flight, one per key and loader error type.
+pub(crate) type Flights<K, V> = SingleFlight<(K, std::any::TypeId), V, SharedError>;
+
+/// A flight's error as the caller's: the loader's own error, its panic, or the wait timeout.
+pub(crate) fn caller_error<E: Send + Sync + 'static>(
+    key: &impl fmt::Debug,
+    error: brisk_dedup::Error<SharedError>,
+) -> Error<Arc<E>> {
+    let key = format!("{key:?}");
+    match error.into_work_error() {
+        Ok(shared) => match shared.downcast::<E>() {
+            Ok(source) => Error::Load { key, source },
+            // The flight key holds the error's type id, so every caller of a load has the
+            // loader's error type: this arm is not reached.
+            Err(_) => Error::Flight {
+                key,
+                message: "the loader's error has another type".to_owned(),
+            },
+        },
+        Err(brisk_dedup::Error::Panicked { message, .. }) => Error::LoadPanicked { key, message },
+        Err(brisk_dedup::Error::WaitTimeout { waited, .. }) => {
+            Error::LoadWaitTimeout { key, waited }
+        }
+        Err(other) => Error::Flight {
+            key,
+            message: format!("{other:?}"),
+        },
+    }
+}

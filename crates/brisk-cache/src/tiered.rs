@@ -1,0 +1,336 @@
+//! [`Tiered`]: a memory level in front of a remote one, and a loader behind both.
+
+use std::{
+    any::TypeId, convert::Infallible, fmt, future::Future, hash::Hash, sync::Arc, time::Duration,
+};
+
+use brisk_dedup::SingleFlight;
+use brisk_metrics::{Counter, Key, Recorder};
+
+use crate::{
+    Cache, Error, MemoryCache, NoRemote, Remote, Result,
+    flight::{self, Flights, SharedError},
+};
+
+/// Memory (L1) in front of a remote level (L2, e.g. `RedisCache`), read through to a loader:
+/// L1 → L2 → load.
+///
+/// - **An L2 hit fills L1** with a time to live no longer than the entry has left in L2 (read
+///   in the same round trip) nor than L1's own: L1 never serves a value L2 has expired.
+/// - **`get_many`** answers L1's hits and fetches the rest from L2 in one round trip.
+/// - **Writes and removals reach both levels**, L2 first.
+/// - **Either level may be absent**: memory alone (the embedded default, with [`NoRemote`]) or
+///   the remote level alone.
+/// - **[`try_get_with`](Self::try_get_with)** runs one load per key in this process however
+///   many callers miss it, and keeps serving when L2 fails: an L2 error on the way counts in
+///   `brisk_cache_tiered_remote_errors_total` and the load goes on, its value kept in L1.
+///
+/// The [`Cache`] methods report L2 errors to the caller; `try_get_with`/`get_with` do not.
+///
+/// ```
+/// use brisk_cache::{Cache, MemoryCache, Tiered};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let memory: MemoryCache<u64, String> = MemoryCache::builder().max_entries(10_000).build()?;
+/// // Memory alone; with the `redis` feature: `.remote(redis_cache)`.
+/// let cache = Tiered::builder().memory(memory).build()?;
+/// let name = cache.get_with(42, || async { "Ada".to_owned() }).await?;
+/// assert_eq!(cache.get(&42).await?.as_deref(), Some(name.as_str()));
+/// # Ok(())
+/// # }
+/// ```
+pub struct Tiered<K, V, R = NoRemote> {
+    inner: Arc<Inner<K, V, R>>,
+}
+
+struct Inner<K, V, R> {
+    memory: Option<MemoryCache<K, V>>,
+    remote: Option<R>,
+    flights: Flights<K, V>,
+    remote_errors: Counter,
+}
+
+impl<K, V, R> Clone for Tiered<K, V, R> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K, V, R: fmt::Debug> fmt::Debug for Tiered<K, V, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tiered")
+            .field("memory", &self.inner.memory)
+            .field("remote", &self.inner.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V> Tiered<K, V, NoRemote>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// Starts configuring a tiered cache.
+    pub fn builder() -> TieredBuilder<K, V, NoRemote> {
+        TieredBuilder {
+            memory: None,
+            remote: None,
+            remote_errors: Counter::noop(),
+        }
+    }
+}
+
+impl<K, V, R> Tiered<K, V, R>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    R: Remote<K, V>,
+{
+    /// The memory level, if any.
+    pub fn memory(&self) -> Option<&MemoryCache<K, V>> {
+        self.inner.memory.as_ref()
+    }
+
+    /// The remote level, if any.
+    pub fn remote(&self) -> Option<&R> {
+        self.inner.remote.as_ref()
+    }
+
+    /// Keeps an L2 value in L1 for no longer than it has left in L2, nor than L1's own TTL.
+    fn fill(&self, key: K, value: V, remaining: Option<Duration>) {
+        let Some(memory) = &self.inner.memory else {
+            return;
+        };
+        match (remaining, memory.ttl()) {
+            (Some(left), _) if left.is_zero() => {}
+            (Some(left), Some(own)) => memory.insert_with_ttl(key, value, left.min(own)),
+            (Some(left), None) => memory.insert_with_ttl(key, value, left),
+            (None, _) => memory.insert(key, value),
+        }
+    }
+
+    /// [`try_get_with`](Self::try_get_with) for a loader that cannot fail.
+    ///
+    /// # Errors
+    /// [`Error::LoadPanicked`] if the loader panicked.
+    pub async fn get_with<F, Fut>(&self, key: K, load: F) -> Result<V>
+    where
+        K: fmt::Debug,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = V>,
+    {
+        self.try_get_with(key, || async { Ok::<_, Infallible>(load().await) })
+            .await
+            .map_err(|error| error.map_load(|source| match *source {}))
+    }
+
+    /// The value for `key` from L1, else L2 (filling L1), else `load` (storing its value in
+    /// both levels). One load runs per key in this process however many callers miss it at
+    /// once; a cancelled first caller hands it over, and a failing or panicking loader
+    /// reaches every waiter and caches nothing. L2 errors do not fail the call: they are
+    /// counted, and the load goes on.
+    ///
+    /// # Errors
+    /// [`Error::Load`] with the loader's error, [`Error::LoadPanicked`].
+    pub async fn try_get_with<F, Fut, E>(&self, key: K, load: F) -> Result<V, Error<Arc<E>>>
+    where
+        K: fmt::Debug,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        E: Send + Sync + 'static,
+    {
+        let inner = &*self.inner;
+        if let Some(value) = inner.memory.as_ref().and_then(|memory| memory.get(&key)) {
+            return Ok(value);
+        }
+        let flight = (key, TypeId::of::<E>());
+        let outcome = inner
+            .flights
+            .run(&flight, || async {
+                let key = &flight.0;
+                // A load that finished just before this caller led may have filled L1.
+                if let Some(value) = inner.memory.as_ref().and_then(|memory| memory.get(key)) {
+                    return Ok(value);
+                }
+                if let Some(remote) = &inner.remote {
+                    match remote.get_with_ttl(key).await {
+                        Ok(Some((value, remaining))) => {
+                            self.fill(key.clone(), value.clone(), remaining);
+                            return Ok(value);
+                        }
+                        Ok(None) => {}
+                        Err(_) => inner.remote_errors.increment(),
+                    }
+                }
+                let value = load()
+                    .await
+                    .map_err(|error| Arc::new(error) as SharedError)?;
+                if let Some(remote) = &inner.remote
+                    && remote
+                        .insert(key.clone(), value.clone(), None)
+                        .await
+                        .is_err()
+                {
+                    inner.remote_errors.increment();
+                }
+                if let Some(memory) = &inner.memory {
+                    memory.insert(key.clone(), value.clone());
+                }
+                Ok(value)
+            })
+            .await;
+        outcome.map_err(|error| flight::caller_error(&flight.0, error))
+    }
+}
+
+impl<K, V, R> Cache<K, V> for Tiered<K, V, R>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    R: Remote<K, V>,
+{
+    async fn get(&self, key: &K) -> Result<Option<V>> {
+        if let Some(value) = self
+            .inner
+            .memory
+            .as_ref()
+            .and_then(|memory| memory.get(key))
+        {
+            return Ok(Some(value));
+        }
+        let Some(remote) = &self.inner.remote else {
+            return Ok(None);
+        };
+        let Some((value, remaining)) = remote.get_with_ttl(key).await? else {
+            return Ok(None);
+        };
+        self.fill(key.clone(), value.clone(), remaining);
+        Ok(Some(value))
+    }
+
+    async fn insert(&self, key: K, value: V, ttl: Option<Duration>) -> Result<()> {
+        if let Some(remote) = &self.inner.remote {
+            remote.insert(key.clone(), value.clone(), ttl).await?;
+        }
+        if let Some(memory) = &self.inner.memory {
+            Cache::insert(memory, key, value, ttl).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, key: &K) -> Result<()> {
+        if let Some(memory) = &self.inner.memory {
+            memory.remove(key);
+        }
+        if let Some(remote) = &self.inner.remote {
+            remote.remove(key).await?;
+        }
+        Ok(())
+    }
+
+    async fn get_many(&self, keys: &[K]) -> Result<Vec<Option<V>>> {
+        let mut found: Vec<Option<V>> = match &self.inner.memory {
+            Some(memory) => keys.iter().map(|key| memory.get(key)).collect(),
+            None => vec![None; keys.len()],
+        };
+        let Some(remote) = &self.inner.remote else {
+            return Ok(found);
+        };
+        let missing: Vec<usize> = (0..keys.len()).filter(|&at| found[at].is_none()).collect();
+        if missing.is_empty() {
+            return Ok(found);
+        }
+        let missing_keys: Vec<K> = missing.iter().map(|&at| keys[at].clone()).collect();
+        let fetched = remote.get_many_with_ttl(&missing_keys).await?;
+        for ((at, key), hit) in missing.into_iter().zip(missing_keys).zip(fetched) {
+            if let Some((value, remaining)) = hit {
+                self.fill(key, value.clone(), remaining);
+                found[at] = Some(value);
+            }
+        }
+        Ok(found)
+    }
+
+    async fn insert_many(&self, entries: Vec<(K, V)>, ttl: Option<Duration>) -> Result<()> {
+        if let Some(remote) = &self.inner.remote {
+            remote.insert_many(entries.clone(), ttl).await?;
+        }
+        if let Some(memory) = &self.inner.memory {
+            Cache::insert_many(memory, entries, ttl).await?;
+        }
+        Ok(())
+    }
+}
+
+/// Configures a [`Tiered`] cache; from [`Tiered::builder`].
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct TieredBuilder<K, V, R> {
+    memory: Option<MemoryCache<K, V>>,
+    remote: Option<R>,
+    remote_errors: Counter,
+}
+
+impl<K, V, R: fmt::Debug> fmt::Debug for TieredBuilder<K, V, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TieredBuilder")
+            .field("memory", &self.memory)
+            .field("remote", &self.remote)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K, V, R> TieredBuilder<K, V, R>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    R: Remote<K, V>,
+{
+    /// The memory level (L1). Its own TTL bounds how long it keeps an L2 value.
+    pub fn memory(mut self, memory: MemoryCache<K, V>) -> Self {
+        self.memory = Some(memory);
+        self
+    }
+
+    /// The remote level (L2), e.g. a `RedisCache`.
+    pub fn remote<R2: Remote<K, V>>(self, remote: R2) -> TieredBuilder<K, V, R2> {
+        TieredBuilder {
+            memory: self.memory,
+            remote: Some(remote),
+            remote_errors: self.remote_errors,
+        }
+    }
+
+    /// Reports `brisk_cache_tiered_remote_errors_total` (L2 errors that a load went past),
+    /// labelled `name="<name>"`. Each level reports its own series through its own builder.
+    pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
+        self.remote_errors = Key::new("brisk_cache_tiered_remote_errors_total")
+            .and_then(|key| key.with_label("name", name.to_owned()))
+            .map_or_else(|_| Counter::noop(), |key| recorder.counter(&key));
+        self
+    }
+
+    /// Builds the cache.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when neither level is set.
+    pub fn build(self) -> Result<Tiered<K, V, R>> {
+        if self.memory.is_none() && self.remote.is_none() {
+            return Err(Error::Config {
+                setting: "memory",
+                value: "none".into(),
+                reason: "a tiered cache needs a memory level, a remote level, or both",
+            });
+        }
+        Ok(Tiered {
+            inner: Arc::new(Inner {
+                memory: self.memory,
+                remote: self.remote,
+                flights: SingleFlight::new(),
+                remote_errors: self.remote_errors,
+            }),
+        })
+    }
+}

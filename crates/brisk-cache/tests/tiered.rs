@@ -1,0 +1,81 @@
+//! `Tiered` over memory alone (the embedded default): the trait, loading, and a builder
+//! without levels.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicUsize, Ordering},
+};
+
+use brisk_cache::{Cache, Error, MemoryCache, NoRemote, Tiered};
+
+fn memory() -> MemoryCache<u64, String> {
+    MemoryCache::builder().max_entries(1000).build().unwrap()
+}
+
+#[tokio::test]
+async fn memory_alone_reads_writes_and_loads_once() {
+    let cache = Tiered::builder().memory(memory()).build().unwrap();
+    assert_eq!(cache.get(&1).await.unwrap(), None);
+    cache.insert(1, "one".into(), None).await.unwrap();
+    assert_eq!(cache.get(&1).await.unwrap().as_deref(), Some("one"));
+    cache
+        .insert_many(vec![(2, "two".into()), (3, "three".into())], None)
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get_many(&[1, 2, 4]).await.unwrap(),
+        vec![Some("one".into()), Some("two".into()), None]
+    );
+    cache.remove(&1).await.unwrap();
+    assert_eq!(cache.get(&1).await.unwrap(), None);
+
+    let loads = Arc::new(AtomicUsize::new(0));
+    let callers: Vec<_> = (0..50)
+        .map(|_| {
+            let (cache, loads) = (cache.clone(), Arc::clone(&loads));
+            tokio::spawn(async move {
+                cache
+                    .get_with(9, move || async move {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::task::yield_now().await;
+                        "nine".to_owned()
+                    })
+                    .await
+            })
+        })
+        .collect();
+    for caller in callers {
+        assert_eq!(caller.await.unwrap().unwrap(), "nine");
+    }
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    assert_eq!(
+        cache.memory().unwrap().get(&9).as_deref(),
+        Some("nine"),
+        "the loaded value is kept in memory"
+    );
+
+    let failed = cache
+        .try_get_with(10, || async { Err::<String, _>(std::fmt::Error) })
+        .await;
+    assert!(matches!(failed, Err(Error::Load { .. })), "{failed:?}");
+    assert_eq!(
+        cache.get(&10).await.unwrap(),
+        None,
+        "a failure caches nothing"
+    );
+}
+
+#[test]
+fn a_tiered_cache_needs_a_level() {
+    let built = Tiered::<u64, String, NoRemote>::builder().build();
+    assert!(
+        matches!(
+            built,
+            Err(Error::Config {
+                setting: "memory",
+                ..
+            })
+        ),
+        "{built:?}"
+    );
+}
