@@ -33,6 +33,8 @@
 //!   however many callers miss it at once (brisk-dedup's single-flight); a failing or
 //!   panicking loader reaches every waiter and caches nothing.
 //! - Metrics into brisk-metrics with [`MemoryCacheBuilder::metrics`].
+//! - [`Tiered`]: memory in front of a [`Remote`] level (the Redis one), read through to a
+//!   loader; either level may be left out.
 //!
 //! # Feature flags
 //! - `redis`: `redis::RedisCache`, a level in Redis shared by every instance (values
