@@ -440,13 +440,129 @@ fn memory() -> String {
     )
 }
 
+/// The tiered cache: L1 hits through `Tiered` beside `MemoryCache` alone, and L2 hits beside
+/// raw `redis` GETs over one multiplexed connection, on a throw-away redis-server.
+#[cfg(feature = "redis")]
+fn tiered() -> String {
+    use brisk_cache::{Cache, Tiered, redis::RedisCache};
+    use brisk_testkit::RedisServer;
+
+    const KEYS: u64 = 10_000;
+    const TASKS: u64 = 32;
+    const L2_GETS_PER_TASK: u64 = 2_000;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = RedisServer::start().unwrap();
+    let value =
+        "a product description of about a hundred bytes, as a cached row would be....".to_owned();
+    runtime.block_on(async {
+        let client = redis::Client::open(server.url()).unwrap();
+        let raw = client.get_multiplexed_async_connection().await.unwrap();
+        // Both sides on a multiplexed connection of their own.
+        let connection = client.get_multiplexed_async_connection().await.unwrap();
+        let remote: RedisCache<u64, String, redis::aio::MultiplexedConnection> =
+            RedisCache::builder(connection)
+            .prefix("bench")
+            .build()
+            .await
+            .unwrap();
+        let entries: Vec<(u64, String)> = (0..KEYS).map(|key| (key, value.clone())).collect();
+        remote.insert_many(entries, None).await.unwrap();
+        let memory: MemoryCache<u64, String> =
+            MemoryCache::builder().max_entries(2 * KEYS).build().unwrap();
+        for key in 0..KEYS {
+            memory.insert(key, value.clone());
+        }
+        let with_l1 = Tiered::builder().memory(memory.clone()).build().unwrap();
+        let l2_only = Tiered::builder().remote(remote.clone()).build().unwrap();
+        let namespace = remote.namespace();
+
+        // L1 hits, one task: the async trait's cost over the sync call.
+        let l1_round = || async {
+            let started = Instant::now();
+            for n in 0..2_000_000u64 {
+                let key = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) % KEYS;
+                assert!(with_l1.get(&key).await.unwrap().is_some());
+            }
+            2.0 / started.elapsed().as_secs_f64()
+        };
+        let memory_round = || {
+            let started = Instant::now();
+            for n in 0..2_000_000u64 {
+                let key = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) % KEYS;
+                assert!(memory.get(&key).is_some());
+            }
+            2.0 / started.elapsed().as_secs_f64()
+        };
+        // L2 hits: TASKS concurrent tasks over one connection, as a service's handlers are.
+        async fn concurrently<F, Fut>(get: F) -> f64
+        where
+            F: Fn(u64) -> Fut + Clone + Send + 'static,
+            Fut: std::future::Future<Output = bool> + Send,
+        {
+            let started = Instant::now();
+            let tasks: Vec<_> = (0..TASKS)
+                .map(|task| {
+                    let get = get.clone();
+                    tokio::spawn(async move {
+                        for n in 0..L2_GETS_PER_TASK {
+                            assert!(get((task * 7919 + n * 104_729) % KEYS).await);
+                        }
+                    })
+                })
+                .collect();
+            for task in tasks {
+                task.await.unwrap();
+            }
+            (TASKS * L2_GETS_PER_TASK) as f64 / started.elapsed().as_secs_f64() / 1e3
+        }
+        let (mut l1, mut mem, mut tiered_l2, mut raw_l2) = (vec![], vec![], vec![], vec![]);
+        for _ in 0..RUNS {
+            l1.push(l1_round().await);
+            mem.push(memory_round());
+            let cache = l2_only.clone();
+            tiered_l2.push(
+                concurrently(move |key| {
+                    let cache = cache.clone();
+                    async move { cache.get(&key).await.unwrap().is_some() }
+                })
+                .await,
+            );
+            let raw = raw.clone();
+            raw_l2.push(
+                concurrently(move |key| {
+                    let mut raw = raw.clone();
+                    async move {
+                        redis::cmd("GET")
+                            .arg(format!("bench:{namespace}:{key}"))
+                            .query_async::<Option<Vec<u8>>>(&mut raw)
+                            .await
+                            .unwrap()
+                            .is_some()
+                    }
+                })
+                .await,
+            );
+        }
+        let [l1, mem, tiered_l2, raw_l2] = [l1, mem, tiered_l2, raw_l2].map(median);
+        format!(
+            "\nTiered (medians of {RUNS} runs; L2 on a local redis-server, {TASKS} tasks over one connection, 2 worker threads):\n\n| workload | brisk | peer | brisk / peer |\n|---|---|---|---|\n| L1 hit through `Tiered` vs `MemoryCache::get` alone (M gets/s, 1 task) | {l1:.1} | {mem:.1} | {:.2}× |\n| L2 hit through `Tiered` (no L1) vs raw `redis` GET, each on a multiplexed connection (k gets/s) | {tiered_l2:.1} | {raw_l2:.1} | {:.2}× |\n",
+            l1 / mem,
+            tiered_l2 / raw_l2
+        )
+    })
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if let Some(position) = args.iter().position(|a| a == "--memory") {
         memory_child(args.get(position + 1).map_or("brisk", String::as_str));
         return;
     }
-    // `BRISK_BENCH_ONLY=speed` (or `ratio`, `memory`) runs one part, for quick iterations.
+    // `BRISK_BENCH_ONLY=speed` (or `ratio`, `memory`, `tiered`) runs one part, for quick iterations.
     let only = std::env::var("BRISK_BENCH_ONLY").unwrap_or_default();
     if only.is_empty() || only == "speed" {
         print!("{}", speed());
@@ -456,5 +572,9 @@ fn main() {
     }
     if only.is_empty() || only == "memory" {
         print!("{}", memory());
+    }
+    #[cfg(feature = "redis")]
+    if only.is_empty() || only == "tiered" {
+        print!("{}", tiered());
     }
 }

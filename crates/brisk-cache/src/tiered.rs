@@ -156,7 +156,15 @@ where
                     return Ok(value);
                 }
                 if let Some(remote) = &inner.remote {
-                    match remote.get_with_ttl(key).await {
+                    let found = if inner.memory.is_some() {
+                        remote.get_with_ttl(key).await
+                    } else {
+                        remote
+                            .get(key)
+                            .await
+                            .map(|hit| hit.map(|value| (value, None)))
+                    };
+                    match found {
                         Ok(Some((value, remaining))) => {
                             self.fill(key.clone(), value.clone(), remaining);
                             return Ok(value);
@@ -204,6 +212,10 @@ where
         let Some(remote) = &self.inner.remote else {
             return Ok(None);
         };
+        if self.inner.memory.is_none() {
+            // Nothing to fill: the remaining TTL is not needed (one command, not two).
+            return remote.get(key).await;
+        }
         let Some((value, remaining)) = remote.get_with_ttl(key).await? else {
             return Ok(None);
         };
@@ -242,6 +254,9 @@ where
         let missing: Vec<usize> = (0..keys.len()).filter(|&at| found[at].is_none()).collect();
         if missing.is_empty() {
             return Ok(found);
+        }
+        if self.inner.memory.is_none() {
+            return remote.get_many(keys).await;
         }
         let missing_keys: Vec<K> = missing.iter().map(|&at| keys[at].clone()).collect();
         let fetched = remote.get_many_with_ttl(&missing_keys).await?;

@@ -431,6 +431,40 @@ mod tiered {
     }
 
     #[tokio::test]
+    async fn the_remote_level_alone_reads_without_asking_for_ttls() {
+        let server = RedisServer::start().unwrap();
+        let l2_only = Tiered::builder()
+            .remote(cache(&server, "alone").await)
+            .build()
+            .unwrap();
+        assert!(l2_only.memory().is_none());
+        l2_only.insert(1, product(1), None).await.unwrap();
+        let (gets, pttls) = (calls(&server, "get").await, calls(&server, "pttl").await);
+        assert_eq!(l2_only.get(&1).await.unwrap(), Some(product(1)));
+        assert_eq!(
+            l2_only.get_many(&[1, 2]).await.unwrap(),
+            vec![Some(product(1)), None]
+        );
+        let loaded = l2_only.get_with(3, || async { product(3) }).await.unwrap();
+        assert_eq!(loaded, product(3));
+        assert_eq!(
+            calls(&server, "get").await,
+            gets + 2,
+            "get, and get_with's look"
+        );
+        assert_eq!(
+            calls(&server, "pttl").await,
+            pttls,
+            "no L1 to fill: no PTTL"
+        );
+        assert_eq!(
+            l2_only.get(&3).await.unwrap(),
+            Some(product(3)),
+            "the load is in L2"
+        );
+    }
+
+    #[tokio::test]
     async fn an_l2_value_stays_in_l1_no_longer_than_in_l2() {
         let server = RedisServer::start().unwrap();
         let registry = Registry::new();
