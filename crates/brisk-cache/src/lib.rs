@@ -53,6 +53,7 @@
 mod cache;
 mod error;
 mod flight;
+mod jitter;
 mod memory;
 mod metrics;
 #[cfg(feature = "redis")]

@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use crate::{
     Cache, Error, Result,
     flight::Flights,
+    jitter,
     metrics::Metrics,
     sketch::{self, SAMPLE_EVERY, Sketch},
 };
@@ -176,6 +177,8 @@ struct Inner<K, V> {
     listener: Option<Listener<K, V>>,
     ttl: Option<Duration>,
     tti: Option<Duration>,
+    /// The most of each TTL taken off at random (a fraction).
+    ttl_jitter: f64,
     /// Whether any entry may expire (a TTL or TTI is set, or an entry was inserted with its
     /// own TTL): the background cleanup skips the scan while none can.
     expiring: AtomicBool,
@@ -230,6 +233,7 @@ where
             metrics: Metrics::noop(),
             load_wait_timeout: None,
             cleanup_interval: None,
+            ttl_jitter: 0.0,
         }
     }
 
@@ -326,6 +330,7 @@ where
             0
         };
         let expires = ttl.map_or(u64::MAX, |ttl| {
+            let ttl = jitter::apply(ttl, inner.ttl_jitter);
             now.saturating_add(u64::try_from(ttl.as_nanos()).unwrap_or(u64::MAX))
         });
         let entry = Entry {
@@ -820,6 +825,7 @@ pub struct MemoryCacheBuilder<K, V> {
     metrics: Metrics,
     load_wait_timeout: Option<Duration>,
     cleanup_interval: Option<Duration>,
+    ttl_jitter: f64,
 }
 
 impl<K, V> fmt::Debug for MemoryCacheBuilder<K, V> {
@@ -835,6 +841,7 @@ impl<K, V> fmt::Debug for MemoryCacheBuilder<K, V> {
             .field("metrics", &self.metrics.enabled)
             .field("load_wait_timeout", &self.load_wait_timeout)
             .field("cleanup_interval", &self.cleanup_interval)
+            .field("ttl_jitter", &self.ttl_jitter)
             .finish()
     }
 }
@@ -876,6 +883,14 @@ where
     /// Entries expire this long after they are written. Default: never.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
+        self
+    }
+
+    /// Shortens every time to live (the cache's and each insert's own) by a random part of up
+    /// to `fraction` of it, so that entries written together do not expire together.
+    /// Default: 0 (none); 0.1 is a common choice.
+    pub fn ttl_jitter(mut self, fraction: f64) -> Self {
+        self.ttl_jitter = fraction;
         self
     }
 
@@ -1047,6 +1062,7 @@ where
             listener: self.listener,
             ttl: self.ttl,
             tti: self.tti,
+            ttl_jitter: jitter::check(self.ttl_jitter)?,
             expiring: AtomicBool::new(self.ttl.is_some() || self.tti.is_some()),
             epoch: Instant::now(),
             metrics: self.metrics,

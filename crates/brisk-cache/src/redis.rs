@@ -42,7 +42,7 @@ use brisk_compress::ValueCodec;
 use brisk_metrics::{Counter, Key, Recorder};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{Cache, Error, Result, WithTtl};
+use crate::{Cache, Error, Result, WithTtl, jitter};
 
 /// A cache level in Redis. Cheap to clone: clones share the connection and settings.
 ///
@@ -60,6 +60,7 @@ struct Inner<C> {
     /// The namespace version keys are written and read under.
     namespace: AtomicU64,
     ttl: Option<Duration>,
+    ttl_jitter: f64,
     timeout: Duration,
     max_value_size: usize,
     codec: ValueCodec,
@@ -135,6 +136,7 @@ where
             connection,
             prefix: "brisk".to_owned(),
             ttl: None,
+            ttl_jitter: 0.0,
             timeout: Duration::from_millis(500),
             max_value_size: 4 << 20,
             codec: None,
@@ -338,6 +340,7 @@ where
             }
             // Redis keeps milliseconds: a sub-millisecond TTL rounds up to one.
             Some(ttl) => {
+                let ttl = jitter::apply(ttl, self.inner.ttl_jitter);
                 let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
                 pipe.cmd("SET")
                     .arg(stored)
@@ -507,6 +510,7 @@ pub struct RedisCacheBuilder<K, V, C> {
     connection: C,
     prefix: String,
     ttl: Option<Duration>,
+    ttl_jitter: f64,
     timeout: Duration,
     max_value_size: usize,
     codec: Option<ValueCodec>,
@@ -519,6 +523,7 @@ impl<K, V, C> fmt::Debug for RedisCacheBuilder<K, V, C> {
         f.debug_struct("RedisCacheBuilder")
             .field("prefix", &self.prefix)
             .field("ttl", &self.ttl)
+            .field("ttl_jitter", &self.ttl_jitter)
             .field("timeout", &self.timeout)
             .field("max_value_size", &self.max_value_size)
             .finish_non_exhaustive()
@@ -542,6 +547,14 @@ where
     /// own TTL overrides it. Default: never (Redis' own eviction policy applies).
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
+        self
+    }
+
+    /// Shortens every time to live (the cache's and each insert's own) by a random part of up
+    /// to `fraction` of it, so that entries written together do not expire together.
+    /// Default: 0 (none).
+    pub fn ttl_jitter(mut self, fraction: f64) -> Self {
+        self.ttl_jitter = fraction;
         self
     }
 
@@ -606,6 +619,7 @@ where
             connection: self.connection,
             namespace: AtomicU64::new(0),
             ttl: self.ttl,
+            ttl_jitter: jitter::check(self.ttl_jitter)?,
             timeout: self.timeout,
             max_value_size: self.max_value_size,
             codec: self.codec.unwrap_or_default(),

@@ -49,6 +49,7 @@ struct Inner<K, V, R> {
     remote: Option<R>,
     flights: Flights<K, V>,
     remote_errors: Counter,
+    negative_ttl: Option<Duration>,
 }
 
 impl<K, V, R> Clone for Tiered<K, V, R> {
@@ -79,6 +80,7 @@ where
             memory: None,
             remote: None,
             remote_errors: Counter::noop(),
+            negative_ttl: None,
         }
     }
 }
@@ -142,6 +144,23 @@ where
         Fut: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
+        self.load_through(key, load, |_| None).await
+    }
+
+    /// `try_get_with`, storing a loaded value for `ttl_of(&value)` (each level's own TTL when
+    /// `None`, and never longer than L1's own in L1).
+    async fn load_through<F, Fut, E>(
+        &self,
+        key: K,
+        load: F,
+        ttl_of: impl FnOnce(&V) -> Option<Duration>,
+    ) -> Result<V, Error<Arc<E>>>
+    where
+        K: fmt::Debug,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        E: Send + Sync + 'static,
+    {
         let inner = &*self.inner;
         if let Some(value) = inner.memory.as_ref().and_then(|memory| memory.get(&key)) {
             return Ok(value);
@@ -176,21 +195,52 @@ where
                 let value = load()
                     .await
                     .map_err(|error| Arc::new(error) as SharedError)?;
+                let ttl = ttl_of(&value);
                 if let Some(remote) = &inner.remote
                     && remote
-                        .insert(key.clone(), value.clone(), None)
+                        .insert(key.clone(), value.clone(), ttl)
                         .await
                         .is_err()
                 {
                     inner.remote_errors.increment();
                 }
-                if let Some(memory) = &inner.memory {
-                    memory.insert(key.clone(), value.clone());
-                }
+                self.fill(key.clone(), value.clone(), ttl);
                 Ok(value)
             })
             .await;
         outcome.map_err(|error| flight::caller_error(&flight.0, error))
+    }
+}
+
+impl<K, T, R> Tiered<K, Option<T>, R>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    R: Remote<K, Option<T>>,
+{
+    /// [`try_get_with`](Self::try_get_with) for a loader that may find nothing: an absence
+    /// (`None`) is cached too, for the [`negative_ttl`](TieredBuilder::negative_ttl), so that
+    /// lookups of a missing row do not reach the database every time; found values keep
+    /// each level's own TTL.
+    ///
+    /// # Errors
+    /// As `try_get_with`.
+    pub async fn try_get_optional_with<F, Fut, E>(
+        &self,
+        key: K,
+        load: F,
+    ) -> Result<Option<T>, Error<Arc<E>>>
+    where
+        K: fmt::Debug,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Option<T>, E>>,
+        E: Send + Sync + 'static,
+    {
+        let negative_ttl = self.inner.negative_ttl;
+        self.load_through(key, load, |value| {
+            value.is_none().then_some(negative_ttl).flatten()
+        })
+        .await
     }
 }
 
@@ -286,6 +336,7 @@ pub struct TieredBuilder<K, V, R> {
     memory: Option<MemoryCache<K, V>>,
     remote: Option<R>,
     remote_errors: Counter,
+    negative_ttl: Option<Duration>,
 }
 
 impl<K, V, R: fmt::Debug> fmt::Debug for TieredBuilder<K, V, R> {
@@ -315,7 +366,16 @@ where
             memory: self.memory,
             remote: Some(remote),
             remote_errors: self.remote_errors,
+            negative_ttl: self.negative_ttl,
         }
+    }
+
+    /// How long [`try_get_optional_with`](Tiered::try_get_optional_with) keeps an absence
+    /// (a loader's `None`), usually much shorter than a found value's TTL. Default: each
+    /// level's own TTL, as for values.
+    pub fn negative_ttl(mut self, ttl: Duration) -> Self {
+        self.negative_ttl = Some(ttl);
+        self
     }
 
     /// Reports `brisk_cache_tiered_remote_errors_total` (L2 errors that a load went past),
@@ -332,6 +392,13 @@ where
     /// # Errors
     /// [`Error::Config`] when neither level is set.
     pub fn build(self) -> Result<Tiered<K, V, R>> {
+        if self.negative_ttl == Some(Duration::ZERO) {
+            return Err(Error::Config {
+                setting: "negative_ttl",
+                value: "0s".into(),
+                reason: "must be longer than zero",
+            });
+        }
         if self.memory.is_none() && self.remote.is_none() {
             return Err(Error::Config {
                 setting: "memory",
@@ -345,6 +412,7 @@ where
                 remote: self.remote,
                 flights: SingleFlight::new(),
                 remote_errors: self.remote_errors,
+                negative_ttl: self.negative_ttl,
             }),
         })
     }

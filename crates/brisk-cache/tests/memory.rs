@@ -496,3 +496,43 @@ fn a_background_cleanup_needs_a_runtime() {
         "{built:?}"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn jittered_ttls_spread_expiry_over_the_jitter() {
+    let cache: MemoryCache<u32, u32> = MemoryCache::builder()
+        .max_entries(1000)
+        .ttl(Duration::from_secs(100))
+        .ttl_jitter(0.2)
+        .build()
+        .unwrap();
+    for key in 0..200 {
+        cache.insert(key, key);
+    }
+    let live =
+        |cache: &MemoryCache<u32, u32>| (0..200).filter(|key| cache.contains_key(key)).count();
+    tokio::time::advance(Duration::from_secs(79)).await;
+    assert_eq!(live(&cache), 200, "nothing expires before 80 % of the TTL");
+    tokio::time::advance(Duration::from_secs(11)).await;
+    let at_90 = live(&cache);
+    assert!(
+        (40..160).contains(&at_90),
+        "{at_90} of 200 live at 90 % of the TTL"
+    );
+    tokio::time::advance(Duration::from_secs(10)).await;
+    assert_eq!(live(&cache), 0, "everything is gone at the TTL");
+
+    let invalid: Result<MemoryCache<u8, u8>, Error> = MemoryCache::builder()
+        .max_entries(10)
+        .ttl_jitter(1.0)
+        .build();
+    assert!(
+        matches!(
+            invalid,
+            Err(Error::Config {
+                setting: "ttl_jitter",
+                ..
+            })
+        ),
+        "{invalid:?}"
+    );
+}

@@ -138,6 +138,52 @@ async fn ttls_are_kept_in_milliseconds() {
 }
 
 #[tokio::test]
+async fn jittered_ttls_spread_below_the_ttl() {
+    let server = RedisServer::start().unwrap();
+    let cache: RedisCache<u64, Product> = RedisCache::builder(connection(&server).await)
+        .prefix("jitter")
+        .ttl(Duration::from_secs(100))
+        .ttl_jitter(0.2)
+        .build()
+        .await
+        .unwrap();
+    let entries: Vec<(u64, Product)> = (0..100).map(|id| (id, product(id))).collect();
+    cache.insert_many(entries, None).await.unwrap();
+    let keys: Vec<u64> = (0..100).collect();
+    let ttls: Vec<Duration> = cache
+        .get_many_with_ttl(&keys)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|hit| hit.unwrap().1.unwrap())
+        .collect();
+    assert!(
+        ttls.iter()
+            .all(|ttl| *ttl > Duration::from_secs(79) && *ttl <= Duration::from_secs(100)),
+        "{ttls:?}"
+    );
+    let below_90 = ttls
+        .iter()
+        .filter(|ttl| **ttl < Duration::from_secs(90))
+        .count();
+    assert!((15..85).contains(&below_90), "{below_90} of 100 below 90 s");
+    let invalid = RedisCache::<u64, u64>::builder(connection(&server).await)
+        .ttl_jitter(-0.5)
+        .build()
+        .await;
+    assert!(
+        matches!(
+            invalid,
+            Err(Error::Config {
+                setting: "ttl_jitter",
+                ..
+            })
+        ),
+        "{invalid:?}"
+    );
+}
+
+#[tokio::test]
 async fn large_values_are_compressed_and_the_size_limit_holds() {
     let server = RedisServer::start().unwrap();
     let cache: RedisCache<String, Vec<Product>> = RedisCache::builder(connection(&server).await)
@@ -461,6 +507,45 @@ mod tiered {
             l2_only.get(&3).await.unwrap(),
             Some(product(3)),
             "the load is in L2"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_absence_is_kept_in_redis_for_the_negative_ttl() {
+        let server = RedisServer::start().unwrap();
+        let remote: RedisCache<u64, Option<Product>> =
+            RedisCache::builder(connection(&server).await)
+                .prefix("negative")
+                .ttl(Duration::from_secs(3600))
+                .build()
+                .await
+                .unwrap();
+        let cache = Tiered::builder()
+            .memory(MemoryCache::builder().max_entries(100).build().unwrap())
+            .remote(remote.clone())
+            .negative_ttl(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let missing = cache
+            .try_get_optional_with(1, || async { Ok::<_, std::fmt::Error>(None) })
+            .await
+            .unwrap();
+        assert_eq!(missing, None);
+        let found = cache
+            .try_get_optional_with(2, || async { Ok::<_, std::fmt::Error>(Some(product(2))) })
+            .await
+            .unwrap();
+        assert_eq!(found, Some(product(2)));
+        let (absence, absence_ttl) = remote.get_with_ttl(&1).await.unwrap().unwrap();
+        assert_eq!(absence, None, "the absence itself is stored");
+        assert!(
+            absence_ttl.unwrap() <= Duration::from_secs(5),
+            "{absence_ttl:?}"
+        );
+        let (_, found_ttl) = remote.get_with_ttl(&2).await.unwrap().unwrap();
+        assert!(
+            found_ttl.unwrap() > Duration::from_secs(3500),
+            "{found_ttl:?}"
         );
     }
 

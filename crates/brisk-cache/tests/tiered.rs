@@ -1,9 +1,12 @@
-//! `Tiered` over memory alone (the embedded default): the trait, loading, and a builder
-//! without levels.
+//! `Tiered` over memory alone (the embedded default): the trait, loading, negative caching,
+//! and a builder without levels.
 
-use std::sync::{
-    Arc,
-    atomic::{AtomicUsize, Ordering},
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
 };
 
 use brisk_cache::{Cache, Error, MemoryCache, NoRemote, Tiered};
@@ -77,5 +80,74 @@ fn a_tiered_cache_needs_a_level() {
             })
         ),
         "{built:?}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn absences_are_cached_for_the_negative_ttl() {
+    let memory: MemoryCache<u64, Option<String>> = MemoryCache::builder()
+        .max_entries(1000)
+        .ttl(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let cache = Tiered::builder()
+        .memory(memory)
+        .negative_ttl(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let loads = Arc::new(AtomicUsize::new(0));
+    let lookup = |found: Option<&'static str>| {
+        let loads = Arc::clone(&loads);
+        move || async move {
+            loads.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::fmt::Error>(found.map(str::to_owned))
+        }
+    };
+    // A missing row: loaded once, then answered from the cache until the negative TTL ends.
+    assert_eq!(
+        cache.try_get_optional_with(1, lookup(None)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        cache.try_get_optional_with(1, lookup(None)).await.unwrap(),
+        None
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    tokio::time::advance(Duration::from_secs(6)).await;
+    // Gone after 5 s: the row exists now.
+    assert_eq!(
+        cache
+            .try_get_optional_with(1, lookup(Some("found")))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("found")
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+    // A found value keeps the level's own TTL (10 minutes), not the negative one.
+    tokio::time::advance(Duration::from_secs(60)).await;
+    assert_eq!(
+        cache
+            .try_get_optional_with(1, lookup(None))
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("found")
+    );
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+
+    let invalid = Tiered::<u64, Option<String>, NoRemote>::builder()
+        .memory(MemoryCache::builder().max_entries(10).build().unwrap())
+        .negative_ttl(Duration::ZERO)
+        .build();
+    assert!(
+        matches!(
+            invalid,
+            Err(Error::Config {
+                setting: "negative_ttl",
+                ..
+            })
+        ),
+        "{invalid:?}"
     );
 }
