@@ -32,6 +32,14 @@ pub enum Error<E = Infallible> {
         /// The loader's own error.
         source: E,
     },
+    /// Writing to the source behind the cache (a database) failed; the cache was not changed.
+    #[error("writing key {key} to its source failed")]
+    Write {
+        /// The key, as `Debug` text (strings in quotes).
+        key: String,
+        /// The source's own error.
+        source: E,
+    },
     /// The loader panicked; the panic was caught, nothing was cached and the cache stays
     /// usable.
     #[error("the loader for key {key} panicked: {message}")]
@@ -128,6 +136,10 @@ impl<E> Error<E> {
                 reason,
             },
             Error::Load { key, source } => Error::Load {
+                key,
+                source: f(source),
+            },
+            Error::Write { key, source } => Error::Write {
                 key,
                 source: f(source),
             },

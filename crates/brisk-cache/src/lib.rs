@@ -35,6 +35,7 @@
 //! - Metrics into brisk-metrics with [`MemoryCacheBuilder::metrics`].
 //! - [`Tiered`]: memory in front of a [`Remote`] level (the Redis one), read through to a
 //!   loader; either level may be left out.
+//! - [`WriteThrough`]: a tiered cache kept in step with a [`Source`] (the table behind it).
 //!
 //! # Feature flags
 //! - `redis`: `redis::RedisCache`, a level in Redis shared by every instance (values
@@ -60,6 +61,7 @@ mod metrics;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 mod sketch;
+mod source;
 mod tiered;
 
 /// The README's example, compiled and run as a doctest.
@@ -70,4 +72,5 @@ struct ReadmeDoctest;
 pub use cache::{Cache, NoRemote, Remote, WithTtl};
 pub use error::{Error, Result};
 pub use memory::{Cause, Iter, MemoryCache, MemoryCacheBuilder};
+pub use source::{Source, WriteThrough};
 pub use tiered::{Tiered, TieredBuilder};

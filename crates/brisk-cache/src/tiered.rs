@@ -101,6 +101,11 @@ where
         self.inner.remote.as_ref()
     }
 
+    /// How long an absence is kept (see [`TieredBuilder::negative_ttl`]).
+    pub(crate) fn negative_ttl(&self) -> Option<Duration> {
+        self.inner.negative_ttl
+    }
+
     /// Keeps an L2 value in L1 for no longer than it has left in L2, nor than L1's own TTL.
     fn fill(&self, key: K, value: V, remaining: Option<Duration>) {
         let Some(memory) = &self.inner.memory else {
