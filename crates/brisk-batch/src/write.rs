@@ -285,6 +285,24 @@ impl<W: BatchWrite> WriteBatcher<W> {
         result.await.unwrap_or(Err(Error::Abandoned))
     }
 
+    /// Queues `item` (waiting while the queue is full) and returns without waiting for its
+    /// write: write-behind. The item is written like any other ([`shutdown`](Self::shutdown)
+    /// and [`flush`](Self::flush) wait for it); its outcome reaches no one but the metrics
+    /// (`brisk_batch_write_failures_total` counts a failed batch).
+    ///
+    /// # Errors
+    /// [`Error::Closed`]: the batcher was shut down; the item was not queued.
+    pub async fn enqueue(&self, item: W::Item) -> Result<(), Error<W::Error>> {
+        // Nobody listens for the reply: the worker's send to it fails, which it ignores.
+        let (reply, _) = oneshot::channel();
+        self.queue
+            .send(Message::Item(item, reply))
+            .await
+            .map_err(|_| Error::Closed)?;
+        self.shared.metrics.items.increment();
+        Ok(())
+    }
+
     /// Writes what is queued now, without waiting for a batch to fill, and returns once
     /// everything submitted before this call has been written (or has failed).
     pub async fn flush(&self) {

@@ -374,3 +374,33 @@ async fn stress_every_item_is_written_once_with_its_own_output() {
     assert_eq!(batcher.write_fn().written(), expected);
     assert!(batcher.write_fn().batches().iter().all(|b| b.len() <= 64));
 }
+
+#[tokio::test]
+async fn enqueued_items_are_written_without_their_submitter_waiting() {
+    let sink = Arc::new(Sink::gated(0));
+    let batcher = WriteBatcher::builder(ArcSink(Arc::clone(&sink)))
+        .max_batch_size(10)
+        .build();
+    // The writes are held at the gate, yet every enqueue returns.
+    for item in 0..25 {
+        batcher.enqueue(item).await.unwrap();
+    }
+    assert!(sink.written().is_empty());
+    sink.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    batcher.shutdown().await;
+    assert_eq!(sink.written(), (0..25).collect::<Vec<_>>());
+    assert!(matches!(batcher.enqueue(99).await, Err(Error::Closed)));
+}
+
+/// A shared `Sink`, so the test can watch what the batcher writes.
+struct ArcSink(Arc<Sink>);
+
+impl BatchWrite for ArcSink {
+    type Item = u64;
+    type Output = u64;
+    type Error = String;
+
+    async fn write(&self, items: &[u64]) -> Result<Vec<u64>, String> {
+        self.0.write(items).await
+    }
+}

@@ -40,6 +40,12 @@ pub enum Error<E = Infallible> {
         /// The source's own error.
         source: E,
     },
+    /// A write-behind queue was shut down: the value was cached but will not be written.
+    #[error("the write-behind queue is shut down: key {key} was not queued")]
+    Closed {
+        /// The key, as `Debug` text (strings in quotes).
+        key: String,
+    },
     /// The loader panicked; the panic was caught, nothing was cached and the cache stays
     /// usable.
     #[error("the loader for key {key} panicked: {message}")]
@@ -143,6 +149,7 @@ impl<E> Error<E> {
                 key,
                 source: f(source),
             },
+            Error::Closed { key } => Error::Closed { key },
             Error::LoadPanicked { key, message } => Error::LoadPanicked { key, message },
             Error::LoadWaitTimeout { key, waited } => Error::LoadWaitTimeout { key, waited },
             #[cfg(feature = "redis")]

@@ -36,6 +36,8 @@
 //! - [`Tiered`]: memory in front of a [`Remote`] level (the Redis one), read through to a
 //!   loader; either level may be left out.
 //! - [`WriteThrough`]: a tiered cache kept in step with a [`Source`] (the table behind it).
+//! - [`WriteBehind`]: writes cached at once and written to the [`Source`] in coalesced
+//!   batches.
 //!
 //! # Feature flags
 //! - `redis`: `redis::RedisCache`, a level in Redis shared by every instance (values
@@ -72,5 +74,5 @@ struct ReadmeDoctest;
 pub use cache::{Cache, NoRemote, Remote, WithTtl};
 pub use error::{Error, Result};
 pub use memory::{Cause, Iter, MemoryCache, MemoryCacheBuilder};
-pub use source::{Source, WriteThrough};
+pub use source::{Source, WriteBehind, WriteThrough};
 pub use tiered::{Tiered, TieredBuilder};

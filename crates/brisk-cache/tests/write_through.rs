@@ -1,5 +1,5 @@
-//! `WriteThrough` over a real PostgreSQL table (brisk-testkit), with memory alone and with
-//! Redis shared by two instances.
+//! `WriteThrough` and `WriteBehind` over a real PostgreSQL table (brisk-testkit), with memory
+//! alone and with Redis shared by two instances.
 
 use std::{
     sync::{
@@ -9,14 +9,17 @@ use std::{
     time::Duration,
 };
 
-use brisk_cache::{Error, MemoryCache, NoRemote, Source, Tiered, WriteThrough, redis::RedisCache};
+use brisk_cache::{
+    Error, MemoryCache, NoRemote, Source, Tiered, WriteBehind, WriteThrough, redis::RedisCache,
+};
 use brisk_testkit::{PostgresServer, RedisServer};
 use tokio_postgres::{Client, NoTls};
 
-/// The `products` table, counting the queries that reach it.
+/// The `products` table, counting the queries that reach it and the rows batches carry.
 struct Products {
     client: Client,
     queries: Arc<AtomicUsize>,
+    rows_written: Arc<AtomicUsize>,
 }
 
 impl Source<i64, String> for Products {
@@ -50,6 +53,22 @@ impl Source<i64, String> for Products {
             .await
             .map(drop)
     }
+
+    /// One multi-row upsert per batch.
+    async fn save_many(&self, rows: &[(i64, String)]) -> Result<(), Self::Error> {
+        self.queries.fetch_add(1, Ordering::SeqCst);
+        self.rows_written.fetch_add(rows.len(), Ordering::SeqCst);
+        let ids: Vec<i64> = rows.iter().map(|(id, _)| *id).collect();
+        let names: Vec<&str> = rows.iter().map(|(_, name)| name.as_str()).collect();
+        self.client
+            .execute(
+                "INSERT INTO products (id, name) SELECT * FROM UNNEST($1::bigint[], $2::text[]) \
+                 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name",
+                &[&ids, &names],
+            )
+            .await
+            .map(drop)
+    }
 }
 
 async fn products(url: &str, queries: &Arc<AtomicUsize>) -> Products {
@@ -58,6 +77,7 @@ async fn products(url: &str, queries: &Arc<AtomicUsize>) -> Products {
     Products {
         client,
         queries: Arc::clone(queries),
+        rows_written: Arc::default(),
     }
 }
 
@@ -174,4 +194,83 @@ async fn two_instances_share_the_table_through_redis() {
     );
     assert_eq!(queries.load(Ordering::SeqCst), before);
     assert_eq!(row(&url, 7).await.as_deref(), Some("kettle"));
+}
+
+fn key_of(task: i64, n: i64) -> i64 {
+    ((n / 2) * 7 + task * 500) % 2_000
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_behind_loses_no_write_and_coalesces_repeats() {
+    let (_server, url) = database();
+    let queries = Arc::new(AtomicUsize::new(0));
+    let source = products(&url, &queries).await;
+    let rows_written = Arc::clone(&source.rows_written);
+    let cache = Tiered::<i64, Option<String>, NoRemote>::builder()
+        .memory(MemoryCache::builder().max_entries(10_000).build().unwrap())
+        .build()
+        .unwrap();
+    let store = Arc::new(WriteBehind::new(cache, source));
+    // 10 000 writes from 4 racing tasks over 2 000 keys: each key written several times, by
+    // several tasks, and twice in a row by each (a hot key updated in a burst).
+    let writers: Vec<_> = (0..4i64)
+        .map(|task| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                for n in 0..2_500i64 {
+                    let key = key_of(task, n);
+                    store.put(key, format!("t{task}n{n}")).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let cached: Vec<Option<String>> = {
+        // Keys never written are absent in both.
+        let mut cached = Vec::new();
+        for key in 0..2_000 {
+            cached.push(store.get(key).await.unwrap());
+        }
+        cached
+    };
+    store.shutdown().await;
+    let (client, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT id, name FROM products WHERE id < 2000 ORDER BY id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let written_keys: std::collections::BTreeSet<i64> = (0..4)
+        .flat_map(|task| (0..2_500).map(move |n| key_of(task, n)))
+        .collect();
+    let stored_keys: std::collections::BTreeSet<i64> = rows.iter().map(|row| row.get(0)).collect();
+    assert_eq!(stored_keys, written_keys, "a write was lost");
+    for row in &rows {
+        let (id, name): (i64, String) = (row.get(0), row.get(1));
+        assert_eq!(
+            Some(&name),
+            cached[id as usize].as_ref(),
+            "key {id}: the table and the cache disagree on the last write"
+        );
+    }
+    let written = rows_written.load(Ordering::SeqCst);
+    assert!(
+        written < 10_000,
+        "{written} rows written for 10 000 writes: repeats in a batch were not coalesced"
+    );
+    let batches = queries.load(Ordering::SeqCst);
+    eprintln!("{written} rows in {batches} queries for 10 000 writes");
+    assert!(
+        batches < 5_000,
+        "{batches} queries: the writes were not batched"
+    );
+    assert!(matches!(
+        store.put(1, "late".into()).await,
+        Err(Error::Closed { .. })
+    ));
 }
