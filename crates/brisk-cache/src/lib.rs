@@ -38,6 +38,7 @@
 //! - [`WriteThrough`]: a tiered cache kept in step with a [`Source`] (the table behind it).
 //! - [`WriteBehind`]: writes cached at once and written to the [`Source`] in coalesced
 //!   batches.
+//! - [`Cached`]: an async function memoized by its arguments.
 //!
 //! # Feature flags
 //! - `redis`: `redis::RedisCache`, a level in Redis shared by every instance (values
@@ -54,6 +55,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod cache;
+mod cached;
 mod error;
 mod flight;
 mod jitter;
@@ -72,6 +74,7 @@ mod tiered;
 struct ReadmeDoctest;
 
 pub use cache::{Cache, NoRemote, Remote, WithTtl};
+pub use cached::Cached;
 pub use error::{Error, Result};
 pub use memory::{Cause, Iter, MemoryCache, MemoryCacheBuilder};
 pub use source::{Source, WriteBehind, WriteThrough};

@@ -151,3 +151,39 @@ async fn absences_are_cached_for_the_negative_ttl() {
         "{invalid:?}"
     );
 }
+
+#[tokio::test]
+async fn a_cached_function_runs_once_per_arguments() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let cache = Tiered::builder()
+        .memory(MemoryCache::builder().max_entries(100).build().unwrap())
+        .build()
+        .unwrap();
+    let orders = brisk_cache::Cached::new(cache, move |(user, page): (u64, u32)| {
+        let calls = Arc::clone(&counted);
+        async move {
+            calls.fetch_add(1, Ordering::SeqCst);
+            if user == 0 {
+                return Err(format!("no user {user}"));
+            }
+            Ok(format!("user {user} page {page}"))
+        }
+    });
+    assert_eq!(orders.call((7, 1)).await.unwrap(), "user 7 page 1");
+    assert_eq!(orders.call((7, 1)).await.unwrap(), "user 7 page 1");
+    assert_eq!(orders.call((7, 2)).await.unwrap(), "user 7 page 2");
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        2,
+        "one call per distinct arguments"
+    );
+    // A failure is not cached: the next call runs the function again.
+    assert!(matches!(orders.call((0, 1)).await, Err(Error::Load { .. })));
+    assert!(orders.call((0, 1)).await.is_err());
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+    // Invalidation through the cache.
+    orders.cache().remove(&(7, 1)).await.unwrap();
+    orders.call((7, 1)).await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), 5);
+}
