@@ -282,21 +282,7 @@ where
         key: impl FnOnce() -> String,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T> {
-        let outcome = match tokio::time::timeout(self.inner.timeout, call).await {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(source)) => Error::Redis {
-                op,
-                key: key(),
-                source,
-            },
-            Err(_) => Error::Timeout {
-                op,
-                key: key(),
-                after: self.inner.timeout,
-            },
-        };
-        self.inner.metrics.errors.increment();
-        Err(outcome)
+        self.inner.call(op, key, call).await
     }
 
     /// A stored value decoded, counting the hit or miss.
@@ -385,19 +371,39 @@ fn decode<V: DeserializeOwned>(
 async fn read_namespace<C: ConnectionLike + Clone>(inner: &Inner<C>, key: &str) -> Result<u64> {
     let command = redis::cmd("GET").arg(key).clone();
     let mut connection = inner.connection.clone();
-    let read = command.query_async::<Option<u64>>(&mut connection);
-    match tokio::time::timeout(inner.timeout, read).await {
-        Ok(Ok(version)) => Ok(version.unwrap_or(0)),
-        Ok(Err(source)) => Err(Error::Redis {
-            op: "GET",
-            key: key.to_owned(),
-            source,
-        }),
-        Err(_) => Err(Error::Timeout {
-            op: "GET",
-            key: key.to_owned(),
-            after: inner.timeout,
-        }),
+    let version: Option<u64> = inner
+        .call(
+            "GET",
+            || key.to_owned(),
+            command.query_async(&mut connection),
+        )
+        .await?;
+    Ok(version.unwrap_or(0))
+}
+
+impl<C> Inner<C> {
+    /// Runs one call under the timeout, naming the command and key in its error.
+    async fn call<T>(
+        &self,
+        op: &'static str,
+        key: impl FnOnce() -> String,
+        call: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T> {
+        let outcome = match tokio::time::timeout(self.timeout, call).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(source)) => Error::Redis {
+                op,
+                key: key(),
+                source,
+            },
+            Err(_) => Error::Timeout {
+                op,
+                key: key(),
+                after: self.timeout,
+            },
+        };
+        self.metrics.errors.increment();
+        Err(outcome)
     }
 }
 

@@ -40,6 +40,42 @@ use crate::{
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # Cache-aside
+/// Where the application decides when to read the database and when to fill the cache (a
+/// value computed from several queries, or written in the same transaction as the row), the
+/// [`Cache`] methods are the cache-aside helpers: look, load on a miss, store; and on a write,
+/// update the database, then remove (or overwrite) the cached value.
+///
+/// ```
+/// use std::collections::HashMap;
+/// use brisk_cache::{Cache, MemoryCache, Tiered};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let mut table = HashMap::from([(1u64, "kettle".to_owned())]); // the database
+/// let cache = Tiered::builder()
+///     .memory(MemoryCache::builder().max_entries(1000).build()?)
+///     .build()?;
+///
+/// // Read: the cache first, the table on a miss, then fill the cache.
+/// let name = match cache.get(&1).await? {
+///     Some(name) => name,
+///     None => {
+///         let name = table[&1].clone();
+///         cache.insert(1, name.clone(), None).await?;
+///         name
+///     }
+/// };
+/// assert_eq!(name, "kettle");
+///
+/// // Write: the table first, then drop the cached copy so the next read loads the new row.
+/// table.insert(1, "teapot".to_owned());
+/// cache.remove(&1).await?;
+/// assert_eq!(cache.get(&1).await?, None);
+/// # Ok(())
+/// # }
+/// ```
 pub struct Tiered<K, V, R = NoRemote> {
     inner: Arc<Inner<K, V, R>>,
 }
