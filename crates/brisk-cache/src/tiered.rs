@@ -5,7 +5,7 @@ use std::{
 };
 
 use brisk_dedup::SingleFlight;
-use brisk_metrics::{Counter, Key, Recorder};
+use brisk_metrics::{Counter, Histogram, Key, Recorder, Unit};
 
 use crate::{
     Cache, Error, MemoryCache, NoRemote, Remote, Result,
@@ -84,8 +84,65 @@ struct Inner<K, V, R> {
     memory: Option<MemoryCache<K, V>>,
     remote: Option<R>,
     flights: Flights<K, V>,
-    remote_errors: Counter,
+    metrics: Metrics,
     negative_ttl: Option<Duration>,
+}
+
+/// What a [`Tiered`] cache reports, each series labelled `name="<name>"`.
+#[derive(Debug, Clone)]
+struct Metrics {
+    /// `brisk_cache_tiered_hits_total{level="l1"}`
+    l1_hits: Counter,
+    /// `brisk_cache_tiered_hits_total{level="l2"}`
+    l2_hits: Counter,
+    /// `brisk_cache_tiered_misses_total`: lookups neither level answered.
+    misses: Counter,
+    /// `brisk_cache_tiered_load_duration_seconds`: loads that returned.
+    loads: Histogram,
+    /// `brisk_cache_tiered_load_failures_total`
+    load_failures: Counter,
+    /// `brisk_cache_tiered_remote_errors_total`: L2 errors a load went past.
+    remote_errors: Counter,
+}
+
+impl Metrics {
+    fn noop() -> Self {
+        Self {
+            l1_hits: Counter::noop(),
+            l2_hits: Counter::noop(),
+            misses: Counter::noop(),
+            loads: Histogram::noop(Unit::Seconds),
+            load_failures: Counter::noop(),
+            remote_errors: Counter::noop(),
+        }
+    }
+
+    fn new(recorder: &dyn Recorder, name: &str) -> Self {
+        // Valid constant names and any label value: `Key` cannot fail here; a failure would
+        // show as a missing series (tested), not a panic.
+        let key = |metric: &'static str, level: Option<&'static str>| {
+            let key = Key::new(metric).and_then(|key| key.with_label("name", name.to_owned()));
+            match level {
+                Some(level) => key.and_then(|key| key.with_label("level", level)),
+                None => key,
+            }
+            .ok()
+        };
+        let counter = |metric, level| {
+            key(metric, level).map_or_else(Counter::noop, |key| recorder.counter(&key))
+        };
+        Self {
+            l1_hits: counter("brisk_cache_tiered_hits_total", Some("l1")),
+            l2_hits: counter("brisk_cache_tiered_hits_total", Some("l2")),
+            misses: counter("brisk_cache_tiered_misses_total", None),
+            loads: key("brisk_cache_tiered_load_duration_seconds", None).map_or_else(
+                || Histogram::noop(Unit::Seconds),
+                |key| recorder.histogram(&key, Unit::Seconds),
+            ),
+            load_failures: counter("brisk_cache_tiered_load_failures_total", None),
+            remote_errors: counter("brisk_cache_tiered_remote_errors_total", None),
+        }
+    }
 }
 
 impl<K, V, R> Clone for Tiered<K, V, R> {
@@ -115,7 +172,7 @@ where
         TieredBuilder {
             memory: None,
             remote: None,
-            remote_errors: Counter::noop(),
+            metrics: Metrics::noop(),
             negative_ttl: None,
         }
     }
@@ -204,6 +261,7 @@ where
     {
         let inner = &*self.inner;
         if let Some(value) = inner.memory.as_ref().and_then(|memory| memory.get(&key)) {
+            inner.metrics.l1_hits.increment();
             return Ok(value);
         }
         let flight = (key, TypeId::of::<E>());
@@ -213,6 +271,7 @@ where
                 let key = &flight.0;
                 // A load that finished just before this caller led may have filled L1.
                 if let Some(value) = inner.memory.as_ref().and_then(|memory| memory.get(key)) {
+                    inner.metrics.l1_hits.increment();
                     return Ok(value);
                 }
                 if let Some(remote) = &inner.remote {
@@ -227,15 +286,21 @@ where
                     match found {
                         Ok(Some((value, remaining))) => {
                             self.fill(key.clone(), value.clone(), remaining);
+                            inner.metrics.l2_hits.increment();
                             return Ok(value);
                         }
                         Ok(None) => {}
-                        Err(_) => inner.remote_errors.increment(),
+                        Err(_) => inner.metrics.remote_errors.increment(),
                     }
                 }
-                let value = load()
-                    .await
-                    .map_err(|error| Arc::new(error) as SharedError)?;
+                inner.metrics.misses.increment();
+                let started = std::time::Instant::now();
+                let loaded = load().await;
+                inner.metrics.loads.record_duration(started.elapsed());
+                let value = loaded.map_err(|error| {
+                    inner.metrics.load_failures.increment();
+                    Arc::new(error) as SharedError
+                })?;
                 let ttl = ttl_of(&value);
                 if let Some(remote) = &inner.remote
                     && remote
@@ -243,7 +308,7 @@ where
                         .await
                         .is_err()
                 {
-                    inner.remote_errors.increment();
+                    inner.metrics.remote_errors.increment();
                 }
                 self.fill(key.clone(), value.clone(), ttl);
                 Ok(value)
@@ -292,26 +357,30 @@ where
     R: Remote<K, V>,
 {
     async fn get(&self, key: &K) -> Result<Option<V>> {
+        let metrics = &self.inner.metrics;
         if let Some(value) = self
             .inner
             .memory
             .as_ref()
             .and_then(|memory| memory.get(key))
         {
+            metrics.l1_hits.increment();
             return Ok(Some(value));
         }
-        let Some(remote) = &self.inner.remote else {
-            return Ok(None);
-        };
-        if self.inner.memory.is_none() {
+        let found = match &self.inner.remote {
+            None => None,
             // Nothing to fill: the remaining TTL is not needed (one command, not two).
-            return remote.get(key).await;
-        }
-        let Some((value, remaining)) = remote.get_with_ttl(key).await? else {
-            return Ok(None);
+            Some(remote) if self.inner.memory.is_none() => remote.get(key).await?,
+            Some(remote) => remote.get_with_ttl(key).await?.map(|(value, remaining)| {
+                self.fill(key.clone(), value.clone(), remaining);
+                value
+            }),
         };
-        self.fill(key.clone(), value.clone(), remaining);
-        Ok(Some(value))
+        match &found {
+            Some(_) => metrics.l2_hits.increment(),
+            None => metrics.misses.increment(),
+        }
+        Ok(found)
     }
 
     async fn insert(&self, key: K, value: V, ttl: Option<Duration>) -> Result<()> {
@@ -335,28 +404,32 @@ where
     }
 
     async fn get_many(&self, keys: &[K]) -> Result<Vec<Option<V>>> {
+        let metrics = &self.inner.metrics;
         let mut found: Vec<Option<V>> = match &self.inner.memory {
             Some(memory) => keys.iter().map(|key| memory.get(key)).collect(),
             None => vec![None; keys.len()],
         };
-        let Some(remote) = &self.inner.remote else {
+        let missing: Vec<usize> = (0..keys.len()).filter(|&at| found[at].is_none()).collect();
+        metrics.l1_hits.add((keys.len() - missing.len()) as u64);
+        let Some(remote) = self.inner.remote.as_ref().filter(|_| !missing.is_empty()) else {
+            metrics.misses.add(missing.len() as u64);
             return Ok(found);
         };
-        let missing: Vec<usize> = (0..keys.len()).filter(|&at| found[at].is_none()).collect();
-        if missing.is_empty() {
-            return Ok(found);
-        }
         if self.inner.memory.is_none() {
-            return remote.get_many(keys).await;
-        }
-        let missing_keys: Vec<K> = missing.iter().map(|&at| keys[at].clone()).collect();
-        let fetched = remote.get_many_with_ttl(&missing_keys).await?;
-        for ((at, key), hit) in missing.into_iter().zip(missing_keys).zip(fetched) {
-            if let Some((value, remaining)) = hit {
-                self.fill(key, value.clone(), remaining);
-                found[at] = Some(value);
+            found = remote.get_many(keys).await?;
+        } else {
+            let missing_keys: Vec<K> = missing.iter().map(|&at| keys[at].clone()).collect();
+            let fetched = remote.get_many_with_ttl(&missing_keys).await?;
+            for ((&at, key), hit) in missing.iter().zip(missing_keys).zip(fetched) {
+                if let Some((value, remaining)) = hit {
+                    self.fill(key, value.clone(), remaining);
+                    found[at] = Some(value);
+                }
             }
         }
+        let l2_hits = missing.iter().filter(|&&at| found[at].is_some()).count();
+        metrics.l2_hits.add(l2_hits as u64);
+        metrics.misses.add((missing.len() - l2_hits) as u64);
         Ok(found)
     }
 
@@ -376,7 +449,7 @@ where
 pub struct TieredBuilder<K, V, R> {
     memory: Option<MemoryCache<K, V>>,
     remote: Option<R>,
-    remote_errors: Counter,
+    metrics: Metrics,
     negative_ttl: Option<Duration>,
 }
 
@@ -406,7 +479,7 @@ where
         TieredBuilder {
             memory: self.memory,
             remote: Some(remote),
-            remote_errors: self.remote_errors,
+            metrics: self.metrics,
             negative_ttl: self.negative_ttl,
         }
     }
@@ -419,12 +492,15 @@ where
         self
     }
 
-    /// Reports `brisk_cache_tiered_remote_errors_total` (L2 errors that a load went past),
-    /// labelled `name="<name>"`. Each level reports its own series through its own builder.
+    /// Reports to `recorder`, each series labelled `name="<name>"`:
+    /// `brisk_cache_tiered_hits_total` (with `level="l1"` or `"l2"`),
+    /// `brisk_cache_tiered_misses_total` (neither level had it),
+    /// `brisk_cache_tiered_load_duration_seconds`, `brisk_cache_tiered_load_failures_total`
+    /// and `brisk_cache_tiered_remote_errors_total` (L2 errors a load went past). A caller
+    /// that joins another caller's load is not counted again. Each level reports its own
+    /// series through its own builder. Default: none.
     pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
-        self.remote_errors = Key::new("brisk_cache_tiered_remote_errors_total")
-            .and_then(|key| key.with_label("name", name.to_owned()))
-            .map_or_else(|_| Counter::noop(), |key| recorder.counter(&key));
+        self.metrics = Metrics::new(recorder, name);
         self
     }
 
@@ -452,7 +528,7 @@ where
                 memory: self.memory,
                 remote: self.remote,
                 flights: SingleFlight::new(),
-                remote_errors: self.remote_errors,
+                metrics: self.metrics,
                 negative_ttl: self.negative_ttl,
             }),
         })

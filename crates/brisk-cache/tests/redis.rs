@@ -550,6 +550,52 @@ mod tiered {
     }
 
     #[tokio::test]
+    async fn hits_are_counted_by_level() {
+        let server = RedisServer::start().unwrap();
+        let registry = Registry::new();
+        let writer = tiered(&server, "levels", &Registry::new()).await;
+        let reader = tiered(&server, "levels", &registry).await;
+        writer.insert(1, product(1), None).await.unwrap();
+        writer.insert(3, product(3), None).await.unwrap();
+        reader.get(&1).await.unwrap(); // L2
+        reader.get(&1).await.unwrap(); // L1
+        reader.get(&99).await.unwrap(); // miss
+        reader.get_many(&[1, 2, 3]).await.unwrap(); // L1, miss, L2
+        reader.get_with(50, || async { product(50) }).await.unwrap(); // miss, load
+        let failed = reader
+            .try_get_with(51, || async { Err::<Product, _>(std::fmt::Error) })
+            .await;
+        assert!(failed.is_err()); // miss, failed load
+        let snapshot = registry.snapshot();
+        let counter = |name: &str, labels: &[(&str, &str)]| snapshot.counter(name, labels).unwrap();
+        let named = [("name", "tiered")];
+        assert_eq!(
+            counter(
+                "brisk_cache_tiered_hits_total",
+                &[("name", "tiered"), ("level", "l1")]
+            ),
+            2
+        );
+        assert_eq!(
+            counter(
+                "brisk_cache_tiered_hits_total",
+                &[("name", "tiered"), ("level", "l2")]
+            ),
+            2
+        );
+        assert_eq!(counter("brisk_cache_tiered_misses_total", &named), 4);
+        assert_eq!(counter("brisk_cache_tiered_load_failures_total", &named), 1);
+        assert_eq!(
+            snapshot
+                .histogram("brisk_cache_tiered_load_duration_seconds", &named)
+                .unwrap()
+                .count,
+            2
+        );
+        assert_eq!(counter("brisk_cache_tiered_remote_errors_total", &named), 0);
+    }
+
+    #[tokio::test]
     async fn an_l2_value_stays_in_l1_no_longer_than_in_l2() {
         let server = RedisServer::start().unwrap();
         let registry = Registry::new();
