@@ -41,6 +41,26 @@ pub trait Source<K, V>: Send + Sync {
     }
 }
 
+/// `key` from `cache`, else loaded from `source` (absences cached too): the read path of
+/// both write patterns.
+async fn read_through<K, T, S, R>(
+    cache: &Tiered<K, Option<T>, R>,
+    source: &Arc<S>,
+    key: K,
+) -> Result<Option<T>, Error<Arc<S::Error>>>
+where
+    K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    S: Source<K, T>,
+    R: Remote<K, Option<T>>,
+{
+    let source = Arc::clone(source);
+    let loading = key.clone();
+    cache
+        .try_get_optional_with(key, || async move { source.load(&loading).await })
+        .await
+}
+
 /// A [`Tiered`] cache kept in step with its [`Source`]: reads go through the cache to the
 /// source (one load per key at a time, absences cached too); writes and deletes go to the
 /// source first and then to the cache, so the cache never holds a value the source refused.
@@ -95,11 +115,7 @@ where
     /// # Errors
     /// [`Error::Load`] with the source's error, [`Error::LoadPanicked`].
     pub async fn get(&self, key: K) -> Result<Option<T>, Error<Arc<S::Error>>> {
-        let source = Arc::clone(&self.source);
-        let loading = key.clone();
-        self.cache
-            .try_get_optional_with(key, || async move { source.load(&loading).await })
-            .await
+        read_through(&self.cache, &self.source, key).await
     }
 
     /// Writes `value` to the source, then to the cache.
@@ -263,11 +279,7 @@ where
     /// # Errors
     /// [`Error::Load`] with the source's error, [`Error::LoadPanicked`].
     pub async fn get(&self, key: K) -> Result<Option<T>, Error<Arc<S::Error>>> {
-        let source = Arc::clone(&self.source);
-        let loading = key.clone();
-        self.cache
-            .try_get_optional_with(key, || async move { source.load(&loading).await })
-            .await
+        read_through(&self.cache, &self.source, key).await
     }
 
     /// Caches `value` and queues it for the source; returns once it is queued (waiting while
