@@ -984,6 +984,7 @@ where
                 weight
             }
         };
+        let ttl_jitter = jitter::check(self.ttl_jitter)?;
         for (setting, duration) in [
             ("ttl", self.ttl),
             ("tti", self.tti),
@@ -1062,7 +1063,7 @@ where
             listener: self.listener,
             ttl: self.ttl,
             tti: self.tti,
-            ttl_jitter: jitter::check(self.ttl_jitter)?,
+            ttl_jitter,
             expiring: AtomicBool::new(self.ttl.is_some() || self.tti.is_some()),
             epoch: Instant::now(),
             metrics: self.metrics,
@@ -1124,14 +1125,19 @@ mod tests {
     }
 
     /// One period's sampled lookups at `rate`, then a climb; returns the window size.
-    fn period_at(cache: &MemoryCache<u64, u64>, rate: f64) -> u64 {
+    fn feed(cache: &MemoryCache<u64, u64>, rate: f64) -> u64 {
         let mut shard = write(&cache.inner.shards[0]);
-        shard.climber.warm = true;
         let lookups = shard.climber.period;
         *shard.climber.samples.get_mut() = lookups | ((lookups as f64 * rate) as u64) << 32;
         shard.climb();
         assert_eq!(shard.window_max + shard.main_max, 1000);
         shard.window_max
+    }
+
+    /// [`feed`] to a climber past its warm-up.
+    fn period_at(cache: &MemoryCache<u64, u64>, rate: f64) -> u64 {
+        write(&cache.inner.shards[0]).climber.warm = true;
+        feed(cache, rate)
     }
 
     /// While the shard fills, its hit rate rises whatever the window: the climber waits until
@@ -1143,13 +1149,7 @@ mod tests {
             .shards(1)
             .build()
             .unwrap();
-        let fed = |rate: f64| {
-            let mut shard = write(&cache.inner.shards[0]);
-            let lookups = shard.climber.period;
-            *shard.climber.samples.get_mut() = lookups | ((lookups as f64 * rate) as u64) << 32;
-            shard.climb();
-            shard.window_max
-        };
+        let fed = |rate: f64| feed(&cache, rate);
         for rate in [0.1, 0.3, 0.5, 0.7] {
             assert_eq!(fed(rate), 10, "climbed while empty");
         }

@@ -157,6 +157,7 @@ where
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(&stored).cmd("PTTL").arg(&stored);
         let (value, ttl): (Option<Vec<u8>>, i64) = self
+            .inner
             .call(
                 "GET",
                 || key.to_string(),
@@ -186,6 +187,7 @@ where
         }
         let (values, ttls): (Vec<Option<Vec<u8>>>, Vec<i64>) = {
             let mut replies: Vec<redis::Value> = self
+                .inner
                 .call(
                     "MGET",
                     || format!("{} keys", keys.len()),
@@ -234,6 +236,7 @@ where
     /// [`Error::Redis`] or [`Error::Timeout`].
     pub async fn invalidate_all(&self) -> Result<()> {
         let version: u64 = self
+            .inner
             .call(
                 "INCR",
                 || self.namespace_key(),
@@ -273,16 +276,6 @@ where
 
     fn connection(&self) -> C {
         self.inner.connection.clone()
-    }
-
-    /// Runs one call under the timeout, naming the command and key in its error.
-    async fn call<T>(
-        &self,
-        op: &'static str,
-        key: impl FnOnce() -> String,
-        call: impl Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T> {
-        self.inner.call(op, key, call).await
     }
 
     /// A stored value decoded, counting the hit or miss.
@@ -430,6 +423,7 @@ where
 {
     async fn get(&self, key: &K) -> Result<Option<V>> {
         let stored: Option<Vec<u8>> = self
+            .inner
             .call(
                 "GET",
                 || key.to_string(),
@@ -445,23 +439,25 @@ where
         let encoded = self.encode(&key, &value)?;
         let mut pipe = redis::pipe();
         self.set(&mut pipe, &key, encoded, ttl);
-        self.call(
-            "SET",
-            || key.to_string(),
-            pipe.query_async::<()>(&mut self.connection()),
-        )
-        .await
+        self.inner
+            .call(
+                "SET",
+                || key.to_string(),
+                pipe.query_async::<()>(&mut self.connection()),
+            )
+            .await
     }
 
     async fn remove(&self, key: &K) -> Result<()> {
-        self.call(
-            "DEL",
-            || key.to_string(),
-            redis::cmd("DEL")
-                .arg(self.stored(key))
-                .query_async::<()>(&mut self.connection()),
-        )
-        .await
+        self.inner
+            .call(
+                "DEL",
+                || key.to_string(),
+                redis::cmd("DEL")
+                    .arg(self.stored(key))
+                    .query_async::<()>(&mut self.connection()),
+            )
+            .await
     }
 
     async fn get_many(&self, keys: &[K]) -> Result<Vec<Option<V>>> {
@@ -470,6 +466,7 @@ where
         }
         let stored: Vec<String> = keys.iter().map(|key| self.stored(key)).collect();
         let values: Vec<Option<Vec<u8>>> = self
+            .inner
             .call(
                 "MGET",
                 || format!("{} keys", keys.len()),
@@ -501,12 +498,13 @@ where
             let encoded = self.encode(key, value)?;
             self.set(&mut pipe, key, encoded, ttl);
         }
-        self.call(
-            "pipeline",
-            || format!("{} keys", entries.len()),
-            pipe.query_async::<()>(&mut self.connection()),
-        )
-        .await
+        self.inner
+            .call(
+                "pipeline",
+                || format!("{} keys", entries.len()),
+                pipe.query_async::<()>(&mut self.connection()),
+            )
+            .await
     }
 }
 

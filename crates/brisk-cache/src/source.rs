@@ -61,6 +61,14 @@ where
         .await
 }
 
+/// A source's refusal of a write as [`Error::Write`].
+fn refused<E>(key: &impl fmt::Debug, written: Result<(), E>) -> Result<(), Error<Arc<E>>> {
+    written.map_err(|source| Error::Write {
+        key: format!("{key:?}"),
+        source: Arc::new(source),
+    })
+}
+
 /// A [`Tiered`] cache kept in step with its [`Source`]: reads go through the cache to the
 /// source (one load per key at a time, absences cached too); writes and deletes go to the
 /// source first and then to the cache, so the cache never holds a value the source refused.
@@ -124,13 +132,7 @@ where
     /// [`Error::Write`] if the source refused it (the cache is unchanged); a cache error if
     /// the cache could not be updated after the source was.
     pub async fn put(&self, key: K, value: T) -> Result<(), Error<Arc<S::Error>>> {
-        self.source
-            .save(&key, &value)
-            .await
-            .map_err(|source| Error::Write {
-                key: format!("{key:?}"),
-                source: Arc::new(source),
-            })?;
+        refused(&key, self.source.save(&key, &value).await)?;
         self.refresh(key, Some(value)).await
     }
 
@@ -139,13 +141,7 @@ where
     /// # Errors
     /// As [`put`](Self::put).
     pub async fn delete(&self, key: K) -> Result<(), Error<Arc<S::Error>>> {
-        self.source
-            .delete(&key)
-            .await
-            .map_err(|source| Error::Write {
-                key: format!("{key:?}"),
-                source: Arc::new(source),
-            })?;
+        refused(&key, self.source.delete(&key).await)?;
         self.refresh(key, None).await
     }
 

@@ -45,7 +45,7 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = V>,
     {
-        self.load_shared(key, || async { Ok::<_, Infallible>(load().await) })
+        self.try_get_with(key, || async { Ok::<_, Infallible>(load().await) })
             .await
             .map_err(|error| error.map_load(|source| match *source {}))
     }
@@ -77,16 +77,6 @@ where
     /// # }
     /// ```
     pub async fn try_get_with<F, Fut, E>(&self, key: K, load: F) -> Result<V, Error<Arc<E>>>
-    where
-        K: fmt::Debug,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>>,
-        E: Send + Sync + 'static,
-    {
-        self.load_shared(key, load).await
-    }
-
-    async fn load_shared<F, Fut, E>(&self, key: K, load: F) -> Result<V, Error<Arc<E>>>
     where
         K: fmt::Debug,
         F: FnOnce() -> Fut,
