@@ -444,7 +444,7 @@ fn memory() -> String {
 /// raw `redis` GETs over one multiplexed connection, on a throw-away redis-server.
 #[cfg(feature = "redis")]
 fn tiered() -> String {
-    use brisk_cache::{Cache, Tiered, redis::RedisCache};
+    use brisk_cache::{Cache, Stamped, Tiered, redis::RedisCache};
     use brisk_testkit::RedisServer;
 
     const KEYS: u64 = 10_000;
@@ -463,21 +463,26 @@ fn tiered() -> String {
         let raw = client.get_multiplexed_async_connection().await.unwrap();
         // Both sides on a multiplexed connection of their own.
         let connection = client.get_multiplexed_async_connection().await.unwrap();
-        let remote: RedisCache<u64, String, redis::aio::MultiplexedConnection> =
+        let remote: RedisCache<u64, Stamped<String>, redis::aio::MultiplexedConnection> =
             RedisCache::builder(connection)
-            .prefix("bench")
-            .build()
-            .await
-            .unwrap();
+                .prefix("bench")
+                .build()
+                .await
+                .unwrap();
         let entries: Vec<(u64, String)> = (0..KEYS).map(|key| (key, value.clone())).collect();
-        remote.insert_many(entries, None).await.unwrap();
+        let l2_only = Tiered::builder().remote(remote.clone()).build().unwrap();
+        l2_only.insert_many(entries.clone(), None).await.unwrap();
         let memory: MemoryCache<u64, String> =
             MemoryCache::builder().max_entries(2 * KEYS).build().unwrap();
         for key in 0..KEYS {
             memory.insert(key, value.clone());
         }
-        let with_l1 = Tiered::builder().memory(memory.clone()).build().unwrap();
-        let l2_only = Tiered::builder().remote(remote.clone()).build().unwrap();
+        // Tiered keeps stamped values in a memory level of its own, of the same size.
+        let with_l1 = Tiered::builder()
+            .memory(MemoryCache::builder().max_entries(2 * KEYS).build().unwrap())
+            .build()
+            .unwrap();
+        with_l1.insert_many(entries, None).await.unwrap();
         let namespace = remote.namespace();
 
         // L1 hits, one task: the async trait's cost over the sync call.

@@ -3,7 +3,7 @@
 
 use std::{fmt, future::Future, hash::Hash, marker::PhantomData, sync::Arc};
 
-use crate::{Error, NoRemote, Remote, Tiered};
+use crate::{Error, NoRemote, Remote, Stamped, Tiered};
 
 /// An async function memoized in a [`Tiered`] cache: the arguments, as one `Hash + Eq` value
 /// (a tuple, say), are the key. Concurrent calls with the same arguments run the function
@@ -54,10 +54,10 @@ impl<A, V, F, Fut, E, R> Cached<A, V, F, R>
 where
     A: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
-    F: Fn(A) -> Fut + Send + Sync,
-    Fut: Future<Output = Result<V, E>>,
+    F: Fn(A) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<V, E>> + Send + 'static,
     E: Send + Sync + 'static,
-    R: Remote<A, V>,
+    R: Remote<A, Stamped<V>> + 'static,
 {
     /// Memoizes `function` in `cache`.
     pub fn new(cache: Tiered<A, V, R>, function: F) -> Self {

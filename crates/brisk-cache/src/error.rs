@@ -65,6 +65,16 @@ pub enum Error<E = Infallible> {
         /// How long the caller waited.
         waited: std::time::Duration,
     },
+    /// The load ran past the tiered cache's
+    /// [`load_hard_timeout`](crate::TieredBuilder::load_hard_timeout) and no stale value could
+    /// answer; the load goes on in the background and stores its value when it returns.
+    #[error("the load of key {key} ran past its hard timeout of {after:?}")]
+    LoadTimeout {
+        /// The key, as `Debug` text (strings in quotes).
+        key: String,
+        /// The hard timeout.
+        after: std::time::Duration,
+    },
     /// A Redis command failed (the server refused it, or the connection broke).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -152,6 +162,7 @@ impl<E> Error<E> {
             Error::Closed { key } => Error::Closed { key },
             Error::LoadPanicked { key, message } => Error::LoadPanicked { key, message },
             Error::LoadWaitTimeout { key, waited } => Error::LoadWaitTimeout { key, waited },
+            Error::LoadTimeout { key, after } => Error::LoadTimeout { key, after },
             #[cfg(feature = "redis")]
             Error::Redis { op, key, source } => Error::Redis { op, key, source },
             Error::Timeout { op, key, after } => Error::Timeout { op, key, after },

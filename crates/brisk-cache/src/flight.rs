@@ -14,6 +14,11 @@ pub(crate) type SharedError = Arc<dyn Any + Send + Sync>;
 /// Loads in flight, one per key and loader error type.
 pub(crate) type Flights<K, V> = SingleFlight<(K, std::any::TypeId), V, SharedError>;
 
+/// A load given up on at its hard timeout (it goes on in the background): the flight's
+/// error in place of the loader's own.
+#[derive(Debug)]
+pub(crate) struct LoadTimedOut(pub(crate) std::time::Duration);
+
 /// A flight's error as the caller's: the loader's own error, its panic, or the wait timeout.
 pub(crate) fn caller_error<E: Send + Sync + 'static>(
     key: &impl fmt::Debug,
@@ -21,14 +26,18 @@ pub(crate) fn caller_error<E: Send + Sync + 'static>(
 ) -> Error<Arc<E>> {
     let key = format!("{key:?}");
     match error.into_work_error() {
+        Ok(shared) if shared.is::<LoadTimedOut>() => match shared.downcast::<LoadTimedOut>() {
+            Ok(timed_out) => Error::LoadTimeout {
+                key,
+                after: timed_out.0,
+            },
+            Err(_) => unreachable_flight(key),
+        },
         Ok(shared) => match shared.downcast::<E>() {
             Ok(source) => Error::Load { key, source },
             // The flight key holds the error's type id, so every caller of a load has the
             // loader's error type: this arm is not reached.
-            Err(_) => Error::Flight {
-                key,
-                message: "the loader's error has another type".to_owned(),
-            },
+            Err(_) => unreachable_flight(key),
         },
         Err(brisk_dedup::Error::Panicked { message, .. }) => Error::LoadPanicked { key, message },
         Err(brisk_dedup::Error::WaitTimeout { waited, .. }) => {
@@ -38,5 +47,14 @@ pub(crate) fn caller_error<E: Send + Sync + 'static>(
             key,
             message: format!("{other:?}"),
         },
+    }
+}
+
+/// A flight's error of a type no caller of it expects: not reached (see `caller_error`), and
+/// an error rather than a panic if it were.
+fn unreachable_flight<E>(key: String) -> Error<E> {
+    Error::Flight {
+        key,
+        message: "the loader's error has another type".to_owned(),
     }
 }

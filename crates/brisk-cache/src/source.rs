@@ -6,7 +6,7 @@ use std::{collections::HashMap, fmt, future::Future, hash::Hash, marker::Phantom
 
 use brisk_batch::{BatchWrite, WriteBatcher};
 
-use crate::{Cache, Error, Remote, Result, Tiered};
+use crate::{Cache, Error, Remote, Result, Stamped, Tiered};
 
 /// Where values come from and go to: the table behind a cache. `load` answers `None` for a
 /// missing row (cached as an absence for the tiered cache's
@@ -51,8 +51,8 @@ async fn read_through<K, T, S, R>(
 where
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
     T: Clone + Send + Sync + 'static,
-    S: Source<K, T>,
-    R: Remote<K, Option<T>>,
+    S: Source<K, T> + 'static,
+    R: Remote<K, Stamped<Option<T>>> + 'static,
 {
     let source = Arc::clone(source);
     let loading = key.clone();
@@ -102,8 +102,8 @@ impl<K, T, S, R> WriteThrough<K, T, S, R>
 where
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
     T: Clone + Send + Sync + 'static,
-    S: Source<K, T>,
-    R: Remote<K, Option<T>>,
+    S: Source<K, T> + 'static,
+    R: Remote<K, Stamped<Option<T>>> + 'static,
 {
     /// Keeps `cache` in step with `source`.
     pub fn new(cache: Tiered<K, Option<T>, R>, source: S) -> Self {
@@ -246,7 +246,7 @@ where
     K: Hash + Eq + Clone + fmt::Debug + Send + Sync + 'static,
     T: Clone + Send + Sync + 'static,
     S: Source<K, T> + 'static,
-    R: Remote<K, Option<T>>,
+    R: Remote<K, Stamped<Option<T>>> + 'static,
 {
     /// Writes behind `cache` to `source`, in batches of up to 1000 rows gathered for at most
     /// 1 ms (brisk-batch's defaults).

@@ -9,7 +9,9 @@ use brisk_metrics::{Counter, Histogram, Key, Recorder, Unit};
 
 use crate::{
     Cache, Error, MemoryCache, NoRemote, Remote, Result,
-    flight::{self, Flights, SharedError},
+    flight::{self, Flights, LoadTimedOut, SharedError},
+    fresh::{self, Clock, Freshness, Stamped},
+    jitter,
 };
 
 /// Memory (L1) in front of a remote level (L2, e.g. `RedisCache`), read through to a loader:
@@ -26,6 +28,25 @@ use crate::{
 ///   `brisk_cache_tiered_remote_errors_total` and the load goes on, its value kept in L1.
 ///
 /// The [`Cache`] methods report L2 errors to the caller; `try_get_with`/`get_with` do not.
+///
+/// # Freshness
+/// Each level holds a [`Stamped`] value: the value, when it goes stale, and how long its load
+/// took. The stamp travels through Redis, so every instance agrees on it. With
+/// [`fresh_for`](TieredBuilder::fresh_for) a value goes stale before it expires, and
+/// `try_get_with` can keep answering from it while the source is slow or down:
+/// - **early refresh** ([`early_refresh`](TieredBuilder::early_refresh), XFetch): a reader
+///   shortly before expiry refreshes the value in the background, with a probability that
+///   grows with the value's load time, so hot keys rarely miss at all;
+/// - **stale-while-revalidate**: a stale value is answered at once while one refresh runs
+///   behind it;
+/// - **soft and hard load timeouts**: past the soft one a stale value is answered and the
+///   load finishes behind; past the hard one the caller gets [`Error::LoadTimeout`] (the
+///   load still finishes behind and stores its value);
+/// - **fail-safe**: a failed or timed-out load answers the stale value, up to a maximum age,
+///   and that value is then served for the [throttle](TieredBuilder::fail_safe_throttle)
+///   before the source is asked again.
+///
+/// The [`Cache`] methods answer fresh values only.
 ///
 /// ```
 /// use brisk_cache::{Cache, MemoryCache, Tiered};
@@ -81,11 +102,31 @@ pub struct Tiered<K, V, R = NoRemote> {
 }
 
 struct Inner<K, V, R> {
-    memory: Option<MemoryCache<K, V>>,
+    memory: Option<MemoryCache<K, Stamped<V>>>,
     remote: Option<R>,
-    flights: Flights<K, V>,
+    /// Loads callers wait for: what they are answered, and whether it was stale.
+    flights: Flights<K, Served<V>>,
+    /// Refreshes no caller waits for (early refresh, stale-while-revalidate): one per key.
+    refreshes: SingleFlight<(K, TypeId), (), ()>,
     metrics: Metrics,
     negative_ttl: Option<Duration>,
+    freshness: Freshness,
+    clock: Clock,
+}
+
+/// A value as a caller is answered, and why it is stale if it is.
+type Served<V> = (V, Option<Stale>);
+
+/// Why a stale value was answered; the `reason` label of
+/// `brisk_cache_tiered_stale_served_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stale {
+    /// Within stale-while-revalidate; a refresh runs behind.
+    Revalidating,
+    /// The load failed.
+    LoadFailed,
+    /// The load ran past its soft (or hard) timeout; it finishes behind.
+    LoadTimeout,
 }
 
 /// What a [`Tiered`] cache reports, each series labelled `name="<name>"`.
@@ -95,14 +136,22 @@ struct Metrics {
     l1_hits: Counter,
     /// `brisk_cache_tiered_hits_total{level="l2"}`
     l2_hits: Counter,
-    /// `brisk_cache_tiered_misses_total`: lookups neither level answered.
+    /// `brisk_cache_tiered_misses_total`: lookups neither level answered fresh.
     misses: Counter,
     /// `brisk_cache_tiered_load_duration_seconds`: loads that returned.
     loads: Histogram,
-    /// `brisk_cache_tiered_load_failures_total`
+    /// `brisk_cache_tiered_load_failures_total`: loads that failed or panicked.
     load_failures: Counter,
+    /// `brisk_cache_tiered_load_timeouts_total`: loads past a soft or hard timeout.
+    load_timeouts: Counter,
     /// `brisk_cache_tiered_remote_errors_total`: L2 errors a load went past.
     remote_errors: Counter,
+    /// `brisk_cache_tiered_stale_served_total{reason=…}`
+    stale_revalidating: Counter,
+    stale_load_failed: Counter,
+    stale_load_timeout: Counter,
+    /// `brisk_cache_tiered_early_refreshes_total`
+    early_refreshes: Counter,
 }
 
 impl Metrics {
@@ -113,34 +162,72 @@ impl Metrics {
             misses: Counter::noop(),
             loads: Histogram::noop(Unit::Seconds),
             load_failures: Counter::noop(),
+            load_timeouts: Counter::noop(),
             remote_errors: Counter::noop(),
+            stale_revalidating: Counter::noop(),
+            stale_load_failed: Counter::noop(),
+            stale_load_timeout: Counter::noop(),
+            early_refreshes: Counter::noop(),
         }
     }
 
     fn new(recorder: &dyn Recorder, name: &str) -> Self {
         // Valid constant names and any label value: `Key` cannot fail here; a failure would
         // show as a missing series (tested), not a panic.
-        let key = |metric: &'static str, level: Option<&'static str>| {
+        let key = |metric: &'static str, label: Option<(&'static str, &'static str)>| {
             let key = Key::new(metric).and_then(|key| key.with_label("name", name.to_owned()));
-            match level {
-                Some(level) => key.and_then(|key| key.with_label("level", level)),
+            match label {
+                Some((label, value)) => key.and_then(|key| key.with_label(label, value)),
                 None => key,
             }
             .ok()
         };
-        let counter = |metric, level| {
-            key(metric, level).map_or_else(Counter::noop, |key| recorder.counter(&key))
+        let counter = |metric, label| {
+            key(metric, label).map_or_else(Counter::noop, |key| recorder.counter(&key))
+        };
+        let stale = |reason| {
+            counter(
+                "brisk_cache_tiered_stale_served_total",
+                Some(("reason", reason)),
+            )
         };
         Self {
-            l1_hits: counter("brisk_cache_tiered_hits_total", Some("l1")),
-            l2_hits: counter("brisk_cache_tiered_hits_total", Some("l2")),
+            l1_hits: counter("brisk_cache_tiered_hits_total", Some(("level", "l1"))),
+            l2_hits: counter("brisk_cache_tiered_hits_total", Some(("level", "l2"))),
             misses: counter("brisk_cache_tiered_misses_total", None),
             loads: key("brisk_cache_tiered_load_duration_seconds", None).map_or_else(
                 || Histogram::noop(Unit::Seconds),
                 |key| recorder.histogram(&key, Unit::Seconds),
             ),
             load_failures: counter("brisk_cache_tiered_load_failures_total", None),
+            load_timeouts: counter("brisk_cache_tiered_load_timeouts_total", None),
             remote_errors: counter("brisk_cache_tiered_remote_errors_total", None),
+            stale_revalidating: stale("stale_while_revalidate"),
+            stale_load_failed: stale("load_failed"),
+            stale_load_timeout: stale("load_timeout"),
+            early_refreshes: counter("brisk_cache_tiered_early_refreshes_total", None),
+        }
+    }
+
+    fn stale_served(&self, reason: Stale) {
+        match reason {
+            Stale::Revalidating => self.stale_revalidating.increment(),
+            Stale::LoadFailed => self.stale_load_failed.increment(),
+            Stale::LoadTimeout => self.stale_load_timeout.increment(),
+        }
+    }
+}
+
+/// Counts a load as failed unless it is disarmed: a panicking loader unwinds past it.
+struct FailureGuard<'a> {
+    failures: &'a Counter,
+    armed: bool,
+}
+
+impl Drop for FailureGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed && std::thread::panicking() {
+            self.failures.increment();
         }
     }
 }
@@ -158,6 +245,7 @@ impl<K, V, R: fmt::Debug> fmt::Debug for Tiered<K, V, R> {
         f.debug_struct("Tiered")
             .field("memory", &self.inner.memory)
             .field("remote", &self.inner.remote)
+            .field("freshness", &self.inner.freshness)
             .finish_non_exhaustive()
     }
 }
@@ -174,18 +262,31 @@ where
             remote: None,
             metrics: Metrics::noop(),
             negative_ttl: None,
+            freshness: Freshness {
+                fail_safe_throttle: fresh::DEFAULT_THROTTLE,
+                ..Freshness::default()
+            },
         }
     }
+}
+
+/// What a lookup in the levels found.
+enum Found<V> {
+    /// A fresh value (already counted as a hit).
+    Fresh(V),
+    /// Only a stale one, the newer of the two levels'.
+    Stale(Stamped<V>),
+    Missing,
 }
 
 impl<K, V, R> Tiered<K, V, R>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
-    R: Remote<K, V>,
+    R: Remote<K, Stamped<V>>,
 {
     /// The memory level, if any.
-    pub fn memory(&self) -> Option<&MemoryCache<K, V>> {
+    pub fn memory(&self) -> Option<&MemoryCache<K, Stamped<V>>> {
         self.inner.memory.as_ref()
     }
 
@@ -199,28 +300,126 @@ where
         self.inner.negative_ttl
     }
 
-    /// Keeps an L2 value in L1 for no longer than it has left in L2, nor than L1's own TTL.
-    fn fill(&self, key: K, value: V, remaining: Option<Duration>) {
+    /// When a value stored now for `ttl` (the freshness setting when `None`) goes stale,
+    /// and how long the levels keep it: fresh, then stale for the longest window a stale
+    /// value is served in. `(never, None)`: each level's own TTL, and it never goes stale.
+    fn lifetime(&self, ttl: Option<Duration>) -> (u64, Option<Duration>) {
+        match ttl.or(self.inner.freshness.fresh_for) {
+            None => (u64::MAX, None),
+            Some(fresh_for) => {
+                let until = self
+                    .inner
+                    .clock
+                    .now_ms()
+                    .saturating_add(fresh::millis_up(fresh_for));
+                let keep = fresh_for.saturating_add(self.inner.freshness.keep_stale());
+                (until, Some(keep))
+            }
+        }
+    }
+
+    /// `value` stamped as stored now for `ttl` after a load that took `cost`, and how long
+    /// the levels keep it (see [`lifetime`](Self::lifetime)).
+    fn stamp(
+        &self,
+        value: V,
+        ttl: Option<Duration>,
+        cost: Duration,
+    ) -> (Stamped<V>, Option<Duration>) {
+        let cost = u32::try_from(fresh::millis_up(cost)).unwrap_or(u32::MAX);
+        let (until, keep) = self.lifetime(ttl);
+        (Stamped::new(value, until, cost), keep)
+    }
+
+    /// Keeps a value in L1 for no longer than `keep` (what it has left in L2, or what it
+    /// was stored for), nor than L1's own TTL.
+    fn fill(&self, key: K, stamped: Stamped<V>, keep: Option<Duration>) {
         let Some(memory) = &self.inner.memory else {
             return;
         };
-        match (remaining, memory.ttl()) {
+        match (keep, memory.ttl()) {
             (Some(left), _) if left.is_zero() => {}
-            (Some(left), Some(own)) => memory.insert_with_ttl(key, value, left.min(own)),
-            (Some(left), None) => memory.insert_with_ttl(key, value, left),
-            (None, _) => memory.insert(key, value),
+            (Some(left), Some(own)) => memory.insert_with_ttl(key, stamped, left.min(own)),
+            (Some(left), None) => memory.insert_with_ttl(key, stamped, left),
+            (None, _) => memory.insert(key, stamped),
         }
+    }
+
+    /// Stores a value in both levels, L2 first; an L2 error is counted, not returned.
+    async fn store(&self, key: K, stamped: Stamped<V>, keep: Option<Duration>) {
+        if let Some(remote) = &self.inner.remote
+            && remote
+                .insert(key.clone(), stamped.clone(), keep)
+                .await
+                .is_err()
+        {
+            self.inner.metrics.remote_errors.increment();
+        }
+        self.fill(key, stamped, keep);
+    }
+
+    /// L2's value for `key` and, when L1 is there to fill, what it has left.
+    async fn remote_get(
+        &self,
+        remote: &R,
+        key: &K,
+    ) -> Result<Option<(Stamped<V>, Option<Duration>)>> {
+        if self.inner.memory.is_some() {
+            remote.get_with_ttl(key).await
+        } else {
+            // Nothing to fill: the remaining TTL is not needed (one command, not two).
+            Ok(remote.get(key).await?.map(|stamped| (stamped, None)))
+        }
+    }
+
+    /// The levels' value for `key`, L1 first; a stale L1 value sends the lookup on to L2,
+    /// where another instance may have stored a fresh one. An L2 error is counted and read
+    /// as a miss.
+    async fn find(&self, key: &K, now: u64) -> Found<V> {
+        let inner = &*self.inner;
+        let mut stale = None;
+        if let Some(stamped) = inner.memory.as_ref().and_then(|memory| memory.get(key)) {
+            if stamped.is_fresh(now) {
+                inner.metrics.l1_hits.increment();
+                return Found::Fresh(stamped.into_value());
+            }
+            stale = Some(stamped);
+        }
+        if let Some(remote) = &inner.remote {
+            match self.remote_get(remote, key).await {
+                Ok(Some((stamped, left))) if stamped.is_fresh(now) => {
+                    inner.metrics.l2_hits.increment();
+                    let value = stamped.value().clone();
+                    self.fill(key.clone(), stamped, left);
+                    return Found::Fresh(value);
+                }
+                Ok(Some((stamped, _))) => {
+                    if stale
+                        .as_ref()
+                        .is_none_or(|mine| mine.fresh_until_ms() < stamped.fresh_until_ms())
+                    {
+                        stale = Some(stamped);
+                    }
+                }
+                Ok(None) => {}
+                Err(_) => inner.metrics.remote_errors.increment(),
+            }
+        }
+        inner.metrics.misses.increment();
+        stale.map_or(Found::Missing, Found::Stale)
     }
 
     /// [`try_get_with`](Self::try_get_with) for a loader that cannot fail.
     ///
     /// # Errors
-    /// [`Error::LoadPanicked`] if the loader panicked.
+    /// [`Error::LoadPanicked`] if the loader panicked, [`Error::LoadTimeout`] past the hard
+    /// load timeout.
     pub async fn get_with<F, Fut>(&self, key: K, load: F) -> Result<V>
     where
         K: fmt::Debug,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = V>,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = V> + Send + 'static,
+        R: 'static,
     {
         self.try_get_with(key, || async { Ok::<_, Infallible>(load().await) })
             .await
@@ -233,88 +432,263 @@ where
     /// reaches every waiter and caches nothing. L2 errors do not fail the call: they are
     /// counted, and the load goes on.
     ///
+    /// With [freshness](Self#freshness) settings, a stale value may answer instead of a
+    /// load, or while a refresh runs behind: that is why the loader is `'static` (it may run
+    /// in a task of its own, after this call returns).
+    ///
     /// # Errors
-    /// [`Error::Load`] with the loader's error, [`Error::LoadPanicked`].
+    /// [`Error::Load`] with the loader's error, [`Error::LoadPanicked`],
+    /// [`Error::LoadTimeout`] past the hard load timeout with no stale value to serve.
     pub async fn try_get_with<F, Fut, E>(&self, key: K, load: F) -> Result<V, Error<Arc<E>>>
     where
         K: fmt::Debug,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>>,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Send + Sync + 'static,
+        R: 'static,
     {
         self.load_through(key, load, |_| None).await
     }
 
-    /// `try_get_with`, storing a loaded value for `ttl_of(&value)` (each level's own TTL when
-    /// `None`, and never longer than L1's own in L1).
+    /// `try_get_with`, storing a loaded value for `ttl_of(&value)` (the freshness setting,
+    /// else each level's own TTL, when `None`).
     async fn load_through<F, Fut, E>(
         &self,
         key: K,
         load: F,
-        ttl_of: impl FnOnce(&V) -> Option<Duration>,
+        ttl_of: impl FnOnce(&V) -> Option<Duration> + Send + 'static,
     ) -> Result<V, Error<Arc<E>>>
     where
         K: fmt::Debug,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, E>>,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Send + Sync + 'static,
+        R: 'static,
     {
         let inner = &*self.inner;
-        if let Some(value) = inner.memory.as_ref().and_then(|memory| memory.get(&key)) {
-            inner.metrics.l1_hits.increment();
-            return Ok(value);
+        if let Some(stamped) = inner.memory.as_ref().and_then(|memory| memory.get(&key)) {
+            // Without freshness settings nothing goes stale: no clock read on a hit.
+            if stamped.answers_until() == u64::MAX {
+                inner.metrics.l1_hits.increment();
+                return Ok(stamped.into_value());
+            }
+            let now = inner.clock.now_ms();
+            if stamped.is_fresh(now) {
+                inner.metrics.l1_hits.increment();
+                if inner.freshness.refresh_early(&stamped, now, jitter::unit()) {
+                    self.refresh_behind::<_, _, E>(
+                        key,
+                        load,
+                        ttl_of,
+                        Some(stamped.fresh_until_ms()),
+                    );
+                    inner.metrics.early_refreshes.increment();
+                }
+                return Ok(stamped.into_value());
+            }
+            if inner
+                .freshness
+                .stale_while_revalidate
+                .is_some_and(|bound| stamped.stale_for(now) <= bound)
+            {
+                inner.metrics.stale_served(Stale::Revalidating);
+                self.refresh_behind::<_, _, E>(key, load, ttl_of, None);
+                return Ok(stamped.into_value());
+            }
         }
         let flight = (key, TypeId::of::<E>());
         let outcome = inner
             .flights
-            .run(&flight, || async {
-                let key = &flight.0;
-                // A load that finished just before this caller led may have filled L1.
-                if let Some(value) = inner.memory.as_ref().and_then(|memory| memory.get(key)) {
-                    inner.metrics.l1_hits.increment();
-                    return Ok(value);
+            .run(&flight, || self.resolve(flight.0.clone(), load, ttl_of))
+            .await;
+        match outcome {
+            Ok((value, stale)) => {
+                if let Some(reason) = stale {
+                    inner.metrics.stale_served(reason);
                 }
-                if let Some(remote) = &inner.remote {
-                    let found = if inner.memory.is_some() {
-                        remote.get_with_ttl(key).await
-                    } else {
-                        remote
-                            .get(key)
-                            .await
-                            .map(|hit| hit.map(|value| (value, None)))
-                    };
-                    match found {
-                        Ok(Some((value, remaining))) => {
-                            self.fill(key.clone(), value.clone(), remaining);
-                            inner.metrics.l2_hits.increment();
-                            return Ok(value);
+                Ok(value)
+            }
+            Err(error) => Err(flight::caller_error(&flight.0, error)),
+        }
+    }
+
+    /// What a load's callers are answered: the levels' fresh value, else a stale one within
+    /// stale-while-revalidate (a refresh starts behind it), else a load's value, else (the
+    /// load failed or timed out) a stale one within fail-safe.
+    async fn resolve<F, Fut, E>(
+        &self,
+        key: K,
+        load: F,
+        ttl_of: impl FnOnce(&V) -> Option<Duration> + Send + 'static,
+    ) -> Result<Served<V>, SharedError>
+    where
+        K: fmt::Debug,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + Sync + 'static,
+        R: 'static,
+    {
+        let inner = &*self.inner;
+        let freshness = &inner.freshness;
+        let now = inner.clock.now_ms();
+        let stale = match self.find(&key, now).await {
+            Found::Fresh(value) => return Ok((value, None)),
+            Found::Stale(stamped) => Some(stamped),
+            Found::Missing => None,
+        };
+        if let Some(stamped) = stale.as_ref().filter(|stamped| {
+            freshness
+                .stale_while_revalidate
+                .is_some_and(|bound| stamped.stale_for(now) <= bound)
+        }) {
+            let value = stamped.value().clone();
+            // L1 serves it to the next callers while the refresh runs.
+            self.keep_stale(key.clone(), stamped, now, Duration::ZERO);
+            self.refresh_behind::<_, _, E>(key, load, ttl_of, None);
+            return Ok((value, Some(Stale::Revalidating)));
+        }
+        let fallback = stale.filter(|stamped| {
+            freshness
+                .fail_safe
+                .is_some_and(|max| stamped.stale_for(now) <= max)
+        });
+        let deadline = match &fallback {
+            Some(_) => freshness.soft_timeout.or(freshness.hard_timeout),
+            None => freshness.hard_timeout,
+        };
+        let loaded = match deadline.zip(tokio::runtime::Handle::try_current().ok()) {
+            None => self.load_and_store(key.clone(), load, ttl_of).await,
+            Some((deadline, runtime)) => {
+                // The load runs in a task of its own, so that it finishes (and stores its
+                // value) after its callers stop waiting.
+                let this = self.clone();
+                let stored = key.clone();
+                let mut task =
+                    runtime.spawn(async move { this.load_and_store(stored, load, ttl_of).await });
+                match tokio::time::timeout(deadline, &mut task).await {
+                    Ok(Ok(loaded)) => loaded,
+                    Ok(Err(joined)) => match joined.try_into_panic() {
+                        Ok(panic) => std::panic::resume_unwind(panic),
+                        Err(_) => std::panic::resume_unwind(Box::new(
+                            "the runtime shut down while the load ran",
+                        )),
+                    },
+                    Err(_) => {
+                        inner.metrics.load_timeouts.increment();
+                        if let Some(stamped) = fallback {
+                            self.keep_stale(key, &stamped, now, freshness.fail_safe_throttle);
+                            return Ok((stamped.into_value(), Some(Stale::LoadTimeout)));
                         }
-                        Ok(None) => {}
-                        Err(_) => inner.metrics.remote_errors.increment(),
+                        return Err(Arc::new(LoadTimedOut(deadline)));
                     }
                 }
-                inner.metrics.misses.increment();
-                let started = std::time::Instant::now();
-                let loaded = load().await;
-                inner.metrics.loads.record_duration(started.elapsed());
-                let value = loaded.map_err(|error| {
-                    inner.metrics.load_failures.increment();
-                    Arc::new(error) as SharedError
-                })?;
-                let ttl = ttl_of(&value);
-                if let Some(remote) = &inner.remote
-                    && remote
-                        .insert(key.clone(), value.clone(), ttl)
-                        .await
-                        .is_err()
-                {
-                    inner.metrics.remote_errors.increment();
+            }
+        };
+        match loaded {
+            Ok(value) => Ok((value, None)),
+            Err(error) => match fallback {
+                Some(stamped) => {
+                    self.keep_stale(key, &stamped, now, freshness.fail_safe_throttle);
+                    Ok((stamped.into_value(), Some(Stale::LoadFailed)))
                 }
-                self.fill(key.clone(), value.clone(), ttl);
-                Ok(value)
-            })
-            .await;
-        outcome.map_err(|error| flight::caller_error(&flight.0, error))
+                None => Err(Arc::new(error)),
+            },
+        }
+    }
+
+    /// Runs `load`, timed and counted, and stores its value in both levels.
+    async fn load_and_store<F, Fut, E>(
+        &self,
+        key: K,
+        load: F,
+        ttl_of: impl FnOnce(&V) -> Option<Duration>,
+    ) -> Result<V, E>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+    {
+        let metrics = &self.inner.metrics;
+        let started = std::time::Instant::now();
+        let mut guard = FailureGuard {
+            failures: &metrics.load_failures,
+            armed: true,
+        };
+        let loaded = load().await;
+        guard.armed = false;
+        let took = started.elapsed();
+        metrics.loads.record_duration(took);
+        let value = loaded.inspect_err(|_| metrics.load_failures.increment())?;
+        let ttl = ttl_of(&value);
+        let (stamped, keep) = self.stamp(value.clone(), ttl, took);
+        self.store(key, stamped, keep).await;
+        Ok(value)
+    }
+
+    /// Keeps a stale value in L1 for the next callers: as it is (`throttle` zero: it is
+    /// answered within stale-while-revalidate), or answering as fresh for `throttle` more
+    /// (fail-safe), so a failing source is not asked by every request. It leaves L1 when its
+    /// window ends, counted from when it went stale; L2 keeps the value as it was.
+    fn keep_stale(&self, key: K, stamped: &Stamped<V>, now: u64, throttle: Duration) {
+        let freshness = &self.inner.freshness;
+        let window = if throttle.is_zero() {
+            freshness.keep_stale()
+        } else {
+            freshness.fail_safe.unwrap_or_default()
+        };
+        let ends = stamped
+            .fresh_until_ms()
+            .saturating_add(fresh::millis_up(window));
+        let left = Duration::from_millis(ends.saturating_sub(now));
+        let mut kept = stamped.clone();
+        if !throttle.is_zero() {
+            kept = kept.answering_until(now.saturating_add(fresh::millis_up(throttle)));
+        }
+        self.fill(key, kept, Some(left));
+    }
+
+    /// Starts one refresh of `key` in the background, unless one runs already: it takes L2's
+    /// value if that is fresher than `known` (another instance refreshed it), else loads. A
+    /// failure is counted and leaves the value as it was.
+    fn refresh_behind<F, Fut, E>(
+        &self,
+        key: K,
+        load: F,
+        ttl_of: impl FnOnce(&V) -> Option<Duration> + Send + 'static,
+        known: Option<u64>,
+    ) where
+        K: fmt::Debug,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + Sync + 'static,
+        R: 'static,
+    {
+        let flight = (key, TypeId::of::<E>());
+        if self.inner.refreshes.is_in_flight(&flight) {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let this = self.clone();
+        runtime.spawn(async move {
+            let refresh = || async {
+                let key = flight.0.clone();
+                if let Some(remote) = &this.inner.remote
+                    && let Ok(Some((stamped, left))) = this.remote_get(remote, &key).await
+                    && stamped.is_fresh(this.inner.clock.now_ms())
+                    && known.is_none_or(|known| stamped.fresh_until_ms() > known)
+                {
+                    this.fill(key, stamped, left);
+                    return Ok(());
+                }
+                this.load_and_store(key, load, ttl_of)
+                    .await
+                    .map(drop)
+                    .map_err(drop)
+            };
+            // A failure was counted by the load; a panic by its guard.
+            let _ = this.inner.refreshes.run(&flight, refresh).await;
+        });
     }
 }
 
@@ -322,12 +696,12 @@ impl<K, T, R> Tiered<K, Option<T>, R>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     T: Clone + Send + Sync + 'static,
-    R: Remote<K, Option<T>>,
+    R: Remote<K, Stamped<Option<T>>> + 'static,
 {
     /// [`try_get_with`](Self::try_get_with) for a loader that may find nothing: an absence
     /// (`None`) is cached too, for the [`negative_ttl`](TieredBuilder::negative_ttl), so that
     /// lookups of a missing row do not reach the database every time; found values keep
-    /// each level's own TTL.
+    /// the cache's own lifetimes.
     ///
     /// # Errors
     /// As `try_get_with`.
@@ -338,12 +712,12 @@ where
     ) -> Result<Option<T>, Error<Arc<E>>>
     where
         K: fmt::Debug,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<Option<T>, E>>,
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Option<T>, E>> + Send + 'static,
         E: Send + Sync + 'static,
     {
         let negative_ttl = self.inner.negative_ttl;
-        self.load_through(key, load, |value| {
+        self.load_through(key, load, move |value| {
             value.is_none().then_some(negative_ttl).flatten()
         })
         .await
@@ -354,42 +728,44 @@ impl<K, V, R> Cache<K, V> for Tiered<K, V, R>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
-    R: Remote<K, V>,
+    R: Remote<K, Stamped<V>>,
 {
     async fn get(&self, key: &K) -> Result<Option<V>> {
-        let metrics = &self.inner.metrics;
-        if let Some(value) = self
-            .inner
-            .memory
-            .as_ref()
+        let inner = &*self.inner;
+        let memory = inner.memory.as_ref();
+        let now = inner.clock.now_ms();
+        if let Some(stamped) = memory
             .and_then(|memory| memory.get(key))
+            .filter(|stamped| stamped.is_fresh(now))
         {
-            metrics.l1_hits.increment();
-            return Ok(Some(value));
+            inner.metrics.l1_hits.increment();
+            return Ok(Some(stamped.into_value()));
         }
-        let found = match &self.inner.remote {
+        let found = match &inner.remote {
             None => None,
-            // Nothing to fill: the remaining TTL is not needed (one command, not two).
-            Some(remote) if self.inner.memory.is_none() => remote.get(key).await?,
-            Some(remote) => remote.get_with_ttl(key).await?.map(|(value, remaining)| {
-                self.fill(key.clone(), value.clone(), remaining);
-                value
-            }),
+            Some(remote) => self
+                .remote_get(remote, key)
+                .await?
+                .filter(|(stamped, _)| stamped.is_fresh(now))
+                .map(|(stamped, left)| {
+                    let value = stamped.value().clone();
+                    self.fill(key.clone(), stamped, left);
+                    value
+                }),
         };
         match &found {
-            Some(_) => metrics.l2_hits.increment(),
-            None => metrics.misses.increment(),
+            Some(_) => inner.metrics.l2_hits.increment(),
+            None => inner.metrics.misses.increment(),
         }
         Ok(found)
     }
 
     async fn insert(&self, key: K, value: V, ttl: Option<Duration>) -> Result<()> {
+        let (stamped, keep) = self.stamp(value, ttl, Duration::ZERO);
         if let Some(remote) = &self.inner.remote {
-            remote.insert(key.clone(), value.clone(), ttl).await?;
+            remote.insert(key.clone(), stamped.clone(), keep).await?;
         }
-        if let Some(memory) = &self.inner.memory {
-            Cache::insert(memory, key, value, ttl).await?;
-        }
+        self.fill(key, stamped, keep);
         Ok(())
     }
 
@@ -404,26 +780,37 @@ where
     }
 
     async fn get_many(&self, keys: &[K]) -> Result<Vec<Option<V>>> {
-        let metrics = &self.inner.metrics;
-        let mut found: Vec<Option<V>> = match &self.inner.memory {
-            Some(memory) => keys.iter().map(|key| memory.get(key)).collect(),
+        let inner = &*self.inner;
+        let metrics = &inner.metrics;
+        let now = inner.clock.now_ms();
+        let fresh = |stamped: Stamped<V>| stamped.is_fresh(now).then(|| stamped.into_value());
+        let mut found: Vec<Option<V>> = match &inner.memory {
+            Some(memory) => keys
+                .iter()
+                .map(|key| memory.get(key).and_then(fresh))
+                .collect(),
             None => vec![None; keys.len()],
         };
         let missing: Vec<usize> = (0..keys.len()).filter(|&at| found[at].is_none()).collect();
         metrics.l1_hits.add((keys.len() - missing.len()) as u64);
-        let Some(remote) = self.inner.remote.as_ref().filter(|_| !missing.is_empty()) else {
+        let Some(remote) = inner.remote.as_ref().filter(|_| !missing.is_empty()) else {
             metrics.misses.add(missing.len() as u64);
             return Ok(found);
         };
-        if self.inner.memory.is_none() {
-            found = remote.get_many(keys).await?;
+        if inner.memory.is_none() {
+            found = remote
+                .get_many(keys)
+                .await?
+                .into_iter()
+                .map(|hit| hit.and_then(fresh))
+                .collect();
         } else {
             let missing_keys: Vec<K> = missing.iter().map(|&at| keys[at].clone()).collect();
             let fetched = remote.get_many_with_ttl(&missing_keys).await?;
             for ((&at, key), hit) in missing.iter().zip(missing_keys).zip(fetched) {
-                if let Some((value, remaining)) = hit {
-                    self.fill(key, value.clone(), remaining);
-                    found[at] = Some(value);
+                if let Some((stamped, left)) = hit.filter(|(stamped, _)| stamped.is_fresh(now)) {
+                    found[at] = Some(stamped.value().clone());
+                    self.fill(key, stamped, left);
                 }
             }
         }
@@ -434,11 +821,16 @@ where
     }
 
     async fn insert_many(&self, entries: Vec<(K, V)>, ttl: Option<Duration>) -> Result<()> {
+        let (until, keep) = self.lifetime(ttl);
+        let stamped: Vec<(K, Stamped<V>)> = entries
+            .into_iter()
+            .map(|(key, value)| (key, Stamped::new(value, until, 0)))
+            .collect();
         if let Some(remote) = &self.inner.remote {
-            remote.insert_many(entries.clone(), ttl).await?;
+            remote.insert_many(stamped.clone(), keep).await?;
         }
-        if let Some(memory) = &self.inner.memory {
-            Cache::insert_many(memory, entries, ttl).await?;
+        for (key, stamped) in stamped {
+            self.fill(key, stamped, keep);
         }
         Ok(())
     }
@@ -447,10 +839,11 @@ where
 /// Configures a [`Tiered`] cache; from [`Tiered::builder`].
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct TieredBuilder<K, V, R> {
-    memory: Option<MemoryCache<K, V>>,
+    memory: Option<MemoryCache<K, Stamped<V>>>,
     remote: Option<R>,
     metrics: Metrics,
     negative_ttl: Option<Duration>,
+    freshness: Freshness,
 }
 
 impl<K, V, R: fmt::Debug> fmt::Debug for TieredBuilder<K, V, R> {
@@ -458,6 +851,7 @@ impl<K, V, R: fmt::Debug> fmt::Debug for TieredBuilder<K, V, R> {
         f.debug_struct("TieredBuilder")
             .field("memory", &self.memory)
             .field("remote", &self.remote)
+            .field("freshness", &self.freshness)
             .finish_non_exhaustive()
     }
 }
@@ -466,39 +860,103 @@ impl<K, V, R> TieredBuilder<K, V, R>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
-    R: Remote<K, V>,
+    R: Remote<K, Stamped<V>>,
 {
-    /// The memory level (L1). Its own TTL bounds how long it keeps an L2 value.
-    pub fn memory(mut self, memory: MemoryCache<K, V>) -> Self {
+    /// The memory level (L1). Its own TTL bounds how long it keeps any value, fresh or
+    /// stale: leave it unset (or long) for fail-safe to outlive an L2 outage.
+    pub fn memory(mut self, memory: MemoryCache<K, Stamped<V>>) -> Self {
         self.memory = Some(memory);
         self
     }
 
-    /// The remote level (L2), e.g. a `RedisCache`.
-    pub fn remote<R2: Remote<K, V>>(self, remote: R2) -> TieredBuilder<K, V, R2> {
+    /// The remote level (L2), e.g. a `RedisCache<K, Stamped<V>>`.
+    pub fn remote<R2: Remote<K, Stamped<V>>>(self, remote: R2) -> TieredBuilder<K, V, R2> {
         TieredBuilder {
             memory: self.memory,
             remote: Some(remote),
             metrics: self.metrics,
             negative_ttl: self.negative_ttl,
+            freshness: self.freshness,
         }
     }
 
     /// How long [`try_get_optional_with`](Tiered::try_get_optional_with) keeps an absence
-    /// (a loader's `None`), usually much shorter than a found value's TTL. Default: each
-    /// level's own TTL, as for values.
+    /// (a loader's `None`), usually much shorter than a found value's TTL. Default: as for
+    /// values.
     pub fn negative_ttl(mut self, ttl: Duration) -> Self {
         self.negative_ttl = Some(ttl);
         self
     }
 
+    /// How long a loaded or inserted value is fresh. Both levels keep it that long plus the
+    /// longer of [`stale_while_revalidate`](Self::stale_while_revalidate) and
+    /// [`fail_safe`](Self::fail_safe) (L1 no longer than its own TTL), whatever their own
+    /// TTLs. Default: none; a value is fresh until a level expires it.
+    pub fn fresh_for(mut self, fresh_for: Duration) -> Self {
+        self.freshness.fresh_for = Some(fresh_for);
+        self
+    }
+
+    /// Answers a value up to `bound` past its freshness at once, while one refresh per key
+    /// runs in the background. Needs [`fresh_for`](Self::fresh_for). Default: off.
+    pub fn stale_while_revalidate(mut self, bound: Duration) -> Self {
+        self.freshness.stale_while_revalidate = Some(bound);
+        self
+    }
+
+    /// Fail-safe: when a load fails or times out, answers the stale value instead, if it is
+    /// no more than `max_age` past its freshness (counted in
+    /// `brisk_cache_tiered_stale_served_total`). Needs [`fresh_for`](Self::fresh_for).
+    /// Default: off; a failed load is an error.
+    pub fn fail_safe(mut self, max_age: Duration) -> Self {
+        self.freshness.fail_safe = Some(max_age);
+        self
+    }
+
+    /// After fail-safe answered a stale value, L1 answers it as fresh for this long before
+    /// the source is asked again, so a failing source is not asked by every request.
+    /// Default: 30 s.
+    pub fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
+        self.freshness.fail_safe_throttle = throttle;
+        self
+    }
+
+    /// When a load with a fail-safe value to fall back on runs longer than this, its callers
+    /// get the stale value and the load finishes in the background, storing its value.
+    /// Needs [`fail_safe`](Self::fail_safe). Default: none.
+    pub fn load_soft_timeout(mut self, timeout: Duration) -> Self {
+        self.freshness.soft_timeout = Some(timeout);
+        self
+    }
+
+    /// When a load runs longer than this, its callers get the stale value (within
+    /// [`fail_safe`](Self::fail_safe)) or [`Error::LoadTimeout`]; the load finishes in the
+    /// background and stores its value. Default: none; callers wait for the load.
+    pub fn load_hard_timeout(mut self, timeout: Duration) -> Self {
+        self.freshness.hard_timeout = Some(timeout);
+        self
+    }
+
+    /// XFetch early refresh with its `beta` (1.0 is the paper's optimum; larger refreshes
+    /// earlier): a reader of a fresh value starts a background refresh with probability
+    /// `exp(−left / (load time · beta))`, so a hot key is reloaded shortly before it goes
+    /// stale by one reader, and rarely misses at all. Needs [`fresh_for`](Self::fresh_for).
+    /// Default: off.
+    pub fn early_refresh(mut self, beta: f64) -> Self {
+        self.freshness.early_refresh = Some(beta);
+        self
+    }
+
     /// Reports to `recorder`, each series labelled `name="<name>"`:
     /// `brisk_cache_tiered_hits_total` (with `level="l1"` or `"l2"`),
-    /// `brisk_cache_tiered_misses_total` (neither level had it),
-    /// `brisk_cache_tiered_load_duration_seconds`, `brisk_cache_tiered_load_failures_total`
-    /// and `brisk_cache_tiered_remote_errors_total` (L2 errors a load went past). A caller
-    /// that joins another caller's load is not counted again. Each level reports its own
-    /// series through its own builder. Default: none.
+    /// `brisk_cache_tiered_misses_total` (neither level had it fresh),
+    /// `brisk_cache_tiered_load_duration_seconds`, `brisk_cache_tiered_load_failures_total`,
+    /// `brisk_cache_tiered_load_timeouts_total`,
+    /// `brisk_cache_tiered_remote_errors_total` (L2 errors a load went past),
+    /// `brisk_cache_tiered_stale_served_total` (with `reason="stale_while_revalidate"`,
+    /// `"load_failed"` or `"load_timeout"`) and `brisk_cache_tiered_early_refreshes_total`.
+    /// A caller that joins another caller's load is not counted again. Each level reports
+    /// its own series through its own builder. Default: none.
     pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
         self.metrics = Metrics::new(recorder, name);
         self
@@ -507,7 +965,9 @@ where
     /// Builds the cache.
     ///
     /// # Errors
-    /// [`Error::Config`] when neither level is set.
+    /// [`Error::Config`] when neither level is set, or for freshness settings that cannot
+    /// work together (a stale window without `fresh_for`, a soft timeout without fail-safe
+    /// or not below the hard one).
     pub fn build(self) -> Result<Tiered<K, V, R>> {
         if self.negative_ttl == Some(Duration::ZERO) {
             return Err(Error::Config {
@@ -516,6 +976,7 @@ where
                 reason: "must be longer than zero",
             });
         }
+        self.freshness.check()?;
         if self.memory.is_none() && self.remote.is_none() {
             return Err(Error::Config {
                 setting: "memory",
@@ -528,8 +989,11 @@ where
                 memory: self.memory,
                 remote: self.remote,
                 flights: SingleFlight::new(),
+                refreshes: SingleFlight::new(),
                 metrics: self.metrics,
                 negative_ttl: self.negative_ttl,
+                freshness: self.freshness,
+                clock: Clock::new(),
             }),
         })
     }

@@ -398,11 +398,16 @@ mod tiered {
         atomic::{AtomicUsize, Ordering},
     };
 
-    use brisk_cache::{MemoryCache, Tiered};
+    use brisk_cache::{MemoryCache, Stamped, Tiered};
 
     use super::*;
 
-    type Both = Tiered<u64, Product, RedisCache<u64, Product>>;
+    type Both = Tiered<u64, Product, RedisCache<u64, Stamped<Product>>>;
+
+    /// What L1 holds for `key`, unstamped.
+    fn in_memory(cache: &Both, key: u64) -> Option<Product> {
+        cache.memory().unwrap().get(&key).map(Stamped::into_value)
+    }
 
     async fn tiered(server: &RedisServer, prefix: &str, registry: &Registry) -> Both {
         Tiered::builder()
@@ -449,7 +454,7 @@ mod tiered {
         assert_eq!(reader.get(&1).await.unwrap(), Some(product(1)));
         assert_eq!(calls(&server, "get").await, gets + 1);
         assert_eq!(calls(&server, "pttl").await, pttls + 1);
-        assert_eq!(reader.memory().unwrap().get(&1), Some(product(1)));
+        assert_eq!(in_memory(&reader, 1), Some(product(1)));
         // Now an L1 hit: nothing reaches Redis.
         let before = commands(&server).await;
         for _ in 0..10 {
@@ -468,11 +473,11 @@ mod tiered {
             let expected = (*key == 1 || (100..200).contains(key)).then(|| product(*key));
             assert_eq!(value, expected, "key {key}");
         }
-        assert_eq!(reader.memory().unwrap().get(&150), Some(product(150)));
+        assert_eq!(in_memory(&reader, 150), Some(product(150)));
 
         // A removal reaches both levels.
         reader.remove(&150).await.unwrap();
-        assert_eq!(reader.memory().unwrap().get(&150), None);
+        assert_eq!(in_memory(&reader, 150), None);
         assert_eq!(writer.remote().unwrap().get(&150).await.unwrap(), None);
     }
 
@@ -480,7 +485,13 @@ mod tiered {
     async fn the_remote_level_alone_reads_without_asking_for_ttls() {
         let server = RedisServer::start().unwrap();
         let l2_only = Tiered::builder()
-            .remote(cache(&server, "alone").await)
+            .remote(
+                RedisCache::builder(connection(&server).await)
+                    .prefix("alone")
+                    .build()
+                    .await
+                    .unwrap(),
+            )
             .build()
             .unwrap();
         assert!(l2_only.memory().is_none());
@@ -513,7 +524,7 @@ mod tiered {
     #[tokio::test]
     async fn an_absence_is_kept_in_redis_for_the_negative_ttl() {
         let server = RedisServer::start().unwrap();
-        let remote: RedisCache<u64, Option<Product>> =
+        let remote: RedisCache<u64, Stamped<Option<Product>>> =
             RedisCache::builder(connection(&server).await)
                 .prefix("negative")
                 .ttl(Duration::from_secs(3600))
@@ -537,7 +548,7 @@ mod tiered {
             .unwrap();
         assert_eq!(found, Some(product(2)));
         let (absence, absence_ttl) = remote.get_with_ttl(&1).await.unwrap().unwrap();
-        assert_eq!(absence, None, "the absence itself is stored");
+        assert_eq!(absence.into_value(), None, "the absence itself is stored");
         assert!(
             absence_ttl.unwrap() <= Duration::from_secs(5),
             "{absence_ttl:?}"
@@ -599,10 +610,9 @@ mod tiered {
     async fn an_l2_value_stays_in_l1_no_longer_than_in_l2() {
         let server = RedisServer::start().unwrap();
         let registry = Registry::new();
+        let writer = tiered(&server, "short", &Registry::new()).await;
         let cache = tiered(&server, "short", &registry).await;
-        cache
-            .remote()
-            .unwrap()
+        writer
             .insert(1, product(1), Some(Duration::from_millis(1500)))
             .await
             .unwrap();
@@ -610,7 +620,7 @@ mod tiered {
         assert!(cache.memory().unwrap().contains_key(&1));
         // L1's own TTL is a minute; the copy must go with L2's entry (real time: Redis's).
         tokio::time::sleep(Duration::from_millis(1600)).await;
-        assert_eq!(cache.memory().unwrap().get(&1), None);
+        assert_eq!(in_memory(&cache, 1), None);
         assert_eq!(cache.get(&1).await.unwrap(), None);
     }
 
@@ -640,7 +650,13 @@ mod tiered {
         assert_eq!(loads.load(Ordering::SeqCst), 1);
         // Stored in both levels.
         assert_eq!(
-            cache.remote().unwrap().get(&7).await.unwrap(),
+            cache
+                .remote()
+                .unwrap()
+                .get(&7)
+                .await
+                .unwrap()
+                .map(Stamped::into_value),
             Some(product(7))
         );
 
@@ -657,7 +673,7 @@ mod tiered {
             cache.get_with(8, || async { product(8) }).await.unwrap(),
             product(8)
         );
-        assert_eq!(cache.memory().unwrap().get(&8), Some(product(8)));
+        assert_eq!(in_memory(&cache, 8), Some(product(8)));
         let errors = registry
             .snapshot()
             .counter(

@@ -9,9 +9,9 @@ use std::{
     time::Duration,
 };
 
-use brisk_cache::{Cache, Error, MemoryCache, NoRemote, Tiered};
+use brisk_cache::{Cache, Error, MemoryCache, NoRemote, Stamped, Tiered};
 
-fn memory() -> MemoryCache<u64, String> {
+fn memory() -> MemoryCache<u64, Stamped<String>> {
     MemoryCache::builder().max_entries(1000).build().unwrap()
 }
 
@@ -52,7 +52,12 @@ async fn memory_alone_reads_writes_and_loads_once() {
     }
     assert_eq!(loads.load(Ordering::SeqCst), 1);
     assert_eq!(
-        cache.memory().unwrap().get(&9).as_deref(),
+        cache
+            .memory()
+            .unwrap()
+            .get(&9)
+            .map(Stamped::into_value)
+            .as_deref(),
         Some("nine"),
         "the loaded value is kept in memory"
     );
@@ -85,7 +90,7 @@ fn a_tiered_cache_needs_a_level() {
 
 #[tokio::test(start_paused = true)]
 async fn absences_are_cached_for_the_negative_ttl() {
-    let memory: MemoryCache<u64, Option<String>> = MemoryCache::builder()
+    let memory: MemoryCache<u64, Stamped<Option<String>>> = MemoryCache::builder()
         .max_entries(1000)
         .ttl(Duration::from_secs(600))
         .build()

@@ -10,7 +10,8 @@ use std::{
 };
 
 use brisk_cache::{
-    Error, MemoryCache, NoRemote, Source, Tiered, WriteBehind, WriteThrough, redis::RedisCache,
+    Error, MemoryCache, NoRemote, Source, Stamped, Tiered, WriteBehind, WriteThrough,
+    redis::RedisCache,
 };
 use brisk_testkit::{PostgresServer, RedisServer};
 use tokio_postgres::{Client, NoTls};
@@ -165,7 +166,7 @@ async fn two_instances_share_the_table_through_redis() {
     let mut instances = Vec::new();
     for _ in 0..2 {
         let client = redis::Client::open(redis_server.url()).unwrap();
-        let remote: RedisCache<i64, Option<String>> =
+        let remote: RedisCache<i64, Stamped<Option<String>>> =
             RedisCache::builder(redis::aio::ConnectionManager::new(client).await.unwrap())
                 .prefix("products")
                 .ttl(Duration::from_secs(3600))

@@ -194,6 +194,17 @@ where
         lock(shard).remove(key).is_some()
     }
 
+    /// Whether an execution for `key` is in flight now: lets a caller skip starting a task
+    /// that would only join it (a background refresh, say). The answer may be out of date as
+    /// soon as it is returned; `run` stays the one that decides who leads.
+    pub fn is_in_flight<Q>(&self, key: &Q) -> bool
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        lock(self.shard(key)).contains_key(key)
+    }
+
     /// The part of the map that holds `key`.
     fn shard<Q: Hash + ?Sized>(&self, key: &Q) -> &Shard<K, T, E> {
         &self.shards[self.hasher.hash_one(key) as usize % self.shards.len()]

@@ -269,6 +269,21 @@ async fn forget_starts_a_new_execution_while_old_waiters_keep_the_old_one() {
 }
 
 #[tokio::test]
+async fn is_in_flight_follows_one_key_from_start_to_end() {
+    let group = Group::new();
+    let gate = Notify::new();
+    let probe = Probe::default();
+    assert!(!group.is_in_flight("k"));
+    let mut running = pin!(group.run("k", || probe.work(1, &gate)));
+    assert!(poll_once(running.as_mut()).is_pending());
+    assert!(group.is_in_flight("k"));
+    assert!(!group.is_in_flight("other"));
+    gate.notify_waiters();
+    assert_eq!(running.await.unwrap(), 1);
+    assert!(!group.is_in_flight("k"));
+}
+
+#[tokio::test]
 async fn nothing_is_retained_after_completion() {
     let group = Group::new();
     let executions = AtomicUsize::new(0);
