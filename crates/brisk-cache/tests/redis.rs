@@ -685,4 +685,170 @@ mod tiered {
         // The plain Cache methods report the L2 error.
         assert!(cache.get(&9).await.is_err());
     }
+    /// An instance with its own L1, sharing Redis under `prefix`, whose values are fresh for
+    /// 300 ms and then served stale (fail-safe, and while revalidating) for a minute.
+    async fn fresh(server: &RedisServer, prefix: &str, registry: &Registry) -> Both {
+        fresh_builder(server, prefix, registry)
+            .await
+            .stale_while_revalidate(Duration::from_secs(60))
+            .build()
+            .unwrap()
+    }
+
+    async fn fresh_builder(
+        server: &RedisServer,
+        prefix: &str,
+        registry: &Registry,
+    ) -> brisk_cache::TieredBuilder<u64, Product, RedisCache<u64, Stamped<Product>>> {
+        Tiered::builder()
+            .memory(MemoryCache::builder().max_entries(100).build().unwrap())
+            .remote(
+                RedisCache::builder(connection(server).await)
+                    .prefix(prefix)
+                    .build()
+                    .await
+                    .unwrap(),
+            )
+            .fresh_for(Duration::from_millis(300))
+            .fail_safe(Duration::from_secs(60))
+            .metrics(registry, "tiered")
+    }
+
+    fn counted(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
+        registry.snapshot().counter(name, labels).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_freshness_stamp_travels_with_the_value_through_redis() {
+        let server = RedisServer::start().unwrap();
+        let loader = fresh(&server, "stamp", &Registry::new()).await;
+        let loaded = loader
+            .try_get_with(1, || async { Ok::<_, String>(product(1)) })
+            .await
+            .unwrap();
+        assert_eq!(loaded, product(1));
+        // Kept for fresh_for + the stale window: 60.3 s in Redis.
+        let (stamped, left) = loader
+            .remote()
+            .unwrap()
+            .get_with_ttl(&1)
+            .await
+            .unwrap()
+            .unwrap();
+        let left = left.unwrap();
+        assert!(
+            left > Duration::from_secs(59) && left <= Duration::from_millis(60_300),
+            "{left:?}"
+        );
+        assert!(stamped.fresh_until().is_some());
+
+        // Another instance with an empty L1 answers it from L2 while fresh, without a load.
+        let registry = Registry::new();
+        let other = fresh(&server, "stamp", &registry).await;
+        let unused = other
+            .try_get_with(1, || async { Err::<Product, _>("not asked".to_owned()) })
+            .await
+            .unwrap();
+        assert_eq!(unused, product(1));
+
+        // Once stale (real time: Redis keeps the clock), a third instance whose load fails is
+        // answered from L2's stale copy: fail-safe works across instances.
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let registry = Registry::new();
+        let third = fresh_builder(&server, "stamp", &registry)
+            .await
+            .build()
+            .unwrap();
+        let answered = third
+            .try_get_with(1, || async {
+                Err::<Product, _>("database down".to_owned())
+            })
+            .await;
+        assert_eq!(answered.unwrap(), product(1));
+        assert_eq!(
+            counted(
+                &registry,
+                "brisk_cache_tiered_stale_served_total",
+                &[("name", "tiered"), ("reason", "load_failed")]
+            ),
+            1
+        );
+        // Throttled: L1 answers it for the next 30 s without asking the database again.
+        let again = third
+            .try_get_with(1, || async {
+                Err::<Product, _>("database down".to_owned())
+            })
+            .await;
+        assert_eq!(again.unwrap(), product(1));
+        assert_eq!(
+            counted(
+                &registry,
+                "brisk_cache_tiered_load_failures_total",
+                &[("name", "tiered")]
+            ),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refresh_takes_a_fresher_value_another_instance_stored_instead_of_loading() {
+        let server = RedisServer::start().unwrap();
+        let (first, second) = (
+            fresh(&server, "refresh", &Registry::new()).await,
+            fresh(&server, "refresh", &Registry::new()).await,
+        );
+        first
+            .try_get_with(1, || async { Ok::<_, String>(product(1)) })
+            .await
+            .unwrap();
+        // The second instance holds it in L1 too.
+        assert_eq!(second.get(&1).await.unwrap(), Some(product(1)));
+        tokio::time::sleep(Duration::from_millis(400)).await;
+
+        // The first instance refreshes it (stale-while-revalidate) to a new price.
+        let mut updated = product(1);
+        updated.price_cents = 2499;
+        let new = updated.clone();
+        let answered = first
+            .try_get_with(1, move || async move { Ok::<_, String>(new) })
+            .await
+            .unwrap();
+        assert_eq!(answered, product(1), "stale at once");
+        let mut stored = None;
+        for _ in 0..200 {
+            stored = first.get(&1).await.unwrap();
+            if stored.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(
+            stored,
+            Some(updated.clone()),
+            "the refresh stored its value"
+        );
+
+        // The second instance's stale L1 copy sends a refresh behind; it finds the fresher
+        // value in L2 and takes it, without loading.
+        let loads = Arc::new(AtomicUsize::new(0));
+        let counted_loads = Arc::clone(&loads);
+        let answered = second
+            .try_get_with(1, move || async move {
+                counted_loads.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, String>(product(1))
+            })
+            .await
+            .unwrap();
+        assert_eq!(answered, product(1), "its own stale copy, at once");
+        let mut taken = None;
+        for _ in 0..200 {
+            taken = second.get(&1).await.unwrap();
+            if taken.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(taken, Some(updated));
+        assert_eq!(loads.load(Ordering::SeqCst), 0, "no load: L2 had it fresh");
+    }
 }
