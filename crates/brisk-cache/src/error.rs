@@ -75,6 +75,17 @@ pub enum Error<E = Infallible> {
         /// The hard timeout.
         after: std::time::Duration,
     },
+    /// The Redis level's circuit breaker is open after a run of failed calls: this call was
+    /// not sent. It lets a probe through after a pause and closes when Redis answers.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    #[error("redis {op} of {key} not sent: the circuit breaker is open after repeated failures")]
+    CircuitOpen {
+        /// The command.
+        op: &'static str,
+        /// The cache key (without prefix and namespace), or a count of keys.
+        key: String,
+    },
     /// A Redis command failed (the server refused it, or the connection broke).
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
@@ -165,6 +176,8 @@ impl<E> Error<E> {
             Error::LoadTimeout { key, after } => Error::LoadTimeout { key, after },
             #[cfg(feature = "redis")]
             Error::Redis { op, key, source } => Error::Redis { op, key, source },
+            #[cfg(feature = "redis")]
+            Error::CircuitOpen { op, key } => Error::CircuitOpen { op, key },
             Error::Timeout { op, key, after } => Error::Timeout { op, key, after },
             Error::ValueTooLarge { key, size, limit } => Error::ValueTooLarge { key, size, limit },
             Error::Encode { key, message } => Error::Encode { key, message },

@@ -54,6 +54,8 @@
 //! - **No panics on input**: invalid configuration is an [`Error::Config`] from `build`.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+#[cfg(feature = "redis")]
+mod breaker;
 mod cache;
 mod cached;
 mod error;

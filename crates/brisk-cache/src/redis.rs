@@ -39,10 +39,14 @@ use std::{
 
 use ::redis::aio::ConnectionLike;
 use brisk_compress::ValueCodec;
-use brisk_metrics::{Counter, Key, Recorder};
+use brisk_metrics::{Counter, Gauge, Key, Recorder};
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::{Cache, Error, Result, WithTtl, jitter};
+use crate::{
+    Cache, Error, Result, WithTtl,
+    breaker::{Breaker, BreakerMetrics},
+    jitter,
+};
 
 /// A cache level in Redis. Cheap to clone: clones share the connection and settings.
 ///
@@ -65,6 +69,7 @@ struct Inner<C> {
     max_value_size: usize,
     codec: ValueCodec,
     metrics: Metrics,
+    breaker: Option<Breaker>,
 }
 
 impl<K, V, C> Clone for RedisCache<K, V, C> {
@@ -97,6 +102,12 @@ struct Metrics {
     misses: Counter,
     /// `brisk_cache_redis_errors_total`: calls that failed or timed out.
     errors: Counter,
+    /// `brisk_cache_redis_rejected_total`: calls the open circuit breaker refused.
+    rejected: Counter,
+    /// `brisk_cache_redis_circuit_state`: 0 closed, 1 open, 2 half-open.
+    circuit_state: Gauge,
+    /// `brisk_cache_redis_circuit_opened_total`
+    circuit_opened: Counter,
 }
 
 impl Metrics {
@@ -105,21 +116,29 @@ impl Metrics {
             hits: Counter::noop(),
             misses: Counter::noop(),
             errors: Counter::noop(),
+            rejected: Counter::noop(),
+            circuit_state: Gauge::noop(),
+            circuit_opened: Counter::noop(),
         }
     }
 
     fn new(recorder: &dyn Recorder, name: &str) -> Self {
         // Valid constant names and any label value: `Key` cannot fail here; a failure would
         // show as a missing series (tested), not a panic.
-        let counter = |metric: &'static str| {
+        let key = |metric: &'static str| {
             Key::new(metric)
                 .and_then(|key| key.with_label("name", name.to_owned()))
-                .map_or_else(|_| Counter::noop(), |key| recorder.counter(&key))
+                .ok()
         };
+        let counter = |metric| key(metric).map_or_else(Counter::noop, |key| recorder.counter(&key));
         Self {
             hits: counter("brisk_cache_redis_hits_total"),
             misses: counter("brisk_cache_redis_misses_total"),
             errors: counter("brisk_cache_redis_errors_total"),
+            rejected: counter("brisk_cache_redis_rejected_total"),
+            circuit_state: key("brisk_cache_redis_circuit_state")
+                .map_or_else(Gauge::noop, |key| recorder.gauge(&key)),
+            circuit_opened: counter("brisk_cache_redis_circuit_opened_total"),
         }
     }
 }
@@ -141,6 +160,7 @@ where
             max_value_size: 4 << 20,
             codec: None,
             metrics: Metrics::noop(),
+            circuit_breaker: Some((5, Duration::from_secs(2))),
             _types: PhantomData,
         }
     }
@@ -375,15 +395,29 @@ async fn read_namespace<C: ConnectionLike + Clone>(inner: &Inner<C>, key: &str) 
 }
 
 impl<C> Inner<C> {
-    /// Runs one call under the timeout, naming the command and key in its error.
+    /// Runs one call under the timeout and the circuit breaker, naming the command and key in
+    /// its error.
     async fn call<T>(
         &self,
         op: &'static str,
         key: impl FnOnce() -> String,
         call: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T> {
+        let permit = match self.breaker.as_ref().map(Breaker::admit) {
+            Some(None) => {
+                self.metrics.rejected.increment();
+                return Err(Error::CircuitOpen { op, key: key() });
+            }
+            Some(Some(permit)) => Some(permit),
+            None => None,
+        };
         let outcome = match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(value)) => return Ok(value),
+            Ok(Ok(value)) => {
+                if let Some(permit) = permit {
+                    permit.succeeded();
+                }
+                return Ok(value);
+            }
             Ok(Err(source)) => Error::Redis {
                 op,
                 key: key(),
@@ -395,6 +429,9 @@ impl<C> Inner<C> {
                 after: self.timeout,
             },
         };
+        if let Some(permit) = permit {
+            permit.failed();
+        }
         self.metrics.errors.increment();
         Err(outcome)
     }
@@ -519,6 +556,8 @@ pub struct RedisCacheBuilder<K, V, C> {
     max_value_size: usize,
     codec: Option<ValueCodec>,
     metrics: Metrics,
+    /// Consecutive failures that open the breaker, and how long it stays open.
+    circuit_breaker: Option<(u32, Duration)>,
     _types: PhantomData<fn(K) -> V>,
 }
 
@@ -582,8 +621,26 @@ where
         self
     }
 
-    /// Reports `brisk_cache_redis_hits_total`, `brisk_cache_redis_misses_total` and
-    /// `brisk_cache_redis_errors_total` to `recorder`, labelled `name="<name>"`. Default: none.
+    /// A circuit breaker: after `failures` calls in a row fail or time out, calls are refused
+    /// at once with [`Error::CircuitOpen`] for `open_for` (a tiered cache goes on with memory
+    /// and its loader instead of waiting out a timeout per request); then one call probes
+    /// Redis, and its success closes the breaker. Default: 5 failures, open for 2 s.
+    pub fn circuit_breaker(mut self, failures: u32, open_for: Duration) -> Self {
+        self.circuit_breaker = Some((failures, open_for));
+        self
+    }
+
+    /// No circuit breaker: every call goes to Redis and waits for its timeout.
+    pub fn no_circuit_breaker(mut self) -> Self {
+        self.circuit_breaker = None;
+        self
+    }
+
+    /// Reports to `recorder`, labelled `name="<name>"`: `brisk_cache_redis_hits_total`,
+    /// `brisk_cache_redis_misses_total`, `brisk_cache_redis_errors_total` (calls that failed
+    /// or timed out), `brisk_cache_redis_rejected_total` (refused by the open breaker),
+    /// `brisk_cache_redis_circuit_state` (0 closed, 1 open, 2 probing) and
+    /// `brisk_cache_redis_circuit_opened_total`. Default: none.
     pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
         self.metrics = Metrics::new(recorder, name);
         self
@@ -619,6 +676,22 @@ where
                 "must be at least 1 byte",
             ));
         }
+        if let Some((failures, open_for)) = self.circuit_breaker
+            && (failures == 0 || open_for.is_zero())
+        {
+            return Err(config(
+                "circuit_breaker",
+                format!("({failures}, {open_for:?})"),
+                "needs at least 1 failure and a pause longer than zero",
+            ));
+        }
+        let breaker = self.circuit_breaker.map(|(failures, open_for)| {
+            let metrics = BreakerMetrics {
+                state: self.metrics.circuit_state.clone(),
+                opened: self.metrics.circuit_opened.clone(),
+            };
+            Breaker::new(failures, open_for, metrics)
+        });
         let inner = Inner {
             connection: self.connection,
             namespace: AtomicU64::new(0),
@@ -629,6 +702,7 @@ where
             codec: self.codec.unwrap_or_default(),
             metrics: self.metrics,
             prefix: self.prefix,
+            breaker,
         };
         let version = read_namespace(&inner, &format!("{}:namespace", inner.prefix)).await?;
         inner.namespace.store(version, Ordering::Relaxed);

@@ -384,6 +384,13 @@ async fn invalid_settings_are_config_errors() {
                 .build()
                 .await,
         ),
+        (
+            "circuit_breaker",
+            RedisCache::<u64, u64>::builder(connection(&server).await)
+                .circuit_breaker(0, Duration::from_secs(1))
+                .build()
+                .await,
+        ),
     ] {
         match built {
             Err(Error::Config { setting: named, .. }) => assert_eq!(named, setting),
@@ -850,5 +857,141 @@ mod tiered {
         }
         assert_eq!(taken, Some(updated));
         assert_eq!(loads.load(Ordering::SeqCst), 0, "no load: L2 had it fresh");
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn redis_killed_and_restarted_under_load_fails_no_request() {
+        let mut server = RedisServer::start().unwrap();
+        let registry = Registry::new();
+        let cache: Both = Tiered::builder()
+            .memory(
+                MemoryCache::builder()
+                    .max_entries(100_000)
+                    .ttl(Duration::from_secs(60))
+                    .build()
+                    .unwrap(),
+            )
+            .remote(
+                RedisCache::builder(connection(&server).await)
+                    .prefix("outage")
+                    .timeout(Duration::from_millis(100))
+                    .circuit_breaker(3, Duration::from_millis(300))
+                    .metrics(&registry, "l2")
+                    .build()
+                    .await
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let gauge = |registry: &Registry| {
+            registry
+                .snapshot()
+                .gauge("brisk_cache_redis_circuit_state", &[("name", "l2")])
+                .unwrap_or(0)
+        };
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let next_key = Arc::new(std::sync::atomic::AtomicU64::new(1_000));
+        let served = Arc::new(AtomicUsize::new(0));
+        // Readers of hot keys (L1) and of new keys (L2, then the loader), without pause:
+        // requests are in flight when Redis dies and when it comes back.
+        let workers: Vec<_> = (0..8)
+            .map(|worker| {
+                let (cache, stop, next_key, served) = (
+                    cache.clone(),
+                    Arc::clone(&stop),
+                    Arc::clone(&next_key),
+                    Arc::clone(&served),
+                );
+                tokio::spawn(async move {
+                    let mut failures = Vec::new();
+                    let mut round = 0u64;
+                    while !stop.load(Ordering::Relaxed) {
+                        round += 1;
+                        let key = if worker % 2 == 0 {
+                            round % 50
+                        } else {
+                            next_key.fetch_add(1, Ordering::Relaxed)
+                        };
+                        match cache
+                            .try_get_with(key, move || async move { Ok::<_, String>(product(key)) })
+                            .await
+                        {
+                            Ok(value) if value == product(key) => {
+                                served.fetch_add(1, Ordering::Relaxed);
+                            }
+                            other => failures.push(format!("{key}: {other:?}")),
+                        }
+                        // An L1 hit never waits: let the other tasks (and the test) run.
+                        tokio::task::yield_now().await;
+                    }
+                    failures
+                })
+            })
+            .collect();
+        let wait_for = |what: &'static str, done: Box<dyn Fn() -> bool + Send>| async move {
+            for _ in 0..500 {
+                if done() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("not reached: {what}");
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let before_outage = served.load(Ordering::Relaxed);
+
+        server.kill();
+        let watched = registry.clone();
+        wait_for("the breaker opens", Box::new(move || gauge(&watched) == 1)).await;
+        let during = served.load(Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert!(
+            served.load(Ordering::Relaxed) > during + 100,
+            "requests kept being served while Redis was down"
+        );
+
+        server.restart().unwrap();
+        let watched = registry.clone();
+        wait_for("the breaker closes", Box::new(move || gauge(&watched) == 0)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        stop.store(true, Ordering::Relaxed);
+        let mut failures = Vec::new();
+        for worker in workers {
+            failures.extend(worker.await.unwrap());
+        }
+        assert!(
+            failures.is_empty(),
+            "{} failed: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
+        assert!(before_outage > 0);
+        let snapshot = registry.snapshot();
+        let opened = snapshot
+            .counter("brisk_cache_redis_circuit_opened_total", &[("name", "l2")])
+            .unwrap();
+        assert!(opened >= 1, "{opened}");
+        assert!(
+            snapshot
+                .counter("brisk_cache_redis_rejected_total", &[("name", "l2")])
+                .unwrap()
+                > 0,
+            "calls were refused at once while open"
+        );
+        // Redis is in use again: a new key's load reaches it.
+        let key = u64::MAX;
+        cache
+            .try_get_with(key, move || async move { Ok::<_, String>(product(key)) })
+            .await
+            .unwrap();
+        assert_eq!(
+            cache
+                .remote()
+                .unwrap()
+                .get(&key)
+                .await
+                .unwrap()
+                .map(Stamped::into_value),
+            Some(product(key))
+        );
     }
 }
