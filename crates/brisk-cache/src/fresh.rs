@@ -23,7 +23,12 @@ pub struct Stamped<V> {
     cost: u32,
     /// Milliseconds past `fresh_until` for which this copy answers as fresh although it is
     /// stale: fail-safe's throttle, in L1 only. Its age is still counted from `fresh_until`.
+    #[cfg_attr(feature = "redis", serde(skip))]
     grace: u32,
+    /// The memory level's generation when this copy was filled; a backplane gap starts a new
+    /// one, and copies of an older one are stale. 0: stale in any generation. L1 only.
+    #[cfg_attr(feature = "redis", serde(skip))]
+    generation: u32,
 }
 
 impl<V> Stamped<V> {
@@ -33,7 +38,18 @@ impl<V> Stamped<V> {
             fresh_until,
             cost,
             grace: 0,
+            generation: 0,
         }
+    }
+
+    pub(crate) fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// This copy, as filled in `generation`.
+    pub(crate) fn in_generation(mut self, generation: u32) -> Self {
+        self.generation = generation;
+        self
     }
 
     /// This stale value, answering as fresh until `until` (Unix milliseconds); its age still

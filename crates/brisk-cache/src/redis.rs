@@ -42,6 +42,7 @@ use brisk_compress::ValueCodec;
 use brisk_metrics::{Counter, Gauge, Key, Recorder};
 use serde::{Serialize, de::DeserializeOwned};
 
+pub use crate::backplane::{Backplane, BackplaneBuilder};
 use crate::{
     Cache, Error, Result, WithTtl,
     breaker::{Breaker, BreakerMetrics},

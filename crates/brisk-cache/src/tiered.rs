@@ -1,7 +1,17 @@
 //! [`Tiered`]: a memory level in front of a remote one, and a loader behind both.
 
 use std::{
-    any::TypeId, convert::Infallible, fmt, future::Future, hash::Hash, sync::Arc, time::Duration,
+    any::TypeId,
+    convert::Infallible,
+    fmt,
+    future::Future,
+    hash::Hash,
+    pin::Pin,
+    sync::{
+        Arc, Weak,
+        atomic::{AtomicU32, Ordering},
+    },
+    time::Duration,
 };
 
 use brisk_dedup::SingleFlight;
@@ -101,6 +111,29 @@ pub struct Tiered<K, V, R = NoRemote> {
     inner: Arc<Inner<K, V, R>>,
 }
 
+/// What a backplane tells the cache it serves.
+#[derive(Debug)]
+// Sent by the Redis backplane only.
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) enum Event<K> {
+    /// Another instance wrote or removed these keys.
+    Changed(Vec<K>),
+    /// Messages may have been missed: every value in memory may be out of date.
+    Gap,
+}
+
+/// Where a backplane's events go: a tiered cache's memory level.
+pub(crate) type Sink<K> = Box<dyn Fn(Event<K>) + Send + Sync>;
+
+/// A backplane as a tiered cache sees it (the Redis one with feature `redis`).
+pub(crate) trait Link<K>: Send + Sync {
+    /// Sends events to `sink` from now on.
+    fn attach(&self, sink: Sink<K>);
+
+    /// Tells the other instances that `keys` changed; failures are the backplane's to count.
+    fn publish<'a>(&'a self, keys: &'a [K]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+}
+
 struct Inner<K, V, R> {
     memory: Option<MemoryCache<K, Stamped<V>>>,
     remote: Option<R>,
@@ -112,6 +145,10 @@ struct Inner<K, V, R> {
     negative_ttl: Option<Duration>,
     freshness: Freshness,
     clock: Clock,
+    /// L1 copies filled in an older generation are stale: a backplane gap starts a new one.
+    /// Starts at 1; 0 marks a copy stale in any generation.
+    generation: AtomicU32,
+    backplane: Option<Box<dyn Link<K>>>,
 }
 
 /// A value as a caller is answered, and why it is stale if it is.
@@ -262,6 +299,7 @@ where
             remote: None,
             metrics: Metrics::noop(),
             negative_ttl: None,
+            backplane: None,
             freshness: Freshness {
                 fail_safe_throttle: fresh::DEFAULT_THROTTLE,
                 ..Freshness::default()
@@ -331,9 +369,29 @@ where
         (Stamped::new(value, until, cost), keep)
     }
 
-    /// Keeps a value in L1 for no longer than `keep` (what it has left in L2, or what it
-    /// was stored for), nor than L1's own TTL.
+    /// Keeps a value in L1, current, for no longer than `keep` (what it has left in L2, or
+    /// what it was stored for), nor than L1's own TTL.
     fn fill(&self, key: K, stamped: Stamped<V>, keep: Option<Duration>) {
+        let generation = self.inner.generation.load(Ordering::Acquire);
+        self.put_l1(key, stamped.in_generation(generation), keep);
+    }
+
+    /// Whether an L1 copy answers as fresh at `now`: filled in the current generation, and
+    /// fresh (or throttled) by its stamp.
+    fn fresh_in_l1(&self, stamped: &Stamped<V>, now: u64) -> bool {
+        stamped.generation() == self.inner.generation.load(Ordering::Acquire)
+            && stamped.is_fresh(now)
+    }
+
+    /// Tells the other instances, through the backplane if there is one, that `keys` changed.
+    async fn publish(&self, keys: &[K]) {
+        if let Some(backplane) = &self.inner.backplane {
+            backplane.publish(keys).await;
+        }
+    }
+
+    /// [`fill`](Self::fill) with the copy's generation as it is.
+    fn put_l1(&self, key: K, stamped: Stamped<V>, keep: Option<Duration>) {
         let Some(memory) = &self.inner.memory else {
             return;
         };
@@ -345,7 +403,8 @@ where
         }
     }
 
-    /// Stores a value in both levels, L2 first; an L2 error is counted, not returned.
+    /// Stores a value in both levels, L2 first, and tells the other instances; an L2 error
+    /// is counted, not returned.
     async fn store(&self, key: K, stamped: Stamped<V>, keep: Option<Duration>) {
         if let Some(remote) = &self.inner.remote
             && remote
@@ -355,6 +414,7 @@ where
         {
             self.inner.metrics.remote_errors.increment();
         }
+        self.publish(std::slice::from_ref(&key)).await;
         self.fill(key, stamped, keep);
     }
 
@@ -379,7 +439,7 @@ where
         let inner = &*self.inner;
         let mut stale = None;
         if let Some(stamped) = inner.memory.as_ref().and_then(|memory| memory.get(key)) {
-            if stamped.is_fresh(now) {
+            if self.fresh_in_l1(&stamped, now) {
                 inner.metrics.l1_hits.increment();
                 return Found::Fresh(stamped.into_value());
             }
@@ -467,13 +527,14 @@ where
     {
         let inner = &*self.inner;
         if let Some(stamped) = inner.memory.as_ref().and_then(|memory| memory.get(&key)) {
-            // Without freshness settings nothing goes stale: no clock read on a hit.
-            if stamped.answers_until() == u64::MAX {
+            // Without freshness settings nothing goes stale by time: no clock read on a hit.
+            let current = stamped.generation() == inner.generation.load(Ordering::Acquire);
+            if current && stamped.answers_until() == u64::MAX {
                 inner.metrics.l1_hits.increment();
                 return Ok(stamped.into_value());
             }
             let now = inner.clock.now_ms();
-            if stamped.is_fresh(now) {
+            if current && stamped.is_fresh(now) {
                 inner.metrics.l1_hits.increment();
                 if inner.freshness.refresh_early(&stamped, now, jitter::unit()) {
                     self.refresh_behind::<_, _, E>(
@@ -639,11 +700,13 @@ where
             .fresh_until_ms()
             .saturating_add(fresh::millis_up(window));
         let left = Duration::from_millis(ends.saturating_sub(now));
-        let mut kept = stamped.clone();
-        if !throttle.is_zero() {
-            kept = kept.answering_until(now.saturating_add(fresh::millis_up(throttle)));
+        if throttle.is_zero() {
+            // Stale as it is, in any generation.
+            self.put_l1(key, stamped.clone().in_generation(0), Some(left));
+        } else {
+            let until = now.saturating_add(fresh::millis_up(throttle));
+            self.fill(key, stamped.clone().answering_until(until), Some(left));
         }
-        self.fill(key, kept, Some(left));
     }
 
     /// Starts one refresh of `key` in the background, unless one runs already: it takes L2's
@@ -736,7 +799,7 @@ where
         let now = inner.clock.now_ms();
         if let Some(stamped) = memory
             .and_then(|memory| memory.get(key))
-            .filter(|stamped| stamped.is_fresh(now))
+            .filter(|stamped| self.fresh_in_l1(stamped, now))
         {
             inner.metrics.l1_hits.increment();
             return Ok(Some(stamped.into_value()));
@@ -765,6 +828,7 @@ where
         if let Some(remote) = &self.inner.remote {
             remote.insert(key.clone(), stamped.clone(), keep).await?;
         }
+        self.publish(std::slice::from_ref(&key)).await;
         self.fill(key, stamped, keep);
         Ok(())
     }
@@ -776,6 +840,7 @@ where
         if let Some(remote) = &self.inner.remote {
             remote.remove(key).await?;
         }
+        self.publish(std::slice::from_ref(key)).await;
         Ok(())
     }
 
@@ -787,7 +852,12 @@ where
         let mut found: Vec<Option<V>> = match &inner.memory {
             Some(memory) => keys
                 .iter()
-                .map(|key| memory.get(key).and_then(fresh))
+                .map(|key| {
+                    memory
+                        .get(key)
+                        .filter(|stamped| self.fresh_in_l1(stamped, now))
+                        .map(Stamped::into_value)
+                })
                 .collect(),
             None => vec![None; keys.len()],
         };
@@ -829,6 +899,8 @@ where
         if let Some(remote) = &self.inner.remote {
             remote.insert_many(stamped.clone(), keep).await?;
         }
+        let keys: Vec<K> = stamped.iter().map(|(key, _)| key.clone()).collect();
+        self.publish(&keys).await;
         for (key, stamped) in stamped {
             self.fill(key, stamped, keep);
         }
@@ -844,6 +916,7 @@ pub struct TieredBuilder<K, V, R> {
     metrics: Metrics,
     negative_ttl: Option<Duration>,
     freshness: Freshness,
+    backplane: Option<Box<dyn Link<K>>>,
 }
 
 impl<K, V, R: fmt::Debug> fmt::Debug for TieredBuilder<K, V, R> {
@@ -877,7 +950,23 @@ where
             metrics: self.metrics,
             negative_ttl: self.negative_ttl,
             freshness: self.freshness,
+            backplane: self.backplane,
         }
+    }
+
+    /// Keeps the memory level in step with the other instances of the service through a
+    /// Redis backplane: every write and removal is published, and keys the others publish
+    /// are dropped from memory. A lost subscription or a missed message makes every value in
+    /// memory stale (see [`Backplane`](crate::redis::Backplane) for the gap policy). A write
+    /// costs one more round trip (`PUBLISH`).
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn backplane(mut self, backplane: crate::redis::Backplane<K>) -> Self
+    where
+        K: serde::Serialize + serde::de::DeserializeOwned,
+    {
+        self.backplane = Some(Box::new(backplane));
+        self
     }
 
     /// How long [`try_get_optional_with`](Tiered::try_get_optional_with) keeps an absence
@@ -968,7 +1057,10 @@ where
     /// [`Error::Config`] when neither level is set, or for freshness settings that cannot
     /// work together (a stale window without `fresh_for`, a soft timeout without fail-safe
     /// or not below the hard one).
-    pub fn build(self) -> Result<Tiered<K, V, R>> {
+    pub fn build(self) -> Result<Tiered<K, V, R>>
+    where
+        R: 'static,
+    {
         if self.negative_ttl == Some(Duration::ZERO) {
             return Err(Error::Config {
                 setting: "negative_ttl",
@@ -984,8 +1076,11 @@ where
                 reason: "a tiered cache needs a memory level, a remote level, or both",
             });
         }
-        Ok(Tiered {
-            inner: Arc::new(Inner {
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner<K, V, R>>| {
+            if let Some(backplane) = &self.backplane {
+                backplane.attach(sink(weak.clone()));
+            }
+            Inner {
                 memory: self.memory,
                 remote: self.remote,
                 flights: SingleFlight::new(),
@@ -994,7 +1089,41 @@ where
                 negative_ttl: self.negative_ttl,
                 freshness: self.freshness,
                 clock: Clock::new(),
-            }),
-        })
+                generation: AtomicU32::new(1),
+                backplane: self.backplane,
+            }
+        });
+        Ok(Tiered { inner })
     }
+}
+
+/// A backplane's events applied to a cache's memory level, for as long as the cache lives.
+fn sink<K, V, R>(cache: Weak<Inner<K, V, R>>) -> Sink<K>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    R: Send + Sync + 'static,
+{
+    Box::new(move |event| {
+        let Some(inner) = cache.upgrade() else {
+            return;
+        };
+        match event {
+            Event::Changed(keys) => {
+                if let Some(memory) = &inner.memory {
+                    for key in &keys {
+                        memory.remove(key);
+                    }
+                }
+            }
+            Event::Gap => {
+                // Skips 0, which marks a copy stale in every generation.
+                let _ = inner.generation.fetch_update(
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                    |generation| Some(generation.checked_add(1).unwrap_or(1)),
+                );
+            }
+        }
+    })
 }

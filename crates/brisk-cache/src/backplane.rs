@@ -1,0 +1,440 @@
+//! The backplane (feature `redis`): Redis pub/sub between the instances of a service, so that
+//! a write or removal in one drops the key from every other instance's memory level.
+
+use std::{
+    collections::HashMap,
+    fmt,
+    future::Future,
+    hash::{BuildHasher, Hasher, RandomState},
+    marker::PhantomData,
+    pin::Pin,
+    sync::{
+        Arc, OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use brisk_metrics::{Counter, Gauge, Key, Recorder};
+use futures_core::Stream;
+use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
+
+use crate::{
+    Error, Result,
+    breaker::{Breaker, BreakerMetrics},
+    tiered::{Event, Link, Sink},
+};
+
+/// The most senders whose message numbers are tracked; past it the table starts over, and
+/// that counts as a gap (a missed message could not be told).
+const MAX_SENDERS: usize = 4096;
+
+/// The last message number seen from each sender, at most [`MAX_SENDERS`] of them.
+#[derive(Debug, Default)]
+struct Numbers(HashMap<u64, u64>);
+
+impl Numbers {
+    /// Records `number` from `sender`; true if messages may have been missed: the sender's
+    /// numbering jumped, or the table was full and starts over.
+    fn follows(&mut self, sender: u64, number: u64) -> bool {
+        let mut gap = false;
+        if self.0.len() >= MAX_SENDERS && !self.0.contains_key(&sender) {
+            self.0.clear();
+            gap = true;
+        }
+        let last = self.0.insert(sender, number);
+        gap || last.is_some_and(|last| number != last + 1)
+    }
+
+    /// Forgets every sender: after a lost subscription numbering starts over.
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
+/// One message on the channel.
+#[derive(Serialize, Deserialize)]
+struct Message<K> {
+    /// The sending instance's random id: an instance skips its own messages.
+    sender: u64,
+    /// The sender's message number, from 1: a jump means a message was lost.
+    number: u64,
+    keys: Vec<K>,
+}
+
+/// Redis pub/sub between the instances of a service: a [`Tiered`](crate::Tiered) cache given
+/// one (with [`TieredBuilder::backplane`](crate::TieredBuilder::backplane)) publishes the keys
+/// it writes or removes, and drops from its memory level the keys other instances publish.
+///
+/// **Gap policy.** Pub/sub delivers at most once. When the subscription is lost, or a
+/// sender's message numbers jump (one of its publishes failed, or Redis dropped a message),
+/// every value the memory level holds is made stale (served only where a stale value may be:
+/// stale-while-revalidate and fail-safe; otherwise read again from L2), once when the gap is
+/// seen and once more when the subscription is back, since values filled in between may have
+/// missed messages too. The subscription is retried every 100 ms to 2 s until it is back.
+///
+/// One subscription connection per backplane, and one connection (a `ConnectionManager`)
+/// to publish, whose calls have a timeout and a circuit breaker of their own.
+pub struct Backplane<K> {
+    shared: Arc<Shared<K>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Shared<K> {
+    publisher: ConnectionManager,
+    channel: String,
+    sender: u64,
+    numbers: AtomicU64,
+    timeout: Duration,
+    breaker: Breaker,
+    sink: OnceLock<Sink<K>>,
+    metrics: Metrics,
+}
+
+/// What a backplane reports, each series labelled `name="<name>"`.
+#[derive(Debug, Clone)]
+struct Metrics {
+    /// `brisk_cache_backplane_messages_total{direction="sent"}`
+    sent: Counter,
+    /// `brisk_cache_backplane_messages_total{direction="received"}`: other instances' only.
+    received: Counter,
+    /// `brisk_cache_backplane_gaps_total`
+    gaps: Counter,
+    /// `brisk_cache_backplane_errors_total`: publishes that failed, undecodable messages.
+    errors: Counter,
+    /// `brisk_cache_backplane_subscribed`: 1 while the subscription is up.
+    subscribed: Gauge,
+}
+
+impl Metrics {
+    fn noop() -> Self {
+        Self {
+            sent: Counter::noop(),
+            received: Counter::noop(),
+            gaps: Counter::noop(),
+            errors: Counter::noop(),
+            subscribed: Gauge::noop(),
+        }
+    }
+
+    fn new(recorder: &dyn Recorder, name: &str) -> Self {
+        let key = |metric: &'static str, direction: Option<&'static str>| {
+            let key = Key::new(metric).and_then(|key| key.with_label("name", name.to_owned()));
+            match direction {
+                Some(direction) => key.and_then(|key| key.with_label("direction", direction)),
+                None => key,
+            }
+            .ok()
+        };
+        let counter = |metric, direction| {
+            key(metric, direction).map_or_else(Counter::noop, |key| recorder.counter(&key))
+        };
+        Self {
+            sent: counter("brisk_cache_backplane_messages_total", Some("sent")),
+            received: counter("brisk_cache_backplane_messages_total", Some("received")),
+            gaps: counter("brisk_cache_backplane_gaps_total", None),
+            errors: counter("brisk_cache_backplane_errors_total", None),
+            subscribed: key("brisk_cache_backplane_subscribed", None)
+                .map_or_else(Gauge::noop, |key| recorder.gauge(&key)),
+        }
+    }
+}
+
+impl<K> fmt::Debug for Backplane<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backplane")
+            .field("channel", &self.shared.channel)
+            .field("sender", &self.shared.sender)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K> Drop for Backplane<K> {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl<K> Backplane<K>
+where
+    K: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// Starts configuring a backplane over the Redis at `client`.
+    pub fn builder(client: redis::Client) -> BackplaneBuilder<K> {
+        BackplaneBuilder {
+            client,
+            channel: "brisk:backplane".to_owned(),
+            timeout: Duration::from_millis(500),
+            metrics: Metrics::noop(),
+            _keys: PhantomData,
+        }
+    }
+
+    /// Tells the other instances that `keys` changed. A failure is counted, not returned:
+    /// the write it follows has happened, and the others see the gap in this instance's
+    /// message numbers at its next message.
+    async fn send(&self, keys: &[K])
+    where
+        K: Clone,
+    {
+        let shared = &*self.shared;
+        let number = shared.numbers.fetch_add(1, Ordering::Relaxed) + 1;
+        let message = Message {
+            sender: shared.sender,
+            number,
+            keys: keys.to_vec(),
+        };
+        let Ok(payload) = postcard::to_allocvec(&message) else {
+            shared.metrics.errors.increment();
+            return;
+        };
+        let Some(permit) = shared.breaker.admit() else {
+            shared.metrics.errors.increment();
+            return;
+        };
+        let mut connection = shared.publisher.clone();
+        let published = tokio::time::timeout(
+            shared.timeout,
+            redis::cmd("PUBLISH")
+                .arg(&shared.channel)
+                .arg(payload)
+                .query_async::<u64>(&mut connection),
+        )
+        .await;
+        if let Ok(Ok(_)) = published {
+            permit.succeeded();
+            shared.metrics.sent.increment();
+        } else {
+            permit.failed();
+            shared.metrics.errors.increment();
+        }
+    }
+}
+
+impl<K> Link<K> for Backplane<K>
+where
+    K: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+{
+    fn attach(&self, sink: Sink<K>) {
+        let _ = self.shared.sink.set(sink);
+    }
+
+    fn publish<'a>(&'a self, keys: &'a [K]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.send(keys))
+    }
+}
+
+impl<K> Shared<K>
+where
+    K: DeserializeOwned,
+{
+    /// One message from the channel: skipped if it is this instance's own, else its keys are
+    /// told, after a gap if the sender's numbering jumped.
+    fn deliver(&self, payload: &[u8], numbers: &mut Numbers) {
+        let Ok(message) = postcard::from_bytes::<Message<K>>(payload) else {
+            self.metrics.errors.increment();
+            return;
+        };
+        if message.sender == self.sender {
+            return;
+        }
+        self.metrics.received.increment();
+        if numbers.follows(message.sender, message.number) {
+            self.tell(Event::Gap);
+        }
+        self.tell(Event::Changed(message.keys));
+    }
+
+    fn tell(&self, event: Event<K>) {
+        if let Event::Gap = event {
+            self.metrics.gaps.increment();
+        }
+        if let Some(sink) = self.sink.get() {
+            sink(event);
+        }
+    }
+}
+
+/// Delivers messages until the backplane is dropped; after a lost subscription, tells the
+/// gap, resubscribes, and tells it again.
+async fn subscribe<K>(shared: Arc<Shared<K>>, client: redis::Client, first: redis::aio::PubSub)
+where
+    K: DeserializeOwned + Send + Sync + 'static,
+{
+    let mut connection = first;
+    let mut numbers = Numbers::default();
+    loop {
+        shared.metrics.subscribed.set(1);
+        let mut stream = connection.into_on_message();
+        while let Some(message) = next(&mut stream).await {
+            shared.deliver(message.get_payload_bytes(), &mut numbers);
+        }
+        // Lost: what memory holds may miss messages from now on.
+        shared.metrics.subscribed.set(0);
+        numbers.clear();
+        shared.tell(Event::Gap);
+        connection = resubscribe(&shared, &client).await;
+        // Values filled while it was lost may have missed messages too.
+        shared.tell(Event::Gap);
+    }
+}
+
+/// Subscribes again, retrying every 100 ms to 2 s until it succeeds.
+async fn resubscribe<K>(shared: &Shared<K>, client: &redis::Client) -> redis::aio::PubSub {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        if let Ok(mut connection) = client.get_async_pubsub().await
+            && connection.subscribe(&shared.channel).await.is_ok()
+        {
+            return connection;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn next<S: Stream + Unpin>(stream: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| Pin::new(&mut *stream).poll_next(cx)).await
+}
+
+/// Configures a [`Backplane`]; from [`Backplane::builder`].
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct BackplaneBuilder<K> {
+    client: redis::Client,
+    channel: String,
+    timeout: Duration,
+    metrics: Metrics,
+    _keys: PhantomData<fn() -> K>,
+}
+
+impl<K> fmt::Debug for BackplaneBuilder<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackplaneBuilder")
+            .field("channel", &self.channel)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<K> BackplaneBuilder<K>
+where
+    K: Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    /// The pub/sub channel: one per cache (the same in every instance of it). Default:
+    /// `brisk:backplane`.
+    pub fn channel(mut self, channel: impl Into<String>) -> Self {
+        self.channel = channel.into();
+        self
+    }
+
+    /// How long one publish may take. Default: 500 ms.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Reports to `recorder`, labelled `name="<name>"`:
+    /// `brisk_cache_backplane_messages_total` (with `direction="sent"` or `"received"`),
+    /// `brisk_cache_backplane_gaps_total`, `brisk_cache_backplane_errors_total` and
+    /// `brisk_cache_backplane_subscribed`. Default: none.
+    pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
+        self.metrics = Metrics::new(recorder, name);
+        self
+    }
+
+    /// Connects the publisher, subscribes, and starts delivering in a task of its own.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an empty channel or a zero timeout; [`Error::Redis`] if Redis
+    /// cannot be reached.
+    pub async fn build(self) -> Result<Backplane<K>> {
+        if self.channel.is_empty() {
+            return Err(Error::Config {
+                setting: "channel",
+                value: "\"\"".into(),
+                reason: "must be non-empty",
+            });
+        }
+        if self.timeout.is_zero() {
+            return Err(Error::Config {
+                setting: "timeout",
+                value: "0s".into(),
+                reason: "must be longer than zero",
+            });
+        }
+        let redis_error = |op| {
+            let channel = self.channel.clone();
+            move |source| Error::Redis {
+                op,
+                key: channel,
+                source,
+            }
+        };
+        let publisher = ConnectionManager::new(self.client.clone())
+            .await
+            .map_err(redis_error("connect"))?;
+        let mut subscription = self
+            .client
+            .get_async_pubsub()
+            .await
+            .map_err(redis_error("SUBSCRIBE"))?;
+        subscription
+            .subscribe(&self.channel)
+            .await
+            .map_err(redis_error("SUBSCRIBE"))?;
+        let breaker = Breaker::new(
+            5,
+            Duration::from_secs(2),
+            BreakerMetrics {
+                state: Gauge::noop(),
+                opened: Counter::noop(),
+            },
+        );
+        let shared = Arc::new(Shared {
+            publisher,
+            channel: self.channel,
+            sender: RandomState::new().build_hasher().finish(),
+            numbers: AtomicU64::new(0),
+            timeout: self.timeout,
+            breaker,
+            sink: OnceLock::new(),
+            metrics: self.metrics,
+        });
+        shared.metrics.subscribed.set(1);
+        let task = tokio::spawn(subscribe(Arc::clone(&shared), self.client, subscription));
+        Ok(Backplane { shared, task })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jump_in_a_senders_numbers_is_a_gap() {
+        let mut numbers = Numbers::default();
+        assert!(!numbers.follows(7, 5), "a sender first heard mid-way");
+        assert!(!numbers.follows(7, 6));
+        assert!(!numbers.follows(9, 1), "senders are numbered apart");
+        assert!(numbers.follows(7, 8), "7 skipped a message");
+        assert!(!numbers.follows(7, 9));
+        assert!(
+            numbers.follows(9, 1),
+            "a restarted sender starts over: missed its end"
+        );
+        numbers.clear();
+        assert!(!numbers.follows(7, 20));
+    }
+
+    #[test]
+    fn a_full_table_starts_over_and_says_so() {
+        let mut numbers = Numbers::default();
+        for sender in 0..MAX_SENDERS as u64 {
+            assert!(!numbers.follows(sender, 1));
+        }
+        assert!(!numbers.follows(0, 2), "known senders still fit");
+        assert!(numbers.follows(u64::MAX, 1), "one too many");
+        assert_eq!(numbers.0.len(), 1);
+    }
+}

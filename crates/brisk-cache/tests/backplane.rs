@@ -1,0 +1,275 @@
+//! The backplane on a real redis-server: writes and removals in one instance drop the key from
+//! the others' memory, a lost subscription makes memory stale and is resubscribed, and the
+//! server dying and coming back leaves the instances in step again.
+
+use std::time::{Duration, Instant};
+
+use brisk_cache::{
+    Cache, MemoryCache, Stamped, Tiered,
+    redis::{Backplane, RedisCache},
+};
+use brisk_metrics::Registry;
+use brisk_testkit::RedisServer;
+use redis::aio::ConnectionManager;
+
+type Instance = Tiered<u64, String, RedisCache<u64, Stamped<String>>>;
+
+async fn instance(server: &RedisServer, registry: &Registry) -> Instance {
+    let client = redis::Client::open(server.url()).unwrap();
+    let connection = ConnectionManager::new(client.clone()).await.unwrap();
+    Tiered::builder()
+        .memory(
+            MemoryCache::builder()
+                .max_entries(1000)
+                .ttl(Duration::from_secs(600))
+                .build()
+                .unwrap(),
+        )
+        .remote(
+            RedisCache::builder(connection)
+                .prefix("products")
+                .timeout(Duration::from_millis(200))
+                .build()
+                .await
+                .unwrap(),
+        )
+        .backplane(
+            Backplane::builder(client)
+                .channel("products:changes")
+                .timeout(Duration::from_millis(200))
+                .metrics(registry, "products")
+                .build()
+                .await
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn in_memory(cache: &Instance, key: u64) -> Option<String> {
+    cache.memory().unwrap().get(&key).map(Stamped::into_value)
+}
+
+/// Waits (up to 5 s) until `done`; how long it took.
+async fn until(what: &str, mut done: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !done() {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "not within 5 s: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    started.elapsed()
+}
+
+fn counter(registry: &Registry, name: &str, labels: &[(&str, &str)]) -> u64 {
+    registry.snapshot().counter(name, labels).unwrap_or(0)
+}
+
+fn subscribed(registry: &Registry) -> i64 {
+    registry
+        .snapshot()
+        .gauge("brisk_cache_backplane_subscribed", &[("name", "products")])
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_or_removal_in_one_instance_drops_the_key_from_the_others() {
+    let server = RedisServer::start().unwrap();
+    let (writer_metrics, reader_metrics) = (Registry::new(), Registry::new());
+    let writer = instance(&server, &writer_metrics).await;
+    let reader = instance(&server, &reader_metrics).await;
+    writer.insert(1, "kettle".into(), None).await.unwrap();
+    // The reader holds it in memory now (an L2 hit fills L1).
+    assert_eq!(reader.get(&1).await.unwrap().as_deref(), Some("kettle"));
+    assert_eq!(in_memory(&reader, 1).as_deref(), Some("kettle"));
+
+    writer.insert(1, "teapot".into(), None).await.unwrap();
+    until("the write reaches the reader", || {
+        in_memory(&reader, 1).is_none()
+    })
+    .await;
+    assert_eq!(reader.get(&1).await.unwrap().as_deref(), Some("teapot"));
+    assert_eq!(
+        in_memory(&writer, 1).as_deref(),
+        Some("teapot"),
+        "an instance does not drop its own writes"
+    );
+
+    // A load stored by the writer is published too.
+    reader.get(&1).await.unwrap();
+    writer.remove(&1).await.unwrap();
+    until("the removal reaches the reader", || {
+        in_memory(&reader, 1).is_none()
+    })
+    .await;
+    assert_eq!(reader.get(&1).await.unwrap(), None);
+    let loaded = writer
+        .try_get_with(1, || async { Ok::<_, String>("loaded".to_owned()) })
+        .await
+        .unwrap();
+    assert_eq!(loaded, "loaded");
+    reader.get(&1).await.unwrap();
+    writer
+        .insert_many(vec![(1, "a".into()), (2, "b".into())], None)
+        .await
+        .unwrap();
+    until("insert_many reaches the reader", || {
+        in_memory(&reader, 1).is_none()
+    })
+    .await;
+
+    let sent = counter(
+        &writer_metrics,
+        "brisk_cache_backplane_messages_total",
+        &[("name", "products"), ("direction", "sent")],
+    );
+    assert_eq!(sent, 5, "every write, removal and load, once");
+    let received = counter(
+        &reader_metrics,
+        "brisk_cache_backplane_messages_total",
+        &[("name", "products"), ("direction", "received")],
+    );
+    assert_eq!(received, 5);
+    assert_eq!(
+        counter(
+            &reader_metrics,
+            "brisk_cache_backplane_gaps_total",
+            &[("name", "products")]
+        ),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_subscription_makes_memory_stale_and_is_resubscribed() {
+    let server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let writer = instance(&server, &Registry::new()).await;
+    let reader = instance(&server, &registry).await;
+    writer.insert(5, "old".into(), None).await.unwrap();
+    assert_eq!(reader.get(&5).await.unwrap().as_deref(), Some("old"));
+
+    // A change the backplane never carries (written to L2 directly): the reader's memory
+    // keeps the old value, as it would after a missed message.
+    writer
+        .remote()
+        .unwrap()
+        .insert(5, stamped(&writer, "new").await, None)
+        .await
+        .unwrap();
+    assert_eq!(reader.get(&5).await.unwrap().as_deref(), Some("old"));
+
+    // The server drops every subscriber connection: a gap.
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let killed: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(killed, 2, "both instances' subscriptions");
+    until("the reader sees the gap", || {
+        counter(
+            &registry,
+            "brisk_cache_backplane_gaps_total",
+            &[("name", "products")],
+        ) >= 1
+    })
+    .await;
+    // Memory's copy is stale now: the read goes to L2 and finds the new value.
+    assert_eq!(reader.get(&5).await.unwrap().as_deref(), Some("new"));
+
+    until("resubscribed", || subscribed(&registry) == 1).await;
+    reader.get(&6).await.unwrap();
+    writer.insert(6, "after".into(), None).await.unwrap();
+    reader.get(&6).await.unwrap();
+    writer.insert(6, "after again".into(), None).await.unwrap();
+    until("writes reach the reader again", || {
+        in_memory(&reader, 6).as_deref() != Some("after")
+    })
+    .await;
+    assert_eq!(
+        reader.get(&6).await.unwrap().as_deref(),
+        Some("after again")
+    );
+}
+
+/// A value stamped as the cache stamps an insert, read back from L2 after a write.
+async fn stamped(cache: &Instance, value: &str) -> Stamped<String> {
+    cache
+        .insert(u64::MAX, value.to_owned(), None)
+        .await
+        .unwrap();
+    cache
+        .remote()
+        .unwrap()
+        .get(&u64::MAX)
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_redis_dies_and_comes_back_the_instances_are_in_step_again() {
+    let mut server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let writer = instance(&server, &Registry::new()).await;
+    let reader = instance(&server, &registry).await;
+    writer.insert(1, "before".into(), None).await.unwrap();
+    assert_eq!(reader.get(&1).await.unwrap().as_deref(), Some("before"));
+
+    server.kill();
+    until("the reader's subscription is lost", || {
+        subscribed(&registry) == 0
+    })
+    .await;
+    // While Redis is down memory still answers try_get_with (stale, L2 unreachable: the
+    // loader runs).
+    let answer = reader
+        .try_get_with(1, || async {
+            Ok::<_, String>("from the database".to_owned())
+        })
+        .await
+        .unwrap();
+    assert_eq!(answer, "from the database");
+
+    server.restart().unwrap();
+    until("resubscribed", || subscribed(&registry) == 1).await;
+    let gaps = counter(
+        &registry,
+        "brisk_cache_backplane_gaps_total",
+        &[("name", "products")],
+    );
+    assert!(gaps >= 2, "told at the loss and again when back: {gaps}");
+    // The writer's publisher reconnects by itself; its next write reaches the reader.
+    let mut delivered = false;
+    for attempt in 0..50 {
+        let _ = writer.insert(1, format!("after {attempt}"), None).await;
+        reader.get(&1).await.ok();
+        let _ = writer.insert(1, format!("after {attempt}!"), None).await;
+        if until_quiet(&reader, 1, &format!("after {attempt}")).await {
+            delivered = true;
+            break;
+        }
+    }
+    assert!(delivered, "no write reached the reader after the restart");
+}
+
+/// Whether memory stops holding `stale` for `key` within 200 ms.
+async fn until_quiet(cache: &Instance, key: u64, stale: &str) -> bool {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(200) {
+        if in_memory(cache, key).as_deref() != Some(stale) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    false
+}
