@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashMap,
-    fmt,
+    fmt::{self, Display},
     future::Future,
     hash::{BuildHasher, Hasher, RandomState},
     marker::PhantomData,
@@ -60,7 +60,16 @@ struct Message<K> {
     sender: u64,
     /// The sender's message number, from 1: a jump means a message was lost.
     number: u64,
-    keys: Vec<K>,
+    change: Change<K>,
+}
+
+/// What changed.
+#[derive(Serialize, Deserialize)]
+enum Change<K> {
+    /// These keys were written or removed.
+    Keys(Vec<K>),
+    /// Every key whose text starts with this was removed.
+    Prefix(String),
 }
 
 /// Redis pub/sub between the instances of a service: a [`Tiered`](crate::Tiered) cache given
@@ -158,7 +167,7 @@ impl<K> Drop for Backplane<K> {
 
 impl<K> Backplane<K>
 where
-    K: Serialize + DeserializeOwned + Send + Sync + 'static,
+    K: Display + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     /// Starts configuring a backplane over the Redis at `client`.
     pub fn builder(client: redis::Client) -> BackplaneBuilder<K> {
@@ -174,16 +183,13 @@ where
     /// Tells the other instances that `keys` changed. A failure is counted, not returned:
     /// the write it follows has happened, and the others see the gap in this instance's
     /// message numbers at its next message.
-    async fn send(&self, keys: &[K])
-    where
-        K: Clone,
-    {
+    async fn send(&self, change: Change<K>) {
         let shared = &*self.shared;
         let number = shared.numbers.fetch_add(1, Ordering::Relaxed) + 1;
         let message = Message {
             sender: shared.sender,
             number,
-            keys: keys.to_vec(),
+            change,
         };
         let Ok(payload) = postcard::to_allocvec(&message) else {
             shared.metrics.errors.increment();
@@ -214,20 +220,27 @@ where
 
 impl<K> Link<K> for Backplane<K>
 where
-    K: Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
+    K: Display + Serialize + DeserializeOwned + Clone + Send + Sync + 'static,
 {
     fn attach(&self, sink: Sink<K>) {
         let _ = self.shared.sink.set(sink);
     }
 
     fn publish<'a>(&'a self, keys: &'a [K]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
-        Box::pin(self.send(keys))
+        Box::pin(self.send(Change::Keys(keys.to_vec())))
+    }
+
+    fn publish_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        Box::pin(self.send(Change::Prefix(prefix.to_owned())))
     }
 }
 
 impl<K> Shared<K>
 where
-    K: DeserializeOwned,
+    K: Display + DeserializeOwned,
 {
     /// One message from the channel: skipped if it is this instance's own, else its keys are
     /// told, after a gap if the sender's numbering jumped.
@@ -243,7 +256,12 @@ where
         if numbers.follows(message.sender, message.number) {
             self.tell(Event::Gap);
         }
-        self.tell(Event::Changed(message.keys));
+        match message.change {
+            Change::Keys(keys) => self.tell(Event::Changed(keys)),
+            Change::Prefix(prefix) => self.tell(Event::Matching(Box::new(move |key: &K| {
+                key.to_string().starts_with(&prefix)
+            }))),
+        }
     }
 
     fn tell(&self, event: Event<K>) {
@@ -260,7 +278,7 @@ where
 /// gap, resubscribes, and tells it again.
 async fn subscribe<K>(shared: Arc<Shared<K>>, client: redis::Client, first: redis::aio::PubSub)
 where
-    K: DeserializeOwned + Send + Sync + 'static,
+    K: Display + DeserializeOwned + Send + Sync + 'static,
 {
     let mut connection = first;
     let mut numbers = Numbers::default();
@@ -319,7 +337,7 @@ impl<K> fmt::Debug for BackplaneBuilder<K> {
 
 impl<K> BackplaneBuilder<K>
 where
-    K: Serialize + DeserializeOwned + Send + Sync + 'static,
+    K: Display + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     /// The pub/sub channel: one per cache (the same in every instance of it). Default:
     /// `brisk:backplane`.

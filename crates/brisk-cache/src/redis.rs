@@ -356,6 +356,234 @@ where
     }
 }
 
+/// Adds a member to one tag's set and keeps the set at least as long as the entry: a set
+/// with no expiry stays so (a member lives forever), a new set takes the entry's TTL, and a
+/// shorter-lived set is extended. One key per call, so it runs on a Redis Cluster too.
+const TAG_SCRIPT: &str = r"
+local existed = redis.call('EXISTS', KEYS[1])
+redis.call('SADD', KEYS[1], ARGV[1])
+local ttl = tonumber(ARGV[2])
+if ttl == 0 then
+  redis.call('PERSIST', KEYS[1])
+elseif existed == 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+else
+  local left = redis.call('PTTL', KEYS[1])
+  if left >= 0 and left < ttl then
+    redis.call('PEXPIRE', KEYS[1], ttl)
+  end
+end
+return 1
+";
+
+/// How many members or keys one `SSCAN`/`SCAN` page asks for: the most held in memory at once.
+const PAGE: usize = 500;
+
+/// `prefix` with Redis glob characters escaped, to match literally in `SCAN … MATCH`.
+fn glob_literal(prefix: &str) -> String {
+    let mut escaped = String::with_capacity(prefix.len());
+    for character in prefix.chars() {
+        if matches!(character, '*' | '?' | '[' | ']' | '\\') {
+            escaped.push('\\');
+        }
+        escaped.push(character);
+    }
+    escaped
+}
+
+/// Tags and prefixes: invalidating groups of entries.
+impl<K, V, C> RedisCache<K, V, C>
+where
+    K: Display + Serialize + DeserializeOwned + Send + Sync,
+    V: Serialize + DeserializeOwned + Send + Sync,
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    /// Stores `value` and adds `key` to the set of each tag (a Redis set per tag, under the
+    /// namespace, kept at least as long as its longest-lived entry), all in one round trip,
+    /// so that [`invalidate_tag`](Self::invalidate_tag) can remove every entry of a tag.
+    ///
+    /// # Errors
+    /// As [`Cache::insert`].
+    pub async fn insert_with_tags(
+        &self,
+        key: K,
+        value: V,
+        ttl: Option<Duration>,
+        tags: &[&str],
+    ) -> Result<()> {
+        let encoded = self.encode(&key, &value)?;
+        let member = postcard::to_allocvec(&key).map_err(|error| Error::Encode {
+            key: key.to_string(),
+            message: error.to_string(),
+        })?;
+        let mut pipe = redis::pipe();
+        self.set(&mut pipe, &key, encoded, ttl);
+        let keep = ttl.or(self.inner.ttl).map_or(0, |ttl| {
+            u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
+        });
+        for tag in tags {
+            pipe.cmd("EVAL")
+                .arg(TAG_SCRIPT)
+                .arg(1)
+                .arg(self.tag_key(tag))
+                .arg(&member)
+                .arg(keep)
+                .ignore();
+        }
+        self.inner
+            .call(
+                "pipeline",
+                || key.to_string(),
+                pipe.query_async::<()>(&mut self.connection()),
+            )
+            .await
+    }
+
+    /// One page of the keys tagged `tag` (`SSCAN` from `cursor`, 0 to start): the next
+    /// cursor (0 when done) and up to a few hundred keys. A key may come twice, and keys of
+    /// entries since expired are still listed.
+    ///
+    /// # Errors
+    /// [`Error::Redis`] or [`Error::Timeout`]; [`Error::Decode`] for a member this cache did
+    /// not write.
+    pub async fn tagged(&self, tag: &str, cursor: u64) -> Result<(u64, Vec<K>)> {
+        let (next, members): (u64, Vec<Vec<u8>>) = self
+            .inner
+            .call(
+                "SSCAN",
+                || format!("tag {tag}"),
+                redis::cmd("SSCAN")
+                    .arg(self.tag_key(tag))
+                    .arg(cursor)
+                    .arg("COUNT")
+                    .arg(PAGE)
+                    .query_async(&mut self.connection()),
+            )
+            .await?;
+        let keys = members
+            .iter()
+            .map(|member| {
+                postcard::from_bytes(member).map_err(|error| Error::Decode {
+                    key: format!("tag {tag}"),
+                    message: error.to_string(),
+                })
+            })
+            .collect::<Result<Vec<K>>>()?;
+        Ok((next, keys))
+    }
+
+    /// Removes every entry tagged `tag`, and the tag, a page at a time (memory stays bounded
+    /// however many entries a tag has): how many keys were listed.
+    ///
+    /// # Errors
+    /// As [`tagged`](Self::tagged).
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<u64> {
+        let mut cursor = 0;
+        let mut listed = 0;
+        loop {
+            let (next, keys) = self.tagged(tag, cursor).await?;
+            listed += keys.len() as u64;
+            self.remove_many(&keys).await?;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        self.forget_tag(tag).await?;
+        Ok(listed)
+    }
+
+    /// Deletes a tag's set (not its entries).
+    pub(crate) async fn forget_tag(&self, tag: &str) -> Result<()> {
+        self.inner
+            .call(
+                "UNLINK",
+                || format!("tag {tag}"),
+                redis::cmd("UNLINK")
+                    .arg(self.tag_key(tag))
+                    .query_async::<()>(&mut self.connection()),
+            )
+            .await
+    }
+
+    /// Removes `keys` in one round trip (`UNLINK`: Redis frees them in the background).
+    ///
+    /// # Errors
+    /// [`Error::Redis`] or [`Error::Timeout`].
+    pub async fn remove_many(&self, keys: &[K]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let stored: Vec<String> = keys.iter().map(|key| self.stored(key)).collect();
+        self.inner
+            .call(
+                "UNLINK",
+                || format!("{} keys", keys.len()),
+                redis::cmd("UNLINK")
+                    .arg(&stored)
+                    .query_async::<()>(&mut self.connection()),
+            )
+            .await
+    }
+
+    /// Removes every entry whose key (as text) starts with `prefix`, a page at a time
+    /// (`SCAN … MATCH`, never `KEYS`): how many were removed. The scan walks the whole
+    /// keyspace of the server, so it costs time in proportion to it; tags are the cheap way
+    /// for groups known when values are written.
+    ///
+    /// # Errors
+    /// [`Error::Redis`] or [`Error::Timeout`].
+    pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64> {
+        let pattern = format!(
+            "{}*",
+            glob_literal(&format!(
+                "{}:{}:{prefix}",
+                self.inner.prefix,
+                self.namespace()
+            ))
+        );
+        let mut cursor = 0u64;
+        let mut removed = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .inner
+                .call(
+                    "SCAN",
+                    || format!("prefix {prefix}"),
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(PAGE)
+                        .query_async(&mut self.connection()),
+                )
+                .await?;
+            if !keys.is_empty() {
+                removed += self
+                    .inner
+                    .call(
+                        "UNLINK",
+                        || format!("prefix {prefix}"),
+                        redis::cmd("UNLINK")
+                            .arg(&keys)
+                            .query_async::<u64>(&mut self.connection()),
+                    )
+                    .await?;
+            }
+            if next == 0 {
+                return Ok(removed);
+            }
+            cursor = next;
+        }
+    }
+
+    /// The Redis set of `tag`'s keys: beside the entries, never one of them (`#`, not `:`).
+    fn tag_key(&self, tag: &str) -> String {
+        format!("{}:{}#tag:{tag}", self.inner.prefix, self.namespace())
+    }
+}
+
 /// A `PTTL` reply as a remaining time to live: -1 no expiry; -2 gone since the read (it
 /// expired in between: live for the rest of this call, with no time left).
 fn remaining(pttl: i64) -> Option<Duration> {
@@ -727,6 +955,12 @@ mod tests {
         name: String,
         tags: Vec<String>,
         score: Option<f64>,
+    }
+
+    #[test]
+    fn glob_characters_match_literally() {
+        assert_eq!(glob_literal("users:12"), "users:12");
+        assert_eq!(glob_literal(r"a*b?c[d]e\f"), r"a\*b\?c\[d\]e\\f");
     }
 
     proptest! {

@@ -112,14 +112,25 @@ pub struct Tiered<K, V, R = NoRemote> {
 }
 
 /// What a backplane tells the cache it serves.
-#[derive(Debug)]
 // Sent by the Redis backplane only.
 #[cfg_attr(not(feature = "redis"), allow(dead_code))]
 pub(crate) enum Event<K> {
     /// Another instance wrote or removed these keys.
     Changed(Vec<K>),
+    /// Another instance removed every key this matches (a prefix).
+    Matching(Box<dyn Fn(&K) -> bool + Send + Sync>),
     /// Messages may have been missed: every value in memory may be out of date.
     Gap,
+}
+
+impl<K> fmt::Debug for Event<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Event::Changed(keys) => write!(f, "Changed({} keys)", keys.len()),
+            Event::Matching(_) => f.write_str("Matching"),
+            Event::Gap => f.write_str("Gap"),
+        }
+    }
 }
 
 /// Where a backplane's events go: a tiered cache's memory level.
@@ -132,6 +143,13 @@ pub(crate) trait Link<K>: Send + Sync {
 
     /// Tells the other instances that `keys` changed; failures are the backplane's to count.
     fn publish<'a>(&'a self, keys: &'a [K]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
+    /// Tells the other instances that every key starting with `prefix` was removed.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // Called with the Redis level only.
+    fn publish_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 }
 
 struct Inner<K, V, R> {
@@ -908,6 +926,93 @@ where
     }
 }
 
+/// Tags and prefixes, with the Redis level: groups of entries invalidated together in every
+/// level and, through the backplane, in every instance's memory.
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+impl<K, V, C> Tiered<K, V, crate::redis::RedisCache<K, Stamped<V>, C>>
+where
+    K: Hash + Eq + Clone + fmt::Display + serde::Serialize + serde::de::DeserializeOwned,
+    K: Send + Sync + 'static,
+    V: Clone + serde::Serialize + serde::de::DeserializeOwned + Send + Sync + 'static,
+    C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+{
+    /// Stores `value` in both levels like [`Cache::insert`], and files `key` under each of
+    /// `tags` in Redis, so that [`invalidate_tag`](Self::invalidate_tag) removes it with the
+    /// rest of its group (a product under `"category:7"` and `"brand:3"`, say).
+    ///
+    /// # Errors
+    /// As [`Cache::insert`].
+    pub async fn insert_with_tags(
+        &self,
+        key: K,
+        value: V,
+        ttl: Option<Duration>,
+        tags: &[&str],
+    ) -> Result<()> {
+        let (stamped, keep) = self.stamp(value, ttl, Duration::ZERO);
+        if let Some(remote) = &self.inner.remote {
+            remote
+                .insert_with_tags(key.clone(), stamped.clone(), keep, tags)
+                .await?;
+        }
+        self.publish(std::slice::from_ref(&key)).await;
+        self.fill(key, stamped, keep);
+        Ok(())
+    }
+
+    /// Removes every entry filed under `tag` from both levels and from the other instances'
+    /// memory, a page of keys at a time: how many keys the tag listed.
+    ///
+    /// # Errors
+    /// [`Error::Redis`], [`Error::Timeout`] or [`Error::CircuitOpen`]; the pages removed
+    /// before the error stay removed.
+    pub async fn invalidate_tag(&self, tag: &str) -> Result<u64> {
+        let Some(remote) = &self.inner.remote else {
+            return Ok(0);
+        };
+        let mut cursor = 0;
+        let mut listed = 0;
+        loop {
+            let (next, keys) = remote.tagged(tag, cursor).await?;
+            listed += keys.len() as u64;
+            remote.remove_many(&keys).await?;
+            if let Some(memory) = &self.inner.memory {
+                for key in &keys {
+                    memory.remove(key);
+                }
+            }
+            self.publish(&keys).await;
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        remote.forget_tag(tag).await?;
+        Ok(listed)
+    }
+
+    /// Removes every entry whose key (as text) starts with `prefix` from both levels and from
+    /// the other instances' memory: how many Redis held. Scans the whole Redis keyspace and
+    /// all of memory; prefer tags for groups known when values are written.
+    ///
+    /// # Errors
+    /// [`Error::Redis`], [`Error::Timeout`] or [`Error::CircuitOpen`].
+    pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64> {
+        let removed = match &self.inner.remote {
+            Some(remote) => remote.invalidate_prefix(prefix).await?,
+            None => 0,
+        };
+        if let Some(memory) = &self.inner.memory {
+            memory.invalidate_if(|key, _| key.to_string().starts_with(prefix));
+        }
+        if let Some(backplane) = &self.inner.backplane {
+            backplane.publish_prefix(prefix).await;
+        }
+        Ok(removed)
+    }
+}
+
 /// Configures a [`Tiered`] cache; from [`Tiered::builder`].
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct TieredBuilder<K, V, R> {
@@ -963,7 +1068,7 @@ where
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn backplane(mut self, backplane: crate::redis::Backplane<K>) -> Self
     where
-        K: serde::Serialize + serde::de::DeserializeOwned,
+        K: fmt::Display + serde::Serialize + serde::de::DeserializeOwned,
     {
         self.backplane = Some(Box::new(backplane));
         self
@@ -1114,6 +1219,11 @@ where
                     for key in &keys {
                         memory.remove(key);
                     }
+                }
+            }
+            Event::Matching(matches) => {
+                if let Some(memory) = &inner.memory {
+                    memory.invalidate_if(|key, _| matches(key));
                 }
             }
             Event::Gap => {

@@ -273,3 +273,154 @@ async fn until_quiet(cache: &Instance, key: u64, stale: &str) -> bool {
     }
     false
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_is_invalidated_in_every_level_and_instance_a_page_at_a_time() {
+    let server = RedisServer::start().unwrap();
+    let writer = instance(&server, &Registry::new()).await;
+    let reader = instance(&server, &Registry::new()).await;
+    // More keys than one SSCAN page, and one of another tag.
+    for key in 1..=1200 {
+        writer
+            .insert_with_tags(key, format!("product {key}"), None, &["category:7"])
+            .await
+            .unwrap();
+    }
+    writer
+        .insert_with_tags(2000, "other".into(), None, &["category:8", "brand:3"])
+        .await
+        .unwrap();
+    for key in [1, 600, 1200, 2000] {
+        assert!(reader.get(&key).await.unwrap().is_some());
+    }
+
+    let listed = writer.invalidate_tag("category:7").await.unwrap();
+    assert!(listed >= 1200, "{listed}");
+    let keys: Vec<u64> = (1..=1200).collect();
+    for chunk in keys.chunks(300) {
+        let found = writer.remote().unwrap().get_many(chunk).await.unwrap();
+        assert!(found.iter().all(Option::is_none), "gone from Redis");
+    }
+    assert!(keys.iter().all(|&key| in_memory(&writer, key).is_none()));
+    until("gone from the reader's memory", || {
+        [1, 600, 1200]
+            .iter()
+            .all(|&key| in_memory(&reader, key).is_none())
+    })
+    .await;
+    assert_eq!(reader.get(&600).await.unwrap(), None);
+    assert_eq!(
+        in_memory(&reader, 2000).as_deref(),
+        Some("other"),
+        "another tag's entry stays"
+    );
+    let mut admin = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let left: u64 = redis::cmd("EXISTS")
+        .arg("products:0#tag:category:7")
+        .arg("products:0#tag:category:8")
+        .arg("products:0#tag:brand:3")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        left, 2,
+        "the invalidated tag's set is gone, the others stay"
+    );
+    // Either of an entry's tags reaches it.
+    writer.invalidate_tag("brand:3").await.unwrap();
+    assert_eq!(writer.get(&2000).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_tags_set_lives_as_long_as_its_longest_lived_entry() {
+    let server = RedisServer::start().unwrap();
+    let client = redis::Client::open(server.url()).unwrap();
+    let cache: RedisCache<u64, String> =
+        RedisCache::builder(ConnectionManager::new(client.clone()).await.unwrap())
+            .prefix("tags")
+            .build()
+            .await
+            .unwrap();
+    let mut admin = client.get_multiplexed_async_connection().await.unwrap();
+    let mut pttl = async |tag: &str| -> i64 {
+        redis::cmd("PTTL")
+            .arg(format!("tags:0#tag:{tag}"))
+            .query_async(&mut admin)
+            .await
+            .unwrap()
+    };
+    let secs = Duration::from_secs;
+    cache
+        .insert_with_tags(1, "a".into(), Some(secs(10)), &["t"])
+        .await
+        .unwrap();
+    let first = pttl("t").await;
+    assert!(first > 9_000 && first <= 10_000, "{first}");
+    cache
+        .insert_with_tags(2, "b".into(), Some(secs(60)), &["t"])
+        .await
+        .unwrap();
+    let longer = pttl("t").await;
+    assert!(longer > 59_000, "extended: {longer}");
+    cache
+        .insert_with_tags(3, "c".into(), Some(secs(5)), &["t"])
+        .await
+        .unwrap();
+    assert!(pttl("t").await > 59_000, "never shortened");
+    cache
+        .insert_with_tags(4, "d".into(), None, &["t", "forever"])
+        .await
+        .unwrap();
+    assert_eq!(
+        pttl("t").await,
+        -1,
+        "an entry without expiry keeps its tags"
+    );
+    assert_eq!(pttl("forever").await, -1);
+    cache
+        .insert_with_tags(5, "e".into(), Some(secs(5)), &["forever"])
+        .await
+        .unwrap();
+    assert_eq!(
+        pttl("forever").await,
+        -1,
+        "still kept for the entry that never expires"
+    );
+    let (_, listed) = cache.tagged("t", 0).await.unwrap();
+    let mut listed = listed;
+    listed.sort_unstable();
+    assert_eq!(listed, [1, 2, 3, 4]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_prefix_is_invalidated_in_every_level_and_instance() {
+    let server = RedisServer::start().unwrap();
+    let writer = instance(&server, &Registry::new()).await;
+    let reader = instance(&server, &Registry::new()).await;
+    let entries: Vec<(u64, String)> = (1..=300).map(|key| (key, format!("p{key}"))).collect();
+    writer.insert_many(entries, None).await.unwrap();
+    for key in [12, 13, 120, 129] {
+        assert!(reader.get(&key).await.unwrap().is_some());
+    }
+    // 12 and 120..=129.
+    assert_eq!(writer.invalidate_prefix("12").await.unwrap(), 11);
+    for key in [12, 120, 125, 129] {
+        assert_eq!(writer.remote().unwrap().get(&key).await.unwrap(), None);
+        assert_eq!(in_memory(&writer, key), None);
+    }
+    until("gone from the reader's memory", || {
+        in_memory(&reader, 12).is_none() && in_memory(&reader, 129).is_none()
+    })
+    .await;
+    assert_eq!(in_memory(&reader, 13).as_deref(), Some("p13"));
+    assert_eq!(writer.get(&1).await.unwrap().as_deref(), Some("p1"));
+    assert_eq!(
+        writer.invalidate_prefix("*").await.unwrap(),
+        0,
+        "globs match literally"
+    );
+}
