@@ -19,6 +19,11 @@ pub(crate) type Flights<K, V> = SingleFlight<(K, std::any::TypeId), V, SharedErr
 #[derive(Debug)]
 pub(crate) struct LoadTimedOut(pub(crate) std::time::Duration);
 
+/// A load that failed in another instance (loads coordinated across instances): its error
+/// as text, in place of the loader's own.
+#[derive(Debug)]
+pub(crate) struct LoadedElsewhere(pub(crate) String);
+
 /// A flight's error as the caller's: the loader's own error, its panic, or the wait timeout.
 pub(crate) fn caller_error<E: Send + Sync + 'static>(
     key: &impl fmt::Debug,
@@ -33,6 +38,15 @@ pub(crate) fn caller_error<E: Send + Sync + 'static>(
             },
             Err(_) => unreachable_flight(key),
         },
+        Ok(shared) if shared.is::<LoadedElsewhere>() => {
+            match shared.downcast::<LoadedElsewhere>() {
+                Ok(elsewhere) => Error::Flight {
+                    key,
+                    message: format!("the load failed in another instance: {}", elsewhere.0),
+                },
+                Err(_) => unreachable_flight(key),
+            }
+        }
         Ok(shared) => match shared.downcast::<E>() {
             Ok(source) => Error::Load { key, source },
             // The flight key holds the error's type id, so every caller of a load has the

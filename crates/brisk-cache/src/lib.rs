@@ -55,6 +55,8 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "redis")]
+mod across;
+#[cfg(feature = "redis")]
 mod backplane;
 #[cfg(feature = "redis")]
 mod breaker;

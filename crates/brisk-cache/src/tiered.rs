@@ -19,7 +19,7 @@ use brisk_metrics::{Counter, Histogram, Key, Recorder, Unit};
 
 use crate::{
     Cache, Error, MemoryCache, NoRemote, Remote, Result,
-    flight::{self, Flights, LoadTimedOut, SharedError},
+    flight::{self, Flights, LoadTimedOut, LoadedElsewhere, SharedError},
     fresh::{self, Clock, Freshness, Stamped},
     jitter,
 };
@@ -136,6 +136,31 @@ impl<K> fmt::Debug for Event<K> {
 /// Where a backplane's events go: a tiered cache's memory level.
 pub(crate) type Sink<K> = Box<dyn Fn(Event<K>) + Send + Sync>;
 
+/// A single-flight across instances as a tiered cache sees it (brisk-dedup's `RedisFlight`
+/// with feature `redis`): runs `work` in one instance at a time per key, and tells the others
+/// when it finished.
+pub(crate) trait Across: Send + Sync {
+    fn run<'a>(
+        &'a self,
+        key: &'a str,
+        work: Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>,
+    ) -> Pin<Box<dyn Future<Output = Result<(), brisk_dedup::Error<String>>> + Send + 'a>>;
+}
+
+/// Loads coordinated across instances, and the text a key is known by there.
+struct Shared<K> {
+    flight: Box<dyn Across>,
+    name: Box<dyn Fn(&K) -> String + Send + Sync>,
+}
+
+/// Why a load gave no value.
+enum Failure<E> {
+    /// The loader, here.
+    Here(E),
+    /// Another instance's load, whose error arrives as text.
+    Elsewhere(String),
+}
+
 /// A backplane as a tiered cache sees it (the Redis one with feature `redis`).
 pub(crate) trait Link<K>: Send + Sync {
     /// Sends events to `sink` from now on.
@@ -167,6 +192,7 @@ struct Inner<K, V, R> {
     /// Starts at 1; 0 marks a copy stale in any generation.
     generation: AtomicU32,
     backplane: Option<Box<dyn Link<K>>>,
+    across: Option<Shared<K>>,
 }
 
 /// A value as a caller is answered, and why it is stale if it is.
@@ -318,6 +344,7 @@ where
             metrics: Metrics::noop(),
             negative_ttl: None,
             backplane: None,
+            across: None,
             freshness: Freshness {
                 fail_safe_throttle: fresh::DEFAULT_THROTTLE,
                 ..Freshness::default()
@@ -636,14 +663,14 @@ where
             None => freshness.hard_timeout,
         };
         let loaded = match deadline.zip(tokio::runtime::Handle::try_current().ok()) {
-            None => self.load_and_store(key.clone(), load, ttl_of).await,
+            None => self.load_step(key.clone(), load, ttl_of).await,
             Some((deadline, runtime)) => {
                 // The load runs in a task of its own, so that it finishes (and stores its
                 // value) after its callers stop waiting.
                 let this = self.clone();
                 let stored = key.clone();
                 let mut task =
-                    runtime.spawn(async move { this.load_and_store(stored, load, ttl_of).await });
+                    runtime.spawn(async move { this.load_step(stored, load, ttl_of).await });
                 match tokio::time::timeout(deadline, &mut task).await {
                     Ok(Ok(loaded)) => loaded,
                     Ok(Err(joined)) => match joined.try_into_panic() {
@@ -665,14 +692,94 @@ where
         };
         match loaded {
             Ok(value) => Ok((value, None)),
-            Err(error) => match fallback {
+            Err(failure) => match fallback {
                 Some(stamped) => {
                     self.keep_stale(key, &stamped, now, freshness.fail_safe_throttle);
                     Ok((stamped.into_value(), Some(Stale::LoadFailed)))
                 }
-                None => Err(Arc::new(error)),
+                None => Err(match failure {
+                    Failure::Here(error) => Arc::new(error),
+                    Failure::Elsewhere(message) => Arc::new(LoadedElsewhere(message)),
+                }),
             },
         }
+    }
+
+    /// Loads and stores the value: here, or, with loads coordinated across instances, in
+    /// whichever instance leads, followers reading its value from L2. A follower that finds
+    /// no value there, or cannot coordinate (Redis down), loads here.
+    async fn load_step<F, Fut, E>(
+        &self,
+        key: K,
+        load: F,
+        ttl_of: impl FnOnce(&V) -> Option<Duration> + Send,
+    ) -> Result<V, Failure<E>>
+    where
+        F: FnOnce() -> Fut + Send,
+        Fut: Future<Output = Result<V, E>> + Send,
+        E: Send,
+    {
+        let Some(across) = &self.inner.across else {
+            return self
+                .load_and_store(key, load, ttl_of)
+                .await
+                .map_err(Failure::Here);
+        };
+        let name = (across.name)(&key);
+        // Taken by the work if it runs here; left for a follower that must load after all.
+        let mut pending = Some((load, ttl_of));
+        let mut outcome = None;
+        let ran = {
+            let (pending, outcome, key) = (&mut pending, &mut outcome, key.clone());
+            let work = Box::pin(async move {
+                let Some((load, ttl_of)) = pending.take() else {
+                    return Err("the load ran already".to_owned());
+                };
+                let loaded = self.load_and_store(key, load, ttl_of).await;
+                let failed = loaded.is_err();
+                *outcome = Some(loaded);
+                if failed {
+                    Err("the loader returned an error".to_owned())
+                } else {
+                    Ok(())
+                }
+            });
+            across.flight.run(&name, work).await
+        };
+        if let Some(loaded) = outcome {
+            return loaded.map_err(Failure::Here);
+        }
+        match ran {
+            Ok(()) => {
+                // Finished in another instance, which stored the value in L2.
+                let now = self.inner.clock.now_ms();
+                if let Some(remote) = &self.inner.remote {
+                    match self.remote_get(remote, &key).await {
+                        Ok(Some((stamped, left))) if stamped.is_fresh(now) => {
+                            let value = stamped.value().clone();
+                            self.fill(key, stamped, left);
+                            return Ok(value);
+                        }
+                        Ok(_) => {}
+                        Err(_) => self.inner.metrics.remote_errors.increment(),
+                    }
+                }
+            }
+            Err(brisk_dedup::Error::Remote { message, .. }) => {
+                return Err(Failure::Elsewhere(message));
+            }
+            Err(brisk_dedup::Error::Panicked { message, .. }) => {
+                std::panic::resume_unwind(Box::new(message));
+            }
+            // Redis could not coordinate: load here.
+            Err(_) => self.inner.metrics.remote_errors.increment(),
+        }
+        let Some((load, ttl_of)) = pending else {
+            return Err(Failure::Elsewhere("the load ran already".to_owned()));
+        };
+        self.load_and_store(key, load, ttl_of)
+            .await
+            .map_err(Failure::Here)
     }
 
     /// Runs `load`, timed and counted, and stores its value in both levels.
@@ -1022,6 +1129,7 @@ pub struct TieredBuilder<K, V, R> {
     negative_ttl: Option<Duration>,
     freshness: Freshness,
     backplane: Option<Box<dyn Link<K>>>,
+    across: Option<Shared<K>>,
 }
 
 impl<K, V, R: fmt::Debug> fmt::Debug for TieredBuilder<K, V, R> {
@@ -1056,7 +1164,35 @@ where
             negative_ttl: self.negative_ttl,
             freshness: self.freshness,
             backplane: self.backplane,
+            across: self.across,
         }
+    }
+
+    /// Runs each load once across every instance sharing this Redis (brisk-dedup's
+    /// `RedisFlight`, leases under `<prefix>{<key>}`): the instance that takes the lease
+    /// loads and stores the value in both levels; the others wait for it (polling every 2 to
+    /// 50 ms) and read the value from L2. A follower that finds no value, or cannot reach
+    /// Redis, loads itself; a leader's failure reaches the followers as
+    /// [`Error::Flight`] with its text. Needs a remote level for followers to read from.
+    ///
+    /// The coordination's calls have no timeout of their own: give `connection` a response
+    /// and connection timeout (redis-rs' `ConnectionManagerConfig`), so that a dead Redis
+    /// costs a load that much, not the client's full reconnect schedule.
+    #[cfg(feature = "redis")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+    pub fn load_across_instances<C>(mut self, connection: C, prefix: impl Into<String>) -> Self
+    where
+        K: fmt::Display,
+        C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
+    {
+        let flight = brisk_dedup::RedisFlight::builder(connection, crate::across::Announce)
+            .prefix(prefix)
+            .build();
+        self.across = Some(Shared {
+            flight: Box::new(flight),
+            name: Box::new(|key: &K| key.to_string()),
+        });
+        self
     }
 
     /// Keeps the memory level in step with the other instances of the service through a
@@ -1174,6 +1310,13 @@ where
             });
         }
         self.freshness.check()?;
+        if self.across.is_some() && self.remote.is_none() {
+            return Err(Error::Config {
+                setting: "load_across_instances",
+                value: "no remote level".into(),
+                reason: "followers read the leader's value from the remote level: set `remote` too",
+            });
+        }
         if self.memory.is_none() && self.remote.is_none() {
             return Err(Error::Config {
                 setting: "memory",
@@ -1196,6 +1339,7 @@ where
                 clock: Clock::new(),
                 generation: AtomicU32::new(1),
                 backplane: self.backplane,
+                across: self.across,
             }
         });
         Ok(Tiered { inner })

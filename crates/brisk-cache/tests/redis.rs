@@ -405,7 +405,7 @@ mod tiered {
         atomic::{AtomicUsize, Ordering},
     };
 
-    use brisk_cache::{MemoryCache, Stamped, Tiered};
+    use brisk_cache::{MemoryCache, NoRemote, Stamped, Tiered};
 
     use super::*;
 
@@ -993,5 +993,120 @@ mod tiered {
                 .map(Stamped::into_value),
             Some(product(key))
         );
+    }
+    async fn across(server: &RedisServer) -> Both {
+        // Coordination has no timeout of its own: the connection bounds each call.
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_response_timeout(Some(Duration::from_millis(200)))
+            .set_connection_timeout(Some(Duration::from_millis(200)))
+            .set_number_of_retries(1);
+        let client = redis::Client::open(server.url()).unwrap();
+        let connection = ConnectionManager::new_with_config(client, config)
+            .await
+            .unwrap();
+        Tiered::builder()
+            .memory(MemoryCache::builder().max_entries(100).build().unwrap())
+            .remote(
+                RedisCache::builder(connection.clone())
+                    .prefix("across")
+                    .build()
+                    .await
+                    .unwrap(),
+            )
+            .load_across_instances(connection, "across:flight:")
+            .build()
+            .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cold_key_loads_once_across_instances() {
+        let server = RedisServer::start().unwrap();
+        let instances = [
+            across(&server).await,
+            across(&server).await,
+            across(&server).await,
+        ];
+        let loads = Arc::new(AtomicUsize::new(0));
+        let mut callers = Vec::new();
+        for instance in &instances {
+            for _ in 0..100 {
+                let (cache, loads) = (instance.clone(), Arc::clone(&loads));
+                callers.push(tokio::spawn(async move {
+                    cache
+                        .try_get_with(1, move || async move {
+                            loads.fetch_add(1, Ordering::SeqCst);
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            Ok::<_, String>(product(1))
+                        })
+                        .await
+                }));
+            }
+        }
+        for caller in callers {
+            assert_eq!(caller.await.unwrap().unwrap(), product(1));
+        }
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            1,
+            "one load in three instances"
+        );
+        for instance in &instances {
+            assert_eq!(in_memory(instance, 1), Some(product(1)), "every L1 filled");
+        }
+
+        // A failing load fails once; the other instances get its error as text.
+        let mut callers = Vec::new();
+        for instance in &instances {
+            let (cache, loads) = (instance.clone(), Arc::clone(&loads));
+            callers.push(tokio::spawn(async move {
+                cache
+                    .try_get_with(2, move || async move {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Err::<Product, _>("database down".to_owned())
+                    })
+                    .await
+            }));
+        }
+        let mut here = 0;
+        for caller in callers {
+            match caller.await.unwrap() {
+                Err(Error::Load { source, .. }) if *source == "database down" => here += 1,
+                Err(Error::Flight { message, .. }) => {
+                    assert!(message.contains("another instance"), "{message}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(here, 1, "the leader's own caller gets the typed error");
+        assert_eq!(loads.load(Ordering::SeqCst), 2);
+
+        let invalid = Tiered::<u64, Product, NoRemote>::builder()
+            .memory(MemoryCache::builder().max_entries(10).build().unwrap())
+            .load_across_instances(connection(&server).await, "x:")
+            .build();
+        assert!(
+            matches!(
+                invalid,
+                Err(Error::Config {
+                    setting: "load_across_instances",
+                    ..
+                })
+            ),
+            "{invalid:?}"
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn without_redis_a_coordinated_load_runs_here() {
+        let mut server = RedisServer::start().unwrap();
+        let cache = across(&server).await;
+        server.kill();
+        let loaded = cache
+            .try_get_with(3, || async { Ok::<_, String>(product(3)) })
+            .await
+            .unwrap();
+        assert_eq!(loaded, product(3));
+        assert_eq!(in_memory(&cache, 3), Some(product(3)));
     }
 }
