@@ -561,7 +561,49 @@ fn tiered() -> String {
     })
 }
 
+/// The multi-process protocol shared with `tests/processes.rs`.
+#[cfg(feature = "redis")]
+#[path = "../tests/support/processes.rs"]
+mod processes;
+
+/// Write propagation through the backplane between three OS processes (this binary, started
+/// again as children): the median and p99 from a write in one process until the key has left
+/// the others' memory.
+#[cfg(feature = "redis")]
+fn propagation() -> String {
+    const KEYS: usize = 300;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = brisk_testkit::RedisServer::start().unwrap();
+    let report = runtime.block_on(processes::run(&server.url(), 3, 1000, KEYS, || {
+        std::process::Command::new(std::env::current_exe().unwrap())
+    }));
+    assert_eq!(report.loads, 1, "one load across the processes");
+    assert_eq!(report.missed, 0);
+    format!(
+        "\nAcross three OS processes on one Redis (each with memory, Redis, backplane and loads coordinated across instances):\n\n| measure | value |\n|---|---|\n| loads for 3 × 1000 concurrent gets of one cold key | {} |\n| a write in one process until the key has left the other two's memory ({} writes × 2 readers), p50 / p99 / max | {:.2} / {:.2} / {:.2} ms |\n",
+        report.loads,
+        KEYS,
+        report.quantile_ms(0.5),
+        report.quantile_ms(0.99),
+        report.quantile_ms(1.0)
+    )
+}
+
 fn main() {
+    #[cfg(feature = "redis")]
+    if let Ok(spec) = std::env::var(processes::CHILD_ENV) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(processes::child(&spec));
+        return;
+    }
     let args: Vec<String> = std::env::args().collect();
     if let Some(position) = args.iter().position(|a| a == "--memory") {
         memory_child(args.get(position + 1).map_or("brisk", String::as_str));
@@ -581,5 +623,6 @@ fn main() {
     #[cfg(feature = "redis")]
     if only.is_empty() || only == "tiered" {
         print!("{}", tiered());
+        print!("{}", propagation());
     }
 }

@@ -122,6 +122,37 @@ impl Clock {
     }
 }
 
+/// The time, read from `clock` once and only if asked: a hit on a value that cannot go stale
+/// by time reads no clock. (An atomic rather than a `Cell`, so that a future holding it stays
+/// `Send`; it is read by one task.)
+#[derive(Debug)]
+pub(crate) struct Now<'a> {
+    clock: &'a Clock,
+    /// `u64::MAX` until read.
+    read: std::sync::atomic::AtomicU64,
+}
+
+impl<'a> Now<'a> {
+    pub(crate) fn new(clock: &'a Clock) -> Self {
+        Self {
+            clock,
+            read: std::sync::atomic::AtomicU64::new(u64::MAX),
+        }
+    }
+
+    pub(crate) fn get(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        match self.read.load(Relaxed) {
+            u64::MAX => {
+                let now = self.clock.now_ms();
+                self.read.store(now, Relaxed);
+                now
+            }
+            now => now,
+        }
+    }
+}
+
 /// Milliseconds in `duration`, rounded up, as a stamp field.
 pub(crate) fn millis_up(duration: Duration) -> u64 {
     let ms = duration.as_millis() + u128::from(!duration.subsec_nanos().is_multiple_of(1_000_000));

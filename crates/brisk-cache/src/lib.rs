@@ -34,7 +34,9 @@
 //!   panicking loader reaches every waiter and caches nothing.
 //! - Metrics into brisk-metrics with [`MemoryCacheBuilder::metrics`].
 //! - [`Tiered`]: memory in front of a [`Remote`] level (the Redis one), read through to a
-//!   loader; either level may be left out.
+//!   loader; either level may be left out. Its levels hold [`Stamped`] values, so that it can
+//!   refresh early (XFetch), serve stale values while revalidating or when the loader fails
+//!   or is slow (fail-safe, soft and hard timeouts), and agree on freshness across instances.
 //! - [`WriteThrough`]: a tiered cache kept in step with a [`Source`] (the table behind it).
 //! - [`WriteBehind`]: writes cached at once and written to the [`Source`] in coalesced
 //!   batches.
@@ -42,7 +44,10 @@
 //!
 //! # Feature flags
 //! - `redis`: `redis::RedisCache`, a level in Redis shared by every instance (values
-//!   serialized with postcard and compressed with brisk-compress).
+//!   serialized with postcard and compressed with brisk-compress, a circuit breaker, tags and
+//!   prefix invalidation); `redis::Backplane`, which keeps every instance's memory level in
+//!   step; loads run once across instances
+//!   ([`TieredBuilder::load_across_instances`]).
 //!
 //! # Guarantees
 //! - **Bounded.** The entry count (or weight) never exceeds the bound: each shard holds its

@@ -20,7 +20,7 @@ use brisk_metrics::{Counter, Histogram, Key, Recorder, Unit};
 use crate::{
     Cache, Error, MemoryCache, NoRemote, Remote, Result,
     flight::{self, Flights, LoadTimedOut, LoadedElsewhere, SharedError},
-    fresh::{self, Clock, Freshness, Stamped},
+    fresh::{self, Clock, Freshness, Now, Stamped},
     jitter,
 };
 
@@ -423,9 +423,9 @@ where
 
     /// Whether an L1 copy answers as fresh at `now`: filled in the current generation, and
     /// fresh (or throttled) by its stamp.
-    fn fresh_in_l1(&self, stamped: &Stamped<V>, now: u64) -> bool {
+    fn fresh_in_l1(&self, stamped: &Stamped<V>, now: &Now<'_>) -> bool {
         stamped.generation() == self.inner.generation.load(Ordering::Acquire)
-            && stamped.is_fresh(now)
+            && (stamped.answers_until() == u64::MAX || stamped.is_fresh(now.get()))
     }
 
     /// Tells the other instances, through the backplane if there is one, that `keys` changed.
@@ -484,7 +484,9 @@ where
         let inner = &*self.inner;
         let mut stale = None;
         if let Some(stamped) = inner.memory.as_ref().and_then(|memory| memory.get(key)) {
-            if self.fresh_in_l1(&stamped, now) {
+            if stamped.generation() == inner.generation.load(Ordering::Acquire)
+                && stamped.is_fresh(now)
+            {
                 inner.metrics.l1_hits.increment();
                 return Found::Fresh(stamped.into_value());
             }
@@ -921,10 +923,10 @@ where
     async fn get(&self, key: &K) -> Result<Option<V>> {
         let inner = &*self.inner;
         let memory = inner.memory.as_ref();
-        let now = inner.clock.now_ms();
+        let now = Now::new(&inner.clock);
         if let Some(stamped) = memory
             .and_then(|memory| memory.get(key))
-            .filter(|stamped| self.fresh_in_l1(stamped, now))
+            .filter(|stamped| self.fresh_in_l1(stamped, &now))
         {
             inner.metrics.l1_hits.increment();
             return Ok(Some(stamped.into_value()));
@@ -934,7 +936,7 @@ where
             Some(remote) => self
                 .remote_get(remote, key)
                 .await?
-                .filter(|(stamped, _)| stamped.is_fresh(now))
+                .filter(|(stamped, _)| stamped.is_fresh(now.get()))
                 .map(|(stamped, left)| {
                     let value = stamped.value().clone();
                     self.fill(key.clone(), stamped, left);
@@ -972,15 +974,15 @@ where
     async fn get_many(&self, keys: &[K]) -> Result<Vec<Option<V>>> {
         let inner = &*self.inner;
         let metrics = &inner.metrics;
-        let now = inner.clock.now_ms();
-        let fresh = |stamped: Stamped<V>| stamped.is_fresh(now).then(|| stamped.into_value());
+        let now = Now::new(&inner.clock);
+        let fresh = |stamped: Stamped<V>| stamped.is_fresh(now.get()).then(|| stamped.into_value());
         let mut found: Vec<Option<V>> = match &inner.memory {
             Some(memory) => keys
                 .iter()
                 .map(|key| {
                     memory
                         .get(key)
-                        .filter(|stamped| self.fresh_in_l1(stamped, now))
+                        .filter(|stamped| self.fresh_in_l1(stamped, &now))
                         .map(Stamped::into_value)
                 })
                 .collect(),
@@ -1003,7 +1005,9 @@ where
             let missing_keys: Vec<K> = missing.iter().map(|&at| keys[at].clone()).collect();
             let fetched = remote.get_many_with_ttl(&missing_keys).await?;
             for ((&at, key), hit) in missing.iter().zip(missing_keys).zip(fetched) {
-                if let Some((stamped, left)) = hit.filter(|(stamped, _)| stamped.is_fresh(now)) {
+                if let Some((stamped, left)) =
+                    hit.filter(|(stamped, _)| stamped.is_fresh(now.get()))
+                {
                     found[at] = Some(stamped.value().clone());
                     self.fill(key, stamped, left);
                 }
