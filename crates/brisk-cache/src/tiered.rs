@@ -59,11 +59,13 @@ use crate::{
 /// The [`Cache`] methods answer fresh values only.
 ///
 /// ```
-/// use brisk_cache::{Cache, MemoryCache, Tiered};
+/// use brisk_cache::{Cache, MemoryCache, Stamped, Tiered};
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// let memory: MemoryCache<u64, String> = MemoryCache::builder().max_entries(10_000).build()?;
+/// // The levels hold stamped values (the value and its freshness).
+/// let memory: MemoryCache<u64, Stamped<String>> =
+///     MemoryCache::builder().max_entries(10_000).build()?;
 /// // Memory alone; with the `redis` feature: `.remote(redis_cache)`.
 /// let cache = Tiered::builder().memory(memory).build()?;
 /// let name = cache.get_with(42, || async { "Ada".to_owned() }).await?;
