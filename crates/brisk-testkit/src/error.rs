@@ -63,6 +63,12 @@ pub enum Error {
         /// The tail of its log.
         log: String,
     },
+    /// A Redis Cluster command was refused, or the cluster did not come up.
+    #[error("redis cluster: {message}")]
+    Cluster {
+        /// What went wrong.
+        message: String,
+    },
     /// PostgreSQL will not run as root and there is no `postgres` user to run it as.
     #[error(
         "running as root, and PostgreSQL refuses to run as root: create a `postgres` system user (the `postgresql` package does)"

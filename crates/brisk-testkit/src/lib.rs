@@ -31,6 +31,7 @@
 //! - Killing SIGKILLs the server and every process it started and waits until none is alive.
 //! - The API is blocking: call it outside async code or accept a short block of the runtime.
 
+mod cluster;
 mod error;
 mod pgwire;
 mod postgres;
@@ -38,6 +39,7 @@ mod process;
 mod redis;
 
 pub use crate::{
+    cluster::RedisCluster,
     error::{Error, Result},
     postgres::{PostgresBuilder, PostgresServer},
     redis::{RedisBuilder, RedisServer},

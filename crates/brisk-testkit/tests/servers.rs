@@ -237,3 +237,42 @@ fn missing_postgres_binaries_name_the_package() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn a_cluster_of_three_masters_serves_keys_from_every_slot_range() {
+    let mut cluster = brisk_testkit::RedisCluster::start().unwrap();
+    let client = redis::cluster::ClusterClient::new(cluster.urls()).unwrap();
+    let mut connection = client.get_async_connection().await.unwrap();
+    let keys: Vec<String> = (0..300).map(|n| format!("key:{n}")).collect();
+    for key in &keys {
+        let () = redis::cmd("SET")
+            .arg(key)
+            .arg(key)
+            .query_async(&mut connection)
+            .await
+            .unwrap();
+    }
+    // One MGET across slots: the cluster client splits it by slot and reassembles it.
+    let values: Vec<Option<String>> = redis::cmd("MGET")
+        .arg(&keys)
+        .query_async(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(values, keys.iter().cloned().map(Some).collect::<Vec<_>>());
+    // Every master holds a share.
+    let urls = cluster.urls();
+    for url in &urls {
+        let size: u64 = redis::cmd("DBSIZE")
+            .query_async(
+                &mut redis::Client::open(url.as_str())
+                    .unwrap()
+                    .get_multiplexed_async_connection()
+                    .await
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert!(size > 50, "{url} holds {size} of 300 keys");
+    }
+    assert_eq!(cluster.nodes().len(), 3);
+}
