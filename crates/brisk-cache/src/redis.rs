@@ -27,9 +27,11 @@
 //! ```
 
 use std::{
+    collections::BTreeMap,
     fmt::{self, Display},
     future::Future,
     marker::PhantomData,
+    pin::Pin,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -71,6 +73,8 @@ struct Inner<C> {
     codec: ValueCodec,
     metrics: Metrics,
     breaker: Option<Breaker>,
+    /// A Redis Cluster connection: pipelines are split by hash slot.
+    cluster: bool,
 }
 
 impl<K, V, C> Clone for RedisCache<K, V, C> {
@@ -162,6 +166,7 @@ where
             codec: None,
             metrics: Metrics::noop(),
             circuit_breaker: Some((5, Duration::from_secs(2))),
+            cluster: false,
             _types: PhantomData,
         }
     }
@@ -201,6 +206,9 @@ where
             return Ok(Vec::new());
         }
         let stored: Vec<String> = keys.iter().map(|key| self.stored(key)).collect();
+        if self.inner.cluster {
+            return self.get_many_by_slot(keys, &stored).await;
+        }
         let mut pipe = redis::pipe();
         pipe.cmd("MGET").arg(&stored);
         for key in &stored {
@@ -245,6 +253,80 @@ where
                 Ok(self.found(key, value)?.map(|value| (value, remaining(ttl))))
             })
             .collect()
+    }
+
+    /// `get_many_with_ttl` on a cluster: a `GET` and a `PTTL` per key, one pipeline per hash
+    /// slot, the pipelines concurrently.
+    async fn get_many_by_slot(
+        &self,
+        keys: &[K],
+        stored: &[String],
+    ) -> Result<Vec<Option<WithTtl<V>>>> {
+        let mut groups: BTreeMap<u16, Vec<usize>> = BTreeMap::new();
+        for (at, key) in stored.iter().enumerate() {
+            groups.entry(slot(key.as_bytes())).or_default().push(at);
+        }
+        let calls = groups
+            .values()
+            .map(|members| {
+                let mut pipe = redis::pipe();
+                for &at in members {
+                    pipe.cmd("GET")
+                        .arg(&stored[at])
+                        .cmd("PTTL")
+                        .arg(&stored[at]);
+                }
+                let mut connection = self.connection();
+                Box::pin(async move {
+                    self.inner
+                        .call(
+                            "pipeline",
+                            || format!("{} keys", members.len()),
+                            async move {
+                                pipe.query_async::<Vec<(Option<Vec<u8>>, i64)>>(&mut connection)
+                                    .await
+                            },
+                        )
+                        .await
+                }) as Reply<'_, Vec<(Option<Vec<u8>>, i64)>>
+            })
+            .collect();
+        let replies = join_all(calls).await;
+        let mut found: Vec<Option<WithTtl<V>>> = (0..keys.len()).map(|_| None).collect();
+        for (members, replies) in groups.values().zip(replies) {
+            let replies = replies?;
+            if replies.len() != members.len() {
+                return Err(Error::Decode {
+                    key: format!("{} keys", keys.len()),
+                    message: format!("{} replies for {} keys", replies.len(), members.len()),
+                });
+            }
+            for (&at, (value, ttl)) in members.iter().zip(replies) {
+                found[at] = self
+                    .found(&keys[at], value)?
+                    .map(|value| (value, remaining(ttl)));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Sends `writes`: one pipeline, or on a cluster one per hash slot, concurrently.
+    async fn run(&self, writes: Writes, key: impl Fn() -> String + Sync) -> Result<()> {
+        let key = &key;
+        let calls = writes
+            .into_pipes()
+            .map(|pipe| {
+                let mut connection = self.connection();
+                Box::pin(async move {
+                    self.inner
+                        .call("pipeline", key, async move {
+                            pipe.query_async::<()>(&mut connection).await
+                        })
+                        .await
+                }) as Reply<'_, ()>
+            })
+            .collect();
+        join_all(calls).await.into_iter().collect()
     }
 
     /// Makes every entry written so far unreachable, in one `INCR` of the namespace version:
@@ -356,6 +438,90 @@ where
     }
 }
 
+/// Commands to send together: one pipeline on a single server; on a Redis Cluster, one per
+/// hash slot (a pipeline may not cross slots there).
+struct Writes {
+    cluster: bool,
+    pipes: BTreeMap<u16, redis::Pipeline>,
+}
+
+impl Writes {
+    fn new(cluster: bool) -> Self {
+        Self {
+            cluster,
+            pipes: BTreeMap::new(),
+        }
+    }
+
+    /// The pipeline for commands on the Redis key `key`.
+    fn pipe(&mut self, key: &str) -> &mut redis::Pipeline {
+        let slot = if self.cluster {
+            slot(key.as_bytes())
+        } else {
+            0
+        };
+        self.pipes.entry(slot).or_insert_with(redis::pipe)
+    }
+
+    fn into_pipes(self) -> impl Iterator<Item = redis::Pipeline> {
+        self.pipes.into_values()
+    }
+}
+
+/// One pipeline's reply, as a future among several sent at once.
+type Reply<'a, T> = Pin<Box<dyn Future<Output = Result<T>> + Send + 'a>>;
+
+/// The Redis Cluster hash slot of `key`: CRC16 (XMODEM) of the key, or of its hash tag (the
+/// part between the first `{` and the next `}`, if not empty), modulo 16 384.
+fn slot(key: &[u8]) -> u16 {
+    let hashed = key
+        .iter()
+        .position(|&byte| byte == b'{')
+        .and_then(|open| {
+            let rest = &key[open + 1..];
+            rest.iter()
+                .position(|&byte| byte == b'}')
+                .filter(|&close| close > 0)
+                .map(|close| &rest[..close])
+        })
+        .unwrap_or(key);
+    let mut crc: u16 = 0;
+    for &byte in hashed {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16_384
+}
+
+/// Runs `futures` concurrently; their outputs in order.
+async fn join_all<T>(mut futures: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
+    let mut outputs: Vec<Option<T>> = futures.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
+            if output.is_none() {
+                match future.as_mut().poll(cx) {
+                    std::task::Poll::Ready(value) => *output = Some(value),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().flatten().collect()
+}
+
 /// Adds a member to one tag's set and keeps the set at least as long as the entry: a set
 /// with no expiry stays so (a member lives forever), a new set takes the entry's TTL, and a
 /// shorter-lived set is extended. One key per call, so it runs on a Redis Cluster too.
@@ -416,27 +582,24 @@ where
             key: key.to_string(),
             message: error.to_string(),
         })?;
-        let mut pipe = redis::pipe();
-        self.set(&mut pipe, &key, encoded, ttl);
+        let mut writes = Writes::new(self.inner.cluster);
+        self.set(writes.pipe(&self.stored(&key)), &key, encoded, ttl);
         let keep = ttl.or(self.inner.ttl).map_or(0, |ttl| {
             u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
         });
         for tag in tags {
-            pipe.cmd("EVAL")
+            let tag_key = self.tag_key(tag);
+            writes
+                .pipe(&tag_key)
+                .cmd("EVAL")
                 .arg(TAG_SCRIPT)
                 .arg(1)
-                .arg(self.tag_key(tag))
+                .arg(&tag_key)
                 .arg(&member)
                 .arg(keep)
                 .ignore();
         }
-        self.inner
-            .call(
-                "pipeline",
-                || key.to_string(),
-                pipe.query_async::<()>(&mut self.connection()),
-            )
-            .await
+        self.run(writes, || key.to_string()).await
     }
 
     /// One page of the keys tagged `tag` (`SSCAN` from `cursor`, 0 to start): the next
@@ -534,6 +697,13 @@ where
     /// # Errors
     /// [`Error::Redis`] or [`Error::Timeout`].
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64> {
+        if self.inner.cluster {
+            return Err(Error::Config {
+                setting: "cluster",
+                value: "true".into(),
+                reason: "prefix invalidation scans one server: on a cluster, use tags",
+            });
+        }
         let pattern = format!(
             "{}*",
             glob_literal(&format!(
@@ -759,18 +929,12 @@ where
         }
         // Every value is encoded and checked before anything is sent: a value over the limit
         // fails the call and writes none of them.
-        let mut pipe = redis::pipe();
+        let mut writes = Writes::new(self.inner.cluster);
         for (key, value) in &entries {
             let encoded = self.encode(key, value)?;
-            self.set(&mut pipe, key, encoded, ttl);
+            self.set(writes.pipe(&self.stored(key)), key, encoded, ttl);
         }
-        self.inner
-            .call(
-                "pipeline",
-                || format!("{} keys", entries.len()),
-                pipe.query_async::<()>(&mut self.connection()),
-            )
-            .await
+        self.run(writes, || format!("{} keys", entries.len())).await
     }
 }
 
@@ -787,6 +951,7 @@ pub struct RedisCacheBuilder<K, V, C> {
     metrics: Metrics,
     /// Consecutive failures that open the breaker, and how long it stays open.
     circuit_breaker: Option<(u32, Duration)>,
+    cluster: bool,
     _types: PhantomData<fn(K) -> V>,
 }
 
@@ -856,6 +1021,17 @@ where
     /// Redis, and its success closes the breaker. Default: 5 failures, open for 2 s.
     pub fn circuit_breaker(mut self, failures: u32, open_for: Duration) -> Self {
         self.circuit_breaker = Some((failures, open_for));
+        self
+    }
+
+    /// Whether the connection is a Redis Cluster one (redis-rs' `cluster_async`
+    /// `ClusterConnection`): pipelined calls (`get_many_with_ttl`, `insert_many`,
+    /// `insert_with_tags`) are then split by hash slot, one pipeline per slot sent at once,
+    /// since a pipeline may not cross slots there; `get_many` and `remove_many` are single
+    /// commands the cluster client splits itself. `invalidate_prefix` is refused (`SCAN` walks
+    /// one node): use tags. Default: false.
+    pub fn cluster(mut self, cluster: bool) -> Self {
+        self.cluster = cluster;
         self
     }
 
@@ -932,6 +1108,7 @@ where
             metrics: self.metrics,
             prefix: self.prefix,
             breaker,
+            cluster: self.cluster,
         };
         let version = read_namespace(&inner, &format!("{}:namespace", inner.prefix)).await?;
         inner.namespace.store(version, Ordering::Relaxed);
@@ -955,6 +1132,23 @@ mod tests {
         name: String,
         tags: Vec<String>,
         score: Option<f64>,
+    }
+
+    #[test]
+    fn slots_follow_the_cluster_specification() {
+        // Values from the Redis Cluster specification and `CLUSTER KEYSLOT`.
+        assert_eq!(slot(b"foo"), 12182);
+        assert_eq!(slot(b"bar"), 5061);
+        assert_eq!(slot(b"123456789"), 0x31C3 % 16_384);
+        assert_eq!(slot(b"{user1000}.following"), slot(b"{user1000}.followers"));
+        assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
+        assert_eq!(
+            slot(b"foo{}{bar}"),
+            slot(b"foo{}{bar}"),
+            "an empty tag hashes the whole key"
+        );
+        assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"));
+        assert_eq!(slot(b"foo{{bar}}zap"), slot(b"{bar"));
     }
 
     #[test]
