@@ -450,6 +450,8 @@ fn tiered() -> String {
     const KEYS: u64 = 10_000;
     const TASKS: u64 = 32;
     const L2_GETS_PER_TASK: u64 = 2_000;
+    const L1_GETS: u64 = 500_000;
+    const L1_ROUNDS: usize = 20;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -488,20 +490,58 @@ fn tiered() -> String {
         // L1 hits, one task: the async trait's cost over the sync call.
         let l1_round = || async {
             let started = Instant::now();
-            for n in 0..2_000_000u64 {
+            for n in 0..L1_GETS {
                 let key = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) % KEYS;
                 assert!(with_l1.get(&key).await.unwrap().is_some());
             }
-            2.0 / started.elapsed().as_secs_f64()
+            L1_GETS as f64 / 1e6 / started.elapsed().as_secs_f64()
         };
         let memory_round = || {
             let started = Instant::now();
-            for n in 0..2_000_000u64 {
+            for n in 0..L1_GETS {
                 let key = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) % KEYS;
                 assert!(memory.get(&key).is_some());
             }
-            2.0 / started.elapsed().as_secs_f64()
+            L1_GETS as f64 / 1e6 / started.elapsed().as_secs_f64()
         };
+        // A hit costs ~100 ns, so a round of either side is a few tens of milliseconds: the
+        // fastest of many alternating rounds, rather than a median of few, keeps the other
+        // tenants of a shared machine out of the ratio (the medians swung 0.7–1.0×).
+        let (mut l1, mut mem) = (0.0f64, 0.0f64);
+        for _ in 0..L1_ROUNDS {
+            l1 = l1.max(l1_round().await);
+            mem = mem.max(memory_round());
+        }
+        // The FusionCache port a user might pick instead, memory only, String keys on both
+        // sides (amalgam keys are strings).
+        let names: Vec<String> = (0..KEYS).map(|key| format!("product:{key}")).collect();
+        let amalgam: amalgam::Cache<String> = amalgam::Cache::builder()
+            .max_capacity(2 * KEYS)
+            .try_build()
+            .unwrap();
+        let by_name: Tiered<String, String> = Tiered::builder()
+            .memory(MemoryCache::builder().max_entries(2 * KEYS).build().unwrap())
+            .build()
+            .unwrap();
+        for name in &names {
+            amalgam.set(name.as_str(), value.clone()).await.unwrap();
+            by_name.insert(name.clone(), value.clone(), None).await.unwrap();
+        }
+        let (mut ours, mut theirs) = (0.0f64, 0.0f64);
+        for _ in 0..L1_ROUNDS {
+            let started = Instant::now();
+            for n in 0..L1_GETS {
+                let name = &names[(n.wrapping_mul(0x9E37_79B9_7F4A_7C15) % KEYS) as usize];
+                assert!(by_name.get(name).await.unwrap().is_some());
+            }
+            ours = ours.max(L1_GETS as f64 / 1e6 / started.elapsed().as_secs_f64());
+            let started = Instant::now();
+            for n in 0..L1_GETS {
+                let name = &names[(n.wrapping_mul(0x9E37_79B9_7F4A_7C15) % KEYS) as usize];
+                assert!(amalgam.try_get(name.as_str()).await.unwrap().is_some());
+            }
+            theirs = theirs.max(L1_GETS as f64 / 1e6 / started.elapsed().as_secs_f64());
+        }
         // L2 hits: TASKS concurrent tasks over one connection, as a service's handlers are.
         async fn concurrently<F, Fut>(get: F) -> f64
         where
@@ -524,10 +564,8 @@ fn tiered() -> String {
             }
             (TASKS * L2_GETS_PER_TASK) as f64 / started.elapsed().as_secs_f64() / 1e3
         }
-        let (mut l1, mut mem, mut tiered_l2, mut raw_l2) = (vec![], vec![], vec![], vec![]);
+        let (mut tiered_l2, mut raw_l2) = (vec![], vec![]);
         for _ in 0..RUNS {
-            l1.push(l1_round().await);
-            mem.push(memory_round());
             let cache = l2_only.clone();
             tiered_l2.push(
                 concurrently(move |key| {
@@ -552,10 +590,11 @@ fn tiered() -> String {
                 .await,
             );
         }
-        let [l1, mem, tiered_l2, raw_l2] = [l1, mem, tiered_l2, raw_l2].map(median);
+        let [tiered_l2, raw_l2] = [tiered_l2, raw_l2].map(median);
         format!(
-            "\nTiered (medians of {RUNS} runs; L2 on a local redis-server, {TASKS} tasks over one connection, 2 worker threads):\n\n| workload | brisk | peer | brisk / peer |\n|---|---|---|---|\n| L1 hit through `Tiered` vs `MemoryCache::get` alone (M gets/s, 1 task) | {l1:.1} | {mem:.1} | {:.2}× |\n| L2 hit through `Tiered` (no L1) vs raw `redis` GET, each on a multiplexed connection (k gets/s) | {tiered_l2:.1} | {raw_l2:.1} | {:.2}× |\n",
+            "\nTiered (L1: the fastest of {L1_ROUNDS} alternating rounds of {L1_GETS} gets; L2: medians of {RUNS} runs on a local redis-server, {TASKS} tasks over one connection, 2 worker threads):\n\n| workload | brisk | peer | brisk / peer |\n|---|---|---|---|\n| L1 hit through `Tiered` vs `MemoryCache::get` alone (M gets/s, 1 task) | {l1:.1} | {mem:.1} | {:.2}× |\n| L1 hit through `Tiered` vs amalgam-cache 0.4 `try_get`, memory only, String keys (M gets/s, 1 task) | {ours:.1} | {theirs:.1} | {:.2}× |\n| L2 hit through `Tiered` (no L1) vs raw `redis` GET, each on a multiplexed connection (k gets/s) | {tiered_l2:.1} | {raw_l2:.1} | {:.2}× |\n",
             l1 / mem,
+            ours / theirs,
             tiered_l2 / raw_l2
         )
     })
