@@ -140,6 +140,11 @@ impl<'a> Now<'a> {
         }
     }
 
+    /// Whether `stamped` answers as fresh now, reading the clock only if it can go stale.
+    pub(crate) fn fresh<V>(&self, stamped: &Stamped<V>) -> bool {
+        stamped.answers_until() == u64::MAX || stamped.is_fresh(self.get())
+    }
+
     pub(crate) fn get(&self) -> u64 {
         use std::sync::atomic::Ordering::Relaxed;
         match self.read.load(Relaxed) {

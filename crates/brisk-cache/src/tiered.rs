@@ -426,8 +426,7 @@ where
     /// Whether an L1 copy answers as fresh at `now`: filled in the current generation, and
     /// fresh (or throttled) by its stamp.
     fn fresh_in_l1(&self, stamped: &Stamped<V>, now: &Now<'_>) -> bool {
-        stamped.generation() == self.inner.generation.load(Ordering::Acquire)
-            && (stamped.answers_until() == u64::MAX || stamped.is_fresh(now.get()))
+        stamped.generation() == self.inner.generation.load(Ordering::Acquire) && now.fresh(stamped)
     }
 
     /// Tells the other instances, through the backplane if there is one, that `keys` changed.
@@ -938,7 +937,7 @@ where
             Some(remote) => self
                 .remote_get(remote, key)
                 .await?
-                .filter(|(stamped, _)| stamped.is_fresh(now.get()))
+                .filter(|(stamped, _)| now.fresh(stamped))
                 .map(|(stamped, left)| {
                     let value = stamped.value().clone();
                     self.fill(key.clone(), stamped, left);
@@ -977,7 +976,7 @@ where
         let inner = &*self.inner;
         let metrics = &inner.metrics;
         let now = Now::new(&inner.clock);
-        let fresh = |stamped: Stamped<V>| stamped.is_fresh(now.get()).then(|| stamped.into_value());
+        let fresh = |stamped: Stamped<V>| now.fresh(&stamped).then(|| stamped.into_value());
         let mut found: Vec<Option<V>> = match &inner.memory {
             Some(memory) => keys
                 .iter()
@@ -1007,9 +1006,7 @@ where
             let missing_keys: Vec<K> = missing.iter().map(|&at| keys[at].clone()).collect();
             let fetched = remote.get_many_with_ttl(&missing_keys).await?;
             for ((&at, key), hit) in missing.iter().zip(missing_keys).zip(fetched) {
-                if let Some((stamped, left)) =
-                    hit.filter(|(stamped, _)| stamped.is_fresh(now.get()))
-                {
+                if let Some((stamped, left)) = hit.filter(|(stamped, _)| now.fresh(stamped)) {
                     found[at] = Some(stamped.value().clone());
                     self.fill(key, stamped, left);
                 }
@@ -1206,6 +1203,30 @@ where
     /// are dropped from memory. A lost subscription or a missed message makes every value in
     /// memory stale (see [`Backplane`](crate::redis::Backplane) for the gap policy). A write
     /// costs one more round trip (`PUBLISH`).
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use brisk_cache::{MemoryCache, Stamped, Tiered, redis::{Backplane, RedisCache}};
+    ///
+    /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = redis::Client::open("redis://127.0.0.1:6379")?;
+    /// let connection = redis::aio::ConnectionManager::new(client.clone()).await?;
+    /// let remote: RedisCache<u64, Stamped<String>> =
+    ///     RedisCache::builder(connection.clone()).prefix("products").build().await?;
+    /// let products = Tiered::builder()
+    ///     .memory(MemoryCache::builder().max_entries(10_000).ttl(Duration::from_secs(60)).build()?)
+    ///     .remote(remote)
+    ///     .backplane(Backplane::builder(client).channel("products:changes").build().await?)
+    ///     .load_across_instances(connection, "products:load:")
+    ///     .build()?;
+    /// // One load across every instance; a write here leaves the others' memory.
+    /// let name = products
+    ///     .try_get_with(7, || async { Ok::<_, std::io::Error>("kettle".to_owned()) })
+    ///     .await?;
+    /// # let _ = name;
+    /// # Ok(())
+    /// # }
+    /// ```
     #[cfg(feature = "redis")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
     pub fn backplane(mut self, backplane: crate::redis::Backplane<K>) -> Self
@@ -1228,6 +1249,28 @@ where
     /// longer of [`stale_while_revalidate`](Self::stale_while_revalidate) and
     /// [`fail_safe`](Self::fail_safe) (L1 no longer than its own TTL), whatever their own
     /// TTLs. Default: none; a value is fresh until a level expires it.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use brisk_cache::{MemoryCache, Tiered};
+    ///
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let prices = Tiered::builder()
+    ///     .memory(MemoryCache::builder().max_entries(10_000).build()?)
+    ///     .fresh_for(Duration::from_secs(60))
+    ///     .fail_safe(Duration::from_secs(3600)) // serve up to an hour stale if the database fails
+    ///     .early_refresh(1.0) // XFetch
+    ///     .build()?;
+    /// let price = prices.try_get_with(7, || async { Ok::<u64, std::io::Error>(1999) }).await?;
+    /// tokio::time::advance(Duration::from_secs(61)).await; // stale now
+    /// let during_an_outage = prices
+    ///     .try_get_with(7, || async { Err::<u64, _>(std::io::Error::other("database down")) })
+    ///     .await?;
+    /// assert_eq!(during_an_outage, price);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn fresh_for(mut self, fresh_for: Duration) -> Self {
         self.freshness.fresh_for = Some(fresh_for);
         self
@@ -1250,7 +1293,8 @@ where
     }
 
     /// After fail-safe answered a stale value, L1 answers it as fresh for this long before
-    /// the source is asked again, so a failing source is not asked by every request.
+    /// the source is asked again, so a failing source is not asked by every request (with a
+    /// memory level; without one, every request past the fail-safe answer asks again).
     /// Default: 30 s.
     pub fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
         self.freshness.fail_safe_throttle = throttle;

@@ -3,6 +3,7 @@
 //! Each server runs on a free 127.0.0.1 port in its own temp dir, never touching the machine's
 //! system services, and is killed with its directory removed when dropped. `kill()` and
 //! `restart()` simulate a crash and a recovery on the same port, for fault tests.
+//! [`RedisCluster`] joins three of them into a Redis Cluster.
 //!
 //! ```no_run
 //! use brisk_testkit::{PostgresServer, RedisServer};
