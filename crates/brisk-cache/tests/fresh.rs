@@ -62,6 +62,14 @@ impl Source {
     }
 }
 
+/// What `cache` answers for key 1 while the database is down.
+async fn while_down(
+    cache: &Tiered<u64, String>,
+    source: &Source,
+) -> Result<String, Error<Arc<String>>> {
+    cache.try_get_with(1, source.load(Err("down"))).await
+}
+
 #[tokio::test(start_paused = true)]
 async fn fail_safe_answers_the_stale_value_throttled_and_up_to_its_max_age() {
     let registry = Registry::new();
@@ -83,13 +91,7 @@ async fn fail_safe_answers_the_stale_value_throttled_and_up_to_its_max_age() {
         None,
         "`get` answers fresh values only"
     );
-    assert_eq!(
-        cache
-            .try_get_with(1, source.load(Err("down")))
-            .await
-            .unwrap(),
-        "v1"
-    );
+    assert_eq!(while_down(&cache, &source).await.unwrap(), "v1");
     assert_eq!(source.loads(), 2);
     assert_eq!(stale_served(&registry, "load_failed"), 1);
     assert_eq!(
@@ -99,30 +101,18 @@ async fn fail_safe_answers_the_stale_value_throttled_and_up_to_its_max_age() {
 
     // Throttled: the next 5 s answer it without asking the database.
     for _ in 0..10 {
-        assert_eq!(
-            cache
-                .try_get_with(1, source.load(Err("down")))
-                .await
-                .unwrap(),
-            "v1"
-        );
+        assert_eq!(while_down(&cache, &source).await.unwrap(), "v1");
     }
     assert_eq!(source.loads(), 2);
 
     // After the throttle the database is asked again; still down, still the stale value.
     tokio::time::advance(Duration::from_secs(6)).await;
-    assert_eq!(
-        cache
-            .try_get_with(1, source.load(Err("down")))
-            .await
-            .unwrap(),
-        "v1"
-    );
+    assert_eq!(while_down(&cache, &source).await.unwrap(), "v1");
     assert_eq!(source.loads(), 3);
 
     // 60 s after it went stale (at 10 s), throttles included, fail-safe lets it go.
     tokio::time::advance(Duration::from_secs(54)).await;
-    let failed = cache.try_get_with(1, source.load(Err("down"))).await;
+    let failed = while_down(&cache, &source).await;
     assert!(
         matches!(&failed, Err(Error::Load { source, .. }) if source.as_str() == "down"),
         "{failed:?}"
@@ -144,12 +134,7 @@ async fn without_fail_safe_a_failed_load_of_a_stale_value_is_an_error() {
     let source = Source::default();
     cache.try_get_with(1, source.load(Ok("v1"))).await.unwrap();
     tokio::time::advance(Duration::from_secs(11)).await;
-    assert!(
-        cache
-            .try_get_with(1, source.load(Err("down")))
-            .await
-            .is_err()
-    );
+    assert!(while_down(&cache, &source).await.is_err());
     assert_eq!(stale_served(&registry, "load_failed"), 0);
 }
 
