@@ -7,7 +7,12 @@ use anyhow::{Context, Result, bail};
 use crate::{cmd::Cmd, setup};
 
 /// Every target in `fuzz/Cargo.toml`.
-const TARGETS: &[&str] = &["accept_encoding", "decoders", "value_frame"];
+const TARGETS: &[&str] = &[
+    "accept_encoding",
+    "decoders",
+    "preconditions",
+    "value_frame",
+];
 
 /// Runs `targets` (all when empty) for `seconds` each, from a fresh random seed.
 pub(crate) fn run(args: &[String]) -> Result<()> {

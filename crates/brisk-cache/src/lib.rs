@@ -43,6 +43,7 @@
 //! - [`Cached`]: an async function memoized by its arguments.
 //!
 //! # Feature flags
+//! - `http`: `http::EntityTag` and `http::evaluate`, conditional requests per RFC 9110 §13.
 //! - `redis`: `redis::RedisCache`, a level in Redis shared by every instance (values
 //!   serialized with postcard and compressed with brisk-compress, a circuit breaker, tags and
 //!   prefix invalidation); `redis::Backplane`, which keeps every instance's memory level in
@@ -70,6 +71,9 @@ mod cached;
 mod error;
 mod flight;
 mod fresh;
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 mod jitter;
 mod memory;
 mod metrics;

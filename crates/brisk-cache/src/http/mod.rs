@@ -1,0 +1,21 @@
+//! HTTP caching (feature `http`): entity tags and conditional requests per RFC 9110 §13, the
+//! ground the tower layers stand on.
+//!
+//! ```
+//! use brisk_cache::http::{EntityTag, Precondition, Validators, evaluate};
+//! use http::{HeaderMap, HeaderValue, Method, header::IF_NONE_MATCH};
+//!
+//! let current = EntityTag::strong("v42")?;
+//! let mut headers = HeaderMap::new();
+//! headers.insert(IF_NONE_MATCH, HeaderValue::from_static(r#"W/"v41", "v42""#));
+//! let validators = Validators { etag: Some(&current), last_modified: None };
+//! // The client holds the current representation: answer 304, no body.
+//! assert_eq!(evaluate(&Method::GET, &headers, Some(&validators)), Precondition::NotModified);
+//! # Ok::<(), brisk_cache::http::InvalidEntityTag>(())
+//! ```
+
+mod etag;
+mod precondition;
+
+pub use etag::{EntityTag, EntityTagRef, InvalidEntityTag};
+pub use precondition::{Precondition, Validators, evaluate, http_date};
