@@ -43,7 +43,8 @@
 //! - [`Cached`]: an async function memoized by its arguments.
 //!
 //! # Feature flags
-//! - `http`: `http::EntityTag` and `http::evaluate`, conditional requests per RFC 9110 §13.
+//! - `http`: `http::ConditionalLayer` (ETags from the handler or a body hash, 304 and 412
+//!   answers, `Cache-Control` policies), and `http::evaluate`, RFC 9110 §13's preconditions.
 //! - `redis`: `redis::RedisCache`, a level in Redis shared by every instance (values
 //!   serialized with postcard and compressed with brisk-compress, a circuit breaker, tags and
 //!   prefix invalidation); `redis::Backplane`, which keeps every instance's memory level in

@@ -1,5 +1,6 @@
-//! HTTP caching (feature `http`): entity tags and conditional requests per RFC 9110 §13, the
-//! ground the tower layers stand on.
+//! HTTP caching (feature `http`): entity tags and conditional requests per RFC 9110 §13,
+//! `Cache-Control` policies, and [`ConditionalLayer`], a tower layer that gives responses
+//! validators and answers conditional requests with 304 and 412.
 //!
 //! ```
 //! use brisk_cache::http::{EntityTag, Precondition, Validators, evaluate};
@@ -14,8 +15,14 @@
 //! # Ok::<(), brisk_cache::http::InvalidEntityTag>(())
 //! ```
 
+mod cache_control;
 mod etag;
+mod layer;
 mod precondition;
 
+pub use cache_control::CacheControl;
 pub use etag::{EntityTag, EntityTagRef, InvalidEntityTag};
+pub use layer::{
+    BoxError, Conditional, ConditionalBody, ConditionalLayer, ConditionalLayerBuilder,
+};
 pub use precondition::{Precondition, Validators, evaluate, http_date};

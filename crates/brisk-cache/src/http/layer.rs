@@ -1,0 +1,415 @@
+//! [`ConditionalLayer`]: validators on responses, and 304/412 answers to conditional requests.
+
+use std::{
+    fmt,
+    future::Future,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+};
+
+use bytes::Bytes;
+use http::{
+    HeaderMap, HeaderValue, Method, Request, Response, StatusCode,
+    header::{
+        CACHE_CONTROL, CONTENT_LOCATION, CONTENT_TYPE, DATE, ETAG, EXPIRES, IF_MATCH,
+        IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_UNMODIFIED_SINCE, LAST_MODIFIED, VARY,
+    },
+};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use tower_layer::Layer;
+use tower_service::Service;
+
+use super::{
+    CacheControl, EntityTag,
+    precondition::{Precondition, Validators, evaluate},
+};
+use crate::Error;
+
+/// An error from a response body.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Headers a 304 carries from the response it stands for (RFC 9110 §15.4.5).
+const NOT_MODIFIED_HEADERS: [http::HeaderName; 7] = [
+    CACHE_CONTROL,
+    CONTENT_LOCATION,
+    DATE,
+    ETAG,
+    EXPIRES,
+    LAST_MODIFIED,
+    VARY,
+];
+
+/// A tower layer that gives responses validators and answers conditional requests:
+///
+/// - **Validators, cheapest first**: the handler's own `ETag` / `Last-Modified` headers; else,
+///   for a body of known length up to [`max_hashed_body`](ConditionalLayerBuilder::max_hashed_body),
+///   a strong `ETag` from the XXH3 hash of its bytes (stable across instances and restarts).
+///   A streaming body, or a longer one, passes through untouched, without a tag.
+/// - **Preconditions** are evaluated against them in RFC 9110 §13.2.2's order
+///   ([`evaluate`](super::evaluate)): a 304 carries `ETag`, `Cache-Control`, `Vary`, `Date`,
+///   `Expires`, `Content-Location` and `Last-Modified` and no body; a 412 has no body. Only
+///   2xx responses are considered (§13.2.1); others pass through.
+/// - **`Cache-Control`** from the policies set on the builder, unless the handler set one.
+///
+/// ```
+/// use std::time::Duration;
+/// use brisk_cache::http::{CacheControl, ConditionalLayer};
+///
+/// let layer = ConditionalLayer::builder()
+///     .cache_control(CacheControl::private().max_age(Duration::from_secs(60)).must_revalidate())
+///     .cache_control_for(
+///         "image/",
+///         CacheControl::public().max_age(Duration::from_secs(3600)).immutable(),
+///     )
+///     .build()?;
+/// # let _ = layer;
+/// # Ok::<(), brisk_cache::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct ConditionalLayer {
+    config: Arc<Config>,
+}
+
+#[derive(Debug)]
+struct Config {
+    max_hashed_body: Option<u64>,
+    default_policy: Option<HeaderValue>,
+    /// (content-type prefix, `Cache-Control` value), most specific first.
+    policies: Vec<(String, HeaderValue)>,
+}
+
+impl ConditionalLayer {
+    /// Starts configuring the layer.
+    pub fn builder() -> ConditionalLayerBuilder {
+        ConditionalLayerBuilder {
+            max_hashed_body: Some(256 << 10),
+            default_policy: None,
+            policies: Vec::new(),
+        }
+    }
+}
+
+impl<S> Layer<S> for ConditionalLayer {
+    type Service = Conditional<S>;
+
+    fn layer(&self, inner: S) -> Conditional<S> {
+        Conditional {
+            inner,
+            config: Arc::clone(&self.config),
+        }
+    }
+}
+
+/// Configures a [`ConditionalLayer`]; from [`ConditionalLayer::builder`].
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct ConditionalLayerBuilder {
+    max_hashed_body: Option<u64>,
+    default_policy: Option<CacheControl>,
+    policies: Vec<(String, CacheControl)>,
+}
+
+impl ConditionalLayerBuilder {
+    /// The longest body (by its exact length) hashed for an `ETag` when the handler set none;
+    /// such a body is read whole before it is sent. Default: 256 KiB.
+    pub fn max_hashed_body(mut self, bytes: u64) -> Self {
+        self.max_hashed_body = Some(bytes);
+        self
+    }
+
+    /// No body hashing: only the handler's own validators count.
+    pub fn no_body_hash(mut self) -> Self {
+        self.max_hashed_body = None;
+        self
+    }
+
+    /// `Cache-Control` for responses no content-type policy covers. Default: none.
+    pub fn cache_control(mut self, policy: CacheControl) -> Self {
+        self.default_policy = Some(policy);
+        self
+    }
+
+    /// `Cache-Control` for responses whose `Content-Type` starts with `prefix` (such as
+    /// `"image/"` or `"application/json"`); the longest matching prefix wins.
+    pub fn cache_control_for(mut self, prefix: impl Into<String>, policy: CacheControl) -> Self {
+        self.policies.push((prefix.into(), policy));
+        self
+    }
+
+    /// Builds the layer.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a zero `max_hashed_body` (use `no_body_hash`), an empty
+    /// content-type prefix, or a policy that contradicts itself (see [`CacheControl`]).
+    pub fn build(self) -> Result<ConditionalLayer, Error> {
+        if self.max_hashed_body == Some(0) {
+            return Err(Error::Config {
+                setting: "max_hashed_body",
+                value: "0".into(),
+                reason: "must be at least 1 byte; `no_body_hash` turns hashing off",
+            });
+        }
+        let mut policies = Vec::with_capacity(self.policies.len());
+        for (prefix, policy) in self.policies {
+            if prefix.is_empty() {
+                return Err(Error::Config {
+                    setting: "cache_control_for",
+                    value: "\"\"".into(),
+                    reason: "the content-type prefix must be non-empty; `cache_control` sets the default",
+                });
+            }
+            policies.push((prefix.to_ascii_lowercase(), policy.header_value()?));
+        }
+        policies.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        Ok(ConditionalLayer {
+            config: Arc::new(Config {
+                max_hashed_body: self.max_hashed_body,
+                default_policy: self
+                    .default_policy
+                    .map(|policy| policy.header_value())
+                    .transpose()?,
+                policies,
+            }),
+        })
+    }
+}
+
+/// The service of a [`ConditionalLayer`].
+#[derive(Debug, Clone)]
+pub struct Conditional<S> {
+    inner: S,
+    config: Arc<Config>,
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for Conditional<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: Body<Data = Bytes> + Send + 'static,
+    ResBody::Error: Into<BoxError>,
+{
+    type Response = Response<ConditionalBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        let method = request.method().clone();
+        // Only the four precondition headers are kept while the handler runs.
+        let mut conditions = HeaderMap::new();
+        for name in [
+            IF_MATCH,
+            IF_NONE_MATCH,
+            IF_MODIFIED_SINCE,
+            IF_UNMODIFIED_SINCE,
+        ] {
+            for value in request.headers().get_all(&name) {
+                conditions.append(name.clone(), value.clone());
+            }
+        }
+        let config = Arc::clone(&self.config);
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(answer(&config, &method, &conditions, response).await)
+        })
+    }
+}
+
+async fn answer<B>(
+    config: &Config,
+    method: &Method,
+    conditions: &HeaderMap,
+    response: Response<B>,
+) -> Response<ConditionalBody<B>>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    let (mut parts, body) = response.into_parts();
+    if !parts.headers.contains_key(CACHE_CONTROL)
+        && let Some(policy) = policy_for(config, &parts.headers)
+    {
+        parts.headers.insert(CACHE_CONTROL, policy.clone());
+    }
+    if !parts.status.is_success() {
+        return Response::from_parts(parts, ConditionalBody::passed(body));
+    }
+    let mut etag = parts
+        .headers
+        .get(ETAG)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| EntityTag::parse(text).ok());
+    let last_modified = parts
+        .headers
+        .get(LAST_MODIFIED)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| httpdate::parse_http_date(text).ok());
+    let hashable = etag.is_none()
+        && !parts.headers.contains_key(ETAG)
+        && *method != Method::HEAD
+        && config
+            .max_hashed_body
+            .zip(body.size_hint().exact())
+            .is_some_and(|(max, length)| length <= max);
+    let body = if hashable {
+        match body.collect().await {
+            Ok(collected) => {
+                let bytes = collected.to_bytes();
+                let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
+                // Hex digits are entity-tag characters: the tag is always made.
+                etag = EntityTag::strong(format!("{hash:016x}")).ok();
+                if let Some(value) = etag
+                    .as_ref()
+                    .and_then(|tag| HeaderValue::from_str(&tag.to_string()).ok())
+                {
+                    parts.headers.insert(ETAG, value);
+                }
+                ConditionalBody::buffered(bytes)
+            }
+            Err(error) => {
+                return Response::from_parts(parts, ConditionalBody::failed(error.into()));
+            }
+        }
+    } else {
+        ConditionalBody::passed(body)
+    };
+    if etag.is_none() && last_modified.is_none() {
+        return Response::from_parts(parts, body);
+    }
+    let validators = Validators {
+        etag: etag.as_ref(),
+        last_modified,
+    };
+    match evaluate(method, conditions, Some(&validators)) {
+        Precondition::Proceed => Response::from_parts(parts, body),
+        Precondition::NotModified => {
+            let mut answer = Response::new(ConditionalBody::empty());
+            *answer.status_mut() = StatusCode::NOT_MODIFIED;
+            for name in NOT_MODIFIED_HEADERS {
+                for value in parts.headers.get_all(&name) {
+                    answer.headers_mut().append(name.clone(), value.clone());
+                }
+            }
+            answer
+        }
+        Precondition::Failed => {
+            let mut answer = Response::new(ConditionalBody::empty());
+            *answer.status_mut() = StatusCode::PRECONDITION_FAILED;
+            answer
+        }
+    }
+}
+
+fn policy_for<'a>(config: &'a Config, headers: &HeaderMap) -> Option<&'a HeaderValue> {
+    let content_type = headers
+        .get(CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    content_type
+        .and_then(|content_type| {
+            config
+                .policies
+                .iter()
+                .find(|(prefix, _)| content_type.starts_with(prefix.as_str()))
+                .map(|(_, policy)| policy)
+        })
+        .or(config.default_policy.as_ref())
+}
+
+pin_project_lite::pin_project! {
+    /// The body of a [`Conditional`] response: the handler's, passed through; its bytes, read
+    /// whole to be hashed; or none (304, 412).
+    pub struct ConditionalBody<B> {
+        #[pin]
+        kind: Kind<B>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = KindProjection]
+    enum Kind<B> {
+        Passed { #[pin] body: B },
+        Buffered { bytes: Option<Bytes> },
+        Failed { error: Option<BoxError> },
+    }
+}
+
+impl<B> ConditionalBody<B> {
+    fn passed(body: B) -> Self {
+        Self {
+            kind: Kind::Passed { body },
+        }
+    }
+
+    fn buffered(bytes: Bytes) -> Self {
+        Self {
+            kind: Kind::Buffered {
+                bytes: (!bytes.is_empty()).then_some(bytes),
+            },
+        }
+    }
+
+    fn empty() -> Self {
+        Self {
+            kind: Kind::Buffered { bytes: None },
+        }
+    }
+
+    fn failed(error: BoxError) -> Self {
+        Self {
+            kind: Kind::Failed { error: Some(error) },
+        }
+    }
+}
+
+impl<B> fmt::Debug for ConditionalBody<B> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConditionalBody").finish_non_exhaustive()
+    }
+}
+
+impl<B> Body for ConditionalBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.project().kind.project() {
+            KindProjection::Passed { body } => body.poll_frame(cx).map_err(Into::into),
+            KindProjection::Buffered { bytes } => {
+                Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes))))
+            }
+            KindProjection::Failed { error } => Poll::Ready(error.take().map(Err)),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Passed { body } => body.is_end_stream(),
+            Kind::Buffered { bytes } => bytes.is_none(),
+            Kind::Failed { error } => error.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Passed { body } => body.size_hint(),
+            Kind::Buffered { bytes } => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |bytes| bytes.len() as u64))
+            }
+            Kind::Failed { .. } => SizeHint::default(),
+        }
+    }
+}

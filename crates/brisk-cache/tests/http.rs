@@ -1,0 +1,347 @@
+//! `ConditionalLayer`: validators from the handler or a body hash, every precondition answered
+//! after the handler, streaming bodies untouched, `Cache-Control` policies, and curl
+//! revalidating against a real server.
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::body::Body;
+use brisk_cache::http::{CacheControl, ConditionalLayer};
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use tower::{Layer, ServiceExt, service_fn};
+
+type Reply = Response<Body>;
+
+/// A handler that counts its calls and answers `make()`.
+fn handler(
+    calls: Arc<AtomicUsize>,
+    make: impl Fn() -> Reply + Clone + Send + 'static,
+) -> impl tower::Service<Request<Body>, Response = Reply, Error = Infallible, Future: Send> + Clone
+{
+    service_fn(move |_: Request<Body>| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        let make = make.clone();
+        async move { Ok::<_, Infallible>(make()) }
+    })
+}
+
+fn layer() -> ConditionalLayer {
+    ConditionalLayer::builder()
+        .cache_control(
+            CacheControl::private()
+                .max_age(Duration::from_secs(60))
+                .must_revalidate(),
+        )
+        .cache_control_for(
+            "image/",
+            CacheControl::public()
+                .max_age(Duration::from_secs(3600))
+                .immutable(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn request(method: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut request = Request::builder().method(method).uri("/product/7");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(Body::empty()).unwrap()
+}
+
+async fn send<S>(service: S, request: Request<Body>) -> (StatusCode, http::HeaderMap, Bytes)
+where
+    S: tower::Service<
+            Request<Body>,
+            Response = Response<brisk_cache::http::ConditionalBody<Body>>,
+            Error = Infallible,
+        >,
+{
+    let response = service.oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    (
+        parts.status,
+        parts.headers,
+        body.collect().await.unwrap().to_bytes(),
+    )
+}
+
+#[tokio::test]
+async fn a_bounded_body_gets_a_stable_hash_etag_and_a_matching_request_a_304() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let json = || {
+        Response::builder()
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(r#"{"id":7,"name":"kettle"}"#))
+            .unwrap()
+    };
+    let service = layer().layer(handler(Arc::clone(&calls), json));
+    let (status, headers, body) = send(service.clone(), request("GET", &[])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, r#"{"id":7,"name":"kettle"}"#);
+    let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+    assert_eq!(
+        etag,
+        format!(
+            "\"{:016x}\"",
+            xxhash_rust::xxh3::xxh3_64(br#"{"id":7,"name":"kettle"}"#)
+        ),
+        "the tag is the XXH3 of the bytes: the same in every instance"
+    );
+    assert_eq!(
+        headers[header::CACHE_CONTROL],
+        "private, max-age=60, must-revalidate"
+    );
+
+    let (status, headers, body) =
+        send(service.clone(), request("GET", &[("if-none-match", &etag)])).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert!(body.is_empty());
+    assert_eq!(headers[header::ETAG], etag.as_str());
+    assert_eq!(
+        headers[header::CACHE_CONTROL],
+        "private, max-age=60, must-revalidate"
+    );
+    assert!(!headers.contains_key(header::CONTENT_TYPE));
+    // A weak form of the tag matches too (If-None-Match compares weakly); HEAD is a read.
+    let weak = format!("W/{etag}");
+    let (status, ..) = send(service.clone(), request("GET", &[("if-none-match", &weak)])).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    // A write whose If-None-Match matches fails; If-Match with another tag fails.
+    let (status, _, body) =
+        send(service.clone(), request("PUT", &[("if-none-match", &etag)])).await;
+    assert_eq!((status, body.len()), (StatusCode::PRECONDITION_FAILED, 0));
+    let (status, ..) = send(
+        service.clone(),
+        request("PUT", &[("if-match", "\"other\"")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    let (status, ..) = send(service, request("PUT", &[("if-match", &etag)])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        6,
+        "the handler ran for every request"
+    );
+}
+
+#[tokio::test]
+async fn the_handlers_own_validators_count_and_its_cache_control_stays() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let tagged = || {
+        Response::builder()
+            .header(header::ETAG, "W/\"v42\"")
+            .header(header::LAST_MODIFIED, "Sun, 06 Nov 1994 08:49:37 GMT")
+            .header(header::CACHE_CONTROL, "no-cache")
+            .header(header::VARY, "accept-encoding")
+            .body(Body::from("a body the layer does not hash"))
+            .unwrap()
+    };
+    let service = layer().layer(handler(Arc::clone(&calls), tagged));
+    let (status, headers, _) = send(service.clone(), request("GET", &[])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::ETAG], "W/\"v42\"");
+    assert_eq!(
+        headers[header::CACHE_CONTROL],
+        "no-cache",
+        "the handler's own policy"
+    );
+    let (status, headers, _) = send(
+        service.clone(),
+        request("GET", &[("if-none-match", "\"v41\", W/\"v42\"")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(headers[header::VARY], "accept-encoding");
+    assert_eq!(
+        headers[header::LAST_MODIFIED],
+        "Sun, 06 Nov 1994 08:49:37 GMT"
+    );
+    // If-Modified-Since against Last-Modified.
+    let (status, ..) = send(
+        service.clone(),
+        request(
+            "GET",
+            &[("if-modified-since", "Sun, 06 Nov 1994 08:49:37 GMT")],
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    let (status, ..) = send(
+        service,
+        request(
+            "GET",
+            &[("if-modified-since", "Sat, 05 Nov 1994 08:49:37 GMT")],
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn streaming_and_large_bodies_pass_untouched_and_errors_are_not_answered() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let streamed = || {
+        let chunks = futures_stream(vec![
+            Bytes::from_static(b"one,"),
+            Bytes::from_static(b"two"),
+        ]);
+        Response::builder()
+            .header(header::CONTENT_TYPE, "image/png")
+            .body(Body::from_stream(chunks))
+            .unwrap()
+    };
+    let service = layer().layer(handler(Arc::clone(&calls), streamed));
+    let (status, headers, body) = send(service, request("GET", &[("if-none-match", "*")])).await;
+    assert_eq!(status, StatusCode::OK, "no validator: nothing to compare");
+    assert!(!headers.contains_key(header::ETAG));
+    assert_eq!(body, "one,two");
+    assert_eq!(
+        headers[header::CACHE_CONTROL],
+        "public, max-age=3600, immutable"
+    );
+
+    let large = || Response::new(Body::from(vec![b'x'; 1000]));
+    let small_bound = ConditionalLayer::builder()
+        .max_hashed_body(999)
+        .build()
+        .unwrap();
+    let (_, headers, body) = send(
+        small_bound.layer(handler(Arc::clone(&calls), large)),
+        request("GET", &[]),
+    )
+    .await;
+    assert!(
+        !headers.contains_key(header::ETAG),
+        "over the bound: not read whole"
+    );
+    assert_eq!(body.len(), 1000);
+
+    let missing = || {
+        Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Body::from("no such product"))
+            .unwrap()
+    };
+    let (status, headers, _) = send(
+        layer().layer(handler(Arc::clone(&calls), missing)),
+        request("GET", &[("if-match", "\"x\"")]),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "preconditions apply to 2xx only"
+    );
+    assert!(!headers.contains_key(header::ETAG));
+
+    assert!(
+        ConditionalLayer::builder()
+            .max_hashed_body(0)
+            .build()
+            .is_err()
+    );
+    assert!(
+        ConditionalLayer::builder()
+            .cache_control_for("", CacheControl::no_store())
+            .build()
+            .is_err()
+    );
+}
+
+fn futures_stream(
+    chunks: Vec<Bytes>,
+) -> impl futures_core::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    struct Chunks(std::vec::IntoIter<Bytes>);
+    impl futures_core::Stream for Chunks {
+        type Item = Result<Bytes, Infallible>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            std::task::Poll::Ready(self.0.next().map(Ok))
+        }
+    }
+    Chunks(chunks.into_iter())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_revalidates_with_etag_save_and_compare() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&calls);
+    let app = axum::Router::new()
+        .route(
+            "/product/7",
+            axum::routing::get(move || {
+                counted.fetch_add(1, Ordering::SeqCst);
+                async {
+                    (
+                        [(header::CONTENT_TYPE, "application/json")],
+                        r#"{"id":7,"name":"kettle"}"#,
+                    )
+                }
+            }),
+        )
+        .layer(layer());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/product/7", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let dir = tempfile::tempdir().unwrap();
+    let etag_file = dir.path().join("etag");
+    let curl = |args: Vec<String>| async move {
+        let output = tokio::process::Command::new("curl")
+            .args([
+                "--silent",
+                "--show-error",
+                "--output",
+                "/dev/null",
+                "--write-out",
+                "%{http_code}",
+            ])
+            .args(args)
+            .output()
+            .await
+            .expect("curl runs (xtask installs it)");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let file = etag_file.display().to_string();
+    assert_eq!(
+        curl(vec!["--etag-save".into(), file.clone(), url.clone()]).await,
+        "200"
+    );
+    let saved = std::fs::read_to_string(&etag_file).unwrap();
+    assert!(saved.trim().starts_with('"'), "{saved:?}");
+    assert_eq!(
+        curl(vec!["--etag-compare".into(), file, url.clone()]).await,
+        "304"
+    );
+    assert_eq!(
+        curl(vec![
+            "-H".into(),
+            format!("If-None-Match: {}", saved.trim()),
+            url.clone()
+        ])
+        .await,
+        "304"
+    );
+    assert_eq!(
+        curl(vec!["-H".into(), "If-None-Match: \"stale\"".into(), url]).await,
+        "200"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 4);
+}
