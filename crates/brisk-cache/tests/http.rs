@@ -345,3 +345,35 @@ async fn curl_revalidates_with_etag_save_and_compare() {
     );
     assert_eq!(calls.load(Ordering::SeqCst), 4);
 }
+
+#[tokio::test]
+async fn answers_are_counted() {
+    let registry = brisk_metrics::Registry::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let body = || Response::new(Body::from("0123456789"));
+    let service = ConditionalLayer::builder()
+        .metrics(&registry, "api")
+        .build()
+        .unwrap()
+        .layer(handler(Arc::clone(&calls), body));
+    let (_, headers, _) = send(service.clone(), request("GET", &[])).await;
+    let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+    for _ in 0..3 {
+        send(service.clone(), request("GET", &[("if-none-match", &etag)])).await;
+    }
+    send(service, request("DELETE", &[("if-match", "\"gone\"")])).await;
+    let counter = |name| {
+        registry
+            .snapshot()
+            .counter(name, &[("name", "api")])
+            .unwrap()
+    };
+    assert_eq!(counter("brisk_cache_http_not_modified_total"), 3);
+    assert_eq!(counter("brisk_cache_http_precondition_failed_total"), 1);
+    assert_eq!(counter("brisk_cache_http_bodies_hashed_total"), 5);
+    assert_eq!(
+        counter("brisk_cache_http_bytes_saved_total"),
+        30,
+        "3 × 10 bytes not sent"
+    );
+}

@@ -8,6 +8,7 @@ use std::{
     task::{Context, Poll},
 };
 
+use brisk_metrics::{Counter, Key, Recorder};
 use bytes::Bytes;
 use http::{
     HeaderMap, HeaderValue, Method, Request, Response, StatusCode,
@@ -26,6 +27,46 @@ use super::{
     precondition::{Precondition, Validators, evaluate},
 };
 use crate::Error;
+
+/// What a [`ConditionalLayer`] reports, each series labelled `name="<name>"`.
+#[derive(Debug, Clone)]
+struct Metrics {
+    /// `brisk_cache_http_not_modified_total`
+    not_modified: Counter,
+    /// `brisk_cache_http_precondition_failed_total`
+    precondition_failed: Counter,
+    /// `brisk_cache_http_bodies_hashed_total`
+    hashed: Counter,
+    /// `brisk_cache_http_bytes_saved_total`: body bytes 304s did not send.
+    bytes_saved: Counter,
+}
+
+impl Metrics {
+    fn noop() -> Self {
+        Self {
+            not_modified: Counter::noop(),
+            precondition_failed: Counter::noop(),
+            hashed: Counter::noop(),
+            bytes_saved: Counter::noop(),
+        }
+    }
+
+    fn new(recorder: &dyn Recorder, name: &str) -> Self {
+        // Valid constant names and any label value: `Key` cannot fail here; a failure would
+        // show as a missing series (tested), not a panic.
+        let counter = |metric: &'static str| {
+            Key::new(metric)
+                .and_then(|key| key.with_label("name", name.to_owned()))
+                .map_or_else(|_| Counter::noop(), |key| recorder.counter(&key))
+        };
+        Self {
+            not_modified: counter("brisk_cache_http_not_modified_total"),
+            precondition_failed: counter("brisk_cache_http_precondition_failed_total"),
+            hashed: counter("brisk_cache_http_bodies_hashed_total"),
+            bytes_saved: counter("brisk_cache_http_bytes_saved_total"),
+        }
+    }
+}
 
 /// An error from a response body.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -74,6 +115,7 @@ pub struct ConditionalLayer {
 
 #[derive(Debug)]
 struct Config {
+    metrics: Metrics,
     max_hashed_body: Option<u64>,
     default_policy: Option<HeaderValue>,
     /// (content-type prefix, `Cache-Control` value), most specific first.
@@ -84,6 +126,7 @@ impl ConditionalLayer {
     /// Starts configuring the layer.
     pub fn builder() -> ConditionalLayerBuilder {
         ConditionalLayerBuilder {
+            metrics: Metrics::noop(),
             max_hashed_body: Some(256 << 10),
             default_policy: None,
             policies: Vec::new(),
@@ -106,6 +149,7 @@ impl<S> Layer<S> for ConditionalLayer {
 #[derive(Debug)]
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct ConditionalLayerBuilder {
+    metrics: Metrics,
     max_hashed_body: Option<u64>,
     default_policy: Option<CacheControl>,
     policies: Vec<(String, CacheControl)>,
@@ -138,6 +182,16 @@ impl ConditionalLayerBuilder {
         self
     }
 
+    /// Reports to `recorder`, each series labelled `name="<name>"`:
+    /// `brisk_cache_http_not_modified_total` (304s sent),
+    /// `brisk_cache_http_precondition_failed_total` (412s sent),
+    /// `brisk_cache_http_bodies_hashed_total` and `brisk_cache_http_bytes_saved_total` (body
+    /// bytes a 304 did not send). Default: none.
+    pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
+        self.metrics = Metrics::new(recorder, name);
+        self
+    }
+
     /// Builds the layer.
     ///
     /// # Errors
@@ -165,6 +219,7 @@ impl ConditionalLayerBuilder {
         policies.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(ConditionalLayer {
             config: Arc::new(Config {
+                metrics: self.metrics,
                 max_hashed_body: self.max_hashed_body,
                 default_policy: self
                     .default_policy
@@ -264,6 +319,7 @@ where
                 let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
                 // Hex digits are entity-tag characters: the tag is always made.
                 etag = EntityTag::strong(format!("{hash:016x}")).ok();
+                config.metrics.hashed.increment();
                 if let Some(value) = etag
                     .as_ref()
                     .and_then(|tag| HeaderValue::from_str(&tag.to_string()).ok())
@@ -289,6 +345,14 @@ where
     match evaluate(method, conditions, Some(&validators)) {
         Precondition::Proceed => Response::from_parts(parts, body),
         Precondition::NotModified => {
+            config.metrics.not_modified.increment();
+            // The length of the body not sent: known for a read body, or from its size hint.
+            let saved = match &body.kind {
+                Kind::Buffered { bytes } => bytes.as_ref().map_or(0, |bytes| bytes.len() as u64),
+                Kind::Passed { body } => body.size_hint().exact().unwrap_or(0),
+                Kind::Failed { .. } => 0,
+            };
+            config.metrics.bytes_saved.add(saved);
             let mut answer = Response::new(ConditionalBody::empty());
             *answer.status_mut() = StatusCode::NOT_MODIFIED;
             for name in NOT_MODIFIED_HEADERS {
@@ -299,6 +363,7 @@ where
             answer
         }
         Precondition::Failed => {
+            config.metrics.precondition_failed.increment();
             let mut answer = Response::new(ConditionalBody::empty());
             *answer.status_mut() = StatusCode::PRECONDITION_FAILED;
             answer
