@@ -377,3 +377,77 @@ async fn answers_are_counted() {
         "3 × 10 bytes not sent"
     );
 }
+
+#[tokio::test]
+async fn a_looked_up_validator_answers_before_the_handler_runs() {
+    let registry = brisk_metrics::Registry::new();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let body = || Response::new(Body::from("product 7, rendered"));
+    // The version of the entry behind /product/7; nothing for other paths.
+    let service = ConditionalLayer::builder()
+        .cache_control(CacheControl::private().no_cache())
+        .validator(|parts: &http::request::Parts| {
+            let known = (parts.uri.path() == "/product/7")
+                .then(|| brisk_cache::http::EntityTag::weak("v7").unwrap());
+            async move { known }
+        })
+        .metrics(&registry, "api")
+        .build()
+        .unwrap()
+        .layer(handler(Arc::clone(&calls), body));
+
+    let (status, headers, body) = send(service.clone(), request("GET", &[])).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (StatusCode::OK, &b"product 7, rendered"[..])
+    );
+    assert_eq!(
+        headers[header::ETAG],
+        "W/\"v7\"",
+        "the version, not a body hash"
+    );
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+    let (status, headers, body) = send(
+        service.clone(),
+        request("GET", &[("if-none-match", "W/\"v7\"")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert!(body.is_empty());
+    assert_eq!(headers[header::ETAG], "W/\"v7\"");
+    assert_eq!(headers[header::CACHE_CONTROL], "private, no-cache");
+    let (status, ..) = send(service.clone(), request("PUT", &[("if-match", "\"v6\"")])).await;
+    assert_eq!(status, StatusCode::PRECONDITION_FAILED);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "neither reached the handler"
+    );
+    assert_eq!(
+        registry
+            .snapshot()
+            .counter(
+                "brisk_cache_http_handler_calls_saved_total",
+                &[("name", "api")]
+            )
+            .unwrap(),
+        2
+    );
+
+    // A changed version: the old tag no longer matches, the handler runs.
+    let (status, ..) = send(
+        service.clone(),
+        request("GET", &[("if-none-match", "W/\"v6\"")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    // No version known: the body hash decides, after the handler.
+    let other = Request::builder()
+        .uri("/product/8")
+        .body(Body::empty())
+        .unwrap();
+    let (_, headers, _) = send(service, other).await;
+    assert_ne!(headers[header::ETAG], "W/\"v7\"");
+    assert_eq!(calls.load(Ordering::SeqCst), 3);
+}
