@@ -21,6 +21,9 @@ pub struct Stamped<V> {
     fresh_until: u64,
     /// How long the load took, in milliseconds rounded up; 0 for a value inserted directly.
     cost: u32,
+    /// Random, new with every store: tells whether two copies are the same write (an HTTP
+    /// validator for responses built from the value).
+    version: u64,
     /// Milliseconds past `fresh_until` for which this copy answers as fresh although it is
     /// stale: fail-safe's throttle, in L1 only. Its age is still counted from `fresh_until`.
     #[cfg_attr(feature = "redis", serde(skip))]
@@ -37,9 +40,17 @@ impl<V> Stamped<V> {
             value,
             fresh_until,
             cost,
+            version: crate::jitter::random(),
             grace: 0,
             generation: 0,
         }
+    }
+
+    /// A number that changes with every store of the key (random, so every instance agrees
+    /// through Redis and no counter is shared): two reads with the same version read the
+    /// same write. `http::EntityTag::from_version` makes an HTTP validator of it.
+    pub fn version(&self) -> u64 {
+        self.version
     }
 
     pub(crate) fn generation(&self) -> u32 {

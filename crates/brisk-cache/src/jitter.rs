@@ -14,16 +14,21 @@ thread_local! {
     static STATE: Cell<u64> = Cell::new(RandomState::new().build_hasher().finish() | 1);
 }
 
-/// A uniform value in `[0, 1)`.
-pub(crate) fn unit() -> f64 {
+/// A uniform random `u64` (xorshift64: fast, not cryptographic).
+pub(crate) fn random() -> u64 {
     STATE.with(|state| {
         let mut x = state.get();
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
         state.set(x);
-        (x >> 11) as f64 / (1u64 << 53) as f64
+        x
     })
+}
+
+/// A uniform value in `[0, 1)`.
+pub(crate) fn unit() -> f64 {
+    (random() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// `ttl` shortened by a random part of up to `fraction` of it.

@@ -517,6 +517,51 @@ where
         stale.map_or(Found::Missing, Found::Stale)
     }
 
+    /// The fresh value for `key` with its stamp: from L1, else from L2 (filling L1). Counted
+    /// as a hit or a miss.
+    async fn get_stamped(&self, key: &K) -> Result<Option<Stamped<V>>> {
+        let inner = &*self.inner;
+        let memory = inner.memory.as_ref();
+        let now = Now::new(&inner.clock);
+        if let Some(stamped) = memory
+            .and_then(|memory| memory.get(key))
+            .filter(|stamped| self.fresh_in_l1(stamped, &now))
+        {
+            inner.metrics.l1_hits.increment();
+            return Ok(Some(stamped));
+        }
+        let found = match &inner.remote {
+            None => None,
+            Some(remote) => self
+                .remote_get(remote, key)
+                .await?
+                .filter(|(stamped, _)| now.fresh(stamped))
+                .map(|(stamped, left)| {
+                    self.fill(key.clone(), stamped.clone(), left);
+                    stamped
+                }),
+        };
+        match &found {
+            Some(_) => inner.metrics.l2_hits.increment(),
+            None => inner.metrics.misses.increment(),
+        }
+        Ok(found)
+    }
+
+    /// The [version](Stamped::version) of `key`'s fresh value, if cached: it changes with
+    /// every write of the key, in every instance, so a response built from the value can be
+    /// revalidated without building it (`http::ConditionalLayerBuilder::validator`, feature
+    /// `http`). Reads like [`Cache::get`].
+    ///
+    /// # Errors
+    /// As [`Cache::get`].
+    pub async fn version(&self, key: &K) -> Result<Option<u64>> {
+        Ok(self
+            .get_stamped(key)
+            .await?
+            .map(|stamped| stamped.version()))
+    }
+
     /// [`try_get_with`](Self::try_get_with) for a loader that cannot fail.
     ///
     /// # Errors
@@ -922,33 +967,7 @@ where
     R: Remote<K, Stamped<V>>,
 {
     async fn get(&self, key: &K) -> Result<Option<V>> {
-        let inner = &*self.inner;
-        let memory = inner.memory.as_ref();
-        let now = Now::new(&inner.clock);
-        if let Some(stamped) = memory
-            .and_then(|memory| memory.get(key))
-            .filter(|stamped| self.fresh_in_l1(stamped, &now))
-        {
-            inner.metrics.l1_hits.increment();
-            return Ok(Some(stamped.into_value()));
-        }
-        let found = match &inner.remote {
-            None => None,
-            Some(remote) => self
-                .remote_get(remote, key)
-                .await?
-                .filter(|(stamped, _)| now.fresh(stamped))
-                .map(|(stamped, left)| {
-                    let value = stamped.value().clone();
-                    self.fill(key.clone(), stamped, left);
-                    value
-                }),
-        };
-        match &found {
-            Some(_) => inner.metrics.l2_hits.increment(),
-            None => inner.metrics.misses.increment(),
-        }
-        Ok(found)
+        Ok(self.get_stamped(key).await?.map(Stamped::into_value))
     }
 
     async fn insert(&self, key: K, value: V, ttl: Option<Duration>) -> Result<()> {

@@ -451,3 +451,50 @@ async fn a_looked_up_validator_answers_before_the_handler_runs() {
     assert_ne!(headers[header::ETAG], "W/\"v7\"");
     assert_eq!(calls.load(Ordering::SeqCst), 3);
 }
+
+#[tokio::test]
+async fn a_cache_entrys_version_revalidates_without_the_handler() {
+    use brisk_cache::{Cache, MemoryCache, Tiered, http::EntityTag};
+    let products: Tiered<u64, String> = Tiered::builder()
+        .memory(MemoryCache::builder().max_entries(100).build().unwrap())
+        .build()
+        .unwrap();
+    products.insert(7, "kettle".into(), None).await.unwrap();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let lookup = products.clone();
+    let service = ConditionalLayer::builder()
+        .validator(move |_parts: &http::request::Parts| {
+            let products = lookup.clone();
+            async move {
+                products
+                    .version(&7)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(EntityTag::from_version)
+            }
+        })
+        .build()
+        .unwrap()
+        .layer(handler(Arc::clone(&calls), || {
+            Response::new(Body::from("kettle"))
+        }));
+
+    let (_, headers, _) = send(service.clone(), request("GET", &[])).await;
+    let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+    assert!(etag.starts_with("W/\""), "{etag}");
+    let (status, ..) = send(service.clone(), request("GET", &[("if-none-match", &etag)])).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        1,
+        "the 304 came from the cache entry"
+    );
+
+    // A write makes a new version: the old tag no longer matches.
+    products.insert(7, "teapot".into(), None).await.unwrap();
+    let (status, headers, _) = send(service, request("GET", &[("if-none-match", &etag)])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_ne!(headers[header::ETAG].to_str().unwrap(), etag);
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+}

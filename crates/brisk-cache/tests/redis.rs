@@ -757,6 +757,11 @@ mod tiered {
             .await
             .unwrap();
         assert_eq!(unused, product(1));
+        assert_eq!(
+            other.memory().unwrap().get(&1).unwrap().version(),
+            stamped.version(),
+            "one write, one version, in every instance"
+        );
 
         // Once stale (real time: Redis keeps the clock), a third instance whose load fails is
         // answered from L2's stale copy: fail-safe works across instances.

@@ -48,6 +48,15 @@ impl EntityTag {
         }
     }
 
+    /// The weak tag of a cache entry's [version](crate::Stamped::version): `W/"<hex>"`. Weak,
+    /// since it names the data a response is built from, not the response's bytes.
+    pub fn from_version(version: u64) -> Self {
+        Self {
+            weak: true,
+            tag: format!("{version:016x}"),
+        }
+    }
+
     /// Parses a whole field value such as `W/"v1"` (an `ETag` header).
     ///
     /// # Errors
