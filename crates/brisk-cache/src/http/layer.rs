@@ -72,8 +72,9 @@ impl Metrics {
     }
 }
 
-/// An error from a response body.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// An error from a response body. (Not exported: the workspace is to have one such alias,
+/// issue 20's convention; until then this one stays private.)
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Headers a 304 carries from the response it stands for (RFC 9110 §15.4.5).
 const NOT_MODIFIED_HEADERS: [http::HeaderName; 7] = [

@@ -22,7 +22,5 @@ mod precondition;
 
 pub use cache_control::CacheControl;
 pub use etag::{EntityTag, EntityTagRef, InvalidEntityTag};
-pub use layer::{
-    BoxError, Conditional, ConditionalBody, ConditionalLayer, ConditionalLayerBuilder,
-};
+pub use layer::{Conditional, ConditionalBody, ConditionalLayer, ConditionalLayerBuilder};
 pub use precondition::{Precondition, Validators, evaluate, http_date};
