@@ -116,21 +116,29 @@ async fn a_bounded_body_gets_a_stable_hash_etag_and_a_matching_request_a_304() {
     let weak = format!("W/{etag}");
     let (status, ..) = send(service.clone(), request("GET", &[("if-none-match", &weak)])).await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
-    // A write whose If-None-Match matches fails; If-Match with another tag fails.
-    let (status, _, body) =
-        send(service.clone(), request("PUT", &[("if-none-match", &etag)])).await;
-    assert_eq!((status, body.len()), (StatusCode::PRECONDITION_FAILED, 0));
+    // A write's preconditions are not answered after the handler has performed it (only
+    // a `validator` answers them, before): the handler's own answer stands.
+    let (status, ..) = send(service.clone(), request("PUT", &[("if-none-match", &etag)])).await;
+    assert_eq!(status, StatusCode::OK);
     let (status, ..) = send(
         service.clone(),
         request("PUT", &[("if-match", "\"other\"")]),
     )
     .await;
+    assert_eq!(status, StatusCode::OK);
+    // If-Match on a read: strong comparison, else 412.
+    let (status, ..) = send(
+        service.clone(),
+        request("GET", &[("if-match", "\"other\"")]),
+    )
+    .await;
     assert_eq!(status, StatusCode::PRECONDITION_FAILED);
-    let (status, ..) = send(service, request("PUT", &[("if-match", &etag)])).await;
+    let (status, ..) = send(service, request("GET", &[("if-match", &etag)])).await;
+    assert_eq!(status, StatusCode::OK);
     assert_eq!(status, StatusCode::OK);
     assert_eq!(
         calls.load(Ordering::SeqCst),
-        6,
+        7,
         "the handler ran for every request"
     );
 }
@@ -202,8 +210,16 @@ async fn streaming_and_large_bodies_pass_untouched_and_errors_are_not_answered()
             .unwrap()
     };
     let service = layer().layer(handler(Arc::clone(&calls), streamed));
-    let (status, headers, body) = send(service, request("GET", &[("if-none-match", "*")])).await;
-    assert_eq!(status, StatusCode::OK, "no validator: nothing to compare");
+    let (status, headers, body) = send(
+        service.clone(),
+        request("GET", &[("if-none-match", "\"x\"")]),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "no validator: nothing matches a tag"
+    );
     assert!(!headers.contains_key(header::ETAG));
     assert_eq!(body, "one,two");
     assert_eq!(
@@ -361,7 +377,7 @@ async fn answers_are_counted() {
     for _ in 0..3 {
         send(service.clone(), request("GET", &[("if-none-match", &etag)])).await;
     }
-    send(service, request("DELETE", &[("if-match", "\"gone\"")])).await;
+    send(service, request("GET", &[("if-match", "\"gone\"")])).await;
     let counter = |name| {
         registry
             .snapshot()
@@ -497,4 +513,56 @@ async fn a_cache_entrys_version_revalidates_without_the_handler() {
     assert_eq!(status, StatusCode::OK);
     assert_ne!(headers[header::ETAG].to_str().unwrap(), etag);
     assert_eq!(calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn head_and_ranges_are_the_handlers_and_a_part_is_never_hashed() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let partial = || {
+        Response::builder()
+            .status(StatusCode::PARTIAL_CONTENT)
+            .header(header::CONTENT_RANGE, "bytes 0-3/10")
+            .body(Body::from("0123"))
+            .unwrap()
+    };
+    let range = request("GET", &[("range", "bytes=0-3"), ("if-range", "\"v1\"")]);
+    let (status, headers, body) =
+        send(layer().layer(handler(Arc::clone(&calls), partial)), range).await;
+    assert_eq!(
+        (status, body.as_ref()),
+        (StatusCode::PARTIAL_CONTENT, &b"0123"[..])
+    );
+    assert!(
+        !headers.contains_key(header::ETAG),
+        "a part's hash is no tag of the whole"
+    );
+
+    // HEAD: the handler's own tag answers a revalidation; a body is not read for a hash.
+    let tagged = || {
+        Response::builder()
+            .header(header::ETAG, "\"v1\"")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, ..) = send(
+        layer().layer(handler(Arc::clone(&calls), tagged)),
+        request("HEAD", &[("if-none-match", "\"v1\"")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    let untagged = || Response::new(Body::from("a body a HEAD response would not send"));
+    let (status, headers, _) = send(
+        layer().layer(handler(Arc::clone(&calls), untagged)),
+        request("HEAD", &[("if-none-match", "\"x\"")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(!headers.contains_key(header::ETAG));
+    // `*` matches any current representation, validators or not (RFC 9110 §13.1.2).
+    let (status, ..) = send(
+        layer().layer(handler(Arc::clone(&calls), untagged)),
+        request("GET", &[("if-none-match", "*")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
 }

@@ -92,11 +92,15 @@ const NOT_MODIFIED_HEADERS: [http::HeaderName; 7] = [
 /// - **Validators, cheapest first**: the handler's own `ETag` / `Last-Modified` headers; else,
 ///   for a body of known length up to [`max_hashed_body`](ConditionalLayerBuilder::max_hashed_body),
 ///   a strong `ETag` from the XXH3 hash of its bytes (stable across instances and restarts).
-///   A streaming body, or a longer one, passes through untouched, without a tag.
-/// - **Preconditions** are evaluated against them in RFC 9110 §13.2.2's order
-///   ([`evaluate`](super::evaluate)): a 304 carries `ETag`, `Cache-Control`, `Vary`, `Date`,
-///   `Expires`, `Content-Location` and `Last-Modified` and no body; a 412 has no body. Only
-///   2xx responses are considered (§13.2.1); others pass through.
+///   A streaming body, or a longer one, passes through untouched, without a tag; so do
+///   responses other than 200 (a 206's bytes are a part) and HEAD responses.
+/// - **Preconditions** of GET and HEAD requests are evaluated against them after the handler,
+///   in RFC 9110 §13.2.2's order ([`evaluate`](super::evaluate)): a 304 carries `ETag`,
+///   `Cache-Control`, `Vary`, `Date`, `Expires`, `Content-Location` and `Last-Modified` and no
+///   body; a 412 has no body. Only 2xx responses are considered (§13.2.1). Those of other
+///   methods must hold *before* the method runs, so they are answered only with a
+///   [`validator`](ConditionalLayerBuilder::validator), before the handler; without one they
+///   are the handler's.
 /// - **`Cache-Control`** from the policies set on the builder, unless the handler set one.
 ///
 /// ```
@@ -411,7 +415,10 @@ where
         .get(LAST_MODIFIED)
         .and_then(|value| value.to_str().ok())
         .and_then(|text| httpdate::parse_http_date(text).ok());
+    // Only a full representation is hashed: a 206's bytes are a part, whose hash is no tag of
+    // the whole (Range and If-Range are the handler's).
     let hashable = etag.is_none()
+        && parts.status == StatusCode::OK
         && !parts.headers.contains_key(ETAG)
         && *method != Method::HEAD
         && config
@@ -441,9 +448,12 @@ where
     } else {
         ConditionalBody::passed(body)
     };
-    if etag.is_none() && last_modified.is_none() {
+    // A write's preconditions must hold before it runs: after the handler, only reads are
+    // answered (a write's are, with `validator`, before it).
+    if *method != Method::GET && *method != Method::HEAD {
         return Response::from_parts(parts, body);
     }
+    // A 2xx means a current representation exists (`*` matches it), validators or not.
     let validators = Validators {
         etag: etag.as_ref(),
         last_modified,
