@@ -15,11 +15,12 @@ use std::{
     time::Duration,
 };
 
-use brisk_metrics::{Counter, Gauge, Key, Recorder};
+use brisk_metrics::{Counter, Gauge, Recorder};
 use futures_core::Stream;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
+use crate::metrics::Series;
 use crate::{
     Error, Result,
     breaker::{Breaker, BreakerMetrics},
@@ -128,24 +129,19 @@ impl Metrics {
     }
 
     fn new(recorder: &dyn Recorder, name: &str) -> Self {
-        let key = |metric: &'static str, direction: Option<&'static str>| {
-            let key = Key::new(metric).and_then(|key| key.with_label("name", name.to_owned()));
-            match direction {
-                Some(direction) => key.and_then(|key| key.with_label("direction", direction)),
-                None => key,
-            }
-            .ok()
-        };
-        let counter = |metric, direction| {
-            key(metric, direction).map_or_else(Counter::noop, |key| recorder.counter(&key))
+        let series = Series::new(recorder, name);
+        let messages = |direction| {
+            series.counter_with(
+                "brisk_cache_backplane_messages_total",
+                Some(("direction", direction)),
+            )
         };
         Self {
-            sent: counter("brisk_cache_backplane_messages_total", Some("sent")),
-            received: counter("brisk_cache_backplane_messages_total", Some("received")),
-            gaps: counter("brisk_cache_backplane_gaps_total", None),
-            errors: counter("brisk_cache_backplane_errors_total", None),
-            subscribed: key("brisk_cache_backplane_subscribed", None)
-                .map_or_else(Gauge::noop, |key| recorder.gauge(&key)),
+            sent: messages("sent"),
+            received: messages("received"),
+            gaps: series.counter("brisk_cache_backplane_gaps_total"),
+            errors: series.counter("brisk_cache_backplane_errors_total"),
+            subscribed: series.gauge("brisk_cache_backplane_subscribed"),
         }
     }
 }

@@ -151,6 +151,15 @@ impl<'a> Now<'a> {
         }
     }
 
+    /// A time already read: `ms`.
+    #[cfg(test)]
+    fn at(clock: &'a Clock, ms: u64) -> Self {
+        Self {
+            clock,
+            read: std::sync::atomic::AtomicU64::new(ms),
+        }
+    }
+
     /// Whether `stamped` answers as fresh now, reading the clock only if it can go stale.
     pub(crate) fn fresh<V>(&self, stamped: &Stamped<V>) -> bool {
         stamped.answers_until() == u64::MAX || stamped.is_fresh(self.get())
@@ -281,16 +290,36 @@ impl Freshness {
     /// Prevention", VLDB 2015): refresh when `now − cost·β·ln(u) ≥ fresh_until`, `u` uniform
     /// in (0, 1]. The more a value costs to load and the nearer it is to going stale, the
     /// likelier one reader refreshes it before anyone misses.
-    pub(crate) fn refresh_early<V>(&self, stamped: &Stamped<V>, now: u64, unit: f64) -> bool {
+    ///
+    /// The clock and the random draw (`unit`, uniform in [0, 1)) are read only for a value
+    /// that can be refreshed early: a hit on any other reads neither.
+    pub(crate) fn refresh_early<V>(
+        &self,
+        stamped: &Stamped<V>,
+        now: &Now<'_>,
+        unit: impl FnOnce() -> f64,
+    ) -> bool {
         let Some(beta) = self.early_refresh else {
             return false;
         };
         if stamped.fresh_until == u64::MAX || stamped.cost == 0 {
             return false;
         }
-        let gap = stamped.answers_until().saturating_sub(now) as f64;
-        let lead = f64::from(stamped.cost) * beta * -(1.0 - unit).ln();
+        let gap = stamped.answers_until().saturating_sub(now.get()) as f64;
+        let lead = f64::from(stamped.cost) * beta * -(1.0 - unit()).ln();
         lead >= gap
+    }
+
+    /// Whether a stale value may still be answered while one refresh runs behind it.
+    pub(crate) fn revalidates<V>(&self, stamped: &Stamped<V>, now: u64) -> bool {
+        self.stale_while_revalidate
+            .is_some_and(|bound| stamped.stale_for(now) <= bound)
+    }
+
+    /// Whether a stale value may still answer for a failed or timed-out load.
+    pub(crate) fn fails_safe<V>(&self, stamped: &Stamped<V>, now: u64) -> bool {
+        self.fail_safe
+            .is_some_and(|max| stamped.stale_for(now) <= max)
     }
 }
 
@@ -312,13 +341,15 @@ mod tests {
             early_refresh: Some(1.0),
             ..settings()
         };
+        let clock = Clock::new();
+        let now = Now::at(&clock, 1_000_000);
         let share = |cost: u32, gap: u64| {
             let stamped = Stamped::new((), 1_000_000 + gap, cost);
             let draws = 10_000;
             let hits = (0..draws)
                 .filter(|&at| {
                     let unit = f64::from(at) / f64::from(draws);
-                    freshness.refresh_early(&stamped, 1_000_000, unit)
+                    freshness.refresh_early(&stamped, &now, || unit)
                 })
                 .count();
             hits as f64 / f64::from(draws)
@@ -336,7 +367,8 @@ mod tests {
             "inserted values have no cost"
         );
         let off = settings();
-        assert!(!off.refresh_early(&Stamped::new((), 1, 100), 0, 0.99));
+        let zero = Now::at(&clock, 0);
+        assert!(!off.refresh_early(&Stamped::new((), 1, 100), &zero, || 0.99));
     }
 
     #[test]

@@ -5,6 +5,56 @@ use brisk_metrics::{Counter, Gauge, Histogram, Key, Recorder, Unit};
 
 use crate::Cause;
 
+/// Makes one instance's handles: each series labelled `name="<name>"`, and optionally with one
+/// more label. The metric and label names are valid constants and label values may be any
+/// text, so a key cannot fail; if one did, its series would be missing (tested), not a panic.
+#[derive(Clone, Copy)]
+pub(crate) struct Series<'a> {
+    recorder: &'a dyn Recorder,
+    name: &'a str,
+}
+
+impl<'a> Series<'a> {
+    pub(crate) fn new(recorder: &'a dyn Recorder, name: &'a str) -> Self {
+        Self { recorder, name }
+    }
+
+    fn key(self, metric: &'static str, label: Option<(&'static str, &'static str)>) -> Option<Key> {
+        let key = Key::new(metric).and_then(|key| key.with_label("name", self.name.to_owned()));
+        match label {
+            Some((label, value)) => key.and_then(|key| key.with_label(label, value)),
+            None => key,
+        }
+        .ok()
+    }
+
+    pub(crate) fn counter(self, metric: &'static str) -> Counter {
+        self.counter_with(metric, None)
+    }
+
+    /// A counter with one more label, `label=value`.
+    pub(crate) fn counter_with(
+        self,
+        metric: &'static str,
+        label: Option<(&'static str, &'static str)>,
+    ) -> Counter {
+        self.key(metric, label)
+            .map_or_else(Counter::noop, |key| self.recorder.counter(&key))
+    }
+
+    pub(crate) fn gauge(self, metric: &'static str) -> Gauge {
+        self.key(metric, None)
+            .map_or_else(Gauge::noop, |key| self.recorder.gauge(&key))
+    }
+
+    pub(crate) fn seconds(self, metric: &'static str) -> Histogram {
+        self.key(metric, None).map_or_else(
+            || Histogram::noop(Unit::Seconds),
+            |key| self.recorder.histogram(&key, Unit::Seconds),
+        )
+    }
+}
+
 /// The handles, all no-ops until [`MemoryCacheBuilder::metrics`](crate::MemoryCacheBuilder::metrics)
 /// is called.
 #[derive(Debug, Clone)]
@@ -59,35 +109,20 @@ impl Metrics {
     }
 
     pub(crate) fn new(recorder: &dyn Recorder, name: &str) -> Self {
-        // The metric and label names are valid constants, and label values may be any text,
-        // so `key` cannot fail; a failure would show as a missing series (tested), not a panic.
-        let key = |metric: &'static str, extra: Option<(&'static str, &'static str)>| {
-            let key = Key::new(metric).and_then(|key| key.with_label("name", name.to_owned()));
-            match extra {
-                Some((label, value)) => key.and_then(|key| key.with_label(label, value)),
-                None => key,
-            }
-            .ok()
-        };
-        let counter = |metric, extra| {
-            key(metric, extra).map_or_else(Counter::noop, |key| recorder.counter(&key))
-        };
-        let gauge = |metric| key(metric, None).map_or_else(Gauge::noop, |key| recorder.gauge(&key));
+        let series = Series::new(recorder, name);
         Self {
             enabled: true,
-            hits: counter("brisk_cache_hits_total", None),
-            misses: counter("brisk_cache_misses_total", None),
-            inserts: counter("brisk_cache_inserts_total", None),
-            rejected: counter("brisk_cache_admissions_rejected_total", None),
-            evictions: CAUSES
-                .map(|(_, cause)| counter("brisk_cache_evictions_total", Some(("cause", cause)))),
-            load: key("brisk_cache_load_duration_seconds", None).map_or_else(
-                || Histogram::noop(Unit::Seconds),
-                |key| recorder.histogram(&key, Unit::Seconds),
-            ),
-            load_failures: counter("brisk_cache_load_failures_total", None),
-            entries: gauge("brisk_cache_entries"),
-            weight: gauge("brisk_cache_weight"),
+            hits: series.counter("brisk_cache_hits_total"),
+            misses: series.counter("brisk_cache_misses_total"),
+            inserts: series.counter("brisk_cache_inserts_total"),
+            rejected: series.counter("brisk_cache_admissions_rejected_total"),
+            evictions: CAUSES.map(|(_, cause)| {
+                series.counter_with("brisk_cache_evictions_total", Some(("cause", cause)))
+            }),
+            load: series.seconds("brisk_cache_load_duration_seconds"),
+            load_failures: series.counter("brisk_cache_load_failures_total"),
+            entries: series.gauge("brisk_cache_entries"),
+            weight: series.gauge("brisk_cache_weight"),
         }
     }
 

@@ -41,10 +41,11 @@ use std::{
 
 use ::redis::aio::ConnectionLike;
 use brisk_compress::ValueCodec;
-use brisk_metrics::{Counter, Gauge, Key, Recorder};
+use brisk_metrics::{Counter, Gauge, Recorder};
 use serde::{Serialize, de::DeserializeOwned};
 
 pub use crate::backplane::{Backplane, BackplaneBuilder};
+use crate::metrics::Series;
 use crate::{
     Cache, Error, Result, WithTtl,
     breaker::{Breaker, BreakerMetrics},
@@ -128,22 +129,14 @@ impl Metrics {
     }
 
     fn new(recorder: &dyn Recorder, name: &str) -> Self {
-        // Valid constant names and any label value: `Key` cannot fail here; a failure would
-        // show as a missing series (tested), not a panic.
-        let key = |metric: &'static str| {
-            Key::new(metric)
-                .and_then(|key| key.with_label("name", name.to_owned()))
-                .ok()
-        };
-        let counter = |metric| key(metric).map_or_else(Counter::noop, |key| recorder.counter(&key));
+        let series = Series::new(recorder, name);
         Self {
-            hits: counter("brisk_cache_redis_hits_total"),
-            misses: counter("brisk_cache_redis_misses_total"),
-            errors: counter("brisk_cache_redis_errors_total"),
-            rejected: counter("brisk_cache_redis_rejected_total"),
-            circuit_state: key("brisk_cache_redis_circuit_state")
-                .map_or_else(Gauge::noop, |key| recorder.gauge(&key)),
-            circuit_opened: counter("brisk_cache_redis_circuit_opened_total"),
+            hits: series.counter("brisk_cache_redis_hits_total"),
+            misses: series.counter("brisk_cache_redis_misses_total"),
+            errors: series.counter("brisk_cache_redis_errors_total"),
+            rejected: series.counter("brisk_cache_redis_rejected_total"),
+            circuit_state: series.gauge("brisk_cache_redis_circuit_state"),
+            circuit_opened: series.counter("brisk_cache_redis_circuit_opened_total"),
         }
     }
 }

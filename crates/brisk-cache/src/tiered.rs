@@ -15,8 +15,9 @@ use std::{
 };
 
 use brisk_dedup::SingleFlight;
-use brisk_metrics::{Counter, Histogram, Key, Recorder, Unit};
+use brisk_metrics::{Counter, Histogram, Recorder, Unit};
 
+use crate::metrics::Series;
 use crate::{
     Cache, Error, MemoryCache, NoRemote, Remote, Result,
     flight::{self, Flights, LoadTimedOut, LoadedElsewhere, SharedError},
@@ -255,40 +256,27 @@ impl Metrics {
     }
 
     fn new(recorder: &dyn Recorder, name: &str) -> Self {
-        // Valid constant names and any label value: `Key` cannot fail here; a failure would
-        // show as a missing series (tested), not a panic.
-        let key = |metric: &'static str, label: Option<(&'static str, &'static str)>| {
-            let key = Key::new(metric).and_then(|key| key.with_label("name", name.to_owned()));
-            match label {
-                Some((label, value)) => key.and_then(|key| key.with_label(label, value)),
-                None => key,
-            }
-            .ok()
-        };
-        let counter = |metric, label| {
-            key(metric, label).map_or_else(Counter::noop, |key| recorder.counter(&key))
-        };
+        let series = Series::new(recorder, name);
+        let level =
+            |level| series.counter_with("brisk_cache_tiered_hits_total", Some(("level", level)));
         let stale = |reason| {
-            counter(
+            series.counter_with(
                 "brisk_cache_tiered_stale_served_total",
                 Some(("reason", reason)),
             )
         };
         Self {
-            l1_hits: counter("brisk_cache_tiered_hits_total", Some(("level", "l1"))),
-            l2_hits: counter("brisk_cache_tiered_hits_total", Some(("level", "l2"))),
-            misses: counter("brisk_cache_tiered_misses_total", None),
-            loads: key("brisk_cache_tiered_load_duration_seconds", None).map_or_else(
-                || Histogram::noop(Unit::Seconds),
-                |key| recorder.histogram(&key, Unit::Seconds),
-            ),
-            load_failures: counter("brisk_cache_tiered_load_failures_total", None),
-            load_timeouts: counter("brisk_cache_tiered_load_timeouts_total", None),
-            remote_errors: counter("brisk_cache_tiered_remote_errors_total", None),
+            l1_hits: level("l1"),
+            l2_hits: level("l2"),
+            misses: series.counter("brisk_cache_tiered_misses_total"),
+            loads: series.seconds("brisk_cache_tiered_load_duration_seconds"),
+            load_failures: series.counter("brisk_cache_tiered_load_failures_total"),
+            load_timeouts: series.counter("brisk_cache_tiered_load_timeouts_total"),
+            remote_errors: series.counter("brisk_cache_tiered_remote_errors_total"),
             stale_revalidating: stale("stale_while_revalidate"),
             stale_load_failed: stale("load_failed"),
             stale_load_timeout: stale("load_timeout"),
-            early_refreshes: counter("brisk_cache_tiered_early_refreshes_total", None),
+            early_refreshes: series.counter("brisk_cache_tiered_early_refreshes_total"),
         }
     }
 
@@ -353,6 +341,15 @@ where
             },
         }
     }
+}
+
+/// What L2 held for a key.
+enum L2<V> {
+    /// A value the reader took (and L1 now holds).
+    Taken(Stamped<V>),
+    /// A value the reader left (stale, or not fresher than what it had).
+    Left(Stamped<V>),
+    Missing,
 }
 
 /// What a lookup in the levels found.
@@ -478,40 +475,50 @@ where
         }
     }
 
+    /// L2's copy of `key` (`None`: no remote level, or no entry). One that `takes` is kept
+    /// in L1 too, for what it has left in L2, and comes back as `L2::Taken`.
+    async fn read_l2(&self, key: &K, takes: impl FnOnce(&Stamped<V>) -> bool) -> Result<L2<V>> {
+        let Some(remote) = &self.inner.remote else {
+            return Ok(L2::Missing);
+        };
+        Ok(match self.remote_get(remote, key).await? {
+            Some((stamped, left)) if takes(&stamped) => {
+                self.fill(key.clone(), stamped.clone(), left);
+                L2::Taken(stamped)
+            }
+            Some((stamped, _)) => L2::Left(stamped),
+            None => L2::Missing,
+        })
+    }
+
     /// The levels' value for `key`, L1 first; a stale L1 value sends the lookup on to L2,
     /// where another instance may have stored a fresh one. An L2 error is counted and read
     /// as a miss.
-    async fn find(&self, key: &K, now: u64) -> Found<V> {
+    async fn find(&self, key: &K, now: &Now<'_>) -> Found<V> {
         let inner = &*self.inner;
         let mut stale = None;
         if let Some(stamped) = inner.memory.as_ref().and_then(|memory| memory.get(key)) {
-            if stamped.generation() == inner.generation.load(Ordering::Acquire)
-                && stamped.is_fresh(now)
-            {
+            if self.fresh_in_l1(&stamped, now) {
                 inner.metrics.l1_hits.increment();
                 return Found::Fresh(stamped.into_value());
             }
             stale = Some(stamped);
         }
-        if let Some(remote) = &inner.remote {
-            match self.remote_get(remote, key).await {
-                Ok(Some((stamped, left))) if stamped.is_fresh(now) => {
-                    inner.metrics.l2_hits.increment();
-                    let value = stamped.value().clone();
-                    self.fill(key.clone(), stamped, left);
-                    return Found::Fresh(value);
-                }
-                Ok(Some((stamped, _))) => {
-                    if stale
-                        .as_ref()
-                        .is_none_or(|mine| mine.fresh_until_ms() < stamped.fresh_until_ms())
-                    {
-                        stale = Some(stamped);
-                    }
-                }
-                Ok(None) => {}
-                Err(_) => inner.metrics.remote_errors.increment(),
+        match self.read_l2(key, |stamped| now.fresh(stamped)).await {
+            Ok(L2::Taken(stamped)) => {
+                inner.metrics.l2_hits.increment();
+                return Found::Fresh(stamped.into_value());
             }
+            Ok(L2::Left(stamped)) => {
+                if stale
+                    .as_ref()
+                    .is_none_or(|mine| mine.fresh_until_ms() < stamped.fresh_until_ms())
+                {
+                    stale = Some(stamped);
+                }
+            }
+            Ok(L2::Missing) => {}
+            Err(_) => inner.metrics.remote_errors.increment(),
         }
         inner.metrics.misses.increment();
         stale.map_or(Found::Missing, Found::Stale)
@@ -521,31 +528,26 @@ where
     /// as a hit or a miss.
     async fn get_stamped(&self, key: &K) -> Result<Option<Stamped<V>>> {
         let inner = &*self.inner;
-        let memory = inner.memory.as_ref();
         let now = Now::new(&inner.clock);
-        if let Some(stamped) = memory
+        if let Some(stamped) = inner
+            .memory
+            .as_ref()
             .and_then(|memory| memory.get(key))
             .filter(|stamped| self.fresh_in_l1(stamped, &now))
         {
             inner.metrics.l1_hits.increment();
             return Ok(Some(stamped));
         }
-        let found = match &inner.remote {
-            None => None,
-            Some(remote) => self
-                .remote_get(remote, key)
-                .await?
-                .filter(|(stamped, _)| now.fresh(stamped))
-                .map(|(stamped, left)| {
-                    self.fill(key.clone(), stamped.clone(), left);
-                    stamped
-                }),
-        };
-        match &found {
-            Some(_) => inner.metrics.l2_hits.increment(),
-            None => inner.metrics.misses.increment(),
+        match self.read_l2(key, |stamped| now.fresh(stamped)).await? {
+            L2::Taken(stamped) => {
+                inner.metrics.l2_hits.increment();
+                Ok(Some(stamped))
+            }
+            L2::Left(_) | L2::Missing => {
+                inner.metrics.misses.increment();
+                Ok(None)
+            }
         }
-        Ok(found)
     }
 
     /// The [version](Stamped::version) of `key`'s fresh value, if cached: it changes with
@@ -620,16 +622,11 @@ where
     {
         let inner = &*self.inner;
         if let Some(stamped) = inner.memory.as_ref().and_then(|memory| memory.get(&key)) {
-            // Without freshness settings nothing goes stale by time: no clock read on a hit.
-            let current = stamped.generation() == inner.generation.load(Ordering::Acquire);
-            if current && stamped.answers_until() == u64::MAX {
+            // A value that cannot go stale by time is a hit without a clock read.
+            let now = Now::new(&inner.clock);
+            if self.fresh_in_l1(&stamped, &now) {
                 inner.metrics.l1_hits.increment();
-                return Ok(stamped.into_value());
-            }
-            let now = inner.clock.now_ms();
-            if current && stamped.is_fresh(now) {
-                inner.metrics.l1_hits.increment();
-                if inner.freshness.refresh_early(&stamped, now, jitter::unit()) {
+                if inner.freshness.refresh_early(&stamped, &now, jitter::unit) {
                     self.refresh_behind::<_, _, E>(
                         key,
                         load,
@@ -640,11 +637,7 @@ where
                 }
                 return Ok(stamped.into_value());
             }
-            if inner
-                .freshness
-                .stale_while_revalidate
-                .is_some_and(|bound| stamped.stale_for(now) <= bound)
-            {
+            if inner.freshness.revalidates(&stamped, now.get()) {
                 inner.metrics.stale_served(Stale::Revalidating);
                 self.refresh_behind::<_, _, E>(key, load, ttl_of, None);
                 return Ok(stamped.into_value());
@@ -684,28 +677,24 @@ where
     {
         let inner = &*self.inner;
         let freshness = &inner.freshness;
-        let now = inner.clock.now_ms();
-        let stale = match self.find(&key, now).await {
+        let clock = Now::new(&inner.clock);
+        let stale = match self.find(&key, &clock).await {
             Found::Fresh(value) => return Ok((value, None)),
             Found::Stale(stamped) => Some(stamped),
             Found::Missing => None,
         };
-        if let Some(stamped) = stale.as_ref().filter(|stamped| {
-            freshness
-                .stale_while_revalidate
-                .is_some_and(|bound| stamped.stale_for(now) <= bound)
-        }) {
+        let now = clock.get();
+        if let Some(stamped) = stale
+            .as_ref()
+            .filter(|stamped| freshness.revalidates(stamped, now))
+        {
             let value = stamped.value().clone();
             // L1 serves it to the next callers while the refresh runs.
             self.keep_stale(key.clone(), stamped, now, Duration::ZERO);
             self.refresh_behind::<_, _, E>(key, load, ttl_of, None);
             return Ok((value, Some(Stale::Revalidating)));
         }
-        let fallback = stale.filter(|stamped| {
-            freshness
-                .fail_safe
-                .is_some_and(|max| stamped.stale_for(now) <= max)
-        });
+        let fallback = stale.filter(|stamped| freshness.fails_safe(stamped, now));
         let deadline = match &fallback {
             Some(_) => freshness.soft_timeout.or(freshness.hard_timeout),
             None => freshness.hard_timeout,
@@ -800,17 +789,11 @@ where
         match ran {
             Ok(()) => {
                 // Finished in another instance, which stored the value in L2.
-                let now = self.inner.clock.now_ms();
-                if let Some(remote) = &self.inner.remote {
-                    match self.remote_get(remote, &key).await {
-                        Ok(Some((stamped, left))) if stamped.is_fresh(now) => {
-                            let value = stamped.value().clone();
-                            self.fill(key, stamped, left);
-                            return Ok(value);
-                        }
-                        Ok(_) => {}
-                        Err(_) => self.inner.metrics.remote_errors.increment(),
-                    }
+                let now = Now::new(&self.inner.clock);
+                match self.read_l2(&key, |stamped| now.fresh(stamped)).await {
+                    Ok(L2::Taken(stamped)) => return Ok(stamped.into_value()),
+                    Ok(L2::Left(_) | L2::Missing) => {}
+                    Err(_) => self.inner.metrics.remote_errors.increment(),
                 }
             }
             Err(brisk_dedup::Error::Remote { message, .. }) => {
@@ -909,12 +892,11 @@ where
         runtime.spawn(async move {
             let refresh = || async {
                 let key = flight.0.clone();
-                if let Some(remote) = &this.inner.remote
-                    && let Ok(Some((stamped, left))) = this.remote_get(remote, &key).await
-                    && stamped.is_fresh(this.inner.clock.now_ms())
-                    && known.is_none_or(|known| stamped.fresh_until_ms() > known)
-                {
-                    this.fill(key, stamped, left);
+                let now = Now::new(&this.inner.clock);
+                let fresher = |stamped: &Stamped<V>| {
+                    now.fresh(stamped) && known.is_none_or(|known| stamped.fresh_until_ms() > known)
+                };
+                if let Ok(L2::Taken(_)) = this.read_l2(&key, fresher).await {
                     return Ok(());
                 }
                 this.load_and_store(key, load, ttl_of)

@@ -8,7 +8,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use brisk_metrics::{Counter, Key, Recorder};
+use brisk_metrics::{Counter, Recorder};
 use bytes::Bytes;
 use http::{
     HeaderMap, HeaderValue, Method, Request, Response, StatusCode,
@@ -26,7 +26,7 @@ use super::{
     CacheControl, EntityTag,
     precondition::{Precondition, Validators, evaluate},
 };
-use crate::Error;
+use crate::{Error, metrics::Series};
 
 /// What a [`ConditionalLayer`] reports, each series labelled `name="<name>"`.
 #[derive(Debug, Clone)]
@@ -55,19 +55,13 @@ impl Metrics {
     }
 
     fn new(recorder: &dyn Recorder, name: &str) -> Self {
-        // Valid constant names and any label value: `Key` cannot fail here; a failure would
-        // show as a missing series (tested), not a panic.
-        let counter = |metric: &'static str| {
-            Key::new(metric)
-                .and_then(|key| key.with_label("name", name.to_owned()))
-                .map_or_else(|_| Counter::noop(), |key| recorder.counter(&key))
-        };
+        let series = Series::new(recorder, name);
         Self {
-            not_modified: counter("brisk_cache_http_not_modified_total"),
-            precondition_failed: counter("brisk_cache_http_precondition_failed_total"),
-            hashed: counter("brisk_cache_http_bodies_hashed_total"),
-            bytes_saved: counter("brisk_cache_http_bytes_saved_total"),
-            handler_calls_saved: counter("brisk_cache_http_handler_calls_saved_total"),
+            not_modified: series.counter("brisk_cache_http_not_modified_total"),
+            precondition_failed: series.counter("brisk_cache_http_precondition_failed_total"),
+            hashed: series.counter("brisk_cache_http_bodies_hashed_total"),
+            bytes_saved: series.counter("brisk_cache_http_bytes_saved_total"),
+            handler_calls_saved: series.counter("brisk_cache_http_handler_calls_saved_total"),
         }
     }
 }
@@ -344,28 +338,17 @@ where
                     etag: Some(tag),
                     last_modified: None,
                 };
-                let answered = match evaluate(&method, &conditions, Some(&validators)) {
-                    Precondition::Proceed => None,
-                    Precondition::NotModified => {
-                        config.metrics.not_modified.increment();
-                        let mut answer = Response::new(ConditionalBody::empty());
-                        *answer.status_mut() = StatusCode::NOT_MODIFIED;
-                        if let Ok(value) = HeaderValue::from_str(&tag.to_string()) {
-                            answer.headers_mut().insert(ETAG, value);
-                        }
-                        if let Some(policy) = &config.default_policy {
-                            answer.headers_mut().insert(CACHE_CONTROL, policy.clone());
-                        }
-                        Some(answer)
-                    }
-                    Precondition::Failed => {
-                        config.metrics.precondition_failed.increment();
-                        let mut answer = Response::new(ConditionalBody::empty());
-                        *answer.status_mut() = StatusCode::PRECONDITION_FAILED;
-                        Some(answer)
-                    }
-                };
-                if let Some(answer) = answered {
+                // What the 304 carries: the tag, and the default policy (no response, so no
+                // content type to pick another by).
+                let mut headers = HeaderMap::new();
+                if let Ok(value) = HeaderValue::from_str(&tag.to_string()) {
+                    headers.insert(ETAG, value);
+                }
+                if let Some(policy) = &config.default_policy {
+                    headers.insert(CACHE_CONTROL, policy.clone());
+                }
+                let decided = evaluate(&method, &conditions, Some(&validators));
+                if let Some(answer) = refuse(&config, decided, &headers, 0) {
                     config.metrics.handler_calls_saved.increment();
                     return Ok(answer);
                 }
@@ -458,33 +441,44 @@ where
         etag: etag.as_ref(),
         last_modified,
     };
-    match evaluate(method, conditions, Some(&validators)) {
-        Precondition::Proceed => Response::from_parts(parts, body),
+    let decided = evaluate(method, conditions, Some(&validators));
+    // The length of the body a 304 does not send: known for a read body, or by its hint.
+    let unsent = match &body.kind {
+        Kind::Buffered { bytes } => bytes.as_ref().map_or(0, |bytes| bytes.len() as u64),
+        Kind::Passed { body } => body.size_hint().exact().unwrap_or(0),
+        Kind::Failed { .. } => 0,
+    };
+    refuse(config, decided, &parts.headers, unsent)
+        .unwrap_or_else(|| Response::from_parts(parts, body))
+}
+
+/// The 304 or 412 that `decided` calls for (`None`: proceed), counted: a 304 carries the
+/// listed headers of `headers` and no body, and saves `unsent` body bytes.
+fn refuse<B>(
+    config: &Config,
+    decided: Precondition,
+    headers: &HeaderMap,
+    unsent: u64,
+) -> Option<Response<ConditionalBody<B>>> {
+    let mut answer = Response::new(ConditionalBody::empty());
+    match decided {
+        Precondition::Proceed => return None,
         Precondition::NotModified => {
             config.metrics.not_modified.increment();
-            // The length of the body not sent: known for a read body, or from its size hint.
-            let saved = match &body.kind {
-                Kind::Buffered { bytes } => bytes.as_ref().map_or(0, |bytes| bytes.len() as u64),
-                Kind::Passed { body } => body.size_hint().exact().unwrap_or(0),
-                Kind::Failed { .. } => 0,
-            };
-            config.metrics.bytes_saved.add(saved);
-            let mut answer = Response::new(ConditionalBody::empty());
+            config.metrics.bytes_saved.add(unsent);
             *answer.status_mut() = StatusCode::NOT_MODIFIED;
             for name in NOT_MODIFIED_HEADERS {
-                for value in parts.headers.get_all(&name) {
+                for value in headers.get_all(&name) {
                     answer.headers_mut().append(name.clone(), value.clone());
                 }
             }
-            answer
         }
         Precondition::Failed => {
             config.metrics.precondition_failed.increment();
-            let mut answer = Response::new(ConditionalBody::empty());
             *answer.status_mut() = StatusCode::PRECONDITION_FAILED;
-            answer
         }
     }
+    Some(answer)
 }
 
 fn policy_for<'a>(config: &'a Config, headers: &HeaderMap) -> Option<&'a HeaderValue> {
