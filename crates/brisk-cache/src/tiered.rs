@@ -164,6 +164,32 @@ enum Failure<E> {
     Elsewhere(String),
 }
 
+impl<E: 'static> Failure<E> {
+    /// Whether this is a failure: counted, and answered by a stale value within fail-safe.
+    fn counts(&self) -> bool {
+        match self {
+            Failure::Here(error) => is_failure(error),
+            Failure::Elsewhere(_) => true,
+        }
+    }
+}
+
+/// A loader's error that tells its value is not to be cached (the HTTP response cache's
+/// loader, for a response it may not store), or that it failed (`failed`). Only a failure is
+/// counted and answered by a stale value within fail-safe.
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // Returned by the response cache only.
+#[derive(Debug)]
+pub(crate) struct NotStored {
+    pub(crate) failed: bool,
+}
+
+/// Whether a loader's error is a failure: every error but a [`NotStored`] that did not fail.
+fn is_failure<E: 'static>(error: &E) -> bool {
+    (error as &dyn std::any::Any)
+        .downcast_ref::<NotStored>()
+        .is_none_or(|not_stored| not_stored.failed)
+}
+
 /// A backplane as a tiered cache sees it (the Redis one with feature `redis`).
 pub(crate) trait Link<K>: Send + Sync {
     /// Sends events to `sink` from now on.
@@ -303,6 +329,14 @@ impl Drop for FailureGuard<'_> {
     }
 }
 
+impl<K, V, R> Tiered<K, V, R> {
+    /// The `fresh_for` setting.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))] // Read by the response cache only.
+    pub(crate) fn fresh_for(&self) -> Option<Duration> {
+        self.inner.freshness.fresh_for
+    }
+}
+
 impl<K, V, R> Clone for Tiered<K, V, R> {
     fn clone(&self) -> Self {
         Self {
@@ -367,6 +401,34 @@ where
     V: Clone + Send + Sync + 'static,
     R: Remote<K, Stamped<V>>,
 {
+    /// Now, by the cache's clock (Unix ms; it follows tokio's clock).
+    #[cfg_attr(not(feature = "http"), allow(dead_code))] // Read by the response cache only.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// `key`'s value in L1, else in L2 (filling L1), fresh or stale, without counting a hit
+    /// or a miss; an L2 error reads as nothing.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))] // Read by the response cache only.
+    pub(crate) async fn peek(&self, key: &K) -> Option<V> {
+        if let Some(stamped) = self
+            .inner
+            .memory
+            .as_ref()
+            .and_then(|memory| memory.get(key))
+        {
+            return Some(stamped.into_value());
+        }
+        match self.read_l2(key, |_| true).await {
+            Ok(L2::Taken(stamped)) => Some(stamped.into_value()),
+            Ok(L2::Left(_) | L2::Missing) => None,
+            Err(_) => {
+                self.inner.metrics.remote_errors.increment();
+                None
+            }
+        }
+    }
+
     /// The memory level, if any.
     pub fn memory(&self) -> Option<&MemoryCache<K, Stamped<V>>> {
         self.inner.memory.as_ref()
@@ -602,17 +664,21 @@ where
         E: Send + Sync + 'static,
         R: 'static,
     {
-        self.load_through(key, load, |_| None).await
+        self.load_through(key, load, |_| None)
+            .await
+            .map(|(value, _)| value)
     }
 
     /// `try_get_with`, storing a loaded value for `ttl_of(&value)` (the freshness setting,
-    /// else each level's own TTL, when `None`).
-    async fn load_through<F, Fut, E>(
+    /// else each level's own TTL, when `None`); with the value, whether it is stale. A
+    /// loader's [`NotStored`] error that is no failure is neither counted nor answered by a
+    /// stale value.
+    pub(crate) async fn load_through<F, Fut, E>(
         &self,
         key: K,
         load: F,
         ttl_of: impl FnOnce(&V) -> Option<Duration> + Send + 'static,
-    ) -> Result<V, Error<Arc<E>>>
+    ) -> Result<(V, bool), Error<Arc<E>>>
     where
         K: fmt::Debug,
         F: FnOnce() -> Fut + Send + 'static,
@@ -635,12 +701,12 @@ where
                     );
                     inner.metrics.early_refreshes.increment();
                 }
-                return Ok(stamped.into_value());
+                return Ok((stamped.into_value(), false));
             }
             if inner.freshness.revalidates(&stamped, now.get()) {
                 inner.metrics.stale_served(Stale::Revalidating);
                 self.refresh_behind::<_, _, E>(key, load, ttl_of, None);
-                return Ok(stamped.into_value());
+                return Ok((stamped.into_value(), true));
             }
         }
         let flight = (key, TypeId::of::<E>());
@@ -653,7 +719,7 @@ where
                 if let Some(reason) = stale {
                     inner.metrics.stale_served(reason);
                 }
-                Ok(value)
+                Ok((value, stale.is_some()))
             }
             Err(error) => Err(flight::caller_error(&flight.0, error)),
         }
@@ -729,7 +795,7 @@ where
         };
         match loaded {
             Ok(value) => Ok((value, None)),
-            Err(failure) => match fallback {
+            Err(failure) => match fallback.filter(|_| failure.counts()) {
                 Some(stamped) => {
                     self.keep_stale(key, &stamped, now, freshness.fail_safe_throttle);
                     Ok((stamped.into_value(), Some(Stale::LoadFailed)))
@@ -754,7 +820,7 @@ where
     where
         F: FnOnce() -> Fut + Send,
         Fut: Future<Output = Result<V, E>> + Send,
-        E: Send,
+        E: Send + 'static,
     {
         let Some(across) = &self.inner.across else {
             return self
@@ -823,6 +889,7 @@ where
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
+        E: 'static,
     {
         let metrics = &self.inner.metrics;
         let started = std::time::Instant::now();
@@ -834,7 +901,11 @@ where
         guard.armed = false;
         let took = started.elapsed();
         metrics.loads.record_duration(took);
-        let value = loaded.inspect_err(|_| metrics.load_failures.increment())?;
+        let value = loaded.inspect_err(|error| {
+            if is_failure(error) {
+                metrics.load_failures.increment();
+            }
+        })?;
         let ttl = ttl_of(&value);
         let (stamped, keep) = self.stamp(value.clone(), ttl, took);
         self.store(key, stamped, keep).await;
@@ -939,6 +1010,7 @@ where
             value.is_none().then_some(negative_ttl).flatten()
         })
         .await
+        .map(|(value, _)| value)
     }
 }
 

@@ -62,7 +62,7 @@ async fn send<S>(service: S, request: Request<Body>) -> (StatusCode, http::Heade
 where
     S: tower::Service<
             Request<Body>,
-            Response = Response<brisk_cache::http::ConditionalBody<Body>>,
+            Response = Response<brisk_cache::http::CacheBody<Body>>,
             Error = Infallible,
         >,
 {

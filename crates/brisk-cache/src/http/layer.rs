@@ -17,13 +17,13 @@ use http::{
         IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_UNMODIFIED_SINCE, LAST_MODIFIED, VARY,
     },
 };
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::BodyExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{
-    CacheControl, EntityTag,
+    BoxError, CacheBody, CacheControl, EntityTag,
     precondition::{Precondition, Validators, evaluate},
 };
 use crate::{Error, metrics::Series};
@@ -65,10 +65,6 @@ impl Metrics {
         }
     }
 }
-
-/// An error from a response body. (Not exported: the workspace is to have one such alias,
-/// issue 20's convention; until then this one stays private.)
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Headers a 304 carries from the response it stands for (RFC 9110 §15.4.5).
 const NOT_MODIFIED_HEADERS: [http::HeaderName; 7] = [
@@ -295,7 +291,7 @@ where
     ResBody: Body<Data = Bytes> + Send + 'static,
     ResBody::Error: Into<BoxError>,
 {
-    type Response = Response<ConditionalBody<ResBody>>;
+    type Response = Response<CacheBody<ResBody>>;
     type Error = S::Error;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
 
@@ -367,7 +363,7 @@ async fn answer<B>(
     conditions: &HeaderMap,
     response: Response<B>,
     known: Option<EntityTag>,
-) -> Response<ConditionalBody<B>>
+) -> Response<CacheBody<B>>
 where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
@@ -379,7 +375,7 @@ where
         parts.headers.insert(CACHE_CONTROL, policy.clone());
     }
     if !parts.status.is_success() {
-        return Response::from_parts(parts, ConditionalBody::passed(body));
+        return Response::from_parts(parts, CacheBody::passed(body));
     }
     if !parts.headers.contains_key(ETAG)
         && let Some(value) = known
@@ -412,9 +408,7 @@ where
         match body.collect().await {
             Ok(collected) => {
                 let bytes = collected.to_bytes();
-                let hash = xxhash_rust::xxh3::xxh3_64(&bytes);
-                // Hex digits are entity-tag characters: the tag is always made.
-                etag = EntityTag::strong(format!("{hash:016x}")).ok();
+                etag = hash_tag(&bytes);
                 config.metrics.hashed.increment();
                 if let Some(value) = etag
                     .as_ref()
@@ -422,14 +416,14 @@ where
                 {
                     parts.headers.insert(ETAG, value);
                 }
-                ConditionalBody::buffered(bytes)
+                CacheBody::buffered(bytes)
             }
             Err(error) => {
-                return Response::from_parts(parts, ConditionalBody::failed(error.into()));
+                return Response::from_parts(parts, CacheBody::failed(error.into()));
             }
         }
     } else {
-        ConditionalBody::passed(body)
+        CacheBody::passed(body)
     };
     // A write's preconditions must hold before it runs: after the handler, only reads are
     // answered (a write's are, with `validator`, before it).
@@ -443,13 +437,16 @@ where
     };
     let decided = evaluate(method, conditions, Some(&validators));
     // The length of the body a 304 does not send: known for a read body, or by its hint.
-    let unsent = match &body.kind {
-        Kind::Buffered { bytes } => bytes.as_ref().map_or(0, |bytes| bytes.len() as u64),
-        Kind::Passed { body } => body.size_hint().exact().unwrap_or(0),
-        Kind::Failed { .. } => 0,
-    };
+    let unsent = body.exact_len();
     refuse(config, decided, &parts.headers, unsent)
         .unwrap_or_else(|| Response::from_parts(parts, body))
+}
+
+/// The strong tag of a body: its XXH3 hash (the same in every instance and after restarts).
+pub(super) fn hash_tag(bytes: &[u8]) -> Option<EntityTag> {
+    let hash = xxhash_rust::xxh3::xxh3_64(bytes);
+    // Hex digits are entity-tag characters: the tag is always made.
+    EntityTag::strong(format!("{hash:016x}")).ok()
 }
 
 /// The 304 or 412 that `decided` calls for (`None`: proceed), counted: a 304 carries the
@@ -459,8 +456,8 @@ fn refuse<B>(
     decided: Precondition,
     headers: &HeaderMap,
     unsent: u64,
-) -> Option<Response<ConditionalBody<B>>> {
-    let mut answer = Response::new(ConditionalBody::empty());
+) -> Option<Response<CacheBody<B>>> {
+    let mut answer = Response::new(CacheBody::empty());
     match decided {
         Precondition::Proceed => return None,
         Precondition::NotModified => {
@@ -495,96 +492,4 @@ fn policy_for<'a>(config: &'a Config, headers: &HeaderMap) -> Option<&'a HeaderV
                 .map(|(_, policy)| policy)
         })
         .or(config.default_policy.as_ref())
-}
-
-pin_project_lite::pin_project! {
-    /// The body of a [`Conditional`] response: the handler's, passed through; its bytes, read
-    /// whole to be hashed; or none (304, 412).
-    pub struct ConditionalBody<B> {
-        #[pin]
-        kind: Kind<B>,
-    }
-}
-
-pin_project_lite::pin_project! {
-    #[project = KindProjection]
-    enum Kind<B> {
-        Passed { #[pin] body: B },
-        Buffered { bytes: Option<Bytes> },
-        Failed { error: Option<BoxError> },
-    }
-}
-
-impl<B> ConditionalBody<B> {
-    fn passed(body: B) -> Self {
-        Self {
-            kind: Kind::Passed { body },
-        }
-    }
-
-    fn buffered(bytes: Bytes) -> Self {
-        Self {
-            kind: Kind::Buffered {
-                bytes: (!bytes.is_empty()).then_some(bytes),
-            },
-        }
-    }
-
-    fn empty() -> Self {
-        Self {
-            kind: Kind::Buffered { bytes: None },
-        }
-    }
-
-    fn failed(error: BoxError) -> Self {
-        Self {
-            kind: Kind::Failed { error: Some(error) },
-        }
-    }
-}
-
-impl<B> fmt::Debug for ConditionalBody<B> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ConditionalBody").finish_non_exhaustive()
-    }
-}
-
-impl<B> Body for ConditionalBody<B>
-where
-    B: Body<Data = Bytes>,
-    B::Error: Into<BoxError>,
-{
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match self.project().kind.project() {
-            KindProjection::Passed { body } => body.poll_frame(cx).map_err(Into::into),
-            KindProjection::Buffered { bytes } => {
-                Poll::Ready(bytes.take().map(|bytes| Ok(Frame::data(bytes))))
-            }
-            KindProjection::Failed { error } => Poll::Ready(error.take().map(Err)),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Passed { body } => body.is_end_stream(),
-            Kind::Buffered { bytes } => bytes.is_none(),
-            Kind::Failed { error } => error.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Passed { body } => body.size_hint(),
-            Kind::Buffered { bytes } => {
-                SizeHint::with_exact(bytes.as_ref().map_or(0, |bytes| bytes.len() as u64))
-            }
-            Kind::Failed { .. } => SizeHint::default(),
-        }
-    }
 }

@@ -15,12 +15,24 @@
 //! # Ok::<(), brisk_cache::http::InvalidEntityTag>(())
 //! ```
 
+mod body;
 mod cache_control;
+mod directives;
 mod etag;
 mod layer;
 mod precondition;
+mod response_cache;
 
+pub use body::CacheBody;
 pub use cache_control::CacheControl;
+pub use directives::{Directive, directives};
 pub use etag::{EntityTag, EntityTagRef, InvalidEntityTag};
-pub use layer::{Conditional, ConditionalBody, ConditionalLayer, ConditionalLayerBuilder};
+pub use layer::{Conditional, ConditionalLayer, ConditionalLayerBuilder};
 pub use precondition::{Precondition, Validators, evaluate, http_date};
+pub use response_cache::{
+    CachedResponse, ResponseCache, ResponseCacheLayer, ResponseCacheLayerBuilder, X_CACHE,
+};
+
+/// An error from a response body. (Not exported: the workspace is to have one such alias,
+/// issue 20's convention; until then this one stays private.)
+type BoxError = Box<dyn std::error::Error + Send + Sync>;

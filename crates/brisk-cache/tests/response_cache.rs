@@ -1,0 +1,696 @@
+//! `ResponseCacheLayer`: what is stored and what is not, keys with `Vary`, request
+//! directives, single-flighted misses, stale answers, `Age`, and the layer under
+//! `ConditionalLayer` and brisk-compress. Time-dependent tests run on paused time, in
+//! process; the others over real HTTP with a hyper client (and, across two instances, a
+//! real Redis from brisk-testkit).
+
+use std::{
+    convert::Infallible,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use axum::body::Body;
+use brisk_cache::{
+    MemoryCache, Stamped, Tiered, TieredBuilder,
+    http::{CachedResponse, ConditionalLayer, ResponseCacheLayer},
+};
+use brisk_metrics::Registry;
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode, header};
+use http_body_util::BodyExt;
+use tower::{Layer, ServiceExt, service_fn};
+
+type Reply = Response<Body>;
+
+/// What the handler answers next, and how often it ran.
+#[derive(Clone)]
+struct Handler {
+    calls: Arc<AtomicUsize>,
+    make: Arc<Mutex<Arc<dyn Fn(&Request<Body>) -> Reply + Send + Sync>>>,
+    delay: Duration,
+}
+
+impl Handler {
+    fn new(make: impl Fn(&Request<Body>) -> Reply + Send + Sync + 'static) -> Self {
+        Self {
+            calls: Arc::new(AtomicUsize::new(0)),
+            make: Arc::new(Mutex::new(Arc::new(make))),
+            delay: Duration::ZERO,
+        }
+    }
+
+    fn answer(&self, make: impl Fn(&Request<Body>) -> Reply + Send + Sync + 'static) {
+        *self.make.lock().unwrap() = Arc::new(make);
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+
+    fn service(
+        &self,
+    ) -> impl tower::Service<Request<Body>, Response = Reply, Error = Infallible, Future: Send>
+    + Clone
+    + Send
+    + 'static {
+        let this = self.clone();
+        service_fn(move |request: Request<Body>| {
+            let this = this.clone();
+            async move {
+                this.calls.fetch_add(1, Ordering::SeqCst);
+                if !this.delay.is_zero() {
+                    tokio::time::sleep(this.delay).await;
+                }
+                let make = Arc::clone(&this.make.lock().unwrap());
+                Ok::<_, Infallible>(make(&request))
+            }
+        })
+    }
+}
+
+fn json(body: impl Into<Body>, cache_control: &'static str) -> Reply {
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::CACHE_CONTROL, cache_control)
+        .body(body.into())
+        .unwrap()
+}
+
+fn memory() -> MemoryCache<String, Stamped<CachedResponse>> {
+    MemoryCache::builder()
+        .max_weight(16 << 20)
+        .weigher(|key: &String, value: &Stamped<CachedResponse>| {
+            (key.len() + value.value().weight()) as u32
+        })
+        .build()
+        .unwrap()
+}
+
+fn tiered() -> TieredBuilder<String, CachedResponse, brisk_cache::NoRemote> {
+    Tiered::builder().memory(memory())
+}
+
+fn request(method: &str, uri: &str, headers: &[(&str, &str)]) -> Request<Body> {
+    let mut request = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(Body::empty()).unwrap()
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Bytes,
+}
+
+impl Answer {
+    fn x_cache(&self) -> &str {
+        self.headers
+            .get("x-cache")
+            .map_or("", |value| value.to_str().unwrap())
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|value| value.to_str().unwrap())
+    }
+}
+
+async fn send<S, B>(service: &S, request: Request<Body>) -> Answer
+where
+    S: tower::Service<Request<Body>, Response = Response<B>, Error = Infallible> + Clone,
+    B: http_body::Body<Data = Bytes>,
+    B::Error: std::fmt::Debug,
+{
+    let response = service.clone().oneshot(request).await.unwrap();
+    let (parts, body) = response.into_parts();
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.unwrap().to_bytes(),
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stored_response_is_a_hit_with_its_age_and_a_tag_until_it_goes_stale() {
+    let handler = Handler::new(|_| json(r#"{"id":7}"#, "public, max-age=60"));
+    let layer = ResponseCacheLayer::builder(tiered().build().unwrap())
+        .build()
+        .unwrap();
+    let service = layer.layer(handler.service());
+
+    let first = send(&service, request("GET", "/product/7", &[])).await;
+    assert_eq!(
+        (first.status, first.x_cache(), &first.body[..]),
+        (StatusCode::OK, "miss", &br#"{"id":7}"#[..])
+    );
+    let tag = format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(br#"{"id":7}"#));
+    assert_eq!(
+        first.header("etag"),
+        Some(tag.as_str()),
+        "a stored 200 is tagged"
+    );
+    assert_eq!(first.header("age"), None);
+
+    tokio::time::advance(Duration::from_secs(5)).await;
+    let second = send(&service, request("GET", "/product/7", &[])).await;
+    assert_eq!((second.x_cache(), &second.body), ("hit", &first.body));
+    assert_eq!(second.header("age"), Some("5"));
+    assert_eq!(second.header("etag"), Some(tag.as_str()));
+    assert_eq!(second.header("content-type"), Some("application/json"));
+    assert_eq!(second.header("cache-control"), Some("public, max-age=60"));
+    assert_eq!(second.header("content-length"), Some("8"));
+    // Another query string, or another host, is another key.
+    let other = send(&service, request("GET", "/product/7?x=1", &[])).await;
+    assert_eq!(other.x_cache(), "miss");
+    let host = send(
+        &service,
+        request("GET", "/product/7", &[("host", "tenant-b.example")]),
+    )
+    .await;
+    assert_eq!(host.x_cache(), "miss");
+    assert_eq!(handler.calls(), 3);
+
+    // Past max-age (no stale window): the handler answers again.
+    tokio::time::advance(Duration::from_secs(56)).await;
+    handler.answer(|_| json(r#"{"id":7,"v":2}"#, "public, max-age=60"));
+    let third = send(&service, request("GET", "/product/7", &[])).await;
+    assert_eq!(
+        (third.x_cache(), &third.body[..]),
+        ("miss", &br#"{"id":7,"v":2}"#[..])
+    );
+    assert_eq!(handler.calls(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_shared_lifetime_wins_and_expires_counts_from_date() {
+    let handler = Handler::new(|request| match request.uri().path() {
+        "/s" => json("s", "public, max-age=1, s-maxage=100"),
+        _ => Response::builder()
+            .header(header::DATE, "Sun, 06 Nov 1994 08:49:37 GMT")
+            .header(header::EXPIRES, "Sun, 06 Nov 1994 08:50:37 GMT")
+            .body(Body::from("e"))
+            .unwrap(),
+    });
+    let service = ResponseCacheLayer::builder(tiered().build().unwrap())
+        .build()
+        .unwrap()
+        .layer(handler.service());
+    for uri in ["/s", "/e"] {
+        send(&service, request("GET", uri, &[])).await;
+    }
+    tokio::time::advance(Duration::from_secs(59)).await;
+    assert_eq!(
+        send(&service, request("GET", "/s", &[])).await.x_cache(),
+        "hit"
+    );
+    assert_eq!(
+        send(&service, request("GET", "/e", &[])).await.x_cache(),
+        "hit"
+    );
+    tokio::time::advance(Duration::from_secs(2)).await;
+    assert_eq!(
+        send(&service, request("GET", "/s", &[])).await.x_cache(),
+        "hit"
+    );
+    assert_eq!(
+        send(&service, request("GET", "/e", &[])).await.x_cache(),
+        "miss",
+        "Expires − Date is 60 s"
+    );
+}
+
+#[tokio::test]
+async fn what_a_shared_cache_may_not_store_is_never_stored() {
+    let streaming = || {
+        let chunks = futures_stream(vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        Response::builder()
+            .header(header::CACHE_CONTROL, "max-age=60")
+            .body(Body::from_stream(chunks))
+            .unwrap()
+    };
+    let handler = Handler::new(move |request| match request.uri().path() {
+        "/no-store" => json("x", "no-store"),
+        "/private" => json("x", "private, max-age=60"),
+        "/no-cache" => json("x", "no-cache, max-age=60"),
+        "/cookie" => Response::builder()
+            .header(header::CACHE_CONTROL, "max-age=60")
+            .header(header::SET_COOKIE, "session=1")
+            .body(Body::from("x"))
+            .unwrap(),
+        "/vary-star" => Response::builder()
+            .header(header::CACHE_CONTROL, "max-age=60")
+            .header(header::VARY, "*")
+            .body(Body::from("x"))
+            .unwrap(),
+        "/error" => Response::builder()
+            .status(StatusCode::INTERNAL_SERVER_ERROR)
+            .header(header::CACHE_CONTROL, "max-age=60")
+            .body(Body::from("x"))
+            .unwrap(),
+        "/created" => Response::builder()
+            .status(StatusCode::CREATED)
+            .header(header::CACHE_CONTROL, "max-age=60")
+            .body(Body::from("x"))
+            .unwrap(),
+        "/no-lifetime" => Response::new(Body::from("x")),
+        "/zero" => json("x", "max-age=0"),
+        "/large" => json(vec![b'x'; 2048], "max-age=60"),
+        "/streaming" => streaming(),
+        "/missing" => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .header(header::CACHE_CONTROL, "max-age=60")
+            .body(Body::from("gone"))
+            .unwrap(),
+        _ => json("ok", "max-age=60"),
+    });
+    let registry = Registry::new();
+    let service = ResponseCacheLayer::builder(tiered().build().unwrap())
+        .max_body(1024)
+        .metrics(&registry, "pages")
+        .build()
+        .unwrap()
+        .layer(handler.service());
+    let never = [
+        "/no-store",
+        "/private",
+        "/no-cache",
+        "/cookie",
+        "/vary-star",
+        "/error",
+        "/created",
+        "/no-lifetime",
+        "/zero",
+        "/large",
+        "/streaming",
+    ];
+    for uri in never {
+        for _ in 0..2 {
+            let answer = send(&service, request("GET", uri, &[])).await;
+            assert_eq!(answer.x_cache(), "miss", "{uri}");
+            assert!(!answer.body.is_empty(), "{uri}: the handler's body");
+        }
+    }
+    assert_eq!(handler.calls(), 2 * never.len());
+    // A 404 with a lifetime is stored (RFC 9110 lets a cache keep it).
+    let missing = send(&service, request("GET", "/missing", &[])).await;
+    assert_eq!(
+        (missing.status, missing.x_cache()),
+        (StatusCode::NOT_FOUND, "miss")
+    );
+    let missing = send(&service, request("GET", "/missing", &[])).await;
+    assert_eq!(
+        (missing.status, missing.x_cache(), &missing.body[..]),
+        (StatusCode::NOT_FOUND, "hit", &b"gone"[..])
+    );
+    // Requests a shared cache answers only through the handler.
+    send(&service, request("GET", "/ok", &[])).await;
+    let before = handler.calls();
+    for (method, headers) in [
+        ("POST", &[][..]),
+        ("GET", &[("authorization", "Bearer t")][..]),
+        ("GET", &[("range", "bytes=0-0")][..]),
+    ] {
+        let answer = send(&service, request(method, "/ok", headers)).await;
+        assert_eq!(answer.x_cache(), "miss", "{method} {headers:?}");
+    }
+    assert_eq!(handler.calls(), before + 3);
+    let snapshot = registry.snapshot();
+    let count = |result| {
+        snapshot
+            .counter(
+                "brisk_cache_http_responses_total",
+                &[("name", "pages"), ("result", result)],
+            )
+            .unwrap()
+    };
+    assert_eq!(count("pass"), 2 * never.len() as u64 + 3);
+    assert_eq!((count("miss"), count("hit")), (2, 1));
+    assert_eq!(
+        snapshot
+            .counter(
+                "brisk_cache_http_handler_calls_saved_total",
+                &[("name", "pages")]
+            )
+            .unwrap(),
+        1
+    );
+}
+
+fn futures_stream(
+    chunks: Vec<Bytes>,
+) -> impl futures_core::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
+    struct Chunks(std::vec::IntoIter<Bytes>);
+    impl futures_core::Stream for Chunks {
+        type Item = Result<Bytes, Infallible>;
+        fn poll_next(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Option<Self::Item>> {
+            std::task::Poll::Ready(self.0.next().map(Ok))
+        }
+    }
+    Chunks(chunks.into_iter())
+}
+
+#[tokio::test]
+async fn each_variant_named_by_vary_is_stored_once() {
+    let handler = Handler::new(|request| {
+        let language = request
+            .headers()
+            .get("accept-language")
+            .map_or("en", |value| value.to_str().unwrap())
+            .to_owned();
+        Response::builder()
+            .header(header::CACHE_CONTROL, "max-age=60")
+            .header(header::VARY, "Accept-Language")
+            .body(Body::from(format!("hello in {language}")))
+            .unwrap()
+    });
+    let cache = tiered().build().unwrap();
+    let service = ResponseCacheLayer::builder(cache.clone())
+        .build()
+        .unwrap()
+        .layer(handler.service());
+    let ask =
+        |language: &'static str| request("GET", "/greeting", &[("accept-language", language)]);
+    let en = send(&service, ask("en")).await;
+    assert_eq!((en.x_cache(), &en.body[..]), ("miss", &b"hello in en"[..]));
+    let fr = send(&service, ask("fr")).await;
+    assert_eq!((fr.x_cache(), &fr.body[..]), ("miss", &b"hello in fr"[..]));
+    for _ in 0..3 {
+        let en = send(&service, ask("en")).await;
+        assert_eq!((en.x_cache(), &en.body[..]), ("hit", &b"hello in en"[..]));
+        let fr = send(&service, ask("fr")).await;
+        assert_eq!((fr.x_cache(), &fr.body[..]), ("hit", &b"hello in fr"[..]));
+    }
+    assert_eq!(handler.calls(), 2);
+    // The URL's entry lists the header; each variant has its own.
+    assert_eq!(cache.memory().unwrap().len(), 3);
+}
+
+#[tokio::test]
+async fn request_directives_are_obeyed_unless_ignored() {
+    let handler = Handler::new(|_| json("v", "max-age=60"));
+    let service = ResponseCacheLayer::builder(tiered().build().unwrap())
+        .build()
+        .unwrap()
+        .layer(handler.service());
+    // no-store: answered by the handler, nothing stored.
+    let answer = send(
+        &service,
+        request("GET", "/a", &[("cache-control", "no-store")]),
+    )
+    .await;
+    assert_eq!(answer.x_cache(), "miss");
+    assert_eq!(
+        send(&service, request("GET", "/a", &[])).await.x_cache(),
+        "miss"
+    );
+    // … and a stored response still answers it.
+    let answer = send(
+        &service,
+        request("GET", "/a", &[("cache-control", "no-store")]),
+    )
+    .await;
+    assert_eq!(answer.x_cache(), "hit");
+    assert_eq!(handler.calls(), 2);
+    // no-cache, max-age=0 and Pragma: to the handler, and its response replaces the copy.
+    for headers in [
+        &[("cache-control", "no-cache")][..],
+        &[("cache-control", "max-age=0")][..],
+        &[("pragma", "no-cache")][..],
+    ] {
+        handler.answer(move |_| json(format!("{headers:?}"), "max-age=60"));
+        let answer = send(&service, request("GET", "/a", headers)).await;
+        assert_eq!(answer.x_cache(), "miss", "{headers:?}");
+        let next = send(&service, request("GET", "/a", &[])).await;
+        assert_eq!(
+            (next.x_cache(), &next.body),
+            ("hit", &answer.body),
+            "{headers:?}"
+        );
+    }
+    assert_eq!(handler.calls(), 5);
+
+    let ignoring = ResponseCacheLayer::builder(tiered().build().unwrap())
+        .ignore_request_directives()
+        .build()
+        .unwrap()
+        .layer(handler.service());
+    send(&ignoring, request("GET", "/a", &[])).await;
+    let answer = send(
+        &ignoring,
+        request("GET", "/a", &[("cache-control", "no-cache")]),
+    )
+    .await;
+    assert_eq!(answer.x_cache(), "hit");
+}
+
+#[tokio::test]
+async fn head_reads_gets_entry_without_the_body() {
+    let handler = Handler::new(|_| json("twelve bytes", "max-age=60"));
+    let service = ResponseCacheLayer::builder(tiered().build().unwrap())
+        .build()
+        .unwrap()
+        .layer(handler.service());
+    // A HEAD before anything is stored goes to the handler and stores nothing.
+    let head = send(&service, request("HEAD", "/h", &[])).await;
+    assert_eq!(head.x_cache(), "miss");
+    send(&service, request("GET", "/h", &[])).await;
+    let head = send(&service, request("HEAD", "/h", &[])).await;
+    assert_eq!(head.x_cache(), "hit");
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("content-length"), Some("12"));
+    assert_eq!(handler.calls(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_misses_make_one_handler_call_unless_the_response_cannot_be_stored() {
+    let mut handler = Handler::new(|request| {
+        if request.uri().path() == "/private" {
+            json("mine", "private")
+        } else {
+            json("shared", "max-age=60")
+        }
+    });
+    handler.delay = Duration::from_millis(50);
+    let service = ResponseCacheLayer::builder(tiered().build().unwrap())
+        .build()
+        .unwrap()
+        .layer(handler.service());
+    for (path, calls, body) in [("/shared", 1, "shared"), ("/private", 100, "mine")] {
+        let before = handler.calls();
+        let answers = futures_join(
+            (0..100)
+                .map(|_| {
+                    let service = service.clone();
+                    tokio::spawn(async move { send(&service, request("GET", path, &[])).await })
+                })
+                .collect(),
+        )
+        .await;
+        assert_eq!(handler.calls() - before, calls, "{path}");
+        let misses = answers.iter().filter(|a| a.x_cache() == "miss").count();
+        assert_eq!(misses, calls, "{path}");
+        assert!(answers.iter().all(|answer| answer.body == body), "{path}");
+    }
+}
+
+async fn futures_join(tasks: Vec<tokio::task::JoinHandle<Answer>>) -> Vec<Answer> {
+    let mut answers = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
+#[tokio::test(start_paused = true)]
+async fn stale_answers_while_revalidating_and_when_the_handler_fails() {
+    let handler = Handler::new(|_| json("v1", "max-age=10"));
+    let cache = tiered()
+        .fresh_for(Duration::from_secs(10))
+        .stale_while_revalidate(Duration::from_secs(5))
+        .fail_safe(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let service = ResponseCacheLayer::builder(cache)
+        .build()
+        .unwrap()
+        .layer(handler.service());
+    send(&service, request("GET", "/s", &[])).await;
+    // Within stale-while-revalidate: the stale copy answers; one refresh runs behind.
+    tokio::time::advance(Duration::from_secs(12)).await;
+    handler.answer(|_| json("v2", "max-age=10"));
+    let stale = send(&service, request("GET", "/s", &[])).await;
+    assert_eq!((stale.x_cache(), &stale.body[..]), ("stale", &b"v1"[..]));
+    assert_eq!(stale.header("age"), Some("12"));
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(handler.calls(), 2);
+    let fresh = send(&service, request("GET", "/s", &[])).await;
+    assert_eq!((fresh.x_cache(), &fresh.body[..]), ("hit", &b"v2"[..]));
+
+    // Past that window, a failing handler (a 5xx) is answered by the copy (fail-safe).
+    tokio::time::advance(Duration::from_secs(20)).await;
+    handler.answer(|_| {
+        Response::builder()
+            .status(StatusCode::SERVICE_UNAVAILABLE)
+            .body(Body::from("down"))
+            .unwrap()
+    });
+    let safe = send(&service, request("GET", "/s", &[])).await;
+    assert_eq!(
+        (safe.status, safe.x_cache(), &safe.body[..]),
+        (StatusCode::OK, "stale", &b"v2"[..])
+    );
+    // Without a stored copy, the failure is the answer.
+    let down = send(&service, request("GET", "/other", &[])).await;
+    assert_eq!(
+        (down.status, down.x_cache(), &down.body[..]),
+        (StatusCode::SERVICE_UNAVAILABLE, "miss", &b"down"[..])
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_response_that_became_unstorable_is_not_answered_by_the_stale_copy() {
+    let handler = Handler::new(|_| json("public", "max-age=10"));
+    let cache = tiered()
+        .fresh_for(Duration::from_secs(10))
+        .fail_safe(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let service = ResponseCacheLayer::builder(cache)
+        .build()
+        .unwrap()
+        .layer(handler.service());
+    send(&service, request("GET", "/u", &[])).await;
+    tokio::time::advance(Duration::from_secs(11)).await;
+    handler.answer(|_| json("now private", "private"));
+    let answer = send(&service, request("GET", "/u", &[])).await;
+    assert_eq!(
+        (answer.x_cache(), &answer.body[..]),
+        ("miss", &b"now private"[..]),
+        "not a failure: fail-safe does not apply"
+    );
+}
+
+#[tokio::test]
+async fn a_conditional_layer_outside_answers_304_from_the_cached_copy() {
+    let handler = Handler::new(|_| json(r#"{"id":1}"#, "public, max-age=60"));
+    let registry = Registry::new();
+    let service = ConditionalLayer::builder()
+        .metrics(&registry, "pages")
+        .build()
+        .unwrap()
+        .layer(
+            ResponseCacheLayer::builder(tiered().build().unwrap())
+                .build()
+                .unwrap()
+                .layer(handler.service()),
+        );
+    let first = send(&service, request("GET", "/c", &[])).await;
+    let tag = first.header("etag").unwrap().to_owned();
+    for _ in 0..3 {
+        let answer = send(&service, request("GET", "/c", &[("if-none-match", &tag)])).await;
+        assert_eq!(answer.status, StatusCode::NOT_MODIFIED);
+        assert_eq!(answer.header("etag"), Some(tag.as_str()));
+    }
+    // The handler ran once, and its conditional request was not passed to it.
+    assert_eq!(handler.calls(), 1);
+    let hashed = registry
+        .snapshot()
+        .counter("brisk_cache_http_bodies_hashed_total", &[("name", "pages")])
+        .unwrap();
+    assert_eq!(
+        hashed, 0,
+        "the cached copy carries its tag: nothing is hashed per request"
+    );
+}
+
+#[tokio::test]
+async fn under_compression_one_copy_serves_every_coding_each_with_its_own_tag() {
+    let body = "a compressible catalog page ".repeat(200);
+    let handler = Handler::new(move |_| {
+        Response::builder()
+            .header(header::CONTENT_TYPE, "text/html")
+            .header(header::CACHE_CONTROL, "public, max-age=60")
+            .body(Body::from(body.clone()))
+            .unwrap()
+    });
+    let cache = tiered().build().unwrap();
+    let service = brisk_compress::CompressionLayer::default().layer(
+        ConditionalLayer::builder().build().unwrap().layer(
+            ResponseCacheLayer::builder(cache.clone())
+                .build()
+                .unwrap()
+                .layer(handler.service()),
+        ),
+    );
+    let gzip = send(
+        &service,
+        request("GET", "/page", &[("accept-encoding", "gzip")]),
+    )
+    .await;
+    let identity = send(&service, request("GET", "/page", &[])).await;
+    let br = send(
+        &service,
+        request("GET", "/page", &[("accept-encoding", "br")]),
+    )
+    .await;
+    assert_eq!(handler.calls(), 1);
+    assert_eq!(cache.memory().unwrap().len(), 1, "one stored copy");
+    assert_eq!(gzip.header("content-encoding"), Some("gzip"));
+    assert_eq!(br.header("content-encoding"), Some("br"));
+    assert_eq!(identity.header("content-encoding"), None);
+    assert_eq!(
+        (gzip.x_cache(), identity.x_cache(), br.x_cache()),
+        ("miss", "hit", "hit")
+    );
+    let strong = identity.header("etag").unwrap().to_owned();
+    assert!(strong.starts_with('"'));
+    assert_eq!(gzip.header("etag"), Some(format!("W/{strong}").as_str()));
+    for answer in [&gzip, &identity, &br] {
+        let vary = answer.header("vary").unwrap().to_ascii_lowercase();
+        assert!(vary.contains("accept-encoding"), "{vary}");
+    }
+    // Each client revalidates the representation it holds, and keeps its form of the tag.
+    let weak = format!("W/{strong}");
+    let revalidated = send(
+        &service,
+        request(
+            "GET",
+            "/page",
+            &[("accept-encoding", "gzip"), ("if-none-match", &weak)],
+        ),
+    )
+    .await;
+    assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(revalidated.header("etag"), Some(weak.as_str()));
+    let revalidated = send(
+        &service,
+        request("GET", "/page", &[("if-none-match", &strong)]),
+    )
+    .await;
+    assert_eq!(revalidated.status, StatusCode::NOT_MODIFIED);
+    assert_eq!(revalidated.header("etag"), Some(strong.as_str()));
+    assert_eq!(handler.calls(), 1);
+}
+
+#[tokio::test]
+async fn invalid_settings_are_refused() {
+    let refused = ResponseCacheLayer::builder(tiered().build().unwrap())
+        .max_body(0)
+        .build()
+        .unwrap_err();
+    assert!(matches!(
+        refused,
+        brisk_cache::Error::Config {
+            setting: "max_body",
+            ..
+        }
+    ));
+}
