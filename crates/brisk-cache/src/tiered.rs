@@ -523,6 +523,14 @@ where
         self.fill(key, stamped, keep);
     }
 
+    /// Stores `value` for `ttl` (the freshness setting when `None`) in both levels, as a load
+    /// would: an L2 error is counted, and L1 keeps the value all the same.
+    #[cfg_attr(not(feature = "http"), allow(dead_code))] // Called by the response cache only.
+    pub(crate) async fn store_loaded(&self, key: K, value: V, ttl: Option<Duration>) {
+        let (stamped, keep) = self.stamp(value, ttl, Duration::ZERO);
+        self.store(key, stamped, keep).await;
+    }
+
     /// L2's value for `key` and, when L1 is there to fill, what it has left.
     async fn remote_get(
         &self,

@@ -26,11 +26,14 @@ use tower::{Layer, ServiceExt, service_fn};
 
 type Reply = Response<Body>;
 
+/// Makes the handler's response to a request.
+type Make = Arc<dyn Fn(&Request<Body>) -> Reply + Send + Sync>;
+
 /// What the handler answers next, and how often it ran.
 #[derive(Clone)]
 struct Handler {
     calls: Arc<AtomicUsize>,
-    make: Arc<Mutex<Arc<dyn Fn(&Request<Body>) -> Reply + Send + Sync>>>,
+    make: Arc<Mutex<Make>>,
     delay: Duration,
 }
 

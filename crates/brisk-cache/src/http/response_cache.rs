@@ -735,7 +735,9 @@ where
         // To the handler without looking, stored under its key as a load would be.
         match load().await {
             Ok(stored) => {
-                let _ = cache.insert(key, stored.clone(), stored.lifetime()).await;
+                cache
+                    .store_loaded(key, stored.clone(), stored.lifetime())
+                    .await;
                 Ok((stored, false))
             }
             Err(not_stored) => Err(Error::Load {
@@ -914,12 +916,16 @@ where
             // its own key, and the URL's entry says how they vary.
             let cache = &config.cache;
             if names.is_empty() {
-                let _ = cache.insert(base, stored.clone(), Some(lifetime)).await;
+                cache
+                    .store_loaded(base, stored.clone(), Some(lifetime))
+                    .await;
             } else {
                 let key = variant_key(&base, &names, &headers);
                 let vary = CachedResponse(Arc::new(Stored::Vary(names)));
-                let _ = cache.insert(base, vary, Some(lifetime)).await;
-                let _ = cache.insert(key, stored.clone(), Some(lifetime)).await;
+                cache.store_loaded(base, vary, Some(lifetime)).await;
+                cache
+                    .store_loaded(key, stored.clone(), Some(lifetime))
+                    .await;
             }
             if let Some(response) = entry_response(&config, &stored, Answered::Miss, false) {
                 put(
