@@ -11,11 +11,14 @@ use anyhow::{Result, bail};
 use crate::cmd::Cmd;
 
 /// `redis-server` and PostgreSQL, for brisk-testkit, and the real clients tests drive
-/// (`curl`).
+/// (`curl`, headless `chromium`).
 pub(crate) fn servers() -> Result<()> {
     let mut missing = Vec::new();
     if find_on_path("curl", &[]).is_none() {
         missing.push(("curl", "curl"));
+    }
+    if find_on_path("chromium", &[]).is_none() {
+        missing.push(("chromium", "chromium"));
     }
     if find_on_path("redis-server", &["/usr/sbin", "/usr/local/sbin"]).is_none() {
         missing.push(("redis-server", "redis-server"));
