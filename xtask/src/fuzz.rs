@@ -9,6 +9,7 @@ use crate::{cmd::Cmd, setup};
 /// Every target in `fuzz/Cargo.toml`.
 const TARGETS: &[&str] = &[
     "accept_encoding",
+    "cache_control",
     "decoders",
     "preconditions",
     "value_frame",
