@@ -600,6 +600,11 @@ fn tiered() -> String {
     })
 }
 
+/// HTTP caching over loopback: no layer, the 304 paths, response-cache hits and misses.
+#[cfg(feature = "http")]
+#[path = "support/http.rs"]
+mod http_bench;
+
 /// The multi-process protocol shared with `tests/processes.rs`.
 #[cfg(feature = "redis")]
 #[path = "../tests/support/processes.rs"]
@@ -648,7 +653,7 @@ fn main() {
         memory_child(args.get(position + 1).map_or("brisk", String::as_str));
         return;
     }
-    // `BRISK_BENCH_ONLY=speed` (or `ratio`, `memory`, `tiered`) runs one part, for quick iterations.
+    // `BRISK_BENCH_ONLY=speed` (or `ratio`, `memory`, `tiered`, `http`) runs one part, for quick iterations.
     let only = std::env::var("BRISK_BENCH_ONLY").unwrap_or_default();
     if only.is_empty() || only == "speed" {
         print!("{}", speed());
@@ -663,5 +668,9 @@ fn main() {
     if only.is_empty() || only == "tiered" {
         print!("{}", tiered());
         print!("{}", propagation());
+    }
+    #[cfg(feature = "http")]
+    if only.is_empty() || only == "http" {
+        print!("{}", http_bench::report());
     }
 }

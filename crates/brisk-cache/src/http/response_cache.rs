@@ -709,7 +709,6 @@ where
     }
     // The handler's request has no preconditions: it makes the full response that every
     // request shares (preconditions are answered on it outside, by a `ConditionalLayer`).
-    let headers = request.headers().clone();
     for name in [
         IF_MATCH,
         IF_NONE_MATCH,
@@ -729,7 +728,6 @@ where
         Arc::clone(&made),
         base,
         expected,
-        headers,
     );
     let loaded = if asks == Asks::Refresh {
         // To the handler without looking, stored under its key as a load would be.
@@ -820,7 +818,6 @@ fn loader<S, R, ReqBody, ResBody>(
     made: Slot<CachedResponse>,
     base: String,
     expected: Vec<HeaderName>,
-    headers: HeaderMap,
 ) -> impl FnOnce() -> Pin<Box<dyn Future<Output = Result<CachedResponse, NotStored>> + Send>>
 + Send
 + 'static
@@ -838,6 +835,9 @@ where
             let Some((mut inner, request)) = take(&pending) else {
                 return Err(NotStored { failed: false });
             };
+            // Read if the response varies otherwise than the key said (a copy: the handler
+            // takes the request).
+            let headers = request.headers().clone();
             let called = match poll_fn(|cx| inner.poll_ready(cx)).await {
                 Ok(()) => inner.call(request).await,
                 Err(error) => Err(error),
