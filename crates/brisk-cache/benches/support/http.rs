@@ -4,7 +4,6 @@
 //! as a `ResponseCacheLayer` hit; the layer's overhead on a miss; body bytes a 304 saves.
 
 use std::{
-    future::Future,
     sync::{
         Arc,
         atomic::{AtomicU64, Ordering},
@@ -291,22 +290,20 @@ async fn run() -> String {
 }
 
 /// A short run: opens the connections and fills what the hits read.
-fn drive_briefly<'a>(
-    client: &'a HttpClient,
+async fn drive_briefly(
+    client: &HttpClient,
     url: Arc<dyn Fn(u64) -> String + Send + Sync>,
-    tag: Option<&'a str>,
-) -> impl Future<Output = ()> + 'a {
-    async move {
-        for _ in 0..(CONCURRENCY * 4) {
-            let mut request = http::Request::get(url(NEXT.fetch_add(1, Ordering::Relaxed)));
-            if let Some(tag) = tag {
-                request = request.header("if-none-match", tag);
-            }
-            let response = client
-                .request(request.body(Empty::new()).unwrap())
-                .await
-                .unwrap();
-            let _ = response.into_body().collect().await.unwrap();
+    tag: Option<&str>,
+) {
+    for _ in 0..(CONCURRENCY * 4) {
+        let mut request = http::Request::get(url(NEXT.fetch_add(1, Ordering::Relaxed)));
+        if let Some(tag) = tag {
+            request = request.header("if-none-match", tag);
         }
+        let response = client
+            .request(request.body(Empty::new()).unwrap())
+            .await
+            .unwrap();
+        let _ = response.into_body().collect().await.unwrap();
     }
 }
