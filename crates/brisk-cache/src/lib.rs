@@ -44,7 +44,9 @@
 //!
 //! # Feature flags
 //! - `http`: `http::ConditionalLayer` (ETags from the handler or a body hash, 304 and 412
-//!   answers, `Cache-Control` policies), and `http::evaluate`, RFC 9110 §13's preconditions.
+//!   answers, `Cache-Control` policies), `http::ResponseCacheLayer` (whole responses in a
+//!   [`Tiered`] cache, shared by every instance with the Redis level), and `http::evaluate`,
+//!   RFC 9110 §13's preconditions.
 //! - `redis`: `redis::RedisCache`, a level in Redis shared by every instance (values
 //!   serialized with postcard and compressed with brisk-compress, a circuit breaker, tags and
 //!   prefix invalidation); `redis::Backplane`, which keeps every instance's memory level in
