@@ -134,7 +134,7 @@ type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], u16);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_precondition_path_in_order_over_the_network() {
     let server = server().await;
-    let cases: &[Case] = &[
+    let cases: &[Case<'_>] = &[
         // 1. If-Match: strong comparison; `*` matches the current representation.
         ("if-match matches", &[("if-match", "\"v1\"")], 200),
         ("if-match in a list", &[("if-match", "\"x\", \"v1\"")], 200),
