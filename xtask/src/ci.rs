@@ -5,7 +5,7 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
-use crate::{cmd::Cmd, fuzz, setup, test};
+use crate::{cmd::Cmd, demo, fuzz, setup, test};
 
 type Step = (&'static str, fn() -> Result<()>);
 
@@ -19,6 +19,7 @@ const STEPS: &[Step] = &[
     ("tests", tests),
     ("facade features", facade_features),
     ("fuzz smoke", fuzz::smoke),
+    ("demo smoke", demo::smoke),
 ];
 
 pub(crate) fn run() -> Result<()> {

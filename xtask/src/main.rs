@@ -8,6 +8,7 @@ mod bench;
 mod budget;
 mod ci;
 mod cmd;
+mod demo;
 mod fuzz;
 mod setup;
 mod test;
@@ -18,8 +19,12 @@ const USAGE: &str = "\
 usage: cargo xtask <command> [args]
 
 commands:
+  demo    one catalog service built naive and with brisk, measured side by side (release
+          build; SQLite seeded on the first run; writes docs/demo.md) [--smoke] [--serve]
+          [--seconds N] [--concurrency N] [--writes F]
   ci      everything CI checks: prerequisites, rustfmt, clippy, msrv, cargo-deny, rustdoc,
-          tests, the facade with each feature, a fixed-seed fuzz run of each target
+          tests, the facade with each feature, a fixed-seed fuzz run of each target, and the
+          demo's smoke run
   test    doctests and every test through cargo-nextest (extra args go to nextest)
   bench   benchmarks beside their peers, written to docs/benchmarks.md [crate...: metrics]
   fuzz    the cargo-fuzz targets in fuzz/, 60 s each [target...] [--seconds N]
@@ -34,6 +39,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Some("ci") => ci::run(),
+        Some("demo") => demo::run(&args[1..]),
         Some("test") => test::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
         Some("fuzz") => fuzz::run(&args[1..]),

@@ -1,0 +1,300 @@
+//! The catalog built with brisk: a brisk-pool pool, brisk-batch's `Loader` for the products
+//! of an order list and `WriteBatcher` for new orders, brisk-cache `Tiered` caches (their
+//! loads single-flighted through brisk-dedup), brisk-compress on every response, and
+//! brisk-metrics at `/metrics`.
+
+use std::{sync::Arc, time::Duration};
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use brisk_batch::{BatchLoad, BatchWrite, Loaded, Loader, WriteBatcher};
+use brisk_cache::{Cache, MemoryCache, Tiered};
+use brisk_compress::CompressionLayer;
+use brisk_metrics::Registry;
+use brisk_pool::{SqliteConnector, SqlitePool};
+use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+
+use crate::{
+    db::{CONNECTIONS, Counted},
+    model::{self, NewOrder, OrderLine, Placed, Product, ProductPage, TopProduct, UserOrders},
+    server::{ExportQuery, Failure, PageQuery, stats},
+};
+
+/// `SELECT … WHERE id IN (…)` for every product key asked for within a millisecond.
+struct Products {
+    pool: SqlitePool,
+}
+
+impl BatchLoad for Products {
+    type Key = i64;
+    type Value = Product;
+    type Error = String;
+
+    async fn load(&self, ids: &[i64]) -> Result<Loaded<i64, Product, String>, String> {
+        let mut connection = self.pool.get().await.map_err(|error| error.to_string())?;
+        let found = model::products(&mut connection, ids)
+            .await
+            .map_err(|error| error.to_string())?;
+        Ok(found
+            .into_iter()
+            .map(|product| (product.id, product))
+            .collect())
+    }
+}
+
+/// New orders, many per INSERT.
+struct Orders {
+    pool: SqlitePool,
+}
+
+impl BatchWrite for Orders {
+    type Item = NewOrder;
+    type Output = i64;
+    type Error = String;
+
+    async fn write(&self, items: &[NewOrder]) -> Result<Vec<i64>, String> {
+        let mut connection = self.pool.get().await.map_err(|error| error.to_string())?;
+        model::insert(&mut connection, items, model::now())
+            .await
+            .map_err(|error| error.to_string())
+    }
+}
+
+#[derive(Clone)]
+struct Fast {
+    pool: SqlitePool,
+    registry: Arc<Registry>,
+    loader: Arc<Loader<Products>>,
+    writer: Arc<WriteBatcher<Orders>>,
+    products: Tiered<i64, Option<Product>>,
+    orders: Tiered<i64, UserOrders>,
+    pages: Tiered<i64, ProductPage>,
+    top: Tiered<(), Vec<TopProduct>>,
+}
+
+fn memory<K, V>(entries: u64) -> Result<MemoryCache<K, brisk_cache::Stamped<V>>, String>
+where
+    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    MemoryCache::builder()
+        .max_entries(entries)
+        .build()
+        .map_err(|error| error.to_string())
+}
+
+pub(crate) async fn router(path: &str) -> Result<Router, String> {
+    let registry = Arc::new(Registry::new());
+    let pool = SqlitePool::builder(SqliteConnector::new(path))
+        .max_size(8)
+        .on_connect(|connection| {
+            Box::pin(async move {
+                CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                connection.set_instrumentation(Counted);
+                connection
+                    .batch_execute("PRAGMA synchronous = NORMAL")
+                    .await?;
+                Ok(())
+            })
+        })
+        .metrics(&*registry, "catalog")
+        .build()
+        .await
+        .map_err(|error| error.to_string())?;
+    let loader = Loader::builder(Products { pool: pool.clone() })
+        .metrics(&*registry, "products")
+        .build();
+    let writer = WriteBatcher::builder(Orders { pool: pool.clone() })
+        .max_batch_size(256)
+        .max_delay(Duration::from_millis(2))
+        .metrics(&*registry, "orders")
+        .build();
+    let tiered_error = |error: brisk_cache::Error| error.to_string();
+    let state = Fast {
+        products: Tiered::builder()
+            .memory(memory(200_000)?)
+            .metrics(&*registry, "products")
+            .build()
+            .map_err(tiered_error)?,
+        orders: Tiered::builder()
+            .memory(memory(50_000)?)
+            .metrics(&*registry, "orders")
+            .build()
+            .map_err(tiered_error)?,
+        pages: Tiered::builder()
+            .memory(memory(10_000)?)
+            .metrics(&*registry, "pages")
+            .build()
+            .map_err(tiered_error)?,
+        // Sales change with every order: the aggregate is a few seconds stale at most, and
+        // one refresh runs behind while readers keep being answered.
+        top: Tiered::builder()
+            .memory(memory(1)?)
+            .fresh_for(Duration::from_secs(5))
+            .stale_while_revalidate(Duration::from_secs(60))
+            .metrics(&*registry, "top")
+            .build()
+            .map_err(tiered_error)?,
+        pool,
+        registry: Arc::clone(&registry),
+        loader: Arc::new(loader),
+        writer: Arc::new(writer),
+    };
+    Ok(Router::new()
+        .route("/products/{id}", get(product))
+        .route("/products", get(page))
+        .route("/users/{id}/orders", get(orders))
+        .route("/top-products", get(top))
+        .route("/orders/export", get(export))
+        .route("/orders", post(place))
+        .route(
+            "/stats",
+            get(|State(fast): State<Fast>| async move { Json(stats(Some(&fast.registry))) }),
+        )
+        .route(
+            "/metrics",
+            get(|State(fast): State<Fast>| async move { fast.registry.prometheus_text() }),
+        )
+        .with_state(state)
+        .layer(CompressionLayer::default().metrics(&*registry, "catalog")))
+}
+
+fn cache_failure<E: std::fmt::Display>(error: brisk_cache::Error<E>) -> Failure {
+    Failure::Cache(error.to_string())
+}
+
+async fn product(State(fast): State<Fast>, Path(id): Path<i64>) -> Result<Response, Failure> {
+    let loader = Arc::clone(&fast.loader);
+    let found = fast
+        .products
+        .try_get_with(id, move || async move { loader.load(id).await })
+        .await
+        .map_err(cache_failure)?;
+    Ok(match found {
+        Some(product) => Json(product).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    })
+}
+
+async fn page(
+    State(fast): State<Fast>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<ProductPage>, Failure> {
+    let pool = fast.pool.clone();
+    let number = query.page;
+    let page = fast
+        .pages
+        .try_get_with(number, move || async move {
+            let mut connection = pool.get().await.map_err(Failure::from)?;
+            let items = model::page(&mut connection, number).await?;
+            Ok::<_, Failure>(ProductPage {
+                page: number,
+                items,
+            })
+        })
+        .await
+        .map_err(|error| Failure::Cache(error.to_string()))?;
+    Ok(Json(page))
+}
+
+/// The orders in one query, their products in one batched query shared with concurrent
+/// requests (and from the product cache when there).
+async fn orders(
+    State(fast): State<Fast>,
+    Path(user_id): Path<i64>,
+) -> Result<Json<UserOrders>, Failure> {
+    let (pool, loader) = (fast.pool.clone(), Arc::clone(&fast.loader));
+    let products = fast.products.clone();
+    let answer = fast
+        .orders
+        .try_get_with(user_id, move || async move {
+            let rows = {
+                let mut connection = pool.get().await.map_err(Failure::from)?;
+                model::recent_orders(&mut connection, user_id).await?
+            };
+            let ids: Vec<i64> = rows.iter().map(|row| row.product_id).collect();
+            let cached = products
+                .get_many(&ids)
+                .await
+                .unwrap_or_else(|_| vec![None; ids.len()]);
+            let missing: Vec<i64> = ids
+                .iter()
+                .zip(&cached)
+                .filter(|(_, hit)| hit.is_none())
+                .map(|(&id, _)| id)
+                .collect();
+            let loaded = loader.load_many(missing.iter().copied()).await;
+            let mut found = std::collections::HashMap::new();
+            for (id, result) in missing.into_iter().zip(loaded) {
+                let product = result.map_err(|error| Failure::Cache(error.to_string()))?;
+                found.insert(id, product);
+            }
+            let orders = rows
+                .into_iter()
+                .zip(cached)
+                .map(|(row, hit)| OrderLine {
+                    id: row.id,
+                    quantity: row.quantity,
+                    created_at: row.created_at,
+                    product: hit
+                        .flatten()
+                        .or_else(|| found.get(&row.product_id).cloned().flatten()),
+                })
+                .collect();
+            Ok::<_, Failure>(UserOrders { user_id, orders })
+        })
+        .await
+        .map_err(|error| Failure::Cache(error.to_string()))?;
+    Ok(Json(answer))
+}
+
+async fn top(State(fast): State<Fast>) -> Result<Json<Vec<TopProduct>>, Failure> {
+    let pool = fast.pool.clone();
+    let top = fast
+        .top
+        .try_get_with((), move || async move {
+            let mut connection = pool.get().await.map_err(Failure::from)?;
+            Ok::<_, Failure>(model::top(&mut connection).await?)
+        })
+        .await
+        .map_err(|error| Failure::Cache(error.to_string()))?;
+    Ok(Json(top))
+}
+
+/// Still read whole, then sent (compressed): streamed rows come with brisk-stream.
+async fn export(
+    State(fast): State<Fast>,
+    Query(from): Query<ExportQuery>,
+) -> Result<Response, Failure> {
+    let mut connection = fast.pool.get().await?;
+    let orders = model::export(&mut connection, from.from).await?;
+    Ok((
+        [("content-type", "application/x-ndjson")],
+        model::ndjson(&orders),
+    )
+        .into_response())
+}
+
+/// Submitted to the write batcher (one INSERT for the orders placed within 2 ms); the
+/// user's cached order list is dropped once the order is written.
+async fn place(State(fast): State<Fast>, Json(order): Json<NewOrder>) -> Result<Response, Failure> {
+    if !model::valid(&order) {
+        return Ok(StatusCode::UNPROCESSABLE_ENTITY.into_response());
+    }
+    let user_id = order.user_id;
+    let id = fast
+        .writer
+        .submit(order)
+        .await
+        .map_err(|error| Failure::Cache(error.to_string()))?;
+    fast.orders
+        .remove(&user_id)
+        .await
+        .map_err(|error| Failure::Cache(error.to_string()))?;
+    Ok((StatusCode::CREATED, Json(Placed { id })).into_response())
+}

@@ -1,0 +1,311 @@
+//! The load generator: one seeded, mixed workload over real HTTP on loopback, the same for
+//! both variants; and the check that both variants answer the same data.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::{client::legacy::Client, rt::TokioExecutor};
+
+use crate::{
+    db::{Rng, Scale, Zipf},
+    model::EXPORT_USERS,
+    server::Stats,
+};
+
+pub(crate) type HttpClient =
+    Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>;
+
+pub(crate) fn client() -> HttpClient {
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(256)
+        .build_http()
+}
+
+/// The endpoints, in the order the tables list them.
+pub(crate) const ENDPOINTS: [&str; 6] = [
+    "product by id",
+    "a user's orders with their products",
+    "product listing page",
+    "top products (aggregate)",
+    "order export (NDJSON)",
+    "place an order",
+];
+
+/// One request of the workload.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub(crate) endpoint: usize,
+    pub(crate) method: http::Method,
+    pub(crate) path: String,
+    pub(crate) body: Option<String>,
+}
+
+/// The workload: Zipf-popular keys, a read/write mix.
+pub(crate) struct Workload {
+    products: Zipf,
+    users: Zipf,
+    pages: Zipf,
+    scale: Scale,
+    writes: f64,
+}
+
+impl Workload {
+    pub(crate) fn new(scale: Scale, writes: f64) -> Self {
+        Self {
+            products: Zipf::new(scale.products as usize, 1.0),
+            users: Zipf::new(scale.users as usize, 1.0),
+            pages: Zipf::new(((scale.products / 20) as usize).clamp(1, 500), 1.0),
+            scale,
+            writes,
+        }
+    }
+
+    /// The next request; reads only when `reads_only` (for the equality check).
+    pub(crate) fn next(&self, rng: &mut Rng, reads_only: bool) -> Call {
+        let get = |endpoint, path: String| Call {
+            endpoint,
+            method: http::Method::GET,
+            path,
+            body: None,
+        };
+        if !reads_only && rng.unit() < self.writes {
+            let body = format!(
+                r#"{{"user_id":{},"product_id":{},"quantity":{}}}"#,
+                1 + self.users.sample(rng),
+                1 + self.products.sample(rng),
+                1 + rng.below(3)
+            );
+            return Call {
+                endpoint: 5,
+                method: http::Method::POST,
+                path: "/orders".to_owned(),
+                body: Some(body),
+            };
+        }
+        let pick = rng.unit();
+        if pick < 0.45 {
+            get(0, format!("/products/{}", 1 + self.products.sample(rng)))
+        } else if pick < 0.75 {
+            get(1, format!("/users/{}/orders", 1 + self.users.sample(rng)))
+        } else if pick < 0.90 {
+            get(2, format!("/products?page={}", self.pages.sample(rng)))
+        } else if pick < 0.98 {
+            get(3, "/top-products".to_owned())
+        } else {
+            let ranges = (self.scale.users / EXPORT_USERS).max(1) as u64;
+            let from = 1 + rng.below(ranges) as i64 * EXPORT_USERS;
+            get(4, format!("/orders/export?from={from}"))
+        }
+    }
+}
+
+/// One answer: status, and body as sent (compressed when the variant compresses).
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) body: Bytes,
+}
+
+pub(crate) async fn send(
+    client: &HttpClient,
+    base: &str,
+    call: &Call,
+    accept_encoding: bool,
+) -> Result<Answer, String> {
+    let mut request = http::Request::builder()
+        .method(call.method.clone())
+        .uri(format!("{base}{}", call.path));
+    if accept_encoding {
+        request = request.header("accept-encoding", "gzip, br");
+    }
+    if call.body.is_some() {
+        request = request.header("content-type", "application/json");
+    }
+    let body = Full::new(Bytes::from(call.body.clone().unwrap_or_default()));
+    let request = request.body(body).map_err(|error| error.to_string())?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|error| error.to_string())?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|error| error.to_string())?
+        .to_bytes();
+    Ok(Answer { status, body })
+}
+
+/// Reads `base`'s `/stats`.
+pub(crate) async fn stats(client: &HttpClient, base: &str) -> Result<Stats, String> {
+    let call = Call {
+        endpoint: 0,
+        method: http::Method::GET,
+        path: "/stats".to_owned(),
+        body: None,
+    };
+    let answer = send(client, base, &call, false).await?;
+    serde_json::from_slice(&answer.body).map_err(|error| format!("/stats: {error}"))
+}
+
+/// Sends the same `samples` read requests to both variants (without compression, so the
+/// bodies compare as sent) and returns the first disagreement, if any.
+pub(crate) async fn agree(
+    client: &HttpClient,
+    naive: &str,
+    brisk: &str,
+    workload: &Workload,
+    samples: usize,
+) -> Result<usize, String> {
+    let mut rng = Rng::new(42);
+    for _ in 0..samples {
+        let call = workload.next(&mut rng, true);
+        let (a, b) = (
+            send(client, naive, &call, false).await?,
+            send(client, brisk, &call, false).await?,
+        );
+        let same = a.status == b.status
+            && match (
+                serde_json::from_slice::<serde_json::Value>(&a.body),
+                serde_json::from_slice::<serde_json::Value>(&b.body),
+            ) {
+                (Ok(x), Ok(y)) => x == y,
+                _ => a.body == b.body,
+            };
+        if !same {
+            return Err(format!(
+                "the variants disagree on {} {}: naive {} {:?}…, brisk {} {:?}…",
+                call.method,
+                call.path,
+                a.status,
+                String::from_utf8_lossy(&a.body[..a.body.len().min(120)]),
+                b.status,
+                String::from_utf8_lossy(&b.body[..b.body.len().min(120)]),
+            ));
+        }
+    }
+    Ok(samples)
+}
+
+/// What one endpoint saw during a run.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Seen {
+    /// Latencies in microseconds.
+    pub(crate) latencies: Vec<u32>,
+    pub(crate) bytes: u64,
+    pub(crate) errors: u64,
+}
+
+/// A run of the workload against one variant.
+#[derive(Debug, Clone)]
+pub(crate) struct Run {
+    pub(crate) seconds: f64,
+    pub(crate) per_endpoint: Vec<Seen>,
+    pub(crate) stats: Stats,
+}
+
+impl Run {
+    pub(crate) fn total(&self) -> Seen {
+        let mut all = Seen::default();
+        for seen in &self.per_endpoint {
+            all.latencies.extend_from_slice(&seen.latencies);
+            all.bytes += seen.bytes;
+            all.errors += seen.errors;
+        }
+        all
+    }
+}
+
+/// Drives `base` with `concurrency` clients for `duration`, the workload seeded alike for
+/// every variant; `tick` is called about every 100 ms with the fraction done.
+pub(crate) async fn run(
+    client: &HttpClient,
+    base: &str,
+    workload: Arc<Workload>,
+    concurrency: usize,
+    duration: Duration,
+    tick: impl Fn(f64),
+) -> Result<Run, String> {
+    let before = stats(client, base).await?;
+    let seen = Arc::new(Mutex::new(vec![Seen::default(); ENDPOINTS.len()]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|task| {
+            let (client, base, workload) = (client.clone(), base.to_owned(), Arc::clone(&workload));
+            let (seen, stop, failures) =
+                (Arc::clone(&seen), Arc::clone(&stop), Arc::clone(&failures));
+            tokio::spawn(async move {
+                let mut rng = Rng::new(1000 + task as u64);
+                let mut mine = vec![Seen::default(); ENDPOINTS.len()];
+                while !stop.load(Ordering::Relaxed) {
+                    let call = workload.next(&mut rng, false);
+                    let sent = Instant::now();
+                    let answer = send(&client, &base, &call, true).await;
+                    let took = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+                    let entry = &mut mine[call.endpoint];
+                    entry.latencies.push(took);
+                    match answer {
+                        Ok(answer) if answer.status < 400 || answer.status == 404 => {
+                            entry.bytes += answer.body.len() as u64;
+                        }
+                        Ok(_) | Err(_) => {
+                            entry.errors += 1;
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                let mut all = seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (total, part) in all.iter_mut().zip(mine) {
+                    total.latencies.extend(part.latencies);
+                    total.bytes += part.bytes;
+                    total.errors += part.errors;
+                }
+            })
+        })
+        .collect();
+    while started.elapsed() < duration {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tick((started.elapsed().as_secs_f64() / duration.as_secs_f64()).min(1.0));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for task in tasks {
+        task.await.map_err(|error| error.to_string())?;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let after = stats(client, base).await?;
+    let per_endpoint = seen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    Ok(Run {
+        seconds,
+        per_endpoint,
+        stats: Stats {
+            queries: after.queries.saturating_sub(before.queries),
+            connections: after.connections.saturating_sub(before.connections),
+            cache_hits: after.cache_hits.saturating_sub(before.cache_hits),
+            cache_misses: after.cache_misses.saturating_sub(before.cache_misses),
+        },
+    })
+}
+
+/// The `q` quantile of `latencies` (µs), which it sorts.
+pub(crate) fn quantile(latencies: &mut [u32], q: f64) -> f64 {
+    if latencies.is_empty() {
+        return 0.0;
+    }
+    latencies.sort_unstable();
+    let at = ((latencies.len() - 1) as f64 * q).round() as usize;
+    f64::from(latencies[at])
+}

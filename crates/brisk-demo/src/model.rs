@@ -1,0 +1,225 @@
+//! The response types and the queries both variants share: the variants differ in how they
+//! reach the database and what they avoid asking it, never in what they answer.
+
+use diesel::{
+    QueryableByName,
+    sql_types::{BigInt, Text},
+};
+use diesel_async::RunQueryDsl;
+use serde::{Deserialize, Serialize};
+
+pub(crate) type Connection = brisk_pool::AsyncSqliteConnection;
+pub(crate) type DbResult<T> = Result<T, diesel::result::Error>;
+
+/// Rows per listing page and per export user range.
+pub(crate) const PAGE_SIZE: i64 = 20;
+pub(crate) const EXPORT_USERS: i64 = 20;
+/// A user's most recent orders shown.
+pub(crate) const RECENT_ORDERS: i64 = 20;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, QueryableByName)]
+pub(crate) struct Product {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) id: i64,
+    #[diesel(sql_type = Text)]
+    pub(crate) name: String,
+    #[diesel(sql_type = Text)]
+    pub(crate) category: String,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) price_cents: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, QueryableByName)]
+pub(crate) struct Order {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) id: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) user_id: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) product_id: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) quantity: i64,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) created_at: i64,
+}
+
+/// An order with its product, as a user's order list shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OrderLine {
+    pub(crate) id: i64,
+    pub(crate) quantity: i64,
+    pub(crate) created_at: i64,
+    pub(crate) product: Option<Product>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct UserOrders {
+    pub(crate) user_id: i64,
+    pub(crate) orders: Vec<OrderLine>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct ProductPage {
+    pub(crate) page: i64,
+    pub(crate) items: Vec<Product>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, QueryableByName)]
+pub(crate) struct TopProduct {
+    #[diesel(sql_type = BigInt)]
+    pub(crate) product_id: i64,
+    #[diesel(sql_type = Text)]
+    pub(crate) name: String,
+    #[diesel(sql_type = BigInt)]
+    pub(crate) sold: i64,
+}
+
+/// A new order, as `POST /orders` takes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct NewOrder {
+    pub(crate) user_id: i64,
+    pub(crate) product_id: i64,
+    pub(crate) quantity: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Placed {
+    pub(crate) id: i64,
+}
+
+/// Whether a new order is acceptable (a typed 422 otherwise, not a database error).
+pub(crate) fn valid(order: &NewOrder) -> bool {
+    order.user_id > 0 && order.product_id > 0 && (1..=100).contains(&order.quantity)
+}
+
+pub(crate) async fn product(connection: &mut Connection, id: i64) -> DbResult<Option<Product>> {
+    diesel::sql_query("SELECT id, name, category, price_cents FROM products WHERE id = ?")
+        .bind::<BigInt, _>(id)
+        .get_result(connection)
+        .await
+        .map(Some)
+        .or_else(|error| match error {
+            diesel::result::Error::NotFound => Ok(None),
+            other => Err(other),
+        })
+}
+
+/// The products with these ids, in one statement (ids are integers: written inline).
+pub(crate) async fn products(connection: &mut Connection, ids: &[i64]) -> DbResult<Vec<Product>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+    diesel::sql_query(format!(
+        "SELECT id, name, category, price_cents FROM products WHERE id IN ({})",
+        list.join(",")
+    ))
+    .load(connection)
+    .await
+}
+
+pub(crate) async fn recent_orders(connection: &mut Connection, user: i64) -> DbResult<Vec<Order>> {
+    diesel::sql_query(
+        "SELECT id, user_id, product_id, quantity, created_at FROM orders
+         WHERE user_id = ? ORDER BY id DESC LIMIT ?",
+    )
+    .bind::<BigInt, _>(user)
+    .bind::<BigInt, _>(RECENT_ORDERS)
+    .load(connection)
+    .await
+}
+
+/// A listing page by offset (both variants until brisk-stream's keyset cursors land).
+pub(crate) async fn page(connection: &mut Connection, page: i64) -> DbResult<Vec<Product>> {
+    diesel::sql_query(
+        "SELECT id, name, category, price_cents FROM products ORDER BY id LIMIT ? OFFSET ?",
+    )
+    .bind::<BigInt, _>(PAGE_SIZE)
+    .bind::<BigInt, _>(page.saturating_mul(PAGE_SIZE))
+    .load(connection)
+    .await
+}
+
+/// The ten best-selling products: an aggregate over every order, computed in the database.
+pub(crate) async fn top(connection: &mut Connection) -> DbResult<Vec<TopProduct>> {
+    diesel::sql_query(
+        "SELECT o.product_id AS product_id, p.name AS name, SUM(o.quantity) AS sold
+         FROM orders o JOIN products p ON p.id = o.product_id
+         GROUP BY o.product_id ORDER BY sold DESC, o.product_id LIMIT 10",
+    )
+    .load(connection)
+    .await
+}
+
+/// The orders of users `from..from + EXPORT_USERS`, oldest first.
+pub(crate) async fn export(connection: &mut Connection, from: i64) -> DbResult<Vec<Order>> {
+    diesel::sql_query(
+        "SELECT id, user_id, product_id, quantity, created_at FROM orders
+         WHERE user_id >= ? AND user_id < ? ORDER BY user_id, id",
+    )
+    .bind::<BigInt, _>(from)
+    .bind::<BigInt, _>(from.saturating_add(EXPORT_USERS))
+    .load(connection)
+    .await
+}
+
+/// Inserts `orders` in one statement and gives each its id, in order.
+pub(crate) async fn insert(
+    connection: &mut Connection,
+    orders: &[NewOrder],
+    now: i64,
+) -> DbResult<Vec<i64>> {
+    if orders.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<String> = orders
+        .iter()
+        .map(|order| {
+            format!(
+                "({}, {}, {}, {now})",
+                order.user_id, order.product_id, order.quantity
+            )
+        })
+        .collect();
+    let mut inserted: Vec<Order> = diesel::sql_query(format!(
+        "INSERT INTO orders (user_id, product_id, quantity, created_at) VALUES {}
+         RETURNING id, user_id, product_id, quantity, created_at",
+        rows.join(",")
+    ))
+    .load(connection)
+    .await?;
+    // RETURNING's row order is not promised: each order takes a returned row with its own
+    // values (equal orders are interchangeable).
+    let mut ids = Vec::with_capacity(orders.len());
+    for order in orders {
+        let at = inserted
+            .iter()
+            .position(|row| {
+                row.user_id == order.user_id
+                    && row.product_id == order.product_id
+                    && row.quantity == order.quantity
+            })
+            .ok_or(diesel::result::Error::NotFound)?;
+        ids.push(inserted.swap_remove(at).id);
+    }
+    Ok(ids)
+}
+
+/// NDJSON, one order per line.
+pub(crate) fn ndjson(orders: &[Order]) -> String {
+    let mut out = String::with_capacity(orders.len() * 96);
+    for order in orders {
+        if let Ok(line) = serde_json::to_string(order) {
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// Seconds since the Unix epoch.
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| since.as_secs() as i64)
+}

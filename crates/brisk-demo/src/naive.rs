@@ -1,0 +1,120 @@
+//! The catalog as it is often first written: a connection per request, N+1 queries, no
+//! cache, offset paging, uncompressed responses, the whole export buffered, one INSERT per
+//! order.
+
+use std::sync::{Arc, atomic::Ordering};
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+
+use crate::{
+    db::{CONNECTIONS, Counted, PRAGMAS},
+    model::{self, Connection, NewOrder, OrderLine, Placed, ProductPage, UserOrders},
+    server::{ExportQuery, Failure, PageQuery, stats},
+};
+
+#[derive(Clone)]
+struct Naive {
+    url: Arc<str>,
+}
+
+impl Naive {
+    /// A new connection, as a handler that opens its own would get it.
+    async fn connect(&self) -> Result<Connection, Failure> {
+        let mut connection = Connection::establish(&self.url).await?;
+        CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        connection.set_instrumentation(Counted);
+        connection.batch_execute(PRAGMAS).await?;
+        Ok(connection)
+    }
+}
+
+pub(crate) fn router(url: &str) -> Router {
+    Router::new()
+        .route("/products/{id}", get(product))
+        .route("/products", get(page))
+        .route("/users/{id}/orders", get(orders))
+        .route("/top-products", get(top))
+        .route("/orders/export", get(export))
+        .route("/orders", post(place))
+        .route("/stats", get(|| async { Json(stats(None)) }))
+        .with_state(Naive { url: url.into() })
+}
+
+async fn product(State(naive): State<Naive>, Path(id): Path<i64>) -> Result<Response, Failure> {
+    let mut connection = naive.connect().await?;
+    Ok(match model::product(&mut connection, id).await? {
+        Some(product) => Json(product).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    })
+}
+
+async fn page(
+    State(naive): State<Naive>,
+    Query(query): Query<PageQuery>,
+) -> Result<Json<ProductPage>, Failure> {
+    let mut connection = naive.connect().await?;
+    let items = model::page(&mut connection, query.page).await?;
+    Ok(Json(ProductPage {
+        page: query.page,
+        items,
+    }))
+}
+
+/// N+1: the orders, then each order's product on its own.
+async fn orders(
+    State(naive): State<Naive>,
+    Path(user_id): Path<i64>,
+) -> Result<Json<UserOrders>, Failure> {
+    let mut connection = naive.connect().await?;
+    let rows = model::recent_orders(&mut connection, user_id).await?;
+    let mut orders = Vec::with_capacity(rows.len());
+    for row in rows {
+        let product = model::product(&mut connection, row.product_id).await?;
+        orders.push(OrderLine {
+            id: row.id,
+            quantity: row.quantity,
+            created_at: row.created_at,
+            product,
+        });
+    }
+    Ok(Json(UserOrders { user_id, orders }))
+}
+
+async fn top(State(naive): State<Naive>) -> Result<Json<Vec<model::TopProduct>>, Failure> {
+    let mut connection = naive.connect().await?;
+    Ok(Json(model::top(&mut connection).await?))
+}
+
+/// The whole export read, then sent.
+async fn export(
+    State(naive): State<Naive>,
+    Query(from): Query<ExportQuery>,
+) -> Result<Response, Failure> {
+    let mut connection = naive.connect().await?;
+    let orders = model::export(&mut connection, from.from).await?;
+    Ok((
+        [("content-type", "application/x-ndjson")],
+        model::ndjson(&orders),
+    )
+        .into_response())
+}
+
+async fn place(
+    State(naive): State<Naive>,
+    Json(order): Json<NewOrder>,
+) -> Result<Response, Failure> {
+    if !model::valid(&order) {
+        return Ok(StatusCode::UNPROCESSABLE_ENTITY.into_response());
+    }
+    let mut connection = naive.connect().await?;
+    let ids = model::insert(&mut connection, std::slice::from_ref(&order), model::now()).await?;
+    let id = ids.first().copied().ok_or(Failure::Missing)?;
+    Ok((StatusCode::CREATED, Json(Placed { id })).into_response())
+}

@@ -1,0 +1,116 @@
+//! What both variants' servers share: errors as responses, query parameters, the counters
+//! the load generator reads back, and serving on a loopback port.
+
+use std::sync::atomic::Ordering;
+
+use axum::{
+    Router,
+    http::StatusCode,
+    response::{IntoResponse, Response},
+};
+use brisk_metrics::Registry;
+use serde::{Deserialize, Serialize};
+
+use crate::db::{CONNECTIONS, QUERIES};
+
+/// Why a request failed: answered 500 (or 503 for an exhausted pool) with the reason.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    Database(diesel::result::Error),
+    Connect(diesel::ConnectionError),
+    Pool(String),
+    Cache(String),
+    /// A statement returned no row where one was expected.
+    Missing,
+}
+
+impl From<diesel::result::Error> for Failure {
+    fn from(error: diesel::result::Error) -> Self {
+        Failure::Database(error)
+    }
+}
+
+impl From<diesel::ConnectionError> for Failure {
+    fn from(error: diesel::ConnectionError) -> Self {
+        Failure::Connect(error)
+    }
+}
+
+impl From<brisk_pool::Error> for Failure {
+    fn from(error: brisk_pool::Error) -> Self {
+        Failure::Pool(error.to_string())
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let (status, message) = match self {
+            Failure::Database(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
+            Failure::Connect(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+            Failure::Pool(error) => (StatusCode::SERVICE_UNAVAILABLE, error),
+            Failure::Cache(error) => (StatusCode::INTERNAL_SERVER_ERROR, error),
+            Failure::Missing => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the database returned no row".to_owned(),
+            ),
+        };
+        (status, message).into_response()
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct PageQuery {
+    #[serde(default)]
+    pub(crate) page: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ExportQuery {
+    #[serde(default = "first_user")]
+    pub(crate) from: i64,
+}
+
+fn first_user() -> i64 {
+    1
+}
+
+/// What a variant's process counted, read by the load generator from `/stats`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+pub(crate) struct Stats {
+    pub(crate) queries: u64,
+    pub(crate) connections: u64,
+    pub(crate) cache_hits: u64,
+    pub(crate) cache_misses: u64,
+}
+
+/// This process's counters; cache hits and misses from the brisk caches in `registry`.
+pub(crate) fn stats(registry: Option<&Registry>) -> Stats {
+    let (mut cache_hits, mut cache_misses) = (0, 0);
+    if let Some(registry) = registry {
+        for series in registry.snapshot().counters {
+            match series.name.as_str() {
+                "brisk_cache_tiered_hits_total" => cache_hits += series.value,
+                "brisk_cache_tiered_misses_total" => cache_misses += series.value,
+                _ => {}
+            }
+        }
+    }
+    Stats {
+        queries: QUERIES.load(Ordering::Relaxed),
+        connections: CONNECTIONS.load(Ordering::Relaxed),
+        cache_hits,
+        cache_misses,
+    }
+}
+
+/// Serves `app` on a free loopback port (or `port`), telling the parent the port on stdout.
+pub(crate) async fn serve(app: Router, port: u16) -> Result<(), String> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+        .await
+        .map_err(|error| format!("binding 127.0.0.1:{port}: {error}"))?;
+    let address = listener.local_addr().map_err(|error| error.to_string())?;
+    println!("listening {}", address.port());
+    axum::serve(listener, app)
+        .await
+        .map_err(|error| error.to_string())
+}

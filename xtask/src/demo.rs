@@ -1,0 +1,26 @@
+//! `cargo xtask demo`: builds the demo (crates/brisk-demo) in release mode and runs it: one
+//! catalog service built naive and built with brisk, measured side by side, with nothing to
+//! set up (SQLite, seeded on the first run). Arguments go to the demo (`--smoke`, `--serve`,
+//! `--seconds N`, …; `cargo xtask demo -- --help` lists them).
+
+use anyhow::Result;
+
+use crate::cmd::Cmd;
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let args: Vec<&str> = args
+        .iter()
+        .map(String::as_str)
+        .filter(|arg| *arg != "--")
+        .collect();
+    Cmd::cargo()
+        .args(["run", "--release", "--quiet", "-p", "brisk-demo", "--"])
+        .args(args)
+        .run()
+}
+
+/// The CI step: tiny data, a few seconds; fails unless both variants answer alike and the
+/// brisk one makes fewer database round trips.
+pub(crate) fn smoke() -> Result<()> {
+    run(&["--smoke".to_owned()])
+}
