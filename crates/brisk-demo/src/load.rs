@@ -89,14 +89,16 @@ impl Workload {
                 body: Some(body),
             };
         }
+        // Reads: 46 % product, 31 % order lists, 18 % listing pages, 1 % the aggregate (a
+        // scan of every order: a dashboard's share, not a page view's), 4 % exports.
         let pick = rng.unit();
-        if pick < 0.45 {
+        if pick < 0.46 {
             get(0, format!("/products/{}", 1 + self.products.sample(rng)))
-        } else if pick < 0.75 {
+        } else if pick < 0.77 {
             get(1, format!("/users/{}/orders", 1 + self.users.sample(rng)))
-        } else if pick < 0.90 {
+        } else if pick < 0.95 {
             get(2, format!("/products?page={}", self.pages.sample(rng)))
-        } else if pick < 0.98 {
+        } else if pick < 0.96 {
             get(3, "/top-products".to_owned())
         } else {
             let ranges = (self.scale.users / EXPORT_USERS).max(1) as u64;

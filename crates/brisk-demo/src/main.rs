@@ -12,6 +12,7 @@ mod fast;
 mod load;
 mod model;
 mod naive;
+mod plot;
 mod server;
 
 use std::{
@@ -140,8 +141,9 @@ async fn run(options: Options) -> Result<(), String> {
         Scale::FULL
     };
     let db = options.db.clone().unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target/brisk-demo")
+        workspace()
+            .join("target")
+            .join("brisk-demo")
             .join(scale.file_name())
     });
     let path = db.display().to_string();
@@ -289,7 +291,12 @@ async fn compare(options: &Options, scale: Scale, db: &Path) -> Result<(), Strin
         .clone()
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/demo.md"));
     std::fs::write(&out, report).map_err(|error| format!("{}: {error}", out.display()))?;
-    println!("wrote {}", out.display());
+    let svg = out.with_file_name("demo-latency.svg");
+    let (mut a, mut b) = (runs[0].0.total().latencies, runs[1].0.total().latencies);
+    a.sort_unstable();
+    b.sort_unstable();
+    plot::latency(&svg, &a, &b)?;
+    println!("wrote {} and {}", out.display(), svg.display());
     Ok(())
 }
 
@@ -380,12 +387,22 @@ fn report(
         cache(naive),
         cache(brisk),
     ));
+    out.push_str("![Latency by percentile, naive and brisk](demo-latency.svg)\n\n");
     out.push_str(
         "Database round trips are counted over all endpoints (per-endpoint rows show —: the statements of concurrent requests are not told apart). \
          Still naive on both sides until brisk-stream lands: the listing pages by offset, and the export is read whole before it is sent (brisk compresses it). \
          Bytes are response bodies as sent (brisk compresses for clients that accept it).\n",
     );
     out
+}
+
+/// The workspace's root (the demo runs from its checkout).
+fn workspace() -> PathBuf {
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .nth(2)
+        .map_or_else(|| manifest.to_owned(), Path::to_owned)
 }
 
 fn machine() -> String {
@@ -552,6 +569,24 @@ mod tests {
         );
         let orders: model::UserOrders = serde_json::from_slice(&a.1).unwrap();
         assert!(orders.orders[0].id > TINY.orders && orders.orders[1].id > TINY.orders);
+    }
+
+    #[test]
+    fn the_latency_plot_draws_both_variants() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("latency.svg");
+        let naive: Vec<u32> = (1..=2000).map(|n| n * 50).collect();
+        let brisk: Vec<u32> = (1..=5000).map(|n| n * 2).collect();
+        plot::latency(&path, &naive, &brisk).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.starts_with("<svg"), "{}", &svg[..svg.len().min(80)]);
+        assert!(svg.contains("naive") && svg.contains("brisk"));
+        for color in ["#FF0000", "#0000FF"] {
+            let curve = svg.lines().find(|line| {
+                line.contains("<polyline") && line.contains(color) && line.len() > 2000
+            });
+            assert!(curve.is_some(), "a curve in {color}");
+        }
     }
 
     #[tokio::test]

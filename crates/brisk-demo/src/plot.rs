@@ -1,0 +1,53 @@
+//! The latency distribution of both variants as an SVG (plotters): each request's latency
+//! against its percentile, on a log scale.
+
+use std::path::Path;
+
+use plotters::prelude::*;
+
+/// Writes the plot of `naive` and `brisk` latencies (µs, sorted) to `path`.
+pub(crate) fn latency(path: &Path, naive: &[u32], brisk: &[u32]) -> Result<(), String> {
+    let curve = |sorted: &[u32]| -> Vec<(f64, f64)> {
+        if sorted.is_empty() {
+            return Vec::new();
+        }
+        (0..=999)
+            .map(|step| {
+                let q = f64::from(step) / 1000.0;
+                let at = ((sorted.len() - 1) as f64 * q).round() as usize;
+                (q * 100.0, (f64::from(sorted[at]) / 1000.0).max(0.01))
+            })
+            .collect()
+    };
+    let (a, b) = (curve(naive), curve(brisk));
+    let top = a.iter().chain(&b).map(|(_, ms)| *ms).fold(1.0f64, f64::max) * 1.5;
+    let root = SVGBackend::new(path, (900, 480)).into_drawing_area();
+    root.fill(&WHITE).map_err(|error| error.to_string())?;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("latency by percentile (ms, log scale)", ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..100f64, (0.01f64..top).log_scale())
+        .map_err(|error| error.to_string())?;
+    chart
+        .configure_mesh()
+        .x_desc("percentile")
+        .y_desc("ms")
+        .draw()
+        .map_err(|error| error.to_string())?;
+    for (points, color, name) in [(a, RED, "naive"), (b, BLUE, "brisk")] {
+        chart
+            .draw_series(LineSeries::new(points, color.stroke_width(2)))
+            .map_err(|error| error.to_string())?
+            .label(name)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|error| error.to_string())?;
+    root.present().map_err(|error| error.to_string())
+}
