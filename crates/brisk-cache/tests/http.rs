@@ -18,6 +18,9 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use tower::{Layer, ServiceExt, service_fn};
 
+#[path = "support/chunks.rs"]
+mod support;
+
 type Reply = Response<Body>;
 
 /// A handler that counts its calls and answers `make()`.
@@ -200,7 +203,7 @@ async fn the_handlers_own_validators_count_and_its_cache_control_stays() {
 async fn streaming_and_large_bodies_pass_untouched_and_errors_are_not_answered() {
     let calls = Arc::new(AtomicUsize::new(0));
     let streamed = || {
-        let chunks = futures_stream(vec![
+        let chunks = support::chunks(vec![
             Bytes::from_static(b"one,"),
             Bytes::from_static(b"two"),
         ]);
@@ -273,22 +276,6 @@ async fn streaming_and_large_bodies_pass_untouched_and_errors_are_not_answered()
             .build()
             .is_err()
     );
-}
-
-fn futures_stream(
-    chunks: Vec<Bytes>,
-) -> impl futures_core::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    struct Chunks(std::vec::IntoIter<Bytes>);
-    impl futures_core::Stream for Chunks {
-        type Item = Result<Bytes, Infallible>;
-        fn poll_next(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Self::Item>> {
-            std::task::Poll::Ready(self.0.next().map(Ok))
-        }
-    }
-    Chunks(chunks.into_iter())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

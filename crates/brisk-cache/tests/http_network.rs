@@ -15,6 +15,9 @@ use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
+#[path = "support/chunks.rs"]
+mod support;
+
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Empty<Bytes>>;
 
 const MODIFIED: &str = "Wed, 21 Oct 2015 07:28:00 GMT";
@@ -56,9 +59,8 @@ async fn server() -> Server {
     });
     // `/stream`: a body of unknown length, in three chunks.
     let stream = get(|| async {
-        let chunks =
-            ["first ", "second ", "third"].map(|chunk| Ok::<_, std::io::Error>(Bytes::from(chunk)));
-        Body::from_stream(Chunks(chunks.into_iter()))
+        let parts = ["first ", "second ", "third"].map(Bytes::from).to_vec();
+        Body::from_stream(support::chunks(parts))
     });
     // `/doc`: a write answered before the handler from the looked-up tag.
     let doc = get(|| async { "the document" }).put(move || {
@@ -86,18 +88,6 @@ async fn server() -> Server {
         base,
         client: Client::builder(TokioExecutor::new()).build_http(),
         writes,
-    }
-}
-
-struct Chunks(std::array::IntoIter<Result<Bytes, std::io::Error>, 3>);
-
-impl futures_core::Stream for Chunks {
-    type Item = Result<Bytes, std::io::Error>;
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        std::task::Poll::Ready(self.0.next())
     }
 }
 

@@ -24,6 +24,9 @@ use http::{HeaderMap, Request, Response, StatusCode, header};
 use http_body_util::BodyExt;
 use tower::{Layer, ServiceExt, service_fn};
 
+#[path = "support/chunks.rs"]
+mod support;
+
 type Reply = Response<Body>;
 
 /// Makes the handler's response to a request.
@@ -230,7 +233,7 @@ async fn the_shared_lifetime_wins_and_expires_counts_from_date() {
 #[tokio::test]
 async fn what_a_shared_cache_may_not_store_is_never_stored() {
     let streaming = || {
-        let chunks = futures_stream(vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
+        let chunks = support::chunks(vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")]);
         Response::builder()
             .header(header::CACHE_CONTROL, "max-age=60")
             .body(Body::from_stream(chunks))
@@ -342,22 +345,6 @@ async fn what_a_shared_cache_may_not_store_is_never_stored() {
             .unwrap(),
         1
     );
-}
-
-fn futures_stream(
-    chunks: Vec<Bytes>,
-) -> impl futures_core::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    struct Chunks(std::vec::IntoIter<Bytes>);
-    impl futures_core::Stream for Chunks {
-        type Item = Result<Bytes, Infallible>;
-        fn poll_next(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Self::Item>> {
-            std::task::Poll::Ready(self.0.next().map(Ok))
-        }
-    }
-    Chunks(chunks.into_iter())
 }
 
 #[tokio::test]

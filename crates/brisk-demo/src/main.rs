@@ -289,7 +289,7 @@ async fn compare(options: &Options, scale: Scale, db: &Path) -> Result<(), Strin
     let out = options
         .out
         .clone()
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/demo.md"));
+        .unwrap_or_else(|| workspace().join("docs").join("demo.md"));
     std::fs::write(&out, report).map_err(|error| format!("{}: {error}", out.display()))?;
     let svg = out.with_file_name("demo-latency.svg");
     let (mut a, mut b) = (runs[0].0.total().latencies, runs[1].0.total().latencies);

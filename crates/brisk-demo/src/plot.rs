@@ -45,6 +45,7 @@ pub(crate) fn latency(path: &Path, naive: &[u32], brisk: &[u32]) -> Result<(), S
     }
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
