@@ -69,41 +69,51 @@ impl Workload {
 
     /// The next request; reads only when `reads_only` (for the equality check).
     pub(crate) fn next(&self, rng: &mut Rng, reads_only: bool) -> Call {
-        let get = |endpoint, path: String| Call {
+        if !reads_only && rng.unit() < self.writes {
+            return self.of(5, rng);
+        }
+        // Reads: 46 % product, 31 % order lists, 18 % listing pages, 1 % the aggregate (a
+        // scan of every order: a dashboard's share, not a page view's), 4 % exports.
+        let pick = rng.unit();
+        let endpoint = match pick {
+            p if p < 0.46 => 0,
+            p if p < 0.77 => 1,
+            p if p < 0.95 => 2,
+            p if p < 0.96 => 3,
+            _ => 4,
+        };
+        self.of(endpoint, rng)
+    }
+
+    /// A request to `endpoint` (an index into [`ENDPOINTS`]), its key drawn as in the mix.
+    pub(crate) fn of(&self, endpoint: usize, rng: &mut Rng) -> Call {
+        let get = |path: String| Call {
             endpoint,
             method: http::Method::GET,
             path,
             body: None,
         };
-        if !reads_only && rng.unit() < self.writes {
-            let body = format!(
-                r#"{{"user_id":{},"product_id":{},"quantity":{}}}"#,
-                1 + self.users.sample(rng),
-                1 + self.products.sample(rng),
-                1 + rng.below(3)
-            );
-            return Call {
+        match endpoint {
+            0 => get(format!("/products/{}", 1 + self.products.sample(rng))),
+            1 => get(format!("/users/{}/orders", 1 + self.users.sample(rng))),
+            2 => get(format!("/products?page={}", self.pages.sample(rng))),
+            3 => get("/top-products".to_owned()),
+            4 => {
+                let ranges = (self.scale.users / EXPORT_USERS).max(1) as u64;
+                let from = 1 + rng.below(ranges) as i64 * EXPORT_USERS;
+                get(format!("/orders/export?from={from}"))
+            }
+            _ => Call {
                 endpoint: 5,
                 method: http::Method::POST,
                 path: "/orders".to_owned(),
-                body: Some(body),
-            };
-        }
-        // Reads: 46 % product, 31 % order lists, 18 % listing pages, 1 % the aggregate (a
-        // scan of every order: a dashboard's share, not a page view's), 4 % exports.
-        let pick = rng.unit();
-        if pick < 0.46 {
-            get(0, format!("/products/{}", 1 + self.products.sample(rng)))
-        } else if pick < 0.77 {
-            get(1, format!("/users/{}/orders", 1 + self.users.sample(rng)))
-        } else if pick < 0.95 {
-            get(2, format!("/products?page={}", self.pages.sample(rng)))
-        } else if pick < 0.96 {
-            get(3, "/top-products".to_owned())
-        } else {
-            let ranges = (self.scale.users / EXPORT_USERS).max(1) as u64;
-            let from = 1 + rng.below(ranges) as i64 * EXPORT_USERS;
-            get(4, format!("/orders/export?from={from}"))
+                body: Some(format!(
+                    r#"{{"user_id":{},"product_id":{},"quantity":{}}}"#,
+                    1 + self.users.sample(rng),
+                    1 + self.products.sample(rng),
+                    1 + rng.below(3)
+                )),
+            },
         }
     }
 }
@@ -300,6 +310,41 @@ pub(crate) async fn run(
             cache_misses: after.cache_misses.saturating_sub(before.cache_misses),
         },
     })
+}
+
+/// Database statements per request of each endpoint alone: `requests` requests to it,
+/// `concurrency` at a time, right after the mixed run (caches as warm as it left them).
+pub(crate) async fn statements_per_endpoint(
+    client: &HttpClient,
+    base: &str,
+    workload: &Workload,
+    concurrency: usize,
+    requests: usize,
+) -> Result<Vec<f64>, String> {
+    let mut per_endpoint = Vec::with_capacity(ENDPOINTS.len());
+    let mut rng = Rng::new(77);
+    for endpoint in 0..ENDPOINTS.len() {
+        let calls: Vec<Call> = (0..requests)
+            .map(|_| workload.of(endpoint, &mut rng))
+            .collect();
+        let before = stats(client, base).await?;
+        for wave in calls.chunks(concurrency.max(1)) {
+            let sent: Vec<_> = wave
+                .iter()
+                .cloned()
+                .map(|call| {
+                    let (client, base) = (client.clone(), base.to_owned());
+                    tokio::spawn(async move { send(&client, &base, &call, true).await })
+                })
+                .collect();
+            for task in sent {
+                task.await.map_err(|error| error.to_string())??;
+            }
+        }
+        let after = stats(client, base).await?;
+        per_endpoint.push(after.queries.saturating_sub(before.queries) as f64 / requests as f64);
+    }
+    Ok(per_endpoint)
 }
 
 /// The `q` quantile of `latencies` (µs), which it sorts.
