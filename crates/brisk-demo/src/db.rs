@@ -62,9 +62,10 @@ impl Scale {
 }
 
 /// Settings every connection of either variant gets: WAL (readers do not wait for the
-/// writer), and a busy timeout instead of an immediate "database is locked".
+/// writer), and a busy timeout instead of an immediate "database is locked" (30 s: a slow,
+/// shared CI machine must not turn a wait for the write lock into an error).
 pub(crate) const PRAGMAS: &str =
-    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;";
+    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 30000;";
 
 /// The seed's version: a file made by another version is seeded again.
 const SEED_VERSION: i64 = 1;

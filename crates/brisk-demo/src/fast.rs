@@ -97,7 +97,7 @@ pub(crate) async fn router(path: &str) -> Result<Router, String> {
                 CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 connection.set_instrumentation(Counted);
                 connection
-                    .batch_execute("PRAGMA synchronous = NORMAL")
+                    .batch_execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 30000")
                     .await?;
                 Ok(())
             })
