@@ -5,6 +5,11 @@
 
 use std::{sync::Arc, time::Duration};
 
+use crate::{
+    backend::{Pool, Target},
+    model::{self, NewOrder, OrderLine, Placed, Product, ProductPage, TopProduct, UserOrders},
+    server::{ExportQuery, Failure, PageQuery, stats},
+};
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
@@ -16,18 +21,10 @@ use brisk_batch::{BatchLoad, BatchWrite, Loaded, Loader, WriteBatcher};
 use brisk_cache::{Cache, MemoryCache, Tiered};
 use brisk_compress::CompressionLayer;
 use brisk_metrics::Registry;
-use brisk_pool::{SqliteConnector, SqlitePool};
-use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-
-use crate::{
-    db::{CONNECTIONS, Counted},
-    model::{self, NewOrder, OrderLine, Placed, Product, ProductPage, TopProduct, UserOrders},
-    server::{ExportQuery, Failure, PageQuery, stats},
-};
 
 /// `SELECT … WHERE id IN (…)` for every product key asked for within a millisecond.
 struct Products {
-    pool: SqlitePool,
+    pool: Pool,
 }
 
 impl BatchLoad for Products {
@@ -37,7 +34,7 @@ impl BatchLoad for Products {
 
     async fn load(&self, ids: &[i64]) -> Result<Loaded<i64, Product, String>, String> {
         let mut connection = self.pool.get().await.map_err(|error| error.to_string())?;
-        let found = model::products(&mut connection, ids)
+        let found = model::products(connection.db(), ids)
             .await
             .map_err(|error| error.to_string())?;
         Ok(found
@@ -49,7 +46,7 @@ impl BatchLoad for Products {
 
 /// New orders, many per INSERT.
 struct Orders {
-    pool: SqlitePool,
+    pool: Pool,
 }
 
 impl BatchWrite for Orders {
@@ -59,7 +56,7 @@ impl BatchWrite for Orders {
 
     async fn write(&self, items: &[NewOrder]) -> Result<Vec<i64>, String> {
         let mut connection = self.pool.get().await.map_err(|error| error.to_string())?;
-        model::insert(&mut connection, items, model::now())
+        model::insert(connection.db(), items, model::now())
             .await
             .map_err(|error| error.to_string())
     }
@@ -67,7 +64,7 @@ impl BatchWrite for Orders {
 
 #[derive(Clone)]
 struct Fast {
-    pool: SqlitePool,
+    pool: Pool,
     registry: Arc<Registry>,
     loader: Arc<Loader<Products>>,
     writer: Arc<WriteBatcher<Orders>>,
@@ -88,24 +85,9 @@ where
         .map_err(|error| error.to_string())
 }
 
-pub(crate) async fn router(path: &str) -> Result<Router, String> {
+pub(crate) async fn router(target: Target) -> Result<Router, String> {
     let registry = Arc::new(Registry::new());
-    let pool = SqlitePool::builder(SqliteConnector::new(path))
-        .max_size(8)
-        .on_connect(|connection| {
-            Box::pin(async move {
-                CONNECTIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                connection.set_instrumentation(Counted);
-                connection
-                    .batch_execute("PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 30000")
-                    .await?;
-                Ok(())
-            })
-        })
-        .metrics(&*registry, "catalog")
-        .build()
-        .await
-        .map_err(|error| error.to_string())?;
+    let pool = target.pool(8, &registry).await?;
     let loader = Loader::builder(Products { pool: pool.clone() })
         .metrics(&*registry, "products")
         .build();
@@ -191,7 +173,7 @@ async fn page(
         .pages
         .try_get_with(number, move || async move {
             let mut connection = pool.get().await.map_err(Failure::from)?;
-            let items = model::page(&mut connection, number).await?;
+            let items = model::page(connection.db(), number).await?;
             Ok::<_, Failure>(ProductPage {
                 page: number,
                 items,
@@ -215,7 +197,7 @@ async fn orders(
         .try_get_with(user_id, move || async move {
             let rows = {
                 let mut connection = pool.get().await.map_err(Failure::from)?;
-                model::recent_orders(&mut connection, user_id).await?
+                model::recent_orders(connection.db(), user_id).await?
             };
             let ids: Vec<i64> = rows.iter().map(|row| row.product_id).collect();
             let cached = products
@@ -259,7 +241,7 @@ async fn top(State(fast): State<Fast>) -> Result<Json<Vec<TopProduct>>, Failure>
         .top
         .try_get_with((), move || async move {
             let mut connection = pool.get().await.map_err(Failure::from)?;
-            Ok::<_, Failure>(model::top(&mut connection).await?)
+            Ok::<_, Failure>(model::top(connection.db()).await?)
         })
         .await
         .map_err(|error| Failure::Cache(error.to_string()))?;
@@ -272,7 +254,7 @@ async fn export(
     Query(from): Query<ExportQuery>,
 ) -> Result<Response, Failure> {
     let mut connection = fast.pool.get().await?;
-    let orders = model::export(&mut connection, from.from).await?;
+    let orders = model::export(connection.db(), from.from).await?;
     Ok((
         [("content-type", "application/x-ndjson")],
         model::ndjson(&orders),

@@ -7,6 +7,7 @@
     reason = "a command-line program reports on stdout"
 )]
 
+mod backend;
 mod db;
 mod fast;
 mod load;
@@ -24,13 +25,15 @@ use std::{
 };
 
 use crate::{
+    backend::Target,
     db::Scale,
     load::{ENDPOINTS, Run, Workload},
 };
 
 const USAGE: &str = "\
-usage: brisk-demo [--smoke] [--seconds N] [--concurrency N] [--writes F] [--db PATH] [--out FILE]
-       brisk-demo --serve [--port N] [--db PATH]
+usage: brisk-demo [--smoke] [--services | --database-url URL] [--seconds N] [--concurrency N]
+                  [--writes F] [--db PATH] [--out FILE]
+       brisk-demo --serve [--port N] [--db PATH | --database-url URL]
 
   (default)      seed (once) and run both variants, print the table, write --out
   --smoke        tiny data, 2 s per variant; fails unless the variants agree and brisk makes
@@ -39,6 +42,8 @@ usage: brisk-demo [--smoke] [--seconds N] [--concurrency N] [--writes F] [--db P
   --seconds N    load per variant (default 20)
   --concurrency  requests in flight (default 32)
   --writes F     share of requests that place an order (default 0.1)
+  --services     run on a throw-away PostgreSQL (brisk-testkit; seeded each run)
+  --database-url a PostgreSQL database of yours (four tables are created in it)
   --db PATH      the SQLite file (default target/brisk-demo/<scale>.sqlite)
   --out FILE     where the report goes (default docs/demo.md; not written with --smoke)
 ";
@@ -52,7 +57,10 @@ struct Options {
     db: Option<PathBuf>,
     out: Option<PathBuf>,
     port: u16,
+    services: bool,
+    database_url: Option<String>,
     variant: Option<String>,
+    target: Option<String>,
 }
 
 fn options(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
@@ -65,7 +73,10 @@ fn options(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
         db: None,
         out: None,
         port: 3000,
+        services: false,
+        database_url: None,
         variant: None,
+        target: None,
     };
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
@@ -87,11 +98,18 @@ fn options(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
             "--db" => options.db = Some(PathBuf::from(value("--db")?)),
             "--out" => options.out = Some(PathBuf::from(value("--out")?)),
             "--port" => options.port = parse(&value("--port")?, "--port")?,
+            "--services" => options.services = true,
+            "--database-url" => options.database_url = Some(value("--database-url")?),
+            // Internal: the database a variant serves from.
+            "--target" => options.target = Some(value("--target")?),
             // Internal: run one variant's server (the parent starts it).
             "--variant" => options.variant = Some(value("--variant")?),
             "-h" | "--help" => return Err(String::new()),
             other => return Err(format!("unknown argument `{other}`")),
         }
+    }
+    if options.services && options.database_url.is_some() {
+        return Err("--services starts its own PostgreSQL: leave out --database-url".to_owned());
     }
     if options.concurrency == 0 || options.seconds == 0 {
         return Err("--seconds and --concurrency must be at least 1".to_owned());
@@ -140,28 +158,48 @@ async fn run(options: Options) -> Result<(), String> {
     } else {
         Scale::FULL
     };
-    let db = options.db.clone().unwrap_or_else(|| {
-        workspace()
-            .join("target")
-            .join("brisk-demo")
-            .join(scale.file_name())
-    });
-    let path = db.display().to_string();
     if let Some(variant) = &options.variant {
+        let target = Target::parse(
+            options
+                .target
+                .as_deref()
+                .ok_or("--variant needs --target")?,
+        )?;
         let app = match variant.as_str() {
-            "naive" => naive::router(&path),
-            "brisk" => fast::router(&path).await?,
+            "naive" => naive::router(target),
+            "brisk" => fast::router(target).await?,
             other => return Err(format!("unknown variant `{other}`")),
         };
         return server::serve(app, 0).await;
     }
-    if let Some(dir) = db.parent() {
-        std::fs::create_dir_all(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
-    }
-    let prepared = db.clone();
-    tokio::task::spawn_blocking(move || db::prepare(&prepared, scale))
-        .await
-        .map_err(|error| error.to_string())??;
+    // A throw-away PostgreSQL lives as long as this run.
+    let mut services = None;
+    let target = if options.services {
+        println!("starting a throw-away PostgreSQL (brisk-testkit)");
+        let mut postgres = tokio::task::spawn_blocking(brisk_testkit::PostgresServer::start)
+            .await
+            .map_err(|error| error.to_string())?
+            .map_err(|error| format!("starting PostgreSQL: {error}"))?;
+        let url = postgres
+            .create_database("catalog")
+            .map_err(|error| format!("creating the database: {error}"))?;
+        services = Some(postgres);
+        Target::Pg(url.into())
+    } else if let Some(url) = &options.database_url {
+        Target::Pg(url.as_str().into())
+    } else {
+        let db = options.db.clone().unwrap_or_else(|| {
+            workspace()
+                .join("target")
+                .join("brisk-demo")
+                .join(scale.file_name())
+        });
+        if let Some(dir) = db.parent() {
+            std::fs::create_dir_all(dir).map_err(|error| format!("{}: {error}", dir.display()))?;
+        }
+        Target::Sqlite(db.display().to_string().into())
+    };
+    prepare(&target, scale, false).await?;
     if options.serve {
         println!(
             "brisk variant on http://127.0.0.1:{0}: try
@@ -174,9 +212,32 @@ async fn run(options: Options) -> Result<(), String> {
   curl -s http://127.0.0.1:{0}/metrics",
             options.port
         );
-        return server::serve(fast::router(&path).await?, options.port).await;
+        return server::serve(fast::router(target).await?, options.port).await;
     }
-    compare(&options, scale, &db).await
+    let outcome = compare(&options, scale, &target).await;
+    drop(services);
+    outcome
+}
+
+/// Seeds `target` unless an earlier run did; with `reset_only`, only removes the orders a
+/// run placed.
+async fn prepare(target: &Target, scale: Scale, reset_only: bool) -> Result<(), String> {
+    match target {
+        Target::Sqlite(path) => {
+            let path = PathBuf::from(path.to_string());
+            tokio::task::spawn_blocking(move || {
+                if reset_only {
+                    db::reset(&path, scale)
+                } else {
+                    db::prepare(&path, scale)
+                }
+            })
+            .await
+            .map_err(|error| error.to_string())?
+        }
+        Target::Pg(url) if reset_only => db::reset_pg(url, scale).await,
+        Target::Pg(url) => db::prepare_pg(url, scale).await,
+    }
 }
 
 /// A variant's server process, killed when dropped.
@@ -193,11 +254,11 @@ impl Drop for Variant {
 }
 
 impl Variant {
-    fn start(name: &str, db: &Path) -> Result<Variant, String> {
+    fn start(name: &str, target: &Target) -> Result<Variant, String> {
         let exe = std::env::current_exe().map_err(|error| error.to_string())?;
         let mut child = Command::new(exe)
-            .args(["--variant", name, "--db"])
-            .arg(db)
+            .args(["--variant", name, "--target"])
+            .arg(target.spec())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -227,10 +288,10 @@ impl Variant {
     }
 }
 
-async fn compare(options: &Options, scale: Scale, db: &Path) -> Result<(), String> {
+async fn compare(options: &Options, scale: Scale, target: &Target) -> Result<(), String> {
     let seconds = if options.smoke { 2 } else { options.seconds };
-    let naive = Variant::start("naive", db)?;
-    let brisk = Variant::start("brisk", db)?;
+    let naive = Variant::start("naive", target)?;
+    let brisk = Variant::start("brisk", target)?;
     let client = load::client();
     let workload = Arc::new(Workload::new(scale, options.writes));
     let samples = if options.smoke { 100 } else { 300 };
@@ -269,12 +330,9 @@ async fn compare(options: &Options, scale: Scale, db: &Path) -> Result<(), Strin
         .await?;
         runs.push((run, statements, variant.peak_rss_mib()));
         // Every run starts from the seeded data.
-        let reset = db.to_owned();
-        tokio::task::spawn_blocking(move || db::reset(&reset, scale))
-            .await
-            .map_err(|error| error.to_string())??;
+        prepare(target, scale, true).await?;
     }
-    let report = report(options, scale, checked, &mut runs);
+    let report = report(options, scale, target, checked, &mut runs);
     print!("{report}");
     let (naive_run, brisk_run) = (&runs[0].0, &runs[1].0);
     let per_request = |run: &Run| {
@@ -312,14 +370,29 @@ async fn compare(options: &Options, scale: Scale, db: &Path) -> Result<(), Strin
 /// A variant's mixed run, its statements per request of each endpoint alone, its peak RSS.
 type Measured = (Run, Vec<f64>, Option<f64>);
 
-fn report(options: &Options, scale: Scale, checked: usize, runs: &mut [Measured]) -> String {
+fn report(
+    options: &Options,
+    scale: Scale,
+    target: &Target,
+    checked: usize,
+    runs: &mut [Measured],
+) -> String {
     let seconds = if options.smoke { 2 } else { options.seconds };
     let mut out = format!(
         "# The demo: one catalog service, naive and with brisk\n\n\
-         Written by `cargo xtask demo` on {}: SQLite (the embedded default), {} products, {} users, \
+         Written by `cargo xtask demo{}` on {}: {}, {} products, {} users, \
          {} orders; each variant in its own process, {} s of a mixed workload ({:.0} % writes, Zipf key popularity), \
          {} requests in flight, over HTTP on loopback. Both variants answered {checked} sampled read requests identically.\n\n",
+        match target {
+            Target::Sqlite(_) => "",
+            Target::Pg(_) if options.services => " -- --services",
+            Target::Pg(_) => " -- --database-url …",
+        },
         machine(),
+        match target {
+            Target::Sqlite(_) => "SQLite (the embedded default)",
+            Target::Pg(_) => "PostgreSQL",
+        },
         scale.products,
         scale.users,
         scale.orders,
@@ -505,8 +578,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tiny.sqlite");
         db::prepare(&path, TINY).unwrap();
-        let file = path.display().to_string();
-        let (naive, brisk) = (naive::router(&file), fast::router(&file).await.unwrap());
+        let target = Target::Sqlite(path.display().to_string().into());
+        let (naive, brisk) = (
+            naive::router(target.clone()),
+            fast::router(target).await.unwrap(),
+        );
         let paths = [
             "/products/1",
             "/products/300",
@@ -606,7 +682,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("orders.sqlite");
         db::prepare(&path, TINY).unwrap();
-        let mut connection = model::Connection::establish(&path.display().to_string())
+        let mut connection = model::SqliteConnection::establish(&path.display().to_string())
             .await
             .unwrap();
         connection.batch_execute(db::PRAGMAS).await.unwrap();
@@ -616,12 +692,16 @@ mod tests {
             quantity,
         };
         let orders = [order(1, 1), order(2, 1), order(1, 1), order(1, 3)];
-        let ids = model::insert(&mut connection, &orders, 5).await.unwrap();
+        let ids = model::insert(model::Db::Sqlite(&mut connection), &orders, 5)
+            .await
+            .unwrap();
         let mut unique = ids.clone();
         unique.sort_unstable();
         unique.dedup();
         assert_eq!(unique.len(), 4, "{ids:?}");
-        let exported = model::export(&mut connection, 1).await.unwrap();
+        let exported = model::export(model::Db::Sqlite(&mut connection), 1)
+            .await
+            .unwrap();
         for (order, id) in orders.iter().zip(&ids) {
             let row = exported.iter().find(|row| row.id == *id).unwrap();
             assert_eq!(

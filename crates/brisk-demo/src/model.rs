@@ -8,8 +8,50 @@ use diesel::{
 use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
 
-pub(crate) type Connection = brisk_pool::AsyncSqliteConnection;
+pub(crate) type SqliteConnection = brisk_pool::AsyncSqliteConnection;
+pub(crate) type PgConnection = diesel_async::AsyncPgConnection;
 pub(crate) type DbResult<T> = Result<T, diesel::result::Error>;
+
+/// A connection to either database the demo runs on: SQLite (the embedded default) or
+/// PostgreSQL. Each query is written once, with `?` placeholders (numbered for PostgreSQL),
+/// and run through the connection's own type.
+pub(crate) enum Db<'a> {
+    Sqlite(&'a mut SqliteConnection),
+    Pg(&'a mut PgConnection),
+}
+
+impl Db<'_> {
+    /// `text` with its placeholders in this database's form.
+    fn sql(&self, text: &str) -> String {
+        match self {
+            Db::Sqlite(_) => text.to_owned(),
+            Db::Pg(_) => {
+                let mut out = String::with_capacity(text.len() + 8);
+                let mut n = 0;
+                for character in text.chars() {
+                    if character == '?' {
+                        n += 1;
+                        out.push('$');
+                        out.push_str(&n.to_string());
+                    } else {
+                        out.push(character);
+                    }
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Runs the same diesel expression on whichever connection `db` holds.
+macro_rules! on {
+    ($db:expr, |$connection:ident| $body:expr) => {
+        match $db {
+            Db::Sqlite($connection) => $body,
+            Db::Pg($connection) => $body,
+        }
+    };
+}
 
 /// Rows per listing page and per export user range.
 pub(crate) const PAGE_SIZE: i64 = 20;
@@ -92,83 +134,92 @@ pub(crate) fn valid(order: &NewOrder) -> bool {
     order.user_id > 0 && order.product_id > 0 && (1..=100).contains(&order.quantity)
 }
 
-pub(crate) async fn product(connection: &mut Connection, id: i64) -> DbResult<Option<Product>> {
-    diesel::sql_query("SELECT id, name, category, price_cents FROM products WHERE id = ?")
-        .bind::<BigInt, _>(id)
-        .get_result(connection)
-        .await
-        .map(Some)
-        .or_else(|error| match error {
-            diesel::result::Error::NotFound => Ok(None),
-            other => Err(other),
-        })
+pub(crate) async fn product(db: Db<'_>, id: i64) -> DbResult<Option<Product>> {
+    let query = db.sql("SELECT id, name, category, price_cents FROM products WHERE id = ?");
+    let found: DbResult<Product> = on!(db, |connection| {
+        diesel::sql_query(query)
+            .bind::<BigInt, _>(id)
+            .get_result(connection)
+            .await
+    });
+    found.map(Some).or_else(|error| match error {
+        diesel::result::Error::NotFound => Ok(None),
+        other => Err(other),
+    })
 }
 
 /// The products with these ids, in one statement (ids are integers: written inline).
-pub(crate) async fn products(connection: &mut Connection, ids: &[i64]) -> DbResult<Vec<Product>> {
+pub(crate) async fn products(db: Db<'_>, ids: &[i64]) -> DbResult<Vec<Product>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-    diesel::sql_query(format!(
+    let query = format!(
         "SELECT id, name, category, price_cents FROM products WHERE id IN ({})",
         list.join(",")
-    ))
-    .load(connection)
-    .await
+    );
+    on!(db, |connection| diesel::sql_query(query)
+        .load(connection)
+        .await)
 }
 
-pub(crate) async fn recent_orders(connection: &mut Connection, user: i64) -> DbResult<Vec<Order>> {
-    diesel::sql_query(
+pub(crate) async fn recent_orders(db: Db<'_>, user: i64) -> DbResult<Vec<Order>> {
+    let query = db.sql(
         "SELECT id, user_id, product_id, quantity, created_at FROM orders
          WHERE user_id = ? ORDER BY id DESC LIMIT ?",
-    )
-    .bind::<BigInt, _>(user)
-    .bind::<BigInt, _>(RECENT_ORDERS)
-    .load(connection)
-    .await
+    );
+    on!(db, |connection| {
+        diesel::sql_query(query)
+            .bind::<BigInt, _>(user)
+            .bind::<BigInt, _>(RECENT_ORDERS)
+            .load(connection)
+            .await
+    })
 }
 
 /// A listing page by offset (both variants until brisk-stream's keyset cursors land).
-pub(crate) async fn page(connection: &mut Connection, page: i64) -> DbResult<Vec<Product>> {
-    diesel::sql_query(
-        "SELECT id, name, category, price_cents FROM products ORDER BY id LIMIT ? OFFSET ?",
-    )
-    .bind::<BigInt, _>(PAGE_SIZE)
-    .bind::<BigInt, _>(page.saturating_mul(PAGE_SIZE))
-    .load(connection)
-    .await
+pub(crate) async fn page(db: Db<'_>, page: i64) -> DbResult<Vec<Product>> {
+    let query =
+        db.sql("SELECT id, name, category, price_cents FROM products ORDER BY id LIMIT ? OFFSET ?");
+    let offset = page.max(0).saturating_mul(PAGE_SIZE);
+    on!(db, |connection| {
+        diesel::sql_query(query)
+            .bind::<BigInt, _>(PAGE_SIZE)
+            .bind::<BigInt, _>(offset)
+            .load(connection)
+            .await
+    })
 }
 
 /// The ten best-selling products: an aggregate over every order, computed in the database.
-pub(crate) async fn top(connection: &mut Connection) -> DbResult<Vec<TopProduct>> {
-    diesel::sql_query(
-        "SELECT o.product_id AS product_id, p.name AS name, SUM(o.quantity) AS sold
-         FROM orders o JOIN products p ON p.id = o.product_id
-         GROUP BY o.product_id ORDER BY sold DESC, o.product_id LIMIT 10",
-    )
-    .load(connection)
-    .await
+pub(crate) async fn top(db: Db<'_>) -> DbResult<Vec<TopProduct>> {
+    // CAST: PostgreSQL sums BIGINTs as NUMERIC.
+    let query = "SELECT o.product_id AS product_id, p.name AS name,
+                        CAST(SUM(o.quantity) AS BIGINT) AS sold
+                 FROM orders o JOIN products p ON p.id = o.product_id
+                 GROUP BY o.product_id, p.name ORDER BY sold DESC, o.product_id LIMIT 10";
+    on!(db, |connection| diesel::sql_query(query)
+        .load(connection)
+        .await)
 }
 
 /// The orders of users `from..from + EXPORT_USERS`, oldest first.
-pub(crate) async fn export(connection: &mut Connection, from: i64) -> DbResult<Vec<Order>> {
-    diesel::sql_query(
+pub(crate) async fn export(db: Db<'_>, from: i64) -> DbResult<Vec<Order>> {
+    let query = db.sql(
         "SELECT id, user_id, product_id, quantity, created_at FROM orders
          WHERE user_id >= ? AND user_id < ? ORDER BY user_id, id",
-    )
-    .bind::<BigInt, _>(from)
-    .bind::<BigInt, _>(from.saturating_add(EXPORT_USERS))
-    .load(connection)
-    .await
+    );
+    on!(db, |connection| {
+        diesel::sql_query(query)
+            .bind::<BigInt, _>(from)
+            .bind::<BigInt, _>(from.saturating_add(EXPORT_USERS))
+            .load(connection)
+            .await
+    })
 }
 
 /// Inserts `orders` in one statement and gives each its id, in order.
-pub(crate) async fn insert(
-    connection: &mut Connection,
-    orders: &[NewOrder],
-    now: i64,
-) -> DbResult<Vec<i64>> {
+pub(crate) async fn insert(db: Db<'_>, orders: &[NewOrder], now: i64) -> DbResult<Vec<i64>> {
     if orders.is_empty() {
         return Ok(Vec::new());
     }
@@ -181,13 +232,14 @@ pub(crate) async fn insert(
             )
         })
         .collect();
-    let mut inserted: Vec<Order> = diesel::sql_query(format!(
+    let query = format!(
         "INSERT INTO orders (user_id, product_id, quantity, created_at) VALUES {}
          RETURNING id, user_id, product_id, quantity, created_at",
         rows.join(",")
-    ))
-    .load(connection)
-    .await?;
+    );
+    let mut inserted: Vec<Order> = on!(db, |connection| diesel::sql_query(query)
+        .load(connection)
+        .await)?;
     // RETURNING's row order is not promised: each order takes a returned row with its own
     // values (equal orders are interchangeable).
     let mut ids = Vec::with_capacity(orders.len());

@@ -2,8 +2,11 @@
 //! cache, offset paging, uncompressed responses, the whole export buffered, one INSERT per
 //! order.
 
-use std::sync::{Arc, atomic::Ordering};
-
+use crate::{
+    backend::Target,
+    model::{self, NewOrder, OrderLine, Placed, ProductPage, UserOrders},
+    server::{ExportQuery, Failure, PageQuery, stats},
+};
 use axum::{
     Json, Router,
     extract::{Path, Query, State},
@@ -11,31 +14,20 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use diesel_async::{AsyncConnection, SimpleAsyncConnection};
-
-use crate::{
-    db::{CONNECTIONS, Counted, PRAGMAS},
-    model::{self, Connection, NewOrder, OrderLine, Placed, ProductPage, UserOrders},
-    server::{ExportQuery, Failure, PageQuery, stats},
-};
 
 #[derive(Clone)]
 struct Naive {
-    url: Arc<str>,
+    target: Target,
 }
 
 impl Naive {
     /// A new connection, as a handler that opens its own would get it.
-    async fn connect(&self) -> Result<Connection, Failure> {
-        let mut connection = Connection::establish(&self.url).await?;
-        CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-        connection.set_instrumentation(Counted);
-        connection.batch_execute(PRAGMAS).await?;
-        Ok(connection)
+    async fn connect(&self) -> Result<crate::backend::Owned, Failure> {
+        self.target.connect().await
     }
 }
 
-pub(crate) fn router(url: &str) -> Router {
+pub(crate) fn router(target: Target) -> Router {
     Router::new()
         .route("/products/{id}", get(product))
         .route("/products", get(page))
@@ -44,12 +36,12 @@ pub(crate) fn router(url: &str) -> Router {
         .route("/orders/export", get(export))
         .route("/orders", post(place))
         .route("/stats", get(|| async { Json(stats(None)) }))
-        .with_state(Naive { url: url.into() })
+        .with_state(Naive { target })
 }
 
 async fn product(State(naive): State<Naive>, Path(id): Path<i64>) -> Result<Response, Failure> {
     let mut connection = naive.connect().await?;
-    Ok(match model::product(&mut connection, id).await? {
+    Ok(match model::product(connection.db(), id).await? {
         Some(product) => Json(product).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     })
@@ -60,7 +52,7 @@ async fn page(
     Query(query): Query<PageQuery>,
 ) -> Result<Json<ProductPage>, Failure> {
     let mut connection = naive.connect().await?;
-    let items = model::page(&mut connection, query.page).await?;
+    let items = model::page(connection.db(), query.page).await?;
     Ok(Json(ProductPage {
         page: query.page,
         items,
@@ -73,10 +65,10 @@ async fn orders(
     Path(user_id): Path<i64>,
 ) -> Result<Json<UserOrders>, Failure> {
     let mut connection = naive.connect().await?;
-    let rows = model::recent_orders(&mut connection, user_id).await?;
+    let rows = model::recent_orders(connection.db(), user_id).await?;
     let mut orders = Vec::with_capacity(rows.len());
     for row in rows {
-        let product = model::product(&mut connection, row.product_id).await?;
+        let product = model::product(connection.db(), row.product_id).await?;
         orders.push(OrderLine {
             id: row.id,
             quantity: row.quantity,
@@ -89,7 +81,7 @@ async fn orders(
 
 async fn top(State(naive): State<Naive>) -> Result<Json<Vec<model::TopProduct>>, Failure> {
     let mut connection = naive.connect().await?;
-    Ok(Json(model::top(&mut connection).await?))
+    Ok(Json(model::top(connection.db()).await?))
 }
 
 /// The whole export read, then sent.
@@ -98,7 +90,7 @@ async fn export(
     Query(from): Query<ExportQuery>,
 ) -> Result<Response, Failure> {
     let mut connection = naive.connect().await?;
-    let orders = model::export(&mut connection, from.from).await?;
+    let orders = model::export(connection.db(), from.from).await?;
     Ok((
         [("content-type", "application/x-ndjson")],
         model::ndjson(&orders),
@@ -114,7 +106,7 @@ async fn place(
         return Ok(StatusCode::UNPROCESSABLE_ENTITY.into_response());
     }
     let mut connection = naive.connect().await?;
-    let ids = model::insert(&mut connection, std::slice::from_ref(&order), model::now()).await?;
+    let ids = model::insert(connection.db(), std::slice::from_ref(&order), model::now()).await?;
     let id = ids.first().copied().ok_or(Failure::Missing)?;
     Ok((StatusCode::CREATED, Json(Placed { id })).into_response())
 }
