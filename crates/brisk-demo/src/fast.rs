@@ -7,6 +7,7 @@ use std::{sync::Arc, time::Duration};
 
 use crate::{
     backend::{Pool, Target},
+    level::Level,
     model::{self, NewOrder, OrderLine, Placed, Product, ProductPage, TopProduct, UserOrders},
     server::{ExportQuery, Failure, PageQuery, stats},
 };
@@ -68,11 +69,15 @@ struct Fast {
     registry: Arc<Registry>,
     loader: Arc<Loader<Products>>,
     writer: Arc<WriteBatcher<Orders>>,
-    products: Tiered<i64, Option<Product>>,
-    orders: Tiered<i64, UserOrders>,
-    pages: Tiered<i64, ProductPage>,
-    top: Tiered<(), Vec<TopProduct>>,
+    products: Cached<i64, Option<Product>>,
+    orders: Cached<i64, UserOrders>,
+    pages: Cached<i64, ProductPage>,
+    /// One entry, under key 0.
+    top: Cached<i64, Vec<TopProduct>>,
 }
+
+/// A cache in memory, over Redis when the run has one.
+type Cached<K, V> = Tiered<K, V, Level<K, V>>;
 
 fn memory<K, V>(entries: u64) -> Result<MemoryCache<K, brisk_cache::Stamped<V>>, String>
 where
@@ -85,7 +90,21 @@ where
         .map_err(|error| error.to_string())
 }
 
-pub(crate) async fn router(target: Target) -> Result<Router, String> {
+/// The brisk variant over `target`, with Redis at `redis` as the caches' second level if
+/// given.
+pub(crate) async fn router(target: Target, redis: Option<&str>) -> Result<Router, String> {
+    let redis = match redis {
+        None => None,
+        Some(url) => {
+            let client = redis::Client::open(url).map_err(|error| format!("{url}: {error}"))?;
+            Some(
+                redis::aio::ConnectionManager::new(client)
+                    .await
+                    .map_err(|error| format!("{url}: {error}"))?,
+            )
+        }
+    };
+    let level_error = |error: brisk_cache::Error| error.to_string();
     let registry = Arc::new(Registry::new());
     let pool = target.pool(8, &registry).await?;
     let loader = Loader::builder(Products { pool: pool.clone() })
@@ -100,16 +119,31 @@ pub(crate) async fn router(target: Target) -> Result<Router, String> {
     let state = Fast {
         products: Tiered::builder()
             .memory(memory(200_000)?)
+            .remote(
+                Level::new(redis.as_ref(), "catalog:products")
+                    .await
+                    .map_err(level_error)?,
+            )
             .metrics(&*registry, "products")
             .build()
             .map_err(tiered_error)?,
         orders: Tiered::builder()
             .memory(memory(50_000)?)
+            .remote(
+                Level::new(redis.as_ref(), "catalog:orders")
+                    .await
+                    .map_err(level_error)?,
+            )
             .metrics(&*registry, "orders")
             .build()
             .map_err(tiered_error)?,
         pages: Tiered::builder()
             .memory(memory(10_000)?)
+            .remote(
+                Level::new(redis.as_ref(), "catalog:pages")
+                    .await
+                    .map_err(level_error)?,
+            )
             .metrics(&*registry, "pages")
             .build()
             .map_err(tiered_error)?,
@@ -117,6 +151,11 @@ pub(crate) async fn router(target: Target) -> Result<Router, String> {
         // one refresh runs behind while readers keep being answered.
         top: Tiered::builder()
             .memory(memory(1)?)
+            .remote(
+                Level::new(redis.as_ref(), "catalog:top")
+                    .await
+                    .map_err(level_error)?,
+            )
             .fresh_for(Duration::from_secs(5))
             .stale_while_revalidate(Duration::from_secs(60))
             .metrics(&*registry, "top")
@@ -239,7 +278,7 @@ async fn top(State(fast): State<Fast>) -> Result<Json<Vec<TopProduct>>, Failure>
     let pool = fast.pool.clone();
     let top = fast
         .top
-        .try_get_with((), move || async move {
+        .try_get_with(0, move || async move {
             let mut connection = pool.get().await.map_err(Failure::from)?;
             Ok::<_, Failure>(model::top(connection.db()).await?)
         })

@@ -10,6 +10,7 @@
 mod backend;
 mod db;
 mod fast;
+mod level;
 mod load;
 mod model;
 mod naive;
@@ -43,7 +44,9 @@ usage: brisk-demo [--smoke] [--services | --database-url URL] [--seconds N] [--c
   --concurrency  requests in flight (default 32)
   --writes F     share of requests that place an order (default 0.1)
   --services     run on a throw-away PostgreSQL (brisk-testkit; seeded each run)
+  --services     … and a throw-away Redis, the brisk variant's second cache level
   --database-url a PostgreSQL database of yours (four tables are created in it)
+  --redis-url    a Redis of yours for the brisk variant's caches
   --db PATH      the SQLite file (default target/brisk-demo/<scale>.sqlite)
   --out FILE     where the report goes (default docs/demo.md; not written with --smoke)
 ";
@@ -59,6 +62,7 @@ struct Options {
     port: u16,
     services: bool,
     database_url: Option<String>,
+    redis_url: Option<String>,
     variant: Option<String>,
     target: Option<String>,
 }
@@ -75,6 +79,7 @@ fn options(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
         port: 3000,
         services: false,
         database_url: None,
+        redis_url: None,
         variant: None,
         target: None,
     };
@@ -100,6 +105,7 @@ fn options(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
             "--port" => options.port = parse(&value("--port")?, "--port")?,
             "--services" => options.services = true,
             "--database-url" => options.database_url = Some(value("--database-url")?),
+            "--redis-url" => options.redis_url = Some(value("--redis-url")?),
             // Internal: the database a variant serves from.
             "--target" => options.target = Some(value("--target")?),
             // Internal: run one variant's server (the parent starts it).
@@ -108,8 +114,11 @@ fn options(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
             other => return Err(format!("unknown argument `{other}`")),
         }
     }
-    if options.services && options.database_url.is_some() {
-        return Err("--services starts its own PostgreSQL: leave out --database-url".to_owned());
+    if options.services && (options.database_url.is_some() || options.redis_url.is_some()) {
+        return Err(
+            "--services starts its own PostgreSQL and Redis: leave out --database-url and --redis-url"
+                .to_owned(),
+        );
     }
     if options.concurrency == 0 || options.seconds == 0 {
         return Err("--seconds and --concurrency must be at least 1".to_owned());
@@ -167,13 +176,14 @@ async fn run(options: Options) -> Result<(), String> {
         )?;
         let app = match variant.as_str() {
             "naive" => naive::router(target),
-            "brisk" => fast::router(target).await?,
+            "brisk" => fast::router(target, options.redis_url.as_deref()).await?,
             other => return Err(format!("unknown variant `{other}`")),
         };
         return server::serve(app, 0).await;
     }
-    // A throw-away PostgreSQL lives as long as this run.
+    // A throw-away PostgreSQL and Redis live as long as this run.
     let mut services = None;
+    let mut redis_url = options.redis_url.clone();
     let target = if options.services {
         println!("starting a throw-away PostgreSQL (brisk-testkit)");
         let mut postgres = tokio::task::spawn_blocking(brisk_testkit::PostgresServer::start)
@@ -183,7 +193,13 @@ async fn run(options: Options) -> Result<(), String> {
         let url = postgres
             .create_database("catalog")
             .map_err(|error| format!("creating the database: {error}"))?;
-        services = Some(postgres);
+        println!("starting a throw-away Redis (brisk-testkit)");
+        let redis = tokio::task::spawn_blocking(brisk_testkit::RedisServer::start)
+            .await
+            .map_err(|error| error.to_string())?
+            .map_err(|error| format!("starting Redis: {error}"))?;
+        redis_url = Some(redis.url());
+        services = Some((postgres, redis));
         Target::Pg(url.into())
     } else if let Some(url) = &options.database_url {
         Target::Pg(url.as_str().into())
@@ -212,9 +228,13 @@ async fn run(options: Options) -> Result<(), String> {
   curl -s http://127.0.0.1:{0}/metrics",
             options.port
         );
-        return server::serve(fast::router(target).await?, options.port).await;
+        return server::serve(
+            fast::router(target, redis_url.as_deref()).await?,
+            options.port,
+        )
+        .await;
     }
-    let outcome = compare(&options, scale, &target).await;
+    let outcome = compare(&options, scale, &target, redis_url.as_deref()).await;
     drop(services);
     outcome
 }
@@ -254,11 +274,16 @@ impl Drop for Variant {
 }
 
 impl Variant {
-    fn start(name: &str, target: &Target) -> Result<Variant, String> {
+    fn start(name: &str, target: &Target, redis: Option<&str>) -> Result<Variant, String> {
         let exe = std::env::current_exe().map_err(|error| error.to_string())?;
-        let mut child = Command::new(exe)
+        let mut command = Command::new(exe);
+        command
             .args(["--variant", name, "--target"])
-            .arg(target.spec())
+            .arg(target.spec());
+        if let Some(url) = redis {
+            command.args(["--redis-url", url]);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -288,10 +313,15 @@ impl Variant {
     }
 }
 
-async fn compare(options: &Options, scale: Scale, target: &Target) -> Result<(), String> {
+async fn compare(
+    options: &Options,
+    scale: Scale,
+    target: &Target,
+    redis: Option<&str>,
+) -> Result<(), String> {
     let seconds = if options.smoke { 2 } else { options.seconds };
-    let naive = Variant::start("naive", target)?;
-    let brisk = Variant::start("brisk", target)?;
+    let naive = Variant::start("naive", target, None)?;
+    let brisk = Variant::start("brisk", target, redis)?;
     let client = load::client();
     let workload = Arc::new(Workload::new(scale, options.writes));
     let samples = if options.smoke { 100 } else { 300 };
@@ -332,7 +362,34 @@ async fn compare(options: &Options, scale: Scale, target: &Target) -> Result<(),
         // Every run starts from the seeded data.
         prepare(target, scale, true).await?;
     }
-    let report = report(options, scale, target, checked, &mut runs);
+    // Where the report goes: the repository's docs for its own configurations; a run on the
+    // user's own database writes only where --out says.
+    let out = options.out.clone().or_else(|| match target {
+        _ if options.smoke => None,
+        Target::Sqlite(_) if options.db.is_none() => Some(workspace().join("docs").join("demo.md")),
+        Target::Pg(_) if options.services => {
+            Some(workspace().join("docs").join("demo-services.md"))
+        }
+        _ => None,
+    });
+    let svg = out.as_ref().map(|out| {
+        let stem = out
+            .file_stem()
+            .map_or("demo".into(), |stem| stem.to_string_lossy());
+        out.with_file_name(format!("{stem}-latency.svg"))
+    });
+    let plot_name = svg
+        .as_ref()
+        .and_then(|svg| svg.file_name())
+        .map(|name| name.to_string_lossy().into_owned());
+    let report = report(
+        options,
+        scale,
+        target,
+        checked,
+        plot_name.as_deref(),
+        &mut runs,
+    );
     print!("{report}");
     let (naive_run, brisk_run) = (&runs[0].0, &runs[1].0);
     let per_request = |run: &Run| {
@@ -353,12 +410,11 @@ async fn compare(options: &Options, scale: Scale, target: &Target) -> Result<(),
         println!("smoke: the variants agree, and brisk makes fewer database round trips");
         return Ok(());
     }
-    let out = options
-        .out
-        .clone()
-        .unwrap_or_else(|| workspace().join("docs").join("demo.md"));
+    let (Some(out), Some(svg)) = (out, svg) else {
+        println!("(not written: --out FILE writes the report and its plot)");
+        return Ok(());
+    };
     std::fs::write(&out, report).map_err(|error| format!("{}: {error}", out.display()))?;
-    let svg = out.with_file_name("demo-latency.svg");
     let (mut a, mut b) = (runs[0].0.total().latencies, runs[1].0.total().latencies);
     a.sort_unstable();
     b.sort_unstable();
@@ -375,6 +431,7 @@ fn report(
     scale: Scale,
     target: &Target,
     checked: usize,
+    plot: Option<&str>,
     runs: &mut [Measured],
 ) -> String {
     let seconds = if options.smoke { 2 } else { options.seconds };
@@ -391,6 +448,9 @@ fn report(
         machine(),
         match target {
             Target::Sqlite(_) => "SQLite (the embedded default)",
+            Target::Pg(_) if options.services || options.redis_url.is_some() => {
+                "PostgreSQL, and Redis under the brisk variant's caches"
+            }
             Target::Pg(_) => "PostgreSQL",
         },
         scale.products,
@@ -469,7 +529,11 @@ fn report(
         cache(naive),
         cache(brisk),
     ));
-    out.push_str("![Latency by percentile, naive and brisk](demo-latency.svg)\n\n");
+    if let Some(plot) = plot {
+        out.push_str(&format!(
+            "![Latency by percentile, naive and brisk]({plot})\n\n"
+        ));
+    }
     out.push_str(
         "Database round trips are counted at the connection (diesel's instrumentation): per endpoint, from a run of that endpoint alone right after the mixed run \
          (statements of concurrent, batched requests cannot be told apart in the mix); the **all** row from the mixed run itself. \
@@ -581,7 +645,7 @@ mod tests {
         let target = Target::Sqlite(path.display().to_string().into());
         let (naive, brisk) = (
             naive::router(target.clone()),
-            fast::router(target).await.unwrap(),
+            fast::router(target, None).await.unwrap(),
         );
         let paths = [
             "/products/1",
