@@ -21,7 +21,7 @@ usage: cargo xtask <command> [args]
 commands:
   demo    one catalog service built naive and with brisk, measured side by side (release
           build; SQLite seeded on the first run; writes docs/demo.md) [--smoke] [--serve]
-          [--seconds N] [--concurrency N] [--writes F]
+          [--services] [--database-url URL] [--redis-url URL] [--seconds N] [--writes F]
   ci      everything CI checks: prerequisites, rustfmt, clippy, msrv, cargo-deny, rustdoc,
           tests, the facade with each feature, a fixed-seed fuzz run of each target, and the
           demo's smoke run
