@@ -19,8 +19,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         .run()
 }
 
-/// The CI step: tiny data, a few seconds; fails unless both variants answer alike and the
-/// brisk one makes fewer database round trips.
+/// The CI step: tiny data, a few seconds, on SQLite and then on a throw-away PostgreSQL and
+/// Redis; fails unless both variants answer alike and the brisk one makes fewer database
+/// round trips.
 pub(crate) fn smoke() -> Result<()> {
-    run(&["--smoke".to_owned()])
+    run(&["--smoke".to_owned()])?;
+    run(&["--smoke".to_owned(), "--services".to_owned()])
 }
