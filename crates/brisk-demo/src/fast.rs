@@ -15,13 +15,18 @@ use axum::{
     Json, Router,
     extract::{Path, Query, State},
     http::StatusCode,
+    http::header::CACHE_CONTROL,
     response::{IntoResponse, Response},
     routing::{get, post},
 };
 use brisk_batch::{BatchLoad, BatchWrite, Loaded, Loader, WriteBatcher};
-use brisk_cache::{Cache, MemoryCache, Tiered};
+use brisk_cache::{
+    Cache, MemoryCache, Tiered, TieredBuilder,
+    http::{CachedResponse, ConditionalLayer, ResponseCacheLayer},
+};
 use brisk_compress::CompressionLayer;
 use brisk_metrics::Registry;
+use serde::{Serialize, de::DeserializeOwned};
 
 /// `SELECT … WHERE id IN (…)` for every product key asked for within a millisecond.
 struct Products {
@@ -76,18 +81,44 @@ struct Fast {
     top: Cached<i64, Vec<TopProduct>>,
 }
 
+/// Products and listing pages change only with the catalog: any cache may keep them a minute.
+const SHARED_MINUTE: (http::HeaderName, &str) = (CACHE_CONTROL, "public, max-age=60");
+
 /// A cache in memory, over Redis when the run has one.
 type Cached<K, V> = Tiered<K, V, Level<K, V>>;
 
-fn memory<K, V>(entries: u64) -> Result<MemoryCache<K, brisk_cache::Stamped<V>>, String>
-where
-    K: std::hash::Hash + Eq + Clone + Send + Sync + 'static,
-    V: Clone + Send + Sync + 'static,
-{
-    MemoryCache::builder()
-        .max_entries(entries)
-        .build()
-        .map_err(|error| error.to_string())
+/// Makes the variant's caches: in memory, over Redis when the run has one, reporting to
+/// the registry under their name.
+struct Caches<'a> {
+    redis: Option<&'a redis::aio::ConnectionManager>,
+    registry: &'a Registry,
+}
+
+impl Caches<'_> {
+    async fn make<K, V>(
+        &self,
+        name: &str,
+        entries: u64,
+        settings: impl FnOnce(TieredBuilder<K, V, Level<K, V>>) -> TieredBuilder<K, V, Level<K, V>>,
+    ) -> Result<Cached<K, V>, String>
+    where
+        K: std::hash::Hash + Eq + Clone + std::fmt::Display + Send + Sync + 'static,
+        V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    {
+        let error = |error: brisk_cache::Error| format!("the {name} cache: {error}");
+        let memory = MemoryCache::builder()
+            .max_entries(entries)
+            .build()
+            .map_err(error)?;
+        let level = Level::new(self.redis, &format!("catalog:{name}"))
+            .await
+            .map_err(error)?;
+        let builder = Tiered::builder()
+            .memory(memory)
+            .remote(level)
+            .metrics(self.registry, name);
+        settings(builder).build().map_err(error)
+    }
 }
 
 /// The brisk variant over `target`, with Redis at `redis` as the caches' second level if
@@ -104,7 +135,6 @@ pub(crate) async fn router(target: Target, redis: Option<&str>) -> Result<Router
             )
         }
     };
-    let level_error = |error: brisk_cache::Error| error.to_string();
     let registry = Arc::new(Registry::new());
     let pool = target.pool(8, &registry).await?;
     let loader = Loader::builder(Products { pool: pool.clone() })
@@ -115,52 +145,25 @@ pub(crate) async fn router(target: Target, redis: Option<&str>) -> Result<Router
         .max_delay(Duration::from_millis(2))
         .metrics(&*registry, "orders")
         .build();
-    let tiered_error = |error: brisk_cache::Error| error.to_string();
+    let caches = Caches {
+        redis: redis.as_ref(),
+        registry: &registry,
+    };
+    let responses: Cached<String, CachedResponse> =
+        caches.make("responses", 20_000, |cache| cache).await?;
     let state = Fast {
-        products: Tiered::builder()
-            .memory(memory(200_000)?)
-            .remote(
-                Level::new(redis.as_ref(), "catalog:products")
-                    .await
-                    .map_err(level_error)?,
-            )
-            .metrics(&*registry, "products")
-            .build()
-            .map_err(tiered_error)?,
-        orders: Tiered::builder()
-            .memory(memory(50_000)?)
-            .remote(
-                Level::new(redis.as_ref(), "catalog:orders")
-                    .await
-                    .map_err(level_error)?,
-            )
-            .metrics(&*registry, "orders")
-            .build()
-            .map_err(tiered_error)?,
-        pages: Tiered::builder()
-            .memory(memory(10_000)?)
-            .remote(
-                Level::new(redis.as_ref(), "catalog:pages")
-                    .await
-                    .map_err(level_error)?,
-            )
-            .metrics(&*registry, "pages")
-            .build()
-            .map_err(tiered_error)?,
+        products: caches.make("products", 200_000, |cache| cache).await?,
+        orders: caches.make("orders", 50_000, |cache| cache).await?,
+        pages: caches.make("pages", 10_000, |cache| cache).await?,
         // Sales change with every order: the aggregate is a few seconds stale at most, and
         // one refresh runs behind while readers keep being answered.
-        top: Tiered::builder()
-            .memory(memory(1)?)
-            .remote(
-                Level::new(redis.as_ref(), "catalog:top")
-                    .await
-                    .map_err(level_error)?,
-            )
-            .fresh_for(Duration::from_secs(5))
-            .stale_while_revalidate(Duration::from_secs(60))
-            .metrics(&*registry, "top")
-            .build()
-            .map_err(tiered_error)?,
+        top: caches
+            .make("top", 1, |cache| {
+                cache
+                    .fresh_for(Duration::from_secs(5))
+                    .stale_while_revalidate(Duration::from_secs(60))
+            })
+            .await?,
         pool,
         registry: Arc::clone(&registry),
         loader: Arc::new(loader),
@@ -182,6 +185,21 @@ pub(crate) async fn router(target: Target, redis: Option<&str>) -> Result<Router
             get(|State(fast): State<Fast>| async move { fast.registry.prometheus_text() }),
         )
         .with_state(state)
+        // Whole responses that say they may be shared are answered from the cache without
+        // the handler; ETags and 304s for clients that revalidate; compression outermost,
+        // so one identity copy is stored and each coding gets its own tag.
+        .layer(
+            ResponseCacheLayer::builder(responses)
+                .metrics(&*registry, "responses")
+                .build()
+                .map_err(|error| error.to_string())?,
+        )
+        .layer(
+            ConditionalLayer::builder()
+                .metrics(&*registry, "catalog")
+                .build()
+                .map_err(|error| error.to_string())?,
+        )
         .layer(CompressionLayer::default().metrics(&*registry, "catalog")))
 }
 
@@ -197,7 +215,7 @@ async fn product(State(fast): State<Fast>, Path(id): Path<i64>) -> Result<Respon
         .await
         .map_err(cache_failure)?;
     Ok(match found {
-        Some(product) => Json(product).into_response(),
+        Some(product) => ([SHARED_MINUTE], Json(product)).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
     })
 }
@@ -205,7 +223,7 @@ async fn product(State(fast): State<Fast>, Path(id): Path<i64>) -> Result<Respon
 async fn page(
     State(fast): State<Fast>,
     Query(query): Query<PageQuery>,
-) -> Result<Json<ProductPage>, Failure> {
+) -> Result<impl IntoResponse, Failure> {
     let pool = fast.pool.clone();
     let number = query.page;
     let page = fast
@@ -220,7 +238,7 @@ async fn page(
         })
         .await
         .map_err(|error| Failure::Cache(error.to_string()))?;
-    Ok(Json(page))
+    Ok(([SHARED_MINUTE], Json(page)))
 }
 
 /// The orders in one query, their products in one batched query shared with concurrent
@@ -228,7 +246,7 @@ async fn page(
 async fn orders(
     State(fast): State<Fast>,
     Path(user_id): Path<i64>,
-) -> Result<Json<UserOrders>, Failure> {
+) -> Result<impl IntoResponse, Failure> {
     let (pool, loader) = (fast.pool.clone(), Arc::clone(&fast.loader));
     let products = fast.products.clone();
     let answer = fast
@@ -271,10 +289,11 @@ async fn orders(
         })
         .await
         .map_err(|error| Failure::Cache(error.to_string()))?;
-    Ok(Json(answer))
+    // One user's data, changed by their writes: no shared cache may keep it.
+    Ok(([(CACHE_CONTROL, "private, no-cache")], Json(answer)))
 }
 
-async fn top(State(fast): State<Fast>) -> Result<Json<Vec<TopProduct>>, Failure> {
+async fn top(State(fast): State<Fast>) -> Result<impl IntoResponse, Failure> {
     let pool = fast.pool.clone();
     let top = fast
         .top
@@ -284,7 +303,7 @@ async fn top(State(fast): State<Fast>) -> Result<Json<Vec<TopProduct>>, Failure>
         })
         .await
         .map_err(|error| Failure::Cache(error.to_string()))?;
-    Ok(Json(top))
+    Ok(([(CACHE_CONTROL, "public, max-age=5")], Json(top)))
 }
 
 /// Still read whole, then sent (compressed): streamed rows come with brisk-stream.

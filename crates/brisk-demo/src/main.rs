@@ -711,6 +711,32 @@ mod tests {
             let malformed = call(app, "POST", "/orders", "{").await;
             assert_eq!(malformed.0, 400);
         }
+        // The brisk variant's HTTP layers: a shareable response is stored and answered
+        // without the handler, tagged, and revalidated with a 304; a user's data is not.
+        let headers = |path: &'static str, extra: Option<(&'static str, String)>| {
+            let brisk = brisk.clone();
+            async move {
+                let mut request = http::Request::get(path);
+                if let Some((name, value)) = extra {
+                    request = request.header(name, value);
+                }
+                let response = brisk
+                    .oneshot(request.body(Body::empty()).unwrap())
+                    .await
+                    .unwrap();
+                (response.status().as_u16(), response.headers().clone())
+            }
+        };
+        let (_, first) = headers("/products/7", None).await;
+        let (_, second) = headers("/products/7", None).await;
+        assert_eq!(second["x-cache"], "hit");
+        let tag = first["etag"].to_str().unwrap().to_owned();
+        let (status, _) = headers("/products/7", Some(("if-none-match", tag))).await;
+        assert_eq!(status, 304);
+        let (_, orders) = headers("/users/3/orders", None).await;
+        assert_eq!(orders["cache-control"], "private, no-cache");
+        assert_eq!(orders["x-cache"], "miss");
+
         // brisk's cached order list was dropped by its write: both show both new orders.
         let a = call(&naive, "GET", "/users/3/orders", "").await;
         let b = call(&brisk, "GET", "/users/3/orders", "").await;
