@@ -350,14 +350,8 @@ async fn compare(
         .await?;
         println!();
         let alone = if options.smoke { 20 } else { 200 };
-        let statements = load::statements_per_endpoint(
-            &client,
-            &variant.base,
-            &workload,
-            options.concurrency,
-            alone,
-        )
-        .await?;
+        let statements =
+            load::statements_per_endpoint(&client, &variant.base, &workload, alone).await?;
         runs.push((run, statements, variant.peak_rss_mib()));
         // Every run starts from the seeded data.
         prepare(target, scale, true).await?;
@@ -535,7 +529,7 @@ fn report(
         ));
     }
     out.push_str(
-        "Database round trips are counted at the connection (diesel's instrumentation): per endpoint, from a run of that endpoint alone right after the mixed run \
+        "Database round trips are counted at the connection (diesel's instrumentation): per endpoint, from up to 2 s of that endpoint alone (4 requests at a time) right after the mixed run \
          (statements of concurrent, batched requests cannot be told apart in the mix); the **all** row from the mixed run itself. \
          One statement of each naive request is its new connection's setup (WAL, busy timeout: without it, concurrent writers fail with \"database is locked\"). \
          Still naive on both sides until brisk-stream lands: the listing pages by offset, and the export is read whole before it is sent (brisk compresses it). \
