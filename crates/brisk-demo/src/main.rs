@@ -527,6 +527,16 @@ fn report(
         out.push_str(&format!(
             "![Latency by percentile, naive and brisk]({plot})\n\n"
         ));
+        // The repository's two reports point at each other.
+        match plot {
+            "demo-latency.svg" => out.push_str(
+                "The same service on PostgreSQL and Redis: [demo-services.md](demo-services.md) (`cargo xtask demo -- --services`).\n\n",
+            ),
+            "demo-services-latency.svg" => out.push_str(
+                "The same service on the embedded default, SQLite: [demo.md](demo.md) (`cargo xtask demo`).\n\n",
+            ),
+            _ => {}
+        }
     }
     out.push_str(
         "Database round trips are counted at the connection (diesel's instrumentation): per endpoint, from up to 2 s of that endpoint alone (4 requests at a time) right after the mixed run \
