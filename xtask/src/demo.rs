@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 
-use crate::cmd::Cmd;
+use crate::{cmd::Cmd, setup};
 
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let args: Vec<&str> = args
@@ -13,6 +13,10 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         .map(String::as_str)
         .filter(|arg| *arg != "--")
         .collect();
+    // `--services` starts PostgreSQL and redis-server: installed like the tests' servers.
+    if args.contains(&"--services") {
+        setup::servers()?;
+    }
     Cmd::cargo()
         .args(["run", "--release", "--quiet", "-p", "brisk-demo", "--"])
         .args(args)
