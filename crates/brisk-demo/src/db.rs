@@ -222,7 +222,10 @@ pub(crate) async fn prepare_pg(url: &str, scale: Scale) -> Result<(), String> {
     .map(|row| row.value);
     if seeded == Some(SEED_VERSION) {
         println!("database: {} (seeded by an earlier run)", redact(url));
-        return reset_pg(url, scale).await;
+        return connection
+            .batch_execute(&remove_placed_pg(scale))
+            .await
+            .map_err(error);
     }
     println!(
         "seeding {}: {} products, {} users, {} orders",
@@ -264,13 +267,18 @@ pub(crate) async fn reset_pg(url: &str, scale: Scale) -> Result<(), String> {
         .await
         .map_err(|error| error.to_string())?;
     connection
-        .batch_execute(&format!(
-            "DELETE FROM orders WHERE id > {0};
-             SELECT setval(pg_get_serial_sequence('orders', 'id'), {0});",
-            scale.orders.max(1)
-        ))
+        .batch_execute(&remove_placed_pg(scale))
         .await
         .map_err(|error| error.to_string())
+}
+
+/// Removes the orders runs placed, and restarts new ids after the seeded ones.
+fn remove_placed_pg(scale: Scale) -> String {
+    format!(
+        "DELETE FROM orders WHERE id > {0};
+         SELECT setval(pg_get_serial_sequence('orders', 'id'), {0});",
+        scale.orders.max(1)
+    )
 }
 
 /// A URL without its password, for printing.

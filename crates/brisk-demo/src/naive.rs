@@ -15,18 +15,6 @@ use axum::{
     routing::{get, post},
 };
 
-#[derive(Clone)]
-struct Naive {
-    target: Target,
-}
-
-impl Naive {
-    /// A new connection, as a handler that opens its own would get it.
-    async fn connect(&self) -> Result<crate::backend::Owned, Failure> {
-        self.target.connect().await
-    }
-}
-
 pub(crate) fn router(target: Target) -> Router {
     Router::new()
         .route("/products/{id}", get(product))
@@ -36,11 +24,11 @@ pub(crate) fn router(target: Target) -> Router {
         .route("/orders/export", get(export))
         .route("/orders", post(place))
         .route("/stats", get(|| async { Json(stats(None)) }))
-        .with_state(Naive { target })
+        .with_state(target)
 }
 
-async fn product(State(naive): State<Naive>, Path(id): Path<i64>) -> Result<Response, Failure> {
-    let mut connection = naive.connect().await?;
+async fn product(State(target): State<Target>, Path(id): Path<i64>) -> Result<Response, Failure> {
+    let mut connection = target.connect().await?;
     Ok(match model::product(connection.db(), id).await? {
         Some(product) => Json(product).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
@@ -48,10 +36,10 @@ async fn product(State(naive): State<Naive>, Path(id): Path<i64>) -> Result<Resp
 }
 
 async fn page(
-    State(naive): State<Naive>,
+    State(target): State<Target>,
     Query(query): Query<PageQuery>,
 ) -> Result<Json<ProductPage>, Failure> {
-    let mut connection = naive.connect().await?;
+    let mut connection = target.connect().await?;
     let items = model::page(connection.db(), query.page).await?;
     Ok(Json(ProductPage {
         page: query.page,
@@ -61,10 +49,10 @@ async fn page(
 
 /// N+1: the orders, then each order's product on its own.
 async fn orders(
-    State(naive): State<Naive>,
+    State(target): State<Target>,
     Path(user_id): Path<i64>,
 ) -> Result<Json<UserOrders>, Failure> {
-    let mut connection = naive.connect().await?;
+    let mut connection = target.connect().await?;
     let rows = model::recent_orders(connection.db(), user_id).await?;
     let mut orders = Vec::with_capacity(rows.len());
     for row in rows {
@@ -79,17 +67,17 @@ async fn orders(
     Ok(Json(UserOrders { user_id, orders }))
 }
 
-async fn top(State(naive): State<Naive>) -> Result<Json<Vec<model::TopProduct>>, Failure> {
-    let mut connection = naive.connect().await?;
+async fn top(State(target): State<Target>) -> Result<Json<Vec<model::TopProduct>>, Failure> {
+    let mut connection = target.connect().await?;
     Ok(Json(model::top(connection.db()).await?))
 }
 
 /// The whole export read, then sent.
 async fn export(
-    State(naive): State<Naive>,
+    State(target): State<Target>,
     Query(from): Query<ExportQuery>,
 ) -> Result<Response, Failure> {
-    let mut connection = naive.connect().await?;
+    let mut connection = target.connect().await?;
     let orders = model::export(connection.db(), from.from).await?;
     Ok((
         [("content-type", "application/x-ndjson")],
@@ -99,13 +87,13 @@ async fn export(
 }
 
 async fn place(
-    State(naive): State<Naive>,
+    State(target): State<Target>,
     Json(order): Json<NewOrder>,
 ) -> Result<Response, Failure> {
     if !model::valid(&order) {
         return Ok(StatusCode::UNPROCESSABLE_ENTITY.into_response());
     }
-    let mut connection = naive.connect().await?;
+    let mut connection = target.connect().await?;
     let ids = model::insert(connection.db(), std::slice::from_ref(&order), model::now()).await?;
     let id = ids.first().copied().ok_or(Failure::Missing)?;
     Ok((StatusCode::CREATED, Json(Placed { id })).into_response())

@@ -96,6 +96,14 @@ impl EntityTag {
     }
 }
 
+impl EntityTag {
+    /// The tag as an `ETag` header value. Entity-tag characters are visible ASCII, so every
+    /// tag makes one; `None` is not reached.
+    pub(crate) fn header_value(&self) -> Option<http::HeaderValue> {
+        http::HeaderValue::from_str(&self.to_string()).ok()
+    }
+}
+
 impl fmt::Display for EntityTag {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.weak {

@@ -13,8 +13,7 @@ use bytes::Bytes;
 use http::{
     HeaderMap, HeaderValue, Method, Request, Response, StatusCode,
     header::{
-        CACHE_CONTROL, CONTENT_LOCATION, CONTENT_TYPE, DATE, ETAG, EXPIRES, IF_MATCH,
-        IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_UNMODIFIED_SINCE, LAST_MODIFIED, VARY,
+        CACHE_CONTROL, CONTENT_LOCATION, CONTENT_TYPE, DATE, ETAG, EXPIRES, LAST_MODIFIED, VARY,
     },
 };
 use http_body::Body;
@@ -24,7 +23,7 @@ use tower_service::Service;
 
 use super::{
     BoxError, CacheBody, CacheControl, EntityTag,
-    precondition::{Precondition, Validators, evaluate},
+    precondition::{PRECONDITIONS, Precondition, Validators, evaluate},
 };
 use crate::{Error, metrics::Series};
 
@@ -303,12 +302,7 @@ where
         let method = request.method().clone();
         // Only the four precondition headers are kept while the handler runs.
         let mut conditions = HeaderMap::new();
-        for name in [
-            IF_MATCH,
-            IF_NONE_MATCH,
-            IF_MODIFIED_SINCE,
-            IF_UNMODIFIED_SINCE,
-        ] {
+        for name in PRECONDITIONS {
             for value in request.headers().get_all(&name) {
                 conditions.append(name.clone(), value.clone());
             }
@@ -337,7 +331,7 @@ where
                 // What the 304 carries: the tag, and the default policy (no response, so no
                 // content type to pick another by).
                 let mut headers = HeaderMap::new();
-                if let Ok(value) = HeaderValue::from_str(&tag.to_string()) {
+                if let Some(value) = tag.header_value() {
                     headers.insert(ETAG, value);
                 }
                 if let Some(policy) = &config.default_policy {
@@ -378,9 +372,7 @@ where
         return Response::from_parts(parts, CacheBody::passed(body));
     }
     if !parts.headers.contains_key(ETAG)
-        && let Some(value) = known
-            .as_ref()
-            .and_then(|tag| HeaderValue::from_str(&tag.to_string()).ok())
+        && let Some(value) = known.as_ref().and_then(EntityTag::header_value)
     {
         parts.headers.insert(ETAG, value);
     }
@@ -410,10 +402,7 @@ where
                 let bytes = collected.to_bytes();
                 etag = hash_tag(&bytes);
                 config.metrics.hashed.increment();
-                if let Some(value) = etag
-                    .as_ref()
-                    .and_then(|tag| HeaderValue::from_str(&tag.to_string()).ok())
-                {
+                if let Some(value) = etag.as_ref().and_then(EntityTag::header_value) {
                     parts.headers.insert(ETAG, value);
                 }
                 CacheBody::buffered(bytes)

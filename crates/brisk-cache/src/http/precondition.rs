@@ -10,6 +10,14 @@ use http::{
 
 use super::etag::{EntityTag, TagList};
 
+/// The four precondition headers [`evaluate`] reads (RFC 9110 §13.1).
+pub(super) const PRECONDITIONS: [http::HeaderName; 4] = [
+    IF_MATCH,
+    IF_NONE_MATCH,
+    IF_MODIFIED_SINCE,
+    IF_UNMODIFIED_SINCE,
+];
+
 /// What the server holds of the selected representation: its validators.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Validators<'a> {

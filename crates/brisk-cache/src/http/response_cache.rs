@@ -14,8 +14,8 @@ use bytes::Bytes;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode,
     header::{
-        AGE, AUTHORIZATION, CACHE_CONTROL, DATE, ETAG, EXPIRES, HOST, IF_MATCH, IF_MODIFIED_SINCE,
-        IF_NONE_MATCH, IF_RANGE, IF_UNMODIFIED_SINCE, PRAGMA, RANGE, SET_COOKIE, VARY,
+        AGE, AUTHORIZATION, CACHE_CONTROL, DATE, ETAG, EXPIRES, HOST, IF_RANGE, PRAGMA, RANGE,
+        SET_COOKIE, VARY,
     },
 };
 use http_body::Body;
@@ -23,7 +23,7 @@ use http_body_util::BodyExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{BoxError, CacheBody, directives, layer::hash_tag};
+use super::{BoxError, CacheBody, directives, layer::hash_tag, precondition::PRECONDITIONS};
 use crate::{Cache, Error, NoRemote, Remote, Stamped, Tiered, metrics::Series, tiered::NotStored};
 
 /// The response header that tells how a response was answered: `hit`, `miss` or `stale`.
@@ -337,7 +337,7 @@ impl<R> fmt::Debug for ResponseCacheLayer<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseCacheLayer")
             .field("max_body", &self.config.max_body)
-            .field("default_ttl", &self.config.default_ttl)
+            .field("default_ttl", &self.config.cache.fresh_for())
             .finish_non_exhaustive()
     }
 }
@@ -345,8 +345,6 @@ impl<R> fmt::Debug for ResponseCacheLayer<R> {
 struct Config<R> {
     cache: Tiered<String, CachedResponse, R>,
     max_body: u64,
-    /// The cache's `fresh_for`: the lifetime of a response that does not give its own.
-    default_ttl: Option<Duration>,
     request_directives: bool,
     metrics: Metrics,
 }
@@ -418,7 +416,6 @@ impl<R> ResponseCacheLayerBuilder<R> {
         }
         Ok(ResponseCacheLayer {
             config: Arc::new(Config {
-                default_ttl: self.cache.fresh_for(),
                 cache: self.cache,
                 max_body: self.max_body,
                 request_directives: self.request_directives,
@@ -709,13 +706,7 @@ where
     }
     // The handler's request has no preconditions: it makes the full response that every
     // request shares (preconditions are answered on it outside, by a `ConditionalLayer`).
-    for name in [
-        IF_MATCH,
-        IF_NONE_MATCH,
-        IF_MODIFIED_SINCE,
-        IF_UNMODIFIED_SINCE,
-        IF_RANGE,
-    ] {
+    for name in PRECONDITIONS.into_iter().chain([IF_RANGE]) {
         request.headers_mut().remove(name);
     }
     let pending: Slot<(S, Request<ReqBody>)> = Arc::new(Mutex::new(Some((inner, request))));
@@ -851,7 +842,8 @@ where
             };
             let failed = response.status().is_server_error();
             let lifetime = (!failed)
-                .then(|| storable(config.max_body, config.default_ttl, &response))
+                // The cache's `fresh_for` is the lifetime of a response that gives none.
+                .then(|| storable(config.max_body, config.cache.fresh_for(), &response))
                 .flatten();
             let (Some(lifetime), Some(vary)) = (lifetime, vary_names(response.headers())) else {
                 let response = response.map(CacheBody::passed);
@@ -888,8 +880,7 @@ where
             }
             if parts.status == StatusCode::OK
                 && !parts.headers.contains_key(ETAG)
-                && let Some(value) =
-                    hash_tag(&body).and_then(|tag| HeaderValue::from_str(&tag.to_string()).ok())
+                && let Some(value) = hash_tag(&body).and_then(|tag| tag.header_value())
             {
                 parts.headers.insert(ETAG, value);
             }
