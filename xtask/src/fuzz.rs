@@ -10,6 +10,7 @@ use crate::{cmd::Cmd, setup};
 const TARGETS: &[&str] = &[
     "accept_encoding",
     "cache_control",
+    "cursor",
     "decoders",
     "preconditions",
     "value_frame",

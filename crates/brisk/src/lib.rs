@@ -18,6 +18,7 @@
 //! | `dedup` | [`brisk-dedup`](https://docs.rs/brisk-dedup) | single-flight: concurrent identical requests share one execution, in one process or across instances through Redis (its own feature `redis`) |
 //! | `metrics` | [`brisk-metrics`](https://docs.rs/brisk-metrics) | latency histograms, counters, Prometheus text, performance budgets |
 //! | `pool` | [`brisk-pool`](https://docs.rs/brisk-pool) | connection pools for diesel-async PostgreSQL and SQLite and for Redis (its own features `postgres`, `sqlite`, `redis`), validating only idle connections |
+//! | `stream` | [`brisk-stream`](https://docs.rs/brisk-stream) | signed, query-bound pagination cursors; JSON/NDJSON/CSV encoding of row streams in bounded memory, where a failure aborts the body; field selection; bounded parallelism |
 //!
 //! (Crates appear in this table as they are released.)
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -40,3 +41,6 @@ pub use brisk_metrics as metrics;
 #[cfg(feature = "pool")]
 #[cfg_attr(docsrs, doc(cfg(feature = "pool")))]
 pub use brisk_pool as pool;
+#[cfg(feature = "stream")]
+#[cfg_attr(docsrs, doc(cfg(feature = "stream")))]
+pub use brisk_stream as stream;
