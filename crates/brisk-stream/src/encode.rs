@@ -88,6 +88,7 @@ impl Encoder {
             failure: None,
             state: State::Start,
             rows_written: 0,
+            row_hint: 0,
             chunk_size: self.chunk_size,
             metrics: self.metrics.clone(),
         }
@@ -247,6 +248,9 @@ pin_project_lite::pin_project! {
         failure: Option<Error>,
         state: State,
         rows_written: u64,
+        // About the size of the rows lately (the largest, decaying): a chunk leaves before a
+        // row would overflow it, so the buffer is never regrown nor copied.
+        row_hint: usize,
         chunk_size: usize,
         metrics: EncodeMetrics,
     }
@@ -334,6 +338,8 @@ where
         };
         match written {
             Ok(()) => {
+                let size = this.buf.len() - start;
+                *this.row_hint = size.max(*this.row_hint - *this.row_hint / 8);
                 *this.rows_written += 1;
                 this.metrics.rows.increment();
                 Ok(())
@@ -435,6 +441,12 @@ where
                 let whole = all.len() / *this.chunk_size * *this.chunk_size;
                 *this.pending = all.split_to(whole);
                 this.buf.extend_from_slice(&all);
+                continue;
+            }
+            if !this.buf.is_empty() && this.buf.len() + *this.row_hint > *this.chunk_size {
+                // The next row would likely not fit: the chunk leaves as it is.
+                *this.pending =
+                    Bytes::from(mem::replace(this.buf, Vec::with_capacity(*this.chunk_size)));
                 continue;
             }
             match *this.state {
