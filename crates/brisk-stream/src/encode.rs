@@ -21,6 +21,9 @@ use crate::{
 /// The default chunk size: big enough that a chunk is one write of many rows, small enough
 /// that the first rows leave early.
 const DEFAULT_CHUNK_SIZE: usize = 32 * 1024;
+/// Scheduler turns an encoder waits, after the last bytes before a failure, before it yields
+/// the failure (see [`Encoder`]).
+const LINGER: u8 = 16;
 /// The largest chunk size accepted.
 const MAX_CHUNK_SIZE: usize = 16 * 1024 * 1024;
 
@@ -37,7 +40,11 @@ const MAX_CHUNK_SIZE: usize = 16 * 1024 * 1024;
 /// response, so the client sees a transfer error, never a well-formed but truncated document.
 /// A JSON array is left without its `]` and a CSV body ends at the last complete line; NDJSON
 /// also writes a last line, `{"error":"row stream failed","rows":N}` (or `"a row could not be
-/// encoded"`), for clients that read line by line, and then aborts.
+/// encoded"`), for clients that read line by line, and then aborts. Between the last bytes and
+/// the error the stream is `Pending` for a few scheduler turns (it wakes itself), so that a
+/// server writes out the bytes it was handed before it drops the connection; a client that
+/// reads too slowly to take them in that time may miss the last of them, but never sees a
+/// clean end.
 ///
 /// ```
 /// use brisk_stream::Encoder;
@@ -89,6 +96,7 @@ impl Encoder {
             state: State::Start,
             rows_written: 0,
             row_hint: 0,
+            linger: LINGER,
             chunk_size: self.chunk_size,
             metrics: self.metrics.clone(),
         }
@@ -251,6 +259,8 @@ pin_project_lite::pin_project! {
         // About the size of the rows lately (the largest, decaying): a chunk leaves before a
         // row would overflow it, so the buffer is never regrown nor copied.
         row_hint: usize,
+        // Scheduler turns left to wait before yielding a failure.
+        linger: u8,
         chunk_size: usize,
         metrics: EncodeMetrics,
     }
@@ -458,6 +468,14 @@ where
                     if !this.buf.is_empty() {
                         *this.pending = Bytes::from(mem::take(this.buf));
                         continue;
+                    }
+                    if this.failure.is_some() && *this.linger > 0 {
+                        // Before the error, let the server write out what it was handed: hyper
+                        // drops its unsent buffer when a body fails, and flushes it when the
+                        // body has nothing ready. A few scheduler turns, no timer.
+                        *this.linger -= 1;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
                     }
                     return Poll::Ready(this.failure.take().map(Err));
                 }
