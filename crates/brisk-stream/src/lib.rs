@@ -59,9 +59,13 @@
 #[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 mod cursor;
+#[cfg(feature = "diesel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "diesel")))]
+pub mod diesel;
 mod encode;
 mod error;
 mod fields;
+mod keyset;
 mod metrics;
 mod parallel;
 
@@ -74,4 +78,5 @@ pub use cursor::{Cursor, Cursors, CursorsBuilder, Direction, Scope};
 pub use encode::{Encode, Encoder, EncoderBuilder};
 pub use error::{BoxError, CursorRejection, Error, Result};
 pub use fields::{Fields, Selected};
+pub use keyset::{KeyValue, Keyset, KeysetBuilder, Nulls, Page, Placeholders, Plan, SortOrder};
 pub use parallel::{Parallel, ParallelBuilder};
