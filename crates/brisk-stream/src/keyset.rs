@@ -366,7 +366,16 @@ impl Keyset {
         cursor: Option<Cursor<Vec<KeyValue>>>,
         limit: Option<usize>,
     ) -> Result<Plan> {
-        let limit = self.limit(limit);
+        self.plan_exact(cursor, self.limit(limit))
+    }
+
+    /// [`plan`](Self::plan) with a page size from code, not bounded by `max_limit`.
+    pub(crate) fn plan_exact(
+        &self,
+        cursor: Option<Cursor<Vec<KeyValue>>>,
+        limit: usize,
+    ) -> Result<Plan> {
+        let limit = limit.max(1);
         let direction = cursor.as_ref().map_or(Direction::After, |c| c.direction);
         let mut plan = Plan {
             pieces: Vec::new(),

@@ -68,6 +68,7 @@ mod fields;
 mod keyset;
 mod metrics;
 mod parallel;
+mod rows;
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]
@@ -80,3 +81,4 @@ pub use error::{BoxError, CursorRejection, Error, Result};
 pub use fields::{Fields, Selected};
 pub use keyset::{KeyValue, Keyset, KeysetBuilder, Nulls, Page, Placeholders, Plan, SortOrder};
 pub use parallel::{Parallel, ParallelBuilder};
+pub use rows::KeysetStream;

@@ -297,6 +297,34 @@ async fn sqlite_raw_sql_pages_the_same() {
     .await;
 }
 
+#[tokio::test]
+async fn sqlite_streams_every_row_of_every_sort() {
+    use futures_util::StreamExt;
+    let connection = std::sync::Arc::new(std::sync::Mutex::new(sqlite()));
+    for spec in specs() {
+        for page_size in [1, 4, 100] {
+            let connection = connection.clone();
+            let rows: Vec<Row> = keyset(&spec)
+                .stream(
+                    page_size,
+                    move |plan| {
+                        let mut connection = connection.lock().unwrap();
+                        std::future::ready(query_builder(&plan).load::<Row>(&mut *connection))
+                    },
+                    |row| key(&spec, row),
+                )
+                .map(Result::unwrap)
+                .collect()
+                .await;
+            assert_eq!(
+                rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+                model(&spec),
+                "{spec:?}, pages of {page_size}"
+            );
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_pages_every_sort_without_losing_or_repeating_a_row() {
     use diesel_async::{
@@ -338,6 +366,43 @@ async fn postgres_pages_every_sort_without_losing_or_repeating_a_row() {
         .unwrap()
     })
     .await;
+    // The prefetching stream, one shared connection.
+    let shared = std::sync::Arc::new(tokio::sync::Mutex::new(connection));
+    for spec in specs().into_iter().step_by(3) {
+        use futures_util::StreamExt;
+        let fetching = shared.clone();
+        let rows: Vec<Row> = keyset(&spec)
+            .stream(
+                6,
+                move |plan| {
+                    let connection = fetching.clone();
+                    async move {
+                        let mut connection = connection.lock().await;
+                        Async::load(
+                            items::table
+                                .filter(filter(&plan))
+                                .order(order(&plan))
+                                .limit(plan.fetch()),
+                            &mut *connection,
+                        )
+                        .await
+                    }
+                },
+                |row| key(&spec, row),
+            )
+            .map(Result::unwrap)
+            .collect()
+            .await;
+        assert_eq!(
+            rows.iter().map(|r| r.id).collect::<Vec<_>>(),
+            model(&spec),
+            "{spec:?}"
+        );
+    }
+    let mut connection = std::sync::Arc::try_unwrap(shared)
+        .ok()
+        .unwrap()
+        .into_inner();
     // Raw SQL with numbered placeholders, on one sort of each shape.
     for spec in specs().into_iter().step_by(7) {
         let keyset = keyset(&spec);
