@@ -15,6 +15,9 @@ use crate::{
     keyset::{KeyValue, Keyset, Plan},
 };
 
+/// A page's query in flight.
+type PageFuture<T, E> = Pin<Box<dyn Future<Output = Result<Vec<T>, E>> + Send>>;
+
 /// Every row of a keyset-sorted result as one stream, fetched a page at a time; from
 /// [`Keyset::stream`].
 ///
@@ -36,7 +39,7 @@ pub struct KeysetStream<T, E, F, K> {
     fetch: F,
     key: K,
     current: std::vec::IntoIter<T>,
-    next: Option<Pin<Box<dyn Future<Output = Result<Vec<T>, E>> + Send>>>,
+    next: Option<PageFuture<T, E>>,
     arrived: Option<Result<Vec<T>, E>>,
     done: bool,
 }
@@ -61,7 +64,7 @@ where
     pub(crate) fn new(keyset: Keyset, page_size: usize, mut fetch: F, key: K) -> Self {
         let first = keyset
             .plan_exact(None, page_size)
-            .map(|plan| Box::pin(fetch(plan)) as Pin<Box<dyn Future<Output = _> + Send>>)
+            .map(|plan| Box::pin(fetch(plan)) as PageFuture<T, E>)
             .ok();
         let done = first.is_none();
         Self {
