@@ -41,6 +41,12 @@ pub enum Error {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A page number was 0, or deeper than the listing serves.
+    #[error("invalid page: {reason}")]
+    InvalidPage {
+        /// What is wrong with it.
+        reason: &'static str,
+    },
     /// A row could not be serialized (JSON or CSV); the body was aborted there.
     #[error("a row could not be encoded")]
     Encode {
@@ -80,7 +86,10 @@ impl Error {
     pub fn is_client_error(&self) -> bool {
         matches!(
             self,
-            Self::InvalidCursor { .. } | Self::UnknownField { .. } | Self::InvalidFields { .. }
+            Self::InvalidCursor { .. }
+                | Self::UnknownField { .. }
+                | Self::InvalidFields { .. }
+                | Self::InvalidPage { .. }
         )
     }
 

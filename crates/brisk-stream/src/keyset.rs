@@ -2,6 +2,7 @@
 
 use std::fmt::{self, Write as _};
 
+use brisk_metrics::{Counter, Recorder};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -150,6 +151,7 @@ pub struct Keyset {
     max_limit: usize,
     default_limit: usize,
     scope: Scope,
+    pub(crate) pages: Counter,
 }
 
 /// Configures a [`Keyset`]; from [`Keyset::builder`].
@@ -161,6 +163,7 @@ pub struct KeysetBuilder {
     max_limit: usize,
     default_limit: usize,
     problem: Option<Error>,
+    pages: Counter,
 }
 
 /// Whether `text` is a plain SQL identifier, optionally qualified (`table.column`).
@@ -268,6 +271,13 @@ impl KeysetBuilder {
         self
     }
 
+    /// Counts pages served (`brisk_stream_pages_total`, by [`Plan::page`] and each page of a
+    /// [`KeysetStream`](crate::KeysetStream)), labelled `name="<name>"`.
+    pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
+        self.pages = crate::metrics::counter(recorder, "brisk_stream_pages_total", name, None);
+        self
+    }
+
     /// The keyset, or [`Error::Config`] for a column that is not an identifier, a unique column
     /// missing or not last, or limits of 0 or a default above the maximum.
     pub fn build(self) -> Result<Keyset> {
@@ -308,6 +318,7 @@ impl KeysetBuilder {
             columns: self.columns,
             max_limit: self.max_limit,
             default_limit: self.default_limit,
+            pages: self.pages,
         })
     }
 }
@@ -322,6 +333,7 @@ impl Keyset {
             max_limit: 100,
             default_limit: 20,
             problem: None,
+            pages: Counter::noop(),
         }
     }
 
@@ -383,6 +395,7 @@ impl Keyset {
             limit,
             direction,
             from: None,
+            pages: self.pages.clone(),
         };
         let backward = direction == Direction::Before;
         for (index, column) in self.columns.iter().enumerate() {
@@ -585,6 +598,7 @@ pub struct Plan {
     limit: usize,
     direction: Direction,
     from: Option<Vec<KeyValue>>,
+    pages: Counter,
 }
 
 impl Plan {
@@ -651,6 +665,7 @@ impl Plan {
         cursors: &Cursors,
         scope: &Scope,
     ) -> Result<Page<T>> {
+        self.pages.increment();
         let has_more = rows.len() > self.limit;
         rows.truncate(self.limit);
         let backward = self.direction == Direction::Before;
@@ -713,4 +728,170 @@ impl fmt::Display for Placeholders {
             Self::Question => "?",
         })
     }
+}
+
+/// Offset pagination (`?page=3&limit=20`), for when a client must jump to page *n* or show a
+/// total: every page reads and throws away the rows before it, so page *n* costs O(*n*) (see
+/// docs/streaming.md for measured times), and rows inserted or deleted meanwhile shift the
+/// pages. [`max_offset`](OffsetPagingBuilder::max_offset) refuses pages so deep that one
+/// request would make the database read a large part of the table.
+///
+/// ```
+/// use brisk_stream::OffsetPaging;
+///
+/// let paging = OffsetPaging::builder().max_limit(100).max_offset(10_000).build()?;
+/// let plan = paging.page(Some(3), Some(20))?;
+/// assert_eq!((plan.offset(), plan.fetch()), (40, 21));
+/// let page = plan.page((41..=61).collect::<Vec<i64>>(), Some(500));
+/// assert_eq!(page.items.len(), 20);
+/// assert!(page.has_more);
+/// assert!(paging.page(Some(1_000), Some(20)).is_err()); // offset 19 980: too deep
+/// # Ok::<(), brisk_stream::Error>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct OffsetPaging {
+    default_limit: usize,
+    max_limit: usize,
+    max_offset: u64,
+}
+
+/// Configures [`OffsetPaging`]; from [`OffsetPaging::builder`].
+#[derive(Debug, Clone, Copy)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct OffsetPagingBuilder {
+    default_limit: usize,
+    max_limit: usize,
+    max_offset: u64,
+}
+
+impl OffsetPagingBuilder {
+    /// The rows in a page when the client does not say. Default 20.
+    pub fn default_limit(mut self, rows: usize) -> Self {
+        self.default_limit = rows;
+        self
+    }
+
+    /// The most rows a page may have; a client asking for more gets this many. Default 100.
+    pub fn max_limit(mut self, rows: usize) -> Self {
+        self.max_limit = rows;
+        self
+    }
+
+    /// The deepest offset served; a deeper page is [`Error::InvalidPage`]. Default 10 000.
+    pub fn max_offset(mut self, rows: u64) -> Self {
+        self.max_offset = rows;
+        self
+    }
+
+    /// The paging, or [`Error::Config`] for a zero limit or a default above the maximum.
+    pub fn build(self) -> Result<OffsetPaging> {
+        if self.max_limit == 0 {
+            return Err(Error::config(
+                "max_limit",
+                0,
+                "a page must be allowed a row",
+            ));
+        }
+        if self.default_limit == 0 || self.default_limit > self.max_limit {
+            return Err(Error::config(
+                "default_limit",
+                self.default_limit,
+                "must be from 1 to max_limit",
+            ));
+        }
+        Ok(OffsetPaging {
+            default_limit: self.default_limit,
+            max_limit: self.max_limit,
+            max_offset: self.max_offset,
+        })
+    }
+}
+
+impl OffsetPaging {
+    /// Configures offset paging.
+    pub fn builder() -> OffsetPagingBuilder {
+        OffsetPagingBuilder {
+            default_limit: 20,
+            max_limit: 100,
+            max_offset: 10_000,
+        }
+    }
+
+    /// The plan for a client's 1-based `page` (the first when absent) of `limit` rows (the
+    /// default when absent, capped at `max_limit`). Page 0, or one starting beyond
+    /// `max_offset`, is [`Error::InvalidPage`].
+    pub fn page(&self, page: Option<u64>, limit: Option<usize>) -> Result<OffsetPlan> {
+        let limit = limit.map_or(self.default_limit, |rows| rows.clamp(1, self.max_limit));
+        let page = page.unwrap_or(1);
+        if page == 0 {
+            return Err(Error::InvalidPage {
+                reason: "pages are numbered from 1",
+            });
+        }
+        let offset = (page - 1).saturating_mul(limit as u64);
+        if offset > self.max_offset {
+            return Err(Error::InvalidPage {
+                reason: "the page is deeper than this listing serves; page with a cursor",
+            });
+        }
+        Ok(OffsetPlan {
+            page,
+            offset,
+            limit,
+        })
+    }
+}
+
+/// One offset page's query; from [`OffsetPaging::page`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetPlan {
+    page: u64,
+    offset: u64,
+    limit: usize,
+}
+
+impl OffsetPlan {
+    /// The `OFFSET`.
+    pub fn offset(&self) -> i64 {
+        i64::try_from(self.offset).unwrap_or(i64::MAX)
+    }
+
+    /// The `LIMIT`: the page size plus one, which tells whether there is more.
+    pub fn fetch(&self) -> i64 {
+        i64::try_from(self.limit).map_or(i64::MAX, |limit| limit.saturating_add(1))
+    }
+
+    /// The page size.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// The page from the `rows` the query returned, with the `total` row count if the
+    /// listing counts (a `COUNT(*)` costs a scan of what it counts).
+    pub fn page<T>(&self, mut rows: Vec<T>, total: Option<u64>) -> OffsetPage<T> {
+        let has_more = rows.len() > self.limit;
+        rows.truncate(self.limit);
+        OffsetPage {
+            items: rows,
+            page: self.page,
+            limit: self.limit,
+            has_more,
+            total,
+        }
+    }
+}
+
+/// One page of an offset-paged listing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OffsetPage<T> {
+    /// The rows.
+    pub items: Vec<T>,
+    /// This page's number, from 1.
+    pub page: u64,
+    /// The page size.
+    pub limit: usize,
+    /// Whether a next page has rows.
+    pub has_more: bool,
+    /// All rows of the listing, when counted.
+    pub total: Option<u64>,
 }

@@ -79,6 +79,9 @@ pub use cursor::{Cursor, Cursors, CursorsBuilder, Direction, Scope};
 pub use encode::{Encode, Encoder, EncoderBuilder};
 pub use error::{BoxError, CursorRejection, Error, Result};
 pub use fields::{Fields, Selected};
-pub use keyset::{KeyValue, Keyset, KeysetBuilder, Nulls, Page, Placeholders, Plan, SortOrder};
+pub use keyset::{
+    KeyValue, Keyset, KeysetBuilder, Nulls, OffsetPage, OffsetPaging, OffsetPagingBuilder,
+    OffsetPlan, Page, Placeholders, Plan, SortOrder,
+};
 pub use parallel::{Parallel, ParallelBuilder};
 pub use rows::KeysetStream;

@@ -117,6 +117,7 @@ where
             }
             match this.arrived.take() {
                 Some(Ok(mut rows)) => {
+                    this.keyset.pages.increment();
                     let more = rows.len() > this.page_size;
                     rows.truncate(this.page_size);
                     match rows.last() {

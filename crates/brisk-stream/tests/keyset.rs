@@ -586,3 +586,89 @@ fn a_cursor_for_another_sort_is_refused() {
         Err(Error::InvalidCursor { .. })
     ));
 }
+
+#[test]
+fn offset_pages_cover_the_table_and_refuse_deep_or_zero_pages() {
+    use brisk_stream::OffsetPaging;
+    let mut connection = sqlite();
+    let spec = &specs()[25];
+    let order_by = keyset(spec).first_page(None).unwrap().order_by().to_owned();
+    let paging = OffsetPaging::builder()
+        .default_limit(5)
+        .max_limit(7)
+        .max_offset(35)
+        .build()
+        .unwrap();
+    let total: i64 = items::table.count().get_result(&mut connection).unwrap();
+    let mut seen = Vec::new();
+    for number in 1.. {
+        let plan = paging.page(Some(number), Some(1000)).unwrap();
+        assert_eq!(plan.limit(), 7, "a client's limit is capped");
+        let rows: Vec<Row> = items::table
+            .order(diesel::dsl::sql::<diesel::sql_types::Bool>(&order_by))
+            .limit(plan.fetch())
+            .offset(plan.offset())
+            .load(&mut connection)
+            .unwrap();
+        let page = plan.page(rows, Some(total as u64));
+        assert_eq!(page.page, number);
+        seen.extend(page.items.iter().map(|r| r.id));
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(seen, model(spec));
+    assert!(matches!(
+        paging.page(Some(0), None),
+        Err(Error::InvalidPage { .. })
+    ));
+    // Page 7 of 7 starts at 42, beyond the 35 this listing serves.
+    let deep = paging.page(Some(7), Some(7)).unwrap_err();
+    assert!(
+        deep.is_client_error() && deep.to_string().contains("deeper"),
+        "{deep}"
+    );
+    assert!(matches!(
+        OffsetPaging::builder().default_limit(200).build(),
+        Err(Error::Config {
+            setting: "default_limit",
+            ..
+        })
+    ));
+}
+
+#[tokio::test]
+async fn pages_served_are_counted() {
+    use futures_util::StreamExt;
+    let registry = brisk_metrics::Registry::new();
+    let keyset = Keyset::builder()
+        .unique_column("id", SortOrder::Asc)
+        .metrics(&registry, "items")
+        .build()
+        .unwrap();
+    let cursors = Cursors::builder().key(1, [5u8; 32]).build().unwrap();
+    let mut connection = sqlite();
+    let plan = keyset.first_page(Some(10)).unwrap();
+    let rows: Vec<Row> = query_builder(&plan).load(&mut connection).unwrap();
+    plan.page(rows, |r| vec![r.id.into()], &cursors, &keyset.scope())
+        .unwrap();
+    let connection = std::sync::Arc::new(std::sync::Mutex::new(connection));
+    let streamed = keyset
+        .stream(
+            15,
+            move |plan| {
+                let mut connection = connection.lock().unwrap();
+                std::future::ready(query_builder(&plan).load::<Row>(&mut *connection))
+            },
+            |r: &Row| vec![r.id.into()],
+        )
+        .count()
+        .await;
+    assert_eq!(streamed, 40);
+    let text = registry.snapshot().to_prometheus();
+    // One page served, then three streamed (15 + 15 + 10).
+    assert!(
+        text.contains("brisk_stream_pages_total{name=\"items\"} 4"),
+        "{text}"
+    );
+}
