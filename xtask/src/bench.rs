@@ -15,7 +15,7 @@ const BENCHES: &[(&str, &str, &str)] = &[
     ("batch", "brisk-batch", "loader"),
     ("compress", "brisk-compress", "codecs"),
     ("cache", "brisk-cache", "cache"),
-    ("stream", "brisk-stream", "encode"),
+    ("stream", "brisk-stream", "stream"),
 ];
 
 pub(crate) fn run(selected: &[String]) -> Result<()> {

@@ -1,13 +1,7 @@
-//! brisk-stream's encoders beside serializing the same rows directly (serde_json::to_writer
-//! into one buffer, csv::Writer into one buffer), in one process: 100k order rows, each side
-//! producing the same bytes. brisk streams them as chunks of 32 KiB from a `Stream` of rows;
-//! the peers hold the whole document. Prints a markdown table (median of interleaved rounds)
-//! that `cargo xtask bench stream` writes to docs/benchmarks.md.
-#![allow(
-    clippy::print_stdout,
-    missing_docs,
-    reason = "a benchmark binary reports on stdout"
-)]
+//! The encoders beside serializing the same rows directly (serde_json::to_writer into one
+//! buffer, csv::Writer into one buffer), in one process: 100k order rows, each side producing
+//! the same bytes. brisk streams them as chunks of 32 KiB from a `Stream` of rows; the peers
+//! hold the whole document.
 
 use std::{
     hint::black_box,
@@ -125,13 +119,13 @@ fn median(mut times: Vec<Duration>) -> Duration {
     times[times.len() / 2]
 }
 
-fn main() {
+pub(crate) fn run() {
     let rows = orders();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
     println!(
-        "Encoding {ROWS} order rows (median of {ROUNDS} interleaved rounds). Throughput ratio is brisk / peer (higher is better); brisk holds one 32 KiB chunk, the peer the whole document.\n"
+        "### Encoders\n\nEncoding {ROWS} order rows (median of {ROUNDS} interleaved rounds). Throughput ratio is brisk / peer (higher is better); brisk holds one 32 KiB chunk, the peer the whole document.\n"
     );
     println!("| format | peer | peer MB/s | brisk MB/s | ratio | peer holds | brisk holds |");
     println!("|---|---|---:|---:|---:|---:|---:|");
