@@ -75,6 +75,11 @@ mod rows;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctest;
 
+/// docs/streaming.md's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/streaming.md")]
+struct GuideDoctest;
+
 pub use cursor::{Cursor, Cursors, CursorsBuilder, Direction, Scope};
 pub use encode::{Encode, Encoder, EncoderBuilder};
 pub use error::{BoxError, CursorRejection, Error, Result};
