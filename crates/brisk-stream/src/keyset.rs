@@ -166,6 +166,25 @@ pub struct KeysetBuilder {
     pages: Counter,
 }
 
+/// A page size setting's checks, shared by keyset and offset paging.
+fn check_limits(default_limit: usize, max_limit: usize) -> Result<()> {
+    if max_limit == 0 {
+        return Err(Error::config(
+            "max_limit",
+            0,
+            "a page must be allowed a row",
+        ));
+    }
+    if default_limit == 0 || default_limit > max_limit {
+        return Err(Error::config(
+            "default_limit",
+            default_limit,
+            "must be from 1 to max_limit",
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `text` is a plain SQL identifier, optionally qualified (`table.column`).
 fn is_identifier(text: &str) -> bool {
     !text.is_empty()
@@ -291,20 +310,7 @@ impl KeysetBuilder {
                 "the sort must end with a unique column, or rows with equal keys are skipped",
             ));
         }
-        if self.max_limit == 0 {
-            return Err(Error::config(
-                "max_limit",
-                0,
-                "a page must be allowed a row",
-            ));
-        }
-        if self.default_limit == 0 || self.default_limit > self.max_limit {
-            return Err(Error::config(
-                "default_limit",
-                self.default_limit,
-                "must be from 1 to max_limit",
-            ));
-        }
+        check_limits(self.default_limit, self.max_limit)?;
         let mut description = String::from("keyset:");
         for column in &self.columns {
             let _ = write!(
@@ -785,20 +791,7 @@ impl OffsetPagingBuilder {
 
     /// The paging, or [`Error::Config`] for a zero limit or a default above the maximum.
     pub fn build(self) -> Result<OffsetPaging> {
-        if self.max_limit == 0 {
-            return Err(Error::config(
-                "max_limit",
-                0,
-                "a page must be allowed a row",
-            ));
-        }
-        if self.default_limit == 0 || self.default_limit > self.max_limit {
-            return Err(Error::config(
-                "default_limit",
-                self.default_limit,
-                "must be from 1 to max_limit",
-            ));
-        }
+        check_limits(self.default_limit, self.max_limit)?;
         Ok(OffsetPaging {
             default_limit: self.default_limit,
             max_limit: self.max_limit,
