@@ -100,6 +100,40 @@ impl Fields {
             .any(|(offer, chosen)| *chosen && *offer == name)
     }
 
+    /// A `SELECT` list for a table whose columns are named like the offered fields: the chosen
+    /// ones by name, the others as `NULL AS name`, so the database neither reads nor sends
+    /// them (give those fields `Option` types). Names that are not plain identifiers are
+    /// quoted.
+    ///
+    /// ```
+    /// use brisk_stream::Fields;
+    ///
+    /// let fields = Fields::parse("id", &["id", "description"])?;
+    /// assert_eq!(fields.sql_columns(), "id, NULL AS description");
+    /// # Ok::<(), brisk_stream::Error>(())
+    /// ```
+    pub fn sql_columns(&self) -> String {
+        let mut list = String::new();
+        for (name, chosen) in self.offered.iter().zip(&self.chosen) {
+            if !list.is_empty() {
+                list.push_str(", ");
+            }
+            let plain = name.bytes().enumerate().all(|(i, b)| {
+                b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit())
+            }) && !name.is_empty();
+            let column = if plain {
+                (*name).to_owned()
+            } else {
+                format!("\"{}\"", name.replace('"', "\"\""))
+            };
+            if !*chosen {
+                list.push_str("NULL AS ");
+            }
+            list.push_str(&column);
+        }
+        list
+    }
+
     /// `row`, serialized with only the chosen fields.
     pub fn select<'a, T: Serialize + ?Sized>(&'a self, row: &'a T) -> Selected<'a, T> {
         Selected { row, fields: self }

@@ -672,3 +672,37 @@ async fn pages_served_are_counted() {
         "{text}"
     );
 }
+
+#[test]
+fn chosen_fields_select_only_their_columns() {
+    use brisk_stream::Fields;
+    #[derive(Debug, QueryableByName, serde::Serialize)]
+    struct Item {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        id: i64,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Integer>)]
+        a: Option<i32>,
+        #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::Text>)]
+        b: Option<String>,
+    }
+    const OFFERED: &[&str] = &["id", "a", "b"];
+    let mut connection = sqlite();
+    // `?fields=id,b`: `a` is neither read nor sent by the database, nor written out.
+    let fields = Fields::parse("id,b", OFFERED).unwrap();
+    assert_eq!(fields.sql_columns(), "id, NULL AS a, b");
+    let sql = format!(
+        "SELECT {} FROM items WHERE b IS NOT NULL AND a IS NOT NULL ORDER BY id LIMIT 1",
+        fields.sql_columns()
+    );
+    let rows: Vec<Item> = diesel::sql_query(sql).load(&mut connection).unwrap();
+    assert_eq!(rows[0].a, None, "not selected");
+    assert!(rows[0].b.is_some());
+    let json = serde_json::to_string(&fields.select(&rows[0])).unwrap();
+    assert!(
+        json.starts_with(r#"{"id":"#) && json.contains(r#""b":"#) && !json.contains(r#""a""#),
+        "{json}"
+    );
+    // A name that is not a plain identifier is quoted, never spliced.
+    let odd = Fields::all(&["id", "a\"; DROP TABLE items; --"]);
+    assert_eq!(odd.sql_columns(), r#"id, "a""; DROP TABLE items; --""#);
+}
