@@ -8,7 +8,9 @@ use std::{sync::Arc, time::Duration};
 use crate::{
     backend::{Pool, Target},
     level::Level,
-    model::{self, NewOrder, OrderLine, Placed, Product, ProductPage, TopProduct, UserOrders},
+    model::{
+        self, NewOrder, Order, OrderLine, Placed, Product, ProductPage, TopProduct, UserOrders,
+    },
     server::{ExportQuery, Failure, PageQuery, stats},
 };
 use axum::{
@@ -26,6 +28,7 @@ use brisk_cache::{
 };
 use brisk_compress::CompressionLayer;
 use brisk_metrics::Registry;
+use brisk_stream::{Encoder, Keyset, SortOrder};
 use serde::{Serialize, de::DeserializeOwned};
 
 /// `SELECT … WHERE id IN (…)` for every product key asked for within a millisecond.
@@ -79,6 +82,9 @@ struct Fast {
     pages: Cached<i64, ProductPage>,
     /// One entry, under key 0.
     top: Cached<i64, Vec<TopProduct>>,
+    /// The export's order, `(user_id, id)`.
+    export: Keyset,
+    encoder: Encoder,
 }
 
 /// Products and listing pages change only with the catalog: any cache may keep them a minute.
@@ -164,6 +170,16 @@ pub(crate) async fn router(target: Target, redis: Option<&str>) -> Result<Router
                     .stale_while_revalidate(Duration::from_secs(60))
             })
             .await?,
+        export: Keyset::builder()
+            .column("user_id", SortOrder::Asc)
+            .unique_column("id", SortOrder::Asc)
+            .metrics(&*registry, "export")
+            .build()
+            .map_err(|error| error.to_string())?,
+        encoder: Encoder::builder()
+            .metrics(&*registry, "export")
+            .build()
+            .map_err(|error| error.to_string())?,
         pool,
         registry: Arc::clone(&registry),
         loader: Arc::new(loader),
@@ -306,19 +322,30 @@ async fn top(State(fast): State<Fast>) -> Result<impl IntoResponse, Failure> {
     Ok(([(CACHE_CONTROL, "public, max-age=5")], Json(top)))
 }
 
-/// Still read whole, then sent (compressed): streamed rows come with brisk-stream.
-async fn export(
-    State(fast): State<Fast>,
-    Query(from): Query<ExportQuery>,
-) -> Result<Response, Failure> {
-    let mut connection = fast.pool.get().await?;
-    let orders = model::export(connection.db(), from.from).await?;
-    Ok((
-        [("content-type", "application/x-ndjson")],
-        model::ndjson(&orders),
-    )
-        .into_response())
+/// Streamed: a page of orders per query (each on a pooled connection held only for that
+/// query, the next page fetched while this one is sent), encoded as NDJSON in chunks; a
+/// failure mid-way aborts the response rather than ending it cleanly.
+async fn export(State(fast): State<Fast>, Query(from): Query<ExportQuery>) -> Response {
+    let pool = fast.pool.clone();
+    let from = from.from;
+    let rows = fast.export.stream(
+        EXPORT_PAGE,
+        move |plan| {
+            let pool = pool.clone();
+            async move {
+                let mut connection = pool.get().await.map_err(|error| error.to_string())?;
+                model::export_page(connection.db(), from, &plan)
+                    .await
+                    .map_err(|error| error.to_string())
+            }
+        },
+        |order: &Order| vec![order.user_id.into(), order.id.into()],
+    );
+    fast.encoder.ndjson(rows).into_response()
 }
+
+/// Rows per export query: an export range (about 500 orders) is usually one.
+const EXPORT_PAGE: usize = 1000;
 
 /// Submitted to the write batcher (one INSERT for the orders placed within 2 ms); the
 /// user's cached order list is dropped once the order is written.

@@ -542,7 +542,8 @@ fn report(
         "Database round trips are counted at the connection (diesel's instrumentation): per endpoint, from up to 2 s of that endpoint alone (4 requests at a time) right after the mixed run \
          (statements of concurrent, batched requests cannot be told apart in the mix); the **all** row from the mixed run itself. \
          One statement of each naive request is its new connection's setup (WAL, busy timeout: without it, concurrent writers fail with \"database is locked\"). \
-         Still naive on both sides until brisk-stream lands: the listing pages by offset, and the export is read whole before it is sent (brisk compresses it). \
+         The export is streamed by brisk (brisk-stream: a page of orders per query, the next fetched while this one is sent, NDJSON encoded in chunks) where naive reads it whole before sending. \
+         The listing pages by number on both sides (page numbers are this API; brisk answers repeated pages from its caches): keyset paging with cursors, and what it saves at depth, is measured in docs/streaming.md. \
          Bytes are response bodies as sent (brisk compresses for clients that accept it).\n",
     );
     out

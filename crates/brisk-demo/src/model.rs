@@ -218,6 +218,31 @@ pub(crate) async fn export(db: Db<'_>, from: i64) -> DbResult<Vec<Order>> {
     })
 }
 
+/// One page of the export of users `from..from + EXPORT_USERS`: the orders after the plan's
+/// cursor in `(user_id, id)` order, at most `plan.fetch()` of them.
+pub(crate) async fn export_page(
+    db: Db<'_>,
+    from: i64,
+    plan: &brisk_stream::Plan,
+) -> DbResult<Vec<Order>> {
+    let (after, values) = plan.sql_where(brisk_stream::Placeholders::Question, 1);
+    let query = db.sql(&format!(
+        "SELECT id, user_id, product_id, quantity, created_at FROM orders
+         WHERE user_id >= ? AND user_id < ? AND {after} ORDER BY {} LIMIT {}",
+        plan.order_by(),
+        plan.fetch()
+    ));
+    on!(db, |connection| {
+        let query = diesel::sql_query(query)
+            .into_boxed()
+            .bind::<BigInt, _>(from)
+            .bind::<BigInt, _>(from.saturating_add(EXPORT_USERS));
+        brisk_stream::diesel::bind_all(query, values)
+            .load(connection)
+            .await
+    })
+}
+
 /// Inserts `orders` in one statement and gives each its id, in order.
 pub(crate) async fn insert(db: Db<'_>, orders: &[NewOrder], now: i64) -> DbResult<Vec<i64>> {
     if orders.is_empty() {
