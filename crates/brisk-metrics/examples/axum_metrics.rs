@@ -12,7 +12,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let latency = LatencyLayer::new(registry.clone(), "http_request_seconds")?.route_with(|head| {
         head.extensions
             .get::<MatchedPath>()
-            .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned())
+            .map_or("unmatched", MatchedPath::as_str)
+            .into()
     });
     let app = Router::new()
         .route("/users/{id}", get(|| async { "a user" }))

@@ -4,8 +4,9 @@
 //! Each request lands in the histogram `<metric>{route="…",status="2xx"}`; the status is
 //! `1xx`…`5xx`, `error` when the inner service fails, or `cancelled` when the response
 //! future is dropped first (the client went away). The route comes from a function of the
-//! request head; by default the URI path, which can have unbounded values, so prefer the
-//! matched route pattern, e.g. axum's `MatchedPath`:
+//! request head. By default every request has the route `all`: the raw URI path is outside
+//! input (a scanner sends a new one with each request), so it is never a label unless you say
+//! so. Give the matched route pattern, e.g. axum's `MatchedPath`, with no allocation:
 //!
 //! ```
 //! use axum::{Router, extract::MatchedPath, routing::get};
@@ -16,7 +17,8 @@
 //! let layer = LatencyLayer::new(registry.clone(), "http_request_seconds")?.route_with(|head| {
 //!     head.extensions
 //!         .get::<MatchedPath>()
-//!         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned())
+//!         .map_or("unmatched", MatchedPath::as_str)
+//!         .into()
 //! });
 //! // route_layer: runs after routing, so MatchedPath is known.
 //! let app: Router = Router::new().route("/users/{id}", get(|| async { "hi" })).route_layer(layer);
@@ -25,14 +27,18 @@
 //! # }
 //! ```
 //!
-//! Whatever the route function returns, the registry's label-set cap bounds the series.
+//! **Bounded**: the layer keeps one entry per distinct route, at most
+//! [`max_routes`](LatencyLayer::max_routes) of them (1000 by default); requests on any further
+//! route are recorded under the route `other`. So even a route function that returns outside
+//! input cannot grow the process, and the registry's label-set cap bounds the series too.
 
 use std::{
+    borrow::Cow,
     collections::HashMap,
     fmt,
     future::Future,
     pin::Pin,
-    sync::{Arc, RwLock},
+    sync::{Arc, OnceLock, PoisonError, RwLock},
     task::{Context, Poll},
     time::Instant,
 };
@@ -48,7 +54,16 @@ use crate::{
     recorder::{Histogram, Recorder, Unit},
 };
 
-type RouteFn = Arc<dyn Fn(&Parts) -> String + Send + Sync>;
+type RouteFn = Arc<dyn for<'a> Fn(&'a Parts) -> Cow<'a, str> + Send + Sync>;
+
+/// The route label of every request when no route function is given.
+const DEFAULT_ROUTE: &str = "all";
+/// The route label of requests beyond `max_routes` distinct routes.
+const OTHER_ROUTE: &str = "other";
+/// Distinct routes kept by default.
+const DEFAULT_MAX_ROUTES: usize = 1000;
+/// The status labels, in the order of [`Route::histograms`].
+const STATUSES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error", "cancelled"];
 
 /// Records request latency by route and status class; see the [module docs](self).
 #[derive(Clone)]
@@ -58,85 +73,135 @@ pub struct LatencyLayer {
 }
 
 struct Shared {
-    recorder: Box<dyn Recorder>,
+    recorder: Arc<dyn Recorder>,
     metric: Key,
-    handles: RwLock<HashMap<(String, &'static str), Histogram>>,
+    max_routes: usize,
+    routes: RwLock<HashMap<Box<str>, Arc<Route>>>,
+    other: Arc<Route>,
+}
+
+/// One route's histograms, registered on first use.
+struct Route {
+    name: Box<str>,
+    histograms: [OnceLock<Histogram>; STATUSES.len()],
+}
+
+impl Route {
+    fn new(name: &str) -> Arc<Self> {
+        Arc::new(Self {
+            name: name.into(),
+            histograms: Default::default(),
+        })
+    }
 }
 
 impl fmt::Debug for LatencyLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LatencyLayer")
             .field("metric", &self.shared.metric.name())
+            .field("max_routes", &self.shared.max_routes)
             .finish_non_exhaustive()
     }
 }
 
 impl LatencyLayer {
-    /// Records into histogram `metric` (in seconds) of `recorder`, with the URI path as route.
+    /// Records into histogram `metric` (in seconds) of `recorder`, every request under the
+    /// route `all` until [`route_with`](Self::route_with) says otherwise.
     ///
     /// # Errors
     /// [`Error::InvalidMetricName`](crate::Error::InvalidMetricName) for an invalid name.
     pub fn new(recorder: impl Recorder + 'static, metric: &str) -> Result<Self> {
         Ok(Self {
             shared: Arc::new(Shared {
-                recorder: Box::new(recorder),
+                recorder: Arc::new(recorder),
                 metric: Key::new(metric.to_owned())?,
-                handles: RwLock::default(),
+                max_routes: DEFAULT_MAX_ROUTES,
+                routes: RwLock::default(),
+                other: Route::new(OTHER_ROUTE),
             }),
-            route: Arc::new(|head: &Parts| head.uri.path().to_owned()),
+            route: Arc::new(|_: &Parts| Cow::Borrowed(DEFAULT_ROUTE)),
         })
     }
 
     /// Derives the `route` label from the request head (method, URI, headers, extensions).
-    pub fn route_with(mut self, route: impl Fn(&Parts) -> String + Send + Sync + 'static) -> Self {
+    /// Return a borrowed `&str` (`.into()`) where you can: a route already known costs no
+    /// allocation.
+    pub fn route_with(
+        mut self,
+        route: impl for<'a> Fn(&'a Parts) -> Cow<'a, str> + Send + Sync + 'static,
+    ) -> Self {
         self.route = Arc::new(route);
+        self
+    }
+
+    /// The most distinct routes kept (default 1000); requests on routes beyond them are
+    /// recorded under `other`. 0 records every request under `other`.
+    pub fn max_routes(mut self, routes: usize) -> Self {
+        // A fresh table of routes with the new bound; clones made before keep theirs.
+        self.shared = Arc::new(Shared {
+            recorder: Arc::clone(&self.shared.recorder),
+            metric: self.shared.metric.clone(),
+            max_routes: routes,
+            routes: RwLock::default(),
+            other: Route::new(OTHER_ROUTE),
+        });
         self
     }
 }
 
 impl Shared {
-    fn record(&self, route: String, status: &'static str, started: Instant) {
+    /// The entry of route `name`, made on first use while there is room, else `other`.
+    fn route(&self, name: &str) -> Arc<Route> {
+        let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
+        if let Some(route) = routes.get(name) {
+            return Arc::clone(route);
+        }
+        if routes.len() >= self.max_routes {
+            return Arc::clone(&self.other);
+        }
+        drop(routes);
+        let mut routes = self.routes.write().unwrap_or_else(PoisonError::into_inner);
+        if routes.len() >= self.max_routes && !routes.contains_key(name) {
+            return Arc::clone(&self.other);
+        }
+        Arc::clone(
+            routes
+                .entry(name.into())
+                .or_insert_with(|| Route::new(name)),
+        )
+    }
+
+    fn record(&self, route: &Route, status: usize, started: Instant) {
         let elapsed = started.elapsed();
-        let cached = self
-            .handles
-            .read()
-            .expect("lock")
-            .get(&(route.clone(), status))
-            .cloned();
-        let histogram = match cached {
-            Some(h) => h,
-            None => {
-                let key = self
-                    .metric
-                    .clone()
-                    .with_label("route", route.clone())
-                    .and_then(|k| k.with_label("status", status));
-                let h = match key {
-                    Ok(key) => self.recorder.histogram(&key, Unit::Seconds),
-                    // The metric name was validated and both label names are fixed and valid.
-                    Err(_) => Histogram::noop(Unit::Seconds),
-                };
-                self.handles
-                    .write()
-                    .expect("lock")
-                    .entry((route, status))
-                    .or_insert(h)
-                    .clone()
+        let histogram = route.histograms[status].get_or_init(|| {
+            let key = self
+                .metric
+                .clone()
+                .with_label("route", route.name.to_string())
+                .and_then(|k| k.with_label("status", STATUSES[status]));
+            match key {
+                Ok(key) => self.recorder.histogram(&key, Unit::Seconds),
+                // The metric name was validated and both label names are fixed and valid.
+                Err(_) => Histogram::noop(Unit::Seconds),
             }
-        };
+        });
         histogram.record_duration(elapsed);
     }
 }
 
-fn status_class(status: http::StatusCode) -> &'static str {
+/// The index in [`STATUSES`] of `status`'s class.
+fn status_class(status: http::StatusCode) -> usize {
     match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
     }
 }
+
+const ERROR: usize = 5;
+const CANCELLED: usize = 6;
 
 impl<S> Layer<S> for LatencyLayer {
     type Service = LatencyService<S>;
@@ -170,7 +235,7 @@ where
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
         let (head, body) = request.into_parts();
-        let route = (self.layer.route)(&head);
+        let route = self.layer.shared.route(&(self.layer.route)(&head));
         ResponseFuture {
             inner: self.inner.call(Request::from_parts(head, body)),
             pending: Some(Pending {
@@ -184,7 +249,7 @@ where
 
 struct Pending {
     shared: Arc<Shared>,
-    route: String,
+    route: Arc<Route>,
     started: Instant,
 }
 
@@ -199,7 +264,7 @@ pin_project! {
     impl<F> PinnedDrop for ResponseFuture<F> {
         fn drop(this: Pin<&mut Self>) {
             if let Some(p) = this.project().pending.take() {
-                p.shared.record(p.route, "cancelled", p.started);
+                p.shared.record(&p.route, CANCELLED, p.started);
             }
         }
     }
@@ -223,9 +288,9 @@ where
         if let Some(p) = this.pending.take() {
             let status = match &output {
                 Ok(response) => status_class(response.status()),
-                Err(_) => "error",
+                Err(_) => ERROR,
             };
-            p.shared.record(p.route, status, p.started);
+            p.shared.record(&p.route, status, p.started);
         }
         Poll::Ready(output)
     }

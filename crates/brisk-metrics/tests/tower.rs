@@ -28,7 +28,9 @@ async fn handler(request: Request<()>) -> Result<Response<&'static str>, &'stati
 #[tokio::test]
 async fn records_by_route_and_status_class_including_errors_and_cancellation() {
     let registry = Registry::new();
-    let layer = LatencyLayer::new(registry.clone(), "http_request_seconds").unwrap();
+    let layer = LatencyLayer::new(registry.clone(), "http_request_seconds")
+        .unwrap()
+        .route_with(|head| head.uri.path().into());
     let service = layer.layer(service_fn(handler));
     for path in ["/ok", "/ok", "/missing", "/boom", "/fail"] {
         let _ = service
@@ -68,7 +70,7 @@ async fn custom_route_function_bounds_the_label() {
     let registry = Registry::new();
     let layer = LatencyLayer::new(registry.clone(), "req_seconds")
         .unwrap()
-        .route_with(|head| head.uri.path().split('/').nth(1).unwrap_or("").to_owned());
+        .route_with(|head| head.uri.path().split('/').nth(1).unwrap_or("").into());
     let service = layer.layer(service_fn(|_req: Request<()>| async {
         Ok::<_, Infallible>(Response::new(()))
     }));
@@ -93,4 +95,68 @@ async fn custom_route_function_bounds_the_label() {
 #[test]
 fn invalid_metric_name_is_rejected() {
     assert!(LatencyLayer::new(Registry::new(), "bad name").is_err());
+}
+
+/// Sends `paths` through a layer and returns the distinct routes recorded.
+async fn routes_after(layer: LatencyLayer, registry: &Registry, paths: u32) -> Vec<String> {
+    let service = layer.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(()))
+    }));
+    for n in 0..paths {
+        // A scanner: a new path on every request.
+        let uri = format!("/{n:x}/wp-admin.php?x={n}");
+        service
+            .clone()
+            .oneshot(Request::get(uri).body(()).unwrap())
+            .await
+            .unwrap();
+    }
+    let snap = registry.snapshot();
+    let mut routes: Vec<String> = snap
+        .histograms
+        .iter()
+        .filter_map(|h| h.labels.get("route").cloned())
+        .collect();
+    routes.sort();
+    routes.dedup();
+    routes
+}
+
+#[tokio::test]
+async fn a_million_distinct_paths_keep_memory_flat() {
+    // By default the raw path is never a label: one route, whatever is requested.
+    let registry = Registry::new();
+    let layer = LatencyLayer::new(registry.clone(), "http_request_seconds").unwrap();
+    assert_eq!(routes_after(layer, &registry, 1_000_000).await, ["all"]);
+    let snap = registry.snapshot();
+    assert_eq!(
+        snap.histogram(
+            "http_request_seconds",
+            &[("route", "all"), ("status", "2xx")]
+        )
+        .unwrap()
+        .count,
+        1_000_000
+    );
+
+    // A route function that returns the raw path is bounded by `max_routes`: the first 100
+    // paths get their own routes, the rest are `other`.
+    let registry = Registry::new();
+    let layer = LatencyLayer::new(registry.clone(), "http_request_seconds")
+        .unwrap()
+        .route_with(|head| head.uri.path().into())
+        .max_routes(100);
+    let routes = routes_after(layer, &registry, 1_000_000).await;
+    assert_eq!(routes.len(), 101, "100 routes and `other`");
+    assert!(routes.iter().any(|r| r == "other"));
+    let snap = registry.snapshot();
+    assert_eq!(
+        snap.histogram(
+            "http_request_seconds",
+            &[("route", "other"), ("status", "2xx")]
+        )
+        .unwrap()
+        .count,
+        1_000_000 - 100
+    );
 }
