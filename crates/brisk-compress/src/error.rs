@@ -27,7 +27,7 @@ pub enum Error {
         limit: u64,
     },
     /// The compressed data is invalid for its coding.
-    #[error("invalid {encoding} data: {source}")]
+    #[error("invalid {encoding} data")]
     Corrupt {
         /// The coding being decoded.
         encoding: Encoding,
@@ -48,7 +48,7 @@ pub enum Error {
         encoding: Encoding,
     },
     /// The codec failed while compressing (only out of memory or an internal codec error).
-    #[error("{encoding} compression failed: {source}")]
+    #[error("{encoding} compression failed")]
     Compress {
         /// The coding being encoded.
         encoding: Encoding,
@@ -72,7 +72,7 @@ pub enum Error {
     #[error("framed value has format version {0}, this version of brisk-compress reads version 1")]
     FrameVersion(u8),
     /// Reading from the source stream, body or reader failed.
-    #[error("reading the source failed: {0}")]
+    #[error("reading the source failed")]
     Source(#[source] BoxError),
 }
 
@@ -100,3 +100,22 @@ impl From<Error> for io::Error {
 
 /// A `Result` whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn display_names_the_failure_and_source_gives_the_cause() {
+        let error = Error::Corrupt {
+            encoding: Encoding::Gzip,
+            source: io::Error::other("invalid block type"),
+        };
+        assert_eq!(error.to_string(), "invalid gzip data");
+        assert_eq!(error.source().unwrap().to_string(), "invalid block type");
+        let error = Error::Source("connection reset".into());
+        assert_eq!(error.to_string(), "reading the source failed");
+        assert_eq!(error.source().unwrap().to_string(), "connection reset");
+    }
+}

@@ -45,7 +45,7 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     InvalidConfig(String),
     /// A budget file that could not be read.
-    #[error("reading budget file {path}: {source}")]
+    #[error("reading budget file {path}")]
     BudgetIo {
         /// The file.
         path: PathBuf,
@@ -69,3 +69,19 @@ pub enum Error {
 
 /// `Result` with brisk-metrics' [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn display_names_the_failure_and_source_gives_the_cause() {
+        let error = Error::BudgetIo {
+            path: PathBuf::from("budgets.toml"),
+            source: std::io::Error::other("permission denied"),
+        };
+        assert_eq!(error.to_string(), "reading budget file budgets.toml");
+        assert_eq!(error.source().unwrap().to_string(), "permission denied");
+    }
+}

@@ -27,7 +27,7 @@ pub enum Error {
         last_connect_error: Option<Arc<BoxError>>,
     },
     /// Connecting failed while building the pool (its warm-up), or the connect hook failed.
-    #[error("connecting to {target} failed: {}", Chain(&***source))]
+    #[error("connecting to {target} failed")]
     Connect {
         /// The pool's target.
         target: Arc<str>,
@@ -88,6 +88,19 @@ impl fmt::Display for Chain<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_connect_error_is_its_source_not_repeated_in_the_message() {
+        let error = Error::Connect {
+            target: "postgres://app@127.0.0.1:5999/app".into(),
+            source: Arc::new("connection refused".into()),
+        };
+        assert_eq!(
+            error.to_string(),
+            "connecting to postgres://app@127.0.0.1:5999/app failed"
+        );
+        assert_eq!(error.source().unwrap().to_string(), "connection refused");
+    }
 
     #[test]
     fn timeout_names_the_last_connect_error() {

@@ -141,9 +141,7 @@ async fn warm_up_fails_with_the_real_connect_error() {
         "{error:?}"
     );
     assert!(
-        error
-            .to_string()
-            .contains("connection refused (test server down)"),
+        brisk_testkit::error_chain(&error).contains("connection refused (test server down)"),
         "{error}"
     );
 }
@@ -764,7 +762,7 @@ async fn a_connect_that_hangs_is_cut_at_the_connect_timeout() {
         Some(&ConnectTimedOut(Duration::from_secs(3)))
     );
     assert!(
-        error.to_string().contains("connect timed out after 3s"),
+        brisk_testkit::error_chain(&error).contains("connect timed out after 3s"),
         "{error}"
     );
 }

@@ -71,7 +71,7 @@ async fn a_wrong_database_fails_the_build_with_the_server_error() {
         "{error:?}"
     );
     assert!(
-        error.to_string().contains("\"missing\" does not exist"),
+        brisk_testkit::error_chain(&error).contains("\"missing\" does not exist"),
         "{error}"
     );
 }

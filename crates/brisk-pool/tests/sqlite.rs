@@ -95,7 +95,7 @@ async fn an_unopenable_file_fails_the_build() {
         "{error:?}"
     );
     assert!(
-        error.to_string().contains("unable to open database file"),
+        brisk_testkit::error_chain(&error).contains("unable to open database file"),
         "{error}"
     );
 }

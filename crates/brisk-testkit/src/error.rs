@@ -17,7 +17,7 @@ pub enum Error {
         searched: String,
     },
     /// An operating-system call failed.
-    #[error("{action}: {source}")]
+    #[error("{action} failed")]
     Io {
         /// What the testkit was doing, such as "creating temp dir".
         action: String,

@@ -56,3 +56,32 @@ pub fn process_tree(pid: u32) -> Vec<u32> {
 pub fn is_alive(pid: u32) -> bool {
     process::is_alive(pid)
 }
+
+/// `error` and its sources, `outer: inner: innermost`, as anyhow's `{:#}` prints them: what a
+/// user reads in a log, for tests that check the cause is reported (once).
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod chain_tests {
+    #[test]
+    fn an_error_chain_names_each_cause_once() {
+        let error = crate::Error::Io {
+            action: "creating temp dir".to_owned(),
+            source: std::io::Error::other("disk full"),
+        };
+        assert_eq!(error.to_string(), "creating temp dir failed");
+        assert_eq!(
+            super::error_chain(&error),
+            "creating temp dir failed: disk full"
+        );
+    }
+}
