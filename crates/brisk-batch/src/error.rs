@@ -5,26 +5,31 @@ use std::{convert::Infallible, fmt, sync::Arc};
 /// `E` is the error type of the batch function ([`BatchLoad::Error`](crate::BatchLoad::Error)
 /// or [`BatchWrite::Error`](crate::BatchWrite::Error)). One batch serves many callers, so its
 /// error is shared: every caller of a failed batch receives the same `Arc<E>`.
+///
+/// `E` need not implement `std::error::Error` (`String` and `anyhow::Error` do not), so it is
+/// written into the message rather than returned by `source()`: each cause is printed once,
+/// and `Error<E>` is a `std::error::Error` (usable with `?` into anyhow) for any `E` that is
+/// `Display + Debug`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error<E = Infallible> {
     /// The batch function failed for the whole batch; every key (or item) in it gets this.
     /// A loader does not cache it: the next load of these keys tries again.
-    #[error("the batch function failed for a batch of {size}: {source}")]
+    #[error("the batch function failed for a batch of {size}: {error}")]
     Batch {
         /// How many keys or items the batch held.
         size: usize,
-        /// The batch function's error.
-        source: Arc<E>,
+        /// The batch function's error (in the message, not a `source()`: see the type's docs).
+        error: Arc<E>,
     },
     /// The batch function failed for this one key, and may have succeeded for the others.
     /// A loader does not cache it.
-    #[error("loading key {key} failed: {source}")]
+    #[error("loading key {key} failed: {error}")]
     Key {
         /// The key, as `Debug` text (strings in quotes).
         key: String,
-        /// The error the batch function returned for this key.
-        source: Arc<E>,
+        /// The error the batch function returned for this key (in the message).
+        error: Arc<E>,
     },
     /// The batch function panicked. The panic was caught in the batch's own task, so the loader
     /// or batcher stays usable, and every caller of that batch learns of it.
@@ -53,17 +58,17 @@ pub enum Error<E = Infallible> {
     },
 }
 
-// Manual, so that `E` need not be `Clone`: the source is shared.
+// Manual, so that `E` need not be `Clone`: the error is shared.
 impl<E> Clone for Error<E> {
     fn clone(&self) -> Self {
         match self {
-            Self::Batch { size, source } => Self::Batch {
+            Self::Batch { size, error } => Self::Batch {
                 size: *size,
-                source: Arc::clone(source),
+                error: Arc::clone(error),
             },
-            Self::Key { key, source } => Self::Key {
+            Self::Key { key, error } => Self::Key {
                 key: key.clone(),
-                source: Arc::clone(source),
+                error: Arc::clone(error),
             },
             Self::Panicked { size, message } => Self::Panicked {
                 size: *size,
@@ -84,15 +89,15 @@ impl<E> Error<E> {
     /// this is.
     pub fn source_error(&self) -> Option<&E> {
         match self {
-            Self::Batch { source, .. } | Self::Key { source, .. } => Some(source),
+            Self::Batch { error, .. } | Self::Key { error, .. } => Some(error),
             _ => None,
         }
     }
 
-    pub(crate) fn key(key: &impl fmt::Debug, source: Arc<E>) -> Self {
+    pub(crate) fn key(key: &impl fmt::Debug, error: Arc<E>) -> Self {
         Self::Key {
             key: format!("{key:?}"),
-            source,
+            error,
         }
     }
 
@@ -108,3 +113,31 @@ impl<E> Error<E> {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn the_cause_is_printed_once_whatever_the_error_type() {
+        // `String` is not a `std::error::Error`, yet `Error<String>` is one, for `?` into anyhow.
+        let error: Error<String> = Error::Batch {
+            size: 3,
+            error: Arc::new("connection reset".to_owned()),
+        };
+        let as_std: &(dyn std::error::Error + 'static) = &error;
+        assert_eq!(
+            as_std.to_string(),
+            "the batch function failed for a batch of 3: connection reset"
+        );
+        assert!(
+            error.source().is_none(),
+            "in the message, so not also a source"
+        );
+        let error: Error<std::io::Error> =
+            Error::key(&7, Arc::new(std::io::Error::other("forbidden")));
+        assert_eq!(error.to_string(), "loading key 7 failed: forbidden");
+        assert!(error.source().is_none());
+    }
+}

@@ -501,7 +501,7 @@ impl<L: BatchLoad> Shared<L> {
             Ok(Ok(loaded)) => Done::Loaded(per_key::<L>(&keys, loaded)),
             Ok(Err(error)) => Done::Failed(Error::Batch {
                 size,
-                source: Arc::new(error),
+                error: Arc::new(error),
             }),
             Err(payload) => Done::Failed(Error::panicked(size, payload)),
         };

@@ -451,7 +451,7 @@ impl<W: BatchWrite> WriteShared<W> {
                     }
                     break Error::Batch {
                         size,
-                        source: Arc::new(error),
+                        error: Arc::new(error),
                     };
                 }
                 Err(join) => {

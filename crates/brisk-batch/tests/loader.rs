@@ -210,7 +210,7 @@ async fn resolves_to_error_to_indicate_failure() {
     let loader = Loader::new(echo);
     let error = loader.load(2).await.unwrap_err();
     assert!(
-        matches!(&error, Error::Key { key, source } if key == "2" && **source == "key 2 is forbidden"),
+        matches!(&error, Error::Key { key, error } if key == "2" && **error == "key 2 is forbidden"),
         "{error:?}"
     );
     assert_eq!(

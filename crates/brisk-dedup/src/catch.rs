@@ -50,9 +50,9 @@ pub(crate) fn outcome<T, E>(
 ) -> Result<T, Error<E>> {
     match caught {
         Ok(Ok(value)) => Ok(value),
-        Ok(Err(source)) => Err(Error::Work {
+        Ok(Err(error)) => Err(Error::Work {
             key: format!("{key:?}"),
-            source,
+            error,
         }),
         Err(message) => {
             metrics.panics.increment();

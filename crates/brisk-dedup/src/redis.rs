@@ -365,7 +365,7 @@ where
                 // Followers will not find the value, so they run the work themselves.
                 Err(_) => "retry".to_owned(),
             },
-            Err(Error::Work { source, .. }) => format!("err:{source}"),
+            Err(Error::Work { error, .. }) => format!("err:{error}"),
             Err(Error::Panicked { message, .. }) => format!("err:panicked: {message}"),
             Err(other) => format!("err:{other}"),
         };
@@ -563,7 +563,7 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
 /// The local group's error around the shared procedure's error: one level, not two.
 fn flatten<E>(error: Error<Error<E>>) -> Error<E> {
     match error {
-        Error::Work { source, .. } => source,
+        Error::Work { error, .. } => error,
         Error::Panicked { key, message } => Error::Panicked { key, message },
         Error::WaitTimeout { key, waited } => Error::WaitTimeout { key, waited },
         Error::Remote { key, message } => Error::Remote { key, message },
