@@ -29,6 +29,61 @@ fn crates() -> Vec<(String, PathBuf, String)> {
     crates
 }
 
+/// The text of feature `name`'s list in `manifest` (`name = [ ... ]`, over one line or several).
+fn feature_list(manifest: &str, name: &str) -> Option<String> {
+    let features = &manifest[manifest.find("\n[features]")?..];
+    let start = features.find(&format!("\n{name} = ["))?;
+    let list = &features[start + name.len() + 4..];
+    Some(list[..list.find(']')? + 1].to_owned())
+}
+
+/// The features a crate's manifest declares, but `default`.
+fn features(manifest: &str) -> Vec<String> {
+    let Some(at) = manifest.find("\n[features]\n") else {
+        return Vec::new();
+    };
+    manifest[at + "\n[features]\n".len()..]
+        .lines()
+        .take_while(|line| !line.starts_with('['))
+        .filter_map(|line| line.split_once(" = [").map(|(name, _)| name.trim()))
+        .filter(|name| !name.is_empty() && !name.starts_with('#') && *name != "default")
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn every_feature_of_a_published_crate_has_a_facade_feature_in_full() {
+    let facade = fs::read_to_string(workspace_root().join("crates/brisk/Cargo.toml")).unwrap();
+    let full = feature_list(&facade, "full").expect("the facade has a `full` feature");
+    let mut problems = Vec::new();
+    for (name, _, manifest) in crates() {
+        let Some(short) = name.strip_prefix("brisk-") else {
+            continue;
+        };
+        if !is_published(&manifest) {
+            continue;
+        }
+        for feature in features(&manifest) {
+            // `metrics-rs` of brisk-metrics is `metrics-rs`, not `metrics-metrics-rs`.
+            let facade_feature = if feature.starts_with(&format!("{short}-")) {
+                feature.clone()
+            } else {
+                format!("{short}-{feature}")
+            };
+            match feature_list(&facade, &facade_feature) {
+                Some(list) if list.contains(&format!("\"{name}/{feature}\"")) => {}
+                _ => problems.push(format!(
+                    "facade has no `{facade_feature} = [\"{short}\", \"{name}/{feature}\"]`"
+                )),
+            }
+            if !full.contains(&format!("\"{facade_feature}\"")) {
+                problems.push(format!("`full` does not enable `{facade_feature}`"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
 fn is_published(manifest: &str) -> bool {
     !manifest.lines().any(|l| l.trim() == "publish = false")
 }
@@ -58,10 +113,7 @@ fn every_crate_has_readme_changelog_and_workspace_lints() {
 fn every_published_crate_is_a_facade_feature_and_in_full() {
     let facade = fs::read_to_string(workspace_root().join("crates/brisk/Cargo.toml")).unwrap();
     let facade_lib = fs::read_to_string(workspace_root().join("crates/brisk/src/lib.rs")).unwrap();
-    let full = facade
-        .lines()
-        .find(|l| l.starts_with("full ="))
-        .expect("the facade has a `full` feature");
+    let full = feature_list(&facade, "full").expect("the facade has a `full` feature");
     let mut problems = Vec::new();
     for (name, _, manifest) in crates() {
         let Some(feature) = name.strip_prefix("brisk-") else {

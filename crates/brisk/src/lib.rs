@@ -3,24 +3,48 @@
 //!
 //! ```toml
 //! [dependencies]
-//! brisk = { version = "0.1", features = ["full"] }
+//! brisk = { version = "0.1", features = ["metrics", "stream-axum", "pool-postgres"] }
+//! ```
+//!
+//! ```
+//! # #[cfg(all(feature = "metrics", feature = "stream"))]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use brisk::metrics::{Key, Recorder, Registry, Unit};
+//! use brisk::stream::{Cursor, Cursors, Scope};
+//!
+//! // One registry for the service; every brisk crate records into it.
+//! let registry = Registry::new();
+//! let cursors = Cursors::builder()
+//!     .key(1, *b"a 32-byte secret from the config")
+//!     .metrics(&registry, "orders")
+//!     .build()?;
+//! let latency = registry.histogram(&Key::new("page_seconds")?, Unit::Seconds);
+//! let timer = latency.start_timer();
+//! let next = cursors.encode(&Scope::new("orders by id"), &Cursor::after(42_i64))?;
+//! drop(timer);
+//! let text = registry.prometheus_text(); // serve at /metrics
+//! assert!(text.contains("brisk_stream_cursors_issued_total{name=\"orders\"} 1"));
+//! # let _ = next;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(all(feature = "metrics", feature = "stream")))]
+//! # fn main() {}
 //! ```
 //!
 //! # Feature flags
-//! No feature is on by default. `full` enables every crate below; each crate also works on its
-//! own from crates.io.
+//! No feature is on by default. Each crate has a feature of its own name, and each of its
+//! optional parts a feature `<crate>-<part>` that turns on the crate too; `full` enables all.
+//! Each crate also works on its own from crates.io.
 //!
-//! | feature | crate | solves |
-//! |---|---|---|
-//! | `batch` | [`brisk-batch`](https://docs.rs/brisk-batch) | DataLoader batching (N+1 queries become one per batch, batches run concurrently) and write batching with backpressure |
-//! | `cache` | [`brisk-cache`](https://docs.rs/brisk-cache) | an in-process cache whose hits take a shared lock only, with W-TinyLFU admission (scans do not flush the hot set), TTL/TTI and an eviction listener |
-//! | `compress` | [`brisk-compress`](https://docs.rs/brisk-compress) | gzip/brotli/zstd/deflate negotiated per RFC 9110 with size and type thresholds, streams that flush when idle, tower layers (its own feature `tower`) with bomb-safe request decoding, framed cache values |
-//! | `dedup` | [`brisk-dedup`](https://docs.rs/brisk-dedup) | single-flight: concurrent identical requests share one execution, in one process or across instances through Redis (its own feature `redis`) |
-//! | `metrics` | [`brisk-metrics`](https://docs.rs/brisk-metrics) | latency histograms, counters, Prometheus text, performance budgets |
-//! | `pool` | [`brisk-pool`](https://docs.rs/brisk-pool) | connection pools for diesel-async PostgreSQL and SQLite and for Redis (its own features `postgres`, `sqlite`, `redis`), validating only idle connections |
-//! | `stream` | [`brisk-stream`](https://docs.rs/brisk-stream) | signed, query-bound pagination cursors; JSON/NDJSON/CSV encoding of row streams in bounded memory, where a failure aborts the body; field selection; bounded parallelism |
-//!
-//! (Crates appear in this table as they are released.)
+//! | feature | crate | solves | parts |
+//! |---|---|---|---|
+//! | `batch` | [`brisk-batch`](https://docs.rs/brisk-batch) | DataLoader batching (N+1 queries become one per batch, batches run concurrently) and write batching with backpressure | `batch-dataloader` (run `dataloader` `BatchFn`s) |
+//! | `cache` | [`brisk-cache`](https://docs.rs/brisk-cache) | an in-process cache whose hits take a shared lock only, with W-TinyLFU admission, TTL/TTI, a tiered cache over Redis, caching patterns and HTTP caching | `cache-redis`, `cache-http` |
+//! | `compress` | [`brisk-compress`](https://docs.rs/brisk-compress) | gzip/brotli/zstd/deflate negotiated per RFC 9110 with size and type thresholds, streams that flush when idle, bomb-safe decoding, framed cache values | `compress-tower` (layers) |
+//! | `dedup` | [`brisk-dedup`](https://docs.rs/brisk-dedup) | single-flight: concurrent identical requests share one execution, in one process or across instances | `dedup-redis` |
+//! | `metrics` | [`brisk-metrics`](https://docs.rs/brisk-metrics) | latency histograms, counters, Prometheus text, performance budgets | `metrics-tower` (`LatencyLayer`), `metrics-rs` (to the `metrics` facade) |
+//! | `pool` | [`brisk-pool`](https://docs.rs/brisk-pool) | connection pools for diesel-async PostgreSQL and SQLite and for Redis, validating only idle connections | `pool-postgres`, `pool-sqlite`, `pool-redis` |
+//! | `stream` | [`brisk-stream`](https://docs.rs/brisk-stream) | keyset pagination with signed cursors, row streams and JSON/NDJSON/CSV encoding in bounded memory, field selection, bounded parallelism | `stream-csv`, `stream-diesel`, `stream-diesel-async`, `stream-axum` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(feature = "batch")]
