@@ -137,3 +137,20 @@ fn every_published_crate_is_a_facade_feature_and_in_full() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+#[test]
+fn every_published_readme_is_compiled_as_a_doctest() {
+    let mut problems = Vec::new();
+    for (name, path, manifest) in crates() {
+        if !is_published(&manifest) {
+            continue;
+        }
+        let lib = fs::read_to_string(path.join("src/lib.rs")).unwrap_or_default();
+        if !lib.contains("#[cfg(doctest)]\n#[doc = include_str!(\"../README.md\")]") {
+            problems.push(format!(
+                "{name}: src/lib.rs does not include README.md as a `#[cfg(doctest)]` doc"
+            ));
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -50,6 +50,11 @@
 //!   in the background.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
+
 mod codec;
 mod encoding;
 mod error;

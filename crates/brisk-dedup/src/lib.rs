@@ -51,6 +51,11 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
+
 mod catch;
 mod error;
 mod group;

@@ -51,6 +51,11 @@
 //!   [`Key`] is built.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
+
 mod atomic;
 #[cfg(feature = "metrics-rs")]
 mod bridge;

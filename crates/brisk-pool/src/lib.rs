@@ -95,6 +95,11 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// The README's example, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
+
 mod config;
 mod connect;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]

@@ -47,6 +47,11 @@
 //! | `stream` | [`brisk-stream`](https://docs.rs/brisk-stream) | keyset pagination with signed cursors, row streams and JSON/NDJSON/CSV encoding in bounded memory, field selection, bounded parallelism | `stream-csv`, `stream-diesel`, `stream-diesel-async`, `stream-axum` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+/// The README's examples, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctest;
+
 #[cfg(feature = "batch")]
 #[cfg_attr(docsrs, doc(cfg(feature = "batch")))]
 pub use brisk_batch as batch;
