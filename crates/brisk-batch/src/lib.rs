@@ -59,12 +59,12 @@
 )]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(feature = "dataloader")]
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctest;
 
+#[cfg(feature = "dataloader")]
 mod compat;
 mod error;
 mod load;
