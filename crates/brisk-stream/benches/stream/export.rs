@@ -27,7 +27,18 @@ use diesel_async::{AsyncConnection as _, AsyncPgConnection, SimpleAsyncConnectio
 use futures_util::StreamExt;
 use serde::Serialize;
 
-#[derive(Debug, Clone, Serialize, QueryableByName)]
+diesel::table! {
+    orders_1m (id) {
+        id -> BigInt,
+        user_id -> BigInt,
+        status -> Text,
+        created_at -> BigInt,
+        total_cents -> BigInt,
+        note -> Nullable<Text>,
+    }
+}
+
+#[derive(Debug, Clone, Serialize, QueryableByName, diesel::Queryable)]
 struct Order {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
     id: i64,
@@ -271,15 +282,16 @@ fn throughput(
                 .stream(
                     page_size(),
                     move |plan| {
+                        use diesel::QueryDsl as _;
                         let connection = fetching.clone();
-                        let (sql, values) = page_sql("orders_1m", &plan, Placeholders::Dollar);
+                        // The query builder: a prepared statement, cached by its text.
+                        let query = orders_1m::table
+                            .filter(brisk_stream::diesel::filter(&plan))
+                            .order(brisk_stream::diesel::order(&plan))
+                            .limit(plan.fetch());
                         async move {
                             let mut connection = connection.lock().await;
-                            diesel_async::RunQueryDsl::load::<Order>(
-                                bind_all(diesel::sql_query(sql).into_boxed(), values),
-                                &mut *connection,
-                            )
-                            .await
+                            diesel_async::RunQueryDsl::load::<Order>(query, &mut *connection).await
                         }
                     },
                     move |order: &Order| keyed(sort, order),
