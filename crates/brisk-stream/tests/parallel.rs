@@ -195,9 +195,13 @@ async fn spawned_jobs_run_on_tasks_and_are_aborted_when_the_work_ends() {
     drop(receiver);
     assert_eq!(results, [Err(JobError::Panicked)]);
     // Aborted tasks drop their futures on their own workers: wait for the count to settle.
-    while jobs.running.load(Ordering::SeqCst) > 0 {
-        tokio::task::yield_now().await;
-    }
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while jobs.running.load(Ordering::SeqCst) > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the aborted jobs were dropped");
     assert_eq!(jobs.started.load(Ordering::SeqCst), 3);
     assert_eq!(jobs.dropped.load(Ordering::SeqCst), 3);
 }
