@@ -56,13 +56,8 @@ fn every_feature_of_a_published_crate_has_a_facade_feature_in_full() {
     let facade = fs::read_to_string(workspace_root().join("crates/brisk/Cargo.toml")).unwrap();
     let full = feature_list(&facade, "full").expect("the facade has a `full` feature");
     let mut problems = Vec::new();
-    for (name, _, manifest) in crates() {
-        let Some(short) = name.strip_prefix("brisk-") else {
-            continue;
-        };
-        if !is_published(&manifest) {
-            continue;
-        }
+    for (short, name, manifest) in published_members() {
+        let short = short.as_str();
         for feature in features(&manifest) {
             // `metrics-rs` of brisk-metrics is `metrics-rs`, not `metrics-metrics-rs`.
             let facade_feature = if feature.starts_with(&format!("{short}-")) {
@@ -82,6 +77,19 @@ fn every_feature_of_a_published_crate_has_a_facade_feature_in_full() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// The published `brisk-*` crates (the facade's members): short name (`cache`), full name
+/// and manifest.
+fn published_members() -> Vec<(String, String, String)> {
+    crates()
+        .into_iter()
+        .filter(|(_, _, manifest)| is_published(manifest))
+        .filter_map(|(name, _, manifest)| {
+            let short = name.strip_prefix("brisk-")?.to_owned();
+            Some((short, name, manifest))
+        })
+        .collect()
 }
 
 fn is_published(manifest: &str) -> bool {
@@ -115,13 +123,7 @@ fn every_published_crate_is_a_facade_feature_and_in_full() {
     let facade_lib = fs::read_to_string(workspace_root().join("crates/brisk/src/lib.rs")).unwrap();
     let full = feature_list(&facade, "full").expect("the facade has a `full` feature");
     let mut problems = Vec::new();
-    for (name, _, manifest) in crates() {
-        let Some(feature) = name.strip_prefix("brisk-") else {
-            continue;
-        };
-        if !is_published(&manifest) {
-            continue;
-        }
+    for (feature, name, _) in published_members() {
         if !facade.contains(&format!("\n{feature} = [\"dep:{name}\"]")) {
             problems.push(format!(
                 "facade has no `{feature} = [\"dep:{name}\"]` feature"
@@ -141,10 +143,7 @@ fn every_published_crate_is_a_facade_feature_and_in_full() {
 #[test]
 fn every_published_readme_is_compiled_as_a_doctest() {
     let mut problems = Vec::new();
-    for (name, path, manifest) in crates() {
-        if !is_published(&manifest) {
-            continue;
-        }
+    for (name, path, _) in crates().into_iter().filter(|(_, _, m)| is_published(m)) {
         let lib = fs::read_to_string(path.join("src/lib.rs")).unwrap_or_default();
         if !lib.contains("#[cfg(doctest)]\n#[doc = include_str!(\"../README.md\")]") {
             problems.push(format!(

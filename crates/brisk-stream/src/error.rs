@@ -172,6 +172,13 @@ mod tests {
     }
 
     #[test]
+    fn each_rejection_is_its_index_in_all() {
+        for (index, reason) in CursorRejection::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, index, "{reason:?}");
+        }
+    }
+
+    #[test]
     fn client_errors_are_told_apart() {
         let rejected = Error::InvalidCursor {
             reason: CursorRejection::Expired,

@@ -118,10 +118,7 @@ impl Fields {
             if !list.is_empty() {
                 list.push_str(", ");
             }
-            let plain = name.bytes().enumerate().all(|(i, b)| {
-                b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit())
-            }) && !name.is_empty();
-            let column = if plain {
+            let column = if crate::keyset::is_plain_identifier(name) {
                 (*name).to_owned()
             } else {
                 format!("\"{}\"", name.replace('"', "\"\""))

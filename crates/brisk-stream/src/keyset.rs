@@ -1,6 +1,9 @@
 //! Keyset pagination: the predicate and order for any number of sort columns, from a cursor.
 
-use std::fmt::{self, Write as _};
+use std::{
+    borrow::Cow,
+    fmt::{self, Write as _},
+};
 
 use brisk_metrics::{Counter, Recorder};
 use serde::{Deserialize, Serialize};
@@ -187,14 +190,16 @@ fn check_limits(default_limit: usize, max_limit: usize) -> Result<()> {
 
 /// Whether `text` is a plain SQL identifier, optionally qualified (`table.column`).
 fn is_identifier(text: &str) -> bool {
-    !text.is_empty()
-        && text.split('.').all(|part| {
-            let mut bytes = part.bytes();
-            bytes
-                .next()
-                .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-                && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
-        })
+    text.split('.').all(is_plain_identifier)
+}
+
+/// Whether `part` is one unquoted SQL identifier: a letter or `_`, then letters, digits, `_`.
+pub(crate) fn is_plain_identifier(part: &str) -> bool {
+    let mut bytes = part.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
 /// Whether `text` is a plain SQL type name (`timestamptz`, `timestamp with time zone`,
@@ -400,7 +405,7 @@ impl Keyset {
             order_by: String::new(),
             limit,
             direction,
-            from: None,
+            from_cursor: false,
             pages: self.pages.clone(),
         };
         let backward = direction == Direction::Before;
@@ -437,7 +442,7 @@ impl Keyset {
                 });
             }
             plan.pieces = self.predicate(&cursor.key, backward);
-            plan.from = Some(cursor.key);
+            plan.from_cursor = true;
         }
         Ok(plan)
     }
@@ -467,7 +472,7 @@ impl Keyset {
                 if index > 0 {
                     out.push(Piece::Sql(", ".into()));
                 }
-                out.push(Piece::Sql(column.name.clone()));
+                out.push(Piece::Sql(column.name.clone().into()));
             }
             out.push(Piece::Sql(match columns[0].1 {
                 SortOrder::Asc => ") > (".into(),
@@ -487,7 +492,7 @@ impl Keyset {
         // an index range on it.
         let (first, first_order, first_nulls) = columns[0];
         if first_nulls.is_none() {
-            out.push(Piece::Sql(first.name.clone()));
+            out.push(Piece::Sql(first.name.clone().into()));
             out.push(Piece::Sql(match first_order {
                 SortOrder::Asc => " >= ".into(),
                 SortOrder::Desc => " <= ".into(),
@@ -528,7 +533,7 @@ fn push_value(out: &mut Vec<Piece>, column: &KeyColumn, value: &KeyValue) {
         Some(sql_type) => {
             out.push(Piece::Sql("CAST(".into()));
             out.push(Piece::Bind(value.clone()));
-            out.push(Piece::Sql(format!(" AS {sql_type})")));
+            out.push(Piece::owned(format!(" AS {sql_type})")));
         }
         None => out.push(Piece::Bind(value.clone())),
     }
@@ -550,19 +555,19 @@ fn after_value(
     match (value, nulls) {
         // After NULL: the values, when NULLs come first; nothing, when they come last.
         (KeyValue::Null, Some(Nulls::First)) => {
-            out.push(Piece::Sql(format!("{} IS NOT NULL", column.name)));
+            out.push(Piece::owned(format!("{} IS NOT NULL", column.name)));
             true
         }
         (KeyValue::Null, _) => false,
         // After a value: the greater values, then the NULLs when they come last.
         (_, Some(Nulls::Last)) => {
-            out.push(Piece::Sql(format!("({}{greater}", column.name)));
+            out.push(Piece::owned(format!("({}{greater}", column.name)));
             push_value(out, column, value);
-            out.push(Piece::Sql(format!(" OR {} IS NULL)", column.name)));
+            out.push(Piece::owned(format!(" OR {} IS NULL)", column.name)));
             true
         }
         _ => {
-            out.push(Piece::Sql(format!("{}{greater}", column.name)));
+            out.push(Piece::owned(format!("{}{greater}", column.name)));
             push_value(out, column, value);
             true
         }
@@ -572,9 +577,9 @@ fn after_value(
 /// Appends "the column's value equals `value`" (NULL-safe).
 fn equal_value(out: &mut Vec<Piece>, column: &KeyColumn, value: &KeyValue) {
     if *value == KeyValue::Null {
-        out.push(Piece::Sql(format!("{} IS NULL", column.name)));
+        out.push(Piece::owned(format!("{} IS NULL", column.name)));
     } else {
-        out.push(Piece::Sql(format!("{} = ", column.name)));
+        out.push(Piece::owned(format!("{} = ", column.name)));
         push_value(out, column, value);
     }
 }
@@ -582,8 +587,15 @@ fn equal_value(out: &mut Vec<Piece>, column: &KeyColumn, value: &KeyValue) {
 /// A part of a predicate: SQL text from the keyset (never from a client), or a bound value.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Piece {
-    Sql(String),
+    Sql(Cow<'static, str>),
     Bind(KeyValue),
+}
+
+impl Piece {
+    /// SQL text made for this key (a column name in it); fixed text is `Sql("…".into())`.
+    fn owned(text: String) -> Self {
+        Self::Sql(Cow::Owned(text))
+    }
 }
 
 /// How a query's bound values are written in SQL text.
@@ -603,7 +615,8 @@ pub struct Plan {
     order_by: String,
     limit: usize,
     direction: Direction,
-    from: Option<Vec<KeyValue>>,
+    /// Whether the page was reached through a cursor (so rows may precede it).
+    from_cursor: bool,
     pages: Counter,
 }
 
@@ -698,7 +711,7 @@ impl Plan {
                 } else {
                     None
                 },
-                if self.from.is_some() {
+                if self.from_cursor {
                     cursor(rows.first(), Cursor::before)?
                 } else {
                     None

@@ -75,10 +75,7 @@ impl CursorMetrics {
     }
 
     pub(crate) fn rejected(&self, reason: CursorRejection) {
-        let index = CursorRejection::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        self.rejected[index].increment();
+        // `ALL` lists the reasons in declaration order, so a reason is its own index.
+        self.rejected[reason as usize].increment();
     }
 }

@@ -41,7 +41,6 @@ pub struct KeysetStream<T, E, F, K> {
     current: std::vec::IntoIter<T>,
     next: Option<PageFuture<T, E>>,
     arrived: Option<Result<Vec<T>, E>>,
-    done: bool,
 }
 
 impl<T, E, F, K> fmt::Debug for KeysetStream<T, E, F, K> {
@@ -50,7 +49,6 @@ impl<T, E, F, K> fmt::Debug for KeysetStream<T, E, F, K> {
             .field("page_size", &self.page_size)
             .field("buffered", &self.current.len())
             .field("fetching", &self.next.is_some())
-            .field("done", &self.done)
             .finish_non_exhaustive()
     }
 }
@@ -66,7 +64,6 @@ where
             .plan_exact(None, page_size)
             .map(|plan| Box::pin(fetch(plan)) as PageFuture<T, E>)
             .ok();
-        let done = first.is_none();
         Self {
             keyset,
             page_size,
@@ -75,7 +72,6 @@ where
             current: Vec::new().into_iter(),
             next: first,
             arrived: None,
-            done,
         }
     }
 
@@ -120,20 +116,13 @@ where
                     this.keyset.pages.increment();
                     let more = rows.len() > this.page_size;
                     rows.truncate(this.page_size);
-                    match rows.last() {
-                        Some(last) if more => this.fetch_after(last),
-                        _ => this.done = true,
+                    if let Some(last) = rows.last().filter(|_| more) {
+                        this.fetch_after(last);
                     }
                     this.current = rows.into_iter();
                 }
-                Some(Err(error)) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(error)));
-                }
-                None if this.next.is_none() => {
-                    this.done = true;
-                    return Poll::Ready(None);
-                }
+                Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+                None if this.next.is_none() => return Poll::Ready(None),
                 None => return Poll::Pending,
             }
         }

@@ -89,6 +89,17 @@ fn page_sql(table: &str, plan: &Plan, placeholders: Placeholders) -> (String, Ve
     )
 }
 
+/// One page of `table` from SQLite, as `plan` says.
+fn sqlite_page(
+    connection: &Mutex<SqliteConnection>,
+    table: &str,
+    plan: &Plan,
+) -> diesel::QueryResult<Vec<Order>> {
+    let (sql, values) = page_sql(table, plan, Placeholders::Question);
+    let mut connection = connection.lock().unwrap();
+    bind_all(diesel::sql_query(sql).into_boxed(), values).load(&mut *connection)
+}
+
 /// The seed: 1M orders (ties in `created_at`, a NULL note in four of five) and the first 100k
 /// of them as a second table, each with an index on the sort.
 fn seed_sql(series: &str) -> String {
@@ -167,14 +178,7 @@ pub(crate) fn child(args: &[String]) {
                 let table = table.clone();
                 let rows = keyset().stream(
                     page_size(),
-                    move |plan| {
-                        let (sql, values) = page_sql(&table, &plan, Placeholders::Question);
-                        let mut connection = connection.lock().unwrap();
-                        std::future::ready(
-                            bind_all(diesel::sql_query(sql).into_boxed(), values)
-                                .load::<Order>(&mut *connection),
-                        )
-                    },
+                    move |plan| std::future::ready(sqlite_page(&connection, &table, &plan)),
                     key,
                 );
                 drain(Encoder::default().json_array(rows)).await
@@ -364,14 +368,7 @@ fn throughput(
             keyset
                 .stream(
                     page_size(),
-                    move |plan| {
-                        let (sql, values) = page_sql("orders_1m", &plan, Placeholders::Question);
-                        let mut connection = fetching.lock().unwrap();
-                        std::future::ready(
-                            bind_all(diesel::sql_query(sql).into_boxed(), values)
-                                .load::<Order>(&mut *connection),
-                        )
-                    },
+                    move |plan| std::future::ready(sqlite_page(&fetching, "orders_1m", &plan)),
                     move |order: &Order| keyed(sort, order),
                 )
                 .map(Result::unwrap)
