@@ -11,7 +11,7 @@ use crate::{
     model::{
         self, NewOrder, Order, OrderLine, Placed, Product, ProductPage, TopProduct, UserOrders,
     },
-    server::{ExportQuery, Failure, PageQuery, stats},
+    server::{self, CursorQuery, ExportQuery, FIRST_PAGE, Failure, stats},
 };
 use axum::{
     Json, Router,
@@ -28,7 +28,7 @@ use brisk_cache::{
 };
 use brisk_compress::CompressionLayer;
 use brisk_metrics::Registry;
-use brisk_stream::{Encoder, Keyset, SortOrder};
+use brisk_stream::{Cursors, Encoder, KeyValue, Keyset, SortOrder};
 use serde::{Serialize, de::DeserializeOwned};
 
 /// `SELECT … WHERE id IN (…)` for every product key asked for within a millisecond.
@@ -79,7 +79,11 @@ struct Fast {
     writer: Arc<WriteBatcher<Orders>>,
     products: Cached<i64, Option<Product>>,
     orders: Cached<i64, UserOrders>,
-    pages: Cached<i64, ProductPage>,
+    /// Listing pages by the position they start after.
+    pages: Cached<String, ProductPage>,
+    /// The listing's order, `id`, and the signed cursors its `next` links carry.
+    listing: Keyset,
+    cursors: Cursors,
     /// One entry, under key 0.
     top: Cached<i64, Vec<TopProduct>>,
     /// The export's order, `(user_id, id)`.
@@ -98,6 +102,10 @@ type Cached<K, V> = Tiered<K, V, Level<K, V>>;
 struct Caches<'a> {
     redis: Option<&'a redis::aio::ConnectionManager>,
     registry: &'a Registry,
+    /// Redis keys start `catalog:{namespace}:`: instances that share a cursor secret share
+    /// their cached pages (whose links carry cursors signed with it), and no run reads
+    /// another's.
+    namespace: String,
 }
 
 impl Caches<'_> {
@@ -116,7 +124,7 @@ impl Caches<'_> {
             .max_entries(entries)
             .build()
             .map_err(error)?;
-        let level = Level::new(self.redis, &format!("catalog:{name}"))
+        let level = Level::new(self.redis, &format!("catalog:{}:{name}", self.namespace))
             .await
             .map_err(error)?;
         let builder = Tiered::builder()
@@ -151,9 +159,16 @@ pub(crate) async fn router(target: Target, redis: Option<&str>) -> Result<Router
         .max_delay(Duration::from_millis(2))
         .metrics(&*registry, "orders")
         .build();
+    let secret = cursor_secret()?;
+    let cursors = Cursors::builder()
+        .key(1, &secret)
+        .metrics(&*registry, "products")
+        .build()
+        .map_err(|error| error.to_string())?;
     let caches = Caches {
         redis: redis.as_ref(),
         registry: &registry,
+        namespace: namespace(&secret),
     };
     let responses: Cached<String, CachedResponse> =
         caches.make("responses", 20_000, |cache| cache).await?;
@@ -161,6 +176,14 @@ pub(crate) async fn router(target: Target, redis: Option<&str>) -> Result<Router
         products: caches.make("products", 200_000, |cache| cache).await?,
         orders: caches.make("orders", 50_000, |cache| cache).await?,
         pages: caches.make("pages", 10_000, |cache| cache).await?,
+        listing: Keyset::builder()
+            .unique_column("id", SortOrder::Asc)
+            .default_limit(model::PAGE_SIZE as usize)
+            .max_limit(model::PAGE_SIZE as usize)
+            .metrics(&*registry, "products")
+            .build()
+            .map_err(|error| error.to_string())?,
+        cursors,
         // Sales change with every order: the aggregate is a few seconds stale at most, and
         // one refresh runs behind while readers keep being answered.
         top: caches
@@ -219,6 +242,27 @@ pub(crate) async fn router(target: Target, redis: Option<&str>) -> Result<Router
         .layer(CompressionLayer::default().metrics(&*registry, "catalog")))
 }
 
+/// The listing cursors' signing secret: `BRISK_DEMO_CURSOR_SECRET` (at least 32 bytes; set
+/// the same on every instance behind one address), else 32 random bytes for this process.
+fn cursor_secret() -> Result<Vec<u8>, String> {
+    if let Some(secret) = std::env::var_os("BRISK_DEMO_CURSOR_SECRET") {
+        return Ok(secret.into_encoded_bytes());
+    }
+    let mut secret = vec![0; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| std::io::Read::read_exact(&mut random, &mut secret))
+        .map_err(|error| format!("reading /dev/urandom for the cursor secret: {error}"))?;
+    Ok(secret)
+}
+
+/// A name for the caches of instances signing with `secret` (not secret itself).
+fn namespace(secret: &[u8]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    secret.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
 fn cache_failure<E: std::fmt::Display>(error: brisk_cache::Error<E>) -> Failure {
     Failure::Cache(error.to_string())
 }
@@ -236,25 +280,38 @@ async fn product(State(fast): State<Fast>, Path(id): Path<i64>) -> Result<Respon
     })
 }
 
+/// Keyset paging: each page is the products after the last one of the page before, found
+/// through the primary key however deep the page is, and cached by that position.
 async fn page(
     State(fast): State<Fast>,
-    Query(query): Query<PageQuery>,
-) -> Result<impl IntoResponse, Failure> {
-    let pool = fast.pool.clone();
-    let number = query.page;
+    Query(query): Query<CursorQuery>,
+) -> Result<Response, Failure> {
+    let scope = fast.listing.scope();
+    let cursor = query
+        .cursor
+        .as_deref()
+        .map(|text| fast.cursors.decode::<Vec<KeyValue>>(&scope, text))
+        .transpose()?;
+    let position = cursor.as_ref().map_or_else(
+        || "first".to_owned(),
+        |cursor| format!("{:?} {:?}", cursor.direction, cursor.key),
+    );
+    let plan = fast.listing.plan(cursor, None)?;
+    let (pool, cursors) = (fast.pool.clone(), fast.cursors.clone());
     let page = fast
         .pages
-        .try_get_with(number, move || async move {
+        .try_get_with(position, move || async move {
             let mut connection = pool.get().await.map_err(Failure::from)?;
-            let items = model::page(connection.db(), number).await?;
+            let rows = model::page_after(connection.db(), &plan).await?;
+            let page = plan.page(rows, |product| vec![product.id.into()], &cursors, &scope)?;
             Ok::<_, Failure>(ProductPage {
-                page: number,
-                items,
+                items: page.items,
+                next: page.next.map(|next| format!("{FIRST_PAGE}?cursor={next}")),
             })
         })
         .await
         .map_err(|error| Failure::Cache(error.to_string()))?;
-    Ok(([SHARED_MINUTE], Json(page)))
+    Ok(server::listing(page, Some(SHARED_MINUTE.1)))
 }
 
 /// The orders in one query, their products in one batched query shared with concurrent

@@ -221,7 +221,7 @@ async fn run(options: Options) -> Result<(), String> {
             "brisk variant on http://127.0.0.1:{0}: try
   curl -s http://127.0.0.1:{0}/products/1
   curl -s http://127.0.0.1:{0}/users/7/orders
-  curl -s 'http://127.0.0.1:{0}/products?page=3'
+  curl -si http://127.0.0.1:{0}/products   (then the cursor in its Link header)
   curl -s http://127.0.0.1:{0}/top-products
   curl -s 'http://127.0.0.1:{0}/orders/export?from=1' --compressed
   curl -s -X POST -H 'content-type: application/json' -d '{{\"user_id\":7,\"product_id\":1,\"quantity\":2}}' http://127.0.0.1:{0}/orders
@@ -543,7 +543,7 @@ fn report(
          (statements of concurrent, batched requests cannot be told apart in the mix); the **all** row from the mixed run itself. \
          One statement of each naive request is its new connection's setup (WAL, busy timeout: without it, concurrent writers fail with \"database is locked\"). \
          The export is streamed by brisk (brisk-stream: a page of orders per query, the next fetched while this one is sent, NDJSON encoded in chunks) where naive reads it whole before sending. \
-         The listing pages by number on both sides (page numbers are this API; brisk answers repeated pages from its caches): keyset paging with cursors, and what it saves at depth, is measured in docs/streaming.md. \
+         Listing clients browse from the first page, following each page's `next` link for a Zipf-drawn number of pages (up to 500): naive links by page number (OFFSET, which reads and skips every earlier row), brisk by signed keyset cursor (brisk-stream: the rows after the last one seen, through the primary key, and each page cached by that position). \
          Bytes are response bodies as sent (brisk compresses for clients that accept it).\n",
     );
     out
@@ -582,6 +582,7 @@ mod tests {
 
     use super::*;
     use crate::db::{QUERIES, Rng, Zipf};
+    use crate::server::FIRST_PAGE;
 
     const TINY: Scale = Scale {
         products: 300,
@@ -658,9 +659,6 @@ mod tests {
             "/products/301",
             "/users/3/orders",
             "/users/41/orders",
-            "/products?page=0",
-            "/products?page=14",
-            "/products?page=99",
             "/top-products",
             "/orders/export?from=1",
         ];
@@ -688,8 +686,38 @@ mod tests {
             statements[1],
             statements[0]
         );
-        // The N+1: a user's 20 orders cost the naive variant 1 + 20 product queries.
         assert_eq!(call(&naive, "GET", "/products/301", "").await.0, 404);
+
+        // The listing, browsed to its end on both, each variant following its own links
+        // (page numbers, signed cursors): the same products, page by page.
+        let (mut at_naive, mut at_brisk) = (FIRST_PAGE.to_owned(), FIRST_PAGE.to_owned());
+        let mut listed = Vec::new();
+        loop {
+            let page = |answer: (u16, Vec<u8>)| {
+                assert_eq!(answer.0, 200);
+                serde_json::from_slice::<model::ProductPage>(&answer.1).unwrap()
+            };
+            let a = page(call(&naive, "GET", &at_naive, "").await);
+            let b = page(call(&brisk, "GET", &at_brisk, "").await);
+            assert_eq!(a.items, b.items, "{at_naive} vs {at_brisk}");
+            listed.extend(a.items.iter().map(|product| product.id));
+            match (a.next, b.next) {
+                (Some(next_naive), Some(next_brisk)) => {
+                    assert!(next_brisk.starts_with("/products?cursor="), "{next_brisk}");
+                    (at_naive, at_brisk) = (next_naive, next_brisk);
+                }
+                (None, None) => break,
+                other => panic!("one variant ends the listing early: {other:?}"),
+            }
+        }
+        assert_eq!(listed, (1..=TINY.products).collect::<Vec<_>>());
+        // A cursor the brisk variant did not sign is the client's mistake.
+        let forged = format!("{}x", &at_brisk);
+        assert_eq!(call(&brisk, "GET", &forged, "").await.0, 400);
+        assert_eq!(
+            call(&brisk, "GET", "/products?cursor=AAAA", "").await.0,
+            400
+        );
 
         // Writes: each variant gives each order its own id; a bad order is a 422.
         for app in [&naive, &brisk] {
@@ -738,6 +766,12 @@ mod tests {
         let tag = first["etag"].to_str().unwrap().to_owned();
         let (status, _) = headers("/products/7", Some(("if-none-match", tag))).await;
         assert_eq!(status, 304);
+        let (_, listing) = headers("/products", None).await;
+        let link = listing["link"].to_str().unwrap();
+        assert!(
+            link.starts_with("</products?cursor=") && link.ends_with(r#">; rel="next""#),
+            "{link}"
+        );
         let (_, orders) = headers("/users/3/orders", None).await;
         assert_eq!(orders["cache-control"], "private, no-cache");
         assert_eq!(orders["x-cache"], "miss");

@@ -102,8 +102,11 @@ pub(crate) struct UserOrders {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct ProductPage {
-    pub(crate) page: i64,
     pub(crate) items: Vec<Product>,
+    /// The link to the page after this one (also sent as a `Link: <…>; rel="next"` header),
+    /// if products follow: a page number for the naive variant, a signed keyset cursor for
+    /// the brisk one.
+    pub(crate) next: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, QueryableByName)]
@@ -177,15 +180,33 @@ pub(crate) async fn recent_orders(db: Db<'_>, user: i64) -> DbResult<Vec<Order>>
     })
 }
 
-/// A listing page by offset (both variants until brisk-stream's keyset cursors land).
+/// A listing page by offset (the naive variant): up to one row more than a page, which
+/// tells whether another page follows.
 pub(crate) async fn page(db: Db<'_>, page: i64) -> DbResult<Vec<Product>> {
     let query =
         db.sql("SELECT id, name, category, price_cents FROM products ORDER BY id LIMIT ? OFFSET ?");
     let offset = page.max(0).saturating_mul(PAGE_SIZE);
     on!(db, |connection| {
         diesel::sql_query(query)
-            .bind::<BigInt, _>(PAGE_SIZE)
+            .bind::<BigInt, _>(PAGE_SIZE + 1)
             .bind::<BigInt, _>(offset)
+            .load(connection)
+            .await
+    })
+}
+
+/// A listing page by keyset (the brisk variant): the products after the plan's cursor in
+/// id order, at most `plan.fetch()` of them.
+pub(crate) async fn page_after(db: Db<'_>, plan: &brisk_stream::Plan) -> DbResult<Vec<Product>> {
+    let (after, values) = plan.sql_where(brisk_stream::Placeholders::Question, 1);
+    let query = db.sql(&format!(
+        "SELECT id, name, category, price_cents FROM products WHERE {after} ORDER BY {} LIMIT {}",
+        plan.order_by(),
+        plan.fetch()
+    ));
+    on!(db, |connection| {
+        let query = diesel::sql_query(query).into_boxed();
+        brisk_stream::diesel::bind_all(query, values)
             .load(connection)
             .await
     })

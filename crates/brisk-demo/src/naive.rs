@@ -5,7 +5,7 @@
 use crate::{
     backend::Target,
     model::{self, NewOrder, OrderLine, Placed, ProductPage, UserOrders},
-    server::{ExportQuery, Failure, PageQuery, stats},
+    server::{self, ExportQuery, FIRST_PAGE, Failure, PageQuery, stats},
 };
 use axum::{
     Json, Router,
@@ -38,13 +38,13 @@ async fn product(State(target): State<Target>, Path(id): Path<i64>) -> Result<Re
 async fn page(
     State(target): State<Target>,
     Query(query): Query<PageQuery>,
-) -> Result<Json<ProductPage>, Failure> {
+) -> Result<Response, Failure> {
     let mut connection = target.connect().await?;
-    let items = model::page(connection.db(), query.page).await?;
-    Ok(Json(ProductPage {
-        page: query.page,
-        items,
-    }))
+    let mut items = model::page(connection.db(), query.page).await?;
+    let more = items.len() > model::PAGE_SIZE as usize;
+    items.truncate(model::PAGE_SIZE as usize);
+    let next = more.then(|| format!("{FIRST_PAGE}?page={}", query.page.max(0) + 1));
+    Ok(server::listing(ProductPage { items, next }, None))
 }
 
 /// N+1: the orders, then each order's product on its own.

@@ -4,8 +4,11 @@
 use std::sync::atomic::Ordering;
 
 use axum::{
-    Router,
-    http::StatusCode,
+    Json, Router,
+    http::{
+        HeaderValue, StatusCode,
+        header::{CACHE_CONTROL, LINK},
+    },
     response::{IntoResponse, Response},
 };
 use brisk_metrics::Registry;
@@ -22,6 +25,14 @@ pub(crate) enum Failure {
     Cache(String),
     /// A statement returned no row where one was expected.
     Missing,
+    /// A listing cursor refused (400) or a page that could not be built (500).
+    Stream(brisk_stream::Error),
+}
+
+impl From<brisk_stream::Error> for Failure {
+    fn from(error: brisk_stream::Error) -> Self {
+        Failure::Stream(error)
+    }
 }
 
 impl From<diesel::result::Error> for Failure {
@@ -45,6 +56,7 @@ impl From<brisk_pool::Error> for Failure {
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let (status, message) = match self {
+            Failure::Stream(error) => return error.into_response(),
             Failure::Database(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
             Failure::Connect(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
             Failure::Pool(error) => (StatusCode::SERVICE_UNAVAILABLE, error),
@@ -62,6 +74,35 @@ impl IntoResponse for Failure {
 pub(crate) struct PageQuery {
     #[serde(default)]
     pub(crate) page: i64,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CursorQuery {
+    pub(crate) cursor: Option<String>,
+}
+
+/// The first page of the product listing; each page links to the next.
+pub(crate) const FIRST_PAGE: &str = "/products";
+
+/// A listing page as sent: the JSON, and its `next` link also as a `Link` header (RFC 8288),
+/// which a client can follow without reading the body.
+pub(crate) fn listing(
+    page: crate::model::ProductPage,
+    cache_control: Option<&'static str>,
+) -> Response {
+    let link = page
+        .next
+        .as_ref()
+        .and_then(|next| HeaderValue::try_from(format!("<{next}>; rel=\"next\"")).ok());
+    let mut response = Json(page).into_response();
+    let headers = response.headers_mut();
+    if let Some(link) = link {
+        headers.insert(LINK, link);
+    }
+    if let Some(cache_control) = cache_control {
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static(cache_control));
+    }
+    response
 }
 
 #[derive(Debug, Deserialize)]
