@@ -11,7 +11,7 @@ use anyhow::{Result, bail};
 use crate::cmd::Cmd;
 
 /// `redis-server` and PostgreSQL, for brisk-testkit, and the real clients tests drive
-/// (`curl`, headless `chromium`).
+/// (`curl`, headless `chromium`, Prometheus' `promtool`).
 pub(crate) fn servers() -> Result<()> {
     let mut missing = Vec::new();
     if find_on_path("curl", &[]).is_none() {
@@ -19,6 +19,9 @@ pub(crate) fn servers() -> Result<()> {
     }
     if find_on_path("chromium", &[]).is_none() {
         missing.push(("chromium", "chromium"));
+    }
+    if find_on_path("promtool", &[]).is_none() {
+        missing.push(("promtool", "prometheus"));
     }
     if find_on_path("redis-server", &["/usr/sbin", "/usr/local/sbin"]).is_none() {
         missing.push(("redis-server", "redis-server"));

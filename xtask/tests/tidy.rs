@@ -153,3 +153,108 @@ fn every_published_readme_is_compiled_as_a_doctest() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// Every `.rs` file under `dir`, with its text.
+fn sources(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in fs::read_dir(&dir).expect("read source dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path.extension().is_some_and(|ext| ext == "rs") {
+                let text = fs::read_to_string(&path).expect("read source");
+                found.push((path, text));
+            }
+        }
+    }
+    found
+}
+
+/// The metric names quoted in `text`: `"brisk_…"` string literals of name characters only.
+fn quoted_metric_names(text: &str) -> Vec<&str> {
+    text.split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|quoted| {
+            quoted.starts_with("brisk_")
+                && quoted
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        })
+        .collect()
+}
+
+/// A published crate's `METRICS` table (the names in its `Description`s) must list exactly
+/// the metrics its code registers: the facade's test runs promtool over the tables, so a
+/// metric missing from one would be exported without help text and never checked.
+#[test]
+fn every_metric_a_crate_registers_is_in_its_metrics_table() {
+    let mut problems = Vec::new();
+    for (short, name, _) in published_members() {
+        let files = sources(&workspace_root().join("crates").join(&name).join("src"));
+        let Some((_, table_file)) = files
+            .iter()
+            .find(|(_, text)| text.contains("pub const METRICS: &[Description]"))
+        else {
+            problems.push(format!("{name} has no `pub const METRICS` table"));
+            continue;
+        };
+        let start = table_file
+            .find("pub const METRICS: &[Description]")
+            .unwrap();
+        let table = &table_file[start..start + table_file[start..].find("\n];").unwrap()];
+        // `name: "brisk_…",` or `name: SOME_CONST,` with `const SOME_CONST: &str = "…";`.
+        let described: Vec<&str> = table
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("name: "))
+            .filter_map(|rest| rest.strip_suffix(','))
+            .filter_map(|value| match value.strip_prefix('"') {
+                Some(quoted) => quoted.strip_suffix('"'),
+                None => {
+                    let definition = format!("const {value}: &str = \"");
+                    let at = table_file.find(&definition)? + definition.len();
+                    table_file[at..].split('"').next()
+                }
+            })
+            .collect();
+        if described.is_empty() {
+            problems.push(format!(
+                "{name}: no metric names read from its METRICS table"
+            ));
+        }
+        let prefix = format!("brisk_{}_", short.replace('-', "_"));
+        for metric in &described {
+            if !metric.starts_with(&prefix) {
+                problems.push(format!("{name}: {metric} does not start with {prefix}"));
+            }
+        }
+        // The code around the table: what registers metrics.
+        let mut outside = String::new();
+        for (path, text) in &files {
+            let text = if std::ptr::eq(text, table_file) {
+                text.replacen(table, "", 1)
+            } else {
+                text.clone()
+            };
+            for metric in quoted_metric_names(&text) {
+                if !described.contains(&metric) {
+                    problems.push(format!(
+                        "{name}: {} registers {metric}, which its METRICS table does not describe",
+                        path.display()
+                    ));
+                }
+            }
+            outside.push_str(&text);
+        }
+        for metric in &described {
+            if !outside.contains(&format!("\"{metric}\"")) {
+                problems.push(format!(
+                    "{name}: {metric} is described but never registered"
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

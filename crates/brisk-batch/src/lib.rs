@@ -75,6 +75,7 @@ mod write;
 #[cfg(feature = "dataloader")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dataloader")))]
 pub use crate::compat::FromBatchFn;
+pub use crate::metrics::METRICS;
 pub use crate::{
     error::{Error, Result},
     load::{BatchLoad, Cache, Loaded},

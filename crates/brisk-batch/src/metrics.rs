@@ -1,4 +1,59 @@
-use brisk_metrics::{Counter, Histogram, Key, Recorder, Unit};
+use brisk_metrics::{Counter, Description, Histogram, Key, MetricKind, Recorder, Unit};
+
+/// Every metric this crate exports: loaders' labelled `loader="<name>"`, write batchers'
+/// `batcher="<name>"`.
+pub const METRICS: &[Description] = &[
+    Description {
+        name: "brisk_batch_loads_total",
+        kind: MetricKind::Counter,
+        help: "Keys asked of a loader, cache hits included.",
+    },
+    Description {
+        name: "brisk_batch_cache_hits_total",
+        kind: MetricKind::Counter,
+        help: "Keys a loader answered from its cache or joined to a batch already in flight.",
+    },
+    Description {
+        name: "brisk_batch_batches_total",
+        kind: MetricKind::Counter,
+        help: "Calls of a loader's batch function.",
+    },
+    Description {
+        name: "brisk_batch_batch_size",
+        kind: MetricKind::Histogram(Unit::Count),
+        help: "Distinct keys per call of a loader's batch function.",
+    },
+    Description {
+        name: "brisk_batch_failures_total",
+        kind: MetricKind::Counter,
+        help: "Loader batches that failed whole, with an error or a panic.",
+    },
+    Description {
+        name: "brisk_batch_write_items_total",
+        kind: MetricKind::Counter,
+        help: "Items submitted to a write batcher and queued.",
+    },
+    Description {
+        name: "brisk_batch_writes_total",
+        kind: MetricKind::Counter,
+        help: "Calls of a write batcher's write function, retries included.",
+    },
+    Description {
+        name: "brisk_batch_write_size",
+        kind: MetricKind::Histogram(Unit::Count),
+        help: "Items per batch a write batcher wrote.",
+    },
+    Description {
+        name: "brisk_batch_write_retries_total",
+        kind: MetricKind::Counter,
+        help: "Writes repeated after a failure.",
+    },
+    Description {
+        name: "brisk_batch_write_failures_total",
+        kind: MetricKind::Counter,
+        help: "Write batches whose failure reached their submitters.",
+    },
+];
 
 /// Builds `name{label="value"}`: the names here are constants and label values may be any
 /// text, so the key cannot be rejected.
@@ -36,6 +91,7 @@ impl LoadMetrics {
     }
 
     pub(crate) fn new(recorder: &dyn Recorder, name: &str) -> Self {
+        brisk_metrics::describe(recorder, METRICS);
         let counter = |metric| recorder.counter(&key(metric, "loader", name));
         Self {
             loads: counter("brisk_batch_loads_total"),
@@ -75,6 +131,7 @@ impl WriteMetrics {
     }
 
     pub(crate) fn new(recorder: &dyn Recorder, name: &str) -> Self {
+        brisk_metrics::describe(recorder, METRICS);
         let counter = |metric| recorder.counter(&key(metric, "batcher", name));
         Self {
             items: counter("brisk_batch_write_items_total"),

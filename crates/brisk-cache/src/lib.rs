@@ -97,5 +97,6 @@ pub use cached::Cached;
 pub use error::{Error, Result};
 pub use fresh::Stamped;
 pub use memory::{Cause, Iter, MemoryCache, MemoryCacheBuilder};
+pub use metrics::METRICS;
 pub use source::{Source, WriteBehind, WriteThrough};
 pub use tiered::{Tiered, TieredBuilder};

@@ -1,9 +1,178 @@
 //! What a [`MemoryCache`](crate::MemoryCache) reports to brisk-metrics, each series labelled
 //! `name="<name>"`.
 
-use brisk_metrics::{Counter, Gauge, Histogram, Key, Recorder, Unit};
+use brisk_metrics::{Counter, Description, Gauge, Histogram, Key, MetricKind, Recorder, Unit};
 
 use crate::Cause;
+
+/// Every metric this crate exports, each labelled `name="<name>"` of the cache or layer.
+pub const METRICS: &[Description] = &[
+    Description {
+        name: "brisk_cache_hits_total",
+        kind: MetricKind::Counter,
+        help: "Memory cache lookups that found a live value.",
+    },
+    Description {
+        name: "brisk_cache_misses_total",
+        kind: MetricKind::Counter,
+        help: "Memory cache lookups that found none.",
+    },
+    Description {
+        name: "brisk_cache_inserts_total",
+        kind: MetricKind::Counter,
+        help: "Values offered to a memory cache, inserts and loads.",
+    },
+    Description {
+        name: "brisk_cache_admissions_rejected_total",
+        kind: MetricKind::Counter,
+        help: "Newcomers a memory cache refused: less popular than what they would displace, or heavier than a shard.",
+    },
+    Description {
+        name: "brisk_cache_evictions_total",
+        kind: MetricKind::Counter,
+        help: "Entries that left a memory cache, by cause (expired, size, replaced, removed).",
+    },
+    Description {
+        name: "brisk_cache_load_duration_seconds",
+        kind: MetricKind::Histogram(Unit::Seconds),
+        help: "Time a memory cache's get_with or try_get_with load took, failed ones included.",
+    },
+    Description {
+        name: "brisk_cache_load_failures_total",
+        kind: MetricKind::Counter,
+        help: "Memory cache loads that returned an error or panicked.",
+    },
+    Description {
+        name: "brisk_cache_entries",
+        kind: MetricKind::Gauge,
+        help: "Entries a memory cache holds, expired ones not yet removed included.",
+    },
+    Description {
+        name: "brisk_cache_weight",
+        kind: MetricKind::Gauge,
+        help: "Weight a memory cache holds (its entry count without a weigher).",
+    },
+    Description {
+        name: "brisk_cache_tiered_hits_total",
+        kind: MetricKind::Counter,
+        help: "Tiered cache lookups answered fresh, by level (l1 memory, l2 remote).",
+    },
+    Description {
+        name: "brisk_cache_tiered_misses_total",
+        kind: MetricKind::Counter,
+        help: "Tiered cache lookups neither level answered fresh.",
+    },
+    Description {
+        name: "brisk_cache_tiered_load_duration_seconds",
+        kind: MetricKind::Histogram(Unit::Seconds),
+        help: "Time a tiered cache's load took, for loads that returned.",
+    },
+    Description {
+        name: "brisk_cache_tiered_load_failures_total",
+        kind: MetricKind::Counter,
+        help: "Tiered cache loads that failed or panicked.",
+    },
+    Description {
+        name: "brisk_cache_tiered_load_timeouts_total",
+        kind: MetricKind::Counter,
+        help: "Tiered cache loads past their soft or hard timeout.",
+    },
+    Description {
+        name: "brisk_cache_tiered_remote_errors_total",
+        kind: MetricKind::Counter,
+        help: "Errors of a tiered cache's remote level that a load went past.",
+    },
+    Description {
+        name: "brisk_cache_tiered_stale_served_total",
+        kind: MetricKind::Counter,
+        help: "Stale values a tiered cache answered with, by reason (stale_while_revalidate, load_failed, load_timeout).",
+    },
+    Description {
+        name: "brisk_cache_tiered_early_refreshes_total",
+        kind: MetricKind::Counter,
+        help: "Values a tiered cache refreshed before they went stale.",
+    },
+    Description {
+        name: "brisk_cache_redis_hits_total",
+        kind: MetricKind::Counter,
+        help: "Redis cache reads that found a value.",
+    },
+    Description {
+        name: "brisk_cache_redis_misses_total",
+        kind: MetricKind::Counter,
+        help: "Redis cache reads that found none.",
+    },
+    Description {
+        name: "brisk_cache_redis_errors_total",
+        kind: MetricKind::Counter,
+        help: "Redis cache calls that failed or timed out.",
+    },
+    Description {
+        name: "brisk_cache_redis_rejected_total",
+        kind: MetricKind::Counter,
+        help: "Redis cache calls refused by the open circuit breaker.",
+    },
+    Description {
+        name: "brisk_cache_redis_circuit_state",
+        kind: MetricKind::Gauge,
+        help: "The Redis cache's circuit breaker: 0 closed, 1 open, 2 probing.",
+    },
+    Description {
+        name: "brisk_cache_redis_circuit_opened_total",
+        kind: MetricKind::Counter,
+        help: "Times the Redis cache's circuit breaker opened.",
+    },
+    Description {
+        name: "brisk_cache_backplane_messages_total",
+        kind: MetricKind::Counter,
+        help: "Invalidation messages on the backplane, by direction (sent, received from other instances).",
+    },
+    Description {
+        name: "brisk_cache_backplane_gaps_total",
+        kind: MetricKind::Counter,
+        help: "Times the backplane may have missed messages (a sender's sequence skipped, or the subscription restarted); every value in the memory level is then treated as stale.",
+    },
+    Description {
+        name: "brisk_cache_backplane_errors_total",
+        kind: MetricKind::Counter,
+        help: "Backplane publishes that failed and messages that could not be decoded.",
+    },
+    Description {
+        name: "brisk_cache_backplane_subscribed",
+        kind: MetricKind::Gauge,
+        help: "1 while the backplane's subscription is up, else 0.",
+    },
+    Description {
+        name: "brisk_cache_http_not_modified_total",
+        kind: MetricKind::Counter,
+        help: "304 Not Modified responses sent.",
+    },
+    Description {
+        name: "brisk_cache_http_precondition_failed_total",
+        kind: MetricKind::Counter,
+        help: "412 Precondition Failed responses sent.",
+    },
+    Description {
+        name: "brisk_cache_http_bodies_hashed_total",
+        kind: MetricKind::Counter,
+        help: "Response bodies hashed for an entity tag.",
+    },
+    Description {
+        name: "brisk_cache_http_bytes_saved_total",
+        kind: MetricKind::Counter,
+        help: "Body bytes that 304 responses did not send.",
+    },
+    Description {
+        name: "brisk_cache_http_handler_calls_saved_total",
+        kind: MetricKind::Counter,
+        help: "Requests answered without running the handler.",
+    },
+    Description {
+        name: "brisk_cache_http_responses_total",
+        kind: MetricKind::Counter,
+        help: "Requests through the response cache, by result (hit, miss, stale, pass).",
+    },
+];
 
 /// Makes one instance's handles: each series labelled `name="<name>"`, and optionally with one
 /// more label. The metric and label names are valid constants and label values may be any
@@ -16,6 +185,7 @@ pub(crate) struct Series<'a> {
 
 impl<'a> Series<'a> {
     pub(crate) fn new(recorder: &'a dyn Recorder, name: &'a str) -> Self {
+        brisk_metrics::describe(recorder, METRICS);
         Self { recorder, name }
     }
 

@@ -67,6 +67,7 @@ mod stream;
 mod value;
 mod zstd_codec;
 
+pub use crate::metrics::METRICS;
 pub use codec::{Decoder, Encoder, compress, decompress};
 pub use encoding::{Encoding, Level};
 pub use error::{BoxError, Error, Result};

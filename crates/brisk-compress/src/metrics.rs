@@ -2,7 +2,31 @@
 
 use std::sync::Arc;
 
-use brisk_metrics::{Counter, Histogram, Key, Recorder, Unit};
+use brisk_metrics::{Counter, Description, Histogram, Key, MetricKind, Recorder, Unit};
+
+/// Every metric this crate exports, each labelled `name="<name>"` of the layer or codec.
+pub const METRICS: &[Description] = &[
+    Description {
+        name: "brisk_compress_bytes_in_total",
+        kind: MetricKind::Counter,
+        help: "Bytes into a coding, by encoding and direction (compress or decompress).",
+    },
+    Description {
+        name: "brisk_compress_bytes_out_total",
+        kind: MetricKind::Counter,
+        help: "Bytes out of a coding, by encoding and direction (compress or decompress).",
+    },
+    Description {
+        name: "brisk_compress_ratio_percent",
+        kind: MetricKind::Histogram(Unit::Count),
+        help: "Output size as a percentage of input size, per body or value, by encoding and direction.",
+    },
+    Description {
+        name: "brisk_compress_skipped_total",
+        kind: MetricKind::Counter,
+        help: "Bodies sent uncompressed, by reason (small, content_type, not_accepted, encoded).",
+    },
+];
 
 use crate::Encoding;
 
@@ -72,6 +96,7 @@ impl Metrics {
     }
 
     pub(crate) fn new(recorder: &dyn Recorder, name: &str) -> Self {
+        brisk_metrics::describe(recorder, METRICS);
         // Names, label names and label values here are constants or free text, which keys
         // accept, so building them cannot fail.
         let key = |metric: &'static str, labels: &[(&'static str, &str)]| {

@@ -63,6 +63,7 @@ mod metrics;
 #[cfg(feature = "redis")]
 mod redis;
 
+pub use crate::metrics::METRICS;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use crate::redis::{RedisFlight, RedisFlightBuilder, RedisStore, ResultStore};

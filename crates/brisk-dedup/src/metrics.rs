@@ -1,4 +1,43 @@
-use brisk_metrics::{Counter, Key, Recorder};
+use brisk_metrics::{Counter, Description, Key, MetricKind, Recorder};
+
+/// Every metric this crate exports, each labelled `group="<name>"`.
+pub const METRICS: &[Description] = &[
+    Description {
+        name: "brisk_dedup_executions_total",
+        kind: MetricKind::Counter,
+        help: "Times the work of a key ran: first runs and takeovers.",
+    },
+    Description {
+        name: "brisk_dedup_coalesced_total",
+        kind: MetricKind::Counter,
+        help: "Callers that joined an execution already running instead of running one.",
+    },
+    Description {
+        name: "brisk_dedup_handovers_total",
+        kind: MetricKind::Counter,
+        help: "Waiters that took over after the running caller was dropped or its lease expired.",
+    },
+    Description {
+        name: "brisk_dedup_panics_total",
+        kind: MetricKind::Counter,
+        help: "Executions that panicked.",
+    },
+    Description {
+        name: "brisk_dedup_wait_timeouts_total",
+        kind: MetricKind::Counter,
+        help: "Waiters that gave up waiting for another caller's execution.",
+    },
+    Description {
+        name: "brisk_dedup_remote_results_total",
+        kind: MetricKind::Counter,
+        help: "Results read from another instance's execution through Redis.",
+    },
+    Description {
+        name: "brisk_dedup_lease_lost_total",
+        kind: MetricKind::Counter,
+        help: "Executions that found their Redis lease taken over by another instance.",
+    },
+];
 
 /// The counters a group reports, each labelled `group="<name>"`.
 #[derive(Debug, Clone)]
@@ -37,6 +76,7 @@ impl Metrics {
 
     /// Registers the counters; the group name becomes the `group` label.
     pub(crate) fn new(recorder: &dyn Recorder, group: &str) -> Self {
+        brisk_metrics::describe(recorder, METRICS);
         let counter = |name: &'static str| {
             // Label values may be any text, and the names here are valid constants, so the key
             // cannot be rejected.

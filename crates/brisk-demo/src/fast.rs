@@ -27,7 +27,7 @@ use brisk_cache::{
     http::{CachedResponse, ConditionalLayer, ResponseCacheLayer},
 };
 use brisk_compress::CompressionLayer;
-use brisk_metrics::Registry;
+use brisk_metrics::{Registry, tower::PrometheusService};
 use brisk_stream::{Cursors, Encoder, KeyValue, Keyset, SortOrder};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -219,10 +219,7 @@ pub(crate) async fn router(target: Target, redis: Option<&str>) -> Result<Router
             "/stats",
             get(|State(fast): State<Fast>| async move { Json(stats(Some(&fast.registry))) }),
         )
-        .route(
-            "/metrics",
-            get(|State(fast): State<Fast>| async move { fast.registry.prometheus_text() }),
-        )
+        .route_service("/metrics", PrometheusService::new((*registry).clone()))
         .with_state(state)
         // Whole responses that say they may be shared are answered from the cache without
         // the handler; ETags and 304s for clients that revalidate; compression outermost,

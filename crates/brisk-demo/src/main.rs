@@ -772,6 +772,24 @@ mod tests {
             link.starts_with("</products?cursor=") && link.ends_with(r#">; rel="next""#),
             "{link}"
         );
+        // Its /metrics: Prometheus' media type, and nothing for promtool to complain of.
+        let (status, exposition) = headers("/metrics", None).await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            exposition["content-type"],
+            brisk_metrics::PROMETHEUS_CONTENT_TYPE
+        );
+        let text = String::from_utf8(call(&brisk, "GET", "/metrics", "").await.1).unwrap();
+        for family in [
+            "brisk_pool_",
+            "brisk_batch_",
+            "brisk_cache_tiered_",
+            "brisk_cache_http_",
+        ] {
+            assert!(text.contains(&format!("# HELP {family}")), "{family}");
+        }
+        brisk_testkit::promtool_check_metrics(&text)
+            .unwrap_or_else(|error| panic!("{error}\n{text}"));
         let (_, orders) = headers("/users/3/orders", None).await;
         assert_eq!(orders["cache-control"], "private, no-cache");
         assert_eq!(orders["x-cache"], "miss");

@@ -4,7 +4,10 @@
 //! `curl localhost:3000/users/7` and `curl localhost:3000/metrics`.
 
 use axum::{Router, extract::MatchedPath, routing::get};
-use brisk_metrics::{Registry, tower::LatencyLayer};
+use brisk_metrics::{
+    Registry,
+    tower::{LatencyLayer, PrometheusService},
+};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -18,10 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/users/{id}", get(|| async { "a user" }))
         .route_layer(latency)
-        .route(
-            "/metrics",
-            get(move || async move { registry.prometheus_text() }),
-        );
+        .route_service("/metrics", PrometheusService::new(registry));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
     axum::serve(listener, app).await?;
     Ok(())

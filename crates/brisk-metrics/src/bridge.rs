@@ -2,7 +2,9 @@ use std::{fmt, sync::Arc};
 
 use crate::{
     key::Key,
-    recorder::{Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, Recorder, Unit},
+    recorder::{
+        Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, MetricKind, Recorder, Unit,
+    },
 };
 
 /// A [`Recorder`] that forwards to the `metrics` crate facade (the recorder installed with
@@ -68,5 +70,22 @@ impl Recorder for MetricsRsRecorder {
     fn gauge(&self, key: &Key) -> Gauge {
         let g = metrics::gauge!(key.name().to_owned(), labels(key));
         Gauge::from_fn(Arc::new(Forward(g, 1.0)))
+    }
+
+    /// Forwards to `metrics::describe_counter!` / `describe_gauge!` / `describe_histogram!`
+    /// (durations with `metrics::Unit::Seconds`, sizes with `Bytes`).
+    fn describe(&self, name: &str, kind: MetricKind, help: &str) {
+        let (name, help) = (name.to_owned(), help.to_owned());
+        match kind {
+            MetricKind::Counter => metrics::describe_counter!(name, help),
+            MetricKind::Gauge => metrics::describe_gauge!(name, help),
+            MetricKind::Histogram(Unit::Seconds) => {
+                metrics::describe_histogram!(name, metrics::Unit::Seconds, help);
+            }
+            MetricKind::Histogram(Unit::Bytes) => {
+                metrics::describe_histogram!(name, metrics::Unit::Bytes, help);
+            }
+            MetricKind::Histogram(_) => metrics::describe_histogram!(name, help),
+        }
     }
 }

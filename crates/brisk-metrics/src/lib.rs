@@ -77,9 +77,12 @@ pub use crate::{
     error::{Error, Result},
     key::Key,
     recorder::{
-        Counter, CounterFn, Gauge, GaugeFn, Histogram, HistogramFn, NoopRecorder, Recorder, Timer,
-        Unit,
+        Counter, CounterFn, Description, Gauge, GaugeFn, Histogram, HistogramFn, MetricKind,
+        NoopRecorder, Recorder, Timer, Unit, describe,
     },
-    registry::{Interval, Registry, RegistryBuilder},
-    snapshot::{Bucket, CounterSnapshot, GaugeSnapshot, HistogramSnapshot, Snapshot, ratio},
+    registry::{Interval, METRICS, Registry, RegistryBuilder},
+    snapshot::{
+        Bucket, CounterSnapshot, GaugeSnapshot, HistogramSnapshot, PROMETHEUS_CONTENT_TYPE,
+        Snapshot, ratio,
+    },
 };

@@ -56,6 +56,44 @@ pub trait Recorder: Send + Sync + fmt::Debug {
     fn counter(&self, key: &Key) -> Counter;
     /// A gauge (a value that goes up and down) for `key`.
     fn gauge(&self, key: &Key) -> Gauge;
+    /// Says what the metric `name` measures, for people reading it: Prometheus' `# HELP`
+    /// text. The first description of a name wins. Recorders that keep none ignore it (the
+    /// default).
+    fn describe(&self, name: &str, kind: MetricKind, help: &str) {
+        let _ = (name, kind, help);
+    }
+}
+
+/// The kind of a metric, as a [`Description`] states it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum MetricKind {
+    /// A monotonically increasing count; its name ends in `_total`.
+    Counter,
+    /// A value that goes up and down.
+    Gauge,
+    /// A distribution of values in a unit.
+    Histogram(Unit),
+}
+
+/// One metric a component exports: its name, kind and help text. Each brisk crate lists its
+/// own in a `METRICS` table (for dashboards and alert rules) and describes them on the
+/// recorder it is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Description {
+    /// The metric's name (without the `_bucket`/`_sum`/`_count` suffixes of a histogram).
+    pub name: &'static str,
+    /// Its kind.
+    pub kind: MetricKind,
+    /// What it measures, in one sentence.
+    pub help: &'static str,
+}
+
+/// Describes each of `metrics` on `recorder` ([`Recorder::describe`]).
+pub fn describe(recorder: &dyn Recorder, metrics: &[Description]) {
+    for metric in metrics {
+        recorder.describe(metric.name, metric.kind, metric.help);
+    }
 }
 
 impl<R: Recorder + ?Sized> Recorder for Arc<R> {
@@ -68,6 +106,9 @@ impl<R: Recorder + ?Sized> Recorder for Arc<R> {
     fn gauge(&self, key: &Key) -> Gauge {
         (**self).gauge(key)
     }
+    fn describe(&self, name: &str, kind: MetricKind, help: &str) {
+        (**self).describe(name, kind, help);
+    }
 }
 
 impl<R: Recorder + ?Sized> Recorder for &R {
@@ -79,6 +120,9 @@ impl<R: Recorder + ?Sized> Recorder for &R {
     }
     fn gauge(&self, key: &Key) -> Gauge {
         (**self).gauge(key)
+    }
+    fn describe(&self, name: &str, kind: MetricKind, help: &str) {
+        (**self).describe(name, kind, help);
     }
 }
 

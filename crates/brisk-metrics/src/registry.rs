@@ -10,7 +10,7 @@ use crate::{
     atomic::{self, AtomicHistogram, Config, StripedCounter},
     error::{Error, Result},
     key::Key,
-    recorder::{Counter, Gauge, Histogram, Recorder, Unit},
+    recorder::{Counter, Description, Gauge, Histogram, MetricKind, Recorder, Unit},
     snapshot::{self, Snapshot},
 };
 
@@ -71,6 +71,8 @@ struct State {
     series: BTreeMap<Key, Series>,
     /// Per metric name: its kind and how many label sets it has.
     names: HashMap<String, (Kind, usize)>,
+    /// Per metric name: its help text, from [`Recorder::describe`].
+    help: HashMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,14 +207,16 @@ impl RegistryBuilder {
                 )));
             }
         }
-        Ok(Registry {
+        let registry = Registry {
             inner: Arc::new(Inner {
                 overflowed: StripedCounter::new(1),
                 conflicts: StripedCounter::new(1),
                 settings: s,
                 state: RwLock::default(),
             }),
-        })
+        };
+        crate::describe(&registry, METRICS);
+        Ok(registry)
     }
 }
 
@@ -238,10 +242,10 @@ impl Registry {
     /// Returns the series for `key`, creating it if needed (within the label-set cap), or
     /// `None` when the name is already used by another kind of metric.
     fn series(&self, key: &Key, kind: Kind, create: impl FnOnce() -> Series) -> Option<Series> {
-        if let Some(series) = self.inner.state.read().expect("lock").series.get(key) {
+        if let Some(series) = self.read().series.get(key) {
             return self.same_kind(series, kind);
         }
-        let mut state = self.inner.state.write().expect("lock");
+        let mut state = self.write();
         let state = &mut *state;
         if let Some(series) = state.series.get(key) {
             return self.same_kind(series, kind);
@@ -276,6 +280,27 @@ impl Registry {
         }
     }
 
+    /// The state, also after a thread panicked holding its lock: every change to it is
+    /// complete before anything that can panic, so it is never left half-made.
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.inner
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.inner
+            .state
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The help texts described so far.
+    fn help(&self) -> HashMap<String, String> {
+        self.read().help.clone()
+    }
+
     /// A point-in-time view of every series, cumulative since the registry was created.
     pub fn snapshot(&self) -> Snapshot {
         let series = self.collect();
@@ -285,6 +310,7 @@ impl Registry {
                 .map(|(key, series, hdr)| (key, series, hdr, None)),
             &self.inner.settings.buckets,
             self.meta_counters(),
+            self.help(),
         )
     }
 
@@ -303,7 +329,7 @@ impl Registry {
 
     /// Bytes of heap held by histogram counts right now (for capacity planning).
     pub fn histogram_heap_bytes(&self) -> usize {
-        let state = self.inner.state.read().expect("lock");
+        let state = self.read();
         state
             .series
             .values()
@@ -316,7 +342,7 @@ impl Registry {
 
     fn collect(&self) -> Vec<(Key, Series, Option<Hdr<u64>>)> {
         let series: Vec<(Key, Series)> = {
-            let state = self.inner.state.read().expect("lock");
+            let state = self.read();
             state
                 .series
                 .iter()
@@ -396,7 +422,32 @@ impl Recorder for Registry {
             _ => Gauge::noop(),
         }
     }
+
+    /// Keeps `help` as the `# HELP` text of `name`, unless it already has one.
+    fn describe(&self, name: &str, _kind: MetricKind, help: &str) {
+        if self.read().help.contains_key(name) {
+            return;
+        }
+        self.write()
+            .help
+            .entry(name.to_owned())
+            .or_insert_with(|| help.to_owned());
+    }
 }
+
+/// The metrics a [`Registry`] exports about itself.
+pub const METRICS: &[Description] = &[
+    Description {
+        name: OVERFLOW_METRIC,
+        kind: MetricKind::Counter,
+        help: "Series recorded into a name's overflow=\"true\" series because the name had reached its cap on label sets.",
+    },
+    Description {
+        name: CONFLICT_METRIC,
+        kind: MetricKind::Counter,
+        help: "Registrations refused because the name was already used by another kind of metric.",
+    },
+];
 
 /// Interval view over a [`Registry`]: each [`snapshot`](Self::snapshot) covers what was
 /// recorded since the previous one (the first covers everything so far). Gauges show their
@@ -452,6 +503,7 @@ impl Interval {
             rows.into_iter(),
             &self.registry.inner.settings.buckets,
             self.registry.meta_counters(),
+            self.registry.help(),
         )
     }
 }

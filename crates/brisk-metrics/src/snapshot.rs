@@ -23,6 +23,10 @@ pub struct Snapshot {
     pub counters: Vec<CounterSnapshot>,
     /// Every gauge series, sorted by name then labels.
     pub gauges: Vec<GaugeSnapshot>,
+    /// The help text of each metric name above that was described
+    /// ([`Recorder::describe`](crate::Recorder::describe)).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub help: BTreeMap<String, String>,
 }
 
 /// Summary of one histogram series. Quantiles, min, max, mean and sum are accurate to the
@@ -141,19 +145,32 @@ impl Snapshot {
         ratio(h, h.saturating_add(m))
     }
 
-    /// Renders the Prometheus text exposition format (version 0.0.4). Each histogram is
-    /// exported twice: as a `histogram` family with cumulative `_bucket{le}`, `_sum` and
-    /// `_count`, and as a `summary` family `<name>_summary` with quantiles 0.5 to 0.999.
+    /// Renders the Prometheus text exposition format (version 0.0.4; serve it as
+    /// [`PROMETHEUS_CONTENT_TYPE`]): each family with its `# HELP` (when described) and
+    /// `# TYPE`, each histogram as cumulative `_bucket{le}`, `_sum` and `_count`.
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
-        let _ = self.write_prometheus(&mut out);
+        let _ = self.write_prometheus(&mut out, false);
         out
     }
 
-    fn write_prometheus(&self, out: &mut String) -> std::fmt::Result {
+    /// [`to_prometheus`](Self::to_prometheus), and each histogram's quantiles 0.5 to 0.999
+    /// (exact to the histogram's precision, where `histogram_quantile()` over buckets
+    /// interpolates) as a `summary` family `<name>_quantiles`. Summaries cannot be
+    /// aggregated across instances; the buckets can.
+    pub fn to_prometheus_with_quantiles(&self) -> String {
+        let mut out = String::new();
+        let _ = self.write_prometheus(&mut out, true);
+        out
+    }
+
+    fn write_prometheus(&self, out: &mut String, quantiles: bool) -> std::fmt::Result {
         // Series are sorted by name, so each family's samples are contiguous.
-        let mut family = Family::default();
+        let mut family = Family {
+            help: &self.help,
+            current: String::new(),
+        };
         for h in &self.histograms {
             family.start(out, &h.name, "", "histogram")?;
             for b in &h.buckets {
@@ -185,9 +202,9 @@ impl Snapshot {
                 &h.count.to_string(),
             )?;
         }
-        for h in &self.histograms {
-            family.start(out, &h.name, "_summary", "summary")?;
-            let name = format!("{}_summary", h.name);
+        for h in self.histograms.iter().filter(|_| quantiles) {
+            family.start(out, &h.name, "_quantiles", "summary")?;
+            let name = format!("{}_quantiles", h.name);
             let quantiles = [
                 ("0.5", h.p50),
                 ("0.9", h.p90),
@@ -220,13 +237,17 @@ impl Snapshot {
     }
 }
 
-/// Writes a `# TYPE` line whenever a new metric family begins.
-#[derive(Default)]
-struct Family {
+/// The media type of the Prometheus text exposition
+/// ([`Snapshot::to_prometheus`], [`Registry::prometheus_text`](crate::Registry::prometheus_text)).
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Writes the `# HELP` and `# TYPE` lines whenever a new metric family begins.
+struct Family<'a> {
+    help: &'a BTreeMap<String, String>,
     current: String,
 }
 
-impl Family {
+impl Family<'_> {
     fn start(
         &mut self,
         out: &mut String,
@@ -236,6 +257,17 @@ impl Family {
     ) -> std::fmt::Result {
         let family = format!("{name}{suffix}");
         if self.current != family {
+            if let Some(help) = self.help.get(name) {
+                write!(out, "# HELP {family} ")?;
+                for c in help.chars() {
+                    match c {
+                        '\\' => out.push_str("\\\\"),
+                        '\n' => out.push_str("\\n"),
+                        c => out.push(c),
+                    }
+                }
+                out.push('\n');
+            }
             writeln!(out, "# TYPE {family} {kind}")?;
             self.current = family;
         }
@@ -353,6 +385,7 @@ pub(crate) fn build(
     rows: impl Iterator<Item = (Key, Series, Option<Hdr<u64>>, Option<u64>)>,
     buckets: &HashMap<Unit, Vec<f64>>,
     meta: [(Key, u64); 2],
+    mut help: HashMap<String, String>,
 ) -> Snapshot {
     let mut snapshot = Snapshot::default();
     for (key, series, hdr, counter) in rows {
@@ -394,6 +427,15 @@ pub(crate) fn build(
     snapshot
         .gauges
         .sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
+    let names: std::collections::HashSet<&str> = snapshot
+        .histograms
+        .iter()
+        .map(|h| h.name.as_str())
+        .chain(snapshot.counters.iter().map(|c| c.name.as_str()))
+        .chain(snapshot.gauges.iter().map(|g| g.name.as_str()))
+        .collect();
+    help.retain(|name, _| names.contains(name.as_str()));
+    snapshot.help = help.into_iter().collect();
     snapshot
 }
 

@@ -43,7 +43,7 @@ use std::{
     time::Instant,
 };
 
-use http::{Request, Response, request::Parts};
+use http::{Method, Request, Response, StatusCode, header, request::Parts};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -51,7 +51,9 @@ use tower_service::Service;
 use crate::{
     error::Result,
     key::Key,
-    recorder::{Histogram, Recorder, Unit},
+    recorder::{Histogram, MetricKind, Recorder, Unit},
+    registry::Registry,
+    snapshot::PROMETHEUS_CONTENT_TYPE,
 };
 
 type RouteFn = Arc<dyn for<'a> Fn(&'a Parts) -> Cow<'a, str> + Send + Sync>;
@@ -111,6 +113,11 @@ impl LatencyLayer {
     /// # Errors
     /// [`Error::InvalidMetricName`](crate::Error::InvalidMetricName) for an invalid name.
     pub fn new(recorder: impl Recorder + 'static, metric: &str) -> Result<Self> {
+        recorder.describe(
+            metric,
+            MetricKind::Histogram(Unit::Seconds),
+            "Time from a request's arrival to its response head, by route and status class.",
+        );
         Ok(Self {
             shared: Arc::new(Shared {
                 recorder: Arc::new(recorder),
@@ -244,6 +251,59 @@ where
                 started: Instant::now(),
             }),
         }
+    }
+}
+
+/// A tower [`Service`] that answers `GET` and `HEAD` with a [`Registry`]'s Prometheus text
+/// exposition, served with its media type ([`PROMETHEUS_CONTENT_TYPE`]) and
+/// `Cache-Control: no-store` (so no cache between the service and the scraper keeps an old
+/// one); other methods get `405 Method Not Allowed`.
+///
+/// ```
+/// use axum::Router;
+/// use brisk_metrics::{Registry, tower::PrometheusService};
+///
+/// let registry = Registry::new();
+/// let app: Router = Router::new().route_service("/metrics", PrometheusService::new(registry));
+/// # let _ = app;
+/// ```
+#[derive(Debug, Clone)]
+pub struct PrometheusService {
+    registry: Registry,
+}
+
+impl PrometheusService {
+    /// Serves `registry`'s series.
+    pub fn new(registry: Registry) -> Self {
+        Self { registry }
+    }
+}
+
+impl<B> Service<Request<B>> for PrometheusService {
+    type Response = Response<String>;
+    type Error = std::convert::Infallible;
+    type Future = std::future::Ready<std::result::Result<Response<String>, Self::Error>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<std::result::Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        let method = request.method();
+        let response = if method == Method::GET || method == Method::HEAD {
+            let text = self.registry.prometheus_text();
+            Response::builder()
+                .header(header::CONTENT_TYPE, PROMETHEUS_CONTENT_TYPE)
+                .header(header::CACHE_CONTROL, "no-store")
+                .body(text)
+        } else {
+            Response::builder()
+                .status(StatusCode::METHOD_NOT_ALLOWED)
+                .header(header::ALLOW, "GET, HEAD")
+                .body(String::new())
+        };
+        // Every header above is a valid constant.
+        std::future::ready(Ok(response.unwrap_or_default()))
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use brisk_metrics::{Key, MetricsRsRecorder, Recorder, Unit};
+use brisk_metrics::{Key, MetricKind, MetricsRsRecorder, Recorder, Unit};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
 #[test]
@@ -11,6 +11,13 @@ fn series_reach_the_metrics_facade_with_names_labels_and_seconds() {
     let snapshotter = recorder.snapshotter();
     let (histogram, counter, gauge) = metrics::with_local_recorder(&recorder, || {
         let bridge = MetricsRsRecorder;
+        bridge.describe(
+            "db_query_seconds",
+            MetricKind::Histogram(Unit::Seconds),
+            "Time a query took.",
+        );
+        bridge.describe("db_queries_total", MetricKind::Counter, "Queries run.");
+        bridge.describe("pool_in_use", MetricKind::Gauge, "Connections in use.");
         let key = Key::new("db_query_seconds")
             .unwrap()
             .with_label("query", "by_id")
@@ -27,8 +34,17 @@ fn series_reach_the_metrics_facade_with_names_labels_and_seconds() {
     gauge.add(-2);
 
     let mut seen = 0;
-    for (composite, _, _, value) in snapshotter.snapshot().into_vec() {
+    for (composite, unit, help, value) in snapshotter.snapshot().into_vec() {
         let (_, key) = composite.into_parts();
+        let expected = match key.name() {
+            "db_query_seconds" => {
+                assert_eq!(unit, Some(metrics::Unit::Seconds));
+                "Time a query took."
+            }
+            "db_queries_total" => "Queries run.",
+            _ => "Connections in use.",
+        };
+        assert_eq!(help.as_deref(), Some(expected), "{}", key.name());
         match (key.name(), value) {
             ("db_query_seconds", DebugValue::Histogram(values)) => {
                 let labels: Vec<_> = key

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use brisk_metrics::{Key, Recorder, Registry, Unit};
+use brisk_metrics::{Description, Key, MetricKind, Recorder, Registry, Unit};
 use prometheus_parse::{Scrape, Value};
 
 fn parse(text: &str) -> Scrape {
@@ -36,7 +36,7 @@ fn histograms_counters_and_gauges_parse_back_with_their_values() {
         .counter(&Key::new("http_requests_total").unwrap())
         .add(6);
     registry.gauge(&Key::new("pool_in_use").unwrap()).set(-2);
-    let text = registry.prometheus_text();
+    let text = registry.snapshot().to_prometheus_with_quantiles();
     let scrape = parse(&text);
 
     match &find(&scrape, "http_request_seconds", &[("route", "/users/:id")]).value {
@@ -55,7 +55,7 @@ fn histograms_counters_and_gauges_parse_back_with_their_values() {
     }
     match &find(
         &scrape,
-        "http_request_seconds_summary",
+        "http_request_seconds_quantiles",
         &[("route", "/users/:id")],
     )
     .value
@@ -122,8 +122,124 @@ fn every_family_has_one_type_line() {
             .unwrap();
         registry.histogram(&k, Unit::Seconds).record(10);
     }
-    let text = registry.prometheus_text();
+    let text = registry.snapshot().to_prometheus_with_quantiles();
     assert_eq!(text.matches("# TYPE r_seconds histogram").count(), 1);
-    assert_eq!(text.matches("# TYPE r_seconds_summary summary").count(), 1);
+    assert_eq!(
+        text.matches("# TYPE r_seconds_quantiles summary").count(),
+        1
+    );
     parse(&text);
+    // Quantiles are asked for: the default exposition has the histogram only.
+    let plain = registry.prometheus_text();
+    assert!(!plain.contains("quantile"), "{plain}");
+    assert_eq!(plain.matches("# TYPE r_seconds histogram").count(), 1);
+}
+
+#[test]
+fn described_metrics_have_help_lines_escaped_and_the_first_description_wins() {
+    let registry = Registry::new();
+    registry.describe(
+        "jobs_total",
+        MetricKind::Counter,
+        "Jobs run.\nA \\ backslash, then a\nnewline.",
+    );
+    registry.describe(
+        "jobs_total",
+        MetricKind::Counter,
+        "Ignored: described already.",
+    );
+    registry.describe(
+        "never_recorded",
+        MetricKind::Gauge,
+        "No series, so no line.",
+    );
+    registry.describe(
+        "job_seconds",
+        MetricKind::Histogram(Unit::Seconds),
+        "Time a job took.",
+    );
+    registry
+        .counter(&Key::new("jobs_total").unwrap())
+        .increment();
+    registry
+        .histogram(&Key::new("job_seconds").unwrap(), Unit::Seconds)
+        .record(5);
+    registry
+        .counter(&Key::new("bare_total").unwrap())
+        .increment();
+    let text = registry.snapshot().to_prometheus_with_quantiles();
+    assert!(
+        text.contains(
+            "# HELP jobs_total Jobs run.\\nA \\\\ backslash, then a\\nnewline.\n# TYPE jobs_total counter\n"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("# HELP job_seconds Time a job took.\n# TYPE job_seconds histogram\n"));
+    assert!(text.contains(
+        "# HELP job_seconds_quantiles Time a job took.\n# TYPE job_seconds_quantiles summary\n"
+    ));
+    assert!(!text.contains("never_recorded"));
+    assert!(!text.contains("# HELP bare_total"));
+    // The registry describes its own counters.
+    assert!(text.contains("# HELP brisk_metrics_label_overflow_total "));
+    // Help travels in the JSON snapshot too.
+    let snapshot = registry.snapshot();
+    let json = serde_json::to_string(&snapshot).unwrap();
+    let back: brisk_metrics::Snapshot = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.help["job_seconds"], "Time a job took.");
+    parse(&text);
+}
+
+/// Prometheus' own checker over an exposition with every kind of series, labels that need
+/// escaping, a label set past the cap (the overflow series) and a kind conflict: no
+/// complaint. Needs `promtool` (Debian's `prometheus`), which `cargo xtask ci` installs.
+#[test]
+fn promtool_finds_nothing_to_complain_of() {
+    let registry = Registry::builder().max_label_sets(2).build().unwrap();
+    brisk_metrics::describe(
+        &registry,
+        &[
+            Description {
+                name: "app_request_seconds",
+                kind: MetricKind::Histogram(Unit::Seconds),
+                help: "Time to answer a request.",
+            },
+            Description {
+                name: "app_response_bytes",
+                kind: MetricKind::Histogram(Unit::Bytes),
+                help: "Size of a response body.",
+            },
+            Description {
+                name: "app_requests_total",
+                kind: MetricKind::Counter,
+                help: "Requests answered, by route.",
+            },
+            Description {
+                name: "app_in_flight",
+                kind: MetricKind::Gauge,
+                help: "Requests being answered.",
+            },
+        ],
+    );
+    for route in ["/a", "/b", "/c \"quoted\"\n"] {
+        let key = |name| Key::new(name).unwrap().with_label("route", route).unwrap();
+        registry
+            .histogram(&key("app_request_seconds"), Unit::Seconds)
+            .record(1500);
+        registry
+            .histogram(&key("app_response_bytes"), Unit::Bytes)
+            .record(4096);
+        registry.counter(&key("app_requests_total")).increment();
+    }
+    registry.gauge(&Key::new("app_in_flight").unwrap()).set(3);
+    // Registered as a counter already: a no-op, counted as a conflict.
+    registry
+        .gauge(&Key::new("app_requests_total").unwrap())
+        .set(1);
+    let text = registry.prometheus_text();
+    assert!(text.contains("overflow=\"true\""), "{text}");
+    brisk_testkit::promtool_check_metrics(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
+    let with_quantiles = registry.snapshot().to_prometheus_with_quantiles();
+    brisk_testkit::promtool_check_metrics(&with_quantiles)
+        .unwrap_or_else(|error| panic!("{error}\n{with_quantiles}"));
 }

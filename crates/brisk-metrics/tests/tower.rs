@@ -160,3 +160,55 @@ async fn a_million_distinct_paths_keep_memory_flat() {
         1_000_000 - 100
     );
 }
+
+/// The exposition served over HTTP to curl, a real client: Prometheus' media type, never
+/// cached on the way, a body promtool has nothing to say against (the layer described its
+/// histogram); other methods are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_service_serves_the_exposition_with_its_media_type() {
+    use axum::{Router, routing::get};
+    use brisk_metrics::tower::PrometheusService;
+
+    let registry = Registry::new();
+    let app: Router = Router::new()
+        .route("/hello", get(|| async { "hi" }))
+        .route_service("/metrics", PrometheusService::new(registry.clone()))
+        .layer(LatencyLayer::new(registry.clone(), "http_request_duration_seconds").unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let curl = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            let output = std::process::Command::new("curl")
+                .args(["-s", "-S", "--max-time", "10", "-D", "-"])
+                .args(args)
+                .output()
+                .expect("curl is installed (`cargo xtask ci` installs it)");
+            assert!(output.status.success(), "{output:?}");
+            String::from_utf8(output.stdout).unwrap()
+        })
+    };
+    curl(vec![format!("{base}/hello")]).await.unwrap();
+    let answer = curl(vec![format!("{base}/metrics")]).await.unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let head = head.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("content-type: text/plain; version=0.0.4; charset=utf-8"),
+        "{head}"
+    );
+    assert!(head.contains("cache-control: no-store"), "{head}");
+    assert!(
+        body.contains("http_request_duration_seconds_count{route=\"all\",status=\"2xx\"} 1"),
+        "{body}"
+    );
+    brisk_testkit::promtool_check_metrics(body).unwrap_or_else(|error| panic!("{error}\n{body}"));
+
+    let refused = curl(vec!["-X".into(), "POST".into(), format!("{base}/metrics")])
+        .await
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(refused.starts_with("http/1.1 405"), "{refused}");
+    assert!(refused.contains("allow: get, head"), "{refused}");
+    server.abort();
+}

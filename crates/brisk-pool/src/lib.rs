@@ -122,5 +122,6 @@ pub use crate::{
     connect::{Connect, HookFuture},
     error::{BoxError, ConnectTimedOut, Error, Result},
     leak::SuspectedLeak,
+    metrics::METRICS,
     pool::{Builder, ConnectionPool, Pool, PooledConnection, Status},
 };

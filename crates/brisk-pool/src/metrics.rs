@@ -1,4 +1,48 @@
-use brisk_metrics::{Counter, Gauge, Histogram, Key, Recorder, Unit};
+use brisk_metrics::{Counter, Description, Gauge, Histogram, Key, MetricKind, Recorder, Unit};
+
+/// Every metric this crate exports, each labelled `pool="<name>"`.
+pub const METRICS: &[Description] = &[
+    Description {
+        name: "brisk_pool_acquire_seconds",
+        kind: MetricKind::Histogram(Unit::Seconds),
+        help: "Time from asking the pool for a connection to getting one (0 when one was idle).",
+    },
+    Description {
+        name: "brisk_pool_acquire_timeouts_total",
+        kind: MetricKind::Counter,
+        help: "Checkouts that gave up waiting for a connection.",
+    },
+    Description {
+        name: "brisk_pool_connects_total",
+        kind: MetricKind::Counter,
+        help: "Connections opened.",
+    },
+    Description {
+        name: "brisk_pool_connect_failures_total",
+        kind: MetricKind::Counter,
+        help: "Connection attempts that failed or timed out.",
+    },
+    Description {
+        name: "brisk_pool_closes_total",
+        kind: MetricKind::Counter,
+        help: "Connections closed, by reason (broken, invalid, lifetime, idle).",
+    },
+    Description {
+        name: "brisk_pool_leaks_total",
+        kind: MetricKind::Counter,
+        help: "Checkouts held past the leak threshold.",
+    },
+    Description {
+        name: "brisk_pool_connections",
+        kind: MetricKind::Gauge,
+        help: "Open connections by state (in_use, idle), sampled by the pool's housekeeper.",
+    },
+    Description {
+        name: "brisk_pool_waiting",
+        kind: MetricKind::Gauge,
+        help: "Checkouts waiting for a connection, sampled by the pool's housekeeper.",
+    },
+];
 
 /// Why a connection was closed, the `reason` label of `brisk_pool_closes_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,6 +102,7 @@ impl Metrics {
 
     /// Registers the series; `pool` becomes the `pool` label.
     pub(crate) fn new(recorder: &dyn Recorder, pool: &str) -> Self {
+        brisk_metrics::describe(recorder, METRICS);
         let key = |name: &'static str, extra: Option<(&'static str, &'static str)>| {
             // The names are valid constants and label values may be any text, so the key
             // cannot be rejected.

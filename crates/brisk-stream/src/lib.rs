@@ -88,5 +88,6 @@ pub use keyset::{
     KeyValue, Keyset, KeysetBuilder, Nulls, OffsetPage, OffsetPaging, OffsetPagingBuilder,
     OffsetPlan, Page, Placeholders, Plan, SortOrder,
 };
+pub use metrics::METRICS;
 pub use parallel::{Parallel, ParallelBuilder};
 pub use rows::KeysetStream;

@@ -1,8 +1,43 @@
 //! The handles brisk-stream records into, registered once per instance.
 
-use brisk_metrics::{Counter, Key, Recorder};
+use brisk_metrics::{Counter, Description, Key, MetricKind, Recorder};
 
 use crate::error::CursorRejection;
+
+/// Every metric this crate exports, each labelled `name="<name>"` of the encoder, cursor
+/// codec or keyset.
+pub const METRICS: &[Description] = &[
+    Description {
+        name: "brisk_stream_rows_total",
+        kind: MetricKind::Counter,
+        help: "Rows an encoder wrote into response bodies.",
+    },
+    Description {
+        name: "brisk_stream_bytes_total",
+        kind: MetricKind::Counter,
+        help: "Bytes an encoder produced.",
+    },
+    Description {
+        name: "brisk_stream_aborted_total",
+        kind: MetricKind::Counter,
+        help: "Bodies an encoder ended with an error, their row stream or a row's encoding having failed.",
+    },
+    Description {
+        name: "brisk_stream_cursors_issued_total",
+        kind: MetricKind::Counter,
+        help: "Pagination cursors issued.",
+    },
+    Description {
+        name: "brisk_stream_cursor_rejections_total",
+        kind: MetricKind::Counter,
+        help: "Cursors refused, by reason (malformed, bad_signature, wrong_query, expired).",
+    },
+    Description {
+        name: "brisk_stream_pages_total",
+        kind: MetricKind::Counter,
+        help: "Keyset pages served.",
+    },
+];
 
 /// A counter `metric{name="<name>"}` (plus one more label), or a no-op when the key is refused.
 pub(crate) fn counter(
@@ -11,6 +46,7 @@ pub(crate) fn counter(
     name: &str,
     label: Option<(&'static str, &'static str)>,
 ) -> Counter {
+    brisk_metrics::describe(recorder, METRICS);
     let key = Key::new(metric).and_then(|key| key.with_label("name", name.to_owned()));
     let key = match label {
         Some((label, value)) => key.and_then(|key| key.with_label(label, value)),

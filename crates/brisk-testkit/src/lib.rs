@@ -37,12 +37,14 @@ mod error;
 mod pgwire;
 mod postgres;
 mod process;
+mod promtool;
 mod redis;
 
 pub use crate::{
     cluster::RedisCluster,
     error::{Error, Result},
     postgres::{PostgresBuilder, PostgresServer},
+    promtool::promtool_check_metrics,
     redis::{RedisBuilder, RedisServer},
 };
 
