@@ -258,3 +258,78 @@ fn every_metric_a_crate_registers_is_in_its_metrics_table() {
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
 }
+
+/// docs/architecture.md's crate-graph table says which brisk crates each crate depends on;
+/// `cargo metadata` says what the manifests do. They must agree, optional dependencies with
+/// the feature that turns them on.
+#[test]
+fn the_architecture_crate_graph_matches_cargo_metadata() {
+    let output = std::process::Command::new(env!("CARGO"))
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--no-deps",
+            "--offline",
+        ])
+        .current_dir(workspace_root())
+        .output()
+        .expect("cargo metadata runs");
+    assert!(output.status.success(), "{output:?}");
+    let metadata: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let mut actual = std::collections::BTreeMap::new();
+    for package in metadata["packages"].as_array().unwrap() {
+        let name = package["name"].as_str().unwrap();
+        if !name.starts_with("brisk") {
+            continue;
+        }
+        let manifest = fs::read_to_string(package["manifest_path"].as_str().unwrap()).unwrap();
+        let mut deps: Vec<String> = package["dependencies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|dep| dep["kind"].is_null())
+            .filter_map(|dep| {
+                let dep_name = dep["name"].as_str()?;
+                if !dep_name.starts_with("brisk") {
+                    return None;
+                }
+                if !dep["optional"].as_bool().unwrap_or(false) {
+                    return Some(dep_name.to_owned());
+                }
+                // The feature that enables it: `feature = [.."dep:<name>"..]`.
+                let enabled_by = manifest
+                    .lines()
+                    .find(|line| line.contains(&format!("\"dep:{dep_name}\"")))
+                    .and_then(|line| line.split(" = [").next())
+                    .expect("an optional dependency is enabled by a feature")
+                    .trim()
+                    .to_owned();
+                Some(format!("{dep_name} (`{enabled_by}`)"))
+            })
+            .collect();
+        deps.sort();
+        actual.insert(name.to_owned(), deps);
+    }
+    let doc = fs::read_to_string(workspace_root().join("docs/architecture.md")).unwrap();
+    let section = &doc[doc.find("## Crate graph").expect("a crate graph section")..];
+    let section = &section[..section[3..]
+        .find("\n## ")
+        .map_or(section.len(), |end| end + 3)];
+    let mut documented = std::collections::BTreeMap::new();
+    for row in section.lines().filter(|line| line.starts_with("| brisk")) {
+        let cells: Vec<&str> = row.trim_matches('|').split('|').map(str::trim).collect();
+        let name = cells[0].split_whitespace().next().unwrap().to_owned();
+        let mut deps: Vec<String> = if cells[1] == "none" {
+            Vec::new()
+        } else {
+            cells[1].split(", ").map(str::to_owned).collect()
+        };
+        deps.sort();
+        documented.insert(name, deps);
+    }
+    assert_eq!(
+        documented, actual,
+        "docs/architecture.md's crate graph (left) disagrees with the manifests (right)"
+    );
+}

@@ -91,7 +91,8 @@ impl Subject {
             Self::Brisk(
                 Loader::builder(Brisk(Arc::clone(tally)))
                     .max_batch_size(MAX_BATCH)
-                    .build(),
+                    .build()
+                    .unwrap(),
             )
         } else {
             Self::Peer(PeerLoader::new(Peer(Arc::clone(tally))).with_max_batch_size(MAX_BATCH))

@@ -121,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
     })
     .max_batch_size(TASKS as usize)
     .max_delay(Duration::from_millis(10))
-    .build();
+    .build()?;
     let rows = submit_everything(&batcher).await;
     batcher.shutdown().await;
     let statements = batcher.write_fn().statements.load(Ordering::Relaxed);
@@ -163,7 +163,8 @@ mod tests {
         .max_batch_size(TASKS as usize)
         .max_delay(Duration::from_millis(10))
         .metrics(&registry, "events")
-        .build();
+        .build()
+        .unwrap();
         let submitted = submit_everything(&batcher).await;
         batcher.shutdown().await;
         assert_eq!(submitted.len(), 10_000);
@@ -187,7 +188,7 @@ mod tests {
         let statements = batcher.write_fn().statements.load(Ordering::Relaxed);
         let snapshot = registry.snapshot();
         let sizes = snapshot
-            .histogram("brisk_batch_write_size", &[("batcher", "events")])
+            .histogram("brisk_batch_write_size", &[("name", "events")])
             .unwrap();
         assert_eq!(sizes.count as usize, statements);
         assert!(
@@ -213,7 +214,8 @@ mod tests {
             statements: AtomicUsize::new(0),
         })
         .max_batch_size(3)
-        .build();
+        .build()
+        .unwrap();
         let row = |sequence| NewEvent {
             source: "check".to_owned(),
             sequence,

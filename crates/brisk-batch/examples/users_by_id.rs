@@ -150,8 +150,9 @@ mod tests {
             queries: AtomicUsize::new(0),
         })
         .max_batch_size(distinct)
-        .delay(std::time::Duration::from_secs(60))
-        .build();
+        .max_delay(std::time::Duration::from_secs(60))
+        .build()
+        .unwrap();
         let found = authors(&loader, &posts).await;
         assert_eq!(
             loader.batch_fn().queries.load(Ordering::Relaxed),

@@ -13,6 +13,16 @@ use std::{convert::Infallible, fmt, sync::Arc};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error<E = Infallible> {
+    /// A builder setting out of range, refused by `build()`.
+    #[error("invalid batch setting {setting}={value}: {reason}")]
+    Config {
+        /// The builder method, as the user wrote it.
+        setting: &'static str,
+        /// The rejected value.
+        value: String,
+        /// What a valid value looks like.
+        reason: &'static str,
+    },
     /// The batch function failed for the whole batch; every key (or item) in it gets this.
     /// A loader does not cache it: the next load of these keys tries again.
     #[error("the batch function failed for a batch of {size}: {error}")]
@@ -62,6 +72,15 @@ pub enum Error<E = Infallible> {
 impl<E> Clone for Error<E> {
     fn clone(&self) -> Self {
         match self {
+            Self::Config {
+                setting,
+                value,
+                reason,
+            } => Self::Config {
+                setting,
+                value: value.clone(),
+                reason,
+            },
             Self::Batch { size, error } => Self::Batch {
                 size: *size,
                 error: Arc::clone(error),
@@ -91,6 +110,18 @@ impl<E> Error<E> {
         match self {
             Self::Batch { error, .. } | Self::Key { error, .. } => Some(error),
             _ => None,
+        }
+    }
+
+    pub(crate) fn config(
+        setting: &'static str,
+        value: impl fmt::Display,
+        reason: &'static str,
+    ) -> Self {
+        Self::Config {
+            setting,
+            value: value.to_string(),
+            reason,
         }
     }
 

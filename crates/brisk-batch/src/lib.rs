@@ -49,7 +49,7 @@
 //!   0.18) on brisk's [`Loader`] unchanged.
 //!
 //! # Metrics
-//! [`Builder::metrics`] and [`WriteBuilder::metrics`] report loads, cache hits, batches and
+//! [`LoaderBuilder::metrics`] and [`WriteBatcherBuilder::metrics`] report loads, cache hits, batches and
 //! their sizes, retries and failures to any [`brisk_metrics::Recorder`].
 //!
 #![cfg_attr(feature = "dataloader", doc = "[`FromBatchFn`]: crate::FromBatchFn")]
@@ -79,6 +79,6 @@ pub use crate::metrics::METRICS;
 pub use crate::{
     error::{Error, Result},
     load::{BatchLoad, Cache, Loaded},
-    loader::{Builder, Loader},
-    write::{BatchWrite, Retry, WriteBatcher, WriteBuilder},
+    loader::{Loader, LoaderBuilder},
+    write::{BatchWrite, Retry, WriteBatcher, WriteBatcherBuilder},
 };

@@ -29,7 +29,7 @@ type LoadResult<L> = Result<Option<Value<L>>, Error<<L as BatchLoad>::Error>>;
 /// The cache a loader keeps: absences (`None`) are cached too.
 type BoxCache<L> = Box<dyn Cache<Key<L>, Option<Value<L>>>>;
 
-/// The defaults, shared by [`Loader::new`] and the [`Builder`] docs.
+/// The defaults, shared by [`Loader::new`] and the [`LoaderBuilder`] docs.
 const DEFAULT_MAX_BATCH_SIZE: usize = 100;
 const DEFAULT_DELAY: Duration = Duration::from_millis(1);
 const DEFAULT_MAX_CONCURRENT_BATCHES: usize = 16;
@@ -41,10 +41,10 @@ const TIMER_SLACK: Duration = Duration::from_micros(500);
 /// Batches the keys that many callers ask for into few calls of a [`BatchLoad`]: the
 /// DataLoader pattern, which turns N+1 queries into one query per batch.
 ///
-/// A batch opens with the first key asked for and closes after the [delay](Builder::delay)
-/// (1 ms by default) or as soon as it holds [max batch size](Builder::max_batch_size) keys
+/// A batch opens with the first key asked for and closes after the [delay](LoaderBuilder::max_delay)
+/// (1 ms by default) or as soon as it holds [max batch size](LoaderBuilder::max_batch_size) keys
 /// (100), whichever comes first. Closed batches run at once, each in its own task, up to
-/// [max concurrent batches](Builder::max_concurrent_batches) (16) at a time; keys asked for
+/// [max concurrent batches](LoaderBuilder::max_concurrent_batches) (16) at a time; keys asked for
 /// meanwhile go into the next batch. A key asked for twice within one batch is loaded once.
 ///
 /// Cloning a `Loader` is cheap and shares its batches and cache.
@@ -66,7 +66,7 @@ const TIMER_SLACK: Duration = Duration::from_micros(500);
 /// callers in it, and with a cache the value is still cached.
 ///
 /// # Cache
-/// Off by default. With [`Builder::cache`], a key is loaded once for the life of the loader
+/// Off by default. With [`LoaderBuilder::cache`], a key is loaded once for the life of the loader
 /// (build one loader per request, as with facebook's DataLoader): a repeated load is answered
 /// from the cache, or joins the batch already loading the key. Values and absences are cached,
 /// errors never. [`prime`](Self::prime), [`clear`](Self::clear) and
@@ -100,7 +100,7 @@ impl<L: BatchLoad> fmt::Debug for Loader<L> {
 
 /// Configures a [`Loader`]; from [`Loader::builder`].
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct Builder<L: BatchLoad> {
+pub struct LoaderBuilder<L: BatchLoad> {
     batch_fn: L,
     max_batch_size: usize,
     delay: Duration,
@@ -109,9 +109,9 @@ pub struct Builder<L: BatchLoad> {
     metrics: LoadMetrics,
 }
 
-impl<L: BatchLoad> fmt::Debug for Builder<L> {
+impl<L: BatchLoad> fmt::Debug for LoaderBuilder<L> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder")
+        f.debug_struct("LoaderBuilder")
             .field("max_batch_size", &self.max_batch_size)
             .field("delay", &self.delay)
             .field("max_concurrent_batches", &self.max_concurrent_batches)
@@ -120,18 +120,18 @@ impl<L: BatchLoad> fmt::Debug for Builder<L> {
     }
 }
 
-impl<L: BatchLoad> Builder<L> {
-    /// The most keys in one batch; a batch closes as soon as it is full. Default 100; values
-    /// below 1 are raised to 1, which turns batching off.
+impl<L: BatchLoad> LoaderBuilder<L> {
+    /// The most keys in one batch; a batch closes as soon as it is full. Default 100; 1 turns
+    /// batching off, and 0 is refused by [`build`](Self::build).
     pub fn max_batch_size(mut self, max: usize) -> Self {
-        self.max_batch_size = max.max(1);
+        self.max_batch_size = max;
         self
     }
 
-    /// How long a batch stays open for more keys after its first one. Default 1 ms; zero
+    /// The most a batch stays open for more keys after its first one. Default 1 ms; zero
     /// closes it once the tasks already woken have run (one scheduler pass), which catches
     /// the loads one request fans out without adding a timer.
-    pub fn delay(mut self, delay: Duration) -> Self {
+    pub fn max_delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
         self
     }
@@ -148,9 +148,9 @@ impl<L: BatchLoad> Builder<L> {
 
     /// How many batches may run at the same time; further closed batches wait their turn.
     /// Default 16: enough to keep a pool of 16 connections busy, few enough not to swamp the
-    /// database. Values below 1 are raised to 1, which runs one batch at a time.
+    /// database. 1 runs one batch at a time; 0 is refused by [`build`](Self::build).
     pub fn max_concurrent_batches(mut self, max: usize) -> Self {
-        self.max_concurrent_batches = max.max(1);
+        self.max_concurrent_batches = max;
         self
     }
 
@@ -162,18 +162,29 @@ impl<L: BatchLoad> Builder<L> {
     }
 
     /// Reports loads, cache hits, batches, batch sizes and failed batches to `recorder`,
-    /// labelled `loader="<name>"`.
+    /// labelled `name="<name>"`.
     pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
         self.metrics = LoadMetrics::new(recorder, name);
         self
     }
 
-    /// Builds the loader. Batches are run with `tokio::spawn`, so loads must be made inside a
-    /// tokio runtime.
-    pub fn build(self) -> Loader<L> {
+    /// Builds the loader, or [`Error::Config`] for a `max_batch_size` or
+    /// `max_concurrent_batches` of 0. Batches are run with `tokio::spawn`, so loads must be
+    /// made inside a tokio runtime.
+    pub fn build(self) -> Result<Loader<L>, Error> {
+        if self.max_batch_size == 0 {
+            return Err(Error::config("max_batch_size", 0, "at least 1 key"));
+        }
+        if self.max_concurrent_batches == 0 {
+            return Err(Error::config(
+                "max_concurrent_batches",
+                0,
+                "at least 1 batch",
+            ));
+        }
         let permits = (self.max_concurrent_batches < Semaphore::MAX_PERMITS)
             .then(|| Arc::new(Semaphore::new(self.max_concurrent_batches)));
-        Loader {
+        Ok(Loader {
             shared: Arc::new(Shared {
                 batch_fn: Arc::new(self.batch_fn),
                 max_batch_size: self.max_batch_size,
@@ -188,7 +199,7 @@ impl<L: BatchLoad> Builder<L> {
                 }),
                 metrics: self.metrics,
             }),
-        }
+        })
     }
 }
 
@@ -196,12 +207,14 @@ impl<L: BatchLoad> Loader<L> {
     /// A loader with the defaults: batches of up to 100 keys, 1 ms delay, 16 concurrent
     /// batches, no cache.
     pub fn new(batch_fn: L) -> Self {
-        Self::builder(batch_fn).build()
+        Self::builder(batch_fn)
+            .build()
+            .expect("the default settings are valid")
     }
 
     /// Configures a loader.
-    pub fn builder(batch_fn: L) -> Builder<L> {
-        Builder {
+    pub fn builder(batch_fn: L) -> LoaderBuilder<L> {
+        LoaderBuilder {
             batch_fn,
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             delay: DEFAULT_DELAY,

@@ -1,7 +1,6 @@
 use brisk_metrics::{Counter, Description, Histogram, Key, MetricKind, Recorder, Unit};
 
-/// Every metric this crate exports: loaders' labelled `loader="<name>"`, write batchers'
-/// `batcher="<name>"`.
+/// Every metric this crate exports, each labelled `name="<name>"` of the loader or batcher.
 pub const METRICS: &[Description] = &[
     Description {
         name: "brisk_batch_loads_total",
@@ -63,7 +62,7 @@ fn key(name: &'static str, label: &'static str, value: &str) -> Key {
         .expect("constant metric names with one label are valid")
 }
 
-/// What a [`Loader`](crate::Loader) reports, each labelled `loader="<name>"`.
+/// What a [`Loader`](crate::Loader) reports, each labelled `name="<name>"`.
 #[derive(Debug, Clone)]
 pub(crate) struct LoadMetrics {
     /// `brisk_batch_loads_total`: keys asked for (cache hits included).
@@ -92,19 +91,19 @@ impl LoadMetrics {
 
     pub(crate) fn new(recorder: &dyn Recorder, name: &str) -> Self {
         brisk_metrics::describe(recorder, METRICS);
-        let counter = |metric| recorder.counter(&key(metric, "loader", name));
+        let counter = |metric| recorder.counter(&key(metric, "name", name));
         Self {
             loads: counter("brisk_batch_loads_total"),
             cache_hits: counter("brisk_batch_cache_hits_total"),
             batches: counter("brisk_batch_batches_total"),
             batch_size: recorder
-                .histogram(&key("brisk_batch_batch_size", "loader", name), Unit::Count),
+                .histogram(&key("brisk_batch_batch_size", "name", name), Unit::Count),
             failures: counter("brisk_batch_failures_total"),
         }
     }
 }
 
-/// What a [`WriteBatcher`](crate::WriteBatcher) reports, each labelled `batcher="<name>"`.
+/// What a [`WriteBatcher`](crate::WriteBatcher) reports, each labelled `name="<name>"`.
 #[derive(Debug, Clone)]
 pub(crate) struct WriteMetrics {
     /// `brisk_batch_write_items_total`: items submitted and queued.
@@ -132,12 +131,12 @@ impl WriteMetrics {
 
     pub(crate) fn new(recorder: &dyn Recorder, name: &str) -> Self {
         brisk_metrics::describe(recorder, METRICS);
-        let counter = |metric| recorder.counter(&key(metric, "batcher", name));
+        let counter = |metric| recorder.counter(&key(metric, "name", name));
         Self {
             items: counter("brisk_batch_write_items_total"),
             writes: counter("brisk_batch_writes_total"),
             write_size: recorder
-                .histogram(&key("brisk_batch_write_size", "batcher", name), Unit::Count),
+                .histogram(&key("brisk_batch_write_size", "name", name), Unit::Count),
             retries: counter("brisk_batch_write_retries_total"),
             failures: counter("brisk_batch_write_failures_total"),
         }

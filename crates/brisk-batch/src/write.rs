@@ -114,12 +114,12 @@ enum Message<W: BatchWrite> {
 }
 
 /// Collects submitted items into batches for a [`BatchWrite`]: a batch is written when it
-/// holds [max batch size](WriteBuilder::max_batch_size) items (100) or its first item has
-/// waited [max delay](WriteBuilder::max_delay) (100 ms), whichever comes first.
+/// holds [max batch size](WriteBatcherBuilder::max_batch_size) items (100) or its first item has
+/// waited [max delay](WriteBatcherBuilder::max_delay) (100 ms), whichever comes first.
 ///
-/// Submitting waits while the [queue](WriteBuilder::queue) (1000 items) is full: backpressure
+/// Submitting waits while the [queue](WriteBatcherBuilder::queue_capacity) (1000 items) is full: backpressure
 /// instead of unbounded memory when the database falls behind. Writes run one at a time by
-/// default, in submission order ([`max_concurrent_writes`](WriteBuilder::max_concurrent_writes)).
+/// default, in submission order ([`max_concurrent_writes`](WriteBatcherBuilder::max_concurrent_writes)).
 ///
 /// # Nothing lost
 /// An item, once queued, is written: [`shutdown`](Self::shutdown) writes everything queued
@@ -159,7 +159,7 @@ impl<W: BatchWrite> fmt::Debug for WriteBatcher<W> {
 
 /// Configures a [`WriteBatcher`]; from [`WriteBatcher::builder`].
 #[must_use = "a builder does nothing until `build` is called"]
-pub struct WriteBuilder<W: BatchWrite> {
+pub struct WriteBatcherBuilder<W: BatchWrite> {
     write_fn: W,
     max_batch_size: usize,
     max_delay: Duration,
@@ -169,9 +169,9 @@ pub struct WriteBuilder<W: BatchWrite> {
     metrics: WriteMetrics,
 }
 
-impl<W: BatchWrite> fmt::Debug for WriteBuilder<W> {
+impl<W: BatchWrite> fmt::Debug for WriteBatcherBuilder<W> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WriteBuilder")
+        f.debug_struct("WriteBatcherBuilder")
             .field("max_batch_size", &self.max_batch_size)
             .field("max_delay", &self.max_delay)
             .field("queue", &self.queue)
@@ -181,11 +181,12 @@ impl<W: BatchWrite> fmt::Debug for WriteBuilder<W> {
     }
 }
 
-impl<W: BatchWrite> WriteBuilder<W> {
-    /// The most items in one write. Default 100; values below 1 are raised to 1. Mind the
-    /// database's limits: PostgreSQL takes at most 65535 bind parameters per statement.
+impl<W: BatchWrite> WriteBatcherBuilder<W> {
+    /// The most items in one write. Default 100; 0 is refused by [`build`](Self::build).
+    /// Mind the database's limits: PostgreSQL takes at most 65535 bind parameters per
+    /// statement.
     pub fn max_batch_size(mut self, max: usize) -> Self {
-        self.max_batch_size = max.max(1);
+        self.max_batch_size = max;
         self
     }
 
@@ -197,17 +198,18 @@ impl<W: BatchWrite> WriteBuilder<W> {
     }
 
     /// How many submitted items (and flush requests) may wait to be batched; submitting waits
-    /// while it is full. Default 1000; values below 1 are raised to 1.
-    pub fn queue(mut self, capacity: usize) -> Self {
-        self.queue = capacity.clamp(1, Semaphore::MAX_PERMITS);
+    /// while it is full. Default 1000; [`build`](Self::build) refuses 0 and more than
+    /// tokio's semaphore holds (`Semaphore::MAX_PERMITS`).
+    pub fn queue_capacity(mut self, capacity: usize) -> Self {
+        self.queue = capacity;
         self
     }
 
     /// How many writes may run at the same time. Default 1, which writes batches in
     /// submission order; more overlap writes (on separate connections) at the cost of order.
-    /// Values below 1 are raised to 1.
+    /// [`build`](Self::build) refuses 0 and more than `u32::MAX`.
     pub fn max_concurrent_writes(mut self, max: usize) -> Self {
-        self.max_concurrent_writes = max.clamp(1, u32::MAX as usize);
+        self.max_concurrent_writes = max;
         self
     }
 
@@ -218,14 +220,32 @@ impl<W: BatchWrite> WriteBuilder<W> {
     }
 
     /// Reports items, writes, batch sizes, retries and failures to `recorder`, labelled
-    /// `batcher="<name>"`.
+    /// `name="<name>"`.
     pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
         self.metrics = WriteMetrics::new(recorder, name);
         self
     }
 
-    /// Starts the batcher's worker task; call it inside a tokio runtime.
-    pub fn build(self) -> WriteBatcher<W> {
+    /// Starts the batcher's worker task (call it inside a tokio runtime), or returns
+    /// [`Error::Config`] for a setting out of range.
+    pub fn build(self) -> Result<WriteBatcher<W>, Error> {
+        if self.max_batch_size == 0 {
+            return Err(Error::config("max_batch_size", 0, "at least 1 item"));
+        }
+        if !(1..=Semaphore::MAX_PERMITS).contains(&self.queue) {
+            return Err(Error::config(
+                "queue_capacity",
+                self.queue,
+                "from 1 to tokio's Semaphore::MAX_PERMITS items",
+            ));
+        }
+        if !(1..=u32::MAX as usize).contains(&self.max_concurrent_writes) {
+            return Err(Error::config(
+                "max_concurrent_writes",
+                self.max_concurrent_writes,
+                "from 1 to u32::MAX writes",
+            ));
+        }
         let (queue, receiver) = mpsc::channel(self.queue);
         let shared = Arc::new(WriteShared {
             write_fn: Arc::new(self.write_fn),
@@ -238,7 +258,7 @@ impl<W: BatchWrite> WriteBuilder<W> {
             stopped: SetOnce::new(),
         });
         tokio::spawn(Arc::clone(&shared).work(receiver));
-        WriteBatcher { queue, shared }
+        Ok(WriteBatcher { queue, shared })
     }
 }
 
@@ -246,12 +266,14 @@ impl<W: BatchWrite> WriteBatcher<W> {
     /// A batcher with the defaults: batches of up to 100 items, 100 ms max delay, a queue of
     /// 1000, one write at a time, no retries. Call it inside a tokio runtime.
     pub fn new(write_fn: W) -> Self {
-        Self::builder(write_fn).build()
+        Self::builder(write_fn)
+            .build()
+            .expect("the default settings are valid")
     }
 
     /// Configures a batcher.
-    pub fn builder(write_fn: W) -> WriteBuilder<W> {
-        WriteBuilder {
+    pub fn builder(write_fn: W) -> WriteBatcherBuilder<W> {
+        WriteBatcherBuilder {
             write_fn,
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             max_delay: DEFAULT_MAX_DELAY,

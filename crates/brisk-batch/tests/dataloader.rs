@@ -40,7 +40,8 @@ async fn a_batch_fn_runs_batched_with_its_state_kept_between_batches() {
 async fn a_panicking_batch_fn_reaches_its_callers_and_the_next_batch_runs() {
     let loader = Loader::builder(FromBatchFn::new(Names::default()))
         .cache(HashMap::new())
-        .build();
+        .build()
+        .unwrap();
     let (a, b) = tokio::join!(loader.load(12), loader.load(13));
     for error in [a.unwrap_err(), b.unwrap_err()] {
         assert!(

@@ -76,7 +76,7 @@ fn value(key: u64) -> Option<String> {
 }
 
 fn cached(echo: Echo) -> Loader<Echo> {
-    Loader::builder(echo).cache(HashMap::new()).build()
+    Loader::builder(echo).cache(HashMap::new()).build().unwrap()
 }
 
 // ---- Primary API ----
@@ -91,7 +91,10 @@ async fn batches_multiple_requests() {
 
 #[tokio::test]
 async fn batches_multiple_requests_with_max_batch_sizes() {
-    let loader = Loader::builder(Echo::default()).max_batch_size(2).build();
+    let loader = Loader::builder(Echo::default())
+        .max_batch_size(2)
+        .build()
+        .unwrap();
     let (a, b, c) = tokio::join!(loader.load(1), loader.load(2), loader.load(3));
     assert_eq!(
         (a.unwrap(), b.unwrap(), c.unwrap()),
@@ -102,7 +105,10 @@ async fn batches_multiple_requests_with_max_batch_sizes() {
 
 #[tokio::test]
 async fn applies_max_batch_size_correctly_with_duplicate_keys() {
-    let loader = Loader::builder(Echo::default()).max_batch_size(3).build();
+    let loader = Loader::builder(Echo::default())
+        .max_batch_size(3)
+        .build()
+        .unwrap();
     let results = loader.load_many([1, 2, 1, 1, 1, 2, 3]).await;
     let values: Vec<_> = results.into_iter().map(Result::unwrap).collect();
     assert_eq!(values, [1, 2, 1, 1, 1, 2, 3].map(value));
@@ -124,7 +130,8 @@ async fn coalesces_identical_requests_across_sized_batches() {
     let loader = Loader::builder(Echo::default())
         .max_batch_size(2)
         .cache(HashMap::new())
-        .build();
+        .build()
+        .unwrap();
     let results = loader.load_many([1, 2, 1, 3]).await;
     assert_eq!(results.len(), 4);
     assert!(results.iter().all(Result::is_ok));
@@ -276,7 +283,10 @@ async fn batch_errors_are_not_cached() {
 
 #[tokio::test]
 async fn may_disable_batching() {
-    let loader = Loader::builder(Echo::default()).batching(false).build();
+    let loader = Loader::builder(Echo::default())
+        .batching(false)
+        .build()
+        .unwrap();
     let (a, b) = tokio::join!(loader.load(1), loader.load(2));
     assert_eq!((a.unwrap(), b.unwrap()), (value(1), value(2)));
     let mut calls = loader.batch_fn().calls();
@@ -335,7 +345,8 @@ impl BatchLoad for Accounts {
 async fn accepts_a_custom_cache_key() {
     let loader = Loader::builder(Accounts::default())
         .cache(HashMap::new())
-        .build();
+        .build()
+        .unwrap();
     let (a, b) = tokio::join!(
         loader.load(Email("Ada@Example.com".into())),
         loader.load(Email("ada@example.com".into()))
@@ -390,7 +401,8 @@ async fn accepts_a_custom_cache_map_implementation() {
             entries: Vec::new(),
             lookups: Arc::clone(&lookups),
         })
-        .build();
+        .build()
+        .unwrap();
     loader.load_many([1, 2, 3]).await;
     // 1 was evicted by the bounded cache; 2 and 3 are still there.
     loader.load_many([1, 2, 3]).await;
@@ -461,8 +473,9 @@ async fn every_caller_giving_up_still_lets_the_batch_finish_and_cache() {
 #[tokio::test(start_paused = true)]
 async fn a_batch_closes_after_the_delay() {
     let loader = Loader::builder(Echo::default())
-        .delay(Duration::from_millis(10))
-        .build();
+        .max_delay(Duration::from_millis(10))
+        .build()
+        .unwrap();
     let first = tokio::spawn({
         let loader = loader.clone();
         async move { loader.load(1).await }
@@ -481,9 +494,10 @@ async fn a_batch_closes_after_the_delay() {
 #[tokio::test(start_paused = true)]
 async fn a_full_batch_runs_without_waiting_for_the_delay() {
     let loader = Loader::builder(Echo::default())
-        .delay(Duration::from_secs(3600))
+        .max_delay(Duration::from_secs(3600))
         .max_batch_size(2)
-        .build();
+        .build()
+        .unwrap();
     let start = tokio::time::Instant::now();
     let (a, b) = tokio::join!(loader.load(1), loader.load(2));
     assert!(a.is_ok() && b.is_ok());
@@ -495,7 +509,8 @@ async fn batches_run_concurrently_up_to_the_limit() {
     let loader = Loader::builder(Echo::slow(Duration::from_millis(50)))
         .max_batch_size(1)
         .max_concurrent_batches(3)
-        .build();
+        .build()
+        .unwrap();
     let results = loader.load_many(0..10).await;
     assert!(results.iter().all(Result::is_ok));
     assert_eq!(loader.batch_fn().most_running.load(Ordering::SeqCst), 3);
@@ -506,7 +521,7 @@ async fn batches_run_concurrently_up_to_the_limit() {
 async fn load_many_keeps_the_order_of_its_keys() {
     let echo = Echo::default();
     echo.fail_keys.lock().unwrap().insert(5);
-    let loader = Loader::builder(echo).max_batch_size(2).build();
+    let loader = Loader::builder(echo).max_batch_size(2).build().unwrap();
     let results = loader.load_many([9, 1001, 5, 9, 4]).await;
     assert_eq!(results[0].clone().unwrap(), value(9));
     assert_eq!(results[1].clone().unwrap(), None);
@@ -521,13 +536,14 @@ async fn metrics_count_loads_hits_batches_and_failures() {
     let loader = Loader::builder(Echo::default())
         .cache(HashMap::new())
         .metrics(&registry, "users")
-        .build();
+        .build()
+        .unwrap();
     loader.load_many([1, 2, 2, 3]).await;
     loader.load(1).await.unwrap();
     loader.batch_fn().fail_batch.store(true, Ordering::SeqCst);
     assert!(loader.load(4).await.is_err());
     let snapshot = registry.snapshot();
-    let counter = |name| snapshot.counter(name, &[("loader", "users")]);
+    let counter = |name| snapshot.counter(name, &[("name", "users")]);
     assert_eq!(counter("brisk_batch_loads_total"), Some(6));
     assert_eq!(
         counter("brisk_batch_cache_hits_total"),
@@ -537,7 +553,7 @@ async fn metrics_count_loads_hits_batches_and_failures() {
     assert_eq!(counter("brisk_batch_batches_total"), Some(2));
     assert_eq!(counter("brisk_batch_failures_total"), Some(1));
     let sizes = snapshot
-        .histogram("brisk_batch_batch_size", &[("loader", "users")])
+        .histogram("brisk_batch_batch_size", &[("name", "users")])
         .unwrap();
     assert_eq!((sizes.count, sizes.max), (2, 3.0));
 }
@@ -549,8 +565,9 @@ async fn stress_many_tasks_get_their_own_values() {
     let loader = Loader::builder(Echo::slow(Duration::from_micros(100)))
         .max_batch_size(16)
         .max_concurrent_batches(4)
-        .delay(Duration::ZERO)
-        .build();
+        .max_delay(Duration::ZERO)
+        .build()
+        .unwrap();
     let mut tasks = Vec::new();
     for task in 0..200u64 {
         let loader = loader.clone();
@@ -584,4 +601,36 @@ async fn futures_poll_once<F: std::future::Future + Unpin>(future: F) -> Option<
         })
     })
     .await
+}
+
+/// Out-of-range settings are refused by `build()`, naming the setting, never clamped.
+#[test]
+fn zero_sizes_are_refused_not_clamped() {
+    for (builder, setting) in [
+        (
+            Loader::builder(Echo::default()).max_batch_size(0),
+            "max_batch_size",
+        ),
+        (
+            Loader::builder(Echo::default()).max_concurrent_batches(0),
+            "max_concurrent_batches",
+        ),
+    ] {
+        match builder.build() {
+            Err(brisk_batch::Error::Config {
+                setting: got,
+                value,
+                ..
+            }) => {
+                assert_eq!((got, value.as_str()), (setting, "0"));
+            }
+            other => panic!("{setting}: {other:?}"),
+        }
+    }
+    assert!(
+        Loader::builder(Echo::default())
+            .max_batch_size(1)
+            .build()
+            .is_ok()
+    );
 }

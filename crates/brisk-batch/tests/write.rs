@@ -108,7 +108,8 @@ async fn outputs(
 async fn items_submitted_together_are_written_in_one_batch_with_their_own_outputs() {
     let batcher = WriteBatcher::builder(Sink::new())
         .max_delay(Duration::from_millis(50))
-        .build();
+        .build()
+        .unwrap();
     let results = outputs(submit_all(&batcher, 1..=10)).await;
     let results: Vec<u64> = results.into_iter().map(Result::unwrap).collect();
     assert_eq!(results, (1..=10).map(|i| i * 10).collect::<Vec<_>>());
@@ -120,7 +121,8 @@ async fn a_full_batch_is_written_without_waiting_for_the_delay() {
     let batcher = WriteBatcher::builder(Sink::new())
         .max_batch_size(3)
         .max_delay(Duration::from_secs(3600))
-        .build();
+        .build()
+        .unwrap();
     let start = Instant::now();
     let results = outputs(submit_all(&batcher, [1, 2, 3])).await;
     assert!(results.iter().all(Result::is_ok));
@@ -132,7 +134,8 @@ async fn a_full_batch_is_written_without_waiting_for_the_delay() {
 async fn a_partial_batch_is_written_after_the_max_delay() {
     let batcher = WriteBatcher::builder(Sink::new())
         .max_delay(Duration::from_millis(100))
-        .build();
+        .build()
+        .unwrap();
     let start = Instant::now();
     assert_eq!(batcher.submit(4).await.unwrap(), 40);
     assert_eq!(start.elapsed(), Duration::from_millis(100));
@@ -144,15 +147,16 @@ async fn a_full_queue_holds_submitters_back() {
     // Writes are blocked until the gate opens.
     let batcher = WriteBatcher::builder(Sink::gated(0))
         .max_batch_size(2)
-        .queue(4)
+        .queue_capacity(4)
         .max_delay(Duration::from_millis(1))
         .metrics(&registry, "events")
-        .build();
+        .build()
+        .unwrap();
     let tasks = submit_all(&batcher, 0..20);
     tokio::time::sleep(Duration::from_millis(50)).await;
     let queued = registry
         .snapshot()
-        .counter("brisk_batch_write_items_total", &[("batcher", "events")]);
+        .counter("brisk_batch_write_items_total", &[("name", "events")]);
     // One batch being written, one waiting for its turn, four in the queue; 12 submitters wait.
     assert_eq!(queued, Some(8));
     batcher
@@ -168,7 +172,8 @@ async fn a_full_queue_holds_submitters_back() {
 async fn flush_writes_what_is_queued_now() {
     let batcher = WriteBatcher::builder(Sink::new())
         .max_delay(Duration::from_secs(3600))
-        .build();
+        .build()
+        .unwrap();
     let tasks = submit_all(&batcher, [1, 2, 3]);
     tokio::task::yield_now().await;
     let start = Instant::now();
@@ -184,14 +189,15 @@ async fn shutdown_writes_everything_queued_then_refuses_new_items() {
     let batcher = WriteBatcher::builder(Sink::new())
         .max_delay(Duration::from_secs(3600))
         .metrics(&registry, "events")
-        .build();
+        .build()
+        .unwrap();
     let tasks = submit_all(&batcher, 0..250);
     // Wait until all 250 are queued (two full batches are written, 50 wait for the delay); a
     // submit that has not been queued when the shutdown is would rightly be refused.
     let queued = || {
         registry
             .snapshot()
-            .counter("brisk_batch_write_items_total", &[("batcher", "events")])
+            .counter("brisk_batch_write_items_total", &[("name", "events")])
     };
     while queued() < Some(250) {
         tokio::task::yield_now().await;
@@ -208,7 +214,8 @@ async fn shutdown_writes_everything_queued_then_refuses_new_items() {
 async fn dropping_the_last_handle_still_writes_everything_queued() {
     let batcher = WriteBatcher::builder(Sink::new())
         .max_delay(Duration::from_secs(3600))
-        .build();
+        .build()
+        .unwrap();
     let sink_batches = {
         let tasks = submit_all(&batcher, 0..5);
         tokio::task::yield_now().await;
@@ -226,7 +233,10 @@ async fn dropping_the_last_handle_still_writes_everything_queued() {
 async fn a_failed_batch_is_reported_to_every_submitter() {
     let sink = Sink::new();
     sink.fail_next.store(1, Ordering::SeqCst);
-    let batcher = WriteBatcher::builder(sink).max_batch_size(3).build();
+    let batcher = WriteBatcher::builder(sink)
+        .max_batch_size(3)
+        .build()
+        .unwrap();
     for result in outputs(submit_all(&batcher, [1, 2, 3])).await {
         let error = result.unwrap_err();
         assert!(matches!(&error, Error::Batch { size: 3, .. }), "{error:?}");
@@ -251,7 +261,8 @@ async fn a_failed_batch_is_retried_with_backoff_per_the_policy() {
         .max_batch_size(2)
         .retry(Retry::times(3).backoff(Duration::from_millis(10), Duration::from_secs(1)))
         .metrics(&registry, "events")
-        .build();
+        .build()
+        .unwrap();
     let start = Instant::now();
     let results = outputs(submit_all(&batcher, [1, 2])).await;
     assert_eq!(
@@ -265,7 +276,7 @@ async fn a_failed_batch_is_retried_with_backoff_per_the_policy() {
     );
     assert_eq!(batcher.write_fn().attempts.load(Ordering::SeqCst), 3);
     let snapshot = registry.snapshot();
-    let counter = |name| snapshot.counter(name, &[("batcher", "events")]);
+    let counter = |name| snapshot.counter(name, &[("name", "events")]);
     assert_eq!(counter("brisk_batch_write_retries_total"), Some(2));
     assert_eq!(counter("brisk_batch_writes_total"), Some(3));
     assert_eq!(counter("brisk_batch_write_failures_total"), Some(0));
@@ -275,7 +286,10 @@ async fn a_failed_batch_is_retried_with_backoff_per_the_policy() {
 async fn retries_stop_at_the_limit_and_report_the_error() {
     let sink = Sink::new();
     sink.fail_next.store(10, Ordering::SeqCst);
-    let batcher = WriteBatcher::builder(sink).retry(Retry::times(2)).build();
+    let batcher = WriteBatcher::builder(sink)
+        .retry(Retry::times(2))
+        .build()
+        .unwrap();
     assert!(matches!(batcher.submit(1).await, Err(Error::Batch { .. })));
     assert_eq!(batcher.write_fn().attempts.load(Ordering::SeqCst), 3);
 }
@@ -285,14 +299,20 @@ async fn errors_that_are_not_retryable_are_reported_at_once() {
     let mut sink = Sink::new();
     sink.fail_next.store(1, Ordering::SeqCst);
     sink.retryable = false;
-    let batcher = WriteBatcher::builder(sink).retry(Retry::times(5)).build();
+    let batcher = WriteBatcher::builder(sink)
+        .retry(Retry::times(5))
+        .build()
+        .unwrap();
     assert!(matches!(batcher.submit(1).await, Err(Error::Batch { .. })));
     assert_eq!(batcher.write_fn().attempts.load(Ordering::SeqCst), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_wrong_number_of_outputs_fails_the_batch() {
-    let batcher = WriteBatcher::builder(Sink::new()).max_batch_size(2).build();
+    let batcher = WriteBatcher::builder(Sink::new())
+        .max_batch_size(2)
+        .build()
+        .unwrap();
     for result in outputs(submit_all(&batcher, [1, 777])).await {
         assert!(matches!(
             result,
@@ -306,7 +326,10 @@ async fn a_wrong_number_of_outputs_fails_the_batch() {
 
 #[tokio::test(start_paused = true)]
 async fn a_panicking_write_reaches_its_submitters_and_the_batcher_goes_on() {
-    let batcher = WriteBatcher::builder(Sink::new()).max_batch_size(2).build();
+    let batcher = WriteBatcher::builder(Sink::new())
+        .max_batch_size(2)
+        .build()
+        .unwrap();
     for result in outputs(submit_all(&batcher, [1, 666])).await {
         assert!(
             matches!(&result, Err(Error::Panicked { size: 2, message }) if message.contains("666")),
@@ -320,7 +343,8 @@ async fn a_panicking_write_reaches_its_submitters_and_the_batcher_goes_on() {
 async fn a_submitter_that_gives_up_does_not_withdraw_its_item() {
     let batcher = WriteBatcher::builder(Sink::new())
         .max_delay(Duration::from_millis(100))
-        .build();
+        .build()
+        .unwrap();
     let gave_up = tokio::time::timeout(Duration::from_millis(10), batcher.submit(9)).await;
     assert!(gave_up.is_err());
     batcher.flush().await;
@@ -329,7 +353,10 @@ async fn a_submitter_that_gives_up_does_not_withdraw_its_item() {
 
 #[tokio::test(start_paused = true)]
 async fn one_write_at_a_time_keeps_submission_order() {
-    let batcher = WriteBatcher::builder(Sink::new()).max_batch_size(3).build();
+    let batcher = WriteBatcher::builder(Sink::new())
+        .max_batch_size(3)
+        .build()
+        .unwrap();
     for item in 0..10 {
         // Submitted in order, each queued before the next (the result is not awaited here).
         let batcher = batcher.clone();
@@ -349,10 +376,11 @@ async fn one_write_at_a_time_keeps_submission_order() {
 async fn stress_every_item_is_written_once_with_its_own_output() {
     let batcher = WriteBatcher::builder(Sink::new())
         .max_batch_size(64)
-        .queue(128)
+        .queue_capacity(128)
         .max_concurrent_writes(4)
         .max_delay(Duration::from_millis(1))
-        .build();
+        .build()
+        .unwrap();
     let mut tasks = Vec::new();
     for task in 0..50u64 {
         let batcher = batcher.clone();
@@ -380,7 +408,8 @@ async fn enqueued_items_are_written_without_their_submitter_waiting() {
     let sink = Arc::new(Sink::gated(0));
     let batcher = WriteBatcher::builder(ArcSink(Arc::clone(&sink)))
         .max_batch_size(10)
-        .build();
+        .build()
+        .unwrap();
     // The writes are held at the gate, yet every enqueue returns.
     for item in 0..25 {
         batcher.enqueue(item).await.unwrap();
@@ -403,4 +432,36 @@ impl BatchWrite for ArcSink {
     async fn write(&self, items: &[u64]) -> Result<Vec<u64>, String> {
         self.0.write(items).await
     }
+}
+
+/// Out-of-range settings are refused by `build()`, naming the setting, never clamped.
+#[tokio::test]
+async fn out_of_range_settings_are_refused_not_clamped() {
+    let refused = |builder: brisk_batch::WriteBatcherBuilder<Sink>| match builder.build() {
+        Err(brisk_batch::Error::Config { setting, value, .. }) => (setting, value),
+        Ok(_) => panic!("built"),
+        Err(other) => panic!("{other:?}"),
+    };
+    assert_eq!(
+        refused(WriteBatcher::builder(Sink::new()).max_batch_size(0)),
+        ("max_batch_size", "0".to_owned())
+    );
+    assert_eq!(
+        refused(WriteBatcher::builder(Sink::new()).queue_capacity(0)),
+        ("queue_capacity", "0".to_owned())
+    );
+    assert_eq!(
+        refused(WriteBatcher::builder(Sink::new()).queue_capacity(usize::MAX)),
+        ("queue_capacity", usize::MAX.to_string())
+    );
+    assert_eq!(
+        refused(WriteBatcher::builder(Sink::new()).max_concurrent_writes(0)),
+        ("max_concurrent_writes", "0".to_owned())
+    );
+    let built = WriteBatcher::builder(Sink::new())
+        .queue_capacity(1)
+        .max_concurrent_writes(2)
+        .build()
+        .unwrap();
+    built.shutdown().await;
 }

@@ -1067,7 +1067,9 @@ where
             expiring: AtomicBool::new(self.ttl.is_some() || self.tti.is_some()),
             epoch: Instant::now(),
             metrics: self.metrics,
-            flights: flights.build(),
+            flights: flights
+                .build()
+                .expect("1 to 64 shards are a valid single-flight group"),
         });
         if let Some((runtime, interval)) = runtime {
             runtime.spawn(cleanup(Arc::downgrade(&inner), interval));

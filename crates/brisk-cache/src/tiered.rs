@@ -1269,9 +1269,11 @@ where
         K: fmt::Display,
         C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
     {
+        // The defaults are valid and only the prefix is set.
         let flight = brisk_dedup::RedisFlight::builder(connection, crate::across::Announce)
             .prefix(prefix)
-            .build();
+            .build()
+            .expect("a RedisFlight with default settings is valid");
         self.across = Some(Shared {
             flight: Box::new(flight),
             name: Box::new(|key: &K| key.to_string()),

@@ -2,8 +2,9 @@ use std::io;
 
 use crate::Encoding;
 
-/// A boxed error from a caller's stream or body, kept whole so callers can downcast it.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// A boxed error from a caller's stream or body, kept whole so callers can downcast it (the
+/// one alias of every brisk crate, from brisk-metrics).
+pub use brisk_metrics::BoxError;
 
 /// Everything that can go wrong in brisk-compress.
 ///
@@ -12,6 +13,16 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
+    /// A builder setting out of range, refused by `build()`.
+    #[error("invalid compress setting {setting}={value}: {reason}")]
+    Config {
+        /// The builder method, as the user wrote it.
+        setting: &'static str,
+        /// The rejected value.
+        value: String,
+        /// What a valid value looks like.
+        reason: &'static str,
+    },
     /// The name is not a content coding this crate knows (`gzip`, `x-gzip`, `deflate`, `br`,
     /// `zstd`, `identity`).
     #[error("unknown content coding `{0}`")]

@@ -29,7 +29,7 @@ const MAX_VARINT: usize = 10;
 /// ```
 /// use brisk_compress::{Encoding, ValueCodec};
 ///
-/// let codec = ValueCodec::builder().encoding(Encoding::Zstd).build();
+/// let codec = ValueCodec::builder().encoding(Encoding::Zstd).build()?;
 /// let user = br#"{"id":7,"name":"Ada","roles":["admin","editor"],"bio":"..."}"#.repeat(40);
 /// let stored = codec.encode(&user)?;
 /// assert!(stored.len() < user.len() / 4);
@@ -50,7 +50,9 @@ pub struct ValueCodec {
 
 impl Default for ValueCodec {
     fn default() -> Self {
-        Self::builder().build()
+        Self::builder()
+            .build()
+            .expect("the default settings are valid")
     }
 }
 
@@ -229,7 +231,7 @@ impl<'r> ValueCodecBuilder<'r> {
     }
 
     /// Refuse to decode values longer than this (default 64 MiB), so a corrupted or hostile
-    /// cache entry cannot exhaust memory.
+    /// cache entry cannot exhaust memory. 0 is refused by [`build`](Self::build).
     #[must_use]
     pub fn max_decoded_size(mut self, bytes: u64) -> Self {
         self.max_decoded = bytes;
@@ -253,10 +255,17 @@ impl<'r> ValueCodecBuilder<'r> {
         }
     }
 
-    /// Builds the codec.
-    #[must_use]
-    pub fn build(self) -> ValueCodec {
-        ValueCodec {
+    /// Builds the codec, or [`Error::Config`](crate::Error::Config) for a
+    /// `max_decoded_size` of 0 (which would refuse every value).
+    pub fn build(self) -> crate::Result<ValueCodec> {
+        if self.max_decoded == 0 {
+            return Err(crate::Error::Config {
+                setting: "max_decoded_size",
+                value: "0".to_owned(),
+                reason: "at least 1 byte",
+            });
+        }
+        Ok(ValueCodec {
             encoding: self.encoding,
             level: self.level,
             min_size: self.min_size,
@@ -264,7 +273,7 @@ impl<'r> ValueCodecBuilder<'r> {
             metrics: self
                 .recorder
                 .map_or_else(Metrics::noop, |r| Metrics::new(r, &self.name)),
-        }
+        })
     }
 }
 

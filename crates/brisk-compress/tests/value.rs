@@ -26,8 +26,8 @@ proptest! {
         min_size in 0..2048usize,
         value in prop_oneof![prop::collection::vec(any::<u8>(), 0..3000), (0..200usize).prop_map(json)],
     ) {
-        let writer = ValueCodec::builder().encoding(writer).min_size(min_size).build();
-        let reader = ValueCodec::builder().encoding(reader).build();
+        let writer = ValueCodec::builder().encoding(writer).min_size(min_size).build().unwrap();
+        let reader = ValueCodec::builder().encoding(reader).build().unwrap();
         let framed = writer.encode(&value).unwrap();
         prop_assert_eq!(reader.decode(&framed).unwrap(), value);
     }
@@ -47,7 +47,8 @@ fn small_and_incompressible_values_are_stored_raw() {
     let codec = ValueCodec::builder()
         .encoding(Encoding::Brotli)
         .min_size(100)
-        .build();
+        .build()
+        .unwrap();
     let small = codec.encode(&[b'a'; 99]).unwrap();
     assert_eq!(
         ValueCodec::peek_encoding(&small).unwrap(),
@@ -79,7 +80,10 @@ fn small_and_incompressible_values_are_stored_raw() {
 
 #[test]
 fn damaged_frames_are_typed_errors() {
-    let codec = ValueCodec::builder().encoding(Encoding::Gzip).build();
+    let codec = ValueCodec::builder()
+        .encoding(Encoding::Gzip)
+        .build()
+        .unwrap();
     let framed = codec.encode(&json(100)).unwrap();
     let with = |at: usize, byte: u8| {
         let mut copy = framed.clone();
@@ -132,9 +136,15 @@ fn damaged_frames_are_typed_errors() {
 
 #[test]
 fn the_decode_limit_is_checked_before_decoding() {
-    let writer = ValueCodec::builder().encoding(Encoding::Zstd).build();
+    let writer = ValueCodec::builder()
+        .encoding(Encoding::Zstd)
+        .build()
+        .unwrap();
     let framed = writer.encode(&vec![0; 10 << 20]).unwrap();
-    let reader = ValueCodec::builder().max_decoded_size(1 << 20).build();
+    let reader = ValueCodec::builder()
+        .max_decoded_size(1 << 20)
+        .build()
+        .unwrap();
     assert!(matches!(
         reader.decode(&framed),
         Err(Error::TooLarge { limit: 1_048_576 })
@@ -148,7 +158,8 @@ fn metrics_report_bytes_and_ratio_per_coding() {
         .encoding(Encoding::Zstd)
         .level(Level::Fastest)
         .metrics(&registry, "users")
-        .build();
+        .build()
+        .unwrap();
     let value = json(500);
     let framed = codec.encode(&value).unwrap();
     codec.decode(&framed).unwrap();
@@ -184,4 +195,16 @@ fn metrics_report_bytes_and_ratio_per_coding() {
         snapshot.counter("brisk_compress_bytes_out_total", &labels),
         Some(value.len() as u64)
     );
+}
+
+/// A limit that would refuse every value is a configuration error, not a codec that fails.
+#[test]
+fn a_zero_decode_limit_is_refused_by_build() {
+    match ValueCodec::builder().max_decoded_size(0).build() {
+        Err(brisk_compress::Error::Config { setting, .. }) => {
+            assert_eq!(setting, "max_decoded_size");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(ValueCodec::builder().max_decoded_size(1).build().is_ok());
 }

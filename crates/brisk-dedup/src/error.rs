@@ -12,6 +12,16 @@ use std::{convert::Infallible, time::Duration};
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error<E = Infallible> {
+    /// A builder setting out of range, refused by `build()`.
+    #[error("invalid dedup setting {setting}={value}: {reason}")]
+    Config {
+        /// The builder method, as the user wrote it.
+        setting: &'static str,
+        /// The rejected value.
+        value: String,
+        /// What a valid value looks like.
+        reason: &'static str,
+    },
     /// The work returned an error.
     #[error("the work for key {key} failed: {error}")]
     Work {
@@ -71,6 +81,18 @@ pub enum Error<E = Infallible> {
 }
 
 impl<E> Error<E> {
+    pub(crate) fn config(
+        setting: &'static str,
+        value: impl std::fmt::Debug,
+        reason: &'static str,
+    ) -> Self {
+        Self::Config {
+            setting,
+            value: format!("{value:?}"),
+            reason,
+        }
+    }
+
     /// The work's own error, when that is what this is.
     pub fn work_error(&self) -> Option<&E> {
         match self {

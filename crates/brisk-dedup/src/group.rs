@@ -56,7 +56,7 @@ type Shard<K, T, E> = Mutex<HashMap<K, Arc<Flight<T, E>>>>;
 ///   running its own work. Waiters are never left hanging.
 /// - **Panics** in the work are caught: every caller of that execution gets
 ///   [`Error::Panicked`], and the group stays usable.
-/// - A waiter with a [wait timeout](Builder::wait_timeout) leaves when it expires; the execution
+/// - A waiter with a [wait timeout](SingleFlightBuilder::wait_timeout) leaves when it expires; the execution
 ///   goes on for the others.
 ///
 /// # Example
@@ -100,12 +100,14 @@ enum State {
 impl<K, T, E> SingleFlight<K, T, E> {
     /// A group with the default settings: no wait timeout, no metrics.
     pub fn new() -> Self {
-        Builder::default().build()
+        SingleFlightBuilder::default()
+            .build()
+            .expect("the default settings are valid")
     }
 
     /// Configures a group.
-    pub fn builder() -> Builder<K, T, E> {
-        Builder::default()
+    pub fn builder() -> SingleFlightBuilder<K, T, E> {
+        SingleFlightBuilder::default()
     }
 
     #[cfg(feature = "redis")]
@@ -422,14 +424,14 @@ type Marker<K, T, E> = PhantomData<fn() -> (K, T, E)>;
 
 /// Builds a [`SingleFlight`].
 #[must_use = "call `build()` to get the group"]
-pub struct Builder<K, T, E = Infallible> {
+pub struct SingleFlightBuilder<K, T, E = Infallible> {
     wait_timeout: Option<Duration>,
     shards: usize,
     metrics: Metrics,
     group: Marker<K, T, E>,
 }
 
-impl<K, T, E> Default for Builder<K, T, E> {
+impl<K, T, E> Default for SingleFlightBuilder<K, T, E> {
     fn default() -> Self {
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         Self {
@@ -441,16 +443,16 @@ impl<K, T, E> Default for Builder<K, T, E> {
     }
 }
 
-impl<K, T, E> fmt::Debug for Builder<K, T, E> {
+impl<K, T, E> fmt::Debug for SingleFlightBuilder<K, T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder")
+        f.debug_struct("SingleFlightBuilder")
             .field("wait_timeout", &self.wait_timeout)
             .field("shards", &self.shards)
             .finish_non_exhaustive()
     }
 }
 
-impl<K, T, E> Builder<K, T, E> {
+impl<K, T, E> SingleFlightBuilder<K, T, E> {
     /// How long a caller waits for another caller's execution before it leaves with
     /// [`Error::WaitTimeout`]. The execution goes on for the others. Default: no limit.
     ///
@@ -462,13 +464,13 @@ impl<K, T, E> Builder<K, T, E> {
 
     /// How many independently locked parts the key map has; more shards mean less contention
     /// between callers with different keys. Default: 4 × the number of CPUs, rounded up to a
-    /// power of two. Values below 1 are raised to 1.
+    /// power of two. 0 is refused by [`build`](Self::build).
     pub fn shards(mut self, shards: usize) -> Self {
-        self.shards = shards.max(1);
+        self.shards = shards;
         self
     }
 
-    /// Reports counters to `recorder`, labelled `group="<name>"`:
+    /// Reports counters to `recorder`, labelled `name="<name>"`:
     /// `brisk_dedup_executions_total`, `brisk_dedup_coalesced_total`,
     /// `brisk_dedup_handovers_total`, `brisk_dedup_panics_total`,
     /// `brisk_dedup_wait_timeouts_total`, and for `RedisFlight` (feature `redis`) also
@@ -478,14 +480,17 @@ impl<K, T, E> Builder<K, T, E> {
         self
     }
 
-    /// The group.
-    pub fn build(self) -> SingleFlight<K, T, E> {
-        SingleFlight {
+    /// The group, or [`Error::Config`] for 0 shards.
+    pub fn build(self) -> Result<SingleFlight<K, T, E>, Error> {
+        if self.shards == 0 {
+            return Err(Error::config("shards", 0, "at least 1 shard"));
+        }
+        Ok(SingleFlight {
             shards: (0..self.shards).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             wait_timeout: self.wait_timeout,
             metrics: self.metrics,
-        }
+        })
     }
 }
 

@@ -41,7 +41,7 @@
 //! - `redis`: [`RedisFlight`], single-flight across processes through a Redis lease per key.
 //!
 //! # Metrics
-//! [`Builder::metrics`] reports executions, coalesced callers, handovers, panics and wait
+//! [`SingleFlightBuilder::metrics`] reports executions, coalesced callers, handovers, panics and wait
 //! timeouts to any [`brisk_metrics::Recorder`].
 //!
 #![cfg_attr(feature = "redis", doc = "[`RedisFlight`]: crate::RedisFlight")]
@@ -69,5 +69,5 @@ pub use crate::metrics::METRICS;
 pub use crate::redis::{RedisFlight, RedisFlightBuilder, RedisStore, ResultStore};
 pub use crate::{
     error::{Error, Result},
-    group::{Builder, SingleFlight},
+    group::{SingleFlight, SingleFlightBuilder},
 };

@@ -1,6 +1,6 @@
 use brisk_metrics::{Counter, Description, Key, MetricKind, Recorder};
 
-/// Every metric this crate exports, each labelled `group="<name>"`.
+/// Every metric this crate exports, each labelled `name="<name>"`.
 pub const METRICS: &[Description] = &[
     Description {
         name: "brisk_dedup_executions_total",
@@ -39,7 +39,7 @@ pub const METRICS: &[Description] = &[
     },
 ];
 
-/// The counters a group reports, each labelled `group="<name>"`.
+/// The counters a group reports, each labelled `name="<name>"`.
 #[derive(Debug, Clone)]
 pub(crate) struct Metrics {
     /// `brisk_dedup_executions_total`: times the work ran (first runs and takeovers).
@@ -74,15 +74,15 @@ impl Metrics {
         }
     }
 
-    /// Registers the counters; the group name becomes the `group` label.
+    /// Registers the counters; the group name becomes the `name` label.
     pub(crate) fn new(recorder: &dyn Recorder, group: &str) -> Self {
         brisk_metrics::describe(recorder, METRICS);
         let counter = |name: &'static str| {
             // Label values may be any text, and the names here are valid constants, so the key
             // cannot be rejected.
             let key = Key::new(name)
-                .and_then(|key| key.with_label("group", group.to_owned()))
-                .expect("constant metric names with a `group` label are valid");
+                .and_then(|key| key.with_label("name", group.to_owned()))
+                .expect("constant metric names with a `name` label are valid");
             recorder.counter(&key)
         };
         Self {

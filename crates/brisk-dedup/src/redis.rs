@@ -80,10 +80,11 @@ impl<C> RedisStore<C> {
         self
     }
 
-    /// How long a stored value lives. Default: 10 s; at least 1 ms.
+    /// How long a stored value lives. Default: 10 s. Redis is given whole milliseconds, the
+    /// fraction dropped and at least 1.
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
-        self.ttl = ttl.max(Duration::from_millis(1));
+        self.ttl = ttl;
         self
     }
 
@@ -162,7 +163,7 @@ return {2, ''}
 /// # Failure behaviour
 /// - **Leader dies** (process killed, partitioned): its lease is no longer extended and expires
 ///   after [`lease_ttl`](RedisFlightBuilder::lease_ttl); one follower acquires it and runs the
-///   work ([`brisk_dedup_handovers_total`](crate::Builder::metrics)).
+///   work ([`brisk_dedup_handovers_total`](crate::SingleFlightBuilder::metrics)).
 /// - **Leader's work fails**: followers get [`Error::Remote`] with the error's text; it
 ///   panics: the same, with the panic message.
 /// - **The store has no value** after an `ok` (evicted, or saving failed): the follower runs
@@ -174,7 +175,7 @@ return {2, ''}
 ///   runtime) can lose the lease; a second execution may then start. Keep the work shorter
 ///   than the TTL or the runtime responsive ([`brisk_dedup_lease_lost_total`] counts this).
 ///
-/// [`brisk_dedup_lease_lost_total`]: crate::Builder::metrics
+/// [`brisk_dedup_lease_lost_total`]: crate::SingleFlightBuilder::metrics
 ///
 /// # Example
 /// ```no_run
@@ -184,7 +185,7 @@ return {2, ''}
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 /// let client = redis::Client::open("redis://127.0.0.1/")?;
 /// let conn = client.get_multiplexed_async_connection().await?;
-/// let flight = RedisFlight::builder(conn.clone(), RedisStore::new(conn)).build();
+/// let flight = RedisFlight::builder(conn.clone(), RedisStore::new(conn)).build()?;
 /// let page: String = flight
 ///     .run("page:/home", || async {
 ///         Ok::<_, Arc<std::io::Error>>("<html>…".to_owned())
@@ -503,17 +504,18 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
 
     /// How long a lease lives without being extended: after a leader dies, the time until
     /// another instance takes over. The leader extends it every third of this. Default: 10 s;
-    /// at least 3 ms.
+    /// [`build`](Self::build) refuses less than 3 ms.
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
-        self.settings.lease_ttl = ttl.max(Duration::from_millis(3));
+        self.settings.lease_ttl = ttl;
         self
     }
 
     /// Followers poll the lease first after `min`, then at doubling intervals up to `max`.
-    /// Default: 2 ms to 50 ms. `max` is raised to `min` if lower.
+    /// Default: 2 ms to 50 ms. [`build`](Self::build) refuses a `min` under 100 µs and a
+    /// `max` below `min`.
     pub fn poll_interval(mut self, min: Duration, max: Duration) -> Self {
-        self.settings.poll_min = min.max(Duration::from_micros(100));
-        self.settings.poll_max = max.max(self.settings.poll_min);
+        self.settings.poll_min = min;
+        self.settings.poll_max = max;
         self
     }
 
@@ -524,27 +526,49 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
         self
     }
 
-    /// Reports the counters described in [`Builder::metrics`](crate::Builder::metrics).
+    /// Reports the counters described in [`Builder::metrics`](crate::SingleFlightBuilder::metrics).
     pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
         self.metrics = Metrics::new(recorder, name);
         self
     }
 
-    /// The flight.
-    pub fn build(self) -> RedisFlight<C, S, T, E> {
+    /// The flight, or [`Error::Config`] for a setting out of range.
+    pub fn build(self) -> Result<RedisFlight<C, S, T, E>, Error> {
+        let settings = &self.settings;
+        if settings.lease_ttl < Duration::from_millis(3) {
+            return Err(Error::config(
+                "lease_ttl",
+                settings.lease_ttl,
+                "at least 3 ms (the leader extends it every third)",
+            ));
+        }
+        if settings.poll_min < Duration::from_micros(100) {
+            return Err(Error::config(
+                "poll_interval",
+                settings.poll_min,
+                "a min of at least 100 µs",
+            ));
+        }
+        if settings.poll_max < settings.poll_min {
+            return Err(Error::config(
+                "poll_interval",
+                settings.poll_max,
+                "a max no lower than the min",
+            ));
+        }
         // Locally the group counts joins, handovers and wait timeouts; executions and panics
         // are counted where the work really runs.
         let mut local = SingleFlight::builder();
         if let Some(timeout) = self.settings.wait_timeout {
             local = local.wait_timeout(timeout);
         }
-        let mut local = local.build();
+        let mut local = local.build()?;
         local.set_metrics(Metrics {
             executions: brisk_metrics::Counter::noop(),
             panics: brisk_metrics::Counter::noop(),
             ..self.metrics.clone()
         });
-        RedisFlight {
+        Ok(RedisFlight {
             conn: self.conn,
             store: self.store,
             local,
@@ -556,7 +580,7 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
                 release: Script::new(RELEASE),
                 observe: Script::new(OBSERVE),
             },
-        }
+        })
     }
 }
 
@@ -564,6 +588,15 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
 fn flatten<E>(error: Error<Error<E>>) -> Error<E> {
     match error {
         Error::Work { error, .. } => error,
+        Error::Config {
+            setting,
+            value,
+            reason,
+        } => Error::Config {
+            setting,
+            value,
+            reason,
+        },
         Error::Panicked { key, message } => Error::Panicked { key, message },
         Error::WaitTimeout { key, waited } => Error::WaitTimeout { key, waited },
         Error::Remote { key, message } => Error::Remote { key, message },

@@ -27,11 +27,18 @@ async fn instance(url: &str, lease: Duration, registry: &Registry) -> Flight {
         .poll_interval(Duration::from_millis(1), Duration::from_millis(20))
         .metrics(registry, "test")
         .build()
+        .unwrap()
 }
 
 /// Waits until a counter reaches `value`: how a test knows that callers have joined.
 async fn wait_for(registry: &Registry, name: &str, value: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while count(registry, name) < value {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} stayed at {} of {value} for 60 s",
+            count(registry, name)
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
@@ -39,7 +46,7 @@ async fn wait_for(registry: &Registry, name: &str, value: u64) {
 fn count(registry: &Registry, name: &str) -> u64 {
     registry
         .snapshot()
-        .counter(name, &[("group", "test")])
+        .counter(name, &[("name", "test")])
         .unwrap_or(0)
 }
 
@@ -263,7 +270,8 @@ async fn a_redis_outage_fails_calls_fast_and_they_recover_after_restart() {
     let flight: RedisFlight<_, _, String, String> =
         RedisFlight::builder(conn.clone(), RedisStore::new(conn))
             .lease_ttl(Duration::from_millis(500))
-            .build();
+            .build()
+            .unwrap();
     assert_eq!(
         flight
             .run("k", || async { Ok("before".to_owned()) })
@@ -296,4 +304,38 @@ async fn a_redis_outage_fails_calls_fast_and_they_recover_after_restart() {
         }
     }
     assert_eq!(after.as_deref(), Some("after"));
+}
+
+/// Out-of-range settings are refused by `build()`, naming the setting, never clamped.
+#[tokio::test]
+async fn out_of_range_settings_are_refused_not_clamped() {
+    let server = RedisServer::start().unwrap();
+    let conn = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let builder = || {
+        RedisFlight::<_, _, String, String>::builder(conn.clone(), RedisStore::new(conn.clone()))
+    };
+    let ms = Duration::from_millis;
+    for (built, setting) in [
+        (builder().lease_ttl(ms(2)).build(), "lease_ttl"),
+        (
+            builder()
+                .poll_interval(Duration::from_micros(50), ms(1))
+                .build(),
+            "poll_interval",
+        ),
+        (
+            builder().poll_interval(ms(5), ms(1)).build(),
+            "poll_interval",
+        ),
+    ] {
+        match built.err() {
+            Some(Error::Config { setting: got, .. }) => assert_eq!(got, setting),
+            other => panic!("{setting}: {other:?}"),
+        }
+    }
+    assert!(builder().lease_ttl(ms(3)).build().is_ok());
 }

@@ -53,7 +53,7 @@ fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_concurrent_callers_share_one_execution() {
     let registry = Registry::new();
-    let group = Arc::new(Group::builder().metrics(&registry, "hot").build());
+    let group = Arc::new(Group::builder().metrics(&registry, "hot").build().unwrap());
     let executions = Arc::new(AtomicUsize::new(0));
     let gate = Arc::new(Notify::new());
     let mut tasks = Vec::new();
@@ -73,9 +73,15 @@ async fn a_thousand_concurrent_callers_share_one_execution() {
     let joined = || {
         registry
             .snapshot()
-            .counter("brisk_dedup_coalesced_total", &[("group", "hot")])
+            .counter("brisk_dedup_coalesced_total", &[("name", "hot")])
     };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while joined() != Some(999) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {:?} of 999 callers joined in 60 s",
+            joined()
+        );
         tokio::task::yield_now().await;
     }
     gate.notify_one();
@@ -219,7 +225,8 @@ async fn an_orphan_abandoned_by_its_last_waiter_is_removed() {
 async fn a_waiter_that_times_out_leaves_and_the_work_goes_on_for_the_others() {
     let group: Group = SingleFlight::builder()
         .wait_timeout(Duration::from_millis(50))
-        .build();
+        .build()
+        .unwrap();
     let gate = Notify::new();
     let probe = Probe::default();
     let mut leader = pin!(group.run("k", || probe.work(9, &gate)));
@@ -302,7 +309,10 @@ async fn nothing_is_retained_after_completion() {
 #[tokio::test]
 async fn metrics_count_executions_coalesced_callers_and_handovers() {
     let registry = Registry::new();
-    let group: Group = SingleFlight::builder().metrics(&registry, "users").build();
+    let group: Group = SingleFlight::builder()
+        .metrics(&registry, "users")
+        .build()
+        .unwrap();
     let gate = Notify::new();
     let probe = Probe::default();
     let mut leader = Box::pin(group.run("k", || probe.work(1, &gate)));
@@ -322,7 +332,7 @@ async fn metrics_count_executions_coalesced_callers_and_handovers() {
         .await;
 
     let snapshot = registry.snapshot();
-    let count = |name| snapshot.counter(name, &[("group", "users")]);
+    let count = |name| snapshot.counter(name, &[("name", "users")]);
     assert_eq!(count("brisk_dedup_executions_total"), Some(3));
     assert_eq!(count("brisk_dedup_coalesced_total"), Some(2));
     assert_eq!(count("brisk_dedup_handovers_total"), Some(1));
@@ -397,4 +407,16 @@ async fn stress_with_random_cancellations() {
         );
     }
     assert_eq!(group.in_flight(), 0);
+}
+
+/// Out-of-range settings are refused by `build()`, naming the setting, never clamped.
+#[test]
+fn zero_shards_are_refused_not_clamped() {
+    match Group::builder().shards(0).build().err() {
+        Some(brisk_dedup::Error::Config { setting, value, .. }) => {
+            assert_eq!((setting, value.as_str()), ("shards", "0"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(Group::builder().shards(1).build().is_ok());
 }

@@ -153,12 +153,14 @@ pub(crate) async fn router(target: Target, redis: Option<&str>) -> Result<Router
     let pool = target.pool(8, &registry).await?;
     let loader = Loader::builder(Products { pool: pool.clone() })
         .metrics(&*registry, "products")
-        .build();
+        .build()
+        .map_err(|error| error.to_string())?;
     let writer = WriteBatcher::builder(Orders { pool: pool.clone() })
         .max_batch_size(256)
         .max_delay(Duration::from_millis(2))
         .metrics(&*registry, "orders")
-        .build();
+        .build()
+        .map_err(|error| error.to_string())?;
     let secret = cursor_secret()?;
     let cursors = Cursors::builder()
         .key(1, &secret)

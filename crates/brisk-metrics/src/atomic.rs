@@ -29,12 +29,31 @@ pub(crate) struct Config {
 impl Config {
     /// An empty hdrhistogram with this configuration (also validates it).
     pub(crate) fn hdr(&self) -> Result<Hdr<u64>> {
-        Hdr::new_with_bounds(self.low, self.high, self.sigfig).map_err(|e| {
-            Error::InvalidHistogram {
-                low: self.low,
-                high: self.high,
-                sigfig: self.sigfig,
-                reason: format!("{e:?}"),
+        self.hdr_for("histogram range")
+    }
+
+    /// [`hdr`](Self::hdr), a refused range named as the builder method `range` that set it.
+    pub(crate) fn hdr_for(&self, range: &'static str) -> Result<Hdr<u64>> {
+        use hdrhistogram::CreationError as Refused;
+        Hdr::new_with_bounds(self.low, self.high, self.sigfig).map_err(|refused| {
+            let (setting, reason) = match refused {
+                Refused::SigFigExceedsMax => ("significant_digits", "from 0 to 5 digits"),
+                Refused::CannotRepresentSigFigBeyondLow => (
+                    "significant_digits",
+                    "fewer digits, or a range whose low end is smaller",
+                ),
+                Refused::LowIsZero => (range, "a low end of at least 1"),
+                Refused::LowExceedsMax => (range, "a smaller low end"),
+                Refused::HighLessThanTwiceLow => (range, "a high end at least twice the low end"),
+                Refused::UsizeTypeTooSmall => (range, "a range this platform can index"),
+            };
+            Error::Config {
+                setting,
+                value: format!(
+                    "{}..={} with {} significant digits",
+                    self.low, self.high, self.sigfig
+                ),
+                reason,
             }
         })
     }

@@ -266,20 +266,9 @@ fn display_series(name: &str, labels: &BTreeMap<String, String>) -> String {
     key.to_string()
 }
 
-/// Parses `"250us"`, `"20ms"`, `"1.5s"`, `"800ns"` (also `µs`) into seconds.
+/// A duration in the shared grammar ([`crate::parse_duration`]), in seconds.
 fn parse_duration(text: &str) -> Option<f64> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number.parse().ok()?;
-    let scale = match unit.trim() {
-        "ns" => 1e-9,
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "s" => 1.0,
-        _ => return None,
-    };
-    Some(number * scale)
+    crate::parse_duration(text.trim()).map(|duration| duration.as_secs_f64())
 }
 
 struct NumberVisitor {

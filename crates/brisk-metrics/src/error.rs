@@ -27,23 +27,18 @@ pub enum Error {
         /// The repeated label name.
         name: String,
     },
-    /// Histogram bounds or precision that hdrhistogram cannot represent.
-    #[error(
-        "invalid histogram configuration (low {low}, high {high}, {sigfig} significant digits): {reason}"
-    )]
-    InvalidHistogram {
-        /// Lowest discernible value.
-        low: u64,
-        /// Highest trackable value.
-        high: u64,
-        /// Significant decimal digits.
-        sigfig: u8,
-        /// Why it was refused.
-        reason: String,
+    /// A builder setting out of range, refused by `build()`: histogram ranges or precision
+    /// hdrhistogram cannot represent, bucket bounds that are empty, not finite or not
+    /// increasing, a label-set cap or a stripe count of zero.
+    #[error("invalid metrics setting {setting}={value}: {reason}")]
+    Config {
+        /// The builder method, as the user wrote it.
+        setting: &'static str,
+        /// The rejected value.
+        value: String,
+        /// What a valid value looks like.
+        reason: &'static str,
     },
-    /// Other invalid registry configuration.
-    #[error("invalid configuration: {0}")]
-    InvalidConfig(String),
     /// A budget file that could not be read.
     #[error("reading budget file {path}")]
     BudgetIo {
@@ -66,6 +61,10 @@ pub enum Error {
         message: String,
     },
 }
+
+/// A boxed error that can cross threads: the one alias every brisk crate uses (and
+/// re-exports) where a caller's error type is erased, such as a body or a connect hook.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// `Result` with brisk-metrics' [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;

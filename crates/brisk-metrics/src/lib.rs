@@ -60,6 +60,7 @@ mod atomic;
 #[cfg(feature = "metrics-rs")]
 mod bridge;
 mod budget;
+mod duration;
 mod error;
 mod key;
 mod recorder;
@@ -74,7 +75,8 @@ pub mod tower;
 pub use crate::bridge::MetricsRsRecorder;
 pub use crate::{
     budget::{Budgets, ErrorRateBudget, LatencyBudget, Limit, Rate, Violation},
-    error::{Error, Result},
+    duration::{DURATION_GRAMMAR, parse_duration},
+    error::{BoxError, Error, Result},
     key::Key,
     recorder::{
         Counter, CounterFn, Description, Gauge, GaugeFn, Histogram, HistogramFn, MetricKind,

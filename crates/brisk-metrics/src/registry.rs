@@ -171,9 +171,9 @@ impl RegistryBuilder {
 
     /// How many stripes each histogram and counter spreads concurrent writers over (rounded
     /// up to a power of two). Default: the machine's parallelism, at most 8. More stripes mean
-    /// less contention and more memory per series.
+    /// less contention and more memory per series. 0 is refused by [`build`](Self::build).
     pub fn stripes(mut self, stripes: usize) -> Self {
-        self.settings.stripes = stripes.max(1);
+        self.settings.stripes = stripes;
         self
     }
 
@@ -187,24 +187,33 @@ impl RegistryBuilder {
     /// Validates the configuration and builds the registry.
     ///
     /// # Errors
-    /// [`Error::InvalidHistogram`] for ranges or precision hdrhistogram cannot represent;
-    /// [`Error::InvalidConfig`] for bucket bounds that are empty, not finite or not increasing,
-    /// or a label-set cap of zero.
+    /// [`Error::Config`] for ranges or precision hdrhistogram cannot represent, bucket bounds
+    /// that are empty, not finite or not increasing, or a label-set cap or stripe count of 0.
     pub fn build(self) -> Result<Registry> {
         let s = self.settings;
-        s.duration.hdr()?;
-        s.value.hdr()?;
+        s.duration.hdr_for("duration_range")?;
+        s.value.hdr_for("value_range")?;
+        let refuse = |setting, value: String, reason| {
+            Err(Error::Config {
+                setting,
+                value,
+                reason,
+            })
+        };
         if s.max_label_sets == 0 {
-            return Err(Error::InvalidConfig(
-                "max_label_sets must be at least 1".into(),
-            ));
+            return refuse("max_label_sets", "0".into(), "at least 1 label set");
+        }
+        if s.stripes == 0 {
+            return refuse("stripes", "0".into(), "at least 1 stripe");
         }
         for (unit, bounds) in &s.buckets {
             let increasing = bounds.windows(2).all(|w| w[0] < w[1]);
             if bounds.is_empty() || !increasing || bounds.iter().any(|b| !b.is_finite()) {
-                return Err(Error::InvalidConfig(format!(
-                    "buckets for {unit:?} must be finite and strictly increasing, got {bounds:?}"
-                )));
+                return refuse(
+                    "buckets",
+                    format!("{unit:?} {bounds:?}"),
+                    "finite, strictly increasing bounds, at least one",
+                );
             }
         }
         let registry = Registry {

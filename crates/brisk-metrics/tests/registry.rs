@@ -234,31 +234,47 @@ fn noop_recorder_records_nothing() {
 }
 
 #[test]
-fn invalid_configuration_is_a_typed_error() {
-    assert!(matches!(
-        Registry::builder().significant_digits(6).build(),
-        Err(Error::InvalidHistogram { .. })
-    ));
-    assert!(matches!(
-        Registry::builder().value_range(10, 15).build(),
-        Err(Error::InvalidHistogram { .. })
-    ));
-    assert!(matches!(
-        Registry::builder()
-            .buckets(Unit::Seconds, vec![1.0, 0.5])
-            .build(),
-        Err(Error::InvalidConfig(_))
-    ));
-    assert!(matches!(
-        Registry::builder()
-            .buckets(Unit::Count, vec![f64::NAN])
-            .build(),
-        Err(Error::InvalidConfig(_))
-    ));
-    assert!(matches!(
-        Registry::builder().max_label_sets(0).build(),
-        Err(Error::InvalidConfig(_))
-    ));
+fn invalid_configuration_is_a_typed_error_naming_the_setting() {
+    let refused = |builder: brisk_metrics::RegistryBuilder| match builder.build() {
+        Err(Error::Config { setting, .. }) => setting,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        refused(Registry::builder().significant_digits(6)),
+        "significant_digits"
+    );
+    assert_eq!(
+        refused(Registry::builder().value_range(10, 15)),
+        "value_range"
+    );
+    assert_eq!(
+        refused(Registry::builder().value_range(0, 15)),
+        "value_range"
+    );
+    assert_eq!(
+        refused(
+            Registry::builder().duration_range(Duration::from_secs(10), Duration::from_secs(15))
+        ),
+        "duration_range"
+    );
+    assert_eq!(
+        refused(Registry::builder().buckets(Unit::Seconds, vec![1.0, 0.5])),
+        "buckets"
+    );
+    assert_eq!(
+        refused(Registry::builder().buckets(Unit::Count, vec![f64::NAN])),
+        "buckets"
+    );
+    assert_eq!(
+        refused(Registry::builder().buckets(Unit::Count, vec![])),
+        "buckets"
+    );
+    assert_eq!(
+        refused(Registry::builder().max_label_sets(0)),
+        "max_label_sets"
+    );
+    assert_eq!(refused(Registry::builder().stripes(0)), "stripes");
+    assert!(Registry::builder().stripes(1).build().is_ok());
 }
 
 #[test]

@@ -32,7 +32,7 @@ impl Default for Validation {
 /// Which idle connection a checkout takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub enum Queue {
+pub enum Order {
     /// The one idle longest: use spreads over all connections (the default, as in bb8).
     #[default]
     Fifo,
@@ -43,7 +43,7 @@ pub enum Queue {
 
 /// The settings of a pool. Build one with [`Config::default`] and assignments, from a URL
 /// ([`Config::apply_url`]) or from the environment ([`Config::from_env`]), and hand it to
-/// [`Builder::config`](crate::Builder::config); or set each value on the builder.
+/// [`Builder::config`](crate::PoolBuilder::config); or set each value on the builder.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Config {
@@ -66,8 +66,8 @@ pub struct Config {
     pub lifetime_jitter: Option<Duration>,
     /// Idle connections unused for this long are closed (down to `min_idle`). Default 10 min.
     pub idle_timeout: Option<Duration>,
-    /// Which idle connection a checkout takes. Default [`Queue::Fifo`].
-    pub queue: Queue,
+    /// Which idle connection a checkout takes. Default [`Order::Fifo`].
+    pub order: Order,
     /// When connections are checked with a round trip. Default idle for 500 ms.
     pub validation: Validation,
     /// Further connect attempts after a failed one, in the background. Default 2.
@@ -90,7 +90,7 @@ impl Default for Config {
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             lifetime_jitter: None,
             idle_timeout: Some(Duration::from_secs(10 * 60)),
-            queue: Queue::Fifo,
+            order: Order::Fifo,
             validation: Validation::default(),
             connect_retries: 2,
             retry_backoff: Duration::from_millis(100),
@@ -109,7 +109,7 @@ const KEYS: &[&str] = &[
     "max_lifetime",
     "lifetime_jitter",
     "idle_timeout",
-    "queue",
+    "order",
     "validation",
     "connect_retries",
     "retry_backoff",
@@ -175,7 +175,7 @@ impl Config {
     ///
     /// - Counts are decimal integers.
     /// - Durations have a unit: `250ms`, `5s`, `30m`, `1h`. Optional ones also accept `off`.
-    /// - `queue` is `fifo` or `lifo`.
+    /// - `order` is `fifo` or `lifo`.
     /// - `validation` is `always`, `never`, or a duration: validate connections idle that long.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         self.set_named(key, key, value)
@@ -184,7 +184,7 @@ impl Config {
     /// [`Config::set`], reporting errors under `name` (the URL parameter or variable name).
     fn set_named(&mut self, key: &str, name: &str, value: &str) -> Result<()> {
         let invalid = |reason| Error::Config {
-            key: name.to_owned(),
+            setting: name.to_owned(),
             value: value.to_owned(),
             reason,
         };
@@ -209,10 +209,10 @@ impl Config {
             "max_lifetime" => self.max_lifetime = optional()?,
             "lifetime_jitter" => self.lifetime_jitter = Some(duration()?),
             "idle_timeout" => self.idle_timeout = optional()?,
-            "queue" => {
-                self.queue = match trimmed.to_ascii_lowercase().as_str() {
-                    "fifo" => Queue::Fifo,
-                    "lifo" => Queue::Lifo,
+            "order" => {
+                self.order = match trimmed.to_ascii_lowercase().as_str() {
+                    "fifo" => Order::Fifo,
+                    "lifo" => Order::Lifo,
                     _ => return Err(invalid("expected fifo or lifo")),
                 }
             }
@@ -230,10 +230,10 @@ impl Config {
             "leak_threshold" => self.leak_threshold = optional()?,
             _ => {
                 return Err(Error::Config {
-                    key: name.to_owned(),
+                    setting: name.to_owned(),
                     value: value.to_owned(),
                     reason: "unknown pool setting; known: max_size, min_idle, acquire_timeout, \
-                             connect_timeout, max_lifetime, lifetime_jitter, idle_timeout, queue, \
+                             connect_timeout, max_lifetime, lifetime_jitter, idle_timeout, order, \
                              validation, connect_retries, retry_backoff, leak_threshold",
                 });
             }
@@ -243,9 +243,9 @@ impl Config {
 
     /// Checks the settings against each other; called when a pool is built.
     pub(crate) fn check(&self) -> Result<()> {
-        let invalid = |key: &str, value: String, reason| {
+        let invalid = |setting: &str, value: String, reason| {
             Err(Error::Config {
-                key: key.to_owned(),
+                setting: setting.to_owned(),
                 value,
                 reason,
             })
@@ -303,25 +303,11 @@ impl Config {
     }
 }
 
-const DURATION: &str = "expected a duration with a unit: 250ms, 5s, 30m, 1h";
-const OPTIONAL_DURATION: &str = "expected a duration with a unit (250ms, 5s, 30m, 1h) or off";
+const DURATION: &str = brisk_metrics::DURATION_GRAMMAR;
+const OPTIONAL_DURATION: &str = "a duration (a number and a unit: 250ms, 1.5s, 30m, 1h) or off";
 
-/// Parses `250ms`, `5s`, `30m`, `1h` (a whole number and a unit).
-fn parse_duration(text: &str) -> Option<Duration> {
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().ok()?;
-    let millis_per_unit = match unit {
-        "ms" => 1,
-        "s" => 1_000,
-        "m" | "min" => 60_000,
-        "h" => 3_600_000,
-        _ => return None,
-    };
-    number
-        .checked_mul(millis_per_unit)
-        .map(Duration::from_millis)
-}
+/// The one duration grammar of the brisk crates.
+use brisk_metrics::parse_duration;
 
 fn rejoin(base: &str, params: &[&str], fragment: Option<&str>) -> String {
     let mut url = base.to_owned();
@@ -350,7 +336,7 @@ mod tests {
         let url = config
             .apply_url(
                 "postgres://app:secret@db:5432/app?pool_max_size=32&sslmode=disable\
-                 &pool_acquire_timeout=250ms&pool_max_lifetime=off&pool_queue=LIFO\
+                 &pool_acquire_timeout=250ms&pool_max_lifetime=off&pool_order=LIFO\
                  &application_name=api&pool_validation=never&pool_leak_threshold=30s",
             )
             .unwrap();
@@ -361,7 +347,7 @@ mod tests {
         assert_eq!(config.max_size, 32);
         assert_eq!(config.acquire_timeout, Duration::from_millis(250));
         assert_eq!(config.max_lifetime, None);
-        assert_eq!(config.queue, Queue::Lifo);
+        assert_eq!(config.order, Order::Lifo);
         assert_eq!(config.validation, Validation::Never);
         assert_eq!(config.leak_threshold, Some(Duration::from_secs(30)));
     }
@@ -389,7 +375,7 @@ mod tests {
             .apply_url("postgres://db/app?pool_max_sise=3")
             .unwrap_err();
         assert!(
-            matches!(&error, Error::Config { key, .. } if key == "pool_max_sise"),
+            matches!(&error, Error::Config { setting, .. } if setting == "pool_max_sise"),
             "{error}"
         );
         for (key, value) in [
@@ -397,13 +383,13 @@ mod tests {
             ("acquire_timeout", "5"),
             ("acquire_timeout", "5 parsecs"),
             ("max_lifetime", "forever"),
-            ("queue", "random"),
+            ("order", "random"),
             ("validation", "sometimes"),
             ("connect_timeout", "99999999999999999h"),
         ] {
             let error = config.set(key, value).unwrap_err();
             assert!(
-                matches!(&error, Error::Config { key: k, value: v, .. } if k == key && v == value),
+                matches!(&error, Error::Config { setting: k, value: v, .. } if k == key && v == value),
                 "{error}"
             );
         }
@@ -432,7 +418,7 @@ mod tests {
         })
         .unwrap_err();
         assert!(
-            matches!(&error, Error::Config { key, .. } if key == "DATABASE_POOL_MIN_IDLE"),
+            matches!(&error, Error::Config { setting, .. } if setting == "DATABASE_POOL_MIN_IDLE"),
             "{error}"
         );
     }

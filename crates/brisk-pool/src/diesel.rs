@@ -73,7 +73,7 @@ impl Pool<PgConnector> {
     /// ([`Config::apply_url`](crate::Config::apply_url)); the rest goes to the driver.
     ///
     /// # Errors
-    /// As [`Builder::build`](crate::Builder::build), and [`Error::Config`](crate::Error::Config)
+    /// As [`PoolBuilder::build`](crate::PoolBuilder::build), and [`Error::Config`](crate::Error::Config)
     /// for an invalid `pool_*` parameter.
     pub async fn from_url(url: &str) -> crate::Result<Self> {
         from_url(url, PgConnector::new).await
@@ -101,7 +101,7 @@ pub type AsyncSqliteConnection =
 ///   two connections switching at once get "database is locked" without waiting;
 /// - `PRAGMA foreign_keys = ON`.
 ///
-/// Add to or override these with a connect hook ([`Builder::on_connect`](crate::Builder::on_connect)).
+/// Add to or override these with a connect hook ([`PoolBuilder::on_connect`](crate::PoolBuilder::on_connect)).
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub struct SqliteConnector {
@@ -173,7 +173,7 @@ impl Pool<SqliteConnector> {
     /// (`app.db?pool_max_size=4`, see [`Config::apply_url`](crate::Config::apply_url)).
     ///
     /// # Errors
-    /// As [`Builder::build`](crate::Builder::build), and [`Error::Config`](crate::Error::Config)
+    /// As [`PoolBuilder::build`](crate::PoolBuilder::build), and [`Error::Config`](crate::Error::Config)
     /// for an invalid `pool_*` parameter.
     pub async fn from_url(url: &str) -> crate::Result<Self> {
         from_url(url, SqliteConnector::new).await

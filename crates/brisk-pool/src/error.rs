@@ -1,7 +1,8 @@
 use std::{error::Error as StdError, fmt, sync::Arc, time::Duration};
 
-/// A connect error, boxed so that one [`Error`] type serves every connection kind.
-pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+/// A connect error, boxed so that one [`Error`] type serves every connection kind (the one
+/// alias of every brisk crate, from brisk-metrics).
+pub use brisk_metrics::BoxError;
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -41,10 +42,10 @@ pub enum Error {
         target: Arc<str>,
     },
     /// A setting from a URL, the environment or the builder is invalid.
-    #[error("invalid pool setting {key}={value:?}: {reason}")]
+    #[error("invalid pool setting {setting}={value:?}: {reason}")]
     Config {
         /// The setting's name as it was given (`pool_max_size`, `DATABASE_POOL_MAX_SIZE`, ...).
-        key: String,
+        setting: String,
         /// The rejected value.
         value: String,
         /// What a valid value looks like.

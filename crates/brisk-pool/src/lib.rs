@@ -37,7 +37,7 @@
 //! - [`Connect`]: how to open, validate and judge one kind of connection; [`PgConnector`],
 //!   [`SqliteConnector`] and [`RedisConnector`] implement it.
 //! - [`Pool`]: `get()` returns a [`PooledConnection`] that derefs to the connection;
-//!   `status()`; `close()` that drains. Configured by [`Builder`], a [`Config`], a URL's
+//!   `status()`; `close()` that drains. Configured by [`PoolBuilder`], a [`Config`], a URL's
 //!   `pool_*` parameters or environment variables.
 //! - [`ConnectionPool`]: the trait over [`Pool`] and [`SharedRedis`] (one multiplexed Redis
 //!   connection, which is usually all Redis needs: see [`redis`]).
@@ -63,7 +63,7 @@
 //!   (the longest-waiting first) instead of timing out.
 //!
 //! # Metrics
-//! [`Builder::metrics`] reports to any [`brisk_metrics::Recorder`], labelled `pool=<name>`:
+//! [`PoolBuilder::metrics`] reports to any [`brisk_metrics::Recorder`], labelled `name=<name>`:
 //! `brisk_pool_acquire_seconds` (histogram), `brisk_pool_acquire_timeouts_total`,
 //! `brisk_pool_connects_total`, `brisk_pool_connect_failures_total`,
 //! `brisk_pool_closes_total{reason=broken|invalid|lifetime|idle}`, `brisk_pool_leaks_total`,
@@ -118,10 +118,10 @@ pub use crate::diesel::{AsyncSqliteConnection, SqliteConnector, SqlitePool};
 #[cfg(feature = "postgres")]
 pub use crate::diesel::{PgConnector, PgPool};
 pub use crate::{
-    config::{Config, Queue, Validation},
+    config::{Config, Order, Validation},
     connect::{Connect, HookFuture},
     error::{BoxError, ConnectTimedOut, Error, Result},
     leak::SuspectedLeak,
     metrics::METRICS,
-    pool::{Builder, ConnectionPool, Pool, PooledConnection, Status},
+    pool::{ConnectionPool, Pool, PoolBuilder, PooledConnection, Status},
 };

@@ -1,6 +1,6 @@
 use brisk_metrics::{Counter, Description, Gauge, Histogram, Key, MetricKind, Recorder, Unit};
 
-/// Every metric this crate exports, each labelled `pool="<name>"`.
+/// Every metric this crate exports, each labelled `name="<name>"`.
 pub const METRICS: &[Description] = &[
     Description {
         name: "brisk_pool_acquire_seconds",
@@ -57,7 +57,7 @@ pub(crate) enum CloseReason {
     Idle,
 }
 
-/// The series a pool reports, each labelled `pool="<name>"`.
+/// The series a pool reports, each labelled `name="<name>"`.
 #[derive(Debug, Clone)]
 pub(crate) struct Metrics {
     /// `brisk_pool_acquire_seconds`: time from `get()` to a connection (0 when one was idle).
@@ -100,14 +100,14 @@ impl Metrics {
         }
     }
 
-    /// Registers the series; `pool` becomes the `pool` label.
+    /// Registers the series; `pool` becomes the `name` label.
     pub(crate) fn new(recorder: &dyn Recorder, pool: &str) -> Self {
         brisk_metrics::describe(recorder, METRICS);
         let key = |name: &'static str, extra: Option<(&'static str, &'static str)>| {
             // The names are valid constants and label values may be any text, so the key
             // cannot be rejected.
             let key = Key::new(name)
-                .and_then(|key| key.with_label("pool", pool.to_owned()))
+                .and_then(|key| key.with_label("name", pool.to_owned()))
                 .and_then(|key| match extra {
                     Some((label, value)) => key.with_label(label, value),
                     None => Ok(key),

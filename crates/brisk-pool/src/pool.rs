@@ -15,7 +15,7 @@ use std::{
 use brisk_metrics::Recorder;
 
 use crate::{
-    config::{Config, Queue, Validation},
+    config::{Config, Order, Validation},
     connect::{Connect, Hook, HookDebug, HookFuture},
     error::{Error, Result},
     leak::SuspectedLeak,
@@ -104,8 +104,8 @@ impl<C: Connect> fmt::Debug for Pool<C> {
 
 impl<C: Connect> Pool<C> {
     /// Starts configuring a pool of connections made by `connector`.
-    pub fn builder(connector: C) -> Builder<C> {
-        Builder {
+    pub fn builder(connector: C) -> PoolBuilder<C> {
+        PoolBuilder {
             connector,
             config: Config::default(),
             hook: None,
@@ -220,7 +220,7 @@ impl<C: Connect> Pool<C> {
     }
 
     /// Checkouts held longer than the leak threshold right now, with where they were made.
-    /// Empty when leak detection is off ([`Builder::leak_threshold`]).
+    /// Empty when leak detection is off ([`PoolBuilder::leak_threshold`]).
     pub fn suspected_leaks(&self) -> Vec<SuspectedLeak> {
         let shared = &self.inner.shared;
         shared
@@ -413,16 +413,16 @@ impl<C: Connect> fmt::Debug for PooledConnection<'_, C> {
 
 /// Configures and builds a [`Pool`]; from [`Pool::builder`].
 #[must_use = "a builder does nothing until `build` is awaited"]
-pub struct Builder<C: Connect> {
+pub struct PoolBuilder<C: Connect> {
     connector: C,
     config: Config,
     hook: Option<Hook<C::Connection>>,
     metrics: Option<Metrics>,
 }
 
-impl<C: Connect> fmt::Debug for Builder<C> {
+impl<C: Connect> fmt::Debug for PoolBuilder<C> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Builder")
+        f.debug_struct("PoolBuilder")
             .field("target", &self.connector.target())
             .field("config", &self.config)
             .field("on_connect", &HookDebug(&self.hook))
@@ -431,7 +431,7 @@ impl<C: Connect> fmt::Debug for Builder<C> {
     }
 }
 
-impl<C: Connect> Builder<C> {
+impl<C: Connect> PoolBuilder<C> {
     /// Replaces every setting at once, e.g. with one read by [`Config::from_env`].
     pub fn config(mut self, config: Config) -> Self {
         self.config = config;
@@ -462,9 +462,15 @@ impl<C: Connect> Builder<C> {
         self
     }
 
-    /// Connections older than this are replaced. Default 30 min; `None` keeps them.
-    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
-        self.config.max_lifetime = lifetime;
+    /// Connections older than this are replaced. Default 30 min.
+    pub fn max_lifetime(mut self, lifetime: Duration) -> Self {
+        self.config.max_lifetime = Some(lifetime);
+        self
+    }
+
+    /// Keeps connections however old they get.
+    pub fn no_max_lifetime(mut self) -> Self {
+        self.config.max_lifetime = None;
         self
     }
 
@@ -476,14 +482,20 @@ impl<C: Connect> Builder<C> {
     }
 
     /// Idle connections unused this long are closed, down to `min_idle`. Default 10 min.
-    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.config.idle_timeout = timeout;
+    pub fn idle_timeout(mut self, timeout: Duration) -> Self {
+        self.config.idle_timeout = Some(timeout);
         self
     }
 
-    /// Which idle connection a checkout takes. Default [`Queue::Fifo`].
-    pub fn queue(mut self, queue: Queue) -> Self {
-        self.config.queue = queue;
+    /// Keeps idle connections however long they go unused.
+    pub fn no_idle_timeout(mut self) -> Self {
+        self.config.idle_timeout = None;
+        self
+    }
+
+    /// Which idle connection a checkout takes. Default [`Order::Fifo`].
+    pub fn order(mut self, order: Order) -> Self {
+        self.config.order = order;
         self
     }
 
@@ -509,8 +521,8 @@ impl<C: Connect> Builder<C> {
 
     /// Reports checkouts held longer than `threshold` (a `tracing` warning with the call
     /// site, `brisk_pool_leaks_total`, [`Pool::suspected_leaks`]). Default off.
-    pub fn leak_threshold(mut self, threshold: Option<Duration>) -> Self {
-        self.config.leak_threshold = threshold;
+    pub fn leak_threshold(mut self, threshold: Duration) -> Self {
+        self.config.leak_threshold = Some(threshold);
         self
     }
 
@@ -540,7 +552,7 @@ impl<C: Connect> Builder<C> {
     }
 
     /// Reports acquire waits, timeouts, connects, connect failures, closes by reason, leaks,
-    /// and connection gauges to `recorder`, labelled `pool="<name>"`.
+    /// and connection gauges to `recorder`, labelled `name="<name>"`.
     pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
         self.metrics = Some(Metrics::new(recorder, name));
         self
@@ -571,9 +583,9 @@ impl<C: Connect> Builder<C> {
             .test_on_check_out(true)
             // The manager retries with jittered backoff; bb8 would retry without jitter.
             .retry_connection(false)
-            .queue_strategy(match config.queue {
-                Queue::Fifo => bb8::QueueStrategy::Fifo,
-                Queue::Lifo => bb8::QueueStrategy::Lifo,
+            .queue_strategy(match config.order {
+                Order::Fifo => bb8::QueueStrategy::Fifo,
+                Order::Lifo => bb8::QueueStrategy::Lifo,
             });
         if let Some(idle) = config.idle_timeout {
             builder = builder

@@ -55,7 +55,7 @@ impl RedisConnector {
     /// [`Error::Config`] when the URL is not a Redis URL.
     pub fn new(url: &str) -> Result<Self> {
         let client = Client::open(url).map_err(|_| Error::Config {
-            key: "url".to_owned(),
+            setting: "url".to_owned(),
             value: redact(url),
             reason: "expected redis://[user:password@]host[:port][/db]",
         })?;

@@ -12,7 +12,7 @@ use std::{
 };
 
 use brisk_metrics::Registry;
-use brisk_pool::{Connect, ConnectTimedOut, ConnectionPool, Error, Pool, Queue, Validation};
+use brisk_pool::{Connect, ConnectTimedOut, ConnectionPool, Error, Order, Pool, Validation};
 
 /// What the tests can see and steer.
 #[derive(Debug, Default)]
@@ -95,7 +95,7 @@ impl Connect for Memory {
     }
 }
 
-fn builder(memory: &Memory) -> brisk_pool::Builder<Memory> {
+fn builder(memory: &Memory) -> brisk_pool::PoolBuilder<Memory> {
     Pool::builder(memory.clone())
         .max_size(4)
         .min_idle(1)
@@ -341,7 +341,7 @@ async fn a_stale_idle_connection_is_replaced_not_handed_out() {
     );
     let closes = registry.snapshot().counter(
         "brisk_pool_closes_total",
-        &[("pool", "db"), ("reason", "invalid")],
+        &[("name", "db"), ("reason", "invalid")],
     );
     assert_eq!(closes, Some(1));
 }
@@ -392,7 +392,7 @@ async fn a_connection_returned_broken_is_closed() {
     assert_ne!(pool.get().await.unwrap().id, 0);
     let closes = registry.snapshot().counter(
         "brisk_pool_closes_total",
-        &[("pool", "db"), ("reason", "broken")],
+        &[("name", "db"), ("reason", "broken")],
     );
     assert_eq!(closes, Some(1));
 }
@@ -405,9 +405,9 @@ async fn lifetimes_are_jittered_so_connections_are_not_replaced_together() {
         .max_size(32)
         .min_idle(32)
         .validation(Validation::Never)
-        .max_lifetime(Some(lifetime))
+        .max_lifetime(lifetime)
         .lifetime_jitter(Duration::from_secs(30))
-        .idle_timeout(None)
+        .no_idle_timeout()
         .build()
         .await
         .unwrap();
@@ -450,7 +450,7 @@ async fn idle_connections_past_the_idle_timeout_are_closed_and_counted() {
     let registry = Registry::new();
     let pool = builder(&memory)
         .min_idle(0)
-        .idle_timeout(Some(Duration::from_millis(100)))
+        .idle_timeout(Duration::from_millis(100))
         .metrics(&registry, "db")
         .build()
         .await
@@ -460,7 +460,7 @@ async fn idle_connections_past_the_idle_timeout_are_closed_and_counted() {
     let closes = || {
         registry.snapshot().counter(
             "brisk_pool_closes_total",
-            &[("pool", "db"), ("reason", "idle")],
+            &[("name", "db"), ("reason", "idle")],
         )
     };
     // Wait for the reaper, then for the housekeeper to count what it closed.
@@ -475,7 +475,7 @@ async fn a_connection_held_past_the_leak_threshold_is_reported_with_its_call_sit
     let memory = Memory::default();
     let registry = Registry::new();
     let pool = builder(&memory)
-        .leak_threshold(Some(Duration::from_secs(2)))
+        .leak_threshold(Duration::from_secs(2))
         .metrics(&registry, "db")
         .build()
         .await
@@ -493,7 +493,7 @@ async fn a_connection_held_past_the_leak_threshold_is_reported_with_its_call_sit
     tokio::time::sleep(Duration::from_secs(3)).await;
     let leaks = registry
         .snapshot()
-        .counter("brisk_pool_leaks_total", &[("pool", "db")]);
+        .counter("brisk_pool_leaks_total", &[("name", "db")]);
     assert_eq!(leaks, Some(1), "reported once");
     let warnings = events.lock().unwrap().clone();
     let location = format!("location={}:{line}:", file!());
@@ -658,7 +658,7 @@ async fn metrics_count_connects_failures_and_acquire_waits() {
     };
     assert!(matches!(error, Error::Timeout { .. }));
     let snapshot = registry.snapshot();
-    let labels = &[("pool", "db")];
+    let labels = &[("name", "db")];
     assert_eq!(
         snapshot.counter("brisk_pool_connects_total", labels),
         Some(1)
@@ -700,7 +700,7 @@ async fn config_from_a_url_reaches_the_pool() {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, Error::Config { key, .. } if key == "min_idle"),
+        matches!(&error, Error::Config { setting, .. } if setting == "min_idle"),
         "{error}"
     );
 }
@@ -769,12 +769,12 @@ async fn a_connect_that_hangs_is_cut_at_the_connect_timeout() {
 
 #[tokio::test]
 async fn fifo_takes_the_longest_idle_connection_and_lifo_the_latest() {
-    for (queue, expected) in [(Queue::Fifo, 0), (Queue::Lifo, 1)] {
+    for (order, expected) in [(Order::Fifo, 0), (Order::Lifo, 1)] {
         let memory = Memory::default();
         let pool = builder(&memory)
             .max_size(2)
             .min_idle(2)
-            .queue(queue)
+            .order(order)
             .build()
             .await
             .unwrap();
@@ -782,7 +782,7 @@ async fn fifo_takes_the_longest_idle_connection_and_lifo_the_latest() {
         let (first, second) = if a.id < b.id { (a, b) } else { (b, a) };
         drop(first); // connection 0 goes back first
         drop(second);
-        assert_eq!(pool.get().await.unwrap().id, expected, "{queue:?}");
+        assert_eq!(pool.get().await.unwrap().id, expected, "{order:?}");
     }
 }
 
@@ -803,12 +803,12 @@ async fn the_housekeeper_samples_the_connection_gauges() {
     let gauge = |state| {
         snapshot.gauge(
             "brisk_pool_connections",
-            &[("pool", "db"), ("state", state)],
+            &[("name", "db"), ("state", state)],
         )
     };
     assert_eq!((gauge("in_use"), gauge("idle")), (Some(2), Some(1)));
     assert_eq!(
-        snapshot.gauge("brisk_pool_waiting", &[("pool", "db")]),
+        snapshot.gauge("brisk_pool_waiting", &[("name", "db")]),
         Some(0)
     );
     drop(held);

@@ -137,7 +137,7 @@ async fn a_transaction_abandoned_mid_way_closes_its_connection() {
     }
     let closes = registry.snapshot().counter(
         "brisk_pool_closes_total",
-        &[("pool", "pg"), ("reason", "broken")],
+        &[("name", "pg"), ("reason", "broken")],
     );
     assert_eq!(
         closes,

@@ -73,7 +73,7 @@ async fn a_connection_left_inside_multi_is_closed_not_reused() {
     }
     let closes = registry.snapshot().counter(
         "brisk_pool_closes_total",
-        &[("pool", "redis"), ("reason", "broken")],
+        &[("name", "redis"), ("reason", "broken")],
     );
     assert_eq!(closes, Some(1));
     let mut connection = pool.get().await.unwrap();
@@ -101,7 +101,7 @@ async fn a_connection_left_inside_multi_is_closed_not_reused() {
     assert_eq!(
         registry.snapshot().counter(
             "brisk_pool_closes_total",
-            &[("pool", "redis"), ("reason", "broken")]
+            &[("name", "redis"), ("reason", "broken")]
         ),
         Some(1)
     );
@@ -179,7 +179,7 @@ async fn shared_redis_hands_out_one_multiplexed_connection_behind_the_pool_api()
 fn a_malformed_url_is_a_config_error() {
     let error = RedisConnector::new("http://:secret@localhost").unwrap_err();
     assert!(
-        matches!(&error, Error::Config { key, .. } if key == "url"),
+        matches!(&error, Error::Config { setting, .. } if setting == "url"),
         "{error:?}"
     );
     assert!(!error.to_string().contains("secret"), "{error}");

@@ -131,7 +131,7 @@ async fn a_transaction_abandoned_mid_way_closes_its_connection() {
     }
     let closes = registry.snapshot().counter(
         "brisk_pool_closes_total",
-        &[("pool", "sqlite"), ("reason", "broken")],
+        &[("name", "sqlite"), ("reason", "broken")],
     );
     assert_eq!(closes, Some(1));
     assert_eq!(

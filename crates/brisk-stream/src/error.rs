@@ -1,8 +1,8 @@
 use std::fmt;
 
 /// A boxed error from a row stream or a job, as the encoders and [`Parallel`](crate::Parallel)
-/// carry it.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// carry it (the one alias of every brisk crate, from brisk-metrics).
+pub use brisk_metrics::BoxError;
 
 /// What brisk-stream can fail with.
 ///
@@ -14,7 +14,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 #[non_exhaustive]
 pub enum Error {
     /// A builder was given a setting it cannot use.
-    #[error("invalid `{setting}` = {value}: {reason}")]
+    #[error("invalid stream setting {setting}={value}: {reason}")]
     Config {
         /// The setting, as the builder method is named.
         setting: &'static str,

@@ -33,6 +33,5 @@ pub use response_cache::{
     CachedResponse, ResponseCache, ResponseCacheLayer, ResponseCacheLayerBuilder, X_CACHE,
 };
 
-/// An error from a response body. (Not exported: the workspace is to have one such alias,
-/// issue 20's convention; until then this one stays private.)
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// An error from a response body: the one alias of every brisk crate, from brisk-metrics.
+use brisk_metrics::BoxError;
