@@ -17,6 +17,7 @@ const STEPS: &[Step] = &[
     ("cargo-deny", deny),
     ("rustdoc", doc),
     ("tests", tests),
+    ("tests, default features", default_feature_tests),
     ("facade features", facade_features),
     ("fuzz smoke", fuzz::smoke),
     ("demo smoke", demo::smoke),
@@ -130,6 +131,35 @@ fn doc() -> Result<()> {
 
 fn tests() -> Result<()> {
     test::run_tests(&[])
+}
+
+/// Each published crate's tests with only its default features, as a user who adds the crate
+/// alone gets it: `--all-features` (and a workspace run's feature unification) can hide a
+/// test or an API that needs a feature it does not turn on.
+fn default_feature_tests() -> Result<()> {
+    let metadata = metadata(true)?;
+    let packages = metadata["packages"]
+        .as_array()
+        .context("cargo metadata lists no packages")?;
+    let published = packages.iter().filter(|package| {
+        let name = package["name"].as_str().unwrap_or_default();
+        // `publish = false` shows as an empty list of registries.
+        let unpublished = package["publish"].as_array().is_some_and(Vec::is_empty);
+        name.starts_with("brisk") && !unpublished
+    });
+    let profile = if std::env::var_os("CI").is_some() {
+        "ci"
+    } else {
+        "default"
+    };
+    for package in published {
+        let name = package["name"].as_str().unwrap_or_default();
+        Cmd::cargo()
+            .args(["nextest", "run", "--no-tests", "pass", "-p", name])
+            .args(["--profile", profile])
+            .run()?;
+    }
+    Ok(())
 }
 
 /// The facade must build with no feature, each feature alone, and `full`.

@@ -1,11 +1,6 @@
 //! Prerequisites: the server binaries the tests start, and the cargo tools CI runs. Missing ones
 //! are installed where that is possible (apt-get as root; `cargo install --locked`).
 
-use std::{
-    env, fs,
-    path::{Path, PathBuf},
-};
-
 use anyhow::{Result, bail};
 
 use crate::cmd::Cmd;
@@ -14,25 +9,25 @@ use crate::cmd::Cmd;
 /// (`curl`, headless `chromium`, Prometheus' `promtool`).
 pub(crate) fn servers() -> Result<()> {
     let mut missing = Vec::new();
-    if find_on_path("curl", &[]).is_none() {
+    if !on_path("curl") {
         missing.push(("curl", "curl"));
     }
-    if find_on_path("chromium", &[]).is_none() {
+    if !on_path("chromium") {
         missing.push(("chromium", "chromium"));
     }
-    if find_on_path("promtool", &[]).is_none() {
+    if !on_path("promtool") {
         missing.push(("promtool", "prometheus"));
     }
-    if find_on_path("redis-server", &["/usr/sbin", "/usr/local/sbin"]).is_none() {
+    if brisk_testkit::redis_server_binary().is_err() {
         missing.push(("redis-server", "redis-server"));
     }
-    if find_postgres().is_none() {
+    if brisk_testkit::postgres_bin_dir().is_err() {
         missing.push(("PostgreSQL (initdb, postgres)", "postgresql"));
     }
     if !missing.is_empty() {
         let names: Vec<&str> = missing.iter().map(|(what, _)| *what).collect();
         let packages: Vec<&str> = missing.iter().map(|(_, package)| *package).collect();
-        if !(is_root() && find_on_path("apt-get", &[]).is_some()) {
+        if !(is_root() && on_path("apt-get")) {
             bail!(
                 "the tests need {} and it is not installed: install it (Debian/Ubuntu: `sudo apt-get install {}`) and re-run",
                 names.join(" and "),
@@ -85,24 +80,7 @@ fn is_root() -> bool {
         .is_ok_and(|uid| uid.trim() == "0")
 }
 
-fn find_on_path(binary: &str, extra: &[&str]) -> Option<PathBuf> {
-    let path = env::var_os("PATH").unwrap_or_default();
-    env::split_paths(&path)
-        .chain(extra.iter().map(PathBuf::from))
-        .map(|dir| dir.join(binary))
-        .find(|candidate| candidate.is_file())
-}
-
-/// Where brisk-testkit finds PostgreSQL: `initdb` on PATH or `/usr/lib/postgresql/*/bin`.
-fn find_postgres() -> Option<PathBuf> {
-    find_on_path("initdb", &[]).or_else(|| {
-        fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .filter_map(|entry| Some(entry.ok()?.path().join("bin").join("initdb")))
-            .find(|initdb| initdb.is_file() && has_sibling(initdb, "postgres"))
-    })
-}
-
-fn has_sibling(path: &Path, name: &str) -> bool {
-    path.parent().is_some_and(|dir| dir.join(name).is_file())
+/// Whether `binary` is on `PATH`, found as brisk-testkit finds programs (one lookup).
+fn on_path(binary: &'static str) -> bool {
+    brisk_testkit::find_binary(binary, "", &[]).is_ok()
 }

@@ -333,3 +333,61 @@ fn the_architecture_crate_graph_matches_cargo_metadata() {
         "docs/architecture.md's crate graph (left) disagrees with the manifests (right)"
     );
 }
+
+/// Each member's dev-dependencies are used by its code (tests, benches, examples or doc
+/// examples): an unused one costs every test build its compile time.
+#[test]
+fn every_dev_dependency_is_used() {
+    // Linked for a feature, not named in code: SQLite built in (`bundled`).
+    const LINKED_ONLY: &[&str] = &["libsqlite3-sys"];
+    // Crates whose library name is not their package name.
+    const LIBRARY_NAMES: &[(&str, &str)] = &[("amalgam-cache", "amalgam")];
+    let mut members: Vec<(String, PathBuf, String)> = crates();
+    let xtask = workspace_root().join("xtask");
+    let manifest = fs::read_to_string(xtask.join("Cargo.toml")).unwrap();
+    members.push(("xtask".to_owned(), xtask, manifest));
+    let mut problems = Vec::new();
+    for (name, dir, manifest) in members {
+        let Some(start) = manifest.find("\n[dev-dependencies]\n") else {
+            continue;
+        };
+        let section = &manifest[start + "\n[dev-dependencies]\n".len()..];
+        let section = &section[..section.find("\n[").unwrap_or(section.len())];
+        let mut code = String::new();
+        for (_, text) in sources(&dir) {
+            code.push_str(&text);
+        }
+        code.push_str(&fs::read_to_string(dir.join("README.md")).unwrap_or_default());
+        for line in section.lines() {
+            let Some((dependency, _)) = line.split_once(" = ").or_else(|| line.split_once('.'))
+            else {
+                continue;
+            };
+            let dependency = dependency.trim().trim_end_matches(".workspace");
+            if dependency.is_empty() || dependency.starts_with('#') {
+                continue;
+            }
+            if LINKED_ONLY.contains(&dependency) {
+                continue;
+            }
+            let library = LIBRARY_NAMES
+                .iter()
+                .find(|(package, _)| *package == dependency)
+                .map_or_else(
+                    || dependency.replace('-', "_"),
+                    |(_, lib)| (*lib).to_owned(),
+                );
+            let used = code.match_indices(&library).any(|(at, _)| {
+                let before = code[..at].chars().next_back();
+                let after = code[at + library.len()..].chars().next();
+                let boundary =
+                    |c: Option<char>| !c.is_some_and(|c| c.is_alphanumeric() || c == '_');
+                boundary(before) && boundary(after)
+            });
+            if !used {
+                problems.push(format!("{name}: dev-dependency {dependency} is not used"));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

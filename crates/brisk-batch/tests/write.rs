@@ -199,7 +199,12 @@ async fn shutdown_writes_everything_queued_then_refuses_new_items() {
             .snapshot()
             .counter("brisk_batch_write_items_total", &[("name", "events")])
     };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while queued() < Some(250) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the 250 items were not all queued in 60 s"
+        );
         tokio::task::yield_now().await;
     }
     batcher.shutdown().await;

@@ -171,7 +171,12 @@ async fn stale_while_revalidate_answers_at_once_while_one_refresh_runs() {
         );
     }
     // Let the background refresh start and park on the gate.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while refreshes.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the background refresh did not start in 60 s"
+        );
         tokio::task::yield_now().await;
     }
     assert_eq!(stale_served(&registry, "stale_while_revalidate"), 100);

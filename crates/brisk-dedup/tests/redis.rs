@@ -227,7 +227,12 @@ async fn a_killed_leader_process_is_replaced() {
     let child = &mut child.0;
     let client = redis::Client::open(server.url()).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let child_pid: u32 = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child leader did not start in 60 s"
+        );
         let pid: Option<u32> = redis::cmd("GET")
             .arg("leader:started")
             .query_async(&mut conn)

@@ -185,6 +185,12 @@ impl Histogram {
         }
     }
 
+    /// Whether this handle records nothing (metrics off): a caller can skip work that only
+    /// feeds it.
+    pub fn is_noop(&self) -> bool {
+        matches!(self.inner, HistogramInner::Noop)
+    }
+
     /// A handle for a custom [`Recorder`] that forwards every value to `f`.
     pub fn from_fn(unit: Unit, f: Arc<dyn HistogramFn>) -> Self {
         Self {
@@ -293,6 +299,11 @@ impl Counter {
         Self(CounterInner::Noop)
     }
 
+    /// Whether this handle counts nothing (metrics off).
+    pub fn is_noop(&self) -> bool {
+        matches!(self.0, CounterInner::Noop)
+    }
+
     /// A handle for a custom [`Recorder`].
     pub fn from_fn(f: Arc<dyn CounterFn>) -> Self {
         Self(CounterInner::Custom(f))
@@ -336,6 +347,11 @@ impl Gauge {
     /// A handle that does nothing.
     pub fn noop() -> Self {
         Self(GaugeInner::Noop)
+    }
+
+    /// Whether this handle does nothing (metrics off).
+    pub fn is_noop(&self) -> bool {
+        matches!(self.0, GaugeInner::Noop)
     }
 
     /// A handle for a custom [`Recorder`].

@@ -226,11 +226,24 @@ fn timers_record_on_drop_stop_and_cancellation_but_not_discard() {
 #[test]
 fn noop_recorder_records_nothing() {
     let noop = NoopRecorder;
-    noop.histogram(&key("n"), Unit::Seconds).record(5);
-    noop.counter(&key("n")).increment();
-    noop.gauge(&key("n")).set(1);
-    let shared: Arc<dyn Recorder> = Arc::new(Registry::new());
-    shared.counter(&key("via_dyn_total")).increment();
+    let (histogram, counter, gauge) = (
+        noop.histogram(&key("n"), Unit::Seconds),
+        noop.counter(&key("n")),
+        noop.gauge(&key("n")),
+    );
+    histogram.record(5);
+    counter.increment();
+    gauge.set(1);
+    assert!(histogram.is_noop() && counter.is_noop() && gauge.is_noop());
+    // A registry behind `dyn Recorder` records, and its handles say so.
+    let registry = Arc::new(Registry::new());
+    let shared: Arc<dyn Recorder> = registry.clone();
+    let counter = shared.counter(&key("via_dyn_total"));
+    counter.increment();
+    assert!(!counter.is_noop());
+    assert!(!shared.histogram(&key("h_seconds"), Unit::Seconds).is_noop());
+    assert!(!shared.gauge(&key("g")).is_noop());
+    assert_eq!(registry.snapshot().counter("via_dyn_total", &[]), Some(1));
 }
 
 #[test]

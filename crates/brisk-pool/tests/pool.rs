@@ -266,7 +266,12 @@ async fn the_longest_waiting_checkout_gets_the_next_connection() {
                 drop(connection);
             }
         }));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         while pool.status().waiting < n + 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the callers did not all start waiting in 60 s"
+            );
             tokio::task::yield_now().await;
         }
     }
@@ -464,7 +469,12 @@ async fn idle_connections_past_the_idle_timeout_are_closed_and_counted() {
         )
     };
     // Wait for the reaper, then for the housekeeper to count what it closed.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while closes() != Some(3) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reaper did not close the 3 idle connections in 60 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert_eq!(pool.status().size, 0);
@@ -581,7 +591,12 @@ async fn close_fails_waiters_drains_and_refuses_new_checkouts() {
         let pool = pool.clone();
         async move { pool.get().await.map(|_| ()) }
     });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while pool.status().waiting == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the caller did not start waiting in 60 s"
+        );
         tokio::task::yield_now().await;
     }
     let closing = tokio::spawn({
@@ -647,7 +662,12 @@ async fn metrics_count_connects_failures_and_acquire_waits() {
         let pool = pool.clone();
         async move { drop(pool.get().await.unwrap()) }
     });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while pool.status().waiting == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the caller did not start waiting in 60 s"
+        );
         tokio::task::yield_now().await;
     }
     drop(held);

@@ -37,7 +37,12 @@ async fn a_blocking_command_holds_only_its_own_connection() {
             popped
         }
     });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while pool.status().in_use == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the blocking command did not take its connection in 60 s"
+        );
         tokio::task::yield_now().await;
     }
     // Other connections keep working while BLPOP blocks.
@@ -166,7 +171,12 @@ async fn shared_redis_hands_out_one_multiplexed_connection_behind_the_pool_api()
         let shared = shared.clone();
         async move { ConnectionPool::close(&shared).await }
     });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     while shared.checkout().is_ok() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pool did not start closing in 60 s"
+        );
         tokio::task::yield_now().await;
     }
     assert!(matches!(shared.get().await, Err(Error::Closed { .. })));

@@ -181,7 +181,12 @@ async fn spawned_jobs_run_on_tasks_and_are_aborted_when_the_work_ends() {
                 let _ = sender.send(n);
                 if n == 1 {
                     // Wait until all three have started, then fail.
+                    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
                     while jobs.started.load(Ordering::SeqCst) < 3 {
+                        assert!(
+                            std::time::Instant::now() < deadline,
+                            "the three jobs did not all start in 60 s"
+                        );
                         tokio::task::yield_now().await;
                     }
                     panic!("job 1 panicked");

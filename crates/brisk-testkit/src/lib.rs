@@ -36,16 +36,17 @@ mod cluster;
 mod error;
 mod pgwire;
 mod postgres;
-mod process;
+pub(crate) mod process;
 mod promtool;
 mod redis;
 
 pub use crate::{
     cluster::RedisCluster,
     error::{Error, Result},
-    postgres::{PostgresBuilder, PostgresServer},
+    postgres::{PostgresBuilder, PostgresServer, postgres_bin_dir},
+    process::find_binary,
     promtool::promtool_check_metrics,
-    redis::{RedisBuilder, RedisServer},
+    redis::{RedisBuilder, RedisServer, redis_server_binary},
 };
 
 /// `pid` and every live process it started (PostgreSQL's backends, say), for tests that check

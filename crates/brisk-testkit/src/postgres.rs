@@ -96,7 +96,7 @@ impl PostgresBuilder {
     pub fn start(self) -> Result<PostgresServer> {
         let bin_dir = match &self.bin_dir {
             Some(dir) => dir.clone(),
-            None => find_bin_dir()?,
+            None => postgres_bin_dir()?,
         };
         for binary in ["initdb", "postgres"] {
             process::check_binary(&bin_dir.join(binary), binary, PACKAGE)?;
@@ -155,7 +155,9 @@ impl PostgresBuilder {
     }
 }
 
-fn find_bin_dir() -> Result<PathBuf> {
+/// The directory holding the `initdb` and `postgres` the testkit runs by default: the one of
+/// `initdb` on `PATH`, else the newest `/usr/lib/postgresql/<version>/bin`.
+pub fn postgres_bin_dir() -> Result<PathBuf> {
     if let Ok(initdb) = process::find_binary("initdb", PACKAGE, &[])
         && let Some(dir) = fs::canonicalize(&initdb)
             .ok()

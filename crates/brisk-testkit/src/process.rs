@@ -19,8 +19,11 @@ use crate::error::{Error, Result, io_err};
 /// How many lines of a server log an error carries.
 const LOG_TAIL_LINES: usize = 60;
 
-/// Looks for `binary` in each directory of `PATH`, then in `extra_dirs`, in that order.
-pub(crate) fn find_binary(
+/// Looks for `binary` in each directory of `PATH`, then in `extra_dirs`, in that order;
+/// [`Error::BinaryNotFound`] names `package` (the Debian/Ubuntu package to install) and where
+/// it looked. The one lookup of the workspace: the testkit's servers and clients, and xtask's
+/// prerequisites, all find programs through it.
+pub fn find_binary(
     binary: &'static str,
     package: &'static str,
     extra_dirs: &[PathBuf],

@@ -92,11 +92,7 @@ impl RedisBuilder {
                 process::check_binary(path, SERVER, PACKAGE)?;
                 path.clone()
             }
-            None => process::find_binary(
-                SERVER,
-                PACKAGE,
-                &["/usr/sbin".into(), "/usr/local/sbin".into()],
-            )?,
+            None => redis_server_binary()?,
         };
         let dir = tempfile::Builder::new()
             .prefix("brisk-redis-")
@@ -240,4 +236,14 @@ impl RedisServer {
             source: std::io::Error::other(e),
         })
     }
+}
+
+/// The `redis-server` the testkit starts by default: the first on `PATH`, then in
+/// `/usr/sbin` or `/usr/local/sbin`.
+pub fn redis_server_binary() -> Result<PathBuf> {
+    process::find_binary(
+        SERVER,
+        PACKAGE,
+        &["/usr/sbin".into(), "/usr/local/sbin".into()],
+    )
 }
