@@ -10,7 +10,7 @@ use std::{
 };
 
 use brisk_batch::{BatchWrite, WriteBatcher};
-use brisk_pool::PgPool;
+use brisk_pool::diesel::PgPool;
 use diesel::{Insertable, sql_query};
 use tokio::task::JoinSet;
 

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use brisk_batch::{BatchLoad, Loaded, Loader};
-use brisk_pool::PgPool;
+use brisk_pool::diesel::PgPool;
 use diesel::{
     QueryableByName, sql_query,
     sql_types::{Array, BigInt, Text},

@@ -16,7 +16,7 @@ use crate::load::{BatchLoad, Loaded};
 ///
 /// ```
 /// use std::collections::HashMap;
-/// use brisk_batch::{FromBatchFn, Loader};
+/// use brisk_batch::{Loader, dataloader::{FromBatchFn}};
 ///
 /// struct Doubler;
 ///

@@ -52,7 +52,10 @@
 //! [`LoaderBuilder::metrics`] and [`WriteBatcherBuilder::metrics`] report loads, cache hits, batches and
 //! their sizes, retries and failures to any [`brisk_metrics::Recorder`].
 //!
-#![cfg_attr(feature = "dataloader", doc = "[`FromBatchFn`]: crate::FromBatchFn")]
+#![cfg_attr(
+    feature = "dataloader",
+    doc = "[`FromBatchFn`]: crate::dataloader::FromBatchFn"
+)]
 #![cfg_attr(
     not(feature = "dataloader"),
     doc = "[`FromBatchFn`]: #feature-flags \"needs the dataloader feature\""
@@ -72,9 +75,12 @@ mod loader;
 mod metrics;
 mod write;
 
+/// The `dataloader` crate's `BatchFn`s run on brisk's [`Loader`] (feature `dataloader`).
 #[cfg(feature = "dataloader")]
 #[cfg_attr(docsrs, doc(cfg(feature = "dataloader")))]
-pub use crate::compat::FromBatchFn;
+pub mod dataloader {
+    pub use crate::compat::FromBatchFn;
+}
 pub use crate::metrics::METRICS;
 pub use crate::{
     error::{Error, Result},

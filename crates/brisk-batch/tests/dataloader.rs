@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use brisk_batch::{Error, FromBatchFn, Loader};
+use brisk_batch::{Error, Loader, dataloader::FromBatchFn};
 
 /// A BatchFn as a dataloader user has it: `&mut self` state (it counts its calls and
 /// remembers every batch), a non-`Send`-bounded future, keys it does not know left out.

@@ -4,7 +4,7 @@
 
 use std::{convert::Infallible, future::Future, pin::Pin};
 
-use brisk_dedup::{RedisFlight, ResultStore};
+use brisk_dedup::redis::{RedisFlight, ResultStore};
 use redis::aio::ConnectionLike;
 
 use crate::tiered::Across;

@@ -1270,7 +1270,7 @@ where
         C: redis::aio::ConnectionLike + Clone + Send + Sync + 'static,
     {
         // The defaults are valid and only the prefix is set.
-        let flight = brisk_dedup::RedisFlight::builder(connection, crate::across::Announce)
+        let flight = brisk_dedup::redis::RedisFlight::builder(connection, crate::across::Announce)
             .prefix(prefix)
             .build()
             .expect("a RedisFlight with default settings is valid");

@@ -92,7 +92,7 @@ async fn chromium_revalidates_with_a_304_or_uses_its_own_cache_and_the_handler_r
                 .build()
                 .unwrap(),
         )
-        .layer(brisk_compress::CompressionLayer::default());
+        .layer(brisk_compress::tower::CompressionLayer::default());
     let recorded = Arc::clone(&seen);
     let app = Router::new()
         .route("/", get(|| async { Html(PAGE) }))

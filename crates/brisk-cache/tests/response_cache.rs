@@ -612,7 +612,7 @@ async fn under_compression_one_copy_serves_every_coding_each_with_its_own_tag() 
             .unwrap()
     });
     let cache = tiered().build().unwrap();
-    let service = brisk_compress::CompressionLayer::default().layer(
+    let service = brisk_compress::tower::CompressionLayer::default().layer(
         ConditionalLayer::builder().build().unwrap().layer(
             ResponseCacheLayer::builder(cache.clone())
                 .build()

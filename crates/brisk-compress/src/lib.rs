@@ -27,7 +27,7 @@
 //!   [`Flush`] says; by default whenever the source goes idle, so server-sent events and NDJSON
 //!   rows are never held back.
 //! - [`Policy`]: minimum size, content-type allow/deny, codings and a level per coding.
-//! - [`CompressionLayer`] and [`DecompressionLayer`] (feature `tower`) for axum, hyper and any
+//! - [`tower::CompressionLayer`] and [`tower::DecompressionLayer`] (feature `tower`) for axum, hyper and any
 //!   tower stack.
 //! - [`ValueCodec`]: compressed values for caches behind a versioned header naming the codec.
 //! - Metrics through [`brisk_metrics::Recorder`]: bytes in/out and the ratio per coding.
@@ -35,7 +35,7 @@
 //! # Feature flags
 //! | feature | default | enables |
 //! |---|---|---|
-//! | `tower` | no | [`CompressionLayer`], [`DecompressionLayer`] and their services and bodies (adds `http`, `http-body`, `tower-layer`, `tower-service`) |
+//! | `tower` | no | [`tower::CompressionLayer`], [`tower::DecompressionLayer`] and their services and bodies (adds `http`, `http-body`, `tower-layer`, `tower-service`) |
 //!
 //! # Guarantees
 //! - **Bounded decoding.** Every decoder takes a limit and stops with [`Error::TooLarge`] as the
@@ -71,12 +71,16 @@ pub use crate::metrics::METRICS;
 pub use codec::{Decoder, Encoder, compress, decompress};
 pub use encoding::{Encoding, Level};
 pub use error::{BoxError, Error, Result};
+/// Tower layers: responses compressed for each client, request bodies decompressed (feature
+/// `tower`).
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
-pub use layer::{
-    Compression, CompressionBody, CompressionLayer, DecodedBody, Decompression, DecompressionLayer,
-    ResponseFuture,
-};
+pub mod tower {
+    pub use crate::layer::{
+        Compression, CompressionBody, CompressionLayer, DecodedBody, Decompression,
+        DecompressionLayer, ResponseFuture,
+    };
+}
 pub use negotiate::{AcceptEncoding, Quality};
 pub use policy::{Policy, PolicyBuilder};
 pub use stream::{CompressReader, CompressStream, DecompressReader, DecompressStream, Flush};

@@ -17,7 +17,8 @@ use axum::{
     routing::{get, post},
 };
 use brisk_compress::{
-    CompressionLayer, DecompressionLayer, Encoder, Encoding, Level, Policy, compress,
+    Encoder, Encoding, Level, Policy, compress,
+    tower::{CompressionLayer, DecompressionLayer},
 };
 use brisk_metrics::Registry;
 use bytes::Bytes;

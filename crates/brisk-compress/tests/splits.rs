@@ -415,7 +415,10 @@ mod layer {
     use std::convert::Infallible;
 
     use axum::http::{Request, Response, header};
-    use brisk_compress::{DecodedBody, DecompressionLayer, Encoding};
+    use brisk_compress::{
+        Encoding,
+        tower::{DecodedBody, DecompressionLayer},
+    };
     use bytes::Bytes;
     use futures_util::stream;
     use http_body::Frame;

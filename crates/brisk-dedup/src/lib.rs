@@ -44,7 +44,7 @@
 //! [`SingleFlightBuilder::metrics`] reports executions, coalesced callers, handovers, panics and wait
 //! timeouts to any [`brisk_metrics::Recorder`].
 //!
-#![cfg_attr(feature = "redis", doc = "[`RedisFlight`]: crate::RedisFlight")]
+#![cfg_attr(feature = "redis", doc = "[`RedisFlight`]: crate::redis::RedisFlight")]
 #![cfg_attr(
     not(feature = "redis"),
     doc = "[`RedisFlight`]: #feature-flags \"needs the redis feature\""
@@ -61,12 +61,10 @@ mod error;
 mod group;
 mod metrics;
 #[cfg(feature = "redis")]
-mod redis;
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub mod redis;
 
 pub use crate::metrics::METRICS;
-#[cfg(feature = "redis")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
-pub use crate::redis::{RedisFlight, RedisFlightBuilder, RedisStore, ResultStore};
 pub use crate::{
     error::{Error, Result},
     group::{SingleFlight, SingleFlightBuilder},

@@ -180,7 +180,7 @@ return {2, ''}
 /// # Example
 /// ```no_run
 /// use std::sync::Arc;
-/// use brisk_dedup::{RedisFlight, RedisStore};
+/// use brisk_dedup::{redis::{RedisFlight, RedisStore}};
 ///
 /// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
 /// let client = redis::Client::open("redis://127.0.0.1/")?;

@@ -10,7 +10,10 @@ use std::{
     time::Duration,
 };
 
-use brisk_dedup::{Error, RedisFlight, RedisStore};
+use brisk_dedup::{
+    Error,
+    redis::{RedisFlight, RedisStore},
+};
 use brisk_metrics::Registry;
 use brisk_testkit::RedisServer;
 use redis::aio::{ConnectionManager, MultiplexedConnection};

@@ -5,7 +5,10 @@
 use std::sync::{Arc, atomic::Ordering};
 
 use brisk_metrics::Registry;
-use brisk_pool::{PgConnector, PgPool, PooledConnection, SqliteConnector, SqlitePool};
+use brisk_pool::{
+    PooledConnection,
+    diesel::{PgConnector, PgPool, SqliteConnector, SqlitePool},
+};
 use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 
 use crate::{

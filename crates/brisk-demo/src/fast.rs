@@ -26,7 +26,7 @@ use brisk_cache::{
     Cache, MemoryCache, Tiered, TieredBuilder,
     http::{CachedResponse, ConditionalLayer, ResponseCacheLayer},
 };
-use brisk_compress::CompressionLayer;
+use brisk_compress::tower::CompressionLayer;
 use brisk_metrics::{Registry, tower::PrometheusService};
 use brisk_stream::{Cursors, Encoder, KeyValue, Keyset, SortOrder};
 use serde::{Serialize, de::DeserializeOwned};

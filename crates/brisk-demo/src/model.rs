@@ -8,7 +8,7 @@ use diesel::{
 use diesel_async::RunQueryDsl;
 use serde::{Deserialize, Serialize};
 
-pub(crate) type SqliteConnection = brisk_pool::AsyncSqliteConnection;
+pub(crate) type SqliteConnection = brisk_pool::diesel::AsyncSqliteConnection;
 pub(crate) type PgConnection = diesel_async::AsyncPgConnection;
 pub(crate) type DbResult<T> = Result<T, diesel::result::Error>;
 

@@ -70,9 +70,12 @@ mod snapshot;
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
 
+/// A [`Recorder`] that forwards to the `metrics` crate facade (feature `metrics-rs`).
 #[cfg(feature = "metrics-rs")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics-rs")))]
-pub use crate::bridge::MetricsRsRecorder;
+pub mod metrics_rs {
+    pub use crate::bridge::MetricsRsRecorder;
+}
 pub use crate::{
     budget::{Budgets, ErrorRateBudget, LatencyBudget, Limit, Rate, Violation},
     duration::{DURATION_GRAMMAR, parse_duration},

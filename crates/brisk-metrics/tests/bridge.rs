@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use brisk_metrics::{Key, MetricKind, MetricsRsRecorder, Recorder, Unit};
+use brisk_metrics::{Key, MetricKind, Recorder, Unit, metrics_rs::MetricsRsRecorder};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 
 #[test]

@@ -25,7 +25,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use brisk_pool::{Connect, PgConnector, PgPool, Pool};
+use brisk_pool::{
+    Connect, Pool,
+    diesel::{PgConnector, PgPool},
+};
 use brisk_testkit::PostgresServer;
 use diesel_async::{
     AsyncConnection, AsyncPgConnection, SimpleAsyncConnection,

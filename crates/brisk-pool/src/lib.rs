@@ -12,7 +12,7 @@
 //! # #[tokio::main]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use std::time::Duration;
-//! use brisk_pool::{SqliteConnector, SqlitePool};
+//! use brisk_pool::{diesel::{SqliteConnector, SqlitePool}};
 //! use diesel_async::SimpleAsyncConnection;
 //!
 //! # let dir = tempfile::tempdir()?;
@@ -71,7 +71,7 @@
 //!
 #![cfg_attr(
     feature = "postgres",
-    doc = "[`PgConnector`]: crate::PgConnector\n[`PgPool`]: crate::PgPool"
+    doc = "[`PgConnector`]: crate::diesel::PgConnector\n[`PgPool`]: crate::diesel::PgPool"
 )]
 #![cfg_attr(
     not(feature = "postgres"),
@@ -79,7 +79,7 @@
 )]
 #![cfg_attr(
     feature = "sqlite",
-    doc = "[`SqliteConnector`]: crate::SqliteConnector\n[`SqlitePool`]: crate::SqlitePool"
+    doc = "[`SqliteConnector`]: crate::diesel::SqliteConnector\n[`SqlitePool`]: crate::diesel::SqlitePool"
 )]
 #![cfg_attr(
     not(feature = "sqlite"),
@@ -103,7 +103,8 @@ struct ReadmeDoctest;
 mod config;
 mod connect;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
-mod diesel;
+#[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
+pub mod diesel;
 mod error;
 mod leak;
 mod manager;
@@ -113,10 +114,6 @@ mod pool;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 
-#[cfg(feature = "sqlite")]
-pub use crate::diesel::{AsyncSqliteConnection, SqliteConnector, SqlitePool};
-#[cfg(feature = "postgres")]
-pub use crate::diesel::{PgConnector, PgPool};
 pub use crate::{
     config::{Config, Order, Validation},
     connect::{Connect, HookFuture},

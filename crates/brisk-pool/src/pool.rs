@@ -533,7 +533,7 @@ impl<C: Connect> PoolBuilder<C> {
     /// # #[cfg(feature = "postgres")]
     /// # async fn example() -> Result<(), brisk_pool::Error> {
     /// use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
-    /// let pool = brisk_pool::PgPool::builder(brisk_pool::PgConnector::new("postgres://app@db/app"))
+    /// let pool = brisk_pool::diesel::PgPool::builder(brisk_pool::diesel::PgConnector::new("postgres://app@db/app"))
     ///     .on_connect(|connection| Box::pin(async move {
     ///         connection.batch_execute("SET statement_timeout = '5s'").await?;
     ///         Ok(())

@@ -6,7 +6,10 @@ mod common;
 use std::time::Duration;
 
 use brisk_metrics::Registry;
-use brisk_pool::{Error, PgConnector, PgPool};
+use brisk_pool::{
+    Error,
+    diesel::{PgConnector, PgPool},
+};
 use brisk_testkit::PostgresServer;
 use diesel::{sql_query, sql_types::Text};
 use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};

@@ -3,7 +3,10 @@
 use std::time::Duration;
 
 use brisk_metrics::Registry;
-use brisk_pool::{AsyncSqliteConnection, Error, SqliteConnector, SqlitePool};
+use brisk_pool::{
+    Error,
+    diesel::{AsyncSqliteConnection, SqliteConnector, SqlitePool},
+};
 use diesel::{sql_query, sql_types::BigInt};
 use diesel_async::{AsyncConnection, RunQueryDsl, SimpleAsyncConnection};
 

@@ -37,7 +37,7 @@ use crate::{
 ///
 /// ```
 /// use axum::{Router, routing::post};
-/// use brisk_compress::DecompressionLayer;
+/// use brisk_compress::tower::DecompressionLayer;
 ///
 /// let app: Router = Router::new()
 ///     .route("/events", post(|body: String| async move { body.len().to_string() }))

@@ -43,7 +43,7 @@ use crate::{
 ///
 /// ```
 /// use axum::{Router, routing::get};
-/// use brisk_compress::{CompressionLayer, Policy};
+/// use brisk_compress::{Policy, tower::{CompressionLayer}};
 ///
 /// let app: Router = Router::new()
 ///     .route("/users", get(|| async { "[...]" }))
