@@ -124,9 +124,10 @@ fn every_published_crate_is_a_facade_feature_and_in_full() {
     let full = feature_list(&facade, "full").expect("the facade has a `full` feature");
     let mut problems = Vec::new();
     for (feature, name, _) in published_members() {
-        if !facade.contains(&format!("\n{feature} = [\"dep:{name}\"]")) {
+        // `<feature> = ["dep:<name>"` (perhaps with the crate's own default features after).
+        if !facade.contains(&format!("\n{feature} = [\"dep:{name}\"")) {
             problems.push(format!(
-                "facade has no `{feature} = [\"dep:{name}\"]` feature"
+                "facade has no `{feature} = [\"dep:{name}\", ...]` feature"
             ));
         }
         if !full.contains(&format!("\"{feature}\"")) {
@@ -390,4 +391,74 @@ fn every_dev_dependency_is_used() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// A crate that only records metrics builds brisk-metrics' core: no histogram store and no
+/// budget-file parser in any other published crate's default dependency tree.
+#[test]
+fn only_brisk_metrics_builds_the_registry_and_budgets() {
+    for (_, name, _) in published_members() {
+        if name == "brisk-metrics" {
+            continue;
+        }
+        let output = std::process::Command::new(env!("CARGO"))
+            .args([
+                "tree",
+                "--offline",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+                "-p",
+                &name,
+            ])
+            .current_dir(workspace_root())
+            .output()
+            .expect("cargo tree runs");
+        assert!(output.status.success(), "{output:?}");
+        let tree = String::from_utf8(output.stdout).unwrap();
+        for heavy in ["hdrhistogram ", "toml "] {
+            assert!(
+                !tree.lines().any(|line| line.starts_with(heavy)),
+                "{name}'s default tree builds {heavy}through brisk-metrics:\n{tree}"
+            );
+        }
+    }
+}
+
+/// Every relative link in the repository's Markdown (README, docs/, each crate's README and
+/// CHANGELOG) points at a file that exists.
+#[test]
+fn every_relative_markdown_link_resolves() {
+    let root = workspace_root();
+    let mut files = vec![root.join("README.md")];
+    for dir in [root.join("docs")]
+        .into_iter()
+        .chain(crates().into_iter().map(|(_, path, _)| path))
+    {
+        for entry in fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|ext| ext == "md") {
+                files.push(path);
+            }
+        }
+    }
+    let mut broken = Vec::new();
+    for file in files {
+        let text = fs::read_to_string(&file).unwrap();
+        for (at, _) in text.match_indices("](") {
+            let target = &text[at + 2..];
+            let Some(end) = target.find(')') else {
+                continue;
+            };
+            let target = target[..end].split('#').next().unwrap_or_default();
+            if target.is_empty() || target.contains("://") || target.contains(' ') {
+                continue;
+            }
+            if !file.parent().unwrap().join(target).exists() {
+                broken.push(format!("{}: {target}", file.display()));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{}", broken.join("\n"));
 }

@@ -93,6 +93,7 @@ impl Key {
 
     /// The same name with the labels replaced by `overflow="true"`: where series beyond the
     /// label-set cap are counted.
+    #[cfg(feature = "registry")]
     pub(crate) fn overflow(&self) -> Self {
         Self {
             name: self.name.clone(),

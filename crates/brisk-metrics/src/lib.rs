@@ -32,13 +32,20 @@
 //! - [`Snapshot`]: count, min, max, mean, p50/p90/p95/p99/p99.9 per histogram, cumulative or
 //!   per interval ([`Registry::interval`]); ratios with no division by zero; Prometheus text
 //!   ([`Snapshot::to_prometheus`]) and JSON (serde).
-//! - [`Budgets`]: per-metric quantile and error-rate ceilings from TOML; `cargo xtask budget`
-//!   gates a CI on them.
+//! - [`Budgets`]: per-metric quantile and error-rate ceilings from TOML;
+//!   [`Budgets::check`] lists what a snapshot violates, for a CI step to fail on.
 //!
 //! # Feature flags
-//! - `tower`: [`tower::LatencyLayer`], recording request latency by route and status class.
-//! - `metrics-rs`: `MetricsRsRecorder`, forwarding to the `metrics` crate facade so that an
-//!   existing metrics-exporter-prometheus setup exports brisk's series unchanged.
+//! - `registry` (default): [`Registry`], [`Snapshot`] and the Prometheus text (hdrhistogram).
+//!   Off, the crate is the [`Recorder`] trait, its handles, [`NoopRecorder`] and the metric
+//!   descriptions: what a library that only records needs (the other brisk crates depend on
+//!   it so), with no serde, toml or hdrhistogram to build.
+//! - `serde` (default): `Serialize`/`Deserialize` for [`Snapshot`] (JSON) and [`Unit`].
+//! - `budgets` (default): [`Budgets`] from TOML (needs `registry` and `serde`).
+//! - `tower`: [`tower::LatencyLayer`], recording request latency by route and status class,
+//!   and (with `registry`) `tower::PrometheusService`, serving the exposition.
+//! - `metrics-rs`: `metrics_rs::MetricsRsRecorder`, forwarding to the `metrics` crate facade so
+//!   that an existing metrics-exporter-prometheus setup exports brisk's series unchanged.
 //!
 //! # Guarantees
 //! - Recording never blocks, allocates only the first time a range of values is seen, and never
@@ -56,15 +63,19 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctest;
 
+#[cfg(feature = "registry")]
 mod atomic;
 #[cfg(feature = "metrics-rs")]
 mod bridge;
+#[cfg(feature = "budgets")]
 mod budget;
 mod duration;
 mod error;
 mod key;
 mod recorder;
+#[cfg(feature = "registry")]
 mod registry;
+#[cfg(feature = "registry")]
 mod snapshot;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
@@ -76,8 +87,10 @@ pub mod tower;
 pub mod metrics_rs {
     pub use crate::bridge::MetricsRsRecorder;
 }
+#[cfg(feature = "budgets")]
+#[cfg_attr(docsrs, doc(cfg(feature = "budgets")))]
+pub use crate::budget::{Budgets, ErrorRateBudget, LatencyBudget, Limit, Rate, Violation};
 pub use crate::{
-    budget::{Budgets, ErrorRateBudget, LatencyBudget, Limit, Rate, Violation},
     duration::{DURATION_GRAMMAR, parse_duration},
     error::{BoxError, Error, Result},
     key::Key,
@@ -85,6 +98,10 @@ pub use crate::{
         Counter, CounterFn, Description, Gauge, GaugeFn, Histogram, HistogramFn, MetricKind,
         NoopRecorder, Recorder, Timer, Unit, describe,
     },
+};
+#[cfg(feature = "registry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
+pub use crate::{
     registry::{Interval, METRICS, Registry, RegistryBuilder},
     snapshot::{
         Bucket, CounterSnapshot, GaugeSnapshot, HistogramSnapshot, PROMETHEUS_CONTENT_TYPE,

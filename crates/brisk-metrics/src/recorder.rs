@@ -1,23 +1,20 @@
+#[cfg(feature = "registry")]
+use std::sync::atomic::{AtomicI64, Ordering::Relaxed};
 use std::{
     fmt,
     future::Future,
-    sync::{
-        Arc,
-        atomic::{AtomicI64, Ordering::Relaxed},
-    },
+    sync::Arc,
     time::{Duration, Instant},
 };
 
-use serde::{Deserialize, Serialize};
-
-use crate::{
-    atomic::{AtomicHistogram, StripedCounter},
-    key::Key,
-};
+#[cfg(feature = "registry")]
+use crate::atomic::{AtomicHistogram, StripedCounter};
+use crate::key::Key;
 
 /// What a histogram measures, which fixes how its values are stored and shown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
 #[non_exhaustive]
 pub enum Unit {
     /// Durations: stored as whole microseconds, shown (Prometheus, JSON) in seconds.
@@ -30,6 +27,7 @@ pub enum Unit {
 
 impl Unit {
     /// Factor from the stored integer to the shown value.
+    #[cfg(any(feature = "registry", feature = "metrics-rs"))]
     pub(crate) fn scale(self) -> f64 {
         match self {
             Self::Seconds => 1e-6,
@@ -165,6 +163,7 @@ pub trait GaugeFn: Send + Sync + fmt::Debug {
 #[derive(Clone, Debug)]
 enum HistogramInner {
     Noop,
+    #[cfg(feature = "registry")]
     Local(Arc<AtomicHistogram>),
     Custom(Arc<dyn HistogramFn>),
 }
@@ -199,6 +198,7 @@ impl Histogram {
         }
     }
 
+    #[cfg(feature = "registry")]
     pub(crate) fn local(unit: Unit, series: Arc<AtomicHistogram>) -> Self {
         Self {
             inner: HistogramInner::Local(series),
@@ -218,6 +218,7 @@ impl Histogram {
     pub fn record(&self, value: u64) {
         match &self.inner {
             HistogramInner::Noop => {}
+            #[cfg(feature = "registry")]
             HistogramInner::Local(series) => series.record(value),
             HistogramInner::Custom(f) => f.record(value),
         }
@@ -285,6 +286,7 @@ impl Drop for Timer {
 #[derive(Clone, Debug)]
 enum CounterInner {
     Noop,
+    #[cfg(feature = "registry")]
     Local(Arc<StripedCounter>),
     Custom(Arc<dyn CounterFn>),
 }
@@ -309,6 +311,7 @@ impl Counter {
         Self(CounterInner::Custom(f))
     }
 
+    #[cfg(feature = "registry")]
     pub(crate) fn local(series: Arc<StripedCounter>) -> Self {
         Self(CounterInner::Local(series))
     }
@@ -324,6 +327,7 @@ impl Counter {
     pub fn add(&self, n: u64) {
         match &self.0 {
             CounterInner::Noop => {}
+            #[cfg(feature = "registry")]
             CounterInner::Local(c) => c.add(n),
             CounterInner::Custom(f) => f.increment(n),
         }
@@ -333,6 +337,7 @@ impl Counter {
 #[derive(Clone, Debug)]
 enum GaugeInner {
     Noop,
+    #[cfg(feature = "registry")]
     Local(Arc<AtomicI64>),
     Custom(Arc<dyn GaugeFn>),
 }
@@ -359,6 +364,7 @@ impl Gauge {
         Self(GaugeInner::Custom(f))
     }
 
+    #[cfg(feature = "registry")]
     pub(crate) fn local(series: Arc<AtomicI64>) -> Self {
         Self(GaugeInner::Local(series))
     }
@@ -368,6 +374,7 @@ impl Gauge {
     pub fn set(&self, value: i64) {
         match &self.0 {
             GaugeInner::Noop => {}
+            #[cfg(feature = "registry")]
             GaugeInner::Local(g) => g.store(value, Relaxed),
             GaugeInner::Custom(f) => f.set(value),
         }
@@ -378,6 +385,7 @@ impl Gauge {
     pub fn add(&self, delta: i64) {
         match &self.0 {
             GaugeInner::Noop => {}
+            #[cfg(feature = "registry")]
             GaugeInner::Local(g) => {
                 g.fetch_add(delta, Relaxed);
             }

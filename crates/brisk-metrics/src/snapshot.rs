@@ -5,7 +5,6 @@ use std::{
 };
 
 use hdrhistogram::Histogram as Hdr;
-use serde::{Deserialize, Serialize};
 
 use crate::{
     key::{Key, write_escaped},
@@ -14,8 +13,10 @@ use crate::{
 };
 
 /// A point-in-time view of every series, with values in their shown unit (seconds for
-/// durations). Serializes to and from JSON with serde, for budgets checked in CI.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// durations). With feature `serde` (on by default), serializes to and from JSON, for budgets
+/// checked in CI.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Snapshot {
     /// Every histogram series, sorted by name then labels.
     pub histograms: Vec<HistogramSnapshot>,
@@ -25,13 +26,17 @@ pub struct Snapshot {
     pub gauges: Vec<GaugeSnapshot>,
     /// The help text of each metric name above that was described
     /// ([`Recorder::describe`](crate::Recorder::describe)).
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "BTreeMap::is_empty")
+    )]
     pub help: BTreeMap<String, String>,
 }
 
 /// Summary of one histogram series. Quantiles, min, max, mean and sum are accurate to the
 /// histogram's precision (0.1 % by default); count is exact.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HistogramSnapshot {
     /// Metric name.
     pub name: String,
@@ -66,7 +71,8 @@ pub struct HistogramSnapshot {
 }
 
 /// One cumulative histogram bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Bucket {
     /// Upper bound, in the histogram's shown unit.
     pub le: f64,
@@ -75,7 +81,8 @@ pub struct Bucket {
 }
 
 /// One counter series.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct CounterSnapshot {
     /// Metric name.
     pub name: String,
@@ -86,7 +93,8 @@ pub struct CounterSnapshot {
 }
 
 /// One gauge series.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct GaugeSnapshot {
     /// Metric name.
     pub name: String,

@@ -43,7 +43,9 @@ use std::{
     time::Instant,
 };
 
-use http::{Method, Request, Response, StatusCode, header, request::Parts};
+#[cfg(feature = "registry")]
+use http::{Method, StatusCode, header};
+use http::{Request, Response, request::Parts};
 use pin_project_lite::pin_project;
 use tower_layer::Layer;
 use tower_service::Service;
@@ -52,9 +54,9 @@ use crate::{
     error::Result,
     key::Key,
     recorder::{Histogram, MetricKind, Recorder, Unit},
-    registry::Registry,
-    snapshot::PROMETHEUS_CONTENT_TYPE,
 };
+#[cfg(feature = "registry")]
+use crate::{registry::Registry, snapshot::PROMETHEUS_CONTENT_TYPE};
 
 type RouteFn = Arc<dyn for<'a> Fn(&'a Parts) -> Cow<'a, str> + Send + Sync>;
 
@@ -267,11 +269,14 @@ where
 /// let app: Router = Router::new().route_service("/metrics", PrometheusService::new(registry));
 /// # let _ = app;
 /// ```
+#[cfg(feature = "registry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
 #[derive(Debug, Clone)]
 pub struct PrometheusService {
     registry: Registry,
 }
 
+#[cfg(feature = "registry")]
 impl PrometheusService {
     /// Serves `registry`'s series.
     pub fn new(registry: Registry) -> Self {
@@ -279,6 +284,7 @@ impl PrometheusService {
     }
 }
 
+#[cfg(feature = "registry")]
 impl<B> Service<Request<B>> for PrometheusService {
     type Response = Response<String>;
     type Error = std::convert::Infallible;
