@@ -37,13 +37,23 @@ const DEFAULT_MAX_CONCURRENT_BATCHES: usize = 16;
 const MAX_PRESIZE: usize = 1024;
 /// How far tokio's timer overshoots a sleep, about: see `close_and_run`.
 const TIMER_SLACK: Duration = Duration::from_micros(500);
+/// Scheduler turns in a row with no new key after which an adaptive batch closes, if it has
+/// also heard of no new key for [`QUIET_FOR`].
+const QUIET_TURNS: u32 = 2;
+/// How long an adaptive batch must hear of no new key before it closes.
+const QUIET_FOR: Duration = Duration::from_micros(10);
+/// Scheduler turns an adaptive batch watches for keys before it waits on the timer instead.
+const WATCHED_TURNS: u32 = 64;
 
 /// Batches the keys that many callers ask for into few calls of a [`BatchLoad`]: the
 /// DataLoader pattern, which turns N+1 queries into one query per batch.
 ///
-/// A batch opens with the first key asked for and closes after the [delay](LoaderBuilder::max_delay)
-/// (1 ms by default) or as soon as it holds [max batch size](LoaderBuilder::max_batch_size) keys
-/// (100), whichever comes first. Closed batches run at once, each in its own task, up to
+/// A batch opens with the first key asked for. It closes as soon as it holds
+/// [max batch size](LoaderBuilder::max_batch_size) keys (100), as soon as two scheduler turns
+/// and 10 µs pass with no new key (nobody else is coming: a lone caller waits tens of
+/// microseconds, not the window), or at the latest after [max delay](LoaderBuilder::max_delay) (1 ms) while keys keep
+/// arriving. [`fixed_window`](LoaderBuilder::fixed_window) keeps every batch open for the
+/// whole delay instead. Closed batches run at once, each in its own task, up to
 /// [max concurrent batches](LoaderBuilder::max_concurrent_batches) (16) at a time; keys asked for
 /// meanwhile go into the next batch. A key asked for twice within one batch is loaded once.
 ///
@@ -104,6 +114,7 @@ pub struct LoaderBuilder<L: BatchLoad> {
     batch_fn: L,
     max_batch_size: usize,
     delay: Duration,
+    fixed_window: bool,
     max_concurrent_batches: usize,
     cache: Option<BoxCache<L>>,
     metrics: LoadMetrics,
@@ -114,6 +125,7 @@ impl<L: BatchLoad> fmt::Debug for LoaderBuilder<L> {
         f.debug_struct("LoaderBuilder")
             .field("max_batch_size", &self.max_batch_size)
             .field("delay", &self.delay)
+            .field("fixed_window", &self.fixed_window)
             .field("max_concurrent_batches", &self.max_concurrent_batches)
             .field("cache", &self.cache.is_some())
             .finish_non_exhaustive()
@@ -133,6 +145,15 @@ impl<L: BatchLoad> LoaderBuilder<L> {
     /// the loads one request fans out without adding a timer.
     pub fn max_delay(mut self, delay: Duration) -> Self {
         self.delay = delay;
+        self
+    }
+
+    /// `true` keeps each batch open for the whole [max delay](Self::max_delay), even when no
+    /// key arrives: more keys per batch when loads come from requests a few hundred
+    /// microseconds apart, at the cost of that wait on every load. Default `false`: a batch
+    /// closes once two scheduler turns and 10 µs pass with no new key.
+    pub fn fixed_window(mut self, fixed: bool) -> Self {
+        self.fixed_window = fixed;
         self
     }
 
@@ -189,6 +210,7 @@ impl<L: BatchLoad> LoaderBuilder<L> {
                 batch_fn: Arc::new(self.batch_fn),
                 max_batch_size: self.max_batch_size,
                 delay: self.delay,
+                fixed_window: self.fixed_window,
                 permits,
                 caching: self.cache.is_some(),
                 state: Mutex::new(State {
@@ -218,6 +240,7 @@ impl<L: BatchLoad> Loader<L> {
             batch_fn,
             max_batch_size: DEFAULT_MAX_BATCH_SIZE,
             delay: DEFAULT_DELAY,
+            fixed_window: false,
             max_concurrent_batches: DEFAULT_MAX_CONCURRENT_BATCHES,
             cache: None,
             metrics: LoadMetrics::noop(),
@@ -305,6 +328,7 @@ struct Shared<L: BatchLoad> {
     batch_fn: Arc<L>,
     max_batch_size: usize,
     delay: Duration,
+    fixed_window: bool,
     /// `None` when the concurrency is unlimited.
     permits: Option<Arc<Semaphore>>,
     /// Whether `state.cache` is set; read without the lock.
@@ -478,14 +502,16 @@ impl<L: BatchLoad> Shared<L> {
     /// The task of batch `id`, spawned when it opens: waits until the batch is full or its
     /// delay is up, then runs it and hands out the results.
     async fn close_and_run(self: Arc<Self>, id: u64, batch: Arc<Batch<L>>) {
+        let opened = tokio::time::Instant::now();
         if self.delay.is_zero() {
             tokio::task::yield_now().await;
-        } else {
+        } else if self.fixed_window || self.keys_keep_coming(id).await {
             // tokio's timer rounds a deadline up to its next 1 ms tick and then sleeps in whole
             // milliseconds, so a plain sleep overshoots by about a millisecond; aiming half a
             // millisecond early closes the batch about `delay` after its first key.
             let aim = timer_aim(self.delay);
-            let _ = tokio::time::timeout(aim, batch.full.notified()).await;
+            let left = aim.saturating_sub(opened.elapsed());
+            let _ = tokio::time::timeout(left, batch.full.notified()).await;
         }
         // The state first: `lookup` moves a full batch's keys into `closed` while it holds the
         // state lock, so once that lock is ours the keys are in one place or the other. Each
@@ -498,6 +524,38 @@ impl<L: BatchLoad> Shared<L> {
             return;
         };
         self.run(keys, batch).await;
+    }
+
+    /// Watches open batch `id` for a few scheduler turns: `false` once two turns in a row
+    /// bring no new key (or the batch closed on its size), so it can run now; `true` when keys
+    /// are still arriving after [`WATCHED_TURNS`], so it should wait out its window.
+    async fn keys_keep_coming(&self, id: u64) -> bool {
+        let open_keys = || {
+            self.lock()
+                .open
+                .as_ref()
+                .filter(|open| open.id == id)
+                .map(|open| open.keys.len())
+        };
+        let Some(mut seen) = open_keys() else {
+            return false;
+        };
+        let (mut quiet, mut last_key) = (0, std::time::Instant::now());
+        for _ in 0..WATCHED_TURNS {
+            tokio::task::yield_now().await;
+            let Some(now) = open_keys() else {
+                return false;
+            };
+            if now == seen {
+                quiet += 1;
+                if quiet >= QUIET_TURNS && last_key.elapsed() >= QUIET_FOR {
+                    return false;
+                }
+            } else {
+                (seen, quiet, last_key) = (now, 0, std::time::Instant::now());
+            }
+        }
+        true
     }
 
     /// Runs a closed batch and hands out its results.

@@ -471,9 +471,10 @@ async fn every_caller_giving_up_still_lets_the_batch_finish_and_cache() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_batch_closes_after_the_delay() {
+async fn a_fixed_window_batch_closes_after_the_delay() {
     let loader = Loader::builder(Echo::default())
         .max_delay(Duration::from_millis(10))
+        .fixed_window(true)
         .build()
         .unwrap();
     let first = tokio::spawn({
@@ -632,5 +633,57 @@ fn zero_sizes_are_refused_not_clamped() {
             .max_batch_size(1)
             .build()
             .is_ok()
+    );
+}
+
+/// A lone caller does not wait out the window: once two scheduler turns bring no other key,
+/// its batch runs (on paused time, a batch waiting on its timer would jump the clock an hour).
+#[tokio::test(start_paused = true)]
+async fn a_lone_load_runs_without_waiting_for_the_window() {
+    let loader = Loader::builder(Echo::default())
+        .max_delay(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    for key in 1..=3 {
+        assert!(loader.load(key).await.is_ok());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(loader.batch_fn().calls(), [vec![1], vec![2], vec![3]]);
+}
+
+/// Loads that arrive turn after turn keep the batch open (up to its window): a fan-out of
+/// tasks and a caller that keeps asking, one key per scheduler turn, make one batch.
+#[tokio::test(start_paused = true)]
+async fn keys_that_keep_arriving_keep_the_batch_open() {
+    let loader = Loader::builder(Echo::default())
+        .max_delay(Duration::from_secs(3600))
+        .max_batch_size(1000)
+        .build()
+        .unwrap();
+    let started = tokio::time::Instant::now();
+    let mut loads = Vec::new();
+    // More turns than the batch watches (64): it then waits on its window.
+    for key in 0..100_u64 {
+        loads.push(tokio::spawn({
+            let loader = loader.clone();
+            async move { loader.load(key).await }
+        }));
+        // One key per turn: the batch never sees two quiet turns in a row.
+        tokio::task::yield_now().await;
+    }
+    for load in loads {
+        assert!(load.await.unwrap().is_ok());
+    }
+    assert_eq!(loader.batch_fn().calls(), [(0..100).collect::<Vec<_>>()]);
+    // Still arriving after the watched turns: the batch waited on its window.
+    assert!(
+        started.elapsed() >= Duration::from_secs(3599),
+        "{:?}",
+        started.elapsed()
     );
 }
