@@ -402,16 +402,7 @@ fn only_brisk_metrics_builds_the_registry_and_budgets() {
             continue;
         }
         let output = std::process::Command::new(env!("CARGO"))
-            .args([
-                "tree",
-                "--offline",
-                "-e",
-                "normal",
-                "--prefix",
-                "none",
-                "-p",
-                &name,
-            ])
+            .args(["tree", "-e", "normal", "--prefix", "none", "-p", &name])
             .current_dir(workspace_root())
             .output()
             .expect("cargo tree runs");
