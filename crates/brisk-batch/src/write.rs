@@ -24,6 +24,32 @@ use crate::{error::Error, metrics::WriteMetrics};
 ///   statement, or a transaction).
 /// - Each write runs in its own task; a panic reaches its submitters as
 ///   [`Error::Panicked`](crate::Error::Panicked) and is not retried.
+///
+/// # Per-item failures
+/// When some items of a batch can fail while the rest are written (a row that violates a
+/// check, a conflict that `ON CONFLICT DO NOTHING` skipped), make `Output` a `Result`: the
+/// write returns `Ok` with one `Err` or `Ok` per item, each submitter gets its own, and the
+/// batch counts as written (not retried, not failed for the others). `Err` from `write`
+/// stays what fails the whole batch.
+///
+/// ```
+/// use brisk_batch::BatchWrite;
+///
+/// struct Events;
+///
+/// impl BatchWrite for Events {
+///     type Item = i64;
+///     type Output = Result<i64, String>; // this item's id, or why it was refused
+///     type Error = String; // the whole batch failed
+///
+///     async fn write(&self, items: &[i64]) -> Result<Vec<Result<i64, String>>, String> {
+///         Ok(items
+///             .iter()
+///             .map(|&n| if n >= 0 { Ok(n) } else { Err(format!("{n} is negative")) })
+///             .collect())
+///     }
+/// }
+/// ```
 pub trait BatchWrite: Send + Sync + 'static {
     /// What is submitted.
     type Item: Send + Sync + 'static;

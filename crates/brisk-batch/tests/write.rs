@@ -470,3 +470,61 @@ async fn out_of_range_settings_are_refused_not_clamped() {
         .unwrap();
     built.shutdown().await;
 }
+
+/// Per-item failures: a write function whose `Output` is a `Result` fails some items and
+/// not the rest. Each submitter gets its own item's outcome; the batch itself succeeded, so
+/// it is neither retried nor failed for the others.
+#[tokio::test(start_paused = true)]
+async fn an_output_of_result_fails_items_one_by_one() {
+    struct Checked {
+        attempts: AtomicUsize,
+    }
+    impl BatchWrite for Checked {
+        type Item = i64;
+        type Output = Result<i64, String>;
+        type Error = String;
+
+        async fn write(&self, items: &[i64]) -> Result<Vec<Result<i64, String>>, String> {
+            self.attempts.fetch_add(1, Ordering::SeqCst);
+            Ok(items
+                .iter()
+                .map(|&item| {
+                    if item < 0 {
+                        Err(format!("{item} is negative"))
+                    } else {
+                        Ok(item * 10)
+                    }
+                })
+                .collect())
+        }
+    }
+    let batcher = WriteBatcher::builder(Checked {
+        attempts: AtomicUsize::new(0),
+    })
+    .max_delay(Duration::from_millis(50))
+    .retry(Retry::times(3))
+    .build()
+    .unwrap();
+    let tasks: Vec<_> = [-1_i64, 2, -3, 4]
+        .into_iter()
+        .map(|item| {
+            let batcher = batcher.clone();
+            tokio::spawn(async move { batcher.submit(item).await })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap().expect("the batch itself succeeded"));
+    }
+    assert_eq!(
+        results,
+        [
+            Err("-1 is negative".to_owned()),
+            Ok(20),
+            Err("-3 is negative".to_owned()),
+            Ok(40)
+        ]
+    );
+    assert_eq!(batcher.write_fn().attempts.load(Ordering::SeqCst), 1);
+    batcher.shutdown().await;
+}
