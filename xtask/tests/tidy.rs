@@ -453,3 +453,22 @@ fn every_relative_markdown_link_resolves() {
     }
     assert!(broken.is_empty(), "{}", broken.join("\n"));
 }
+
+/// A published crate's examples build from the published crate: they may not use the
+/// unpublished brisk-testkit (tests may, benchmarks may).
+#[test]
+fn no_published_example_needs_the_testkit() {
+    let mut problems = Vec::new();
+    for (_, name, _) in published_members() {
+        let examples = workspace_root().join("crates").join(&name).join("examples");
+        if !examples.is_dir() {
+            continue;
+        }
+        for (path, text) in sources(&examples) {
+            if text.contains("brisk_testkit") {
+                problems.push(format!("{} uses brisk_testkit", path.display()));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
+}

@@ -25,7 +25,13 @@ impl dataloader::BatchFn<u32, String> for Names {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_fn_runs_batched_with_its_state_kept_between_batches() {
     let loader = Loader::new(FromBatchFn::new(Names::default()));
-    let (a, b, missing) = tokio::join!(loader.load(1), loader.load(2), loader.load(404));
+    // `load_many` asks for its keys at once: one batch, however the two workers interleave.
+    let mut loaded = loader.load_many([1, 2, 404]).await.into_iter();
+    let (a, b, missing) = (
+        loaded.next().unwrap(),
+        loaded.next().unwrap(),
+        loaded.next().unwrap(),
+    );
     assert_eq!(a.unwrap().as_deref(), Some("name 1 (batch 1)"));
     assert_eq!(b.unwrap().as_deref(), Some("name 2 (batch 1)"));
     assert_eq!(missing.unwrap(), None, "a key left out loads as None");
@@ -42,8 +48,12 @@ async fn a_panicking_batch_fn_reaches_its_callers_and_the_next_batch_runs() {
         .cache(HashMap::new())
         .build()
         .unwrap();
-    let (a, b) = tokio::join!(loader.load(12), loader.load(13));
-    for error in [a.unwrap_err(), b.unwrap_err()] {
+    for error in loader
+        .load_many([12, 13])
+        .await
+        .into_iter()
+        .map(Result::unwrap_err)
+    {
         assert!(
             matches!(&error, Error::Panicked { size: 2, message } if message.contains("unlucky")),
             "{error:?}"

@@ -1,8 +1,6 @@
 //! 10,000 rows submitted one at a time by 100 tasks, written to a real PostgreSQL (a
 //! throw-away server from brisk-testkit) as multi-row `INSERT ... RETURNING id` statements by a
 //! `WriteBatcher`; each submitter gets its own row's id.
-//!
-//! Run with `cargo run -p brisk-batch --example bulk_insert`; `cargo nextest` runs its test.
 
 use std::{
     sync::atomic::{AtomicUsize, Ordering},
@@ -109,27 +107,6 @@ async fn submit_everything(batcher: &WriteBatcher<InsertEvents>) -> Vec<(String,
         rows.extend(ids.expect("a submitting task panicked"));
     }
     rows
-}
-
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let mut server = brisk_testkit::PostgresServer::start()?;
-    let pool = database(&mut server).await?;
-    let batcher = WriteBatcher::builder(InsertEvents {
-        pool,
-        statements: AtomicUsize::new(0),
-    })
-    .max_batch_size(TASKS as usize)
-    .max_delay(Duration::from_millis(10))
-    .build()?;
-    let rows = submit_everything(&batcher).await;
-    batcher.shutdown().await;
-    let statements = batcher.write_fn().statements.load(Ordering::Relaxed);
-    eprintln!(
-        "{} rows inserted with {statements} INSERT statements",
-        rows.len()
-    );
-    Ok(())
 }
 
 #[cfg(test)]
