@@ -474,7 +474,8 @@ impl<K, T, E> SingleFlightBuilder<K, T, E> {
     /// `brisk_dedup_executions_total`, `brisk_dedup_coalesced_total`,
     /// `brisk_dedup_handovers_total`, `brisk_dedup_panics_total`,
     /// `brisk_dedup_wait_timeouts_total`, and for `RedisFlight` (feature `redis`) also
-    /// `brisk_dedup_remote_results_total` and `brisk_dedup_lease_lost_total`. Default: none.
+    /// `brisk_dedup_remote_results_total`, `brisk_dedup_lease_lost_total` and
+    /// `brisk_dedup_release_failures_total`. Default: none.
     pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
         self.metrics = Metrics::new(recorder, name);
         self

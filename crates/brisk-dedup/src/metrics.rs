@@ -37,6 +37,11 @@ pub const METRICS: &[Description] = &[
         kind: MetricKind::Counter,
         help: "Executions that found their Redis lease taken over by another instance.",
     },
+    Description {
+        name: "brisk_dedup_release_failures_total",
+        kind: MetricKind::Counter,
+        help: "Leases whose release (and result announcement) failed; followers take over when the lease expires.",
+    },
 ];
 
 /// The counters a group reports, each labelled `name="<name>"`.
@@ -59,6 +64,10 @@ pub(crate) struct Metrics {
     /// `brisk_dedup_lease_lost_total`: a running execution found its Redis lease taken over.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) lease_lost: Counter,
+    /// `brisk_dedup_release_failures_total`: a finished execution could not release its Redis
+    /// lease (and announce its outcome); followers wait for the lease to expire.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) release_failures: Counter,
 }
 
 impl Metrics {
@@ -71,6 +80,7 @@ impl Metrics {
             wait_timeouts: Counter::noop(),
             remote_results: Counter::noop(),
             lease_lost: Counter::noop(),
+            release_failures: Counter::noop(),
         }
     }
 
@@ -93,6 +103,7 @@ impl Metrics {
             wait_timeouts: counter("brisk_dedup_wait_timeouts_total"),
             remote_results: counter("brisk_dedup_remote_results_total"),
             lease_lost: counter("brisk_dedup_lease_lost_total"),
+            release_failures: counter("brisk_dedup_release_failures_total"),
         }
     }
 }

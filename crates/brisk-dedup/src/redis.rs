@@ -382,7 +382,9 @@ where
             .await;
         // The work's outcome stands even if announcing it failed: followers take over when
         // the lease expires.
-        drop(released);
+        if released.is_err() {
+            self.metrics.release_failures.increment();
+        }
         outcome
     }
 

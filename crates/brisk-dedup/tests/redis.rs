@@ -347,3 +347,22 @@ async fn out_of_range_settings_are_refused_not_clamped() {
     }
     assert!(builder().lease_ttl(ms(3)).build().is_ok());
 }
+
+/// Redis dies while the leader works: its value still reaches its caller, and the release it
+/// could not make is counted (followers would take over when the lease expires).
+#[tokio::test]
+async fn a_release_that_fails_is_counted_and_the_leader_keeps_its_value() {
+    let server = std::sync::Mutex::new(RedisServer::start().unwrap());
+    let url = server.lock().unwrap().url();
+    let registry = Registry::new();
+    let flight = instance(&url, Duration::from_secs(10), &registry).await;
+    let value = flight
+        .run("report", || async {
+            server.lock().unwrap().kill();
+            Ok::<_, String>("done".to_owned())
+        })
+        .await;
+    assert_eq!(value.unwrap(), "done");
+    assert_eq!(count(&registry, "brisk_dedup_release_failures_total"), 1);
+    assert_eq!(count(&registry, "brisk_dedup_executions_total"), 1);
+}
