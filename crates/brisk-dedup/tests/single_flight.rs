@@ -349,6 +349,7 @@ async fn stress_with_random_cancellations() {
     let group = Arc::new(Group::new());
     let probes: Arc<Vec<Probe>> = Arc::new((0..KEYS).map(|_| Probe::default()).collect());
     let mut tasks = Vec::new();
+    let mut uncancelled = 0;
     let mut seed = 0x9E37_79B9_7F4A_7C15_u64;
     for i in 0..TASKS {
         // xorshift: a reproducible mix of keys, work lengths and cancellations.
@@ -358,6 +359,7 @@ async fn stress_with_random_cancellations() {
         let key = seed % KEYS;
         let work_us = (seed >> 8) % 300;
         let cancel_us = (seed >> 20).is_multiple_of(8).then_some((seed >> 24) % 400);
+        uncancelled += usize::from(cancel_us.is_none());
         let (group, probes) = (group.clone(), probes.clone());
         let call = async move {
             let probe = &probes[key as usize];
@@ -395,9 +397,12 @@ async fn stress_with_random_cancellations() {
             completed += 1;
         }
     }
+    // Every caller without a timeout completes (those with one may or may not, as the
+    // machine's speed decides), and they are most of them.
+    assert!(uncancelled > TASKS / 2, "{uncancelled}");
     assert!(
-        completed > TASKS / 2,
-        "most callers are not cancelled: {completed}"
+        completed >= uncancelled,
+        "{completed} completed, {uncancelled} had no timeout"
     );
     for (key, probe) in probes.iter().enumerate() {
         assert_eq!(
