@@ -147,16 +147,11 @@ fn default_feature_tests() -> Result<()> {
         let unpublished = package["publish"].as_array().is_some_and(Vec::is_empty);
         name.starts_with("brisk") && !unpublished
     });
-    let profile = if std::env::var_os("CI").is_some() {
-        "ci"
-    } else {
-        "default"
-    };
     for package in published {
         let name = package["name"].as_str().unwrap_or_default();
         Cmd::cargo()
             .args(["nextest", "run", "--no-tests", "pass", "-p", name])
-            .args(["--profile", profile])
+            .args(["--profile", test::profile()])
             .run()?;
     }
     Ok(())

@@ -13,16 +13,20 @@ pub(crate) fn run(extra: &[String]) -> Result<()> {
     run_tests(extra)
 }
 
+/// The nextest profile: `ci` (no fail-fast, longer timeouts) when `CI` is set.
+pub(crate) fn profile() -> &'static str {
+    if env::var_os("CI").is_some() {
+        "ci"
+    } else {
+        "default"
+    }
+}
+
 /// The tests alone, assuming prerequisites are in place.
 pub(crate) fn run_tests(extra: &[String]) -> Result<()> {
     Cmd::cargo()
         .args(["test", "--doc", "--workspace", "--all-features"])
         .run()?;
-    let profile = if env::var_os("CI").is_some() {
-        "ci"
-    } else {
-        "default"
-    };
     Cmd::cargo()
         .args([
             "nextest",
@@ -30,7 +34,7 @@ pub(crate) fn run_tests(extra: &[String]) -> Result<()> {
             "--workspace",
             "--all-features",
             "--profile",
-            profile,
+            profile(),
         ])
         .args(extra)
         .run()

@@ -13,21 +13,16 @@ use diesel::{
 };
 use tokio::task::JoinSet;
 
+use support::DbError;
+
+mod support;
+
 #[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 struct User {
     #[diesel(sql_type = BigInt)]
     id: i64,
     #[diesel(sql_type = Text)]
     name: String,
-}
-
-/// What can go wrong loading users: no connection, or the query failed.
-#[derive(Debug, thiserror::Error)]
-enum DbError {
-    #[error(transparent)]
-    Pool(#[from] brisk_pool::Error),
-    #[error(transparent)]
-    Query(#[from] diesel::result::Error),
 }
 
 /// Users by id, one query per batch of ids.

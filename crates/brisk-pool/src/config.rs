@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+// The one duration grammar of the brisk crates.
+use brisk_metrics::{DURATION_GRAMMAR, parse_duration};
+
 use crate::error::{Error, Result};
 
 /// When a connection is checked with a round trip (`SELECT 1`, `PING`) before it is handed out.
@@ -194,7 +197,7 @@ impl Config {
                 .parse::<u32>()
                 .map_err(|_| invalid("expected a whole number"))
         };
-        let duration = || parse_duration(trimmed).ok_or_else(|| invalid(DURATION));
+        let duration = || parse_duration(trimmed).ok_or_else(|| invalid(DURATION_GRAMMAR));
         let optional = || match trimmed {
             "off" | "none" => Ok(None),
             _ => parse_duration(trimmed)
@@ -303,11 +306,7 @@ impl Config {
     }
 }
 
-const DURATION: &str = brisk_metrics::DURATION_GRAMMAR;
 const OPTIONAL_DURATION: &str = "a duration (a number and a unit: 250ms, 1.5s, 30m, 1h) or off";
-
-/// The one duration grammar of the brisk crates.
-use brisk_metrics::parse_duration;
 
 fn rejoin(base: &str, params: &[&str], fragment: Option<&str>) -> String {
     let mut url = base.to_owned();
