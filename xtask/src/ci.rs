@@ -5,7 +5,10 @@ use std::time::Instant;
 use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
-use crate::{cmd::Cmd, demo, fuzz, setup, test};
+use crate::{
+    cmd::{self, Cmd},
+    demo, fuzz, setup, test,
+};
 
 type Step = (&'static str, fn() -> Result<()>);
 
@@ -24,6 +27,7 @@ const STEPS: &[Step] = &[
 ];
 
 pub(crate) fn run() -> Result<()> {
+    cmd::disable_incremental();
     let started = Instant::now();
     for (index, (name, step)) in STEPS.iter().enumerate() {
         println!("\n==> [{}/{}] {name}", index + 1, STEPS.len());

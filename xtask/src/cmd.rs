@@ -4,6 +4,7 @@ use std::{
     env,
     ffi::OsStr,
     process::{Command, Stdio},
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 use anyhow::{Context, Result, bail};
@@ -13,6 +14,16 @@ use anyhow::{Context, Result, bail};
 pub(crate) struct Cmd {
     command: Command,
     shown: String,
+}
+
+/// Set by `cargo xtask ci`: every cargo it runs builds without incremental caches.
+static NO_INCREMENTAL: AtomicBool = AtomicBool::new(false);
+
+/// Makes every later [`Cmd::cargo`] build without incremental compilation. A CI run builds
+/// each crate once, so the caches only cost disk: on a fresh clone they were about half of
+/// `target/`, and a full disk kills the linker (`ld terminated with signal 7 [Bus error]`).
+pub(crate) fn disable_incremental() {
+    NO_INCREMENTAL.store(true, Ordering::Relaxed);
 }
 
 impl Cmd {
@@ -28,6 +39,9 @@ impl Cmd {
     pub(crate) fn cargo() -> Self {
         let mut cmd = Self::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         cmd.shown = "cargo".to_owned();
+        if NO_INCREMENTAL.load(Ordering::Relaxed) {
+            cmd = cmd.env("CARGO_INCREMENTAL", "0");
+        }
         cmd
     }
 
