@@ -36,7 +36,8 @@
 //! # The parts
 //! - [`Connect`]: how to open, validate and judge one kind of connection; [`PgConnector`],
 //!   [`SqliteConnector`] and [`RedisConnector`] implement it.
-//! - [`Pool`]: `get()` returns a [`PooledConnection`] that derefs to the connection;
+//! - [`Pool`]: `get()` returns a [`PooledConnection`] that derefs to the connection, and
+//!   `get_owned()` an [`OwnedPooledConnection`] that can move into `tokio::spawn`;
 //!   `status()`; `close()` that drains. Configured by [`PoolBuilder`], a [`Config`], a URL's
 //!   `pool_*` parameters or environment variables.
 //! - [`ConnectionPool`]: the trait over [`Pool`] and [`SharedRedis`] (one multiplexed Redis
@@ -120,5 +121,5 @@ pub use crate::{
     error::{BoxError, ConnectTimedOut, Error, Result},
     leak::SuspectedLeak,
     metrics::METRICS,
-    pool::{ConnectionPool, Pool, PoolBuilder, PooledConnection, Status},
+    pool::{ConnectionPool, OwnedPooledConnection, Pool, PoolBuilder, PooledConnection, Status},
 };

@@ -42,6 +42,16 @@ pub const METRICS: &[Description] = &[
         kind: MetricKind::Gauge,
         help: "Checkouts waiting for a connection, sampled by the pool's housekeeper.",
     },
+    Description {
+        name: "brisk_pool_redis_command_seconds",
+        kind: MetricKind::Histogram(Unit::Seconds),
+        help: "Time from sending a command or pipeline on a SharedRedis to its reply or failure.",
+    },
+    Description {
+        name: "brisk_pool_redis_command_failures_total",
+        kind: MetricKind::Counter,
+        help: "Commands or pipelines on a SharedRedis that failed, by kind (timeout, io, server, other).",
+    },
 ];
 
 /// Why a connection was closed, the `reason` label of `brisk_pool_closes_total`.
@@ -144,5 +154,64 @@ impl Metrics {
             CloseReason::Idle => 3,
         };
         self.closes[index].add(count);
+    }
+}
+
+/// The series a [`SharedRedis`](crate::redis::SharedRedis) reports, labelled `name="<name>"`.
+#[cfg(feature = "redis")]
+#[derive(Debug)]
+pub(crate) struct RedisMetrics {
+    /// `brisk_pool_redis_command_seconds`.
+    pub(crate) command: Histogram,
+    /// `brisk_pool_redis_command_failures_total{kind}`: timeout, io, server, other.
+    failures: [Counter; 4],
+}
+
+#[cfg(feature = "redis")]
+impl RedisMetrics {
+    pub(crate) fn new(recorder: &dyn Recorder, name: &str) -> Self {
+        brisk_metrics::describe(recorder, METRICS);
+        let key = |metric: &'static str| {
+            Key::new(metric).and_then(|key| key.with_label("name", name.to_owned()))
+        };
+        let failures = |kind: &'static str| {
+            let key = key("brisk_pool_redis_command_failures_total")
+                .and_then(|key| key.with_label("kind", kind));
+            recorder.counter(&key.expect("constant metric names and labels are valid"))
+        };
+        let command = key("brisk_pool_redis_command_seconds")
+            .expect("constant metric names and labels are valid");
+        Self {
+            command: recorder.histogram(&command, Unit::Seconds),
+            failures: [
+                failures("timeout"),
+                failures("io"),
+                failures("server"),
+                failures("other"),
+            ],
+        }
+    }
+
+    /// Counts a failed command: no reply in time, the connection failing, an error reply
+    /// redis-rs raised itself (e.g. a transaction's `EXECABORT`), or anything else.
+    pub(crate) fn failed(&self, error: &redis::RedisError) {
+        let index = if error.is_timeout() {
+            0
+        } else if error.is_io_error()
+            || error.is_connection_dropped()
+            || error.is_connection_refusal()
+        {
+            1
+        } else if error.code().is_some() {
+            2
+        } else {
+            3
+        };
+        self.failures[index].increment();
+    }
+
+    /// Counts a command the server answered with an error reply.
+    pub(crate) fn refused(&self) {
+        self.failures[2].increment();
     }
 }

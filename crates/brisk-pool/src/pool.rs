@@ -40,6 +40,13 @@ pub trait ConnectionPool: Send + Sync {
     /// connection.
     fn get(&self) -> impl Future<Output = Result<Self::Guard<'_>>> + Send;
 
+    /// A checkout that owns its handle on the pool, so it can move into `tokio::spawn`.
+    type OwnedGuard: DerefMut<Target = Self::Connection> + Send + 'static;
+
+    /// Checks a connection out like [`get`](Self::get), as a guard that does not borrow the
+    /// pool.
+    fn get_owned(&self) -> impl Future<Output = Result<Self::OwnedGuard>> + Send;
+
     /// Counts of connections and waiting checkouts, right now.
     fn status(&self) -> Status;
 
@@ -77,7 +84,7 @@ struct Inner<C: Connect> {
     /// but a caller that has just returned a connection and asks again takes it back before
     /// the woken waiter runs, so under load the longest waiters starved. A checkout holds a
     /// permit until its connection is back, and a freed permit goes to the oldest waiter.
-    gate: tokio::sync::Semaphore,
+    gate: Arc<tokio::sync::Semaphore>,
     /// How the refill task connects, outside bb8.
     dial: Arc<Dial<C>>,
     shared: Arc<Shared>,
@@ -124,13 +131,55 @@ impl<C: Connect> Pool<C> {
     #[track_caller]
     pub fn get(&self) -> impl Future<Output = Result<PooledConnection<'_, C>>> + Send + '_ {
         let location = Location::caller();
-        self.acquire(location)
+        let inner = &*self.inner;
+        self.acquire(location, SharedRef::Borrowed(&inner.shared), || {
+            inner.bb8.get()
+        })
     }
 
-    async fn acquire(
+    /// Checks a connection out like [`get`](Self::get), as a guard that holds its own handle
+    /// on the pool instead of borrowing it, so it can move into `tokio::spawn` or a
+    /// `'static` stream. Prefer `get` where it fits: an owned guard keeps the pool's state
+    /// alive for as long as it is held.
+    ///
+    /// ```no_run
+    /// # #[cfg(feature = "sqlite")]
+    /// # async fn example(pool: brisk_pool::diesel::SqlitePool) -> Result<(), brisk_pool::Error> {
+    /// let mut connection = pool.get_owned().await?;
+    /// tokio::spawn(async move {
+    ///     use diesel_async::SimpleAsyncConnection;
+    ///     let _ = connection.batch_execute("VACUUM").await;
+    ///     // The connection goes back to the pool here.
+    /// });
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`get`](Self::get).
+    #[track_caller]
+    pub fn get_owned(&self) -> impl Future<Output = Result<OwnedPooledConnection<C>>> + Send + '_ {
+        let location = Location::caller();
+        let inner = &*self.inner;
+        self.acquire(
+            location,
+            SharedRef::Owned(Arc::clone(&inner.shared)),
+            || inner.bb8.get_owned(),
+        )
+    }
+
+    /// Takes a permit, then a connection from `take`, both within the acquire timeout; the
+    /// guard's lifetime `'g` is the connection's (the pool's borrow, or `'static` if owned).
+    async fn acquire<'g, T, F>(
         &self,
         location: &'static Location<'static>,
-    ) -> Result<PooledConnection<'_, C>> {
+        guard_shared: SharedRef<'g>,
+        take: T,
+    ) -> Result<PooledConnection<'g, C>>
+    where
+        T: Fn() -> F,
+        F: Future<Output = Result<bb8::PooledConnection<'g, Manager<C>>, bb8::RunError<Failure>>>,
+    {
         let shared = &*self.inner.shared;
         if shared.is_closed() {
             return Err(Error::Closed {
@@ -140,22 +189,22 @@ impl<C: Connect> Pool<C> {
         let inner = &*self.inner;
         let mut checkout = pin!(async {
             // The fast path takes a free permit and an idle connection without a clock read.
-            let permit = match inner.gate.try_acquire() {
+            let permit = match Arc::clone(&inner.gate).try_acquire_owned() {
                 Ok(permit) => permit,
                 Err(_) => {
                     let deadline = tokio::time::Instant::now() + inner.acquire_timeout;
-                    let Ok(permit) = tokio::time::timeout_at(deadline, inner.gate.acquire()).await
-                    else {
+                    let waiting = Arc::clone(&inner.gate).acquire_owned();
+                    let Ok(permit) = tokio::time::timeout_at(deadline, waiting).await else {
                         return Err(bb8::RunError::TimedOut);
                     };
                     let permit = permit.map_err(|_| bb8::RunError::User(Failure::Closed))?;
-                    let connection = tokio::time::timeout_at(deadline, inner.bb8.get())
+                    let connection = tokio::time::timeout_at(deadline, take())
                         .await
                         .unwrap_or(Err(bb8::RunError::TimedOut))?;
                     return Ok((permit, connection));
                 }
             };
-            Ok((permit, inner.bb8.get().await?))
+            Ok((permit, take().await?))
         });
         let mut closing = pin!(shared.close_notify.notified());
         let mut waited: Option<Waiting<'_>> = None;
@@ -185,7 +234,7 @@ impl<C: Connect> Pool<C> {
                 Ok(PooledConnection {
                     connection,
                     _permit: permit,
-                    shared,
+                    shared: guard_shared,
                     leak_slot,
                 })
             }
@@ -352,10 +401,16 @@ impl Drop for Waiting<'_> {
 impl<C: Connect> ConnectionPool for Pool<C> {
     type Connection = C::Connection;
     type Guard<'a> = PooledConnection<'a, C>;
+    type OwnedGuard = OwnedPooledConnection<C>;
 
     #[track_caller]
     fn get(&self) -> impl Future<Output = Result<Self::Guard<'_>>> + Send {
         Pool::get(self)
+    }
+
+    #[track_caller]
+    fn get_owned(&self) -> impl Future<Output = Result<Self::OwnedGuard>> + Send {
+        Pool::get_owned(self)
     }
 
     fn status(&self) -> Status {
@@ -376,9 +431,30 @@ pub struct PooledConnection<'a, C: Connect> {
     connection: bb8::PooledConnection<'a, Manager<C>>,
     /// Dropped after the connection (fields drop in order), so the waiter it wakes finds the
     /// connection back in the idle queue.
-    _permit: tokio::sync::SemaphorePermit<'a>,
-    shared: &'a Shared,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    shared: SharedRef<'a>,
     leak_slot: Option<usize>,
+}
+
+/// A checked-out connection that owns its handle on the pool, from [`Pool::get_owned`]:
+/// `'static`, so it can move into a spawned task. It behaves as [`PooledConnection`].
+pub type OwnedPooledConnection<C> = PooledConnection<'static, C>;
+
+/// The pool state a guard reports to: borrowed from the pool, or shared with it.
+enum SharedRef<'a> {
+    Borrowed(&'a Shared),
+    Owned(Arc<Shared>),
+}
+
+impl Deref for SharedRef<'_> {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        match self {
+            Self::Borrowed(shared) => shared,
+            Self::Owned(shared) => shared,
+        }
+    }
 }
 
 impl<C: Connect> Deref for PooledConnection<'_, C> {
@@ -598,7 +674,7 @@ impl<C: Connect> PoolBuilder<C> {
         shared.warming.store(false, Ordering::Relaxed);
         let inner = Arc::new(Inner {
             bb8,
-            gate: tokio::sync::Semaphore::new(config.max_size as usize),
+            gate: Arc::new(tokio::sync::Semaphore::new(config.max_size as usize)),
             dial,
             shared,
             max_size: config.max_size,

@@ -25,15 +25,17 @@ use std::{
     time::Duration,
 };
 
+use brisk_metrics::Recorder;
 use redis::{
     Arg, AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value,
-    aio::{ConnectionLike, ConnectionManager, MultiplexedConnection},
+    aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection},
 };
 use tokio::sync::Notify;
 
 use crate::{
     connect::{Connect, redact},
     error::{Error, Result},
+    metrics::RedisMetrics,
     pool::{ConnectionPool, Pool, Status},
 };
 
@@ -45,19 +47,56 @@ pub type RedisPool = Pool<RedisConnector>;
 pub struct RedisConnector {
     client: Client,
     target: String,
-    response_timeout: Option<Duration>,
+    response_timeout: ResponseTimeout,
 }
 
+/// How long a command may wait for its reply.
+#[derive(Debug, Clone, Copy)]
+enum ResponseTimeout {
+    /// Each kind's own default: none on a dedicated connection (blocking commands may block),
+    /// redis-rs's 500 ms on a [`SharedRedis`] (one stuck reply would hold up every task).
+    Default,
+    Set(Duration),
+    Disabled,
+}
+
+impl ResponseTimeout {
+    fn or(self, default: Option<Duration>) -> Option<Duration> {
+        match self {
+            Self::Default => default,
+            Self::Set(timeout) => Some(timeout),
+            Self::Disabled => None,
+        }
+    }
+}
+
+/// redis-rs's response timeout for multiplexed connections, the [`SharedRedis`] default.
+const SHARED_RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
+
 impl RedisConnector {
-    /// Connects to a `redis://` or `rediss://` URL.
+    /// Connects to a `redis://` or `rediss://` URL. `rediss://` (TLS) needs redis-rs's TLS
+    /// support, which this crate does not turn on: add `redis` with the `tokio-rustls-comp`
+    /// (or `tokio-native-tls-comp`) feature to your own dependencies.
     ///
     /// # Errors
-    /// [`Error::Config`] when the URL is not a Redis URL.
+    /// [`Error::Config`] when the URL is not a Redis URL, or is `rediss://` without TLS
+    /// support built in.
     pub fn new(url: &str) -> Result<Self> {
-        let client = Client::open(url).map_err(|_| Error::Config {
-            setting: "url".to_owned(),
-            value: redact(url),
-            reason: "expected redis://[user:password@]host[:port][/db]",
+        let client = Client::open(url).map_err(|_| {
+            let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+            // Valid but for TLS: the same URL over plain TCP opens.
+            let tls_missing = scheme.eq_ignore_ascii_case("rediss")
+                && Client::open(format!("redis{}", &url[scheme.len()..])).is_ok();
+            Error::Config {
+                setting: "url".to_owned(),
+                value: redact(url),
+                reason: if tls_missing {
+                    "rediss:// needs redis-rs's TLS support: add the redis crate with its \
+                     tokio-rustls-comp feature to your dependencies"
+                } else {
+                    "expected redis://[user:password@]host[:port][/db]"
+                },
+            }
         })?;
         Ok(Self::from_client(client))
     }
@@ -69,15 +108,22 @@ impl RedisConnector {
         Self {
             client,
             target,
-            response_timeout: None,
+            response_timeout: ResponseTimeout::Default,
         }
     }
 
-    /// How long a command waits for its reply before it fails (and its connection is then
-    /// closed). Default none, so that blocking commands can block; redis-rs's own default
-    /// for shared connections is 500 ms.
-    pub fn response_timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.response_timeout = timeout;
+    /// How long a command waits for its reply before it fails with a timeout error. A pooled
+    /// connection that timed out is then closed; a [`SharedRedis`] reconnects by itself.
+    /// Default: none for a [`RedisPool`]'s dedicated connections, so that blocking commands
+    /// can block; 500 ms for a [`SharedRedis`], where one stuck reply holds up every task.
+    pub fn response_timeout(mut self, timeout: Duration) -> Self {
+        self.response_timeout = ResponseTimeout::Set(timeout);
+        self
+    }
+
+    /// Lets every command wait for its reply however long it takes, on either kind.
+    pub fn no_response_timeout(mut self) -> Self {
+        self.response_timeout = ResponseTimeout::Disabled;
         self
     }
 }
@@ -90,7 +136,7 @@ impl Connect for RedisConnector {
         // The pool bounds the connect with its own timeout.
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(None)
-            .set_response_timeout(self.response_timeout);
+            .set_response_timeout(self.response_timeout.or(None));
         let inner = self
             .client
             .get_multiplexed_async_connection_with_config(&config)
@@ -195,13 +241,29 @@ impl ConnectionLike for RedisConnection {
 /// behind the [`ConnectionPool`] API: `get()` never waits, and every checkout shares the
 /// socket. The right choice unless commands block or hold transaction state; see the
 /// [module docs](self).
+///
+/// ```no_run
+/// # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+/// use brisk_pool::redis::{RedisConnector, SharedRedis};
+/// use redis::AsyncCommands;
+///
+/// let registry = brisk_metrics::Registry::new();
+/// let redis = SharedRedis::builder(RedisConnector::new("redis://127.0.0.1/")?)
+///     .metrics(&registry, "cache")
+///     .build()
+///     .await?;
+/// let mut connection = redis.checkout()?;
+/// let _: () = connection.set("greeting", "hello").await?;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Clone)]
 pub struct SharedRedis {
     inner: Arc<SharedInner>,
 }
 
 struct SharedInner {
-    connection: ConnectionManager,
+    connection: SharedRedisConnection,
     target: Arc<str>,
     closed: AtomicBool,
     checked_out: AtomicUsize,
@@ -217,35 +279,31 @@ impl fmt::Debug for SharedRedis {
 }
 
 impl SharedRedis {
-    /// Connects once; the connection then reconnects by itself after failures.
+    /// Starts configuring a shared connection made by `connector`, whose response timeout
+    /// it honours (default 500 ms here).
+    pub fn builder(connector: RedisConnector) -> SharedRedisBuilder {
+        SharedRedisBuilder {
+            connector,
+            connect_timeout: Duration::from_secs(5),
+            metrics: None,
+        }
+    }
+
+    /// Connects with the defaults and no metrics:
+    /// `SharedRedis::builder(connector.clone()).build()`.
     ///
     /// # Errors
-    /// [`Error::Connect`] when the first connect fails.
+    /// As [`SharedRedisBuilder::build`].
     pub async fn connect(connector: &RedisConnector) -> Result<Self> {
-        let target: Arc<str> = connector.target.as_str().into();
-        let connection = ConnectionManager::new(connector.client.clone())
-            .await
-            .map_err(|error| Error::Connect {
-                target: Arc::clone(&target),
-                source: Arc::new(Box::new(error)),
-            })?;
-        Ok(Self {
-            inner: Arc::new(SharedInner {
-                connection,
-                target,
-                closed: AtomicBool::new(false),
-                checked_out: AtomicUsize::new(0),
-                returned: Notify::new(),
-            }),
-        })
+        Self::builder(connector.clone()).build().await
     }
 
     /// A handle to the shared connection, without waiting.
     ///
     /// # Errors
     /// [`Error::Closed`] after [`ConnectionPool::close`].
-    pub fn checkout(&self) -> Result<SharedConnection<'_>> {
-        let inner = &*self.inner;
+    pub fn checkout(&self) -> Result<SharedConnection> {
+        let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(Error::Closed {
                 target: Arc::clone(&inner.target),
@@ -254,16 +312,22 @@ impl SharedRedis {
         inner.checked_out.fetch_add(1, Ordering::AcqRel);
         Ok(SharedConnection {
             connection: inner.connection.clone(),
-            inner,
+            inner: Arc::clone(inner),
         })
     }
 }
 
 impl ConnectionPool for SharedRedis {
-    type Connection = ConnectionManager;
-    type Guard<'a> = SharedConnection<'a>;
+    type Connection = SharedRedisConnection;
+    type Guard<'a> = SharedConnection;
+    type OwnedGuard = SharedConnection;
 
-    fn get(&self) -> impl Future<Output = Result<SharedConnection<'_>>> + Send {
+    fn get(&self) -> impl Future<Output = Result<SharedConnection>> + Send {
+        std::future::ready(self.checkout())
+    }
+
+    /// The same as [`get`](ConnectionPool::get): every checkout owns a handle.
+    fn get_owned(&self) -> impl Future<Output = Result<SharedConnection>> + Send {
         std::future::ready(self.checkout())
     }
 
@@ -294,13 +358,14 @@ impl ConnectionPool for SharedRedis {
     }
 }
 
-/// A checkout of a [`SharedRedis`]: derefs to the shared `ConnectionManager`.
-pub struct SharedConnection<'a> {
-    connection: ConnectionManager,
-    inner: &'a SharedInner,
+/// A checkout of a [`SharedRedis`]: derefs to the [`SharedRedisConnection`]. It owns its
+/// handle, so it can move into a spawned task.
+pub struct SharedConnection {
+    connection: SharedRedisConnection,
+    inner: Arc<SharedInner>,
 }
 
-impl fmt::Debug for SharedConnection<'_> {
+impl fmt::Debug for SharedConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SharedConnection")
             .field("target", &self.inner.target)
@@ -308,24 +373,183 @@ impl fmt::Debug for SharedConnection<'_> {
     }
 }
 
-impl Deref for SharedConnection<'_> {
-    type Target = ConnectionManager;
+impl Deref for SharedConnection {
+    type Target = SharedRedisConnection;
 
-    fn deref(&self) -> &ConnectionManager {
+    fn deref(&self) -> &SharedRedisConnection {
         &self.connection
     }
 }
 
-impl DerefMut for SharedConnection<'_> {
-    fn deref_mut(&mut self) -> &mut ConnectionManager {
+impl DerefMut for SharedConnection {
+    fn deref_mut(&mut self) -> &mut SharedRedisConnection {
         &mut self.connection
     }
 }
 
-impl Drop for SharedConnection<'_> {
+impl Drop for SharedConnection {
     fn drop(&mut self) {
         if self.inner.checked_out.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.inner.returned.notify_waiters();
         }
+    }
+}
+
+/// Configures and connects a [`SharedRedis`]; from [`SharedRedis::builder`].
+#[must_use = "a builder does nothing until `build` is awaited"]
+pub struct SharedRedisBuilder {
+    connector: RedisConnector,
+    connect_timeout: Duration,
+    metrics: Option<Arc<RedisMetrics>>,
+}
+
+impl fmt::Debug for SharedRedisBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedRedisBuilder")
+            .field("target", &self.connector.target)
+            .field("response_timeout", &self.connector.response_timeout)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("metrics", &self.metrics.is_some())
+            .finish()
+    }
+}
+
+impl SharedRedisBuilder {
+    /// Longest one connect attempt may take, the first one and each reconnect. Default 5 s.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// Reports each command's (or pipeline's) time to its reply, and failed commands by kind
+    /// (`timeout`; `io`: the connection failed; `server`: an error reply; `other`), to
+    /// `recorder`, labelled `name="<name>"`.
+    pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
+        self.metrics = Some(Arc::new(RedisMetrics::new(recorder, name)));
+        self
+    }
+
+    /// Connects once; the connection then reconnects by itself after failures.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a zero connect or response timeout; [`Error::Connect`] when the
+    /// first connect fails.
+    pub async fn build(self) -> Result<SharedRedis> {
+        let connector = self.connector;
+        if self.connect_timeout.is_zero() {
+            return Err(zero_timeout("connect_timeout"));
+        }
+        let response_timeout = connector.response_timeout.or(Some(SHARED_RESPONSE_TIMEOUT));
+        if response_timeout.is_some_and(|timeout| timeout.is_zero()) {
+            return Err(zero_timeout("response_timeout"));
+        }
+        let target: Arc<str> = connector.target.as_str().into();
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(response_timeout)
+            .set_connection_timeout(Some(self.connect_timeout));
+        let manager = ConnectionManager::new_with_config(connector.client, config)
+            .await
+            .map_err(|error| Error::Connect {
+                target: Arc::clone(&target),
+                source: Arc::new(Box::new(error)),
+            })?;
+        Ok(SharedRedis {
+            inner: Arc::new(SharedInner {
+                connection: SharedRedisConnection {
+                    manager,
+                    metrics: self.metrics,
+                },
+                target,
+                closed: AtomicBool::new(false),
+                checked_out: AtomicUsize::new(0),
+                returned: Notify::new(),
+            }),
+        })
+    }
+}
+
+fn zero_timeout(setting: &str) -> Error {
+    Error::Config {
+        setting: setting.to_owned(),
+        value: "0s".to_owned(),
+        reason: "a zero timeout fails every command; use a positive duration",
+    }
+}
+
+/// The connection a [`SharedRedis`] checkout derefs to: redis-rs's self-reconnecting
+/// `ConnectionManager`, timed when the [`SharedRedis`] has metrics. Use it with
+/// `redis::AsyncCommands` or `query_async`; cloning it is cheap and shares the socket.
+#[derive(Clone)]
+pub struct SharedRedisConnection {
+    manager: ConnectionManager,
+    metrics: Option<Arc<RedisMetrics>>,
+}
+
+impl fmt::Debug for SharedRedisConnection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedRedisConnection")
+            .field("metrics", &self.metrics.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedRedisConnection {
+    /// The underlying `ConnectionManager`, for what this wrapper does not pass on (commands
+    /// sent through it are not counted).
+    pub fn manager(&self) -> &ConnectionManager {
+        &self.manager
+    }
+
+    /// Times `request` and counts its failure, when metrics are on. An error reply arrives
+    /// as a value (redis-rs turns it into an error later, when it converts the reply), so
+    /// `refused` tells which replies are one.
+    async fn observe<T>(
+        metrics: Option<&RedisMetrics>,
+        request: impl Future<Output = RedisResult<T>>,
+        refused: fn(&T) -> bool,
+    ) -> RedisResult<T> {
+        let Some(metrics) = metrics else {
+            return request.await;
+        };
+        let started = std::time::Instant::now();
+        let result = request.await;
+        metrics.command.record_duration(started.elapsed());
+        match &result {
+            Ok(reply) if refused(reply) => metrics.refused(),
+            Ok(_) => {}
+            Err(error) => metrics.failed(error),
+        }
+        result
+    }
+}
+
+impl ConnectionLike for SharedRedisConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        Box::pin(Self::observe(
+            self.metrics.as_deref(),
+            self.manager.req_packed_command(cmd),
+            |reply| matches!(reply, Value::ServerError(_)),
+        ))
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        Box::pin(Self::observe(
+            self.metrics.as_deref(),
+            self.manager.req_packed_commands(pipeline, offset, count),
+            |replies| {
+                replies
+                    .iter()
+                    .any(|reply| matches!(reply, Value::ServerError(_)))
+            },
+        ))
+    }
+
+    fn get_db(&self) -> i64 {
+        self.manager.get_db()
     }
 }

@@ -282,6 +282,68 @@ async fn the_longest_waiting_checkout_gets_the_next_connection() {
     assert_eq!(*order.lock().unwrap(), [0, 1, 2, 3, 4, 5, 0, 1, 2, 3, 4, 5]);
 }
 
+#[tokio::test]
+async fn an_owned_checkout_moves_into_a_task_and_outlives_every_pool_handle() {
+    let memory = Memory::default();
+    let pool = builder(&memory).max_size(1).build().await.unwrap();
+    let owned = pool.get_owned().await.unwrap();
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        owned.begin();
+        wait.await.unwrap();
+        owned.end();
+        // Dropped here, after the test has dropped the pool.
+    });
+    assert_eq!(pool.status().in_use, 1);
+    let error = pool.get().await.unwrap_err();
+    assert!(
+        matches!(error, Error::Timeout { .. }),
+        "the owned checkout holds the only permit: {error:?}"
+    );
+    drop(pool);
+    go.send(()).unwrap();
+    task.await.unwrap();
+    assert!(memory.0.checked_out.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn an_owned_checkout_returns_its_connection_and_permit_to_a_live_pool() {
+    let memory = Memory::default();
+    let pool = builder(&memory).max_size(1).build().await.unwrap();
+    let owned = pool.get_owned().await.unwrap();
+    let id = owned.id;
+    let waiter = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.get().await.map(|connection| connection.id) }
+    });
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while pool.status().waiting == 0 {
+        assert!(std::time::Instant::now() < deadline, "no waiter in 60 s");
+        tokio::task::yield_now().await;
+    }
+    tokio::spawn(async move { drop(owned) }).await.unwrap();
+    assert_eq!(
+        waiter.await.unwrap().unwrap(),
+        id,
+        "the same connection, reused"
+    );
+    assert_eq!(memory.0.connects.load(Ordering::SeqCst), 1);
+    let status = pool.status();
+    assert_eq!((status.size, status.idle, status.in_use), (1, 1, 0));
+    // `close` waits for owned checkouts as for borrowed ones.
+    let owned = ConnectionPool::get_owned(&pool).await.unwrap();
+    let closing = tokio::spawn({
+        let pool = pool.clone();
+        async move { pool.close().await }
+    });
+    tokio::task::yield_now().await;
+    assert!(!closing.is_finished(), "close waits for the owned checkout");
+    drop(owned);
+    closing.await.unwrap();
+    assert_eq!(pool.status().size, 0);
+    assert!(matches!(pool.get_owned().await, Err(Error::Closed { .. })));
+}
+
 /// Checks out `n` connections, one after the other, and holds them.
 async fn check_out(pool: &Pool<Memory>, n: usize) -> Vec<brisk_pool::PooledConnection<'_, Memory>> {
     let mut held = Vec::new();
@@ -492,7 +554,7 @@ async fn a_connection_held_past_the_leak_threshold_is_reported_with_its_call_sit
         .unwrap();
     let events = Capture::install();
     let line = line!() + 1;
-    let leaked = pool.get().await.unwrap();
+    let leaked = pool.get_owned().await.unwrap();
     drop(pool.get().await.unwrap()); // a short checkout is not a leak
     tokio::time::sleep(Duration::from_secs(3)).await;
     let suspects = pool.suspected_leaks();
@@ -538,6 +600,19 @@ async fn dropped_checkouts_never_leak_a_connection_or_a_slot() {
                 if (task + round) % 3 == 0 {
                     let checkout = std::pin::pin!(pool.get());
                     let _ = futures_poll_once(checkout).await;
+                    continue;
+                }
+                // Every fifth is owned and used from a task of its own.
+                if (task + round) % 5 == 0 {
+                    let connection = pool.get_owned().await.unwrap();
+                    tokio::spawn(async move {
+                        connection.begin();
+                        tokio::task::yield_now().await;
+                        connection.end();
+                    })
+                    .await
+                    .unwrap();
+                    completed.fetch_add(1, Ordering::Relaxed);
                     continue;
                 }
                 let connection = pool.get().await.unwrap();

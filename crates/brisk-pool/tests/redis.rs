@@ -185,6 +185,104 @@ async fn shared_redis_hands_out_one_multiplexed_connection_behind_the_pool_api()
     closing.await.unwrap();
 }
 
+#[tokio::test]
+async fn shared_redis_honours_the_response_timeout_and_reports_commands() {
+    let server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let connector = RedisConnector::new(&server.url())
+        .unwrap()
+        .response_timeout(Duration::from_millis(100));
+    let shared = SharedRedis::builder(connector)
+        .metrics(&registry, "cache")
+        .build()
+        .await
+        .unwrap();
+    let mut connection = shared.checkout().unwrap();
+    let _: () = connection.set("text", "not a number").await.unwrap();
+    let error = connection.incr::<_, _, i64>("text", 1).await.unwrap_err();
+    assert!(!error.is_timeout(), "{error:?}");
+    // A blocking command outlives the 100 ms response timeout.
+    let error = connection
+        .blpop::<_, Option<(String, String)>>("nothing", 5.0)
+        .await
+        .unwrap_err();
+    assert!(error.is_timeout(), "{error:?}");
+    // The server goes away: commands fail on the connection, not by timeout.
+    let mut server = server;
+    server.kill();
+    let error = shared
+        .checkout()
+        .unwrap()
+        .get::<_, Option<String>>("text")
+        .await
+        .unwrap_err();
+    assert!(!error.is_timeout(), "{error:?}");
+    let snapshot = registry.snapshot();
+    let failures = |kind| {
+        snapshot.counter(
+            "brisk_pool_redis_command_failures_total",
+            &[("name", "cache"), ("kind", kind)],
+        )
+    };
+    assert_eq!(
+        (
+            failures("server"),
+            failures("timeout"),
+            failures("io"),
+            failures("other")
+        ),
+        (Some(1), Some(1), Some(1), Some(0))
+    );
+    let commands = snapshot
+        .histogram("brisk_pool_redis_command_seconds", &[("name", "cache")])
+        .unwrap();
+    assert_eq!(commands.count, 4);
+}
+
+#[tokio::test]
+async fn shared_redis_without_a_response_timeout_lets_a_command_block() {
+    let server = RedisServer::start().unwrap();
+    let connector = RedisConnector::new(&server.url())
+        .unwrap()
+        .no_response_timeout();
+    let shared = SharedRedis::builder(connector).build().await.unwrap();
+    // Longer than the 500 ms default, which would fail it.
+    let popped: Option<(String, String)> = shared
+        .checkout()
+        .unwrap()
+        .blpop("nothing", 1.0)
+        .await
+        .unwrap();
+    assert_eq!(popped, None);
+    // An owned checkout moves into a task.
+    let mut owned = ConnectionPool::get_owned(&shared).await.unwrap();
+    let task = tokio::spawn(async move { owned.incr::<_, _, i64>("n", 2).await });
+    assert_eq!(task.await.unwrap().unwrap(), 2);
+    assert_eq!(shared.status().in_use, 0);
+}
+
+#[tokio::test]
+async fn shared_redis_refuses_zero_timeouts() {
+    let connector = RedisConnector::new("redis://127.0.0.1:1/").unwrap();
+    let error = SharedRedis::builder(connector.clone())
+        .connect_timeout(Duration::ZERO)
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Config { setting, .. } if setting == "connect_timeout"),
+        "{error:?}"
+    );
+    let error = SharedRedis::builder(connector.response_timeout(Duration::ZERO))
+        .build()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::Config { setting, .. } if setting == "response_timeout"),
+        "{error:?}"
+    );
+}
+
 #[test]
 fn a_malformed_url_is_a_config_error() {
     let error = RedisConnector::new("http://:secret@localhost").unwrap_err();
@@ -193,4 +291,20 @@ fn a_malformed_url_is_a_config_error() {
         "{error:?}"
     );
     assert!(!error.to_string().contains("secret"), "{error}");
+}
+
+#[test]
+fn a_tls_url_without_tls_support_says_what_to_enable() {
+    let error = RedisConnector::new("rediss://:secret@localhost:6380/0").unwrap_err();
+    let Error::Config {
+        setting,
+        reason,
+        value,
+    } = &error
+    else {
+        panic!("{error:?}");
+    };
+    assert_eq!(setting, "url");
+    assert!(reason.contains("tokio-rustls-comp"), "{reason}");
+    assert!(!value.contains("secret"), "{value}");
 }

@@ -143,3 +143,33 @@ async fn a_transaction_abandoned_mid_way_closes_its_connection() {
         "the insert never committed"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn owned_checkouts_run_queries_from_spawned_tasks() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("{}?pool_max_size=2", dir.path().join("app.db").display());
+    let pool = SqlitePool::from_url(&url).await.unwrap();
+    pool.get()
+        .await
+        .unwrap()
+        .batch_execute("CREATE TABLE t (id INTEGER)")
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut connection = pool.get_owned().await.unwrap();
+        // The checkout moves into the task; the pool handle stays here.
+        tasks.push(tokio::spawn(async move {
+            connection
+                .batch_execute("INSERT INTO t VALUES (1)")
+                .await
+                .unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let status = pool.status();
+    assert_eq!((status.in_use, status.size), (0, 2), "{status:?}");
+    assert_eq!(count(&mut pool.get().await.unwrap()).await, 8);
+}
