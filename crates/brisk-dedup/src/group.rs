@@ -4,7 +4,8 @@
 //! leader and runs its work inside its own task (nothing is spawned). Later callers for the
 //! key are waiters: they hold the flight and sleep on its `Notify` until the state changes.
 //!
-//! State machine of a flight (`state` mutex; the shard mutex is always taken first):
+//! State machine of a flight (`state`, an atomic; the shard mutex is taken first by the
+//! leader that orphans it and by a waiter that removes it):
 //!
 //! ```text
 //! Running --leader completes--> `done` set          waiters clone the outcome, lock-free
@@ -24,7 +25,10 @@ use std::{
     hash::{BuildHasher, Hash},
     marker::PhantomData,
     pin::pin,
-    sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, OnceLock, PoisonError,
+        atomic::{AtomicU8, Ordering},
+    },
     time::Duration,
 };
 
@@ -87,14 +91,21 @@ pub struct SingleFlight<K, T, E = Infallible> {
 struct Flight<T, E> {
     /// Set once by the leader that completes; read without a lock by woken waiters.
     done: OnceLock<Result<T, Error<E>>>,
-    state: Mutex<State>,
+    /// [`RUNNING`] or [`ORPHANED`]. An atomic rather than a mutex: with a thousand waiters on
+    /// one key, each reads it twice, and a lock there was most of the hot key's cost.
+    state: AtomicU8,
     notify: Notify,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum State {
-    Running,
-    Orphaned,
+/// A leader is running the work.
+const RUNNING: u8 = 0;
+/// The leader was dropped; the first waiter to swap this back to [`RUNNING`] leads.
+const ORPHANED: u8 = 1;
+
+impl<T, E> Flight<T, E> {
+    fn is_orphaned(&self) -> bool {
+        self.state.load(Ordering::Acquire) == ORPHANED
+    }
 }
 
 impl<K, T, E> SingleFlight<K, T, E> {
@@ -167,7 +178,7 @@ where
                 None => {
                     let flight = Arc::new(Flight {
                         done: OnceLock::new(),
-                        state: Mutex::new(State::Running),
+                        state: AtomicU8::new(RUNNING),
                         notify: Notify::new(),
                     });
                     map.insert(key.to_owned(), Arc::clone(&flight));
@@ -310,16 +321,15 @@ fn next_step<T: Clone, E: Clone>(flight: &Flight<T, E>) -> Option<Next<T, E>> {
     if let Some(outcome) = flight.done.get() {
         return Some(Next::Finished(outcome.clone()));
     }
-    let mut state = lock(&flight.state);
-    match *state {
-        State::Orphaned => {
-            *state = State::Running;
-            Some(Next::TakeOver)
-        }
-        // The leader may have completed since the check above; it sets `done` before it
-        // notifies, so a registered waiter is woken and looks again.
-        State::Running => None,
-    }
+    // Only one waiter wins the swap. While the flight runs, the load alone decides: no write
+    // to a line that every waiter reads. The leader may have completed since the check above;
+    // it sets `done` before it notifies, so a registered waiter is woken and looks again.
+    let claimed = flight.is_orphaned()
+        && flight
+            .state
+            .compare_exchange(ORPHANED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+    claimed.then_some(Next::TakeOver)
 }
 
 /// Completes the flight, or hands it over if the leader is dropped before that.
@@ -381,7 +391,7 @@ where
             }
             return;
         }
-        *lock(&self.flight.state) = State::Orphaned;
+        self.flight.state.store(ORPHANED, Ordering::Release);
         drop(map);
         self.flight.notify.notify_waiters();
     }
@@ -405,15 +415,14 @@ where
     Q: Hash + Eq,
 {
     fn drop(&mut self) {
-        if !self.armed || *lock(&self.flight.state) != State::Orphaned {
+        if !self.armed || !self.flight.is_orphaned() {
             return;
         }
         let mut map = lock(self.shard);
         let in_map = map
             .get(self.key)
             .is_some_and(|f| Arc::ptr_eq(f, self.flight));
-        let orphaned = *lock(&self.flight.state) == State::Orphaned;
-        if in_map && orphaned && Arc::strong_count(self.flight) == 2 {
+        if in_map && self.flight.is_orphaned() && Arc::strong_count(self.flight) == 2 {
             map.remove(self.key);
         }
     }

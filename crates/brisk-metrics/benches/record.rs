@@ -1,6 +1,7 @@
 //! brisk-metrics against what a user would use instead, in one process: a raw hdrhistogram on
-//! one thread, and a `Mutex<hdrhistogram::Histogram>` shared by 2 threads. Prints a markdown
-//! table (median of 5 runs) that `cargo xtask bench metrics` writes to docs/benchmarks.md.
+//! one thread, a `Mutex<hdrhistogram::Histogram>` shared by 2 threads, and, for scrapes,
+//! metrics-exporter-prometheus rendering the same histogram series. Prints a markdown table
+//! (medians of 5 runs) that `cargo xtask bench metrics` writes to docs/benchmarks.md.
 #![allow(
     clippy::print_stdout,
     missing_docs,
@@ -16,6 +17,8 @@ use std::{
 
 use brisk_metrics::{Key, Recorder, Registry, Unit};
 use hdrhistogram::Histogram as Hdr;
+use metrics::Recorder as _;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 
 const OPS: usize = 5_000_000;
 const RUNS: usize = 5;
@@ -37,19 +40,6 @@ fn values() -> Vec<u64> {
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(f64::total_cmp);
     samples[samples.len() / 2]
-}
-
-/// Median wall time of `RUNS` calls of `f`, in milliseconds.
-fn median_ms<T>(mut f: impl FnMut() -> T) -> f64 {
-    median(
-        (0..RUNS)
-            .map(|_| {
-                let start = Instant::now();
-                black_box(f());
-                start.elapsed().as_secs_f64() * 1e3
-            })
-            .collect(),
-    )
 }
 
 /// ns per record for one thread doing `OPS` records.
@@ -133,21 +123,9 @@ fn main() {
             .collect(),
     );
 
-    // Snapshot of 100 series, each with 10k latencies spread over 1 µs..100 ms.
-    let registry = Registry::new();
-    for s in 0..100 {
-        let key = Key::new("bench_seconds")
-            .unwrap()
-            .with_label("series", s.to_string())
-            .unwrap();
-        let h = registry.histogram(&key, Unit::Seconds);
-        for v in values.iter().cycle().take(10_000) {
-            h.record(*v);
-        }
-    }
-    let snapshot_ms = median_ms(|| black_box(registry.snapshot()));
-    let prometheus_ms = median_ms(|| black_box(registry.prometheus_text()));
-    let per_series_kib = registry.histogram_heap_bytes() as f64 / 100.0 / 1024.0;
+    // Memory of the 100-series registry of the scrape section, per series.
+    let scrapes: Vec<Scrape> = [100, 1000, 10_000].map(|n| scrape(n, &values)).into();
+    let per_series_kib = scrapes[0].brisk_bytes_per_series / 1024.0;
     let hdr_kib = Hdr::<u64>::new_with_bounds(1, 3_600_000_000, 3)
         .unwrap()
         .distinct_values() as f64
@@ -172,10 +150,154 @@ fn main() {
         "| record, 1 thread (ns/op) | {brisk_1:.1} | raw hdrhistogram: {raw_hdr:.1} | {:.2} |",
         brisk_1 / raw_hdr
     );
-    println!("| snapshot of 100 series (ms) | {snapshot_ms:.2} | | |");
-    println!("| Prometheus text of 100 series (ms) | {prometheus_ms:.2} | | |");
+    for scrape in &scrapes {
+        let n = scrape.series;
+        println!(
+            "| snapshot of {n} histogram series (ms) | {:.2} | metrics-exporter-prometheus render: {:.2} | {:.2} |",
+            scrape.brisk_snapshot_ms,
+            scrape.peer_render_ms,
+            scrape.brisk_snapshot_ms / scrape.peer_render_ms
+        );
+        println!(
+            "| Prometheus text of {n} histogram series (ms) | {:.2} | metrics-exporter-prometheus render: {:.2} | {:.2} |",
+            scrape.brisk_text_ms,
+            scrape.peer_render_ms,
+            scrape.brisk_text_ms / scrape.peer_render_ms
+        );
+        println!(
+            "| memory of {n} histogram series, per series (KiB, RSS growth) | {:.1} | metrics-exporter-prometheus: {:.1} | {:.2} |",
+            scrape.brisk_rss_per_series / 1024.0,
+            scrape.peer_rss_per_series / 1024.0,
+            scrape.brisk_rss_per_series / scrape.peer_rss_per_series
+        );
+    }
     println!(
         "| memory per series, latencies over 1 µs..100 ms, {stripes} stripes (KiB) | {per_series_kib:.0} | hdrhistogram 1 µs..1 h, 3 digits: {hdr_kib:.0} | {:.2} |",
         per_series_kib / hdr_kib
     );
+}
+
+/// Values each series holds before the timed scrapes, and values added before each one.
+const SERIES_VALUES: usize = 1000;
+const NEW_PER_SCRAPE: usize = 100;
+
+/// One scrape comparison: `series` histogram series in a brisk `Registry` and in
+/// metrics-exporter-prometheus's recorder, holding the same values with the same buckets.
+struct Scrape {
+    series: usize,
+    brisk_snapshot_ms: f64,
+    brisk_text_ms: f64,
+    peer_render_ms: f64,
+    brisk_bytes_per_series: f64,
+    brisk_rss_per_series: f64,
+    peer_rss_per_series: f64,
+}
+
+/// Resident memory of this process, in bytes (Linux; 0 elsewhere).
+fn rss_bytes() -> f64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |pages| pages * 4096.0)
+}
+
+/// Times a scrape as Prometheus makes one every few seconds: before each timed run, every
+/// series gets `NEW_PER_SCRAPE` new values (untimed); then brisk's snapshot, brisk's text, and
+/// the peer's render are timed. The peer drains the values recorded since its last render
+/// into its buckets during `render`, so that work is part of its scrape, as it is in use.
+fn scrape(series: usize, values: &[u64]) -> Scrape {
+    let mask = values.len() - 1;
+    let key = |s: usize| {
+        Key::new("bench_seconds")
+            .unwrap()
+            .with_label("series", s.to_string())
+            .unwrap()
+    };
+    let rss_before = rss_bytes();
+    let registry = Registry::builder()
+        .max_label_sets(series + 1)
+        .build()
+        .unwrap();
+    let brisk: Vec<_> = (0..series)
+        .map(|s| registry.histogram(&key(s), Unit::Seconds))
+        .collect();
+    for (s, h) in brisk.iter().enumerate() {
+        for i in 0..SERIES_VALUES {
+            h.record(values[(s * 7 + i) & mask]);
+        }
+    }
+    let brisk_rss = rss_bytes() - rss_before;
+    let bounds: Vec<f64> = registry.snapshot().histograms[0]
+        .buckets
+        .iter()
+        .map(|bucket| bucket.le)
+        .collect();
+
+    let rss_before = rss_bytes();
+    let recorder: PrometheusRecorder = PrometheusBuilder::new()
+        .set_buckets(&bounds)
+        .unwrap()
+        .build_recorder();
+    let handle = recorder.handle();
+    let metadata = metrics::Metadata::new("bench", metrics::Level::INFO, None);
+    let peer: Vec<_> = (0..series)
+        .map(|s| {
+            let key = metrics::Key::from_parts(
+                "bench_seconds",
+                vec![metrics::Label::new("series", s.to_string())],
+            );
+            recorder.register_histogram(&key, &metadata)
+        })
+        .collect();
+    for (s, h) in peer.iter().enumerate() {
+        for i in 0..SERIES_VALUES {
+            h.record(values[(s * 7 + i) & mask] as f64 / 1e6);
+        }
+    }
+    black_box(handle.render());
+    let peer_rss = rss_bytes() - rss_before;
+
+    let mut brisk_snapshot = Vec::new();
+    let mut brisk_text = Vec::new();
+    let mut peer_render = Vec::new();
+    for run in 0..RUNS {
+        for (s, (ours, theirs)) in brisk.iter().zip(&peer).enumerate() {
+            for i in 0..NEW_PER_SCRAPE {
+                let v = values[(s * 13 + run * NEW_PER_SCRAPE + i) & mask];
+                ours.record(v);
+                theirs.record(v as f64 / 1e6);
+            }
+        }
+        brisk_snapshot.push(time_ms(|| registry.snapshot()));
+        brisk_text.push(time_ms(|| registry.prometheus_text()));
+        peer_render.push(time_ms(|| handle.render()));
+    }
+    // Both exposition texts carry every series.
+    assert_eq!(
+        registry
+            .prometheus_text()
+            .matches("bench_seconds_count")
+            .count(),
+        series
+    );
+    assert_eq!(
+        handle.render().matches("bench_seconds_count").count(),
+        series
+    );
+    Scrape {
+        series,
+        brisk_snapshot_ms: median(brisk_snapshot),
+        brisk_text_ms: median(brisk_text),
+        peer_render_ms: median(peer_render),
+        brisk_bytes_per_series: registry.histogram_heap_bytes() as f64 / series as f64,
+        brisk_rss_per_series: brisk_rss / series as f64,
+        peer_rss_per_series: peer_rss / series as f64,
+    }
+}
+
+/// Wall time of one call of `f`, in milliseconds.
+fn time_ms<T>(f: impl FnOnce() -> T) -> f64 {
+    let start = Instant::now();
+    black_box(f());
+    start.elapsed().as_secs_f64() * 1e3
 }

@@ -110,6 +110,22 @@ impl Layout {
         sub_bucket << (bucket + self.unit_magnitude)
     }
 
+    /// The highest value that lands in `index` (hdrhistogram's `highest_equivalent`).
+    fn highest_for(&self, index: usize) -> u64 {
+        self.value_for(index) + (self.range_for(index) - 1)
+    }
+
+    /// The middle of `index`'s range (hdrhistogram's `median_equivalent`).
+    fn median_for(&self, index: usize) -> u64 {
+        self.value_for(index) + (self.range_for(index) >> 1)
+    }
+
+    /// How many values share `index`.
+    fn range_for(&self, index: usize) -> u64 {
+        let bucket = ((index as u64) >> self.half_magnitude).saturating_sub(1);
+        1 << (bucket + u64::from(self.unit_magnitude))
+    }
+
     fn chunk_len(&self) -> usize {
         self.half_count as usize
     }
@@ -196,10 +212,14 @@ impl AtomicHistogram {
         };
         let index = self.layout.index_for(value);
         let stripe = &self.stripes[thread_slot() & self.stripe_mask];
-        let chunk_len = self.layout.chunk_len();
-        let chunk = stripe.chunks[index / chunk_len]
-            .get_or_init(|| (0..chunk_len).map(|_| AtomicU64::new(0)).collect());
-        chunk[index % chunk_len].fetch_add(1, Relaxed);
+        // A chunk is `half_count` long, a power of two: a shift and a mask, not a division
+        // (which alone would cost about as much as the rest of the record).
+        let chunk = stripe.chunks[index >> self.layout.half_magnitude].get_or_init(|| {
+            (0..self.layout.chunk_len())
+                .map(|_| AtomicU64::new(0))
+                .collect()
+        });
+        chunk[index & (self.layout.chunk_len() - 1)].fetch_add(1, Relaxed);
     }
 
     /// Values recorded above the highest trackable value (and so recorded as it).
@@ -207,21 +227,51 @@ impl AtomicHistogram {
         self.saturated.load(Relaxed)
     }
 
-    /// Merges every stripe into an hdrhistogram. Concurrent records may or may not be included;
-    /// none is ever lost.
-    pub(crate) fn to_hdr(&self) -> Hdr<u64> {
-        let mut hdr = self.config.hdr().expect("config validated at construction");
+    /// Merges every stripe's counts, visiting only the ranges some stripe has touched.
+    /// Concurrent records may or may not be included; none is ever lost.
+    pub(crate) fn merged(&self) -> Merged {
         let chunk_len = self.layout.chunk_len();
-        for stripe in &self.stripes {
-            for (c, chunk) in stripe.chunks.iter().enumerate() {
-                let Some(chunk) = chunk.get() else { continue };
-                for (i, count) in chunk.iter().enumerate() {
-                    let n = count.load(Relaxed);
-                    if n > 0 {
-                        hdr.saturating_record_n(self.layout.value_for(c * chunk_len + i), n);
-                    }
+        let mut counts = Vec::new();
+        let mut total = 0_u64;
+        // One chunk's counts summed over the stripes: tight loops the compiler unrolls.
+        let mut sums = vec![0_u64; chunk_len];
+        for c in 0..self.layout.chunks() {
+            let mut touched = self
+                .stripes
+                .iter()
+                .filter_map(|stripe| stripe.chunks[c].get());
+            let Some(first) = touched.next() else {
+                continue;
+            };
+            for (sum, count) in sums.iter_mut().zip(first.iter()) {
+                *sum = count.load(Relaxed);
+            }
+            for chunk in touched {
+                for (sum, count) in sums.iter_mut().zip(chunk.iter()) {
+                    *sum = sum.saturating_add(count.load(Relaxed));
                 }
             }
+            let base = c * chunk_len;
+            for (i, &n) in sums.iter().enumerate() {
+                if n > 0 {
+                    counts.push((base + i, n));
+                    total = total.saturating_add(n);
+                }
+            }
+        }
+        Merged {
+            layout: self.layout,
+            counts,
+            total,
+        }
+    }
+
+    /// Merges every stripe into an hdrhistogram (tests compare [`Merged`] against it).
+    #[cfg(test)]
+    fn to_hdr(&self) -> Hdr<u64> {
+        let mut hdr = self.config.hdr().expect("config validated at construction");
+        for (index, n) in self.merged().counts {
+            hdr.saturating_record_n(self.layout.value_for(index), n);
         }
         hdr
     }
@@ -237,6 +287,128 @@ impl AtomicHistogram {
             })
             .sum::<usize>()
             + self.stripes.len() * std::mem::size_of::<Stripe>()
+    }
+}
+
+/// A histogram's counts merged over its stripes: each non-empty index with its count, in
+/// index (so value) order. What a snapshot reads; answers as hdrhistogram would for the same
+/// counts, without building its dense array (tens of thousands of slots per series).
+#[derive(Debug, Clone)]
+pub(crate) struct Merged {
+    layout: Layout,
+    counts: Vec<(usize, u64)>,
+    total: u64,
+}
+
+impl Merged {
+    /// Values recorded.
+    pub(crate) fn len(&self) -> u64 {
+        self.total
+    }
+
+    /// The lowest value recorded, to the histogram's precision (0 when empty).
+    pub(crate) fn min(&self) -> u64 {
+        self.counts
+            .first()
+            .map_or(0, |&(index, _)| self.layout.value_for(index))
+    }
+
+    /// The highest value recorded, to the histogram's precision (0 when empty).
+    pub(crate) fn max(&self) -> u64 {
+        self.counts
+            .last()
+            .map_or(0, |&(index, _)| self.layout.highest_for(index))
+    }
+
+    /// The sum of the values, each taken at the middle of its range (as hdrhistogram's mean).
+    pub(crate) fn sum(&self) -> f64 {
+        self.counts
+            .iter()
+            .map(|&(index, n)| self.layout.median_for(index) as f64 * n as f64)
+            .sum()
+    }
+
+    /// The value at `quantile` (0..=1), as hdrhistogram's `value_at_quantile` (0 when empty).
+    #[cfg(test)]
+    pub(crate) fn value_at_quantile(&self, quantile: f64) -> u64 {
+        self.values_at_quantiles([quantile])[0]
+    }
+
+    /// The values at ascending `quantiles` (each 0..=1), in one pass over the counts, as
+    /// hdrhistogram's `value_at_quantile` gives them (0 when empty).
+    pub(crate) fn values_at_quantiles<const N: usize>(&self, quantiles: [f64; N]) -> [u64; N] {
+        let mut values = [0; N];
+        let mut entries = self.counts.iter();
+        let mut seen = 0_u64;
+        let mut at = None;
+        for (value, quantile) in values.iter_mut().zip(quantiles) {
+            let quantile = quantile.min(1.0);
+            let wanted = ((quantile * self.total as f64).ceil() as u64).max(1);
+            while seen < wanted {
+                let Some(&(index, n)) = entries.next() else {
+                    break;
+                };
+                seen = seen.saturating_add(n);
+                at = Some(index);
+            }
+            let Some(index) = at.filter(|_| seen >= wanted) else {
+                break;
+            };
+            *value = if quantile == 0.0 {
+                self.layout.value_for(index)
+            } else {
+                self.layout.highest_for(index)
+            };
+        }
+        values
+    }
+
+    /// Counts at each of `limits` (ascending): how many values were at most each, to the
+    /// histogram's precision (a value counts if its range starts at or below the limit, as
+    /// hdrhistogram's `count_between(0, limit)`).
+    pub(crate) fn counts_at_most(&self, limits: impl Iterator<Item = u64>) -> Vec<u64> {
+        let mut cumulative = 0_u64;
+        let mut next = self.counts.iter().peekable();
+        let last = self.layout.len - 1;
+        limits
+            .map(|limit| {
+                let top = if limit >= self.layout.value_for(last) {
+                    last
+                } else {
+                    self.layout.index_for(limit)
+                };
+                while let Some(&&(index, n)) = next.peek() {
+                    if index > top {
+                        break;
+                    }
+                    cumulative = cumulative.saturating_add(n);
+                    next.next();
+                }
+                cumulative
+            })
+            .collect()
+    }
+
+    /// What was recorded since `earlier`, a merge of the same histogram taken before (counts
+    /// only grow; one that did not is taken as 0).
+    pub(crate) fn since(&self, earlier: &Self) -> Self {
+        let mut before = earlier.counts.iter().peekable();
+        let mut counts = Vec::with_capacity(self.counts.len());
+        let mut total = 0_u64;
+        for &(index, n) in &self.counts {
+            while before.next_if(|&&(i, _)| i < index).is_some() {}
+            let old = before.next_if(|&&(i, _)| i == index).map_or(0, |&(_, n)| n);
+            let delta = n.saturating_sub(old);
+            if delta > 0 {
+                counts.push((index, delta));
+                total += delta;
+            }
+        }
+        Self {
+            layout: self.layout,
+            counts,
+            total,
+        }
     }
 }
 
@@ -314,6 +486,74 @@ mod tests {
             let index = layout.index_for(value);
             prop_assert!(index < layout.len);
             prop_assert_eq!(layout.value_for(index), hdr.lowest_equivalent(value));
+        }
+    }
+
+    proptest! {
+        /// A snapshot reads `Merged`; every answer it gives is hdrhistogram's for the same
+        /// values: quantiles, min, max, mean, cumulative bucket counts, and interval deltas.
+        #[test]
+        fn merged_answers_as_hdrhistogram_does(
+            which in 0..CONFIGS.len(),
+            first in proptest::collection::vec(any::<u64>(), 0..300),
+            second in proptest::collection::vec(any::<u64>(), 0..300),
+            limits in proptest::collection::vec(any::<u64>(), 0..12),
+            spread in 1_u64..64,
+        ) {
+            let config = CONFIGS[which];
+            // Values over several orders of magnitude, some above the range (saturating).
+            let value = |raw: u64| raw % (config.high / spread + 2).max(2) * (raw % spread + 1);
+            let ours = AtomicHistogram::new(config, 4).unwrap();
+            let mut theirs = config.hdr().unwrap();
+            let on_thread = |values: &[u64]| {
+                std::thread::scope(|scope| {
+                    for part in values.chunks(values.len().div_ceil(3).max(1)) {
+                        let ours = &ours;
+                        scope.spawn(move || part.iter().for_each(|&v| ours.record(v)));
+                    }
+                });
+            };
+            let values: Vec<u64> = first.iter().map(|&raw| value(raw)).collect();
+            on_thread(&values);
+            for &v in &values {
+                theirs.saturating_record(v.min(config.high));
+            }
+            let earlier = ours.merged();
+            let theirs_earlier = theirs.clone();
+            let more: Vec<u64> = second.iter().map(|&raw| value(raw)).collect();
+            on_thread(&more);
+            for &v in &more {
+                theirs.saturating_record(v.min(config.high));
+            }
+            let merged = ours.merged();
+            prop_assert_eq!(merged.len(), theirs.len());
+            let quantiles = [0.0, 0.25, 0.5, 0.9, 0.95, 0.99, 0.999, 1.0];
+            let together = merged.values_at_quantiles(quantiles);
+            for (q, value) in quantiles.into_iter().zip(together) {
+                let expected = if theirs.is_empty() { 0 } else { theirs.value_at_quantile(q) };
+                prop_assert_eq!(merged.value_at_quantile(q), expected, "q {}", q);
+                prop_assert_eq!(value, expected, "q {} in one pass", q);
+            }
+            if !theirs.is_empty() {
+                prop_assert_eq!(merged.min(), theirs.min());
+                prop_assert_eq!(merged.max(), theirs.highest_equivalent(theirs.max()));
+                let mean = merged.sum() / merged.len() as f64;
+                prop_assert!((mean - theirs.mean()).abs() <= theirs.mean() * 1e-9 + 1e-9);
+            }
+            let mut limits = limits;
+            limits.sort_unstable();
+            let counted = merged.counts_at_most(limits.iter().copied());
+            for (limit, count) in limits.iter().zip(counted) {
+                prop_assert_eq!(count, theirs.count_between(0, *limit), "limit {}", limit);
+            }
+            let delta = merged.since(&earlier);
+            let mut theirs_delta = theirs.clone();
+            theirs_delta.subtract(&theirs_earlier).unwrap();
+            prop_assert_eq!(delta.len(), theirs_delta.len());
+            for q in [0.5, 0.99, 1.0] {
+                let expected = if theirs_delta.is_empty() { 0 } else { theirs_delta.value_at_quantile(q) };
+                prop_assert_eq!(delta.value_at_quantile(q), expected);
+            }
         }
     }
 

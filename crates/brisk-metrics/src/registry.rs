@@ -4,10 +4,8 @@ use std::{
     time::Duration,
 };
 
-use hdrhistogram::Histogram as Hdr;
-
 use crate::{
-    atomic::{self, AtomicHistogram, Config, StripedCounter},
+    atomic::{self, AtomicHistogram, Config, Merged, StripedCounter},
     error::{Error, Result},
     key::Key,
     recorder::{Counter, Description, Gauge, Histogram, MetricKind, Recorder, Unit},
@@ -349,7 +347,7 @@ impl Registry {
             .sum()
     }
 
-    fn collect(&self) -> Vec<(Key, Series, Option<Hdr<u64>>)> {
+    fn collect(&self) -> Vec<(Key, Series, Option<Merged>)> {
         let series: Vec<(Key, Series)> = {
             let state = self.read();
             state
@@ -361,11 +359,11 @@ impl Registry {
         series
             .into_iter()
             .map(|(key, series)| {
-                let hdr = match &series {
-                    Series::Histogram(_, h) => Some(h.to_hdr()),
+                let merged = match &series {
+                    Series::Histogram(_, h) => Some(h.merged()),
                     _ => None,
                 };
-                (key, series, hdr)
+                (key, series, merged)
             })
             .collect()
     }
@@ -469,7 +467,7 @@ pub struct Interval {
 
 #[derive(Debug)]
 enum Previous {
-    Histogram(Hdr<u64>),
+    Histogram(Merged),
     Counter(u64),
 }
 
@@ -478,17 +476,16 @@ impl Interval {
     pub fn snapshot(&mut self) -> Snapshot {
         let current = self.registry.collect();
         let mut rows = Vec::with_capacity(current.len());
-        for (key, series, hdr) in current {
-            let (row, keep) = match (&series, hdr) {
-                (Series::Histogram(..), Some(hdr)) => {
-                    let mut delta = hdr.clone();
-                    if let Some(Previous::Histogram(prev)) = self.previous.get(&key) {
-                        // Counts only grow, so the subtraction cannot underflow.
-                        let _ = delta.subtract(prev);
-                    }
+        for (key, series, merged) in current {
+            let (row, keep) = match (&series, merged) {
+                (Series::Histogram(..), Some(merged)) => {
+                    let delta = match self.previous.get(&key) {
+                        Some(Previous::Histogram(earlier)) => merged.since(earlier),
+                        _ => merged.clone(),
+                    };
                     (
                         (key.clone(), series, Some(delta), None),
-                        Previous::Histogram(hdr),
+                        Previous::Histogram(merged),
                     )
                 }
                 (Series::Counter(c), _) => {

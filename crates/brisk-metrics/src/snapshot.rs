@@ -4,9 +4,8 @@ use std::{
     sync::atomic::Ordering::Relaxed,
 };
 
-use hdrhistogram::Histogram as Hdr;
-
 use crate::{
+    atomic::Merged,
     key::{Key, write_escaped},
     recorder::Unit,
     registry::Series,
@@ -177,42 +176,41 @@ impl Snapshot {
         // Series are sorted by name, so each family's samples are contiguous.
         let mut family = Family {
             help: &self.help,
-            current: String::new(),
+            name: "",
+            suffix: "",
         };
+        // Each series' labels are escaped once, and each bucket bound is formatted once per
+        // run of series that share the bounds (every series of a unit does), not per line.
+        let mut labels = String::new();
+        let mut bounds: Vec<(f64, String)> = Vec::new();
         for h in &self.histograms {
             family.start(out, &h.name, "", "histogram")?;
-            for b in &h.buckets {
-                let le = fmt_f64(b.le);
-                sample(
-                    out,
-                    &h.name,
-                    "_bucket",
-                    &h.labels,
-                    Some(("le", &le)),
-                    &b.count.to_string(),
-                )?;
+            render_labels(&mut labels, &h.labels)?;
+            if bounds.len() != h.buckets.len()
+                || bounds
+                    .iter()
+                    .zip(&h.buckets)
+                    .any(|((le, _), b)| le.to_bits() != b.le.to_bits())
+            {
+                bounds = h.buckets.iter().map(|b| (b.le, fmt_f64(b.le))).collect();
+            }
+            for (b, (_, le)) in h.buckets.iter().zip(&bounds) {
+                sample(out, &h.name, "_bucket", &labels, Some(("le", le)), b.count)?;
             }
             sample(
                 out,
                 &h.name,
                 "_bucket",
-                &h.labels,
+                &labels,
                 Some(("le", "+Inf")),
-                &h.count.to_string(),
+                h.count,
             )?;
-            sample(out, &h.name, "_sum", &h.labels, None, &fmt_f64(h.sum))?;
-            sample(
-                out,
-                &h.name,
-                "_count",
-                &h.labels,
-                None,
-                &h.count.to_string(),
-            )?;
+            sample(out, &h.name, "_sum", &labels, None, Float(h.sum))?;
+            sample(out, &h.name, "_count", &labels, None, h.count)?;
         }
         for h in self.histograms.iter().filter(|_| quantiles) {
             family.start(out, &h.name, "_quantiles", "summary")?;
-            let name = format!("{}_quantiles", h.name);
+            render_labels(&mut labels, &h.labels)?;
             let quantiles = [
                 ("0.5", h.p50),
                 ("0.9", h.p90),
@@ -221,25 +219,21 @@ impl Snapshot {
                 ("0.999", h.p999),
             ];
             for (q, v) in quantiles {
-                sample(
-                    out,
-                    &name,
-                    "",
-                    &h.labels,
-                    Some(("quantile", q)),
-                    &fmt_f64(v),
-                )?;
+                let extra = Some(("quantile", q));
+                sample(out, &h.name, "_quantiles", &labels, extra, Float(v))?;
             }
-            sample(out, &name, "_sum", &h.labels, None, &fmt_f64(h.sum))?;
-            sample(out, &name, "_count", &h.labels, None, &h.count.to_string())?;
+            sample(out, &h.name, "_quantiles_sum", &labels, None, Float(h.sum))?;
+            sample(out, &h.name, "_quantiles_count", &labels, None, h.count)?;
         }
         for c in &self.counters {
             family.start(out, &c.name, "", "counter")?;
-            sample(out, &c.name, "", &c.labels, None, &c.value.to_string())?;
+            render_labels(&mut labels, &c.labels)?;
+            sample(out, &c.name, "", &labels, None, c.value)?;
         }
         for g in &self.gauges {
             family.start(out, &g.name, "", "gauge")?;
-            sample(out, &g.name, "", &g.labels, None, &g.value.to_string())?;
+            render_labels(&mut labels, &g.labels)?;
+            sample(out, &g.name, "", &labels, None, g.value)?;
         }
         Ok(())
     }
@@ -252,21 +246,21 @@ pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=ut
 /// Writes the `# HELP` and `# TYPE` lines whenever a new metric family begins.
 struct Family<'a> {
     help: &'a BTreeMap<String, String>,
-    current: String,
+    name: &'a str,
+    suffix: &'static str,
 }
 
-impl Family<'_> {
+impl<'a> Family<'a> {
     fn start(
         &mut self,
         out: &mut String,
-        name: &str,
-        suffix: &str,
+        name: &'a str,
+        suffix: &'static str,
         kind: &str,
     ) -> std::fmt::Result {
-        let family = format!("{name}{suffix}");
-        if self.current != family {
+        if (self.name, self.suffix) != (name, suffix) {
             if let Some(help) = self.help.get(name) {
-                write!(out, "# HELP {family} ")?;
+                write!(out, "# HELP {name}{suffix} ")?;
                 for c in help.chars() {
                     match c {
                         '\\' => out.push_str("\\\\"),
@@ -276,52 +270,77 @@ impl Family<'_> {
                 }
                 out.push('\n');
             }
-            writeln!(out, "# TYPE {family} {kind}")?;
-            self.current = family;
+            writeln!(out, "# TYPE {name}{suffix} {kind}")?;
+            (self.name, self.suffix) = (name, suffix);
         }
         Ok(())
     }
 }
 
+/// Renders `labels` as the exposition writes them between braces, escaped: `a="1",b="2"`.
+fn render_labels(out: &mut String, labels: &BTreeMap<String, String>) -> std::fmt::Result {
+    out.clear();
+    for (k, v) in labels {
+        if !out.is_empty() {
+            out.push(',');
+        }
+        out.push_str(k);
+        out.push_str("=\"");
+        write_escaped(out, v)?;
+        out.push('"');
+    }
+    Ok(())
+}
+
+/// A float in the exposition's spelling (`+Inf`, `-Inf`, `NaN`).
+struct Float(f64);
+
+impl std::fmt::Display for Float {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            v if v.is_nan() => f.write_str("NaN"),
+            v if v.is_infinite() && v > 0.0 => f.write_str("+Inf"),
+            v if v.is_infinite() => f.write_str("-Inf"),
+            v => write!(f, "{v}"),
+        }
+    }
+}
+
+/// One sample line: `name{labels,extra} value`, with `labels` already rendered.
 fn sample(
     out: &mut String,
     name: &str,
     suffix: &str,
-    labels: &BTreeMap<String, String>,
+    labels: &str,
     extra: Option<(&str, &str)>,
-    value: &str,
+    value: impl std::fmt::Display,
 ) -> std::fmt::Result {
-    write!(out, "{name}{suffix}")?;
-    let all = labels
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .chain(extra);
-    let mut first = true;
-    for (k, v) in all {
-        out.push_str(if first { "{" } else { "," });
-        first = false;
-        write!(out, "{k}=\"")?;
-        write_escaped(out, v)?;
-        out.push('"');
-    }
-    if !first {
-        out.push('}');
+    out.push_str(name);
+    out.push_str(suffix);
+    match (labels.is_empty(), extra) {
+        (true, None) => {}
+        (_, None) => {
+            out.push('{');
+            out.push_str(labels);
+            out.push('}');
+        }
+        (_, Some((k, v))) => {
+            out.push('{');
+            out.push_str(labels);
+            if !labels.is_empty() {
+                out.push(',');
+            }
+            out.push_str(k);
+            out.push_str("=\"");
+            out.push_str(v);
+            out.push_str("\"}");
+        }
     }
     writeln!(out, " {value}")
 }
 
 fn fmt_f64(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v.is_infinite() {
-        if v > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        }
-    } else {
-        v.to_string()
-    }
+    Float(v).to_string()
 }
 
 fn labels_of(key: &Key) -> BTreeMap<String, String> {
@@ -330,80 +349,79 @@ fn labels_of(key: &Key) -> BTreeMap<String, String> {
         .collect()
 }
 
-/// Summarises an hdrhistogram whose values are stored in `unit`.
+/// Summarises a histogram's merged counts, whose values are stored in `unit`.
 pub(crate) fn summarize(
     key: &Key,
     unit: Unit,
-    hdr: &Hdr<u64>,
+    merged: &Merged,
     saturated: u64,
     bounds: &[f64],
 ) -> HistogramSnapshot {
     let scale = unit.scale();
     let shown = |v: u64| v as f64 * scale;
-    let empty = hdr.is_empty();
-    let q = |q: f64| {
-        if empty {
-            0.0
+    let count = merged.len();
+    let [p50, p90, p95, p99, p999] = merged
+        .values_at_quantiles([0.5, 0.9, 0.95, 0.99, 0.999])
+        .map(shown);
+    let sum = merged.sum();
+    let limits = bounds.iter().map(|&le| {
+        let limit = (le / scale).floor();
+        // Below 0 nothing is at most the bound; `as` saturates at u64::MAX above.
+        if limit < 0.0 {
+            None
         } else {
-            shown(hdr.value_at_quantile(q))
+            Some(limit as u64)
         }
-    };
-    let sum: f64 = hdr
-        .iter_recorded()
-        .map(|v| hdr.median_equivalent(v.value_iterated_to()) as f64 * v.count_at_value() as f64)
-        .sum::<f64>()
-        * scale;
+    });
+    let counted = merged.counts_at_most(limits.clone().flatten());
+    let mut counted = counted.into_iter();
     HistogramSnapshot {
         name: key.name().to_owned(),
         labels: labels_of(key),
         unit,
-        count: hdr.len(),
-        sum,
-        min: if empty { 0.0 } else { shown(hdr.min()) },
-        max: if empty {
+        count,
+        sum: sum * scale,
+        min: shown(merged.min()),
+        max: shown(merged.max()),
+        mean: if count == 0 {
             0.0
         } else {
-            shown(hdr.highest_equivalent(hdr.max()))
+            sum / count as f64 * scale
         },
-        mean: if empty { 0.0 } else { hdr.mean() * scale },
-        p50: q(0.5),
-        p90: q(0.9),
-        p95: q(0.95),
-        p99: q(0.99),
-        p999: q(0.999),
+        p50,
+        p90,
+        p95,
+        p99,
+        p999,
         saturated,
         buckets: bounds
             .iter()
-            .map(|&le| {
-                let limit = (le / scale).floor();
-                let count = if limit < 0.0 {
-                    0
-                } else {
-                    hdr.count_between(0, limit.min(u64::MAX as f64) as u64)
-                };
-                Bucket { le, count }
+            .zip(limits)
+            .map(|(&le, limit)| Bucket {
+                le,
+                count: limit.map_or(0, |_| counted.next().unwrap_or(0)),
             })
             .collect(),
     }
 }
 
-/// Builds a snapshot from collected series. `hdr` is the (possibly interval) histogram and
+/// Builds a snapshot from collected series. `merged` is the (possibly interval) histogram and
 /// `counter` an interval counter value overriding the live one.
 pub(crate) fn build(
-    rows: impl Iterator<Item = (Key, Series, Option<Hdr<u64>>, Option<u64>)>,
+    rows: impl Iterator<Item = (Key, Series, Option<Merged>, Option<u64>)>,
     buckets: &HashMap<Unit, Vec<f64>>,
     meta: [(Key, u64); 2],
     mut help: HashMap<String, String>,
 ) -> Snapshot {
     let mut snapshot = Snapshot::default();
-    for (key, series, hdr, counter) in rows {
+    for (key, series, merged, counter) in rows {
         match series {
             Series::Histogram(unit, h) => {
-                let hdr = hdr.unwrap_or_else(|| h.to_hdr());
+                let merged = merged.unwrap_or_else(|| h.merged());
                 let bounds = buckets.get(&unit).map_or(&[][..], Vec::as_slice);
                 snapshot
                     .histograms
-                    .push(summarize(&key, unit, &hdr, h.saturated(), bounds));
+                    .push(summarize(&key, unit, &merged, h.saturated(), bounds));
             }
             Series::Counter(c) => snapshot.counters.push(CounterSnapshot {
                 name: key.name().to_owned(),
