@@ -94,7 +94,26 @@ struct Flight<T, E> {
     /// [`RUNNING`] or [`ORPHANED`]. An atomic rather than a mutex: with a thousand waiters on
     /// one key, each reads it twice, and a lock there was most of the hot key's cost.
     state: AtomicU8,
-    notify: Notify,
+    /// Waiters sleep on one of these, spread by thread: with a thousand waiters on one key,
+    /// a single `Notify`'s lock was where they queued (tokio's `watch` spreads the same way).
+    notify: [Notify; WAKE_SHARDS],
+}
+
+/// How many `Notify`s a flight spreads its waiters over.
+const WAKE_SHARDS: usize = 8;
+
+thread_local! {
+    /// Which of a flight's `Notify`s this thread's next waiter sleeps on.
+    static WAKE_SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The `Notify` a new waiter registers with, round-robin per thread.
+fn wake_shard() -> usize {
+    WAKE_SHARD.with(|next| {
+        let shard = next.get();
+        next.set((shard + 1) % WAKE_SHARDS);
+        shard
+    })
 }
 
 /// A leader is running the work.
@@ -105,6 +124,13 @@ const ORPHANED: u8 = 1;
 impl<T, E> Flight<T, E> {
     fn is_orphaned(&self) -> bool {
         self.state.load(Ordering::Acquire) == ORPHANED
+    }
+
+    /// Wakes every waiter, whichever `Notify` it sleeps on.
+    fn notify_all(&self) {
+        for notify in &self.notify {
+            notify.notify_waiters();
+        }
     }
 }
 
@@ -179,7 +205,7 @@ where
                     let flight = Arc::new(Flight {
                         done: OnceLock::new(),
                         state: AtomicU8::new(RUNNING),
-                        notify: Notify::new(),
+                        notify: std::array::from_fn(|_| Notify::new()),
                     });
                     map.insert(key.to_owned(), Arc::clone(&flight));
                     (flight, true)
@@ -279,7 +305,7 @@ where
             if let Some(next) = next_step(&flight) {
                 break next;
             }
-            let mut notified = pin!(flight.notify.notified());
+            let mut notified = pin!(flight.notify[wake_shard()].notified());
             // Registered before the state is read again, so a change after the read wakes us.
             notified.as_mut().enable();
             if let Some(next) = next_step(&flight) {
@@ -364,7 +390,7 @@ where
         if Arc::strong_count(self.flight) > 1 {
             // Only the one leader of a flight completes it, so `set` cannot find a value.
             let _ = self.flight.done.set(outcome.clone());
-            self.flight.notify.notify_waiters();
+            self.flight.notify_all();
         }
         outcome
     }
@@ -393,7 +419,7 @@ where
         }
         self.flight.state.store(ORPHANED, Ordering::Release);
         drop(map);
-        self.flight.notify.notify_waiters();
+        self.flight.notify_all();
     }
 }
 

@@ -130,6 +130,11 @@ impl Layout {
         self.half_count as usize
     }
 
+    /// Words of a chunk's occupancy bitmap, one bit per count, stored before the counts.
+    fn bitmap_words(&self) -> usize {
+        self.chunk_len().div_ceil(64)
+    }
+
     fn chunks(&self) -> usize {
         self.len.div_ceil(self.chunk_len())
     }
@@ -163,6 +168,8 @@ fn thread_slot() -> usize {
     })
 }
 
+/// One power-of-two range of counts, allocated on its first record: an occupancy bitmap (one
+/// bit per count, [`Layout::bitmap_words`] words) followed by the counts.
 type Chunk = Box<[AtomicU64]>;
 
 /// One stripe: lazily allocated chunks of counts.
@@ -215,11 +222,18 @@ impl AtomicHistogram {
         // A chunk is `half_count` long, a power of two: a shift and a mask, not a division
         // (which alone would cost about as much as the rest of the record).
         let chunk = stripe.chunks[index >> self.layout.half_magnitude].get_or_init(|| {
-            (0..self.layout.chunk_len())
+            (0..self.layout.bitmap_words() + self.layout.chunk_len())
                 .map(|_| AtomicU64::new(0))
                 .collect()
         });
-        chunk[index & (self.layout.chunk_len() - 1)].fetch_add(1, Relaxed);
+        let slot = index & (self.layout.chunk_len() - 1);
+        chunk[self.layout.bitmap_words() + slot].fetch_add(1, Relaxed);
+        // Marks the count as used, so a snapshot reads only used counts. Read first: once the
+        // bit is set (after a value's first record) the line is only read.
+        let (word, bit) = (&chunk[slot >> 6], 1 << (slot & 63));
+        if word.load(Relaxed) & bit == 0 {
+            word.fetch_or(bit, Relaxed);
+        }
     }
 
     /// Values recorded above the highest trackable value (and so recorded as it).
@@ -230,40 +244,66 @@ impl AtomicHistogram {
     /// Merges every stripe's counts, visiting only the ranges some stripe has touched.
     /// Concurrent records may or may not be included; none is ever lost.
     pub(crate) fn merged(&self) -> Merged {
+        let mut merged = Merged::empty(self.layout);
+        self.merge_into(&mut merged);
+        merged
+    }
+
+    /// [`merged`](Self::merged), into `out` (its buffer reused across series).
+    pub(crate) fn merge_into(&self, out: &mut Merged) {
         let chunk_len = self.layout.chunk_len();
-        let mut counts = Vec::new();
-        let mut total = 0_u64;
-        // One chunk's counts summed over the stripes: tight loops the compiler unrolls.
-        let mut sums = vec![0_u64; chunk_len];
+        let words = self.layout.bitmap_words();
+        out.layout = self.layout;
+        out.counts.clear();
+        let (counts, mut total, mut sum) = (&mut out.counts, 0_u64, 0.0_f64);
+        let mut touched: Vec<&Chunk> = Vec::with_capacity(self.stripes.len());
+        let mut used = vec![0_u64; words];
         for c in 0..self.layout.chunks() {
-            let mut touched = self
-                .stripes
-                .iter()
-                .filter_map(|stripe| stripe.chunks[c].get());
-            let Some(first) = touched.next() else {
+            touched.clear();
+            touched.extend(
+                self.stripes
+                    .iter()
+                    .filter_map(|stripe| stripe.chunks[c].get()),
+            );
+            if touched.is_empty() {
                 continue;
-            };
-            for (sum, count) in sums.iter_mut().zip(first.iter()) {
-                *sum = count.load(Relaxed);
             }
-            for chunk in touched {
-                for (sum, count) in sums.iter_mut().zip(chunk.iter()) {
-                    *sum = sum.saturating_add(count.load(Relaxed));
+            // The counts any stripe has used; a count whose bit is not yet visible belongs
+            // to a record still under way, and the next snapshot has it.
+            used.fill(0);
+            for chunk in &touched {
+                for (word, bits) in used.iter_mut().zip(chunk.iter()) {
+                    *word |= bits.load(Relaxed);
                 }
             }
             let base = c * chunk_len;
-            for (i, &n) in sums.iter().enumerate() {
-                if n > 0 {
-                    counts.push((base + i, n));
-                    total = total.saturating_add(n);
+            // Every count of a chunk has the same range width: the sum of its values is
+            // summed in integers, then scaled once.
+            let (mut chunk_total, mut chunk_sum) = (0_u64, 0_u128);
+            for (w, &word) in used.iter().enumerate() {
+                let mut bits = word;
+                while bits != 0 {
+                    let slot = w * 64 + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    let n = match touched.as_slice() {
+                        [only] => only[words + slot].load(Relaxed),
+                        all => all.iter().fold(0_u64, |sum, chunk| {
+                            sum.saturating_add(chunk[words + slot].load(Relaxed))
+                        }),
+                    };
+                    if n > 0 {
+                        counts.push((base + slot, n));
+                        chunk_total = chunk_total.saturating_add(n);
+                        chunk_sum += u128::from(self.layout.value_for(base + slot)) * u128::from(n);
+                    }
                 }
             }
+            total = total.saturating_add(chunk_total);
+            // Each value is taken at the middle of its range, as hdrhistogram's mean does.
+            let half_range = u128::from(self.layout.range_for(base) >> 1);
+            sum += (chunk_sum + half_range * u128::from(chunk_total)) as f64;
         }
-        Merged {
-            layout: self.layout,
-            counts,
-            total,
-        }
+        (out.total, out.sum) = (total, sum);
     }
 
     /// Merges every stripe into an hdrhistogram (tests compare [`Merged`] against it).
@@ -278,7 +318,8 @@ impl AtomicHistogram {
 
     /// Bytes of heap this series holds now.
     pub(crate) fn heap_bytes(&self) -> usize {
-        let chunk_bytes = self.layout.chunk_len() * std::mem::size_of::<AtomicU64>();
+        let chunk_bytes = (self.layout.bitmap_words() + self.layout.chunk_len())
+            * std::mem::size_of::<AtomicU64>();
         self.stripes
             .iter()
             .map(|stripe| {
@@ -298,9 +339,21 @@ pub(crate) struct Merged {
     layout: Layout,
     counts: Vec<(usize, u64)>,
     total: u64,
+    /// The sum of the values, each taken at the middle of its range.
+    sum: f64,
 }
 
 impl Merged {
+    /// No values, to be filled by [`AtomicHistogram::merge_into`].
+    pub(crate) fn empty(layout: Layout) -> Self {
+        Self {
+            layout,
+            counts: Vec::new(),
+            total: 0,
+            sum: 0.0,
+        }
+    }
+
     /// Values recorded.
     pub(crate) fn len(&self) -> u64 {
         self.total
@@ -322,10 +375,7 @@ impl Merged {
 
     /// The sum of the values, each taken at the middle of its range (as hdrhistogram's mean).
     pub(crate) fn sum(&self) -> f64 {
-        self.counts
-            .iter()
-            .map(|&(index, n)| self.layout.median_for(index) as f64 * n as f64)
-            .sum()
+        self.sum
     }
 
     /// The value at `quantile` (0..=1), as hdrhistogram's `value_at_quantile` (0 when empty).
@@ -393,22 +443,18 @@ impl Merged {
     /// only grow; one that did not is taken as 0).
     pub(crate) fn since(&self, earlier: &Self) -> Self {
         let mut before = earlier.counts.iter().peekable();
-        let mut counts = Vec::with_capacity(self.counts.len());
-        let mut total = 0_u64;
+        let mut since = Self::empty(self.layout);
         for &(index, n) in &self.counts {
             while before.next_if(|&&(i, _)| i < index).is_some() {}
             let old = before.next_if(|&&(i, _)| i == index).map_or(0, |&(_, n)| n);
             let delta = n.saturating_sub(old);
             if delta > 0 {
-                counts.push((index, delta));
-                total += delta;
+                since.counts.push((index, delta));
+                since.total += delta;
+                since.sum += self.layout.median_for(index) as f64 * delta as f64;
             }
         }
-        Self {
-            layout: self.layout,
-            counts,
-            total,
-        }
+        since
     }
 }
 

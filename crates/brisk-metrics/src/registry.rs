@@ -31,7 +31,7 @@ const CONFLICT_METRIC: &str = "brisk_metrics_kind_conflicts_total";
 /// let snapshot = registry.snapshot();
 /// let q = snapshot.histogram("query_seconds", &[]).unwrap();
 /// assert_eq!(q.count, 1);
-/// assert!((q.p99 - 0.003).abs() < 0.003 * 0.001);
+/// assert!((q.p99 - 0.003).abs() < 0.003 * 0.01);
 /// # Ok(())
 /// # }
 /// ```
@@ -115,12 +115,12 @@ impl Default for RegistryBuilder {
                 duration: Config {
                     low: 1,
                     high: 3_600_000_000,
-                    sigfig: 3,
+                    sigfig: 2,
                 },
                 value: Config {
                     low: 1,
                     high: 1 << 40,
-                    sigfig: 3,
+                    sigfig: 2,
                 },
                 stripes: atomic::default_stripes(),
                 max_label_sets: 1000,
@@ -152,8 +152,9 @@ impl RegistryBuilder {
         self
     }
 
-    /// Significant decimal digits every histogram keeps (0 to 5). Default: 3, i.e. values are
-    /// accurate to 0.1 %.
+    /// Significant decimal digits every histogram keeps (0 to 5). Default: 2, i.e. values are
+    /// accurate to 1 %. Each digit more costs about 8× the memory per series and per snapshot
+    /// (3 digits: 0.1 %, about 60 KiB for latencies over 1 µs..100 ms).
     pub fn significant_digits(mut self, digits: u8) -> Self {
         self.settings.duration.sigfig = digits;
         self.settings.value.sigfig = digits;
@@ -310,7 +311,8 @@ impl Registry {
 
     /// A point-in-time view of every series, cumulative since the registry was created.
     pub fn snapshot(&self) -> Snapshot {
-        let series = self.collect();
+        // Histograms are merged as the snapshot summarises them, one buffer for all.
+        let series = self.collect(false);
         snapshot::build(
             series
                 .into_iter()
@@ -347,7 +349,8 @@ impl Registry {
             .sum()
     }
 
-    fn collect(&self) -> Vec<(Key, Series, Option<Merged>)> {
+    /// Every series, with each histogram's merged counts if `merge`.
+    fn collect(&self, merge: bool) -> Vec<(Key, Series, Option<Merged>)> {
         let series: Vec<(Key, Series)> = {
             let state = self.read();
             state
@@ -360,7 +363,7 @@ impl Registry {
             .into_iter()
             .map(|(key, series)| {
                 let merged = match &series {
-                    Series::Histogram(_, h) => Some(h.merged()),
+                    Series::Histogram(_, h) if merge => Some(h.merged()),
                     _ => None,
                 };
                 (key, series, merged)
@@ -474,7 +477,7 @@ enum Previous {
 impl Interval {
     /// What was recorded since the previous call.
     pub fn snapshot(&mut self) -> Snapshot {
-        let current = self.registry.collect();
+        let current = self.registry.collect(true);
         let mut rows = Vec::with_capacity(current.len());
         for (key, series, merged) in current {
             let (row, keep) = match (&series, merged) {

@@ -33,7 +33,7 @@ pub struct Snapshot {
 }
 
 /// Summary of one histogram series. Quantiles, min, max, mean and sum are accurate to the
-/// histogram's precision (0.1 % by default); count is exact.
+/// histogram's precision (1 % by default); count is exact.
 #[derive(Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HistogramSnapshot {
@@ -313,7 +313,7 @@ fn sample(
     suffix: &str,
     labels: &str,
     extra: Option<(&str, &str)>,
-    value: impl std::fmt::Display,
+    value: impl SampleValue,
 ) -> std::fmt::Result {
     out.push_str(name);
     out.push_str(suffix);
@@ -336,7 +336,49 @@ fn sample(
             out.push_str("\"}");
         }
     }
-    writeln!(out, " {value}")
+    out.push(' ');
+    value.write_to(out)?;
+    out.push('\n');
+    Ok(())
+}
+
+/// A sample's value, written without the formatting machinery where it can be.
+trait SampleValue {
+    fn write_to(&self, out: &mut String) -> std::fmt::Result;
+}
+
+impl SampleValue for u64 {
+    fn write_to(&self, out: &mut String) -> std::fmt::Result {
+        let mut digits = [0_u8; 20];
+        let mut at = digits.len();
+        let mut rest = *self;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        // ASCII digits.
+        out.extend(digits[at..].iter().map(|&digit| char::from(digit)));
+        Ok(())
+    }
+}
+
+impl SampleValue for i64 {
+    fn write_to(&self, out: &mut String) -> std::fmt::Result {
+        if *self < 0 {
+            out.push('-');
+        }
+        self.unsigned_abs().write_to(out)
+    }
+}
+
+impl SampleValue for Float {
+    fn write_to(&self, out: &mut String) -> std::fmt::Result {
+        write!(out, "{self}")
+    }
 }
 
 fn fmt_f64(v: f64) -> String {
@@ -414,14 +456,25 @@ pub(crate) fn build(
     mut help: HashMap<String, String>,
 ) -> Snapshot {
     let mut snapshot = Snapshot::default();
+    // One buffer for every series merged here.
+    let mut scratch: Option<Merged> = None;
     for (key, series, merged, counter) in rows {
         match series {
             Series::Histogram(unit, h) => {
-                let merged = merged.unwrap_or_else(|| h.merged());
+                let merged = match merged {
+                    Some(merged) => &*scratch.insert(merged),
+                    None => match &mut scratch {
+                        Some(buffer) => {
+                            h.merge_into(buffer);
+                            &*buffer
+                        }
+                        None => &*scratch.insert(h.merged()),
+                    },
+                };
                 let bounds = buckets.get(&unit).map_or(&[][..], Vec::as_slice);
                 snapshot
                     .histograms
-                    .push(summarize(&key, unit, &merged, h.saturated(), bounds));
+                    .push(summarize(&key, unit, merged, h.saturated(), bounds));
             }
             Series::Counter(c) => snapshot.counters.push(CounterSnapshot {
                 name: key.name().to_owned(),
@@ -474,6 +527,21 @@ mod tests {
         assert_eq!(ratio(0, 0), None);
         assert_eq!(ratio(5, 0), None);
         assert_eq!(ratio(1, 4), Some(0.25));
+    }
+
+    #[test]
+    fn integers_are_written_in_full() {
+        let mut out = String::new();
+        for value in [0, 7, 10, 1_000_000, u64::MAX] {
+            out.clear();
+            value.write_to(&mut out).unwrap();
+            assert_eq!(out, value.to_string());
+        }
+        for value in [0, -1, 42, i64::MIN, i64::MAX] {
+            out.clear();
+            value.write_to(&mut out).unwrap();
+            assert_eq!(out, value.to_string());
+        }
     }
 
     #[test]
