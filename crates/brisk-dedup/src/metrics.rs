@@ -42,6 +42,11 @@ pub const METRICS: &[Description] = &[
         kind: MetricKind::Counter,
         help: "Leases whose release (and result announcement) failed; followers take over when the lease expires.",
     },
+    Description {
+        name: "brisk_dedup_local_fallbacks_total",
+        kind: MetricKind::Counter,
+        help: "Executions run with in-process single-flight only, because Redis could not be reached (local_fallback).",
+    },
 ];
 
 /// The counters a group reports, each labelled `name="<name>"`.
@@ -68,6 +73,10 @@ pub(crate) struct Metrics {
     /// lease (and announce its outcome); followers wait for the lease to expire.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) release_failures: Counter,
+    /// `brisk_dedup_local_fallbacks_total`: executions run without Redis because it could not
+    /// be reached.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) local_fallbacks: Counter,
 }
 
 impl Metrics {
@@ -81,6 +90,7 @@ impl Metrics {
             remote_results: Counter::noop(),
             lease_lost: Counter::noop(),
             release_failures: Counter::noop(),
+            local_fallbacks: Counter::noop(),
         }
     }
 
@@ -104,6 +114,7 @@ impl Metrics {
             remote_results: counter("brisk_dedup_remote_results_total"),
             lease_lost: counter("brisk_dedup_lease_lost_total"),
             release_failures: counter("brisk_dedup_release_failures_total"),
+            local_fallbacks: counter("brisk_dedup_local_fallbacks_total"),
         }
     }
 }

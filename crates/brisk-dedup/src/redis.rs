@@ -211,6 +211,8 @@ struct Settings {
     poll_min: Duration,
     poll_max: Duration,
     wait_timeout: Option<Duration>,
+    redis_timeout: Duration,
+    local_fallback: bool,
 }
 
 /// The Redis keys of one flight; they share a `{hash tag}`, so one script may touch them all.
@@ -274,6 +276,8 @@ where
                 poll_min: Duration::from_millis(2),
                 poll_max: Duration::from_millis(50),
                 wait_timeout: None,
+                redis_timeout: Duration::from_secs(2),
+                local_fallback: false,
             },
             metrics: Metrics::noop(),
             value: PhantomData,
@@ -286,6 +290,8 @@ where
     /// # Errors
     /// [`Error::Work`] or [`Error::Panicked`] when the work ran here, [`Error::Remote`] when it
     /// failed in another instance, [`Error::WaitTimeout`], [`Error::Redis`], [`Error::Store`].
+    /// With [`local_fallback`](RedisFlightBuilder::local_fallback), an unreachable Redis is
+    /// not an error: the work runs here instead.
     pub async fn run<F, Fut>(&self, key: &str, work: F) -> Result<T, Error<E>>
     where
         F: FnOnce() -> Fut,
@@ -307,15 +313,21 @@ where
         let mut took_over = false;
         let mut followed = false;
         loop {
-            let holder: String = self
-                .scripts
-                .acquire
-                .key(&keys.lease)
-                .arg(&token)
-                .arg(millis(self.settings.lease_ttl))
-                .invoke_async(&mut self.conn.clone())
-                .await
-                .map_err(|source| redis_error("acquire lease", key, source))?;
+            let acquired: Result<String, _> = self
+                .bounded(
+                    self.scripts
+                        .acquire
+                        .key(&keys.lease)
+                        .arg(&token)
+                        .arg(millis(self.settings.lease_ttl))
+                        .invoke_async(&mut self.conn.clone()),
+                )
+                .await;
+            let holder = match acquired {
+                Ok(holder) => holder,
+                Err(source) if self.falls_back(&source) => return self.run_here(key, work).await,
+                Err(source) => return Err(redis_error("acquire lease", key, source)),
+            };
             if holder == token {
                 if took_over {
                     self.metrics.handovers.increment();
@@ -327,9 +339,17 @@ where
                 self.metrics.coalesced.increment();
                 followed = true;
             }
-            match self.follow(key, &keys, &holder, started, deadline).await? {
-                Followed::Finished(result) => return result,
-                Followed::TakeOver => took_over = true,
+            match self.follow(key, &keys, &holder, started, deadline).await {
+                Ok(Followed::Finished(result)) => return result,
+                Ok(Followed::TakeOver) => took_over = true,
+                // Redis went away while this caller followed another instance's execution.
+                Err(Error::Redis { source, .. }) if self.falls_back(&source) => {
+                    return self.run_here(key, work).await;
+                }
+                Err(Error::Store { .. }) if self.settings.local_fallback => {
+                    return self.run_here(key, work).await;
+                }
+                Err(error) => return Err(error),
             }
         }
     }
@@ -361,24 +381,30 @@ where
         };
         let outcome = catch::outcome(outcome, key, &self.metrics);
         let status = match &outcome {
-            Ok(value) => match self.store.save(key, value).await {
-                Ok(()) => "ok".to_owned(),
-                // Followers will not find the value, so they run the work themselves.
-                Err(_) => "retry".to_owned(),
-            },
+            Ok(value) => {
+                let saved =
+                    tokio::time::timeout(self.settings.redis_timeout, self.store.save(key, value));
+                match saved.await {
+                    Ok(Ok(())) => "ok".to_owned(),
+                    // Followers will not find the value, so they run the work themselves.
+                    Ok(Err(_)) | Err(_) => "retry".to_owned(),
+                }
+            }
             Err(Error::Work { error, .. }) => format!("err:{error}"),
             Err(Error::Panicked { message, .. }) => format!("err:panicked: {message}"),
             Err(other) => format!("err:{other}"),
         };
         let released = self
-            .scripts
-            .release
-            .key(&keys.lease)
-            .key(keys.done(token))
-            .arg(token)
-            .arg(status)
-            .arg(millis(self.done_ttl()))
-            .invoke_async::<()>(&mut self.conn.clone())
+            .bounded(
+                self.scripts
+                    .release
+                    .key(&keys.lease)
+                    .key(keys.done(token))
+                    .arg(token)
+                    .arg(status)
+                    .arg(millis(self.done_ttl()))
+                    .invoke_async::<()>(&mut self.conn.clone()),
+            )
             .await;
         // The work's outcome stands even if announcing it failed: followers take over when
         // the lease expires.
@@ -388,18 +414,57 @@ where
         outcome
     }
 
+    /// Whether `error` means Redis cannot be reached now and the caller should run the work
+    /// without it ([`local_fallback`](RedisFlightBuilder::local_fallback) on).
+    fn falls_back(&self, error: &redis::RedisError) -> bool {
+        self.settings.local_fallback && is_outage(error)
+    }
+
+    /// Runs the work in this process, without Redis: the group's in-process single-flight
+    /// still holds, so it runs once here however many callers wait.
+    async fn run_here<F, Fut>(&self, key: &str, work: F) -> Result<T, Error<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.metrics.local_fallbacks.increment();
+        self.metrics.executions.increment();
+        let outcome = CatchUnwind::new(async move { work().await }).await;
+        catch::outcome(outcome, key, &self.metrics)
+    }
+
+    /// One of the flight's own Redis calls, bounded by `redis_timeout`: a connection that
+    /// waits out a reconnection does not hold the caller longer than that.
+    async fn bounded<R>(
+        &self,
+        call: impl Future<Output = redis::RedisResult<R>>,
+    ) -> redis::RedisResult<R> {
+        match tokio::time::timeout(self.settings.redis_timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!(
+                    "no reply from Redis within {:?} (redis_timeout)",
+                    self.settings.redis_timeout
+                ),
+            ))),
+        }
+    }
+
     /// Extends the lease every third of its TTL while the token is still ours; returns when
     /// the lease was lost. Redis errors are retried at the next tick.
     async fn extend_while_running(&self, lease_key: &str, token: &str) {
         loop {
             tokio::time::sleep(self.settings.lease_ttl / 3).await;
             let extended: Result<i64, _> = self
-                .scripts
-                .extend
-                .key(lease_key)
-                .arg(token)
-                .arg(millis(self.settings.lease_ttl))
-                .invoke_async(&mut self.conn.clone())
+                .bounded(
+                    self.scripts
+                        .extend
+                        .key(lease_key)
+                        .arg(token)
+                        .arg(millis(self.settings.lease_ttl))
+                        .invoke_async(&mut self.conn.clone()),
+                )
                 .await;
             if extended == Ok(0) {
                 self.metrics.lease_lost.increment();
@@ -420,12 +485,14 @@ where
         let mut interval = self.settings.poll_min;
         loop {
             let (state, status): (i64, String) = self
-                .scripts
-                .observe
-                .key(&keys.lease)
-                .key(&done_key)
-                .arg(holder)
-                .invoke_async(&mut self.conn.clone())
+                .bounded(
+                    self.scripts
+                        .observe
+                        .key(&keys.lease)
+                        .key(&done_key)
+                        .arg(holder)
+                        .invoke_async(&mut self.conn.clone()),
+                )
                 .await
                 .map_err(|source| redis_error("poll lease", key, source))?;
             match state {
@@ -454,11 +521,18 @@ where
                     if status != "ok" {
                         return Ok(Followed::TakeOver);
                     }
-                    let loaded = self.store.load(key).await.map_err(|error| Error::Store {
-                        op: "load",
-                        key: format!("{key:?}"),
-                        message: error.to_string(),
-                    })?;
+                    let loaded =
+                        tokio::time::timeout(self.settings.redis_timeout, self.store.load(key))
+                            .await
+                            .map_err(|_| {
+                                format!("no reply within {:?}", self.settings.redis_timeout)
+                            })
+                            .and_then(|loaded| loaded.map_err(|error| error.to_string()))
+                            .map_err(|message| Error::Store {
+                                op: "load",
+                                key: format!("{key:?}"),
+                                message,
+                            })?;
                     return Ok(match loaded {
                         Some(value) => {
                             self.metrics.remote_results.increment();
@@ -528,6 +602,27 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
         self
     }
 
+    /// How long each of the flight's Redis calls (lease, poll, release, and the store's save
+    /// and load) may take before it counts as failed, as Redis being unreachable would.
+    /// A reconnecting connection (redis' `ConnectionManager` retries for about 6 s by
+    /// default) otherwise holds callers for as long as it retries. Default: 2 s;
+    /// [`build`](Self::build) refuses zero.
+    pub fn redis_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.redis_timeout = timeout;
+        self
+    }
+
+    /// When Redis cannot be reached (refused, dropped, no reply within
+    /// [`redis_timeout`](Self::redis_timeout), loading, failing over), run the work in this
+    /// process instead of failing with [`Error::Redis`]: callers in one process still share
+    /// one execution, but each instance runs its own until Redis is back. Counted in
+    /// `brisk_dedup_local_fallbacks_total`. Default: off, so an outage is visible to callers
+    /// and no instance runs work the others may be running.
+    pub fn local_fallback(mut self, enabled: bool) -> Self {
+        self.settings.local_fallback = enabled;
+        self
+    }
+
     /// Reports the counters described in [`Builder::metrics`](crate::SingleFlightBuilder::metrics).
     pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
         self.metrics = Metrics::new(recorder, name);
@@ -542,6 +637,13 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
                 "lease_ttl",
                 settings.lease_ttl,
                 "at least 3 ms (the leader extends it every third)",
+            ));
+        }
+        if settings.redis_timeout.is_zero() {
+            return Err(Error::config(
+                "redis_timeout",
+                settings.redis_timeout,
+                "more than zero",
             ));
         }
         if settings.poll_min < Duration::from_micros(100) {
@@ -605,6 +707,25 @@ fn flatten<E>(error: Error<Error<E>>) -> Error<E> {
         Error::Redis { op, key, source } => Error::Redis { op, key, source },
         Error::Store { op, key, message } => Error::Store { op, key, message },
     }
+}
+
+/// Errors that mean Redis cannot serve now (down, unreachable, too slow, loading, failing
+/// over), as opposed to a request it refused.
+fn is_outage(error: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    error.is_io_error()
+        || error.is_connection_refusal()
+        || error.is_connection_dropped()
+        || error.is_timeout()
+        || matches!(
+            error.kind(),
+            ErrorKind::Server(
+                ServerErrorKind::BusyLoading
+                    | ServerErrorKind::TryAgain
+                    | ServerErrorKind::ClusterDown
+                    | ServerErrorKind::MasterDown
+            )
+        )
 }
 
 fn redis_error<E>(op: &'static str, key: &str, source: redis::RedisError) -> Error<E> {

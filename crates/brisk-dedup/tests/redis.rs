@@ -339,6 +339,7 @@ async fn out_of_range_settings_are_refused_not_clamped() {
             builder().poll_interval(ms(5), ms(1)).build(),
             "poll_interval",
         ),
+        (builder().redis_timeout(ms(0)).build(), "redis_timeout"),
     ] {
         match built.err() {
             Some(Error::Config { setting: got, .. }) => assert_eq!(got, setting),
@@ -365,4 +366,175 @@ async fn a_release_that_fails_is_counted_and_the_leader_keeps_its_value() {
     assert_eq!(value.unwrap(), "done");
     assert_eq!(count(&registry, "brisk_dedup_release_failures_total"), 1);
     assert_eq!(count(&registry, "brisk_dedup_executions_total"), 1);
+}
+
+type Managed = RedisFlight<ConnectionManager, RedisStore<ConnectionManager>, String, String>;
+
+/// A connection that retries reconnecting every 100 ms for as long as Redis is down, so a
+/// command sent during an outage waits until Redis is back: only `redis_timeout` bounds it.
+async fn patient_connection(url: &str) -> ConnectionManager {
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_min_delay(Duration::from_millis(100))
+        .set_max_delay(Duration::from_millis(100))
+        .set_number_of_retries(100_000);
+    ConnectionManager::new_with_config(redis::Client::open(url).unwrap(), config)
+        .await
+        .unwrap()
+}
+
+/// An instance on a patient connection, reporting to `registry`, with `local_fallback` on
+/// or off.
+async fn managed(url: &str, registry: &Registry, local_fallback: bool) -> Managed {
+    let conn = patient_connection(url).await;
+    RedisFlight::builder(conn.clone(), RedisStore::new(conn))
+        .lease_ttl(Duration::from_secs(10))
+        .poll_interval(Duration::from_millis(1), Duration::from_millis(20))
+        .redis_timeout(Duration::from_millis(300))
+        .local_fallback(local_fallback)
+        .metrics(registry, "test")
+        .build()
+        .unwrap()
+}
+
+/// Calls `flight` until a call runs without falling back, i.e. its connection reaches Redis.
+async fn until_redis_serves(flight: &Managed, registry: &Registry) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let before = count(registry, "brisk_dedup_local_fallbacks_total");
+        let value = flight
+            .run("probe", || async { Ok("probe".to_owned()) })
+            .await;
+        assert_eq!(value.unwrap(), "probe");
+        if count(registry, "brisk_dedup_local_fallbacks_total") == before {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no reconnection in 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A connection that waits out an outage would hold every caller until Redis is back;
+/// `redis_timeout` turns the wait into `Error::Redis` (a timeout), and the default stays an
+/// error rather than a local execution.
+#[tokio::test]
+async fn redis_timeout_bounds_a_call_that_waits_for_a_reconnection() {
+    let mut server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let strict = managed(&server.url(), &registry, false).await;
+    assert_eq!(
+        strict
+            .run("k", || async { Ok("v".to_owned()) })
+            .await
+            .unwrap(),
+        "v"
+    );
+    server.kill();
+    // The first command meets the dropped connection (broken pipe); the next ones wait for
+    // the reconnection.
+    let first = strict.run("k", || async { Ok("v".to_owned()) }).await;
+    assert!(matches!(first, Err(Error::Redis { .. })), "{first:?}");
+    let ran = AtomicUsize::new(0);
+    let result = strict
+        .run("k", || async {
+            ran.fetch_add(1, Ordering::SeqCst);
+            Ok("v".to_owned())
+        })
+        .await;
+    match result {
+        Err(Error::Redis { op, source, .. }) => {
+            assert_eq!(op, "acquire lease");
+            assert!(source.is_timeout(), "{source}");
+        }
+        other => panic!("expected a Redis timeout, got {other:?}"),
+    }
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        0,
+        "without local_fallback nothing runs"
+    );
+    assert_eq!(count(&registry, "brisk_dedup_local_fallbacks_total"), 0);
+}
+
+/// Redis is killed while instance A leads and instance B's callers follow it. With
+/// `local_fallback`, B's callers stop following and run the work once in B; A's callers get
+/// A's value; nobody gets an error. Calls made during the outage run locally too, and once
+/// Redis is back the instances share executions again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_local_fallback_a_redis_outage_runs_the_work_in_each_process() {
+    let mut server = RedisServer::start().unwrap();
+    let (registry_a, registry_b) = (Registry::new(), Registry::new());
+    let a = Arc::new(managed(&server.url(), &registry_a, true).await);
+    let b = Arc::new(managed(&server.url(), &registry_b, true).await);
+    let release = Arc::new(Notify::new());
+    let mut tasks = Vec::new();
+    for (name, flight) in [("a", &a), ("b", &b)] {
+        for _ in 0..10 {
+            let (flight, release) = (Arc::clone(flight), Arc::clone(&release));
+            tasks.push(tokio::spawn(async move {
+                flight
+                    .run("report", || async move {
+                        // A's execution waits for the outage; B's, run after it, does not.
+                        if name == "a" {
+                            release.notified().await;
+                        }
+                        Ok(format!("from {name}"))
+                    })
+                    .await
+            }));
+        }
+        // A leads: its callers are in before B's.
+        wait_for(&registry_a, "brisk_dedup_coalesced_total", 9).await;
+    }
+    // B's 9 local callers joined B's caller, which follows A's lease.
+    wait_for(&registry_b, "brisk_dedup_coalesced_total", 10).await;
+    server.kill();
+    wait_for(&registry_b, "brisk_dedup_local_fallbacks_total", 1).await;
+    release.notify_one();
+    let mut values = Vec::new();
+    for task in tasks {
+        values.push(task.await.unwrap().expect("no caller sees the outage"));
+    }
+    assert!(values[..10].iter().all(|v| v == "from a"), "{values:?}");
+    assert!(values[10..].iter().all(|v| v == "from b"), "{values:?}");
+    assert_eq!(count(&registry_a, "brisk_dedup_executions_total"), 1);
+    assert_eq!(count(&registry_b, "brisk_dedup_executions_total"), 1);
+    assert_eq!(count(&registry_b, "brisk_dedup_local_fallbacks_total"), 1);
+    assert_eq!(count(&registry_a, "brisk_dedup_release_failures_total"), 1);
+
+    // A call while Redis is down runs here, without an error.
+    let during = a.run("other", || async { Ok("during".to_owned()) }).await;
+    assert_eq!(during.unwrap(), "during");
+    assert_eq!(count(&registry_a, "brisk_dedup_local_fallbacks_total"), 1);
+
+    // Back: once both connections have reconnected, A and B share one execution again.
+    server.restart().unwrap();
+    until_redis_serves(&a, &registry_a).await;
+    until_redis_serves(&b, &registry_b).await;
+    let started = count(&registry_a, "brisk_dedup_executions_total");
+    let release = Arc::new(Notify::new());
+    let leader = tokio::spawn({
+        let (a, release) = (Arc::clone(&a), Arc::clone(&release));
+        async move {
+            a.run("after", || async move {
+                release.notified().await;
+                Ok("shared".to_owned())
+            })
+            .await
+        }
+    });
+    wait_for(&registry_a, "brisk_dedup_executions_total", started + 1).await;
+    let follower = tokio::spawn({
+        let b = Arc::clone(&b);
+        async move {
+            b.run("after", || async { Ok("not shared".to_owned()) })
+                .await
+        }
+    });
+    wait_for(&registry_b, "brisk_dedup_coalesced_total", 11).await;
+    release.notify_one();
+    assert_eq!(leader.await.unwrap().unwrap(), "shared");
+    assert_eq!(follower.await.unwrap().unwrap(), "shared");
 }
