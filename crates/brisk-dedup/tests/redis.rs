@@ -485,8 +485,10 @@ async fn with_local_fallback_a_redis_outage_runs_the_work_in_each_process() {
                     .await
             }));
         }
-        // A leads: its callers are in before B's.
+        // A leads: its callers have joined and its leader holds the lease (it counts the
+        // execution once it has) before B's callers start.
         wait_for(&registry_a, "brisk_dedup_coalesced_total", 9).await;
+        wait_for(&registry_a, "brisk_dedup_executions_total", 1).await;
     }
     // B's 9 local callers joined B's caller, which follows A's lease.
     wait_for(&registry_b, "brisk_dedup_coalesced_total", 10).await;
