@@ -27,7 +27,7 @@ const STEPS: &[Step] = &[
 ];
 
 pub(crate) fn run() -> Result<()> {
-    cmd::disable_incremental();
+    cmd::lean_builds();
     let started = Instant::now();
     for (index, (name, step)) in STEPS.iter().enumerate() {
         println!("\n==> [{}/{}] {name}", index + 1, STEPS.len());

@@ -17,13 +17,15 @@ pub(crate) struct Cmd {
 }
 
 /// Set by `cargo xtask ci`: every cargo it runs builds without incremental caches.
-static NO_INCREMENTAL: AtomicBool = AtomicBool::new(false);
+static LEAN_BUILDS: AtomicBool = AtomicBool::new(false);
 
-/// Makes every later [`Cmd::cargo`] build without incremental compilation. A CI run builds
-/// each crate once, so the caches only cost disk: on a fresh clone they were about half of
-/// `target/`, and a full disk kills the linker (`ld terminated with signal 7 [Bus error]`).
-pub(crate) fn disable_incremental() {
-    NO_INCREMENTAL.store(true, Ordering::Relaxed);
+/// Makes every later [`Cmd::cargo`] build without incremental compilation and without debug
+/// info. A CI run builds each crate once, so the caches only cost disk: on a fresh clone they
+/// were about half of `target/`, and a full disk kills the linker (`ld terminated with signal
+/// 7 [Bus error]`). Debug info (line tables, and the standard library's, stripped) is most of
+/// each test binary; panics still name their file and line, backtraces their functions.
+pub(crate) fn lean_builds() {
+    LEAN_BUILDS.store(true, Ordering::Relaxed);
 }
 
 impl Cmd {
@@ -39,8 +41,11 @@ impl Cmd {
     pub(crate) fn cargo() -> Self {
         let mut cmd = Self::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
         cmd.shown = "cargo".to_owned();
-        if NO_INCREMENTAL.load(Ordering::Relaxed) {
-            cmd = cmd.env("CARGO_INCREMENTAL", "0");
+        if LEAN_BUILDS.load(Ordering::Relaxed) {
+            cmd = cmd
+                .env("CARGO_INCREMENTAL", "0")
+                .env("CARGO_PROFILE_DEV_DEBUG", "false")
+                .env("CARGO_PROFILE_DEV_STRIP", "debuginfo");
         }
         cmd
     }
