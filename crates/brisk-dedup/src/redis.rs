@@ -14,6 +14,13 @@
 //!
 //! Inside each instance a [`SingleFlight`] runs first, so one process polls Redis once per key
 //! however many of its callers wait.
+//!
+//! The release also `PUBLISH`es the lease key on `<prefix>released`. A flight built with
+//! [`subscribe`](RedisFlightBuilder::subscribe) listens there and wakes its follower of that
+//! key at once; while its subscription is live, its followers poll only at the slow end of
+//! `poll_interval`, as a guard against a lost message.
+
+mod wake;
 
 use std::{
     fmt,
@@ -21,7 +28,10 @@ use std::{
     hash::{BuildHasher, RandomState},
     marker::PhantomData,
     pin::pin,
-    sync::atomic::{AtomicU64, Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::Poll,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
@@ -144,6 +154,7 @@ return 0
 const RELEASE: &str = r"
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+redis.call('PUBLISH', ARGV[4], KEYS[1])
 return 1
 ";
 
@@ -201,6 +212,7 @@ pub struct RedisFlight<C, S, T, E> {
     settings: Settings,
     metrics: Metrics,
     scripts: Scripts,
+    wakeups: Option<Arc<wake::Wakeups>>,
 }
 
 /// What the builder sets and the flight reads.
@@ -270,6 +282,7 @@ where
         RedisFlightBuilder {
             conn,
             store,
+            subscriber: None,
             settings: Settings {
                 prefix: "brisk:dedup:".to_owned(),
                 lease_ttl: Duration::from_secs(10),
@@ -299,6 +312,15 @@ where
     {
         let result = self.local.run(key, || self.run_shared(key, work)).await;
         result.map_err(flatten)
+    }
+
+    /// Whether the pub/sub subscription of [`subscribe`](RedisFlightBuilder::subscribe) is
+    /// live, so followers here are woken by releases (false without `subscribe`, before the
+    /// first follower started it, and while it reconnects). For health checks and tests.
+    pub fn is_subscribed(&self) -> bool {
+        self.wakeups
+            .as_ref()
+            .is_some_and(|wakeups| wakeups.is_subscribed())
     }
 
     async fn run_shared<F, Fut>(&self, key: &str, work: F) -> Result<T, Error<E>>
@@ -403,6 +425,7 @@ where
                     .arg(token)
                     .arg(status)
                     .arg(millis(self.done_ttl()))
+                    .arg(released_channel(&self.settings.prefix))
                     .invoke_async::<()>(&mut self.conn.clone()),
             )
             .await;
@@ -483,7 +506,21 @@ where
     ) -> Result<Followed<T, E>, Error<E>> {
         let done_key = keys.done(holder);
         let mut interval = self.settings.poll_min;
+        let waiter = self
+            .wakeups
+            .as_ref()
+            .map(|wakeups| wakeups.register(&keys.lease));
         loop {
+            // Listening starts before the lease is read: a release published after the read
+            // finds this follower waiting.
+            let mut woken = pin!(waiter.as_ref().map(|waiter| waiter.notify().notified()));
+            if let Some(woken) = woken.as_mut().as_pin_mut() {
+                woken.enable();
+            }
+            if waiter.is_some() && self.wakeups.as_ref().is_some_and(|w| w.is_subscribed()) {
+                // Woken by the release, so polling only guards against a lost message.
+                interval = self.settings.poll_max;
+            }
             let (state, status): (i64, String) = self
                 .bounded(
                     self.scripts
@@ -507,7 +544,12 @@ where
                             waited: started.elapsed(),
                         });
                     }
-                    tokio::time::sleep_until(wake).await;
+                    match woken.as_mut().as_pin_mut() {
+                        Some(woken) => {
+                            let _ = tokio::time::timeout_at(wake, woken).await;
+                        }
+                        None => tokio::time::sleep_until(wake).await,
+                    }
                     interval = (interval * 2).min(self.settings.poll_max);
                 }
                 // Finished there.
@@ -558,6 +600,7 @@ where
 pub struct RedisFlightBuilder<C, S, T, E> {
     conn: C,
     store: S,
+    subscriber: Option<redis::Client>,
     settings: Settings,
     metrics: Metrics,
     value: PhantomData<fn() -> (T, E)>,
@@ -592,6 +635,17 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
     pub fn poll_interval(mut self, min: Duration, max: Duration) -> Self {
         self.settings.poll_min = min;
         self.settings.poll_max = max;
+        self
+    }
+
+    /// Wakes followers by pub/sub the moment the leader in another instance releases, instead
+    /// of at their next poll: the flight opens one subscriber connection from `client` (on
+    /// first use) and keeps it, reconnecting with backoff if it drops. While it is live,
+    /// followers poll only every `poll_interval` max, as a guard against a lost message;
+    /// while it is not, they poll as without it. Default: off (polling only, no extra
+    /// connection).
+    pub fn subscribe(mut self, client: redis::Client) -> Self {
+        self.subscriber = Some(client);
         self
     }
 
@@ -672,9 +726,17 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
             panics: brisk_metrics::Counter::noop(),
             ..self.metrics.clone()
         });
+        let wakeups = self.subscriber.map(|client| {
+            Arc::new(wake::Wakeups::new(
+                client,
+                released_channel(&self.settings.prefix),
+                self.settings.redis_timeout,
+            ))
+        });
         Ok(RedisFlight {
             conn: self.conn,
             store: self.store,
+            wakeups,
             local,
             settings: self.settings,
             metrics: self.metrics,
@@ -744,6 +806,12 @@ fn millis(duration: Duration) -> u64 {
 
 /// A token no other lease holder has: process id, time, a counter, and per-process random
 /// bits from the standard library's randomly seeded hasher.
+/// The channel that releases are published on: one per prefix, so flights with their own
+/// prefix do not wake each other's followers.
+fn released_channel(prefix: &str) -> String {
+    format!("{prefix}released")
+}
+
 fn new_token() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let count = COUNTER.fetch_add(1, Ordering::Relaxed);

@@ -540,3 +540,109 @@ async fn with_local_fallback_a_redis_outage_runs_the_work_in_each_process() {
     assert_eq!(leader.await.unwrap().unwrap(), "shared");
     assert_eq!(follower.await.unwrap().unwrap(), "shared");
 }
+
+/// Waits until `flight`'s subscription is live.
+async fn until_subscribed<C, S>(flight: &RedisFlight<C, S, String, String>)
+where
+    C: redis::aio::ConnectionLike + Clone + Send + Sync,
+    S: brisk_dedup::redis::ResultStore<String>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !flight.is_subscribed() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not subscribed after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A follower that polls only every 30 s gets the leader's value as soon as the leader
+/// releases, because the release is published; after Redis restarts, the subscription comes
+/// back and wakes followers again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribed_followers_are_woken_by_the_release_not_their_next_poll() {
+    let mut server = RedisServer::start().unwrap();
+    let (registry_a, registry_b) = (Registry::new(), Registry::new());
+    let mut a = Arc::new(instance(&server.url(), Duration::from_secs(60), &registry_a).await);
+    let b = {
+        let conn = patient_connection(&server.url()).await;
+        Arc::new(
+            RedisFlight::builder(conn.clone(), RedisStore::new(conn))
+                .poll_interval(Duration::from_secs(30), Duration::from_secs(30))
+                .subscribe(redis::Client::open(server.url()).unwrap())
+                .metrics(&registry_b, "test")
+                .build()
+                .unwrap(),
+        )
+    };
+    assert!(
+        !b.is_subscribed(),
+        "the subscription starts with the first follower"
+    );
+
+    for round in 0..2 {
+        let key = format!("report-{round}");
+        let b_ran_before = count(&registry_b, "brisk_dedup_executions_total");
+        let release = Arc::new(Notify::new());
+        let leader = tokio::spawn({
+            let (a, release, key) = (Arc::clone(&a), Arc::clone(&release), key.clone());
+            async move {
+                a.run(&key, || async move {
+                    release.notified().await;
+                    Ok(format!("from a, round {round}"))
+                })
+                .await
+            }
+        });
+        wait_for(&registry_a, "brisk_dedup_executions_total", round + 1).await;
+        let follower = tokio::spawn({
+            let (b, key) = (Arc::clone(&b), key.clone());
+            async move { b.run(&key, || async { Ok("from b".to_owned()) }).await }
+        });
+        wait_for(&registry_b, "brisk_dedup_coalesced_total", round + 1).await;
+        until_subscribed(&b).await;
+        release.notify_one();
+        assert_eq!(
+            leader.await.unwrap().unwrap(),
+            format!("from a, round {round}")
+        );
+        // Its next poll is 30 s away: only the published release can wake it before then.
+        let followed = tokio::time::timeout(Duration::from_secs(20), follower)
+            .await
+            .expect("the follower was woken by the release")
+            .unwrap();
+        assert_eq!(followed.unwrap(), format!("from a, round {round}"));
+        assert_eq!(
+            count(&registry_b, "brisk_dedup_executions_total"),
+            b_ran_before,
+            "B ran nothing"
+        );
+
+        if round == 0 {
+            // Redis restarts: the subscription drops and is made again.
+            server.kill();
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while b.is_subscribed() {
+                assert!(tokio::time::Instant::now() < deadline, "still subscribed");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            server.restart().unwrap();
+            // A's plain multiplexed connection does not reconnect: A gets a new one. B's
+            // reconnects on its own; once a call of B's succeeds, it is back.
+            a = Arc::new(instance(&server.url(), Duration::from_secs(60), &registry_a).await);
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+            while b
+                .run("probe", || async { Ok(String::new()) })
+                .await
+                .is_err()
+            {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "B did not reconnect"
+                );
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+        }
+    }
+}
