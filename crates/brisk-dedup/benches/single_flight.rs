@@ -201,6 +201,139 @@ fn uncontended<G: Group>(keys: &[String]) -> f64 {
     )
 }
 
+/// Followers in another instance: how long after the leader's work ends a follower has the
+/// result, polling alone (the default 2 to 50 ms backoff) and with `subscribe`.
+#[cfg(feature = "redis")]
+mod followers {
+    use std::{
+        sync::{Arc, Mutex},
+        time::{Duration, Instant},
+    };
+
+    use brisk_dedup::redis::{RedisFlight, RedisStore};
+    use brisk_testkit::RedisServer;
+    use redis::aio::MultiplexedConnection;
+    use tokio::runtime::Runtime;
+
+    type Flight =
+        RedisFlight<MultiplexedConnection, RedisStore<MultiplexedConnection>, String, String>;
+
+    pub(crate) const ROUNDS: usize = 60;
+
+    /// Per mode: added latencies in ms (sorted), and Redis script calls per round.
+    pub(crate) struct Measured {
+        pub(crate) added_ms: Vec<f64>,
+        pub(crate) scripts_per_round: f64,
+    }
+
+    async fn flight(url: &str, subscribe: bool) -> Flight {
+        let client = redis::Client::open(url).unwrap();
+        let conn = client.get_multiplexed_async_connection().await.unwrap();
+        let builder = RedisFlight::builder(conn.clone(), RedisStore::new(conn));
+        let builder = if subscribe {
+            builder.subscribe(client)
+        } else {
+            builder
+        };
+        builder.build().unwrap()
+    }
+
+    async fn script_calls(conn: &mut MultiplexedConnection) -> u64 {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(conn)
+            .await
+            .unwrap();
+        info.lines()
+            .filter(|line| {
+                line.starts_with("cmdstat_evalsha:") || line.starts_with("cmdstat_eval:")
+            })
+            .filter_map(|line| {
+                line.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .sum()
+    }
+
+    /// One round: the leader's work lasts 5 to 45 ms (so a poll falls anywhere in it), the
+    /// follower joins 1 ms in; returns ms from the end of the work to the follower's result.
+    async fn round(leader: &Arc<Flight>, follower: &Arc<Flight>, key: String, work_ms: u64) -> f64 {
+        let ended = Arc::new(Mutex::new(None::<Instant>));
+        let lead = tokio::spawn({
+            let (leader, ended, key) = (Arc::clone(leader), Arc::clone(&ended), key.clone());
+            async move {
+                leader
+                    .run(&key, || async move {
+                        tokio::time::sleep(Duration::from_millis(work_ms)).await;
+                        *ended.lock().unwrap() = Some(Instant::now());
+                        Ok("value".to_owned())
+                    })
+                    .await
+                    .unwrap()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        let value = follower
+            .run(&key, || async { Ok("ran twice".to_owned()) })
+            .await
+            .unwrap();
+        let done = Instant::now();
+        assert_eq!(value, "value", "the follower got the leader's result");
+        lead.await.unwrap();
+        let ended = ended.lock().unwrap().expect("the leader ran the work");
+        done.saturating_duration_since(ended).as_secs_f64() * 1e3
+    }
+
+    /// Both modes, rounds alternating between them.
+    pub(crate) fn measure(rt: &Runtime) -> (Measured, Measured) {
+        let server = RedisServer::start().expect("redis-server for the cross-instance rows");
+        rt.block_on(async {
+            let url = server.url();
+            let leader = Arc::new(flight(&url, false).await);
+            let polling = Arc::new(flight(&url, false).await);
+            let subscribed = Arc::new(flight(&url, true).await);
+            let mut admin = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            // Start the subscription before measuring: it is made once per flight.
+            round(&leader, &subscribed, "warm".to_owned(), 5).await;
+            while !subscribed.is_subscribed() {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let mut results = [(Vec::new(), 0u64), (Vec::new(), 0u64)];
+            for i in 0..ROUNDS {
+                let work_ms = 5 + (i as u64 * 17) % 41;
+                for (mode, follower) in [&polling, &subscribed].into_iter().enumerate() {
+                    let before = script_calls(&mut admin).await;
+                    let added = round(&leader, follower, format!("k{mode}-{i}"), work_ms).await;
+                    results[mode].0.push(added);
+                    results[mode].1 += script_calls(&mut admin).await - before;
+                }
+            }
+            let [polling, subscribed] = results.map(|(mut added_ms, scripts)| {
+                added_ms.sort_by(f64::total_cmp);
+                Measured {
+                    added_ms,
+                    scripts_per_round: scripts as f64 / ROUNDS as f64,
+                }
+            });
+            (polling, subscribed)
+        })
+    }
+
+    /// The `p`-th percentile of sorted samples.
+    pub(crate) fn percentile(sorted: &[f64], p: f64) -> f64 {
+        let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+        sorted[rank.clamp(1, sorted.len()) - 1]
+    }
+}
+
 type Brisk = SingleFlight<String, u64>;
 type Peer = async_singleflight::Group<u64, Infallible>;
 
@@ -233,6 +366,34 @@ fn main() {
         "| uncontended call, 1 thread (ns/call, lower is better) | {brisk_ns:.0} | {peer_ns:.0} | {:.2} |",
         brisk_ns / peer_ns
     );
+    #[cfg(feature = "redis")]
+    {
+        use followers::{ROUNDS, percentile};
+        let (polling, subscribed) = followers::measure(&rt);
+        for (p, label) in [(50.0, "p50"), (99.0, "p99")] {
+            let (poll, sub) = (
+                percentile(&polling.added_ms, p),
+                percentile(&subscribed.added_ms, p),
+            );
+            println!(
+                "| `RedisFlight` follower in another instance, ms from the end of the work to its result, {label} (polling 2-50 ms → with `subscribe`) | {sub:.2} | {poll:.2} (polling) | {:.2} |",
+                sub / poll
+            );
+        }
+        println!(
+            "| `RedisFlight` Redis script calls per round (leader + follower; polling → with `subscribe`) | {:.1} | {:.1} (polling) | {:.2} |",
+            subscribed.scripts_per_round,
+            polling.scripts_per_round,
+            subscribed.scripts_per_round / polling.scripts_per_round
+        );
+        println!();
+        println!(
+            "Followers: {ROUNDS} rounds per mode, alternating, against a local redis-server; \
+             the leader's work lasts 5-45 ms and the follower joins 1 ms in. The \
+             `subscribe` rows are brisk against brisk without it: its follower is woken by the \
+             release's PUBLISH, and polls only every 50 ms while subscribed."
+        );
+    }
     println!();
     println!(
         "One key: median of {HOT_ROUNDS} rounds, brisk and the peer alternating. A round is \
