@@ -39,6 +39,17 @@ pub enum Error {
         /// What a valid value looks like.
         reason: &'static str,
     },
+    /// The process' figures could not be read (`/proc` missing, unreadable or not as
+    /// expected).
+    #[error("reading process figures from {file}")]
+    ProcessStats {
+        /// The file or directory.
+        file: &'static str,
+        /// What went wrong (`Unsupported` without `/proc`, `InvalidData` for an unexpected
+        /// format).
+        #[source]
+        source: std::io::Error,
+    },
     /// A budget file that could not be read.
     #[error("reading budget file {path}")]
     BudgetIo {

@@ -69,12 +69,20 @@ mod atomic;
 mod bridge;
 #[cfg(feature = "budgets")]
 mod budget;
+#[cfg(feature = "registry")]
+mod collect;
 mod duration;
 mod error;
 mod key;
+#[cfg(feature = "process")]
+#[cfg_attr(docsrs, doc(cfg(feature = "process")))]
+pub mod process;
 mod recorder;
 #[cfg(feature = "registry")]
 mod registry;
+#[cfg(all(feature = "runtime", target_has_atomic = "64"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "runtime")))]
+pub mod runtime;
 #[cfg(feature = "registry")]
 mod snapshot;
 #[cfg(feature = "tower")]
@@ -90,6 +98,16 @@ pub mod metrics_rs {
 #[cfg(feature = "budgets")]
 #[cfg_attr(docsrs, doc(cfg(feature = "budgets")))]
 pub use crate::budget::{Budgets, ErrorRateBudget, LatencyBudget, Limit, Rate, Violation};
+#[cfg(feature = "registry")]
+#[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
+pub use crate::{
+    collect::Collector,
+    registry::{Interval, METRICS, Registry, RegistryBuilder},
+    snapshot::{
+        Bucket, CounterSnapshot, GaugeSnapshot, HistogramSnapshot, PROMETHEUS_CONTENT_TYPE,
+        SampleKind, SampleSnapshot, Snapshot, ratio,
+    },
+};
 pub use crate::{
     duration::{DURATION_GRAMMAR, parse_duration},
     error::{BoxError, Error, Result},
@@ -97,14 +115,5 @@ pub use crate::{
     recorder::{
         Counter, CounterFn, Description, Gauge, GaugeFn, Histogram, HistogramFn, MetricKind,
         NoopRecorder, Recorder, Timer, Unit, describe,
-    },
-};
-#[cfg(feature = "registry")]
-#[cfg_attr(docsrs, doc(cfg(feature = "registry")))]
-pub use crate::{
-    registry::{Interval, METRICS, Registry, RegistryBuilder},
-    snapshot::{
-        Bucket, CounterSnapshot, GaugeSnapshot, HistogramSnapshot, PROMETHEUS_CONTENT_TYPE,
-        Snapshot, ratio,
     },
 };

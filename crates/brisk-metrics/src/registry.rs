@@ -6,10 +6,11 @@ use std::{
 
 use crate::{
     atomic::{self, AtomicHistogram, Config, Merged, StripedCounter},
+    collect::Collector,
     error::{Error, Result},
     key::Key,
     recorder::{Counter, Description, Gauge, Histogram, MetricKind, Recorder, Unit},
-    snapshot::{self, Snapshot},
+    snapshot::{self, SampleSnapshot, Snapshot},
 };
 
 /// Names of the registry's own counters, exported with the rest.
@@ -53,6 +54,7 @@ struct Inner {
     state: RwLock<State>,
     overflowed: StripedCounter,
     conflicts: StripedCounter,
+    collectors: RwLock<Vec<Arc<dyn Collector>>>,
 }
 
 #[derive(Debug, Clone)]
@@ -219,6 +221,7 @@ impl RegistryBuilder {
             inner: Arc::new(Inner {
                 overflowed: StripedCounter::new(1),
                 conflicts: StripedCounter::new(1),
+                collectors: RwLock::new(Vec::new()),
                 settings: s,
                 state: RwLock::default(),
             }),
@@ -313,14 +316,99 @@ impl Registry {
     pub fn snapshot(&self) -> Snapshot {
         // Histograms are merged as the snapshot summarises them, one buffer for all.
         let series = self.collect(false);
-        snapshot::build(
+        let mut snapshot = snapshot::build(
             series
                 .into_iter()
                 .map(|(key, series, hdr)| (key, series, hdr, None)),
             &self.inner.settings.buckets,
             self.meta_counters(),
             self.help(),
-        )
+        );
+        self.add_collected(&mut snapshot);
+        snapshot
+    }
+
+    /// Adds `collector`'s values to every later [`snapshot`](Self::snapshot) and Prometheus
+    /// text ([`Interval`] snapshots report recorded series only). Its descriptions become
+    /// `# HELP` lines.
+    ///
+    /// ```
+    /// # #[cfg(all(feature = "process", target_os = "linux"))]
+    /// # {
+    /// use brisk_metrics::{Registry, process::ProcessCollector};
+    ///
+    /// let registry = Registry::new();
+    /// registry.register_collector(ProcessCollector::new());
+    /// let text = registry.prometheus_text();
+    /// assert!(text.contains("# TYPE process_cpu_seconds_total counter"));
+    /// # }
+    /// ```
+    pub fn register_collector(&self, collector: impl Collector + 'static) {
+        self.inner
+            .collectors
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Arc::new(collector));
+    }
+
+    /// Runs the collectors into `snapshot`, leaving out samples that clash with recorded
+    /// series or are not valid metric names.
+    fn add_collected(&self, snapshot: &mut Snapshot) {
+        let collectors = self
+            .inner
+            .collectors
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if collectors.is_empty() {
+            return;
+        }
+        let mut samples: Vec<SampleSnapshot> = Vec::new();
+        for collector in &collectors {
+            collector.collect(&mut samples);
+            for description in collector.describe() {
+                snapshot
+                    .help
+                    .entry(description.name.to_owned())
+                    .or_insert_with(|| description.help.to_owned());
+            }
+        }
+        let recorded: std::collections::HashSet<&str> = snapshot
+            .histograms
+            .iter()
+            .map(|h| h.name.as_str())
+            .chain(snapshot.counters.iter().map(|c| c.name.as_str()))
+            .chain(snapshot.gauges.iter().map(|g| g.name.as_str()))
+            .collect();
+        let before = samples.len();
+        let valid = |sample: &SampleSnapshot| -> Result<Key> {
+            sample
+                .labels
+                .iter()
+                .try_fold(Key::new(sample.name.clone())?, |key, (k, v)| {
+                    key.with_label(k.clone(), v.clone())
+                })
+        };
+        samples.retain(|sample| !recorded.contains(sample.name.as_str()) && valid(sample).is_ok());
+        let refused = before - samples.len();
+        samples.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
+        let sampled: std::collections::HashSet<&str> =
+            samples.iter().map(|s| s.name.as_str()).collect();
+        snapshot
+            .help
+            .retain(|name, _| recorded.contains(name.as_str()) || sampled.contains(name.as_str()));
+        drop((recorded, sampled));
+        if refused > 0 {
+            self.inner.conflicts.add(refused as u64);
+            if let Some(conflicts) = snapshot
+                .counters
+                .iter_mut()
+                .find(|c| c.name == CONFLICT_METRIC)
+            {
+                conflicts.value += refused as u64;
+            }
+        }
+        snapshot.samples = samples;
     }
 
     /// A tracker whose [`Interval::snapshot`] returns what happened since its previous call.

@@ -23,6 +23,14 @@ pub struct Snapshot {
     pub counters: Vec<CounterSnapshot>,
     /// Every gauge series, sorted by name then labels.
     pub gauges: Vec<GaugeSnapshot>,
+    /// Values read when the snapshot was taken by the registry's
+    /// [`Collector`](crate::Collector)s (process and runtime figures), sorted by name then
+    /// labels.
+    #[cfg_attr(
+        feature = "serde",
+        serde(default, skip_serializing_if = "Vec::is_empty")
+    )]
+    pub samples: Vec<SampleSnapshot>,
     /// The help text of each metric name above that was described
     /// ([`Recorder::describe`](crate::Recorder::describe)).
     #[cfg_attr(
@@ -103,6 +111,51 @@ pub struct GaugeSnapshot {
     pub value: i64,
 }
 
+/// One value a [`Collector`](crate::Collector) read at snapshot time: a float in the unit its
+/// name states (`process_cpu_seconds_total` in seconds).
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct SampleSnapshot {
+    /// Metric name.
+    pub name: String,
+    /// Whether it only grows (a counter) or goes up and down (a gauge).
+    pub kind: SampleKind,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Value.
+    pub value: f64,
+}
+
+impl SampleSnapshot {
+    /// A sample without labels.
+    pub fn new(name: impl Into<String>, kind: SampleKind, value: f64) -> Self {
+        Self {
+            name: name.into(),
+            kind,
+            labels: BTreeMap::new(),
+            value,
+        }
+    }
+
+    /// The sample with one more label.
+    #[must_use]
+    pub fn label(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.labels.insert(name.into(), value.into());
+        self
+    }
+}
+
+/// The kind of a [`SampleSnapshot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(rename_all = "snake_case"))]
+pub enum SampleKind {
+    /// Only grows (a total since the process or runtime started).
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
 /// `part / whole`, or `None` when `whole` is zero: a rate with no traffic is unknown, not 0.
 pub fn ratio(part: u64, whole: u64) -> Option<f64> {
     (whole > 0).then(|| part as f64 / whole as f64)
@@ -137,6 +190,14 @@ impl Snapshot {
             .iter()
             .find(|g| g.name == name && labels_match(&g.labels, labels))
             .map(|g| g.value)
+    }
+
+    /// The collected sample ([`samples`](Self::samples)) with exactly these labels.
+    pub fn sample(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        self.samples
+            .iter()
+            .find(|s| s.name == name && labels_match(&s.labels, labels))
+            .map(|s| s.value)
     }
 
     /// `counter(part) / counter(whole)` for the same labels; `None` when either is missing or
@@ -234,6 +295,15 @@ impl Snapshot {
             family.start(out, &g.name, "", "gauge")?;
             render_labels(&mut labels, &g.labels)?;
             sample(out, &g.name, "", &labels, None, g.value)?;
+        }
+        for s in &self.samples {
+            let kind = match s.kind {
+                SampleKind::Counter => "counter",
+                SampleKind::Gauge => "gauge",
+            };
+            family.start(out, &s.name, "", kind)?;
+            render_labels(&mut labels, &s.labels)?;
+            sample(out, &s.name, "", &labels, None, Float(s.value))?;
         }
         Ok(())
     }

@@ -244,3 +244,91 @@ fn promtool_finds_nothing_to_complain_of() {
     brisk_testkit::promtool_check_metrics(&with_quantiles)
         .unwrap_or_else(|error| panic!("{error}\n{with_quantiles}"));
 }
+
+/// A collector of fixed values, including ones the registry must leave out.
+#[derive(Debug)]
+struct Fixed;
+
+impl brisk_metrics::Collector for Fixed {
+    fn collect(&self, out: &mut Vec<brisk_metrics::SampleSnapshot>) {
+        use brisk_metrics::{SampleKind, SampleSnapshot};
+        out.extend([
+            SampleSnapshot::new("zeta_seconds_total", SampleKind::Counter, 1.25),
+            SampleSnapshot::new("alpha_ratio", SampleKind::Gauge, 0.5).label("pool", "b"),
+            SampleSnapshot::new("alpha_ratio", SampleKind::Gauge, 0.25).label("pool", "a"),
+            // Recorded below as a counter: the recorded series wins.
+            SampleSnapshot::new("jobs_total", SampleKind::Gauge, 99.0),
+            // Not a metric name, and a reserved label: both left out.
+            SampleSnapshot::new("9lives", SampleKind::Gauge, 1.0),
+            SampleSnapshot::new("beta", SampleKind::Gauge, 1.0).label("le", "1"),
+        ]);
+    }
+
+    fn describe(&self) -> &[Description] {
+        const DESCRIBED: &[Description] = &[Description {
+            name: "zeta_seconds_total",
+            kind: MetricKind::Counter,
+            help: "Seconds of zeta.",
+        }];
+        DESCRIBED
+    }
+}
+
+#[test]
+fn collected_samples_are_floats_sorted_described_and_never_clash() {
+    let registry = Registry::new();
+    registry.counter(&Key::new("jobs_total").unwrap()).add(3);
+    let empty = registry.snapshot();
+    assert!(empty.samples.is_empty(), "no collector, no samples");
+
+    registry.register_collector(Fixed);
+    let snapshot = registry.snapshot();
+    let names: Vec<(&str, Option<&str>)> = snapshot
+        .samples
+        .iter()
+        .map(|s| (s.name.as_str(), s.labels.get("pool").map(String::as_str)))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("alpha_ratio", Some("a")),
+            ("alpha_ratio", Some("b")),
+            ("zeta_seconds_total", None)
+        ]
+    );
+    assert_eq!(snapshot.counter("jobs_total", &[]), Some(3));
+    assert_eq!(
+        snapshot.counter("brisk_metrics_kind_conflicts_total", &[]),
+        Some(3)
+    );
+    assert_eq!(snapshot.sample("alpha_ratio", &[("pool", "a")]), Some(0.25));
+
+    let text = snapshot.to_prometheus();
+    let scrape = parse(&text);
+    match find(&scrape, "zeta_seconds_total", &[]).value {
+        Value::Counter(v) => assert_eq!(v, 1.25),
+        ref other => panic!("{other:?}"),
+    }
+    assert!(
+        text.contains(
+            "# HELP zeta_seconds_total Seconds of zeta.\n# TYPE zeta_seconds_total counter\n"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("# TYPE alpha_ratio gauge").count(),
+        1,
+        "{text}"
+    );
+    assert!(!text.contains("jobs_total 99"), "{text}");
+
+    #[cfg(feature = "serde")]
+    {
+        let json = serde_json::to_string(&snapshot).unwrap();
+        let back: brisk_metrics::Snapshot = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, snapshot);
+        let without: brisk_metrics::Snapshot =
+            serde_json::from_str(&serde_json::to_string(&empty).unwrap()).unwrap();
+        assert!(!serde_json::to_string(&without).unwrap().contains("samples"));
+    }
+}
