@@ -4,6 +4,7 @@ use std::fmt;
 
 use diesel_async::{SimpleAsyncConnection, pooled_connection::PoolableConnection};
 
+pub use crate::query::{QueryTracking, QueryTrackingBuilder};
 use crate::{connect::Connect, error::BoxError, pool::Pool};
 
 /// Connects diesel-async's `AsyncPgConnection`s (without TLS).
@@ -16,6 +17,7 @@ use crate::{connect::Connect, error::BoxError, pool::Pool};
 pub struct PgConnector {
     url: String,
     target: String,
+    tracking: Option<QueryTracking>,
 }
 
 #[cfg(feature = "postgres")]
@@ -27,7 +29,15 @@ impl PgConnector {
         Self {
             target: crate::connect::redact(&url),
             url,
+            tracking: None,
         }
+    }
+
+    /// Times every statement each new connection runs ([`QueryTracking`]).
+    #[must_use]
+    pub fn track_queries(mut self, tracking: QueryTracking) -> Self {
+        self.tracking = Some(tracking);
+        self
     }
 }
 
@@ -48,10 +58,16 @@ impl Connect for PgConnector {
     async fn connect(&self) -> Result<Self::Connection, BoxError> {
         let (client, connection) =
             tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
-        Ok(
+        let mut connection =
             diesel_async::AsyncPgConnection::try_from_client_and_connection(client, connection)
-                .await?,
-        )
+                .await?;
+        if let Some(tracking) = &self.tracking {
+            diesel_async::AsyncConnection::set_instrumentation(
+                &mut connection,
+                tracking.instrumentation(),
+            );
+        }
+        Ok(connection)
     }
 
     async fn validate(&self, connection: &mut Self::Connection) -> Result<(), BoxError> {
@@ -106,6 +122,7 @@ pub type AsyncSqliteConnection =
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub struct SqliteConnector {
     path: String,
+    tracking: Option<QueryTracking>,
     /// Whether this connector has put the file in WAL mode; held while one connection does.
     wal: tokio::sync::Mutex<bool>,
 }
@@ -117,8 +134,16 @@ impl SqliteConnector {
     pub fn new(path: impl Into<String>) -> Self {
         Self {
             path: path.into(),
+            tracking: None,
             wal: tokio::sync::Mutex::new(false),
         }
+    }
+
+    /// Times every statement each new connection runs ([`QueryTracking`]).
+    #[must_use]
+    pub fn track_queries(mut self, tracking: QueryTracking) -> Self {
+        self.tracking = Some(tracking);
+        self
     }
 }
 
@@ -150,6 +175,9 @@ impl Connect for SqliteConnector {
                     .await?;
                 *wal = true;
             }
+        }
+        if let Some(tracking) = &self.tracking {
+            connection.set_instrumentation(tracking.instrumentation());
         }
         Ok(connection)
     }

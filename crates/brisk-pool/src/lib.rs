@@ -111,6 +111,8 @@ mod leak;
 mod manager;
 mod metrics;
 mod pool;
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod query;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;

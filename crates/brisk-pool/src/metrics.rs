@@ -52,6 +52,21 @@ pub const METRICS: &[Description] = &[
         kind: MetricKind::Counter,
         help: "Commands or pipelines on a SharedRedis that failed, by kind (timeout, io, server, other).",
     },
+    Description {
+        name: "brisk_pool_query_seconds",
+        kind: MetricKind::Histogram(Unit::Seconds),
+        help: "Time each statement took on a tracked diesel connection, by normalised statement (QueryTracking).",
+    },
+    Description {
+        name: "brisk_pool_query_errors_total",
+        kind: MetricKind::Counter,
+        help: "Statements that failed on a tracked diesel connection, by normalised statement.",
+    },
+    Description {
+        name: "brisk_pool_slow_queries_total",
+        kind: MetricKind::Counter,
+        help: "Statements that took at least the slow threshold on a tracked diesel connection (each is logged).",
+    },
 ];
 
 /// Why a connection was closed, the `reason` label of `brisk_pool_closes_total`.

@@ -1,0 +1,224 @@
+//! `QueryTracking` on real connections: a PostgreSQL server from brisk-testkit and a SQLite
+//! file, statements run through diesel as an application runs them.
+
+use std::{
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use brisk_metrics::{Registry, Snapshot};
+use brisk_pool::diesel::{PgConnector, PgPool, QueryTracking, SqliteConnector, SqlitePool};
+use brisk_testkit::PostgresServer;
+use diesel::{
+    sql_query,
+    sql_types::{Integer, Text},
+};
+use diesel_async::{RunQueryDsl, SimpleAsyncConnection};
+
+#[derive(diesel::QueryableByName)]
+struct Value {
+    #[diesel(sql_type = Integer)]
+    v: i32,
+}
+
+fn count(snapshot: &Snapshot, statement: &str) -> u64 {
+    snapshot
+        .histogram(
+            "brisk_pool_query_seconds",
+            &[("name", "main"), ("statement", statement)],
+        )
+        .map_or(0, |h| h.count)
+}
+
+/// A tracing subscriber that keeps each event's fields as text, on the test's thread.
+struct Capture(Arc<Mutex<Vec<String>>>);
+
+impl tracing::Subscriber for Capture {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        struct Text(String);
+        impl tracing::field::Visit for Text {
+            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+                self.0.push_str(&format!(" {}={:?}", field.name(), value));
+            }
+        }
+        let mut text = Text(event.metadata().target().to_owned());
+        event.record(&mut text);
+        self.0.lock().unwrap().push(text.0);
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Statements with bind parameters and with literals are labelled by their shape, never by
+/// the values; a `/* name: ... */` comment names one; failures and slow statements are
+/// counted, and a slow one is logged without its parameters.
+#[tokio::test]
+async fn postgres_statements_are_timed_by_shape_and_slow_ones_logged() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let _guard = tracing::subscriber::set_default(Capture(Arc::clone(&events)));
+    let server = PostgresServer::start().unwrap();
+    let registry = Registry::new();
+    let tracking = QueryTracking::builder()
+        .metrics(&registry, "main")
+        .slow_threshold(Duration::from_millis(40))
+        .build()
+        .unwrap();
+    let pool = PgPool::builder(PgConnector::new(server.url()).track_queries(tracking))
+        .max_size(2)
+        .build()
+        .await
+        .unwrap();
+    let mut connection = pool.get().await.unwrap();
+    for secret in [424_242, 737_373] {
+        let row: Value = sql_query("SELECT $1::int AS v")
+            .bind::<Integer, _>(secret)
+            .get_result(&mut *connection)
+            .await
+            .unwrap();
+        assert_eq!(row.v, secret);
+        let row: Value = sql_query(format!("SELECT {secret} AS v"))
+            .get_result(&mut *connection)
+            .await
+            .unwrap();
+        assert_eq!(row.v, secret);
+    }
+    sql_query("/* name: load_user */ SELECT $1::text AS name")
+        .bind::<Text, _>("alice-secret")
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+    let failed = sql_query("SELECT * FROM no_such_table")
+        .execute(&mut *connection)
+        .await;
+    assert!(failed.is_err());
+    connection
+        .batch_execute("SELECT pg_sleep(0.05)")
+        .await
+        .unwrap();
+
+    let snapshot = registry.snapshot();
+    assert_eq!(count(&snapshot, "SELECT ?::int AS v"), 2);
+    assert_eq!(count(&snapshot, "SELECT ? AS v"), 2);
+    assert_eq!(count(&snapshot, "load_user"), 1);
+    assert_eq!(count(&snapshot, "SELECT pg_sleep(?)"), 1);
+    assert_eq!(
+        snapshot.counter(
+            "brisk_pool_query_errors_total",
+            &[
+                ("name", "main"),
+                ("statement", "SELECT * FROM no_such_table")
+            ]
+        ),
+        Some(1)
+    );
+    assert_eq!(
+        snapshot.counter("brisk_pool_slow_queries_total", &[("name", "main")]),
+        Some(1)
+    );
+    let text = snapshot.to_prometheus();
+    let logged = events.lock().unwrap().join("\n");
+    for secret in ["424242", "737373", "alice-secret"] {
+        assert!(!text.contains(secret), "{secret} in the metrics:\n{text}");
+        assert!(!logged.contains(secret), "{secret} in the log:\n{logged}");
+    }
+    let slow: Vec<&str> = logged
+        .lines()
+        .filter(|line| line.starts_with("brisk_pool::slow_query"))
+        .collect();
+    assert_eq!(slow.len(), 1, "{logged}");
+    assert!(
+        slow[0].contains("statement=SELECT pg_sleep(?)"),
+        "{}",
+        slow[0]
+    );
+    assert!(slow[0].contains("name=main"), "{}", slow[0]);
+    brisk_testkit::promtool_check_metrics(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
+}
+
+/// SQLite statements (run on blocking threads) are timed the same way, and the number of
+/// distinct statement labels is bounded: the rest are `other`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_statements_are_timed_and_their_labels_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let registry = Registry::new();
+    let tracking = QueryTracking::builder()
+        .metrics(&registry, "main")
+        .max_statements(3)
+        .no_slow_log()
+        .build()
+        .unwrap();
+    let pool =
+        SqlitePool::builder(SqliteConnector::new(path.to_str().unwrap()).track_queries(tracking))
+            .max_size(2)
+            .build()
+            .await
+            .unwrap();
+    let mut connection = pool.get().await.unwrap();
+    connection
+        .batch_execute("CREATE TABLE t (id INTEGER PRIMARY KEY, name TEXT)")
+        .await
+        .unwrap();
+    for id in 0..5 {
+        sql_query("INSERT INTO t (id, name) VALUES (?, ?)")
+            .bind::<Integer, _>(id)
+            .bind::<Text, _>(format!("name-{id}"))
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+    }
+    // Distinct shapes past the bound of 3 labels.
+    for column in ["id", "name", "id, name", "name, id"] {
+        sql_query(format!("SELECT {column} FROM t"))
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+    }
+    let snapshot = registry.snapshot();
+    assert_eq!(count(&snapshot, "INSERT INTO t (id, name) VALUES (?)"), 5);
+    let labels: Vec<&str> = snapshot
+        .histograms
+        .iter()
+        .filter(|h| h.name == "brisk_pool_query_seconds")
+        .filter_map(|h| h.labels.get("statement").map(String::as_str))
+        .collect();
+    assert_eq!(labels.len(), 4, "3 statements and other: {labels:?}");
+    assert!(labels.contains(&"other"), "{labels:?}");
+    assert_eq!(
+        snapshot.counter("brisk_pool_slow_queries_total", &[("name", "main")]),
+        Some(0)
+    );
+}
+
+#[test]
+fn zero_settings_are_refused() {
+    for (built, setting) in [
+        (
+            QueryTracking::builder()
+                .slow_threshold(Duration::ZERO)
+                .build(),
+            "slow_threshold",
+        ),
+        (
+            QueryTracking::builder().max_statements(0).build(),
+            "max_statements",
+        ),
+        (
+            QueryTracking::builder().max_statement_len(0).build(),
+            "max_statement_len",
+        ),
+    ] {
+        match built {
+            Err(brisk_pool::Error::Config { setting: got, .. }) => assert_eq!(got, setting),
+            other => panic!("{setting}: {other:?}"),
+        }
+    }
+}
