@@ -373,12 +373,10 @@ impl Registry {
                     .or_insert_with(|| description.help.to_owned());
             }
         }
-        let recorded: std::collections::HashSet<&str> = snapshot
-            .histograms
-            .iter()
-            .map(|h| h.name.as_str())
-            .chain(snapshot.counters.iter().map(|c| c.name.as_str()))
-            .chain(snapshot.gauges.iter().map(|g| g.name.as_str()))
+        let recorded: std::collections::HashSet<String> = snapshot
+            .recorded_names()
+            .into_iter()
+            .map(str::to_owned)
             .collect();
         let before = samples.len();
         let valid = |sample: &SampleSnapshot| -> Result<Key> {
@@ -397,7 +395,7 @@ impl Registry {
         snapshot
             .help
             .retain(|name, _| recorded.contains(name.as_str()) || sampled.contains(name.as_str()));
-        drop((recorded, sampled));
+        drop(sampled);
         if refused > 0 {
             self.inner.conflicts.add(refused as u64);
             if let Some(conflicts) = snapshot

@@ -192,6 +192,16 @@ impl Snapshot {
             .map(|g| g.value)
     }
 
+    /// The names of the recorded series (histograms, counters, gauges).
+    pub(crate) fn recorded_names(&self) -> std::collections::HashSet<&str> {
+        self.histograms
+            .iter()
+            .map(|h| h.name.as_str())
+            .chain(self.counters.iter().map(|c| c.name.as_str()))
+            .chain(self.gauges.iter().map(|g| g.name.as_str()))
+            .collect()
+    }
+
     /// The collected sample ([`samples`](Self::samples)) with exactly these labels.
     pub fn sample(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         self.samples
@@ -576,13 +586,7 @@ pub(crate) fn build(
     snapshot
         .gauges
         .sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
-    let names: std::collections::HashSet<&str> = snapshot
-        .histograms
-        .iter()
-        .map(|h| h.name.as_str())
-        .chain(snapshot.counters.iter().map(|c| c.name.as_str()))
-        .chain(snapshot.gauges.iter().map(|g| g.name.as_str()))
-        .collect();
+    let names = snapshot.recorded_names();
     help.retain(|name, _| names.contains(name.as_str()));
     snapshot.help = help.into_iter().collect();
     snapshot

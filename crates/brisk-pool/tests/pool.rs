@@ -552,7 +552,7 @@ async fn a_connection_held_past_the_leak_threshold_is_reported_with_its_call_sit
         .build()
         .await
         .unwrap();
-    let events = Capture::install();
+    let logs = brisk_testkit::LogCapture::this_thread();
     let line = line!() + 1;
     let leaked = pool.get_owned().await.unwrap();
     drop(pool.get().await.unwrap()); // a short checkout is not a leak
@@ -567,7 +567,7 @@ async fn a_connection_held_past_the_leak_threshold_is_reported_with_its_call_sit
         .snapshot()
         .counter("brisk_pool_leaks_total", &[("name", "db")]);
     assert_eq!(leaks, Some(1), "reported once");
-    let warnings = events.lock().unwrap().clone();
+    let warnings = logs.lines();
     let location = format!("location={}:{line}:", file!());
     assert!(
         warnings
@@ -798,46 +798,6 @@ async fn config_from_a_url_reaches_the_pool() {
         matches!(&error, Error::Config { setting, .. } if setting == "min_idle"),
         "{error}"
     );
-}
-
-/// A tracing subscriber that keeps each event as `message field=value ...` text.
-struct Capture(Arc<Mutex<Vec<String>>>);
-
-impl Capture {
-    /// Captures this thread's events (the test's current-thread runtime) until the test ends.
-    fn install() -> Arc<Mutex<Vec<String>>> {
-        let events = Arc::new(Mutex::new(Vec::new()));
-        let guard = tracing::subscriber::set_default(Capture(Arc::clone(&events)));
-        std::mem::forget(guard);
-        events
-    }
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Text(String);
-        impl tracing::field::Visit for Text {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!(" {}={:?}", field.name(), value));
-            }
-            fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
-                self.0.push_str(&format!(" {}={}", field.name(), value));
-            }
-        }
-        let mut text = Text(String::new());
-        event.record(&mut text);
-        self.0.lock().unwrap().push(text.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 #[tokio::test(start_paused = true)]

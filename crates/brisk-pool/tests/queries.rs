@@ -1,14 +1,11 @@
 //! `QueryTracking` on real connections: a PostgreSQL server from brisk-testkit and a SQLite
 //! file, statements run through diesel as an application runs them.
 
-use std::{
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use brisk_metrics::{Registry, Snapshot};
 use brisk_pool::diesel::{PgConnector, PgPool, QueryTracking, SqliteConnector, SqlitePool};
-use brisk_testkit::PostgresServer;
+use brisk_testkit::{LogCapture, PostgresServer};
 use diesel::{
     sql_query,
     sql_types::{Integer, Text},
@@ -30,40 +27,12 @@ fn count(snapshot: &Snapshot, statement: &str) -> u64 {
         .map_or(0, |h| h.count)
 }
 
-/// A tracing subscriber that keeps each event's fields as text, on the test's thread.
-struct Capture(Arc<Mutex<Vec<String>>>);
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-    fn event(&self, event: &tracing::Event<'_>) {
-        struct Text(String);
-        impl tracing::field::Visit for Text {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                self.0.push_str(&format!(" {}={:?}", field.name(), value));
-            }
-        }
-        let mut text = Text(event.metadata().target().to_owned());
-        event.record(&mut text);
-        self.0.lock().unwrap().push(text.0);
-    }
-    fn enter(&self, _: &tracing::span::Id) {}
-    fn exit(&self, _: &tracing::span::Id) {}
-}
-
 /// Statements with bind parameters and with literals are labelled by their shape, never by
 /// the values; a `/* name: ... */` comment names one; failures and slow statements are
 /// counted, and a slow one is logged without its parameters.
 #[tokio::test]
 async fn postgres_statements_are_timed_by_shape_and_slow_ones_logged() {
-    let events = Arc::new(Mutex::new(Vec::new()));
-    let _guard = tracing::subscriber::set_default(Capture(Arc::clone(&events)));
+    let logs = LogCapture::this_thread();
     let server = PostgresServer::start().unwrap();
     let registry = Registry::new();
     let tracking = QueryTracking::builder()
@@ -124,7 +93,7 @@ async fn postgres_statements_are_timed_by_shape_and_slow_ones_logged() {
         Some(1)
     );
     let text = snapshot.to_prometheus();
-    let logged = events.lock().unwrap().join("\n");
+    let logged = logs.lines().join("\n");
     for secret in ["424242", "737373", "alice-secret"] {
         assert!(!text.contains(secret), "{secret} in the metrics:\n{text}");
         assert!(!logged.contains(secret), "{secret} in the log:\n{logged}");

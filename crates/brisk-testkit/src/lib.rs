@@ -34,6 +34,7 @@
 
 mod cluster;
 mod error;
+mod logs;
 mod pgwire;
 mod postgres;
 pub(crate) mod process;
@@ -43,6 +44,7 @@ mod redis;
 pub use crate::{
     cluster::RedisCluster,
     error::{Error, Result},
+    logs::LogCapture,
     postgres::{PostgresBuilder, PostgresServer, postgres_bin_dir},
     process::find_binary,
     promtool::promtool_check_metrics,
