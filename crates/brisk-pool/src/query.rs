@@ -73,11 +73,12 @@ struct Shared {
     max_statements: usize,
     max_statement_len: usize,
     /// Per statement label, its handles; at most `max_statements` entries plus `other`.
-    statements: Mutex<HashMap<String, Handles>>,
+    statements: Mutex<HashMap<String, Arc<Statement>>>,
 }
 
-#[derive(Clone)]
-struct Handles {
+/// One statement label and its series.
+struct Statement {
+    label: String,
     seconds: Histogram,
     errors: Counter,
 }
@@ -102,65 +103,68 @@ impl QueryTracking {
         QueryInstrumentation {
             shared: Arc::clone(&self.shared),
             started: VecDeque::new(),
+            known: HashMap::new(),
         }
     }
 }
 
 impl Shared {
-    fn handles(&self, label: &str) -> Handles {
+    /// The statement labelled `label`, or `other` once `max_statements` labels exist.
+    fn statement(&self, label: &str) -> Arc<Statement> {
         let mut statements = self
             .statements
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(handles) = statements.get(label) {
-            return handles.clone();
+        if let Some(statement) = statements.get(label) {
+            return Arc::clone(statement);
         }
         let label = if statements.len() < self.max_statements {
             label
         } else {
             OTHER
         };
-        statements
-            .entry(label.to_owned())
-            .or_insert_with(|| self.new_handles(label))
-            .clone()
+        Arc::clone(
+            statements
+                .entry(label.to_owned())
+                .or_insert_with(|| Arc::new(self.new_statement(label))),
+        )
     }
 
-    fn new_handles(&self, label: &str) -> Handles {
+    fn new_statement(&self, label: &str) -> Statement {
         let key = |metric: &'static str| {
             Key::new(metric)
                 .and_then(|key| key.with_label("name", self.name.clone()))
                 .and_then(|key| key.with_label("statement", label.to_owned()))
         };
-        match (
+        let (seconds, errors) = match (
             &self.recorder,
             key("brisk_pool_query_seconds"),
             key("brisk_pool_query_errors_total"),
         ) {
-            (Some(recorder), Ok(seconds), Ok(errors)) => Handles {
-                seconds: recorder.histogram(&seconds, Unit::Seconds),
-                errors: recorder.counter(&errors),
-            },
-            _ => Handles {
-                seconds: Histogram::noop(Unit::Seconds),
-                errors: Counter::noop(),
-            },
+            (Some(recorder), Ok(seconds), Ok(errors)) => (
+                recorder.histogram(&seconds, Unit::Seconds),
+                recorder.counter(&errors),
+            ),
+            _ => (Histogram::noop(Unit::Seconds), Counter::noop()),
+        };
+        Statement {
+            label: label.to_owned(),
+            seconds,
+            errors,
         }
     }
 
-    fn finished(&self, text: &str, elapsed: Duration, failed: bool) {
-        let label = statement_label(text, self.max_statement_len);
-        let handles = self.handles(&label);
-        handles.seconds.record_duration(elapsed);
+    fn finished(&self, statement: &Statement, elapsed: Duration, failed: bool) {
+        statement.seconds.record_duration(elapsed);
         if failed {
-            handles.errors.increment();
+            statement.errors.increment();
         }
         if let Some(threshold) = self.slow_threshold.filter(|t| elapsed >= *t) {
             self.slow.increment();
             tracing::warn!(
                 target: "brisk_pool::slow_query",
                 name = %self.name,
-                statement = %label,
+                statement = %statement.label,
                 elapsed_ms = elapsed.as_secs_f64() * 1e3,
                 threshold_ms = threshold.as_secs_f64() * 1e3,
                 "slow query"
@@ -278,14 +282,19 @@ fn config_error(setting: &str, value: &str, reason: &'static str) -> Error {
 /// The diesel instrumentation on one connection.
 pub(crate) struct QueryInstrumentation {
     shared: Arc<Shared>,
-    /// Statements started and not finished, oldest first, with their text (pipelined
-    /// statements may be in flight together). Bounded: a statement whose future was dropped
-    /// never finishes.
-    started: VecDeque<(String, Instant)>,
+    /// Statements started and not finished, oldest first, by the hash of their SQL
+    /// (pipelined statements may be in flight together). Bounded: a statement whose future
+    /// was dropped never finishes.
+    started: VecDeque<(u64, Instant)>,
+    /// The statements this connection has run, by the hash of their SQL, so a statement
+    /// run again is neither formatted nor normalised again. Bounded by `MAX_KNOWN`.
+    known: HashMap<u64, Arc<Statement>>,
 }
 
 /// Statements in flight on one connection that are remembered.
 const MAX_IN_FLIGHT: usize = 64;
+/// Distinct SQL texts one connection remembers the label of.
+const MAX_KNOWN: usize = 256;
 
 impl Instrumentation for QueryInstrumentation {
     fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
@@ -294,30 +303,64 @@ impl Instrumentation for QueryInstrumentation {
                 if self.started.len() == MAX_IN_FLIGHT {
                     self.started.pop_front();
                 }
-                let mut text = query.to_string();
-                text.truncate(sql_len(&text));
-                self.started.push_back((text, Instant::now()));
+                self.started.push_back((sql_hash(query), Instant::now()));
             }
             InstrumentationEvent::FinishQuery { query, error, .. } => {
-                // diesel-async's finish shows the SQL alone, its start the binds too.
-                let mut text = query.to_string();
-                text.truncate(sql_len(&text));
-                let Some(at) = self.started.iter().position(|(t, _)| *t == text) else {
+                // diesel-async's finish shows the SQL alone, its start the binds too: the
+                // hash covers the SQL only.
+                let hash = sql_hash(query);
+                let Some(at) = self.started.iter().position(|(h, _)| *h == hash) else {
                     return;
                 };
-                if let Some((_, started)) = self.started.remove(at) {
-                    self.shared
-                        .finished(&text, started.elapsed(), error.is_some());
-                }
+                let Some((_, started)) = self.started.remove(at) else {
+                    return;
+                };
+                let elapsed = started.elapsed();
+                let statement = match self.known.get(&hash) {
+                    Some(statement) => Arc::clone(statement),
+                    None => {
+                        let text = query.to_string();
+                        let label = statement_label(&text, self.shared.max_statement_len);
+                        let statement = self.shared.statement(&label);
+                        if self.known.len() < MAX_KNOWN {
+                            self.known.insert(hash, Arc::clone(&statement));
+                        }
+                        statement
+                    }
+                };
+                self.shared.finished(&statement, elapsed, error.is_some());
             }
             _ => {}
         }
     }
 }
 
+/// Hashes the SQL of a statement as diesel shows it (`<sql> -- binds: [...]`), without
+/// allocating and without formatting the binds.
+fn sql_hash(query: &dyn fmt::Display) -> u64 {
+    struct SqlHasher(std::hash::DefaultHasher);
+    impl fmt::Write for SqlHasher {
+        fn write_str(&mut self, piece: &str) -> fmt::Result {
+            if piece == BINDS {
+                // Stop: the rest is the binds.
+                return Err(fmt::Error);
+            }
+            std::hash::Hasher::write(&mut self.0, piece.as_bytes());
+            Ok(())
+        }
+    }
+    let mut hasher = SqlHasher(std::hash::DefaultHasher::new());
+    // An error is the stop at the binds.
+    let _ = fmt::write(&mut hasher, format_args!("{query}"));
+    std::hash::Hasher::finish(&hasher.0)
+}
+
+/// What diesel writes between a statement's SQL and its binds.
+const BINDS: &str = " -- binds: ";
+
 /// The length of the SQL in diesel's `<sql> -- binds: [...]`.
 fn sql_len(text: &str) -> usize {
-    text.rfind(" -- binds: ").unwrap_or(text.len())
+    text.rfind(BINDS).unwrap_or(text.len())
 }
 
 /// The label of a statement as diesel shows it (`<sql> -- binds: [...]`): its
@@ -545,6 +588,26 @@ mod tests {
         let cut = statement_label(&long, 40);
         assert_eq!(cut.chars().count(), 41);
         assert!(cut.ends_with('…'));
+    }
+
+    /// Shown as diesel shows a statement with binds.
+    struct WithBinds(&'static str, Vec<i32>);
+
+    impl fmt::Display for WithBinds {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "{} -- binds: {:?}", self.0, self.1)
+        }
+    }
+
+    #[test]
+    fn the_hash_covers_the_sql_and_not_the_binds() {
+        let sql = "SELECT * FROM t WHERE id = $1";
+        assert_eq!(sql_hash(&WithBinds(sql, vec![1])), sql_hash(&sql));
+        assert_eq!(
+            sql_hash(&WithBinds(sql, vec![1])),
+            sql_hash(&WithBinds(sql, vec![2, 3]))
+        );
+        assert_ne!(sql_hash(&sql), sql_hash(&"SELECT * FROM u WHERE id = $1"));
     }
 
     proptest! {
