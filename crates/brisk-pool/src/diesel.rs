@@ -18,6 +18,7 @@ pub struct PgConnector {
     url: String,
     target: String,
     tracking: Option<QueryTracking>,
+    explainer: Option<std::sync::Arc<crate::explain::Explainer>>,
 }
 
 #[cfg(feature = "postgres")]
@@ -30,12 +31,18 @@ impl PgConnector {
             target: crate::connect::redact(&url),
             url,
             tracking: None,
+            explainer: None,
         }
     }
 
-    /// Times every statement each new connection runs ([`QueryTracking`]).
+    /// Times every statement each new connection runs ([`QueryTracking`]); with
+    /// [`explain_slow_queries`](crate::diesel::QueryTrackingBuilder::explain_slow_queries),
+    /// slow statements are explained on a connection of their own to the same URL.
     #[must_use]
     pub fn track_queries(mut self, tracking: QueryTracking) -> Self {
+        self.explainer = tracking
+            .explains()
+            .then(|| std::sync::Arc::new(crate::explain::Explainer::new(self.url.clone())));
         self.tracking = Some(tracking);
         self
     }
@@ -64,7 +71,7 @@ impl Connect for PgConnector {
         if let Some(tracking) = &self.tracking {
             diesel_async::AsyncConnection::set_instrumentation(
                 &mut connection,
-                tracking.instrumentation(),
+                tracking.instrumentation(self.explainer.clone()),
             );
         }
         Ok(connection)
@@ -177,7 +184,7 @@ impl Connect for SqliteConnector {
             }
         }
         if let Some(tracking) = &self.tracking {
-            connection.set_instrumentation(tracking.instrumentation());
+            connection.set_instrumentation(tracking.instrumentation(None));
         }
         Ok(connection)
     }

@@ -107,6 +107,8 @@ mod connect;
 #[cfg_attr(docsrs, doc(cfg(any(feature = "postgres", feature = "sqlite"))))]
 pub mod diesel;
 mod error;
+#[cfg(feature = "postgres")]
+mod explain;
 mod leak;
 mod manager;
 mod metrics;

@@ -13,6 +13,19 @@ use brisk_metrics::{Counter, Histogram, Key, Recorder, Unit};
 use diesel::connection::{Instrumentation, InstrumentationEvent};
 
 use crate::error::{Error, Result};
+#[cfg(feature = "postgres")]
+pub(crate) use crate::explain::Explainer;
+
+/// Without PostgreSQL there is nothing to explain on.
+#[cfg(not(feature = "postgres"))]
+pub(crate) enum Explainer {}
+
+#[cfg(not(feature = "postgres"))]
+impl Explainer {
+    fn explain(&self, _: &str, _: &str, _: &str) {
+        match *self {}
+    }
+}
 
 /// Tracks the statements that pooled diesel connections run. Give it to a connector
 /// ([`PgConnector::track_queries`](crate::diesel::PgConnector::track_queries),
@@ -70,6 +83,8 @@ struct Shared {
     name: String,
     slow_threshold: Option<Duration>,
     slow: Counter,
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    explain: bool,
     max_statements: usize,
     max_statement_len: usize,
     /// Per statement label, its handles; at most `max_statements` entries plus `other`.
@@ -93,18 +108,29 @@ impl QueryTracking {
             recorder: None,
             name: "default".to_owned(),
             slow_threshold: Some(Duration::from_secs(1)),
+            explain: false,
             max_statements: 200,
             max_statement_len: 200,
         }
     }
 
-    /// The instrumentation one connection gets.
-    pub(crate) fn instrumentation(&self) -> QueryInstrumentation {
+    /// The instrumentation one connection gets; `explainer` explains its slow statements.
+    pub(crate) fn instrumentation(
+        &self,
+        explainer: Option<Arc<Explainer>>,
+    ) -> QueryInstrumentation {
         QueryInstrumentation {
             shared: Arc::clone(&self.shared),
             started: VecDeque::new(),
             known: HashMap::new(),
+            explainer,
         }
+    }
+
+    /// Whether slow statements' plans are wanted ([`QueryTrackingBuilder::explain_slow_queries`]).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    pub(crate) fn explains(&self) -> bool {
+        self.shared.explain
     }
 }
 
@@ -154,7 +180,8 @@ impl Shared {
         }
     }
 
-    fn finished(&self, statement: &Statement, elapsed: Duration, failed: bool) {
+    /// Records a finished statement; whether it was slow.
+    fn finished(&self, statement: &Statement, elapsed: Duration, failed: bool) -> bool {
         statement.seconds.record_duration(elapsed);
         if failed {
             statement.errors.increment();
@@ -169,7 +196,9 @@ impl Shared {
                 threshold_ms = threshold.as_secs_f64() * 1e3,
                 "slow query"
             );
+            return true;
         }
+        false
     }
 }
 
@@ -179,6 +208,7 @@ pub struct QueryTrackingBuilder {
     recorder: Option<Arc<dyn Recorder>>,
     name: String,
     slow_threshold: Option<Duration>,
+    explain: bool,
     max_statements: usize,
     max_statement_len: usize,
 }
@@ -207,6 +237,19 @@ impl QueryTrackingBuilder {
     /// `brisk_pool::slow_query`) and counted. Default: 1 s.
     pub fn slow_threshold(mut self, threshold: Duration) -> Self {
         self.slow_threshold = Some(threshold);
+        self
+    }
+
+    /// PostgreSQL: logs the plan of each slow statement after it (`WARN`, target
+    /// `brisk_pool::slow_query`, message `slow query plan`, field `plan`), as `auto_explain`
+    /// does, without the extension. The plan is PostgreSQL's generic plan, made on a
+    /// connection of its own (`plan_cache_mode = force_generic_plan`, `PREPARE`, `EXPLAIN
+    /// EXECUTE` with `NULL`s), so parameters show as `$1` and no value is planned with or
+    /// logged; statements with literals in their text, or several statements, are not
+    /// explained. One plan at a time, each statement at most every 10 minutes. SQLite
+    /// connections ignore it. Default: off.
+    pub fn explain_slow_queries(mut self) -> Self {
+        self.explain = true;
         self
     }
 
@@ -263,6 +306,7 @@ impl QueryTrackingBuilder {
                 name: self.name,
                 slow_threshold: self.slow_threshold,
                 slow,
+                explain: self.explain,
                 max_statements: self.max_statements,
                 max_statement_len: self.max_statement_len,
                 statements: Mutex::new(HashMap::new()),
@@ -289,6 +333,7 @@ pub(crate) struct QueryInstrumentation {
     /// The statements this connection has run, by the hash of their SQL, so a statement
     /// run again is neither formatted nor normalised again. Bounded by `MAX_KNOWN`.
     known: HashMap<u64, Arc<Statement>>,
+    explainer: Option<Arc<Explainer>>,
 }
 
 /// Statements in flight on one connection that are remembered.
@@ -328,7 +373,12 @@ impl Instrumentation for QueryInstrumentation {
                         statement
                     }
                 };
-                self.shared.finished(&statement, elapsed, error.is_some());
+                let slow = self.shared.finished(&statement, elapsed, error.is_some());
+                if let (true, Some(explainer)) = (slow, &self.explainer) {
+                    let text = query.to_string();
+                    let sql = &text[..sql_len(&text)];
+                    explainer.explain(&self.shared.name, &statement.label, sql);
+                }
             }
             _ => {}
         }

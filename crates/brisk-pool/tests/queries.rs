@@ -112,6 +112,79 @@ async fn postgres_statements_are_timed_by_shape_and_slow_ones_logged() {
     brisk_testkit::promtool_check_metrics(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
 }
 
+/// With `explain_slow_queries`, a slow statement's generic plan follows its log line: the
+/// parameter shows as `$1`, never its value; a statement with a literal in its text is not
+/// explained, and a statement is explained once however often it is slow.
+#[tokio::test]
+async fn postgres_slow_statements_are_explained_without_their_values() {
+    let logs = LogCapture::this_thread();
+    let server = PostgresServer::start().unwrap();
+    let tracking = QueryTracking::builder()
+        .slow_threshold(Duration::from_millis(20))
+        .explain_slow_queries()
+        .build()
+        .unwrap();
+    let pool = PgPool::builder(PgConnector::new(server.url()).track_queries(tracking))
+        .max_size(1)
+        .build()
+        .await
+        .unwrap();
+    let mut connection = pool.get().await.unwrap();
+    connection
+        .batch_execute(
+            "CREATE TABLE accounts (id int, owner text); \
+             INSERT INTO accounts SELECT g, 'owner-' || g FROM generate_series(1, 3) g",
+        )
+        .await
+        .unwrap();
+    // pg_sleep runs once per row: 3 × 10 ms.
+    let slow = "SELECT id FROM accounts WHERE owner = $1 AND pg_sleep($2) IS NOT NULL";
+    for _ in 0..2 {
+        sql_query(slow)
+            .bind::<Text, _>("owner-7")
+            .bind::<diesel::sql_types::Double, _>(0.01)
+            .execute(&mut *connection)
+            .await
+            .unwrap();
+    }
+    // Inlined: slow and logged, not explained.
+    sql_query("SELECT pg_sleep(0.03), 'owner-8' AS owner")
+        .execute(&mut *connection)
+        .await
+        .unwrap();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let plan = loop {
+        let lines = logs.lines();
+        if let Some(plan) = lines.iter().find(|line| line.contains("slow query plan")) {
+            break plan.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no plan logged: {lines:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert!(plan.contains("Seq Scan on accounts"), "{plan}");
+    assert!(plan.contains("$1"), "{plan}");
+    assert!(plan.contains("$1") && plan.contains("$2"), "{plan}");
+    assert!(
+        plan.contains("statement=SELECT id FROM accounts WHERE owner = ? AND pg_sleep(?)"),
+        "{plan}"
+    );
+    // The second run was not explained (its label was, before the first plan started), the
+    // inlined statement cannot be: by now every event is in, and none carries a value.
+    let lines = logs.lines();
+    let all = lines.join("\n");
+    assert!(
+        !all.contains("owner-7") && !all.contains("owner-8"),
+        "{all}"
+    );
+    let count = |needle: &str| lines.iter().filter(|line| line.contains(needle)).count();
+    assert_eq!(count("message=slow query plan"), 1, "{all}");
+    assert_eq!(count("message=slow query name="), 3, "{all}");
+}
+
 /// SQLite statements (run on blocking threads) are timed the same way, and the number of
 /// distinct statement labels is bounded: the rest are `other`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
