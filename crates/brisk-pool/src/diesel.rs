@@ -7,7 +7,8 @@ use diesel_async::{SimpleAsyncConnection, pooled_connection::PoolableConnection}
 pub use crate::query::{QueryTracking, QueryTrackingBuilder};
 use crate::{connect::Connect, error::BoxError, pool::Pool};
 
-/// Connects diesel-async's `AsyncPgConnection`s (without TLS).
+/// Connects diesel-async's `AsyncPgConnection`s, without TLS or, with feature
+/// `postgres-rustls`, over rustls ([`rustls`](Self::rustls)).
 ///
 /// It connects through tokio-postgres itself and hands the connection to diesel-async, so
 /// that a failed connect keeps its cause (`Connection refused`, `password authentication
@@ -19,6 +20,7 @@ pub struct PgConnector {
     target: String,
     tracking: Option<QueryTracking>,
     explainer: Option<std::sync::Arc<crate::explain::Explainer>>,
+    tls: crate::explain::Tls,
 }
 
 #[cfg(feature = "postgres")]
@@ -32,7 +34,27 @@ impl PgConnector {
             url,
             tracking: None,
             explainer: None,
+            tls: crate::explain::Tls::default(),
         }
+    }
+
+    /// Connects over TLS with rustls and `config` (its root certificates decide which servers
+    /// are trusted; [`tls_config`] builds one from a PEM CA bundle). The URL's `sslmode`
+    /// applies: `prefer` (the default) falls back to a plain connection when the server has no
+    /// TLS, `require` does not, `disable` never uses TLS. Feature `postgres-rustls`.
+    #[cfg(feature = "postgres-rustls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "postgres-rustls")))]
+    #[must_use]
+    pub fn rustls(mut self, config: rustls::ClientConfig) -> Self {
+        self.tls =
+            crate::explain::Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(config));
+        if let Some(explainer) = &mut self.explainer {
+            *explainer = std::sync::Arc::new(crate::explain::Explainer::new(
+                self.url.clone(),
+                self.tls.clone(),
+            ));
+        }
+        self
     }
 
     /// Times every statement each new connection runs ([`QueryTracking`]); with
@@ -40,9 +62,12 @@ impl PgConnector {
     /// slow statements are explained on a connection of their own to the same URL.
     #[must_use]
     pub fn track_queries(mut self, tracking: QueryTracking) -> Self {
-        self.explainer = tracking
-            .explains()
-            .then(|| std::sync::Arc::new(crate::explain::Explainer::new(self.url.clone())));
+        self.explainer = tracking.explains().then(|| {
+            std::sync::Arc::new(crate::explain::Explainer::new(
+                self.url.clone(),
+                self.tls.clone(),
+            ))
+        });
         self.tracking = Some(tracking);
         self
     }
@@ -63,11 +88,20 @@ impl Connect for PgConnector {
     type Error = BoxError;
 
     async fn connect(&self) -> Result<Self::Connection, BoxError> {
-        let (client, connection) =
-            tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
-        let mut connection =
-            diesel_async::AsyncPgConnection::try_from_client_and_connection(client, connection)
-                .await?;
+        let mut connection = match &self.tls {
+            crate::explain::Tls::None => {
+                let (client, connection) =
+                    tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
+                diesel_async::AsyncPgConnection::try_from_client_and_connection(client, connection)
+                    .await?
+            }
+            #[cfg(feature = "postgres-rustls")]
+            crate::explain::Tls::Rustls(tls) => {
+                let (client, connection) = tokio_postgres::connect(&self.url, tls.clone()).await?;
+                diesel_async::AsyncPgConnection::try_from_client_and_connection(client, connection)
+                    .await?
+            }
+        };
         if let Some(tracking) = &self.tracking {
             diesel_async::AsyncConnection::set_instrumentation(
                 &mut connection,
@@ -101,6 +135,40 @@ impl Pool<PgConnector> {
     pub async fn from_url(url: &str) -> crate::Result<Self> {
         from_url(url, PgConnector::new).await
     }
+}
+
+/// A rustls client configuration that trusts the certificates in `ca_pem` (one or more PEM
+/// `CERTIFICATE` blocks, such as a cloud provider's CA bundle), for [`PgConnector::rustls`].
+/// It uses the ring provider and rustls' safe default protocol versions.
+///
+/// # Errors
+/// [`Error::Config`](crate::Error::Config) (setting `ca_pem`) when the PEM holds no
+/// certificate or one rustls refuses.
+#[cfg(feature = "postgres-rustls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres-rustls")))]
+pub fn tls_config(ca_pem: &[u8]) -> crate::Result<rustls::ClientConfig> {
+    use rustls::pki_types::{CertificateDer, pem::PemObject};
+    let invalid = |reason| crate::Error::Config {
+        setting: "ca_pem".to_owned(),
+        value: format!("{} bytes", ca_pem.len()),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(ca_pem) {
+        let certificate = certificate.map_err(|_| invalid("PEM CERTIFICATE blocks"))?;
+        roots
+            .add(certificate)
+            .map_err(|_| invalid("certificates rustls accepts as roots"))?;
+    }
+    if roots.is_empty() {
+        return Err(invalid("at least one PEM CERTIFICATE block"));
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|_| invalid("a provider that supports TLS 1.2 or 1.3"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }
 
 /// A pool of diesel-async PostgreSQL connections.

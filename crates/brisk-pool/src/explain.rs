@@ -17,6 +17,15 @@ use std::{
 
 use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
 
+/// How a connector reaches PostgreSQL: plain, or over rustls.
+#[derive(Clone, Default)]
+pub(crate) enum Tls {
+    #[default]
+    None,
+    #[cfg(feature = "postgres-rustls")]
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
 /// How long one plan (connecting included) may take.
 const EXPLAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// A statement is explained at most once per this interval.
@@ -25,6 +34,7 @@ const EXPLAIN_INTERVAL: Duration = Duration::from_secs(600);
 /// Explains slow statements on a connection of its own, one at a time.
 pub(crate) struct Explainer {
     url: String,
+    tls: Tls,
     /// An explanation is running; slow statements meanwhile are not explained.
     busy: AtomicBool,
     /// The connection explanations run on, opened at the first and reopened after a failure.
@@ -35,9 +45,10 @@ pub(crate) struct Explainer {
 }
 
 impl Explainer {
-    pub(crate) fn new(url: String) -> Self {
+    pub(crate) fn new(url: String, tls: Tls) -> Self {
         Self {
             url,
+            tls,
             busy: AtomicBool::new(false),
             client: tokio::sync::Mutex::new(None),
             explained: Mutex::new(HashMap::new()),
@@ -111,10 +122,21 @@ impl Explainer {
         let session = match kept.take() {
             Some(session) if !session.is_closed() => session,
             _ => {
-                let (session, connection) = tokio_postgres::connect(&self.url, NoTls).await?;
-                tokio::spawn(async move {
-                    let _ = connection.await;
-                });
+                let session = match &self.tls {
+                    Tls::None => {
+                        let (session, connection) =
+                            tokio_postgres::connect(&self.url, NoTls).await?;
+                        tokio::spawn(connection);
+                        session
+                    }
+                    #[cfg(feature = "postgres-rustls")]
+                    Tls::Rustls(tls) => {
+                        let (session, connection) =
+                            tokio_postgres::connect(&self.url, tls.clone()).await?;
+                        tokio::spawn(connection);
+                        session
+                    }
+                };
                 session
                     .batch_execute("SET plan_cache_mode = force_generic_plan")
                     .await?;

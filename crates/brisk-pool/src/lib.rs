@@ -47,6 +47,8 @@
 //! - `postgres`: [`PgConnector`] / [`PgPool`] for diesel-async's `AsyncPgConnection`.
 //! - `sqlite`: [`SqliteConnector`] / [`SqlitePool`] (diesel's `SqliteConnection` on blocking
 //!   threads). Enable `libsqlite3-sys/bundled` in your application to build SQLite in.
+//! - `postgres-rustls`: PostgreSQL over TLS with rustls (ring), `PgConnector::rustls` and
+//!   `diesel::tls_config` (a client configuration from a PEM CA bundle).
 //! - `redis`: [`RedisConnector`] / [`RedisPool`] and [`SharedRedis`].
 //!
 //! # Guarantees

@@ -74,6 +74,9 @@ pub enum Error {
         "running as root, and PostgreSQL refuses to run as root: create a `postgres` system user (the `postgresql` package does)"
     )]
     NoPostgresUser,
+    /// Generating the TLS certificates of a server failed.
+    #[error("generating a TLS certificate: {0}")]
+    Certificate(String),
     /// A database name that is not a plain lower-case identifier.
     #[error(
         "invalid database name {0:?}: use 1 to 63 characters from a-z, 0-9 and _, not starting with a digit"

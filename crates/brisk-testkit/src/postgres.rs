@@ -45,6 +45,8 @@ pub struct PostgresServer {
     config: PostgresBuilder,
     bin_dir: PathBuf,
     run_as: Option<(u32, u32)>,
+    /// The CA that signed the server's certificate, PEM (with [`PostgresBuilder::tls`]).
+    ca_pem: Option<String>,
     dir: TempDir,
 }
 
@@ -54,6 +56,7 @@ pub struct PostgresServer {
 pub struct PostgresBuilder {
     bin_dir: Option<PathBuf>,
     settings: Vec<(String, String)>,
+    tls: bool,
     start_timeout: Duration,
 }
 
@@ -62,6 +65,7 @@ impl Default for PostgresBuilder {
         Self {
             bin_dir: None,
             settings: Vec::new(),
+            tls: false,
             start_timeout: Duration::from_secs(30),
         }
     }
@@ -78,6 +82,16 @@ impl PostgresBuilder {
     /// A server setting (`-c name=value`), such as `max_connections` = `50`.
     pub fn setting(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.settings.push((name.into(), value.into()));
+        self
+    }
+
+    /// Serves TLS with a certificate for `localhost` and `127.0.0.1`, signed by a CA made for
+    /// this server alone ([`PostgresServer::ca_certificate_pem`]). Over TCP, only TLS
+    /// sessions are accepted, except the superuser's (which the testkit's own probes and
+    /// [`execute`](PostgresServer::execute) use): tests connect as another role to see a
+    /// plain connection refused.
+    pub fn tls(mut self) -> Self {
+        self.tls = true;
         self
     }
 
@@ -133,6 +147,11 @@ impl PostgresBuilder {
             .args(["--locale", "C", "--no-sync", "--no-instructions"]);
         as_user(&mut initdb, run_as);
         process::run_setup(&mut initdb)?;
+        let ca_pem = if self.tls {
+            Some(serve_tls(&dir.path().join("data"), run_as)?)
+        } else {
+            None
+        };
 
         let mut attempt = 0;
         loop {
@@ -145,6 +164,7 @@ impl PostgresBuilder {
                         config: self,
                         bin_dir,
                         run_as,
+                        ca_pem,
                         dir,
                     });
                 }
@@ -185,6 +205,52 @@ pub fn postgres_bin_dir() -> Result<PathBuf> {
             package: PACKAGE,
             searched: "PATH and /usr/lib/postgresql/*/bin".to_owned(),
         })
+}
+
+/// Writes a CA-signed certificate and key into `data` and a `pg_hba.conf` that takes TCP
+/// sessions over TLS only (the superuser's excepted); returns the CA certificate, PEM.
+fn serve_tls(data: &Path, run_as: Option<(u32, u32)>) -> Result<String> {
+    let certificate_error = |e: rcgen::Error| Error::Certificate(e.to_string());
+    let ca_key = rcgen::KeyPair::generate().map_err(certificate_error)?;
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(certificate_error)?;
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "brisk-testkit CA");
+    let ca_certificate = ca.self_signed(&ca_key).map_err(certificate_error)?;
+    let issuer = rcgen::Issuer::new(ca, ca_key);
+    let key = rcgen::KeyPair::generate().map_err(certificate_error)?;
+    let mut server =
+        rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+            .map_err(certificate_error)?;
+    server
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let certificate = server.signed_by(&key, &issuer).map_err(certificate_error)?;
+
+    let write = |name: &str, contents: &str| -> Result<()> {
+        let path = data.join(name);
+        fs::write(&path, contents).map_err(io_err(format!("writing {}", path.display())))?;
+        // PostgreSQL refuses a key others can read.
+        fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .map_err(io_err(format!("restricting {}", path.display())))?;
+        if let Some((uid, gid)) = run_as {
+            chown(&path, Some(uid), Some(gid))
+                .map_err(io_err(format!("handing {} to postgres", path.display())))?;
+        }
+        Ok(())
+    };
+    write("server.crt", &certificate.pem())?;
+    write("server.key", &key.serialize_pem())?;
+    write(
+        "pg_hba.conf",
+        &format!(
+            "local all all trust\n\
+             hostssl all all 127.0.0.1/32 trust\n\
+             host all {SUPERUSER} 127.0.0.1/32 trust\n\
+             host all all 127.0.0.1/32 reject\n"
+        ),
+    )?;
+    Ok(ca_certificate.pem())
 }
 
 /// The uid and gid of the `postgres` system user, from `/etc/passwd`.
@@ -229,6 +295,9 @@ fn launch(
         // recovers every committed transaction (commits stay synchronous).
         .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
         .args(["-c", "max_connections=200"]);
+    if config.tls {
+        command.args(["-c", "ssl=on"]);
+    }
     for (name, value) in &config.settings {
         command.arg("-c").arg(format!("{name}={value}"));
     }
@@ -312,6 +381,12 @@ impl PostgresServer {
                 },
             }
         })
+    }
+
+    /// The PEM certificate of the CA that signed the server's, for clients to trust; `None`
+    /// without [`PostgresBuilder::tls`].
+    pub fn ca_certificate_pem(&self) -> Option<&str> {
+        self.ca_pem.as_deref()
     }
 
     /// The loopback port the server listens on; it stays the same across restarts.

@@ -43,7 +43,7 @@
 //! | `compress` | [`brisk-compress`](https://docs.rs/brisk-compress) | gzip/brotli/zstd/deflate negotiated per RFC 9110 with size and type thresholds, streams that flush when idle, bomb-safe decoding, framed cache values | `compress-tower` (layers) |
 //! | `dedup` | [`brisk-dedup`](https://docs.rs/brisk-dedup) | single-flight: concurrent identical requests share one execution, in one process or across instances | `dedup-redis` |
 //! | `metrics` | [`brisk-metrics`](https://docs.rs/brisk-metrics) | latency histograms, counters, Prometheus text, performance budgets | `metrics-tower` (`LatencyLayer`), `metrics-rs` (to the `metrics` facade), `metrics-process` (process CPU, memory, fds), `metrics-runtime` (tokio runtime gauges) |
-//! | `pool` | [`brisk-pool`](https://docs.rs/brisk-pool) | connection pools for diesel-async PostgreSQL and SQLite and for Redis, validating only idle connections | `pool-postgres`, `pool-sqlite`, `pool-redis` |
+//! | `pool` | [`brisk-pool`](https://docs.rs/brisk-pool) | connection pools for diesel-async PostgreSQL and SQLite and for Redis, validating only idle connections | `pool-postgres`, `pool-postgres-rustls` (TLS), `pool-sqlite`, `pool-redis` |
 //! | `stream` | [`brisk-stream`](https://docs.rs/brisk-stream) | keyset pagination with signed cursors, row streams and JSON/NDJSON/CSV encoding in bounded memory, field selection, bounded parallelism | `stream-csv`, `stream-diesel`, `stream-diesel-async`, `stream-axum` |
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
