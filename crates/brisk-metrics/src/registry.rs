@@ -10,7 +10,7 @@ use crate::{
     error::{Error, Result},
     key::Key,
     recorder::{Counter, Description, Gauge, Histogram, MetricKind, Recorder, Unit},
-    snapshot::{self, SampleSnapshot, Snapshot},
+    snapshot::{self, SampleKind, SampleSnapshot, Snapshot},
 };
 
 /// Names of the registry's own counters, exported with the rest.
@@ -328,9 +328,9 @@ impl Registry {
         snapshot
     }
 
-    /// Adds `collector`'s values to every later [`snapshot`](Self::snapshot) and Prometheus
-    /// text ([`Interval`] snapshots report recorded series only). Its descriptions become
-    /// `# HELP` lines.
+    /// Adds `collector`'s values to every later [`snapshot`](Self::snapshot), Prometheus text
+    /// and [`Interval`] snapshot (there, counter samples as their growth since the previous
+    /// one). Its descriptions become `# HELP` lines.
     ///
     /// ```
     /// # #[cfg(all(feature = "process", target_os = "linux"))]
@@ -414,6 +414,7 @@ impl Registry {
         Interval {
             registry: self.clone(),
             previous: HashMap::new(),
+            previous_samples: HashMap::new(),
         }
     }
 
@@ -547,11 +548,15 @@ pub const METRICS: &[Description] = &[
 
 /// Interval view over a [`Registry`]: each [`snapshot`](Self::snapshot) covers what was
 /// recorded since the previous one (the first covers everything so far). Gauges show their
-/// current value. Each consumer keeps its own `Interval`.
+/// current value. Collected samples ([`Registry::register_collector`]) are included the same
+/// way: a counter sample as its growth since the previous snapshot, a gauge sample as its
+/// value. Each consumer keeps its own `Interval`.
 #[derive(Debug)]
 pub struct Interval {
     registry: Registry,
     previous: HashMap<Key, Previous>,
+    /// Counter samples' values at the previous snapshot (only those collected then).
+    previous_samples: HashMap<(String, BTreeMap<String, String>), f64>,
 }
 
 #[derive(Debug)]
@@ -594,11 +599,25 @@ impl Interval {
             self.previous.insert(key, keep);
             rows.push(row);
         }
-        snapshot::build(
+        let mut snapshot = snapshot::build(
             rows.into_iter(),
             &self.registry.inner.settings.buckets,
             self.registry.meta_counters(),
             self.registry.help(),
-        )
+        );
+        self.registry.add_collected(&mut snapshot);
+        let mut previous = HashMap::new();
+        for sample in &mut snapshot.samples {
+            if sample.kind == SampleKind::Counter {
+                let key = (sample.name.clone(), sample.labels.clone());
+                let now = sample.value;
+                if let Some(before) = self.previous_samples.get(&key) {
+                    sample.value = (now - before).max(0.0);
+                }
+                previous.insert(key, now);
+            }
+        }
+        self.previous_samples = previous;
+        snapshot
     }
 }

@@ -332,3 +332,44 @@ fn collected_samples_are_floats_sorted_described_and_never_clash() {
         assert!(!serde_json::to_string(&without).unwrap().contains("samples"));
     }
 }
+
+/// A counter sample that grows by a known amount per collection.
+#[derive(Debug, Default)]
+struct Ticking(std::sync::atomic::AtomicU64);
+
+impl brisk_metrics::Collector for Ticking {
+    fn collect(&self, out: &mut Vec<brisk_metrics::SampleSnapshot>) {
+        use brisk_metrics::{SampleKind, SampleSnapshot};
+        let n = self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) as f64;
+        out.push(SampleSnapshot::new(
+            "work_seconds_total",
+            SampleKind::Counter,
+            1.5 * n,
+        ));
+        out.push(SampleSnapshot::new(
+            "queue_depth",
+            SampleKind::Gauge,
+            10.0 + n,
+        ));
+    }
+}
+
+#[test]
+fn intervals_show_counter_samples_as_growth_and_gauge_samples_as_values() {
+    let registry = Registry::new();
+    registry.register_collector(Ticking::default());
+    let mut interval = registry.interval();
+    let first = interval.snapshot();
+    assert_eq!(first.sample("work_seconds_total", &[]), Some(0.0));
+    assert_eq!(first.sample("queue_depth", &[]), Some(10.0));
+    // Three collections later (two cumulative snapshots in between): 3 × 1.5.
+    let _ = registry.snapshot();
+    let _ = registry.snapshot();
+    let second = interval.snapshot();
+    assert_eq!(second.sample("work_seconds_total", &[]), Some(4.5));
+    assert_eq!(second.sample("queue_depth", &[]), Some(13.0));
+    assert_eq!(
+        registry.snapshot().sample("work_seconds_total", &[]),
+        Some(6.0)
+    );
+}
