@@ -13,6 +13,7 @@ const TARGETS: &[&str] = &[
     "cursor",
     "decoders",
     "preconditions",
+    "statement_label",
     "value_frame",
 ];
 

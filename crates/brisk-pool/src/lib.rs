@@ -120,6 +120,7 @@ mod query;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+mod statement;
 
 pub use crate::{
     config::{Config, Order, Validation},
@@ -128,4 +129,5 @@ pub use crate::{
     leak::SuspectedLeak,
     metrics::METRICS,
     pool::{ConnectionPool, OwnedPooledConnection, Pool, PoolBuilder, PooledConnection, Status},
+    statement::statement_label,
 };
