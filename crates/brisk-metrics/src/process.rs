@@ -24,7 +24,7 @@ use crate::{
 };
 
 /// The metrics [`ProcessCollector`] reports.
-pub const METRICS: &[Description] = &[
+pub const PROCESS_METRICS: &[Description] = &[
     Description {
         name: "process_cpu_seconds_total",
         kind: MetricKind::Counter,
@@ -201,7 +201,7 @@ fn parse_max_open_files(limits: &str) -> Option<Option<u64>> {
     }
 }
 
-/// A [`Collector`] of the process' figures ([`METRICS`]), read at each snapshot.
+/// A [`Collector`] of the process' figures ([`PROCESS_METRICS`]), read at each snapshot.
 ///
 /// A read costs a few `/proc` files and a directory listing (tens of microseconds); a
 /// snapshot in which it fails leaves these metrics out and counts
@@ -255,7 +255,7 @@ impl Collector for ProcessCollector {
     }
 
     fn describe(&self) -> &[Description] {
-        METRICS
+        PROCESS_METRICS
     }
 }
 

@@ -27,7 +27,7 @@ use crate::{
 };
 
 /// The metrics [`RuntimeCollector`] reports, each labelled `runtime="<name>"`.
-pub const METRICS: &[Description] = &[
+pub const RUNTIME_METRICS: &[Description] = &[
     Description {
         name: "tokio_runtime_workers",
         kind: MetricKind::Gauge,
@@ -60,7 +60,7 @@ pub const METRICS: &[Description] = &[
     },
 ];
 
-/// A [`Collector`] of one tokio runtime's figures ([`METRICS`]).
+/// A [`Collector`] of one tokio runtime's figures ([`RUNTIME_METRICS`]).
 ///
 /// `tokio_runtime_busy_ratio` is busy time over wall time × workers since the previous
 /// snapshot (since the collector was made, for the first): with one scraper, the load between
@@ -145,6 +145,6 @@ impl Collector for RuntimeCollector {
     }
 
     fn describe(&self) -> &[Description] {
-        METRICS
+        RUNTIME_METRICS
     }
 }
