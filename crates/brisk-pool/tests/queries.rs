@@ -112,6 +112,51 @@ async fn postgres_statements_are_timed_by_shape_and_slow_ones_logged() {
     brisk_testkit::promtool_check_metrics(&text).unwrap_or_else(|error| panic!("{error}\n{text}"));
 }
 
+/// Statements pipelined on one connection (diesel-async sends them before the first reply)
+/// finish in their own order: each is timed and labelled as itself.
+#[tokio::test]
+async fn pipelined_statements_on_one_connection_are_each_timed() {
+    let server = PostgresServer::start().unwrap();
+    let registry = Registry::new();
+    let tracking = QueryTracking::builder()
+        .metrics(&registry, "main")
+        .build()
+        .unwrap();
+    let pool = PgPool::builder(PgConnector::new(server.url()).track_queries(tracking))
+        .max_size(1)
+        .build()
+        .await
+        .unwrap();
+    let connection = pool.get().await.unwrap();
+    // Shared references: how diesel-async pipelines.
+    let shared: &diesel_async::AsyncPgConnection = &connection;
+    for round in 0..5 {
+        let (a, b, c, d) = tokio::try_join!(
+            sql_query("SELECT $1::int AS v")
+                .bind::<Integer, _>(round)
+                .get_result::<Value>(&mut { shared }),
+            sql_query("SELECT $1::int + 1 AS v")
+                .bind::<Integer, _>(round)
+                .get_result::<Value>(&mut { shared }),
+            sql_query("SELECT $1::int AS v, pg_sleep(0.002)::text AS slept")
+                .bind::<Integer, _>(round)
+                .get_result::<Value>(&mut { shared }),
+            sql_query("SELECT $1::int AS v")
+                .bind::<Integer, _>(round + 10)
+                .get_result::<Value>(&mut { shared }),
+        )
+        .unwrap();
+        assert_eq!((a.v, b.v, c.v, d.v), (round, round + 1, round, round + 10));
+    }
+    let snapshot = registry.snapshot();
+    assert_eq!(count(&snapshot, "SELECT ?::int AS v"), 10);
+    assert_eq!(count(&snapshot, "SELECT ?::int + ? AS v"), 5);
+    assert_eq!(
+        count(&snapshot, "SELECT ?::int AS v, pg_sleep(?)::text AS slept"),
+        5
+    );
+}
+
 /// With `explain_slow_queries`, a slow statement's generic plan follows its log line: the
 /// parameter shows as `$1`, never its value; a statement with a literal in its text is not
 /// explained, and a statement is explained once however often it is slow.
