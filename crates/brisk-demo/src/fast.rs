@@ -27,7 +27,9 @@ use brisk_cache::{
     http::{CachedResponse, ConditionalLayer, ResponseCacheLayer},
 };
 use brisk_compress::tower::CompressionLayer;
-use brisk_metrics::{Registry, tower::PrometheusService};
+use brisk_metrics::{
+    Registry, process::ProcessCollector, runtime::RuntimeCollector, tower::PrometheusService,
+};
 use brisk_stream::{Cursors, Encoder, KeyValue, Keyset, SortOrder};
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -150,6 +152,12 @@ pub(crate) async fn router(target: Target, redis: Option<&str>) -> Result<Router
         }
     };
     let registry = Arc::new(Registry::new());
+    // The process' CPU, memory and descriptors, and the runtime's load, read at each scrape.
+    registry.register_collector(ProcessCollector::new());
+    registry.register_collector(RuntimeCollector::new(
+        tokio::runtime::Handle::current(),
+        "server",
+    ));
     let pool = target.pool(8, &registry).await?;
     let loader = Loader::builder(Products { pool: pool.clone() })
         .metrics(&*registry, "products")

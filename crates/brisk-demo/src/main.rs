@@ -785,6 +785,9 @@ mod tests {
             "brisk_batch_",
             "brisk_cache_tiered_",
             "brisk_cache_http_",
+            "process_cpu_seconds_total",
+            "process_resident_memory_bytes",
+            "tokio_runtime_busy_seconds_total",
         ] {
             assert!(text.contains(&format!("# HELP {family}")), "{family}");
         }
