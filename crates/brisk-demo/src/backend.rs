@@ -2,12 +2,15 @@
 //! one with a new connection per request, the brisk one through a brisk-pool pool. Every
 //! connection counts its statements.
 
-use std::sync::{Arc, atomic::Ordering};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Duration,
+};
 
 use brisk_metrics::Registry;
 use brisk_pool::{
     PooledConnection,
-    diesel::{PgConnector, PgPool, SqliteConnector, SqlitePool},
+    diesel::{PgConnector, PgPool, QueryTracking, SqliteConnector, SqlitePool},
 };
 use diesel_async::{AsyncConnection, SimpleAsyncConnection};
 
@@ -68,14 +71,20 @@ impl Target {
     /// A pool of `size` connections, reporting to `registry`.
     pub(crate) async fn pool(&self, size: u32, registry: &Registry) -> Result<Pool, String> {
         let error = |error: brisk_pool::Error| error.to_string();
+        // Each statement timed by its shape, around the demo's own query count.
+        let tracking = QueryTracking::builder()
+            .metrics(registry, "catalog")
+            .slow_threshold(Duration::from_millis(250))
+            .build()
+            .map_err(error)?;
         Ok(match self {
             Target::Sqlite(path) => Pool::Sqlite(
                 SqlitePool::builder(SqliteConnector::new(path.to_string()))
                     .max_size(size)
-                    .on_connect(|connection| {
+                    .on_connect(move |connection| {
+                        connection.set_instrumentation(tracking.instrumentation_around(Counted));
                         Box::pin(async move {
                             CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-                            connection.set_instrumentation(Counted);
                             connection
                                 .batch_execute(
                                     "PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 30000",
@@ -92,10 +101,10 @@ impl Target {
             Target::Pg(url) => Pool::Pg(
                 PgPool::builder(PgConnector::new(url.to_string()))
                     .max_size(size)
-                    .on_connect(|connection| {
+                    .on_connect(move |connection| {
+                        connection.set_instrumentation(tracking.instrumentation_around(Counted));
                         Box::pin(async move {
                             CONNECTIONS.fetch_add(1, Ordering::Relaxed);
-                            connection.set_instrumentation(Counted);
                             Ok(())
                         })
                     })

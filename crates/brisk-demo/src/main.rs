@@ -785,6 +785,7 @@ mod tests {
             "brisk_batch_",
             "brisk_cache_tiered_",
             "brisk_cache_http_",
+            "brisk_pool_query_seconds",
             "process_cpu_seconds_total",
             "process_resident_memory_bytes",
             "tokio_runtime_busy_seconds_total",

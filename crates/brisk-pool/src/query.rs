@@ -10,7 +10,7 @@ use std::{
 };
 
 use brisk_metrics::{Counter, Histogram, Key, Recorder, Unit};
-use diesel::connection::{Instrumentation, InstrumentationEvent};
+use diesel::connection::{DebugQuery, Instrumentation, InstrumentationEvent};
 
 #[cfg(feature = "postgres")]
 pub(crate) use crate::explain::Explainer;
@@ -127,6 +127,23 @@ impl QueryTracking {
             started: VecDeque::new(),
             known: HashMap::new(),
             explainer,
+        }
+    }
+
+    /// The tracking as a diesel instrumentation that passes every event on to `inner`, for
+    /// connections that have an instrumentation of their own (diesel allows one): install it
+    /// where you install `inner`, typically in an
+    /// [`on_connect`](crate::PoolBuilder::on_connect) hook, instead of the connector's
+    /// `track_queries` (whose instrumentation such a hook would replace). Slow statements are
+    /// logged; their plans ([`explain_slow_queries`](QueryTrackingBuilder::explain_slow_queries))
+    /// need the connector's `track_queries`.
+    pub fn instrumentation_around<I: Instrumentation>(
+        &self,
+        inner: I,
+    ) -> impl Instrumentation + use<I> {
+        Around {
+            tracking: self.instrumentation(None),
+            inner,
         }
     }
 
@@ -344,48 +361,75 @@ const MAX_IN_FLIGHT: usize = 64;
 /// Distinct SQL texts one connection remembers the label of.
 const MAX_KNOWN: usize = 256;
 
-impl Instrumentation for QueryInstrumentation {
-    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
-        match event {
-            InstrumentationEvent::StartQuery { query, .. } => {
-                if self.started.len() == MAX_IN_FLIGHT {
-                    self.started.pop_front();
+impl QueryInstrumentation {
+    fn started(&mut self, query: &dyn DebugQuery) {
+        if self.started.len() == MAX_IN_FLIGHT {
+            self.started.pop_front();
+        }
+        self.started.push_back((sql_hash(query), Instant::now()));
+    }
+
+    fn finished(&mut self, query: &dyn DebugQuery, failed: bool) {
+        // diesel-async's finish shows the SQL alone, its start the binds too: the hash covers
+        // the SQL only.
+        let hash = sql_hash(query);
+        let Some(at) = self.started.iter().position(|(h, _)| *h == hash) else {
+            return;
+        };
+        let Some((_, started)) = self.started.remove(at) else {
+            return;
+        };
+        let elapsed = started.elapsed();
+        let statement = match self.known.get(&hash) {
+            Some(statement) => Arc::clone(statement),
+            None => {
+                let text = query.to_string();
+                let sql = &text[..sql_len(&text)];
+                let label = statement_label(sql, self.shared.max_statement_len);
+                let statement = self.shared.statement(&label);
+                if self.known.len() < MAX_KNOWN {
+                    self.known.insert(hash, Arc::clone(&statement));
                 }
-                self.started.push_back((sql_hash(query), Instant::now()));
+                statement
             }
+        };
+        let slow = self.shared.finished(&statement, elapsed, failed);
+        if let (true, Some(explainer)) = (slow, &self.explainer) {
+            let text = query.to_string();
+            let sql = &text[..sql_len(&text)];
+            explainer.explain(&self.shared.name, &statement.label, sql);
+        }
+    }
+
+    /// Hands the query events of `event` to the tracking.
+    fn observe(&mut self, event: &InstrumentationEvent<'_>) {
+        match event {
+            InstrumentationEvent::StartQuery { query, .. } => self.started(*query),
             InstrumentationEvent::FinishQuery { query, error, .. } => {
-                // diesel-async's finish shows the SQL alone, its start the binds too: the
-                // hash covers the SQL only.
-                let hash = sql_hash(query);
-                let Some(at) = self.started.iter().position(|(h, _)| *h == hash) else {
-                    return;
-                };
-                let Some((_, started)) = self.started.remove(at) else {
-                    return;
-                };
-                let elapsed = started.elapsed();
-                let statement = match self.known.get(&hash) {
-                    Some(statement) => Arc::clone(statement),
-                    None => {
-                        let text = query.to_string();
-                        let sql = &text[..sql_len(&text)];
-                        let label = statement_label(sql, self.shared.max_statement_len);
-                        let statement = self.shared.statement(&label);
-                        if self.known.len() < MAX_KNOWN {
-                            self.known.insert(hash, Arc::clone(&statement));
-                        }
-                        statement
-                    }
-                };
-                let slow = self.shared.finished(&statement, elapsed, error.is_some());
-                if let (true, Some(explainer)) = (slow, &self.explainer) {
-                    let text = query.to_string();
-                    let sql = &text[..sql_len(&text)];
-                    explainer.explain(&self.shared.name, &statement.label, sql);
-                }
+                self.finished(*query, error.is_some());
             }
             _ => {}
         }
+    }
+}
+
+impl Instrumentation for QueryInstrumentation {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        self.observe(&event);
+    }
+}
+
+/// [`QueryTracking::instrumentation_around`]: the tracking first, then the connection's own
+/// instrumentation.
+struct Around<I> {
+    tracking: QueryInstrumentation,
+    inner: I,
+}
+
+impl<I: Instrumentation> Instrumentation for Around<I> {
+    fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+        self.tracking.observe(&event);
+        self.inner.on_connection_event(event);
     }
 }
 

@@ -285,6 +285,61 @@ async fn sqlite_statements_are_timed_and_their_labels_bounded() {
     );
 }
 
+/// A connection with an instrumentation of its own keeps it: the tracking wraps it, and both
+/// see every statement.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_tracking_wraps_an_instrumentation_the_application_installs() {
+    use std::sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let registry = Registry::new();
+    let tracking = QueryTracking::builder()
+        .metrics(&registry, "main")
+        .build()
+        .unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let pool = SqlitePool::builder(SqliteConnector::new(
+        dir.path().join("app.db").to_str().unwrap(),
+    ))
+    .on_connect({
+        let seen = Arc::clone(&seen);
+        move |connection| {
+            let own = {
+                let seen = Arc::clone(&seen);
+                move |event: diesel::connection::InstrumentationEvent<'_>| {
+                    if let diesel::connection::InstrumentationEvent::StartQuery { .. } = event {
+                        seen.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            };
+            diesel_async::AsyncConnection::set_instrumentation(
+                connection,
+                tracking.instrumentation_around(own),
+            );
+            Box::pin(async { Ok(()) })
+        }
+    })
+    .max_size(1)
+    .build()
+    .await
+    .unwrap();
+    let mut connection = pool.get().await.unwrap();
+    for id in 0..3 {
+        sql_query("SELECT ? AS v")
+            .bind::<Integer, _>(id)
+            .get_result::<Value>(&mut *connection)
+            .await
+            .unwrap();
+    }
+    assert_eq!(count(&registry.snapshot(), "SELECT ? AS v"), 3);
+    assert!(
+        AtomicUsize::load(&seen, Ordering::SeqCst) >= 3,
+        "the application's own instrumentation ran"
+    );
+}
+
 #[test]
 fn zero_settings_are_refused() {
     for (built, setting) in [
