@@ -517,7 +517,7 @@ where
             if let Some(woken) = woken.as_mut().as_pin_mut() {
                 woken.enable();
             }
-            if waiter.is_some() && self.wakeups.as_ref().is_some_and(|w| w.is_subscribed()) {
+            if self.is_subscribed() {
                 // Woken by the release, so polling only guards against a lost message.
                 interval = self.settings.poll_max;
             }
@@ -563,18 +563,14 @@ where
                     if status != "ok" {
                         return Ok(Followed::TakeOver);
                     }
-                    let loaded =
-                        tokio::time::timeout(self.settings.redis_timeout, self.store.load(key))
-                            .await
-                            .map_err(|_| {
-                                format!("no reply within {:?}", self.settings.redis_timeout)
-                            })
-                            .and_then(|loaded| loaded.map_err(|error| error.to_string()))
-                            .map_err(|message| Error::Store {
-                                op: "load",
-                                key: format!("{key:?}"),
-                                message,
-                            })?;
+                    let timeout = self.settings.redis_timeout;
+                    let loaded = match tokio::time::timeout(timeout, self.store.load(key)).await {
+                        Ok(Ok(loaded)) => loaded,
+                        Ok(Err(error)) => return Err(store_error(key, error.to_string())),
+                        Err(_) => {
+                            return Err(store_error(key, format!("no reply within {timeout:?}")));
+                        }
+                    };
                     return Ok(match loaded {
                         Some(value) => {
                             self.metrics.remote_results.increment();
@@ -788,6 +784,15 @@ fn is_outage(error: &redis::RedisError) -> bool {
                     | ServerErrorKind::MasterDown
             )
         )
+}
+
+/// A failed `load` from the result store.
+fn store_error<E>(key: &str, message: String) -> Error<E> {
+    Error::Store {
+        op: "load",
+        key: format!("{key:?}"),
+        message,
+    }
 }
 
 fn redis_error<E>(op: &'static str, key: &str, source: redis::RedisError) -> Error<E> {

@@ -366,18 +366,7 @@ impl Registry {
         let mut samples: Vec<SampleSnapshot> = Vec::new();
         for collector in &collectors {
             collector.collect(&mut samples);
-            for description in collector.describe() {
-                snapshot
-                    .help
-                    .entry(description.name.to_owned())
-                    .or_insert_with(|| description.help.to_owned());
-            }
         }
-        let recorded: std::collections::HashSet<String> = snapshot
-            .recorded_names()
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
         let before = samples.len();
         let valid = |sample: &SampleSnapshot| -> Result<Key> {
             sample
@@ -387,15 +376,23 @@ impl Registry {
                     key.with_label(k.clone(), v.clone())
                 })
         };
+        let recorded = snapshot.recorded_names();
         samples.retain(|sample| !recorded.contains(sample.name.as_str()) && valid(sample).is_ok());
+        drop(recorded);
         let refused = before - samples.len();
         samples.sort_by(|a, b| (&a.name, &a.labels).cmp(&(&b.name, &b.labels)));
-        let sampled: std::collections::HashSet<&str> =
-            samples.iter().map(|s| s.name.as_str()).collect();
-        snapshot
-            .help
-            .retain(|name, _| recorded.contains(name.as_str()) || sampled.contains(name.as_str()));
-        drop(sampled);
+        // Help for the names sampled (the recorded ones have theirs from `build`).
+        for description in collectors.iter().flat_map(|collector| collector.describe()) {
+            if samples
+                .binary_search_by(|sample| sample.name.as_str().cmp(description.name))
+                .is_ok()
+            {
+                snapshot
+                    .help
+                    .entry(description.name.to_owned())
+                    .or_insert_with(|| description.help.to_owned());
+            }
+        }
         if refused > 0 {
             self.inner.conflicts.add(refused as u64);
             if let Some(conflicts) = snapshot

@@ -20,7 +20,60 @@ pub struct PgConnector {
     target: String,
     tracking: Option<QueryTracking>,
     explainer: Option<std::sync::Arc<crate::explain::Explainer>>,
-    tls: crate::explain::Tls,
+    tls: Tls,
+}
+
+/// How a [`PgConnector`] (and its slow-query explainer) reaches PostgreSQL: plain, or over
+/// rustls. The two ways to connect are here, side by side.
+#[cfg(feature = "postgres")]
+#[derive(Clone, Default)]
+pub(crate) enum Tls {
+    #[default]
+    None,
+    #[cfg(feature = "postgres-rustls")]
+    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
+}
+
+#[cfg(feature = "postgres")]
+impl Tls {
+    /// A diesel connection to `url`, driven by diesel-async (which keeps the connection's
+    /// errors, so a broken socket is seen).
+    async fn diesel(&self, url: &str) -> Result<diesel_async::AsyncPgConnection, BoxError> {
+        use diesel_async::AsyncPgConnection;
+        Ok(match self {
+            Tls::None => {
+                let (client, connection) =
+                    tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+                AsyncPgConnection::try_from_client_and_connection(client, connection).await?
+            }
+            #[cfg(feature = "postgres-rustls")]
+            Tls::Rustls(tls) => {
+                let (client, connection) = tokio_postgres::connect(url, tls.clone()).await?;
+                AsyncPgConnection::try_from_client_and_connection(client, connection).await?
+            }
+        })
+    }
+
+    /// A plain tokio-postgres client to `url`, its connection driven by a task.
+    pub(crate) async fn client(
+        &self,
+        url: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        Ok(match self {
+            Tls::None => {
+                let (client, connection) =
+                    tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+                tokio::spawn(connection);
+                client
+            }
+            #[cfg(feature = "postgres-rustls")]
+            Tls::Rustls(tls) => {
+                let (client, connection) = tokio_postgres::connect(url, tls.clone()).await?;
+                tokio::spawn(connection);
+                client
+            }
+        })
+    }
 }
 
 #[cfg(feature = "postgres")]
@@ -34,7 +87,7 @@ impl PgConnector {
             url,
             tracking: None,
             explainer: None,
-            tls: crate::explain::Tls::default(),
+            tls: Tls::default(),
         }
     }
 
@@ -46,8 +99,7 @@ impl PgConnector {
     #[cfg_attr(docsrs, doc(cfg(feature = "postgres-rustls")))]
     #[must_use]
     pub fn rustls(mut self, config: rustls::ClientConfig) -> Self {
-        self.tls =
-            crate::explain::Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(config));
+        self.tls = Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(config));
         if let Some(explainer) = &mut self.explainer {
             *explainer = std::sync::Arc::new(crate::explain::Explainer::new(
                 self.url.clone(),
@@ -88,20 +140,7 @@ impl Connect for PgConnector {
     type Error = BoxError;
 
     async fn connect(&self) -> Result<Self::Connection, BoxError> {
-        let mut connection = match &self.tls {
-            crate::explain::Tls::None => {
-                let (client, connection) =
-                    tokio_postgres::connect(&self.url, tokio_postgres::NoTls).await?;
-                diesel_async::AsyncPgConnection::try_from_client_and_connection(client, connection)
-                    .await?
-            }
-            #[cfg(feature = "postgres-rustls")]
-            crate::explain::Tls::Rustls(tls) => {
-                let (client, connection) = tokio_postgres::connect(&self.url, tls.clone()).await?;
-                diesel_async::AsyncPgConnection::try_from_client_and_connection(client, connection)
-                    .await?
-            }
-        };
+        let mut connection = self.tls.diesel(&self.url).await?;
         if let Some(tracking) = &self.tracking {
             diesel_async::AsyncConnection::set_instrumentation(
                 &mut connection,
@@ -148,11 +187,8 @@ impl Pool<PgConnector> {
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres-rustls")))]
 pub fn tls_config(ca_pem: &[u8]) -> crate::Result<rustls::ClientConfig> {
     use rustls::pki_types::{CertificateDer, pem::PemObject};
-    let invalid = |reason| crate::Error::Config {
-        setting: "ca_pem".to_owned(),
-        value: format!("{} bytes", ca_pem.len()),
-        reason,
-    };
+    let invalid =
+        |reason| crate::Error::config("ca_pem", format!("{} bytes", ca_pem.len()), reason);
     let mut roots = rustls::RootCertStore::empty();
     for certificate in CertificateDer::pem_slice_iter(ca_pem) {
         let certificate = certificate.map_err(|_| invalid("PEM CERTIFICATE blocks"))?;

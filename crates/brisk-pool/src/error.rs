@@ -53,6 +53,21 @@ pub enum Error {
     },
 }
 
+impl Error {
+    /// [`Error::Config`] for `setting`, rejecting `value` for `reason`.
+    pub(crate) fn config(
+        setting: impl Into<String>,
+        value: impl Into<String>,
+        reason: &'static str,
+    ) -> Self {
+        Self::Config {
+            setting: setting.into(),
+            value: value.into(),
+            reason,
+        }
+    }
+}
+
 /// A connect attempt took longer than the connect timeout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("connect timed out after {0:?}")]

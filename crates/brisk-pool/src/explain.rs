@@ -15,16 +15,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
+use tokio_postgres::{Client, SimpleQueryMessage};
 
-/// How a connector reaches PostgreSQL: plain, or over rustls.
-#[derive(Clone, Default)]
-pub(crate) enum Tls {
-    #[default]
-    None,
-    #[cfg(feature = "postgres-rustls")]
-    Rustls(tokio_postgres_rustls::MakeRustlsConnect),
-}
+use crate::diesel::Tls;
 
 /// How long one plan (connecting included) may take.
 const EXPLAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -122,21 +115,7 @@ impl Explainer {
         let session = match kept.take() {
             Some(session) if !session.is_closed() => session,
             _ => {
-                let session = match &self.tls {
-                    Tls::None => {
-                        let (session, connection) =
-                            tokio_postgres::connect(&self.url, NoTls).await?;
-                        tokio::spawn(connection);
-                        session
-                    }
-                    #[cfg(feature = "postgres-rustls")]
-                    Tls::Rustls(tls) => {
-                        let (session, connection) =
-                            tokio_postgres::connect(&self.url, tls.clone()).await?;
-                        tokio::spawn(connection);
-                        session
-                    }
-                };
+                let session = self.tls.client(&self.url).await?;
                 session
                     .batch_execute("SET plan_cache_mode = force_generic_plan")
                     .await?;

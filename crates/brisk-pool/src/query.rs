@@ -299,17 +299,17 @@ impl QueryTrackingBuilder {
     /// `max_statement_len`.
     pub fn build(self) -> Result<QueryTracking> {
         if self.slow_threshold == Some(Duration::ZERO) {
-            return Err(config_error(
+            return Err(Error::config(
                 "slow_threshold",
                 "0s",
                 "more than zero (no_slow_log() turns the log off)",
             ));
         }
         if self.max_statements == 0 {
-            return Err(config_error("max_statements", "0", "at least 1"));
+            return Err(Error::config("max_statements", "0", "at least 1"));
         }
         if self.max_statement_len == 0 {
-            return Err(config_error("max_statement_len", "0", "at least 1"));
+            return Err(Error::config("max_statement_len", "0", "at least 1"));
         }
         let slow = match (&self.recorder, Key::new("brisk_pool_slow_queries_total")) {
             (Some(recorder), Ok(key)) => key
@@ -332,14 +332,6 @@ impl QueryTrackingBuilder {
                 statements: Mutex::new(HashMap::new()),
             }),
         })
-    }
-}
-
-fn config_error(setting: &str, value: &str, reason: &'static str) -> Error {
-    Error::Config {
-        setting: setting.to_owned(),
-        value: value.to_owned(),
-        reason,
     }
 }
 

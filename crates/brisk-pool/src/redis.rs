@@ -87,16 +87,16 @@ impl RedisConnector {
             // Valid but for TLS: the same URL over plain TCP opens.
             let tls_missing = scheme.eq_ignore_ascii_case("rediss")
                 && Client::open(format!("redis{}", &url[scheme.len()..])).is_ok();
-            Error::Config {
-                setting: "url".to_owned(),
-                value: redact(url),
-                reason: if tls_missing {
+            Error::config(
+                "url",
+                redact(url),
+                if tls_missing {
                     "rediss:// needs redis-rs's TLS support: add the redis crate with its \
                      tokio-rustls-comp feature to your dependencies"
                 } else {
                     "expected redis://[user:password@]host[:port][/db]"
                 },
-            }
+            )
         })?;
         Ok(Self::from_client(client))
     }
@@ -469,11 +469,11 @@ impl SharedRedisBuilder {
 }
 
 fn zero_timeout(setting: &str) -> Error {
-    Error::Config {
-        setting: setting.to_owned(),
-        value: "0s".to_owned(),
-        reason: "a zero timeout fails every command; use a positive duration",
-    }
+    Error::config(
+        setting,
+        "0s",
+        "a zero timeout fails every command; use a positive duration",
+    )
 }
 
 /// The connection a [`SharedRedis`] checkout derefs to: redis-rs's self-reconnecting

@@ -27,6 +27,15 @@ fn count(snapshot: &Snapshot, statement: &str) -> u64 {
         .map_or(0, |h| h.count)
 }
 
+/// A pool of `size` connections to `server` whose statements `tracking` times.
+async fn tracked_pool(server: &PostgresServer, tracking: QueryTracking, size: u32) -> PgPool {
+    PgPool::builder(PgConnector::new(server.url()).track_queries(tracking))
+        .max_size(size)
+        .build()
+        .await
+        .unwrap()
+}
+
 /// Statements with bind parameters and with literals are labelled by their shape, never by
 /// the values; a `/* name: ... */` comment names one; failures and slow statements are
 /// counted, and a slow one is logged without its parameters.
@@ -40,11 +49,7 @@ async fn postgres_statements_are_timed_by_shape_and_slow_ones_logged() {
         .slow_threshold(Duration::from_millis(40))
         .build()
         .unwrap();
-    let pool = PgPool::builder(PgConnector::new(server.url()).track_queries(tracking))
-        .max_size(2)
-        .build()
-        .await
-        .unwrap();
+    let pool = tracked_pool(&server, tracking, 2).await;
     let mut connection = pool.get().await.unwrap();
     for secret in [424_242, 737_373] {
         let row: Value = sql_query("SELECT $1::int AS v")
@@ -122,11 +127,7 @@ async fn pipelined_statements_on_one_connection_are_each_timed() {
         .metrics(&registry, "main")
         .build()
         .unwrap();
-    let pool = PgPool::builder(PgConnector::new(server.url()).track_queries(tracking))
-        .max_size(1)
-        .build()
-        .await
-        .unwrap();
+    let pool = tracked_pool(&server, tracking, 1).await;
     let connection = pool.get().await.unwrap();
     // Shared references: how diesel-async pipelines.
     let shared: &diesel_async::AsyncPgConnection = &connection;
@@ -169,11 +170,7 @@ async fn postgres_slow_statements_are_explained_without_their_values() {
         .explain_slow_queries()
         .build()
         .unwrap();
-    let pool = PgPool::builder(PgConnector::new(server.url()).track_queries(tracking))
-        .max_size(1)
-        .build()
-        .await
-        .unwrap();
+    let pool = tracked_pool(&server, tracking, 1).await;
     let mut connection = pool.get().await.unwrap();
     connection
         .batch_execute(

@@ -24,19 +24,25 @@ async fn count(connection: &mut AsyncSqliteConnection) -> i64 {
     row.n
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn connections_share_one_database_file() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("app.db");
-    let url = format!("{}?pool_max_size=3&pool_min_idle=3", path.display());
-    let pool = SqlitePool::from_url(&url).await.unwrap();
-    assert_eq!((pool.status().size, pool.status().max_size), (3, 3));
+/// A pool from `url` whose database has the empty table `t (id INTEGER)`.
+async fn pool_with_table(url: &str) -> SqlitePool {
+    let pool = SqlitePool::from_url(url).await.unwrap();
     pool.get()
         .await
         .unwrap()
         .batch_execute("CREATE TABLE t (id INTEGER)")
         .await
         .unwrap();
+    pool
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_share_one_database_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("app.db");
+    let url = format!("{}?pool_max_size=3&pool_min_idle=3", path.display());
+    let pool = pool_with_table(&url).await;
+    assert_eq!((pool.status().size, pool.status().max_size), (3, 3));
     let mut tasks = Vec::new();
     for _ in 0..6 {
         let pool = pool.clone();
@@ -148,13 +154,7 @@ async fn a_transaction_abandoned_mid_way_closes_its_connection() {
 async fn owned_checkouts_run_queries_from_spawned_tasks() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("{}?pool_max_size=2", dir.path().join("app.db").display());
-    let pool = SqlitePool::from_url(&url).await.unwrap();
-    pool.get()
-        .await
-        .unwrap()
-        .batch_execute("CREATE TABLE t (id INTEGER)")
-        .await
-        .unwrap();
+    let pool = pool_with_table(&url).await;
     let mut tasks = Vec::new();
     for _ in 0..8 {
         let mut connection = pool.get_owned().await.unwrap();
