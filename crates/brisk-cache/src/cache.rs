@@ -58,6 +58,43 @@ pub trait Remote<K, V>: Cache<K, V> {
         &self,
         keys: &[K],
     ) -> impl Future<Output = Result<Vec<Option<WithTtl<V>>>>> + Send;
+
+    /// `key`'s write fence as it is now: read by a load before it reads its source, and
+    /// handed back to [`insert_fenced`](Self::insert_fenced), so that a load that read the
+    /// source before a write (made by any instance sharing this level) does not store the
+    /// old value after it. The default has no fence: every fenced insert stores.
+    fn write_fence(&self, key: &K) -> impl Future<Output = Result<WriteFence>> + Send {
+        let _ = key;
+        std::future::ready(Ok(WriteFence::default()))
+    }
+
+    /// Stores `value` as [`insert`](Cache::insert) does if no write of `key` happened since
+    /// `fence` was read: whether it stored. The default stores unconditionally.
+    fn insert_fenced(
+        &self,
+        key: K,
+        value: V,
+        ttl: Option<Duration>,
+        fence: &WriteFence,
+    ) -> impl Future<Output = Result<bool>> + Send
+    where
+        K: Send,
+        V: Send,
+    {
+        let _ = fence;
+        async move { self.insert(key, value, ttl).await.map(|()| true) }
+    }
+}
+
+/// What a [`Remote`] level knew of a key's writes when a load began (see
+/// [`Remote::write_fence`]): opaque; the default is "no fence".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteFence {
+    /// The fence's token as the level stores it (`None`: no write within the fence's life).
+    pub(crate) token: Option<Vec<u8>>,
+    /// When it was read, if the level fences writes: a fence read longer ago than the
+    /// level keeps fences cannot vouch for anything.
+    pub(crate) read_at: Option<std::time::Instant>,
 }
 
 /// No second level: a [`Tiered`](crate::Tiered) cache over memory alone, the embedded

@@ -71,6 +71,7 @@ mod backplane;
 mod breaker;
 mod cache;
 mod cached;
+mod epochs;
 mod error;
 mod flight;
 mod fresh;
@@ -92,7 +93,7 @@ mod tiered;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctest;
 
-pub use cache::{Cache, NoRemote, Remote, WithTtl};
+pub use cache::{Cache, NoRemote, Remote, WithTtl, WriteFence};
 pub use cached::Cached;
 pub use error::{Error, Result};
 pub use fresh::Stamped;

@@ -47,7 +47,7 @@ use serde::{Serialize, de::DeserializeOwned};
 pub use crate::backplane::{Backplane, BackplaneBuilder};
 use crate::metrics::Series;
 use crate::{
-    Cache, Error, Result, WithTtl,
+    Cache, Error, Result, WithTtl, WriteFence,
     breaker::{Breaker, BreakerMetrics},
     jitter,
 };
@@ -76,6 +76,8 @@ struct Inner<C> {
     breaker: Option<Breaker>,
     /// A Redis Cluster connection: pipelines are split by hash slot.
     cluster: bool,
+    /// How long a write's fence lives (see [`RedisCacheBuilder::write_fence`]).
+    fence_for: Duration,
 }
 
 impl<K, V, C> Clone for RedisCache<K, V, C> {
@@ -160,6 +162,7 @@ where
             metrics: Metrics::noop(),
             circuit_breaker: Some((5, Duration::from_secs(2))),
             cluster: false,
+            fence_for: DEFAULT_FENCE,
             _types: PhantomData,
         }
     }
@@ -370,6 +373,12 @@ where
         format!("{}:{}:{key}", self.inner.prefix, self.namespace())
     }
 
+    /// The Redis key of `key`'s write fence: beside the entries, never one of them (`#`, not
+    /// `:`), and in the entry's hash slot whenever the key carries a hash tag.
+    fn fence_key(&self, key: &K) -> String {
+        format!("{}:{}#fence:{key}", self.inner.prefix, self.namespace())
+    }
+
     fn connection(&self) -> C {
         self.inner.connection.clone()
     }
@@ -403,6 +412,23 @@ where
             });
         }
         Ok(encoded)
+    }
+
+    /// Sets `key`'s write fence to a new token, before the write itself (same pipeline), so
+    /// that loads that read the source before this write do not store after it.
+    fn fence(&self, writes: &mut Writes, key: &K) {
+        let fence = self.fence_key(key);
+        let ms = u64::try_from(self.inner.fence_for.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        writes
+            .pipe(&fence)
+            .cmd("SET")
+            .arg(&fence)
+            .arg(jitter::random())
+            .arg("PX")
+            .arg(ms)
+            .ignore();
     }
 
     /// `SET key value [PX ms]`, or `DEL` for a zero TTL (the entry would be gone at once, and
@@ -535,6 +561,9 @@ end
 return 1
 ";
 
+/// How long a write's fence lives by default (see [`RedisCacheBuilder::write_fence`]).
+const DEFAULT_FENCE: Duration = Duration::from_secs(60);
+
 /// How many members or keys one `SSCAN`/`SCAN` page asks for: the most held in memory at once.
 const PAGE: usize = 500;
 
@@ -576,6 +605,7 @@ where
             message: error.to_string(),
         })?;
         let mut writes = Writes::new(self.inner.cluster);
+        self.fence(&mut writes, &key);
         self.set(writes.pipe(&self.stored(&key)), &key, encoded, ttl);
         let keep = ttl.or(self.inner.ttl).map_or(0, |ttl| {
             u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1)
@@ -670,16 +700,13 @@ where
         if keys.is_empty() {
             return Ok(());
         }
-        let stored: Vec<String> = keys.iter().map(|key| self.stored(key)).collect();
-        self.inner
-            .call(
-                "UNLINK",
-                || format!("{} keys", keys.len()),
-                redis::cmd("UNLINK")
-                    .arg(&stored)
-                    .query_async::<()>(&mut self.connection()),
-            )
-            .await
+        let mut writes = Writes::new(self.inner.cluster);
+        for key in keys {
+            self.fence(&mut writes, key);
+            let stored = self.stored(key);
+            writes.pipe(&stored).cmd("UNLINK").arg(stored).ignore();
+        }
+        self.run(writes, || format!("{} keys", keys.len())).await
     }
 
     /// Removes every entry whose key (as text) starts with `prefix`, a page at a time
@@ -842,7 +869,99 @@ where
     async fn get_many_with_ttl(&self, keys: &[K]) -> Result<Vec<Option<WithTtl<V>>>> {
         RedisCache::get_many_with_ttl(self, keys).await
     }
+
+    async fn write_fence(&self, key: &K) -> Result<WriteFence> {
+        let read_at = std::time::Instant::now();
+        let token: Option<Vec<u8>> = self
+            .inner
+            .call(
+                "GET",
+                || key.to_string(),
+                redis::cmd("GET")
+                    .arg(self.fence_key(key))
+                    .query_async(&mut self.connection()),
+            )
+            .await?;
+        Ok(WriteFence {
+            token,
+            read_at: Some(read_at),
+        })
+    }
+
+    async fn insert_fenced(
+        &self,
+        key: K,
+        value: V,
+        ttl: Option<Duration>,
+        fence: &WriteFence,
+    ) -> Result<bool> {
+        let Some(read_at) = fence.read_at else {
+            // Not read from this level: nothing to check against.
+            self.insert(key, value, ttl).await?;
+            return Ok(true);
+        };
+        // A write's fence outlives it by `fence_for`: a fence read longer ago (with a margin
+        // for the two clocks) may have expired in between, and vouches for nothing.
+        if read_at.elapsed() + FENCE_MARGIN >= self.inner.fence_for {
+            return Ok(false);
+        }
+        let encoded = self.encode(&key, &value)?;
+        let (stored, fence_key) = (self.stored(&key), self.fence_key(&key));
+        if self.inner.cluster && slot(stored.as_bytes()) != slot(fence_key.as_bytes()) {
+            // The script cannot read both keys on a cluster without a hash tag in the key:
+            // stored unfenced (see `RedisCacheBuilder::write_fence`).
+            self.insert(key, value, ttl).await?;
+            return Ok(true);
+        }
+        let ms = match ttl.or(self.inner.ttl) {
+            // Gone at once: nothing to store.
+            Some(ttl) if ttl.is_zero() => return Ok(false),
+            Some(ttl) => u64::try_from(jitter::apply(ttl, self.inner.ttl_jitter).as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1),
+            None => 0,
+        };
+        let token: &[u8] = fence.token.as_deref().unwrap_or_default();
+        let stored_it: i64 = self
+            .inner
+            .call(
+                "EVAL",
+                || key.to_string(),
+                redis::cmd("EVAL")
+                    .arg(FENCED_SET_SCRIPT)
+                    .arg(2)
+                    .arg(&stored)
+                    .arg(&fence_key)
+                    .arg(token)
+                    .arg(encoded)
+                    .arg(ms)
+                    .query_async(&mut self.connection()),
+            )
+            .await?;
+        Ok(stored_it == 1)
+    }
 }
+
+/// Sets `KEYS[1]` to `ARGV[2]` (for `ARGV[3]` ms, or without expiry for 0) only if the write
+/// fence `KEYS[2]` still holds `ARGV[1]` (empty: no fence): 1 if it stored, 0 if a write
+/// came in between.
+const FENCED_SET_SCRIPT: &str = r"
+local fence = redis.call('GET', KEYS[2]) or ''
+if fence ~= ARGV[1] then
+  return 0
+end
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+end
+return 1
+";
+
+/// Room left for the difference between this process's clock and Redis' when a fence's age
+/// is judged.
+const FENCE_MARGIN: Duration = Duration::from_secs(1);
 
 impl<K, V, C> Cache<K, V> for RedisCache<K, V, C>
 where
@@ -866,27 +985,18 @@ where
 
     async fn insert(&self, key: K, value: V, ttl: Option<Duration>) -> Result<()> {
         let encoded = self.encode(&key, &value)?;
-        let mut pipe = redis::pipe();
-        self.set(&mut pipe, &key, encoded, ttl);
-        self.inner
-            .call(
-                "SET",
-                || key.to_string(),
-                pipe.query_async::<()>(&mut self.connection()),
-            )
-            .await
+        let mut writes = Writes::new(self.inner.cluster);
+        self.fence(&mut writes, &key);
+        self.set(writes.pipe(&self.stored(&key)), &key, encoded, ttl);
+        self.run(writes, || key.to_string()).await
     }
 
     async fn remove(&self, key: &K) -> Result<()> {
-        self.inner
-            .call(
-                "DEL",
-                || key.to_string(),
-                redis::cmd("DEL")
-                    .arg(self.stored(key))
-                    .query_async::<()>(&mut self.connection()),
-            )
-            .await
+        let mut writes = Writes::new(self.inner.cluster);
+        self.fence(&mut writes, key);
+        let stored = self.stored(key);
+        writes.pipe(&stored).cmd("DEL").arg(stored).ignore();
+        self.run(writes, || key.to_string()).await
     }
 
     async fn get_many(&self, keys: &[K]) -> Result<Vec<Option<V>>> {
@@ -925,6 +1035,7 @@ where
         let mut writes = Writes::new(self.inner.cluster);
         for (key, value) in &entries {
             let encoded = self.encode(key, value)?;
+            self.fence(&mut writes, key);
             self.set(writes.pipe(&self.stored(key)), key, encoded, ttl);
         }
         self.run(writes, || format!("{} keys", entries.len())).await
@@ -945,6 +1056,7 @@ pub struct RedisCacheBuilder<K, V, C> {
     /// Consecutive failures that open the breaker, and how long it stays open.
     circuit_breaker: Option<(u32, Duration)>,
     cluster: bool,
+    fence_for: Duration,
     _types: PhantomData<fn(K) -> V>,
 }
 
@@ -1019,12 +1131,26 @@ where
 
     /// Whether the connection is a Redis Cluster one (redis-rs' `cluster_async`
     /// `ClusterConnection`): pipelined calls (`get_many_with_ttl`, `insert_many`,
-    /// `insert_with_tags`) are then split by hash slot, one pipeline per slot sent at once,
-    /// since a pipeline may not cross slots there; `get_many` and `remove_many` are single
-    /// commands the cluster client splits itself. `invalidate_prefix` is refused (`SCAN` walks
-    /// one node): use tags. Default: false.
+    /// `insert_with_tags`, `remove_many`, and every write with its fence) are then split by
+    /// hash slot, one pipeline per slot sent at once, since a pipeline may not cross slots
+    /// there; `get_many` is a single command the cluster client splits itself.
+    /// `invalidate_prefix` is refused (`SCAN` walks one node): use tags. Default: false.
     pub fn cluster(mut self, cluster: bool) -> Self {
         self.cluster = cluster;
+        self
+    }
+
+    /// How long a write's fence lives. Every write (`insert`, `remove` and the rest) sets a
+    /// small fence key beside its entry, in the same round trip; a load through a
+    /// [`Tiered`](crate::Tiered) cache reads the fence before it reads its source and stores
+    /// its value only if the fence is unchanged (one script call), so that a load that read
+    /// the old row does not put it back after a write made by any instance. A load that runs
+    /// longer than this (less a second for clock differences) does not store its value in
+    /// Redis, since the fence it read may have expired in between. On a cluster, keys
+    /// without a hash tag are stored unfenced (the script would cross slots). At least 2 s.
+    /// Default: 60 s.
+    pub fn write_fence(mut self, lives: Duration) -> Self {
+        self.fence_for = lives;
         self
     }
 
@@ -1060,6 +1186,13 @@ where
                 "prefix",
                 format!("{:?}", self.prefix),
                 "must be non-empty, without whitespace",
+            ));
+        }
+        if self.fence_for < FENCE_MARGIN * 2 {
+            return Err(config(
+                "write_fence",
+                format!("{:?}", self.fence_for),
+                "must be at least 2 s (a second of it is left for clock differences)",
             ));
         }
         for (setting, duration) in [("ttl", self.ttl), ("timeout", Some(self.timeout))] {
@@ -1102,6 +1235,7 @@ where
             prefix: self.prefix,
             breaker,
             cluster: self.cluster,
+            fence_for: self.fence_for,
         };
         let version = read_namespace(&inner, &format!("{}:namespace", inner.prefix)).await?;
         inner.namespace.store(version, Ordering::Relaxed);

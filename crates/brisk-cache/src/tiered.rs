@@ -2,13 +2,14 @@
 
 use std::{
     any::TypeId,
+    collections::HashMap,
     convert::Infallible,
     fmt,
     future::Future,
     hash::Hash,
     pin::Pin,
     sync::{
-        Arc, Weak,
+        Arc, Mutex, PoisonError, Weak,
         atomic::{AtomicU32, Ordering},
     },
     time::Duration,
@@ -19,7 +20,8 @@ use brisk_metrics::{Counter, Histogram, Recorder, Unit};
 
 use crate::metrics::Series;
 use crate::{
-    Cache, Error, MemoryCache, NoRemote, Remote, Result,
+    Cache, Error, MemoryCache, NoRemote, Remote, Result, WriteFence,
+    epochs::{Epoch, Epochs},
     flight::{self, Flights, LoadTimedOut, LoadedElsewhere, SharedError},
     fresh::{self, Clock, Freshness, Now, Stamped},
     jitter,
@@ -222,6 +224,13 @@ struct Inner<K, V, R> {
     generation: AtomicU32,
     backplane: Option<Box<dyn Link<K>>>,
     across: Option<Shared<K>>,
+    /// Bumped by every write, so that a load or fill that read the old value does not
+    /// store it after the write.
+    epochs: Epochs,
+    /// Loads whose callers stopped waiting at a timeout and that still run: a new caller
+    /// of the key waits for the one running rather than starting another. An entry lives
+    /// as long as its load's task.
+    behind: Mutex<HashMap<(K, TypeId), tokio::sync::watch::Receiver<bool>>>,
 }
 
 /// A value as a caller is answered, and why it is stale if it is.
@@ -312,6 +321,32 @@ impl Metrics {
             Stale::LoadFailed => self.stale_load_failed.increment(),
             Stale::LoadTimeout => self.stale_load_timeout.increment(),
         }
+    }
+}
+
+/// A load listed as running in its cache's `behind` until it ends (returns, fails, panics or
+/// is dropped with its runtime): then it is unlisted and its waiters are woken.
+struct Behind<K: Hash + Eq, V, R> {
+    cache: Weak<Inner<K, V, R>>,
+    flight: (K, TypeId),
+    finished: tokio::sync::watch::Sender<bool>,
+    /// The receiver listed for this load, to tell its entry from a later load's.
+    listed: tokio::sync::watch::Receiver<bool>,
+}
+
+impl<K: Hash + Eq, V, R> Drop for Behind<K, V, R> {
+    fn drop(&mut self) {
+        if let Some(inner) = self.cache.upgrade() {
+            let mut behind = inner.behind.lock().unwrap_or_else(PoisonError::into_inner);
+            // Unlisted only if the entry is this load's (a later load may have listed its own).
+            if behind
+                .get(&self.flight)
+                .is_some_and(|listed| self.listed.same_channel(listed))
+            {
+                behind.remove(&self.flight);
+            }
+        }
+        self.finished.send_replace(true);
     }
 }
 
@@ -482,6 +517,17 @@ where
         self.put_l1(key, stamped.in_generation(generation), keep);
     }
 
+    /// [`fill`](Self::fill) by a reader that read `stamped` from L2 after reading `epoch`:
+    /// undone if a write of the key may have completed since (see [`Epochs`]).
+    fn fill_checked(&self, key: K, stamped: Stamped<V>, keep: Option<Duration>, epoch: Epoch) {
+        self.fill(key.clone(), stamped, keep);
+        if self.inner.epochs.moved(epoch)
+            && let Some(memory) = &self.inner.memory
+        {
+            memory.remove(&key);
+        }
+    }
+
     /// Whether an L1 copy answers as fresh at `now`: filled in the current generation, and
     /// fresh (or throttled) by its stamp.
     fn fresh_in_l1(&self, stamped: &Stamped<V>, now: &Now<'_>) -> bool {
@@ -508,27 +554,77 @@ where
         }
     }
 
-    /// Stores a value in both levels, L2 first, and tells the other instances; an L2 error
-    /// is counted, not returned.
-    async fn store(&self, key: K, stamped: Stamped<V>, keep: Option<Duration>) {
-        if let Some(remote) = &self.inner.remote
-            && remote
-                .insert(key.clone(), stamped.clone(), keep)
+    /// Stores a loaded value in both levels, L2 first, and tells the other instances; an L2
+    /// error is counted, not returned. `epoch` and `fence` were read before the source was:
+    /// if a write of the key may have completed since (here, or in any instance for L2's
+    /// fence), the value is not stored, or is removed again from every level if the write
+    /// came while it was being stored. L2 is skipped with no fence (it could not be read).
+    /// Whether it stayed stored.
+    async fn store(
+        &self,
+        key: K,
+        stamped: Stamped<V>,
+        keep: Option<Duration>,
+        epoch: Epoch,
+        fence: Option<WriteFence>,
+    ) -> bool {
+        let epochs = &self.inner.epochs;
+        if epochs.moved(epoch) {
+            return false;
+        }
+        if let (Some(remote), Some(fence)) = (&self.inner.remote, fence) {
+            match remote
+                .insert_fenced(key.clone(), stamped.clone(), keep, &fence)
                 .await
-                .is_err()
-        {
-            self.inner.metrics.remote_errors.increment();
+            {
+                Ok(true) => {}
+                // Another write came first: this value is older than what the levels hold.
+                Ok(false) => return false,
+                Err(_) => self.inner.metrics.remote_errors.increment(),
+            }
         }
         self.publish(std::slice::from_ref(&key)).await;
-        self.fill(key, stamped, keep);
+        self.fill(key.clone(), stamped, keep);
+        if !epochs.moved(epoch) {
+            return true;
+        }
+        // A write completed while this value was stored: it may have landed after the
+        // write's in either level, so it leaves both, as a removal would.
+        if self.drop_everywhere(&key).await.is_err() {
+            self.inner.metrics.remote_errors.increment();
+        }
+        false
+    }
+
+    /// Removes `key` from both levels (L2 first) and tells the other instances, with the
+    /// epoch bumped before each level (see [`Epochs`]): loads and L2 reads of the old value
+    /// that are under way do not store it after this returns. L1 loses its copy even if L2
+    /// fails; the L2 error is returned.
+    async fn drop_everywhere(&self, key: &K) -> Result<()> {
+        let epochs = &self.inner.epochs;
+        epochs.bump(key);
+        let removed = match &self.inner.remote {
+            Some(remote) => remote.remove(key).await,
+            None => Ok(()),
+        };
+        epochs.bump(key);
+        if let Some(memory) = &self.inner.memory {
+            memory.remove(key);
+        }
+        self.publish(std::slice::from_ref(key)).await;
+        removed
     }
 
     /// Stores `value` for `ttl` (the freshness setting when `None`) in both levels, as a load
-    /// would: an L2 error is counted, and L1 keeps the value all the same.
+    /// would: an L2 error is counted, and L1 keeps the value all the same. Not stored if a
+    /// write of the key completes meanwhile.
     #[cfg_attr(not(feature = "http"), allow(dead_code))] // Called by the response cache only.
     pub(crate) async fn store_loaded(&self, key: K, value: V, ttl: Option<Duration>) {
+        let epoch = self.inner.epochs.read(&key);
         let (stamped, keep) = self.stamp(value, ttl, Duration::ZERO);
-        self.store(key, stamped, keep).await;
+        // Unfenced: the response was made before this call.
+        self.store(key, stamped, keep, epoch, Some(WriteFence::default()))
+            .await;
     }
 
     /// L2's value for `key` and, when L1 is there to fill, what it has left.
@@ -551,9 +647,10 @@ where
         let Some(remote) = &self.inner.remote else {
             return Ok(L2::Missing);
         };
+        let epoch = self.inner.epochs.read(key);
         Ok(match self.remote_get(remote, key).await? {
             Some((stamped, left)) if takes(&stamped) => {
-                self.fill(key.clone(), stamped.clone(), left);
+                self.fill_checked(key.clone(), stamped.clone(), left, epoch);
                 L2::Taken(stamped)
             }
             Some((stamped, _)) => L2::Left(stamped),
@@ -752,6 +849,8 @@ where
         let inner = &*self.inner;
         let freshness = &inner.freshness;
         let clock = Now::new(&inner.clock);
+        // A stale value found below is kept in L1 only if no write completes meanwhile.
+        let epoch = inner.epochs.read(&key);
         let stale = match self.find(&key, &clock).await {
             Found::Fresh(value) => return Ok((value, None)),
             Found::Stale(stamped) => Some(stamped),
@@ -764,7 +863,7 @@ where
         {
             let value = stamped.value().clone();
             // L1 serves it to the next callers while the refresh runs.
-            self.keep_stale(key.clone(), stamped, now, Duration::ZERO);
+            self.keep_stale(key.clone(), stamped, now, Duration::ZERO, epoch);
             self.refresh_behind::<_, _, E>(key, load, ttl_of, None);
             return Ok((value, Some(Stale::Revalidating)));
         }
@@ -776,12 +875,52 @@ where
         let loaded = match deadline.zip(tokio::runtime::Handle::try_current().ok()) {
             None => self.load_step(key.clone(), load, ttl_of).await,
             Some((deadline, runtime)) => {
+                let flight = (key.clone(), TypeId::of::<E>());
+                let gave_up = |fallback: Option<Stamped<V>>| -> Result<Served<V>, SharedError> {
+                    inner.metrics.load_timeouts.increment();
+                    match fallback {
+                        Some(stamped) => {
+                            let throttle = freshness.fail_safe_throttle;
+                            self.keep_stale(key.clone(), &stamped, now, throttle, epoch);
+                            Ok((stamped.into_value(), Some(Stale::LoadTimeout)))
+                        }
+                        None => Err(Arc::new(LoadTimedOut(deadline))),
+                    }
+                };
+                // A load of this key whose callers gave up on it still runs: it is the one
+                // load of the key, so this caller waits for it, then reads what it stored.
+                if let Some(mut done) = self.running_behind(&flight) {
+                    if tokio::time::timeout(deadline, done.wait_for(|done| *done))
+                        .await
+                        .is_err()
+                    {
+                        return gave_up(fallback);
+                    }
+                    if let Found::Fresh(value) = self.find(&key, &Now::new(&inner.clock)).await {
+                        return Ok((value, None));
+                    }
+                    // It failed, or its value was not kept: this caller loads.
+                }
                 // The load runs in a task of its own, so that it finishes (and stores its
-                // value) after its callers stop waiting.
+                // value) after its callers stop waiting; until then it is listed as running.
+                let (finished, done) = tokio::sync::watch::channel(false);
+                self.inner
+                    .behind
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(flight.clone(), done.clone());
+                let listed = Behind {
+                    cache: Arc::downgrade(&self.inner),
+                    flight,
+                    finished,
+                    listed: done,
+                };
                 let this = self.clone();
                 let stored = key.clone();
-                let mut task =
-                    runtime.spawn(async move { this.load_step(stored, load, ttl_of).await });
+                let mut task = runtime.spawn(async move {
+                    let _listed = listed;
+                    this.load_step(stored, load, ttl_of).await
+                });
                 match tokio::time::timeout(deadline, &mut task).await {
                     Ok(Ok(loaded)) => loaded,
                     Ok(Err(joined)) => match joined.try_into_panic() {
@@ -790,14 +929,7 @@ where
                             "the runtime shut down while the load ran",
                         )),
                     },
-                    Err(_) => {
-                        inner.metrics.load_timeouts.increment();
-                        if let Some(stamped) = fallback {
-                            self.keep_stale(key, &stamped, now, freshness.fail_safe_throttle);
-                            return Ok((stamped.into_value(), Some(Stale::LoadTimeout)));
-                        }
-                        return Err(Arc::new(LoadTimedOut(deadline)));
-                    }
+                    Err(_) => return gave_up(fallback),
                 }
             }
         };
@@ -805,7 +937,7 @@ where
             Ok(value) => Ok((value, None)),
             Err(failure) => match fallback.filter(|_| failure.counts()) {
                 Some(stamped) => {
-                    self.keep_stale(key, &stamped, now, freshness.fail_safe_throttle);
+                    self.keep_stale(key, &stamped, now, freshness.fail_safe_throttle, epoch);
                     Ok((stamped.into_value(), Some(Stale::LoadFailed)))
                 }
                 None => Err(match failure {
@@ -814,6 +946,16 @@ where
                 }),
             },
         }
+    }
+
+    /// The end of a load of `flight` that callers gave up on, if one still runs.
+    fn running_behind(&self, flight: &(K, TypeId)) -> Option<tokio::sync::watch::Receiver<bool>> {
+        let behind = self
+            .inner
+            .behind
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        behind.get(flight).cloned()
     }
 
     /// Loads and stores the value: here, or, with loads coordinated across instances, in
@@ -905,6 +1047,18 @@ where
             failures: &metrics.load_failures,
             armed: true,
         };
+        // Read before the source is: a write that completes after them keeps this value out.
+        let epoch = self.inner.epochs.read(&key);
+        let fence = match &self.inner.remote {
+            Some(remote) => match remote.write_fence(&key).await {
+                Ok(fence) => Some(fence),
+                Err(_) => {
+                    metrics.remote_errors.increment();
+                    None
+                }
+            },
+            None => None,
+        };
         let loaded = load().await;
         guard.armed = false;
         let took = started.elapsed();
@@ -916,7 +1070,7 @@ where
         })?;
         let ttl = ttl_of(&value);
         let (stamped, keep) = self.stamp(value.clone(), ttl, took);
-        self.store(key, stamped, keep).await;
+        self.store(key, stamped, keep, epoch, fence).await;
         Ok(value)
     }
 
@@ -924,7 +1078,10 @@ where
     /// answered within stale-while-revalidate), or answering as fresh for `throttle` more
     /// (fail-safe), so a failing source is not asked by every request. It leaves L1 when its
     /// window ends, counted from when it went stale; L2 keeps the value as it was.
-    fn keep_stale(&self, key: K, stamped: &Stamped<V>, now: u64, throttle: Duration) {
+    ///
+    /// Not kept if a write of the key may have completed since `epoch` was read (before the
+    /// stale value was): L1 is not given the value a write replaced.
+    fn keep_stale(&self, key: K, stamped: &Stamped<V>, now: u64, throttle: Duration, epoch: Epoch) {
         let freshness = &self.inner.freshness;
         let window = if throttle.is_zero() {
             freshness.keep_stale()
@@ -937,10 +1094,19 @@ where
         let left = Duration::from_millis(ends.saturating_sub(now));
         if throttle.is_zero() {
             // Stale as it is, in any generation.
-            self.put_l1(key, stamped.clone().in_generation(0), Some(left));
+            self.put_l1(key.clone(), stamped.clone().in_generation(0), Some(left));
         } else {
             let until = now.saturating_add(fresh::millis_up(throttle));
-            self.fill(key, stamped.clone().answering_until(until), Some(left));
+            self.fill(
+                key.clone(),
+                stamped.clone().answering_until(until),
+                Some(left),
+            );
+        }
+        if self.inner.epochs.moved(epoch)
+            && let Some(memory) = &self.inner.memory
+        {
+            memory.remove(&key);
         }
     }
 
@@ -1034,23 +1200,27 @@ where
 
     async fn insert(&self, key: K, value: V, ttl: Option<Duration>) -> Result<()> {
         let (stamped, keep) = self.stamp(value, ttl, Duration::ZERO);
-        if let Some(remote) = &self.inner.remote {
-            remote.insert(key.clone(), stamped.clone(), keep).await?;
+        let epochs = &self.inner.epochs;
+        epochs.bump(&key);
+        if let Some(remote) = &self.inner.remote
+            && let Err(error) = remote.insert(key.clone(), stamped.clone(), keep).await
+        {
+            // Not written: the old value leaves memory all the same, the caller's source
+            // may hold the new one already.
+            epochs.bump(&key);
+            if let Some(memory) = &self.inner.memory {
+                memory.remove(&key);
+            }
+            return Err(error);
         }
+        epochs.bump(&key);
         self.publish(std::slice::from_ref(&key)).await;
         self.fill(key, stamped, keep);
         Ok(())
     }
 
     async fn remove(&self, key: &K) -> Result<()> {
-        if let Some(memory) = &self.inner.memory {
-            memory.remove(key);
-        }
-        if let Some(remote) = &self.inner.remote {
-            remote.remove(key).await?;
-        }
-        self.publish(std::slice::from_ref(key)).await;
-        Ok(())
+        self.drop_everywhere(key).await
     }
 
     async fn get_many(&self, keys: &[K]) -> Result<Vec<Option<V>>> {
@@ -1085,11 +1255,17 @@ where
                 .collect();
         } else {
             let missing_keys: Vec<K> = missing.iter().map(|&at| keys[at].clone()).collect();
+            let epochs: Vec<Epoch> = missing_keys
+                .iter()
+                .map(|key| inner.epochs.read(key))
+                .collect();
             let fetched = remote.get_many_with_ttl(&missing_keys).await?;
-            for ((&at, key), hit) in missing.iter().zip(missing_keys).zip(fetched) {
+            for (((&at, key), hit), epoch) in
+                missing.iter().zip(missing_keys).zip(fetched).zip(epochs)
+            {
                 if let Some((stamped, left)) = hit.filter(|(stamped, _)| now.fresh(stamped)) {
                     found[at] = Some(stamped.value().clone());
-                    self.fill(key, stamped, left);
+                    self.fill_checked(key, stamped, left, epoch);
                 }
             }
         }
@@ -1105,9 +1281,21 @@ where
             .into_iter()
             .map(|(key, value)| (key, Stamped::new(value, until, 0)))
             .collect();
-        if let Some(remote) = &self.inner.remote {
-            remote.insert_many(stamped.clone(), keep).await?;
+        let epochs = &self.inner.epochs;
+        let bump = || stamped.iter().for_each(|(key, _)| epochs.bump(key));
+        bump();
+        if let Some(remote) = &self.inner.remote
+            && let Err(error) = remote.insert_many(stamped.clone(), keep).await
+        {
+            bump();
+            if let Some(memory) = &self.inner.memory {
+                for (key, _) in &stamped {
+                    memory.remove(key);
+                }
+            }
+            return Err(error);
         }
+        bump();
         let keys: Vec<K> = stamped.iter().map(|(key, _)| key.clone()).collect();
         self.publish(&keys).await;
         for (key, stamped) in stamped {
@@ -1142,11 +1330,20 @@ where
         tags: &[&str],
     ) -> Result<()> {
         let (stamped, keep) = self.stamp(value, ttl, Duration::ZERO);
-        if let Some(remote) = &self.inner.remote {
-            remote
+        let epochs = &self.inner.epochs;
+        epochs.bump(&key);
+        if let Some(remote) = &self.inner.remote
+            && let Err(error) = remote
                 .insert_with_tags(key.clone(), stamped.clone(), keep, tags)
-                .await?;
+                .await
+        {
+            epochs.bump(&key);
+            if let Some(memory) = &self.inner.memory {
+                memory.remove(&key);
+            }
+            return Err(error);
         }
+        epochs.bump(&key);
         self.publish(std::slice::from_ref(&key)).await;
         self.fill(key, stamped, keep);
         Ok(())
@@ -1164,10 +1361,13 @@ where
         };
         let mut cursor = 0;
         let mut listed = 0;
+        let epochs = &self.inner.epochs;
         loop {
             let (next, keys) = remote.tagged(tag, cursor).await?;
             listed += keys.len() as u64;
+            keys.iter().for_each(|key| epochs.bump(key));
             remote.remove_many(&keys).await?;
+            keys.iter().for_each(|key| epochs.bump(key));
             if let Some(memory) = &self.inner.memory {
                 for key in &keys {
                     memory.remove(key);
@@ -1190,10 +1390,14 @@ where
     /// # Errors
     /// [`Error::Redis`], [`Error::Timeout`] or [`Error::CircuitOpen`].
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64> {
+        // Keys are not known before the scan: every load and fill under way stays unstored.
+        self.inner.epochs.bump_all();
         let removed = match &self.inner.remote {
-            Some(remote) => remote.invalidate_prefix(prefix).await?,
-            None => 0,
+            Some(remote) => remote.invalidate_prefix(prefix).await,
+            None => Ok(0),
         };
+        self.inner.epochs.bump_all();
+        let removed = removed?;
         if let Some(memory) = &self.inner.memory {
             memory.invalidate_if(|key, _| key.to_string().starts_with(prefix));
         }
@@ -1473,6 +1677,8 @@ where
                 generation: AtomicU32::new(1),
                 backplane: self.backplane,
                 across: self.across,
+                epochs: Epochs::new(),
+                behind: Mutex::new(HashMap::new()),
             }
         });
         Ok(Tiered { inner })
@@ -1491,7 +1697,9 @@ where
             return;
         };
         match event {
+            // Another instance wrote its L2 already: bumped before L1 (see `Epochs`).
             Event::Changed(keys) => {
+                keys.iter().for_each(|key| inner.epochs.bump(key));
                 if let Some(memory) = &inner.memory {
                     for key in &keys {
                         memory.remove(key);
@@ -1499,11 +1707,13 @@ where
                 }
             }
             Event::Matching(matches) => {
+                inner.epochs.bump_all();
                 if let Some(memory) = &inner.memory {
                     memory.invalidate_if(|key, _| matches(key));
                 }
             }
             Event::Gap => {
+                inner.epochs.bump_all();
                 // Skips 0, which marks a copy stale in every generation.
                 let _ = inner.generation.fetch_update(
                     Ordering::AcqRel,

@@ -81,7 +81,17 @@ async fn a_write_or_removal_in_one_instance_drops_the_key_from_the_others() {
     let writer = instance(&server, &writer_metrics).await;
     let reader = instance(&server, &reader_metrics).await;
     writer.insert(1, "kettle".into(), None).await.unwrap();
-    // The reader holds it in memory now (an L2 hit fills L1).
+    // Once the write's message has arrived (a fill racing a message of its key is not
+    // kept: the write may have come after the value was read from L2)…
+    until("the first write's message reaches the reader", || {
+        counter(
+            &reader_metrics,
+            "brisk_cache_backplane_messages_total",
+            &[("name", "products"), ("direction", "received")],
+        ) == 1
+    })
+    .await;
+    // …the reader holds it in memory (an L2 hit fills L1).
     assert_eq!(reader.get(&1).await.unwrap().as_deref(), Some("kettle"));
     assert_eq!(in_memory(&reader, 1).as_deref(), Some("kettle"));
 
@@ -149,6 +159,15 @@ async fn a_lost_subscription_makes_memory_stale_and_is_resubscribed() {
     let writer = instance(&server, &Registry::new()).await;
     let reader = instance(&server, &registry).await;
     writer.insert(5, "old".into(), None).await.unwrap();
+    // After its message (a fill racing it would not be kept), the reader holds the value.
+    until("the write's message reaches the reader", || {
+        counter(
+            &registry,
+            "brisk_cache_backplane_messages_total",
+            &[("name", "products"), ("direction", "received")],
+        ) == 1
+    })
+    .await;
     assert_eq!(reader.get(&5).await.unwrap().as_deref(), Some("old"));
 
     // A change the backplane never carries (written to L2 directly): the reader's memory

@@ -74,7 +74,8 @@ async fn values_round_trip_and_each_call_is_one_round_trip() {
     let entries: Vec<(u64, Product)> = (100..200).map(|id| (id, product(id))).collect();
     let sets_before = calls(&server, "set").await;
     cache.insert_many(entries, None).await.unwrap();
-    assert_eq!(calls(&server, "set").await - sets_before, 100);
+    // Each value and its write fence, in one pipeline.
+    assert_eq!(calls(&server, "set").await - sets_before, 200);
 
     let keys: Vec<u64> = (150..250).collect();
     let mgets_before = calls(&server, "mget").await;
@@ -513,8 +514,8 @@ mod tiered {
         assert_eq!(loaded, product(3));
         assert_eq!(
             calls(&server, "get").await,
-            gets + 2,
-            "get, and get_with's look"
+            gets + 4,
+            "get, get_with's look, its load's read of the write fence, and the store script's"
         );
         assert_eq!(
             calls(&server, "pttl").await,
