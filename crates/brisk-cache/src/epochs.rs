@@ -78,6 +78,14 @@ impl Epochs {
     }
 }
 
+impl Epoch {
+    /// Whether this was read before a write of the key that `later` (read for the same key
+    /// afterwards) came after.
+    pub(crate) fn before(self, later: Epoch) -> bool {
+        self.seen < later.seen || self.all < later.all
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

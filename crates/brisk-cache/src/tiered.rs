@@ -212,7 +212,7 @@ struct Inner<K, V, R> {
     memory: Option<MemoryCache<K, Stamped<V>>>,
     remote: Option<R>,
     /// Loads callers wait for: what they are answered, and whether it was stale.
-    flights: Flights<K, Served<V>>,
+    flights: Flights<K, (Served<V>, Epoch)>,
     /// Refreshes no caller waits for (early refresh, stale-while-revalidate): one per key.
     refreshes: SingleFlight<(K, TypeId), (), ()>,
     metrics: Metrics,
@@ -815,10 +815,28 @@ where
             }
         }
         let flight = (key, TypeId::of::<E>());
-        let outcome = inner
-            .flights
-            .run(&flight, || self.resolve(flight.0.clone(), load, ttl_of))
-            .await;
+        // Writes of the key that completed before this call: a load under way that read its
+        // source before one of them is not this caller's answer.
+        let mine = inner.epochs.read(&flight.0);
+        let mut pending = Some((load, ttl_of));
+        let outcome = loop {
+            let outcome = inner
+                .flights
+                .run(&flight, || {
+                    // The flight's own start: its lookups and load all come after it.
+                    let started = inner.epochs.read(&flight.0);
+                    let (load, ttl_of) = pending.take().expect("a flight runs its closure once");
+                    let resolved = self.resolve(flight.0.clone(), load, ttl_of);
+                    async move { resolved.await.map(|served| (served, started)) }
+                })
+                .await;
+            match outcome {
+                // Joined a flight that began before a write this call came after: its
+                // value may be the old one. This caller runs (or joins) a newer flight.
+                Ok(((_, None), started)) if pending.is_some() && started.before(mine) => {}
+                outcome => break outcome.map(|(served, _)| served),
+            }
+        };
         match outcome {
             Ok((value, stale)) => {
                 if let Some(reason) = stale {

@@ -200,3 +200,130 @@ async fn a_caller_waiting_for_a_load_behind_gets_its_value_within_its_own_timeou
     assert_eq!(second.unwrap(), "v");
     assert_eq!(loads.load(Ordering::SeqCst), 1);
 }
+
+/// A model of the guarantee, checked under random interleavings: writers update a row (a
+/// version per key, one writer at a time per key, as a database row lock orders them) and
+/// then insert or remove it in the cache; readers read through the cache with a loader that
+/// reads the row and yields a random number of times before returning it. A read that starts
+/// after a write completed never returns an older version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_no_read_returns_a_version_older_than_a_completed_write() {
+    const KEYS: u64 = 4;
+    for seed in 1..=20_u64 {
+        let cache: Tiered<u64, u64> = builder_versions().build().unwrap();
+        let model = Arc::new(Model::new(KEYS));
+        let mut tasks = Vec::new();
+        for writer in 0..2 {
+            let (cache, model) = (cache.clone(), Arc::clone(&model));
+            tasks.push(tokio::spawn(async move {
+                let mut random = Rng(seed * 31 + writer);
+                for _ in 0..100 {
+                    let key = random.below(KEYS);
+                    let _row_lock = model.locks[key as usize].lock().await;
+                    let version = model.write_row(key);
+                    random.yields().await;
+                    if random.below(2) == 0 {
+                        cache.insert(key, version, None).await.unwrap();
+                    } else {
+                        cache.remove(&key).await.unwrap();
+                    }
+                    model.completed[key as usize].fetch_max(version, Ordering::SeqCst);
+                }
+            }));
+        }
+        for reader in 0..3 {
+            let (cache, model) = (cache.clone(), Arc::clone(&model));
+            tasks.push(tokio::spawn(async move {
+                let mut random = Rng(seed * 77 + reader);
+                for _ in 0..150 {
+                    let key = random.below(KEYS);
+                    let floor = model.completed[key as usize].load(Ordering::SeqCst);
+                    let read = if random.below(3) == 0 {
+                        cache.get(&key).await.unwrap()
+                    } else {
+                        let (model, mut random) = (Arc::clone(&model), Rng(random.next()));
+                        Some(
+                            cache
+                                .try_get_with(key, move || async move {
+                                    let row = model.read_row(key);
+                                    random.yields().await;
+                                    Ok::<_, String>(row)
+                                })
+                                .await
+                                .unwrap(),
+                        )
+                    };
+                    if let Some(version) = read {
+                        assert!(
+                            version >= floor,
+                            "seed {seed}: key {key} read version {version} after version {floor} was written"
+                        );
+                    }
+                }
+            }));
+        }
+        for task in tasks {
+            task.await.unwrap();
+        }
+    }
+}
+
+fn builder_versions() -> TieredBuilder<u64, u64, NoRemote> {
+    let memory: MemoryCache<u64, Stamped<u64>> =
+        MemoryCache::builder().max_entries(1000).build().unwrap();
+    Tiered::builder().memory(memory)
+}
+
+/// The rows (a version per key) and, per key, the newest version whose write completed.
+struct Model {
+    rows: Mutex<Vec<u64>>,
+    locks: Vec<tokio::sync::Mutex<()>>,
+    completed: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl Model {
+    fn new(keys: u64) -> Self {
+        Self {
+            rows: Mutex::new(vec![0; keys as usize]),
+            locks: (0..keys).map(|_| tokio::sync::Mutex::new(())).collect(),
+            completed: (0..keys)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    fn write_row(&self, key: u64) -> u64 {
+        let mut rows = self.rows.lock().unwrap();
+        rows[key as usize] += 1;
+        rows[key as usize]
+    }
+
+    fn read_row(&self, key: u64) -> u64 {
+        self.rows.lock().unwrap()[key as usize]
+    }
+}
+
+/// xorshift64: the interleavings differ by seed.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        let mut x = self.0.max(1);
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+
+    /// Yields to the scheduler 0 to 3 times.
+    async fn yields(&mut self) {
+        for _ in 0..self.below(4) {
+            tokio::task::yield_now().await;
+        }
+    }
+}

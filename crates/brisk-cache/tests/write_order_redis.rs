@@ -208,3 +208,130 @@ async fn a_write_fence_shorter_than_two_seconds_is_a_config_error() {
         "{built:?}"
     );
 }
+
+/// The model of the guarantee across two instances sharing Redis and a backplane: one
+/// writer updates a row (a version per key) and inserts or removes it through either
+/// instance; the write counts as complete once the other instance has received its
+/// backplane message (memory elsewhere follows the message). Readers in both instances
+/// read through with a loader that reads the row and yields before returning it. A read
+/// that starts after a write completed never returns an older version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn model_across_two_instances_no_read_returns_a_version_older_than_a_completed_write() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use brisk_metrics::Registry;
+
+    type Versions = Tiered<u64, u64, RedisCache<u64, Stamped<u64>>>;
+    const KEYS: u64 = 4;
+    let server = RedisServer::start().unwrap();
+    let versioned = |registry: Registry| {
+        let url = server.url();
+        async move {
+            let client = redis::Client::open(url).unwrap();
+            let connection = ConnectionManager::new(client.clone()).await.unwrap();
+            let cache: Versions = Tiered::builder()
+                .memory(MemoryCache::builder().max_entries(1000).build().unwrap())
+                .remote(
+                    RedisCache::builder(connection)
+                        .prefix("model")
+                        .build()
+                        .await
+                        .unwrap(),
+                )
+                .backplane(
+                    Backplane::builder(client)
+                        .channel("model:changes")
+                        .metrics(&registry, "model")
+                        .build()
+                        .await
+                        .unwrap(),
+                )
+                .build()
+                .unwrap();
+            (cache, registry)
+        }
+    };
+    let instances = Arc::new([
+        versioned(Registry::new()).await,
+        versioned(Registry::new()).await,
+    ]);
+    let messages = |registry: &Registry, direction: &str| {
+        registry
+            .snapshot()
+            .counter(
+                "brisk_cache_backplane_messages_total",
+                &[("name", "model"), ("direction", direction)],
+            )
+            .unwrap_or(0)
+    };
+    let rows = Arc::new(Mutex::new(vec![0_u64; KEYS as usize]));
+    let completed: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
+    let mut readers = Vec::new();
+    for reader in 0..4_u64 {
+        let (instances, rows, completed) = (
+            Arc::clone(&instances),
+            Arc::clone(&rows),
+            Arc::clone(&completed),
+        );
+        readers.push(tokio::spawn(async move {
+            let mut random = reader * 7919 + 1;
+            let mut next = move || {
+                random ^= random << 13;
+                random ^= random >> 7;
+                random ^= random << 17;
+                random
+            };
+            for _ in 0..150 {
+                let key = next() % KEYS;
+                let (cache, _) = &instances[(next() % 2) as usize];
+                let floor = completed[key as usize].load(Ordering::SeqCst);
+                let (rows, pauses) = (Arc::clone(&rows), next() % 4);
+                let version = cache
+                    .try_get_with(key, move || async move {
+                        let row = rows.lock().unwrap()[key as usize];
+                        for _ in 0..pauses {
+                            tokio::task::yield_now().await;
+                        }
+                        Ok::<_, String>(row)
+                    })
+                    .await
+                    .unwrap();
+                assert!(
+                    version >= floor,
+                    "key {key} read version {version} after version {floor} was written"
+                );
+            }
+        }));
+    }
+    let mut random = 12345_u64;
+    for _ in 0..80 {
+        random ^= random << 13;
+        random ^= random >> 7;
+        random ^= random << 17;
+        let key = random % KEYS;
+        let through = (random >> 8) as usize % 2;
+        let version = {
+            let mut rows = rows.lock().unwrap();
+            rows[key as usize] += 1;
+            rows[key as usize]
+        };
+        let (cache, registry) = &instances[through];
+        if random >> 16 & 1 == 0 {
+            cache.insert(key, version, None).await.unwrap();
+        } else {
+            cache.remove(&key).await.unwrap();
+        }
+        // Complete once the other instance has every message this one sent.
+        let other = &instances[1 - through].1;
+        let started = std::time::Instant::now();
+        while messages(other, "received") < messages(registry, "sent") {
+            assert!(started.elapsed() < Duration::from_secs(5), "messages lost");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        completed[key as usize].fetch_max(version, Ordering::SeqCst);
+        tokio::task::yield_now().await;
+    }
+    for reader in readers {
+        reader.await.unwrap();
+    }
+}
