@@ -769,7 +769,7 @@ where
         E: Send + Sync + 'static,
         R: 'static,
     {
-        self.load_through(key, load, |_| None)
+        self.load_through(key, load, |_| None, |_| true)
             .await
             .map(|(value, _)| value)
     }
@@ -777,12 +777,14 @@ where
     /// `try_get_with`, storing a loaded value for `ttl_of(&value)` (the freshness setting,
     /// else each level's own TTL, when `None`); with the value, whether it is stale. A
     /// loader's [`NotStored`] error that is no failure is neither counted nor answered by a
-    /// stale value.
+    /// stale value. A stale value is answered only where `may_serve_stale` allows it (an
+    /// HTTP response with `must-revalidate` does not).
     pub(crate) async fn load_through<F, Fut, E>(
         &self,
         key: K,
         load: F,
         ttl_of: impl FnOnce(&V) -> Option<Duration> + Send + 'static,
+        may_serve_stale: fn(&V) -> bool,
     ) -> Result<(V, bool), Error<Arc<E>>>
     where
         K: fmt::Debug,
@@ -808,7 +810,8 @@ where
                 }
                 return Ok((stamped.into_value(), false));
             }
-            if inner.freshness.revalidates(&stamped, now.get()) {
+            if may_serve_stale(stamped.value()) && inner.freshness.revalidates(&stamped, now.get())
+            {
                 inner.metrics.stale_served(Stale::Revalidating);
                 self.refresh_behind::<_, _, E>(key, load, ttl_of, None);
                 return Ok((stamped.into_value(), true));
@@ -826,7 +829,7 @@ where
                     // The flight's own start: its lookups and load all come after it.
                     let started = inner.epochs.read(&flight.0);
                     let (load, ttl_of) = pending.take().expect("a flight runs its closure once");
-                    let resolved = self.resolve(flight.0.clone(), load, ttl_of);
+                    let resolved = self.resolve(flight.0.clone(), load, ttl_of, may_serve_stale);
                     async move { resolved.await.map(|served| (served, started)) }
                 })
                 .await;
@@ -856,6 +859,7 @@ where
         key: K,
         load: F,
         ttl_of: impl FnOnce(&V) -> Option<Duration> + Send + 'static,
+        may_serve_stale: fn(&V) -> bool,
     ) -> Result<Served<V>, SharedError>
     where
         K: fmt::Debug,
@@ -871,7 +875,9 @@ where
         let epoch = inner.epochs.read(&key);
         let stale = match self.find(&key, &clock).await {
             Found::Fresh(value) => return Ok((value, None)),
-            Found::Stale(stamped) => Some(stamped),
+            Found::Stale(stamped) => {
+                Some(stamped).filter(|stamped| may_serve_stale(stamped.value()))
+            }
             Found::Missing => None,
         };
         let now = clock.get();
@@ -1007,7 +1013,9 @@ where
                     return Err("the load ran already".to_owned());
                 };
                 let loaded = self.load_and_store(key, load, ttl_of).await;
-                let failed = loaded.is_err();
+                // A value the loader says is not to be stored is no failure: the followers
+                // find nothing in L2 and load themselves, never a stale copy (fail-safe).
+                let failed = loaded.as_ref().err().is_some_and(is_failure);
                 *outcome = Some(loaded);
                 if failed {
                     Err("the loader returned an error".to_owned())
@@ -1198,9 +1206,12 @@ where
         E: Send + Sync + 'static,
     {
         let negative_ttl = self.inner.negative_ttl;
-        self.load_through(key, load, move |value| {
-            value.is_none().then_some(negative_ttl).flatten()
-        })
+        self.load_through(
+            key,
+            load,
+            move |value| value.is_none().then_some(negative_ttl).flatten(),
+            |_| true,
+        )
         .await
         .map(|(value, _)| value)
     }

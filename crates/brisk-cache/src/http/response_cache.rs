@@ -736,7 +736,12 @@ where
         }
     } else {
         cache
-            .load_through(key, load, |stored: &CachedResponse| stored.lifetime())
+            .load_through(
+                key,
+                load,
+                |stored: &CachedResponse| stored.lifetime(),
+                |_| true,
+            )
             .await
     };
     let mine = take(&handled);
