@@ -879,6 +879,10 @@ where
     }
 
     /// Holds at most this much weight, as the [`weigher`](Self::weigher) counts it.
+    ///
+    /// Nothing is sized per unit of weight: each shard's frequency sketch starts at 128 bytes
+    /// and grows with the entries it holds (8 bytes an entry, at most 8 MiB a shard), so an
+    /// empty cache costs the same whatever its bound.
     pub fn max_weight(mut self, weight: u64) -> Self {
         self.max_weight = Some(weight);
         self
