@@ -77,6 +77,11 @@ struct Shard<K, V> {
     climber: Climber,
 }
 
+/// Sampled lookups per climbing period for a shard of `entries`.
+fn period(entries: u64) -> u64 {
+    (entries.saturating_mul(10) / SAMPLE_EVERY).clamp(64, MAX_PERIOD)
+}
+
 /// Sizes the window by hill climbing, as Caffeine does: every sample period, compare the hit
 /// rate with the last period's; if it improved, move the window size further the same way,
 /// else turn back, with steps that shrink as the rate settles (and grow again when the
@@ -86,7 +91,8 @@ struct Climber {
     /// Sampled (one in [`SAMPLE_EVERY`] per thread) lookups in the low 32 bits and hits in
     /// the high 32, so that a sample is one atomic add; written under the read lock.
     samples: AtomicU64,
-    /// Sampled lookups per period: ten per entry the shard holds, at most [`MAX_PERIOD`].
+    /// Sampled lookups per period: ten per entry the shard holds, at most [`MAX_PERIOD`]
+    /// (for a weight-bounded shard, per entry it holds now: see [`Climber::fit`]).
     period: u64,
     previous_rate: f64,
     /// Whether the shard has been half full; no climb before.
@@ -108,14 +114,21 @@ const RESTART_THRESHOLD: f64 = 0.05;
 const MAX_PERIOD: u64 = 2048;
 
 impl Climber {
-    fn new(max: u64) -> Self {
+    /// A climber for a shard of about `entries` entries and `max` weight (the same without a
+    /// weigher).
+    fn new(entries: u64, max: u64) -> Self {
         Self {
             samples: AtomicU64::new(0),
-            period: (max.saturating_mul(10) / SAMPLE_EVERY).clamp(64, MAX_PERIOD),
+            period: period(entries),
             previous_rate: 0.0,
             warm: false,
             step: INITIAL_STEP * max as f64,
         }
+    }
+
+    /// Follows the entries a weight-bounded shard holds.
+    fn fit(&mut self, entries: u64) {
+        self.period = period(entries);
     }
 
     fn sample(&self, hit: bool) {
@@ -343,6 +356,14 @@ where
         let hash = inner.hasher.hash_one(&key);
         let mut departed = Departed::new();
         inner.update(inner.shard(hash), |shard| {
+            if inner.weigher.is_some() {
+                // A weight bound does not tell how many entries a shard holds: the sketch and
+                // the climber follow the count (see `Sketch::fit`; growing the sketch is
+                // amortised over the inserts that filled it). Hits never do this.
+                let entries = (shard.window.len() + shard.main.len()) as u64 + 1;
+                shard.sketch.fit(entries);
+                shard.climber.fit(entries);
+            }
             if shard.sketch.due() {
                 shard.sketch.age();
             }
@@ -858,6 +879,10 @@ where
     }
 
     /// Holds at most this much weight, as the [`weigher`](Self::weigher) counts it.
+    ///
+    /// Nothing is sized per unit of weight: each shard's frequency sketch starts at 128 bytes
+    /// and grows with the entries it holds (8 bytes an entry, at most 8 MiB a shard), so an
+    /// empty cache costs the same whatever its bound.
     pub fn max_weight(mut self, weight: u64) -> Self {
         self.max_weight = Some(weight);
         self
@@ -1019,10 +1044,16 @@ where
                 let max = max / count + u64::from(index < max % count);
                 // The window is 1 % of a shard, at least one entry's worth (W-TinyLFU).
                 let window_max = if max >= 2 { (max / 100).max(1) } else { max };
-                let entries = if self.weigher.is_some() {
-                    max.min(1 << 20)
+                // Entry-bounded: the sketch and the climber's period are sized for the bound
+                // once. Weight-bounded: sized per unit of weight they would take 8 bytes per
+                // byte of bound (512 MiB for an empty 64 MiB cache on 64 shards) and age too
+                // rarely to follow anything; they start small and follow the entry count,
+                // the sketch up to a million entries a shard (8 MiB), and never past the
+                // weight bound (entries weigh at least one, zero-weight ones aside).
+                let (sketch, climber) = if self.weigher.is_some() {
+                    (Sketch::growing(max.min(1 << 20)), Climber::new(0, max))
                 } else {
-                    max
+                    (Sketch::new(max), Climber::new(max, max))
                 };
                 Padded(RwLock::new(Shard {
                     window: LruCache::unbounded_with_hasher(hasher.clone()),
@@ -1032,8 +1063,8 @@ where
                     max,
                     window_max,
                     main_max: max - window_max,
-                    sketch: Sketch::new(entries),
-                    climber: Climber::new(entries),
+                    sketch,
+                    climber,
                 }))
             })
             .collect();
@@ -1140,6 +1171,73 @@ mod tests {
     fn period_at(cache: &MemoryCache<u64, u64>, rate: f64) -> u64 {
         write(&cache.inner.shards[0]).climber.warm = true;
         feed(cache, rate)
+    }
+
+    fn sketch_bytes<K, V>(cache: &MemoryCache<K, V>) -> usize {
+        cache
+            .inner
+            .shards
+            .iter()
+            .map(|shard| read(shard).sketch.bytes())
+            .sum()
+    }
+
+    /// A weight bound sizes nothing per unit of weight: an empty 64 MiB cache on 64 shards
+    /// has two blocks of sketch a shard (it had 8 MiB a shard), and the sketch grows with the
+    /// entries held, up to the weight bound when entries weigh nothing.
+    #[test]
+    fn a_weighted_cache_sizes_its_sketch_by_its_entries() {
+        let cache: MemoryCache<u64, u64> = MemoryCache::builder()
+            .max_weight(64 << 20)
+            .weigher(|_, _| 1024)
+            .shards(64)
+            .build()
+            .unwrap();
+        assert_eq!(sketch_bytes(&cache), 64 * 16 * 8);
+        for key in 0..64_000 {
+            cache.insert(key, key);
+        }
+        // About 1 000 entries a shard: a 1 024- or 2 048-word sketch each.
+        let bytes = sketch_bytes(&cache);
+        assert!((64 * 1024 * 8..=64 * 2048 * 8).contains(&bytes), "{bytes}");
+        let shard = read(&cache.inner.shards[0]);
+        let entries = (shard.window.len() + shard.main.len()) as u64;
+        // Fitted at the shard's last insert, to its count with the newcomer; the insert may
+        // then have evicted one.
+        let fitted = shard.climber.period;
+        assert!(
+            (period(entries)..=period(entries + 1)).contains(&fitted),
+            "period {fitted} for {entries} entries"
+        );
+        drop(shard);
+
+        let weightless: MemoryCache<u64, u64> = MemoryCache::builder()
+            .max_weight(1000)
+            .weigher(|_, _| 0)
+            .shards(1)
+            .build()
+            .unwrap();
+        for key in 0..5000 {
+            weightless.insert(key, key);
+        }
+        assert_eq!(weightless.len(), 5000);
+        assert_eq!(
+            sketch_bytes(&weightless),
+            1024 * 8,
+            "bounded by the weight bound"
+        );
+    }
+
+    /// An entry-bounded cache sizes its sketch for the bound at once, as before.
+    #[test]
+    fn an_entry_bounded_cache_sizes_its_sketch_once() {
+        let cache: MemoryCache<u64, u64> = MemoryCache::builder()
+            .max_entries(4000)
+            .shards(1)
+            .build()
+            .unwrap();
+        assert_eq!(sketch_bytes(&cache), 4096 * 8);
+        assert_eq!(read(&cache.inner.shards[0]).climber.period, period(4000));
     }
 
     /// While the shard fills, its hit rate rises whatever the window: the climber waits until

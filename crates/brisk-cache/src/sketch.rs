@@ -28,8 +28,11 @@ pub(crate) struct Sketch {
     /// Informative accesses since the last aging, one in [`SAMPLE_EVERY`] counted.
     samples: AtomicU64,
     /// Age after about this many (counted) accesses: [`AGE_AFTER_PER_ENTRY`] per entry the
-    /// shard holds.
+    /// shard holds (or may hold, for a sketch sized once).
     sample_limit: u64,
+    /// The most entries [`fit`](Self::fit) sizes the sketch for: the table never grows past
+    /// a word per entry of this.
+    most: u64,
 }
 
 /// Informative accesses per entry between two agings. The paper advises ten; measured here
@@ -62,16 +65,71 @@ thread_local! {
 
 /// Words per block.
 const BLOCK: usize = 8;
+/// The smallest table, in words (two blocks), and the most (128 MiB).
+const MIN_WORDS: u64 = 16;
+const MAX_WORDS: u64 = 1 << 24;
+
+/// A word of 16 counters per entry (four counters per key, so about four keys counted per
+/// entry held), as Caffeine sizes its sketch; a power of two.
+fn words(entries: u64) -> usize {
+    entries.clamp(MIN_WORDS, MAX_WORDS).next_power_of_two() as usize
+}
+
+/// Sampled informative accesses between two agings for `entries` entries.
+fn limit(entries: u64) -> u64 {
+    entries.max(1).saturating_mul(AGE_AFTER_PER_ENTRY) / SAMPLE_EVERY
+}
 
 impl Sketch {
-    /// A sketch for a shard of about `capacity` entries.
+    /// A sketch for a shard of about `capacity` entries, sized once (an entry-bounded shard).
     pub(crate) fn new(capacity: u64) -> Self {
-        let words = capacity.clamp(16, 1 << 24).next_power_of_two() as usize;
         Self {
-            table: (0..words).map(|_| AtomicU64::new(0)).collect(),
+            table: (0..words(capacity)).map(|_| AtomicU64::new(0)).collect(),
             samples: AtomicU64::new(0),
-            sample_limit: capacity.max(1).saturating_mul(AGE_AFTER_PER_ENTRY) / SAMPLE_EVERY,
+            sample_limit: limit(capacity),
+            most: capacity,
         }
+    }
+
+    /// A sketch that starts at its smallest and grows, through [`fit`](Self::fit), with the
+    /// entries the shard holds, up to `most` (a weight-bounded shard, whose entry count the
+    /// bound does not tell). Caffeine sizes a weighted cache's sketch by its entry count the
+    /// same way.
+    pub(crate) fn growing(most: u64) -> Self {
+        let mut sketch = Self::new(0);
+        sketch.most = most;
+        sketch
+    }
+
+    /// Sizes the sketch for a shard now holding `entries`: the aging period follows the count
+    /// (bounded by `most`), and the table grows to a word per entry when the count outgrows
+    /// it. Growing doubles the table at least, so its cost (a copy of the new table, under
+    /// the shard's write lock) is amortised over the inserts that filled it: constant per
+    /// insert. The counts survive: each key's block in the larger table is a copy of its
+    /// block in the smaller one, so every estimate stays what it was, and collisions only
+    /// thin out from then on. The table never shrinks.
+    ///
+    /// After most entries are gone (a shard of large entries that once held many small
+    /// ones), the period stays at least an eighth of what the table was grown for, so that
+    /// halving a large table is not paid every few accesses.
+    pub(crate) fn fit(&mut self, entries: u64) {
+        let entries = entries.min(self.most);
+        self.sample_limit = limit(entries.max(self.table.len() as u64 / 8));
+        let samples = self.samples.get_mut();
+        *samples = (*samples).min(self.sample_limit);
+        let words = words(entries);
+        if words > self.table.len() {
+            let old = std::mem::take(&mut self.table);
+            self.table = (0..words)
+                .map(|word| AtomicU64::new(old[word % old.len()].load(Ordering::Relaxed)))
+                .collect();
+        }
+    }
+
+    /// The table's size in bytes.
+    #[cfg(test)]
+    pub(crate) fn bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.table)
     }
 
     /// Counts one access to the key with `hash`.
@@ -220,5 +278,61 @@ mod tests {
         assert!(n > 1500, "due after {n} accesses");
         sketch.age();
         assert!(!sketch.due(), "aging halves the count of accesses too");
+    }
+
+    /// A weighted shard's sketch starts at two blocks and grows with its entries, keeping
+    /// every estimate it had; it never grows past its bound.
+    #[test]
+    fn growing_keeps_every_estimate_and_stays_bounded() {
+        let mut sketch = Sketch::growing(10_000);
+        assert_eq!(sketch.bytes(), 16 * 8, "two blocks to start");
+        for n in 0..2_000 {
+            for _ in 0..n % 9 {
+                sketch.record(hash(n));
+            }
+        }
+        let before: Vec<u64> = (0..4_000).map(|n| sketch.frequency(hash(n))).collect();
+        sketch.fit(3_000);
+        assert_eq!(sketch.bytes(), 4096 * 8, "a word per entry, a power of two");
+        let after: Vec<u64> = (0..4_000).map(|n| sketch.frequency(hash(n))).collect();
+        assert_eq!(before, after, "growing changed an estimate");
+        // Fewer entries: the table stays; more than the bound: it stops at the bound's size.
+        sketch.fit(10);
+        assert_eq!(sketch.bytes(), 4096 * 8);
+        sketch.fit(1 << 30);
+        assert_eq!(sketch.bytes(), 16_384 * 8, "10 000 entries at most");
+        // A sketch sized once does not grow.
+        let mut fixed = Sketch::new(1024);
+        fixed.fit(1 << 20);
+        assert_eq!(fixed.bytes(), 1024 * 8);
+    }
+
+    /// The aging period follows the entries the shard holds now, not a bound in bytes.
+    #[test]
+    fn a_growing_sketchs_aging_follows_its_entries() {
+        let mut sketch = Sketch::growing(1 << 20);
+        sketch.fit(64);
+        // 64 entries: due after about 1920 informative accesses, as for a fixed 64.
+        let mut n = 0;
+        while !sketch.due() {
+            sketch.record(hash(n));
+            n += 1;
+            assert!(n < 3000, "aging never came due");
+        }
+        assert!(n > 1500, "due after {n} accesses");
+        // Ten times the entries: ten times the period.
+        sketch.age();
+        sketch.fit(640);
+        for m in 0..3000 {
+            sketch.record(hash(1_000_000 + m));
+        }
+        assert!(!sketch.due(), "640 entries age after about 19 200 accesses");
+        // Back to 64 entries of a table grown for 1024: the period stays at least an eighth
+        // of the table's (128 entries), and what was counted beyond it ages at once.
+        sketch.fit(64);
+        assert_eq!(sketch.sample_limit, limit(128));
+        assert!(sketch.due());
+        sketch.age();
+        assert!(!sketch.due());
     }
 }

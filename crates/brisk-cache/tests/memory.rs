@@ -257,6 +257,68 @@ fn a_scan_does_not_flush_the_hot_set() {
     assert!(cache.len() <= 1000);
 }
 
+/// Admission keeps working after lots of traffic on a weighted cache: the sketch's counts age
+/// every few accesses per entry the shard holds, so a key that becomes popular after the old
+/// hot set saturated its counters gets in. Sized by weight (a million entries' worth for a
+/// 1 MiB shard), the sketch aged after some 31 million accesses per shard: every old key sat
+/// at the maximum count, every newcomer tied with it at best and was refused, and the new hot
+/// keys lived only as long as the small window kept them.
+#[test]
+fn a_weighted_cache_admits_keys_that_become_popular_after_lots_of_traffic() {
+    // 4 MiB over 4 shards of entries weighing 1 KiB: about 1 000 entries a shard.
+    let cache: MemoryCache<u64, u64> = MemoryCache::builder()
+        .max_weight(4 << 20)
+        .weigher(|_: &u64, _: &u64| 1024)
+        .shards(4)
+        .build()
+        .unwrap();
+    let read_through = |key: u64| -> bool {
+        let hit = cache.get(&key).is_some();
+        if !hit {
+            cache.insert(key, key);
+        }
+        hit
+    };
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    // Yesterday's traffic: 6 000 keys (half again the capacity), about 100 reads each, so
+    // every one of them is counted many times over.
+    for _ in 0..600_000 {
+        read_through(next() % 6_000);
+    }
+    // Today's: 20 new hot keys take one read in five (each read every 100), the rest are
+    // keys read once. The old keys are read no more.
+    let hot: Vec<u64> = (1_000_000..1_000_020).collect();
+    let mut wonder = 10_000_000u64;
+    let (mut reads, mut hits) = (0u64, 0u64);
+    for n in 0..1_000_000u64 {
+        if n % 5 == 0 {
+            let hit = read_through(hot[(n / 5) as usize % hot.len()]);
+            if n >= 750_000 {
+                reads += 1;
+                hits += u64::from(hit);
+            }
+        } else {
+            wonder += 1;
+            read_through(wonder);
+        }
+    }
+    // Admitted, a hot key stays (hits give it second chances); refused, it lives only in the
+    // window, which the one-time keys flush between two of its reads.
+    let ratio = hits as f64 / reads as f64;
+    assert!(
+        ratio >= 0.95,
+        "the new hot keys hit {hits} of {reads} reads ({ratio:.3})"
+    );
+    let resident = hot.iter().filter(|key| cache.contains_key(key)).count();
+    assert_eq!(resident, hot.len(), "hot keys resident at the end");
+}
+
 #[tokio::test]
 async fn the_cache_trait() {
     async fn round_trip(
