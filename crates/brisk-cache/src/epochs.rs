@@ -49,12 +49,24 @@ impl Epochs {
     }
 
     fn stripe<K: Hash>(&self, key: &K) -> usize {
-        (self.hasher.hash_one(key) as usize) % self.stripes.len()
+        self.stripe_of(self.hasher.hash_one(key))
+    }
+
+    fn stripe_of(&self, hash: u64) -> usize {
+        (hash as usize) % self.stripes.len()
     }
 
     /// The counters for `key` now.
     pub(crate) fn read<K: Hash>(&self, key: &K) -> Epoch {
-        let stripe = self.stripe(key);
+        self.read_at(self.stripe(key))
+    }
+
+    /// The counters for the key whose hash (by the caller's own hasher) is `hash`.
+    pub(crate) fn read_hashed(&self, hash: u64) -> Epoch {
+        self.read_at(self.stripe_of(hash))
+    }
+
+    fn read_at(&self, stripe: usize) -> Epoch {
         Epoch {
             stripe,
             seen: self.stripes[stripe].load(SeqCst),
@@ -65,6 +77,11 @@ impl Epochs {
     /// Marks a write of `key`.
     pub(crate) fn bump<K: Hash>(&self, key: &K) {
         self.stripes[self.stripe(key)].fetch_add(1, SeqCst);
+    }
+
+    /// Marks a write of the key whose hash (by the caller's own hasher) is `hash`.
+    pub(crate) fn bump_hashed(&self, hash: u64) {
+        self.stripes[self.stripe_of(hash)].fetch_add(1, SeqCst);
     }
 
     /// Marks a write of every key.

@@ -19,6 +19,10 @@ pub(crate) type Flights<K, V> = SingleFlight<(K, std::any::TypeId), V, SharedErr
 #[derive(Debug)]
 pub(crate) struct LoadTimedOut(pub(crate) std::time::Duration);
 
+/// A flight whose leader had no loader to run (not reached: see its use).
+#[derive(Debug)]
+pub(crate) struct NotLoaded;
+
 /// A load that failed in another instance (loads coordinated across instances): its error
 /// as text, in place of the loader's own.
 #[derive(Debug)]
@@ -37,6 +41,10 @@ pub(crate) fn caller_error<E: Send + Sync + 'static>(
                 after: timed_out.0,
             },
             Err(_) => unreachable_flight(key),
+        },
+        Ok(shared) if shared.is::<NotLoaded>() => Error::Flight {
+            key,
+            message: "the load had no loader to run".to_owned(),
         },
         Ok(shared) if shared.is::<LoadedElsewhere>() => {
             match shared.downcast::<LoadedElsewhere>() {

@@ -197,7 +197,11 @@ struct Inner<K, V> {
     expiring: AtomicBool,
     epoch: Instant,
     metrics: Metrics,
-    flights: Flights<K, V>,
+    /// Loads in flight, each answered with the write epoch it began at.
+    flights: Flights<K, (V, crate::epochs::Epoch)>,
+    /// Bumped by every insert and removal, so that a load that read its source before one
+    /// does not store the old value after it (see `crate::epochs`).
+    writes: crate::epochs::Epochs,
 }
 
 impl<K, V> Clone for MemoryCache<K, V> {
@@ -321,7 +325,7 @@ where
     /// than a shard can hold, or later, when it leaves the window less popular than the entry
     /// it would displace.
     pub fn insert(&self, key: K, value: V) {
-        self.insert_entry(key, value, self.inner.ttl);
+        self.insert_entry(key, value, self.inner.ttl, true);
     }
 
     /// Inserts with its own time to live, which overrides the cache's.
@@ -329,10 +333,27 @@ where
         if !self.inner.expiring.load(Ordering::Relaxed) {
             self.inner.expiring.store(true, Ordering::Relaxed);
         }
-        self.insert_entry(key, value, Some(ttl));
+        self.insert_entry(key, value, Some(ttl), true);
     }
 
-    fn insert_entry(&self, key: K, value: V, ttl: Option<Duration>) {
+    /// Inserts as a load does: not counted as a write (see `crate::epochs`).
+    pub(crate) fn insert_loaded(&self, key: K, value: V) {
+        self.insert_entry(key, value, self.inner.ttl, false);
+    }
+
+    /// The write epoch of `key` now (see `crate::epochs`).
+    pub(crate) fn write_epoch(&self, key: &K) -> crate::epochs::Epoch {
+        self.inner
+            .writes
+            .read_hashed(self.inner.hasher.hash_one(key))
+    }
+
+    /// Whether a write of the key `epoch` was read for may have happened since.
+    pub(crate) fn written_since(&self, epoch: crate::epochs::Epoch) -> bool {
+        self.inner.writes.moved(epoch)
+    }
+
+    fn insert_entry(&self, key: K, value: V, ttl: Option<Duration>, write: bool) {
         let inner = &*self.inner;
         inner.metrics.inserts.increment();
         let weight = inner.weigh(&key, &value);
@@ -354,6 +375,9 @@ where
             referenced: AtomicBool::new(false),
         };
         let hash = inner.hasher.hash_one(&key);
+        if write {
+            inner.writes.bump_hashed(hash);
+        }
         let mut departed = Departed::new();
         inner.update(inner.shard(hash), |shard| {
             if inner.weigher.is_some() {
@@ -396,6 +420,14 @@ where
 
     /// Removes `key`, returning its value if it was present and not expired.
     pub fn remove(&self, key: &K) -> Option<V> {
+        self.inner
+            .writes
+            .bump_hashed(self.inner.hasher.hash_one(key));
+        self.take_loaded(key)
+    }
+
+    /// [`remove`](Self::remove), not counted as a write: a load taking back its value.
+    pub(crate) fn take_loaded(&self, key: &K) -> Option<V> {
         let hash = self.inner.hasher.hash_one(key);
         let removed = self
             .inner
@@ -438,6 +470,7 @@ where
     /// Removes every entry for which `predicate` returns true, one shard at a time. Expired
     /// entries met on the way are removed too.
     pub fn invalidate_if(&self, mut predicate: impl FnMut(&K, &V) -> bool) {
+        self.inner.writes.bump_all();
         for shard in &self.inner.shards {
             self.inner.sweep(shard, &mut predicate);
         }
@@ -447,7 +480,10 @@ where
     /// met, when they reach the eviction end, or by the
     /// [background cleanup](MemoryCacheBuilder::cleanup_interval).
     pub fn run_pending_tasks(&self) {
-        self.invalidate_if(|_, _| false);
+        // No write: loads under way may store.
+        for shard in &self.inner.shards {
+            self.inner.sweep(shard, &mut |_, _| false);
+        }
     }
 
     /// Entries held, expired ones not yet removed included.
@@ -1101,6 +1137,7 @@ where
             flights: flights
                 .build()
                 .expect("1 to 64 shards are a valid single-flight group"),
+            writes: crate::epochs::Epochs::new(),
         });
         if let Some((runtime, interval)) = runtime {
             runtime.spawn(cleanup(Arc::downgrade(&inner), interval));

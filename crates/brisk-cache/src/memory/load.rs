@@ -88,33 +88,58 @@ where
         }
         let inner = &*self.inner;
         let flight = (key, TypeId::of::<E>());
-        let outcome = inner
-            .flights
-            .run(&flight, || async {
-                // A caller that missed just before the last load of this key stored its value
-                // would load again: look once more now that this caller leads.
-                if let Some(value) = self.lookup(&flight.0) {
-                    return Ok(value);
-                }
-                let failure = FailureOnPanic(&inner.metrics.load_failures);
-                // Recorded once the loader returns: a load cancelled midway is taken over,
-                // not finished, and a panicking one is counted as a failure instead.
-                let started = std::time::Instant::now();
-                let loaded = load().await;
-                inner.metrics.load.record_duration(started.elapsed());
-                std::mem::forget(failure);
-                match loaded {
-                    Ok(value) => {
-                        self.insert(flight.0.clone(), value.clone());
-                        Ok(value)
+        // Writes of the key that completed before this call: a load under way that read its
+        // source before one of them is not this caller's answer.
+        let mine = self.write_epoch(&flight.0);
+        let mut load = Some(load);
+        let outcome = loop {
+            let outcome = inner
+                .flights
+                .run(&flight, || {
+                    let load = load.take();
+                    async {
+                        // Read before the source is: a write completing after it keeps the
+                        // loaded value out of the cache.
+                        let epoch = self.write_epoch(&flight.0);
+                        // A caller that missed just before the last load of this key stored
+                        // its value would load again: look once more now that it leads.
+                        if let Some(value) = self.lookup(&flight.0) {
+                            return Ok((value, epoch));
+                        }
+                        let Some(load) = load else {
+                            // Not reached: a flight runs the closure of the caller it calls.
+                            return Err(Arc::new(flight::NotLoaded) as SharedError);
+                        };
+                        let failure = FailureOnPanic(&inner.metrics.load_failures);
+                        // Recorded once the loader returns: a load cancelled midway is taken
+                        // over, not finished, and a panicking one is counted as a failure.
+                        let started = std::time::Instant::now();
+                        let loaded = load().await;
+                        inner.metrics.load.record_duration(started.elapsed());
+                        std::mem::forget(failure);
+                        match loaded {
+                            Ok(value) => {
+                                self.insert_loaded(flight.0.clone(), value.clone());
+                                if self.written_since(epoch) {
+                                    // A write came while it loaded or stored: it may be older.
+                                    self.take_loaded(&flight.0);
+                                }
+                                Ok((value, epoch))
+                            }
+                            Err(error) => {
+                                inner.metrics.load_failures.increment();
+                                Err(Arc::new(error) as SharedError)
+                            }
+                        }
                     }
-                    Err(error) => {
-                        inner.metrics.load_failures.increment();
-                        Err(Arc::new(error) as SharedError)
-                    }
-                }
-            })
-            .await;
+                })
+                .await;
+            match outcome {
+                // Joined a load begun before a write this call came after: load anew.
+                Ok((_, started)) if load.is_some() && started.before(mine) => {}
+                outcome => break outcome.map(|(value, _)| value),
+            }
+        };
         outcome.map_err(|error| flight::caller_error(&flight.0, error))
     }
 }
