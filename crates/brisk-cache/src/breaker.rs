@@ -142,6 +142,8 @@ impl Permit<'_> {
                 .compare_exchange(CLOSED, OPEN, Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
         {
+            #[cfg(test)]
+            tests::as_it_opens(breaker);
             breaker.failures.store(0, Ordering::Relaxed);
             breaker.open();
         }
@@ -165,6 +167,41 @@ fn millis(duration: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Run by this thread at the first instant another thread can see the breaker open.
+        static AS_IT_OPENS: Cell<Option<fn(&Breaker)>> = const { Cell::new(None) };
+    }
+
+    /// The test hook: what another thread does at the instant the breaker opens.
+    pub(super) fn as_it_opens(breaker: &Breaker) {
+        if let Some(hook) = AS_IT_OPENS.with(Cell::take) {
+            hook(breaker);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_admit_at_the_instant_it_opens_is_refused() {
+        // Up longer than `open_for`, so an admit that read a stale opening time would probe.
+        let breaker = breaker();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        AS_IT_OPENS.with(|hook| {
+            hook.set(Some(|breaker| {
+                assert!(
+                    breaker.admit().is_none(),
+                    "an admit as the breaker opens must be refused, not probe at once"
+                );
+            }));
+        });
+        for _ in 0..3 {
+            breaker.admit().unwrap().failed();
+        }
+        assert!(AS_IT_OPENS.with(Cell::get).is_none(), "the hook ran");
+        assert!(breaker.admit().is_none(), "open: calls refused");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(breaker.admit().is_some(), "due after open_for");
+    }
 
     fn breaker() -> Breaker {
         Breaker::new(3, Duration::from_secs(2), BreakerMetrics::noop())
