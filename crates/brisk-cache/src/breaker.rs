@@ -103,8 +103,7 @@ impl Breaker {
         match state(current) {
             CLOSED => Some(permit(false)),
             OPEN => {
-                let due =
-                    self.now_ms().saturating_sub(opened_at(current)) >= millis(self.open_for);
+                let due = self.now_ms().saturating_sub(opened_at(current)) >= millis(self.open_for);
                 // Only from the very word read: if it opened again since, not due.
                 (due && self
                     .word
@@ -181,12 +180,12 @@ impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if self.probe && !self.reported {
             // Back to open, keeping the time it opened (already due): the next caller probes.
-            let _ = self
-                .breaker
-                .word
-                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
-                    (state(current) == HALF_OPEN).then(|| word(OPEN, opened_at(current)))
-                });
+            let _ =
+                self.breaker
+                    .word
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                        (state(current) == HALF_OPEN).then(|| word(OPEN, opened_at(current)))
+                    });
             self.breaker.metrics.state.set(OPEN as i64);
         }
     }
@@ -319,8 +318,7 @@ mod tests {
             let probes = std::sync::Mutex::new(Vec::new());
             std::thread::scope(|scope| {
                 for _ in 0..THREADS {
-                    let (breaker, handle, barrier, probes) =
-                        (&breaker, &handle, &barrier, &probes);
+                    let (breaker, handle, barrier, probes) = (&breaker, &handle, &barrier, &probes);
                     scope.spawn(move || {
                         let _clock = handle.enter();
                         barrier.wait();

@@ -486,7 +486,11 @@ async fn concurrent_publishes_from_one_instance_arrive_in_order_without_gaps() {
         received(&reader_metrics) == TASKS * EACH
     })
     .await;
-    assert_eq!(gaps(&reader_metrics), 0, "concurrent publishes read as gaps");
+    assert_eq!(
+        gaps(&reader_metrics),
+        0,
+        "concurrent publishes read as gaps"
+    );
     drop(reader);
 }
 
@@ -537,9 +541,16 @@ async fn a_receiver_that_subscribes_later_follows_a_sender_from_its_first_messag
     writer.insert(Sku(13), "lost".into(), None).await.unwrap();
     writer.insert(Sku(1), "before".into(), None).await.unwrap();
     let reader: InstanceOf<Sku> = instance_of(&server, &registry).await;
-    writer.insert(Sku(2), "heard first".into(), None).await.unwrap();
+    writer
+        .insert(Sku(2), "heard first".into(), None)
+        .await
+        .unwrap();
     until("message 3 arrives", || received(&registry) == 1).await;
-    assert_eq!(gaps(&registry), 0, "what came before the subscription is not a gap");
+    assert_eq!(
+        gaps(&registry),
+        0,
+        "what came before the subscription is not a gap"
+    );
     writer.insert(Sku(13), "lost".into(), None).await.unwrap();
     writer.insert(Sku(3), "after".into(), None).await.unwrap();
     until("message 5 arrives", || received(&registry) == 2).await;
