@@ -7,6 +7,7 @@ use std::{
     future::Future,
     hash::{BuildHasher, Hasher, RandomState},
     marker::PhantomData,
+    panic::{self, AssertUnwindSafe},
     pin::Pin,
     sync::{Arc, Mutex, OnceLock, PoisonError},
     time::Duration,
@@ -141,7 +142,9 @@ struct Metrics {
     received: Counter,
     /// `brisk_cache_backplane_gaps_total`
     gaps: Counter,
-    /// `brisk_cache_backplane_errors_total`: publishes that failed, undecodable messages.
+    /// `brisk_cache_backplane_errors_total`: messages not published (failed, refused,
+    /// unencodable, dropped from a full queue), undecodable messages, messages whose
+    /// application panicked.
     errors: Counter,
     /// `brisk_cache_backplane_subscribed`: 1 while the subscription is up.
     subscribed: Gauge,
@@ -422,7 +425,8 @@ where
 }
 
 /// Delivers messages until the backplane is dropped; after a lost subscription, tells the
-/// gap, resubscribes, and tells it again.
+/// gap, resubscribes, and tells it again. A panic while applying a message (in an eviction
+/// listener, say) is counted as an error and told as a gap, and delivery goes on.
 async fn subscribe<K>(shared: Arc<Shared<K>>, client: redis::Client, first: redis::aio::PubSub)
 where
     K: Display + DeserializeOwned + Send + Sync + 'static,
@@ -433,7 +437,16 @@ where
         shared.metrics.subscribed.set(1);
         let mut stream = connection.into_on_message();
         while let Some(message) = next(&mut stream).await {
-            shared.deliver(message.get_payload_bytes(), &mut numbers);
+            // Applying a change runs the cache's code (an eviction listener): a panic there
+            // must not end this task, which every later message needs.
+            let delivered = panic::catch_unwind(AssertUnwindSafe(|| {
+                shared.deliver(message.get_payload_bytes(), &mut numbers);
+            }));
+            if delivered.is_err() {
+                // The change may not have been applied.
+                shared.metrics.errors.increment();
+                shared.tell(Event::Gap);
+            }
         }
         // Lost: what memory holds may miss messages from now on.
         shared.metrics.subscribed.set(0);

@@ -557,3 +557,54 @@ async fn a_receiver_that_subscribes_later_follows_a_sender_from_its_first_messag
     assert_eq!(gaps(&registry), 1, "message 4 was missed");
     drop(reader);
 }
+
+/// Applying a message runs the reader's code (its memory level's eviction listener, here); a
+/// panic there must not end the task that delivers every later message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_while_applying_a_message_does_not_stop_later_ones() {
+    let server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let client = redis::Client::open(server.url()).unwrap();
+    let reader: Instance = Tiered::builder()
+        .memory(
+            MemoryCache::builder()
+                .max_entries(1000)
+                .eviction_listener(|key: u64, _, _| assert_ne!(key, 666, "listener panics"))
+                .build()
+                .unwrap(),
+        )
+        .remote(
+            RedisCache::builder(ConnectionManager::new(client.clone()).await.unwrap())
+                .prefix("products")
+                .build()
+                .await
+                .unwrap(),
+        )
+        .backplane(
+            Backplane::builder(client)
+                .channel("products:changes")
+                .metrics(&registry, "products")
+                .build()
+                .await
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let writer = instance(&server, &Registry::new()).await;
+    writer.insert(666, "cursed".into(), None).await.unwrap();
+    writer.insert(1, "old".into(), None).await.unwrap();
+    assert!(reader.get(&666).await.unwrap().is_some());
+    assert_eq!(reader.get(&1).await.unwrap().as_deref(), Some("old"));
+    // Dropping 666 from the reader's memory panics in its listener.
+    writer.insert(666, "again".into(), None).await.unwrap();
+    writer.insert(1, "new".into(), None).await.unwrap();
+    until("the write after the panic reaches the reader", || {
+        reader.memory().unwrap().get(&1).is_none()
+    })
+    .await;
+    assert_eq!(reader.get(&1).await.unwrap().as_deref(), Some("new"));
+    assert!(
+        gaps(&registry) >= 1,
+        "the panicked change may not have been applied"
+    );
+}
