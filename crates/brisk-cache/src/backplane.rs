@@ -2,16 +2,14 @@
 //! a write or removal in one drops the key from every other instance's memory level.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     fmt::{self, Display},
     future::Future,
     hash::{BuildHasher, Hasher, RandomState},
     marker::PhantomData,
+    panic::{self, AssertUnwindSafe},
     pin::Pin,
-    sync::{
-        Arc, OnceLock,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, Mutex, OnceLock, PoisonError},
     time::Duration,
 };
 
@@ -19,6 +17,7 @@ use brisk_metrics::{Counter, Gauge, Recorder};
 use futures_core::Stream;
 use redis::aio::ConnectionManager;
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
+use tokio::sync::{Notify, oneshot};
 
 use crate::metrics::Series;
 use crate::{
@@ -30,6 +29,17 @@ use crate::{
 /// The most senders whose message numbers are tracked; past it the table starts over, and
 /// that counts as a gap (a missed message could not be told).
 const MAX_SENDERS: usize = 4096;
+
+/// The most messages waiting to be published; past it a message is dropped, its number
+/// skipped, so that the others see a gap.
+const MAX_QUEUED: usize = 10_000;
+
+/// The most messages published in one pipeline.
+const MAX_BATCH: usize = 256;
+
+/// The number of a sender's hello: published once, before its first change, so that an
+/// instance subscribed before the sender started knows to expect message 1 next.
+const HELLO: u64 = 0;
 
 /// The last message number seen from each sender, at most [`MAX_SENDERS`] of them.
 #[derive(Debug, Default)]
@@ -45,7 +55,8 @@ impl Numbers {
             gap = true;
         }
         let last = self.0.insert(sender, number);
-        gap || last.is_some_and(|last| number != last + 1)
+        // Unknown until now: followed from here (see the gap policy on `Backplane`).
+        gap || last.is_some_and(|last| last.checked_add(1) != Some(number))
     }
 
     /// Forgets every sender: after a lost subscription numbering starts over.
@@ -54,14 +65,16 @@ impl Numbers {
     }
 }
 
-/// One message on the channel.
+/// One message on the channel, with the change as `C` (`Change<K>` received, `&Change<K>`
+/// sent).
 #[derive(Serialize, Deserialize)]
-struct Message<K> {
+struct Message<C> {
     /// The sending instance's random id: an instance skips its own messages.
     sender: u64,
-    /// The sender's message number, from 1: a jump means a message was lost.
+    /// The sender's message number: [`HELLO`] first, then its changes from 1, in the order
+    /// they reach Redis. A jump means a message was lost.
     number: u64,
-    change: Change<K>,
+    change: C,
 }
 
 /// What changed.
@@ -77,25 +90,43 @@ enum Change<K> {
 /// one (with [`TieredBuilder::backplane`](crate::TieredBuilder::backplane)) publishes the keys
 /// it writes or removes, and drops from its memory level the keys other instances publish.
 ///
+/// **Numbering.** Each instance numbers its messages and publishes them from one task, in
+/// pipelines of up to 256, one pipeline at a time: a number is taken as the message is
+/// queued, and messages reach Redis (and so every subscriber) in the order of their numbers,
+/// however many writes publish at once. Before its first change an instance publishes a
+/// hello, number 0.
+///
 /// **Gap policy.** Pub/sub delivers at most once. When the subscription is lost, or a
-/// sender's message numbers jump (one of its publishes failed, or Redis dropped a message),
-/// every value the memory level holds is made stale (served only where a stale value may be:
-/// stale-while-revalidate and fail-safe; otherwise read again from L2), once when the gap is
-/// seen and once more when the subscription is back, since values filled in between may have
-/// missed messages too. The subscription is retried every 100 ms to 2 s until it is back.
+/// sender's message numbers jump (one of its publishes failed, timed out or was refused by
+/// the breaker, its message could not be encoded, more than 10 000 were waiting, or Redis
+/// dropped one), every value the memory level holds is made stale (served only where a stale
+/// value may be: stale-while-revalidate and fail-safe; otherwise read again from L2), once
+/// when the gap is seen and once more when the subscription is back, since values filled in
+/// between may have missed messages too. The subscription is retried every 100 ms to 2 s
+/// until it is back. A failed publish is not retried: the others see the gap at the sender's
+/// next message that arrives.
+///
+/// A sender's first message an instance hears: if it is the sender's hello, the instance was
+/// subscribed before the sender published anything, and expects 1 next (a first change
+/// numbered above 1 is a gap). Otherwise the sender was already publishing when this instance
+/// subscribed; what it published before cannot matter (nothing was in memory from this
+/// subscription then) and cannot be told apart from what was lost since, so the instance
+/// follows the sender from that message, with no gap: a message of that sender lost after
+/// this instance subscribed but before the first one it hears is not seen as a gap.
 ///
 /// One subscription connection per backplane, and one connection (a `ConnectionManager`)
 /// to publish, whose calls have a timeout and a circuit breaker of their own.
 pub struct Backplane<K> {
     shared: Arc<Shared<K>>,
     task: tokio::task::JoinHandle<()>,
+    publishing: tokio::task::JoinHandle<()>,
 }
 
 struct Shared<K> {
     publisher: ConnectionManager,
     channel: String,
     sender: u64,
-    numbers: AtomicU64,
+    outbox: Outbox<K>,
     timeout: Duration,
     breaker: Breaker,
     sink: OnceLock<Sink<K>>,
@@ -111,7 +142,9 @@ struct Metrics {
     received: Counter,
     /// `brisk_cache_backplane_gaps_total`
     gaps: Counter,
-    /// `brisk_cache_backplane_errors_total`: publishes that failed, undecodable messages.
+    /// `brisk_cache_backplane_errors_total`: messages not published (failed, refused,
+    /// unencodable, dropped from a full queue), undecodable messages, messages whose
+    /// application panicked.
     errors: Counter,
     /// `brisk_cache_backplane_subscribed`: 1 while the subscription is up.
     subscribed: Gauge,
@@ -158,6 +191,81 @@ impl<K> fmt::Debug for Backplane<K> {
 impl<K> Drop for Backplane<K> {
     fn drop(&mut self) {
         self.task.abort();
+        self.publishing.abort();
+    }
+}
+
+/// Messages waiting to be published, numbered in the order they were queued.
+struct Outbox<K> {
+    queue: Mutex<Queue<K>>,
+    /// Told when a message is queued.
+    queued: Notify,
+}
+
+struct Queue<K> {
+    /// The number the next message takes.
+    next: u64,
+    waiting: VecDeque<Outgoing<K>>,
+}
+
+/// A message waiting to be published.
+struct Outgoing<K> {
+    number: u64,
+    change: Change<K>,
+    /// Dropped once the publish was tried: its caller waits for that.
+    tried: Option<oneshot::Sender<()>>,
+}
+
+impl<K> Outbox<K> {
+    /// An outbox holding the sender's hello.
+    fn new() -> Self {
+        let hello = Outgoing {
+            number: HELLO,
+            change: Change::Keys(Vec::new()),
+            tried: None,
+        };
+        Self {
+            queue: Mutex::new(Queue {
+                next: HELLO + 1,
+                waiting: VecDeque::from([hello]),
+            }),
+            queued: Notify::new(),
+        }
+    }
+
+    /// Numbers `change` and queues it; false if too many are waiting (it is dropped, its
+    /// number used).
+    fn push(&self, change: Change<K>, tried: oneshot::Sender<()>) -> bool {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        let number = queue.next;
+        queue.next += 1;
+        if queue.waiting.len() >= MAX_QUEUED {
+            return false;
+        }
+        queue.waiting.push_back(Outgoing {
+            number,
+            change,
+            tried: Some(tried),
+        });
+        drop(queue);
+        self.queued.notify_one();
+        true
+    }
+
+    /// Waits for messages, then moves up to [`MAX_BATCH`] of them, oldest first, to `batch`.
+    async fn take(&self, batch: &mut Vec<Outgoing<K>>) {
+        loop {
+            {
+                let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                if !queue.waiting.is_empty() {
+                    let count = queue.waiting.len().min(MAX_BATCH);
+                    batch.extend(queue.waiting.drain(..count));
+                    return;
+                }
+            }
+            // A `notify_one` between the check and here is kept for this wait.
+            self.queued.notified().await;
+        }
     }
 }
 
@@ -176,40 +284,81 @@ where
         }
     }
 
-    /// Tells the other instances that `keys` changed. A failure is counted, not returned:
-    /// the write it follows has happened, and the others see the gap in this instance's
-    /// message numbers at its next message.
-    async fn send(&self, change: Change<K>) {
-        let shared = &*self.shared;
-        let number = shared.numbers.fetch_add(1, Ordering::Relaxed) + 1;
-        let message = Message {
-            sender: shared.sender,
-            number,
-            change,
-        };
-        let Ok(payload) = postcard::to_allocvec(&message) else {
-            shared.metrics.errors.increment();
-            return;
-        };
-        let Some(permit) = shared.breaker.admit() else {
-            shared.metrics.errors.increment();
-            return;
-        };
-        let mut connection = shared.publisher.clone();
-        let published = tokio::time::timeout(
-            shared.timeout,
-            redis::cmd("PUBLISH")
-                .arg(&shared.channel)
+    /// Tells the other instances that `keys` changed: numbers and queues the message at
+    /// once (a caller that stops waiting does not stop it), and resolves when its publish was
+    /// tried. A failure is counted, not returned: the write it follows has happened, and the
+    /// others see the gap in this instance's message numbers at its next message.
+    fn send(&self, change: Change<K>) -> impl Future<Output = ()> + Send + 'static {
+        let (tried, done) = oneshot::channel();
+        if !self.shared.outbox.push(change, tried) {
+            self.shared.metrics.errors.increment();
+        }
+        async move {
+            // Dropped (never sent to) once tried.
+            let _ = done.await;
+        }
+    }
+}
+
+impl<K> Shared<K>
+where
+    K: Serialize,
+{
+    /// Publishes one batch in one pipeline, in number order. A message that cannot be
+    /// encoded is left out; its number is used, so the others see a gap.
+    async fn publish(&self, batch: &[Outgoing<K>]) {
+        let mut pipeline = redis::pipe();
+        let (mut messages, mut changes) = (0, 0);
+        for outgoing in batch {
+            let message = Message {
+                sender: self.sender,
+                number: outgoing.number,
+                change: &outgoing.change,
+            };
+            let Ok(payload) = postcard::to_allocvec(&message) else {
+                self.metrics.errors.increment();
+                continue;
+            };
+            pipeline
+                .cmd("PUBLISH")
+                .arg(&self.channel)
                 .arg(payload)
-                .query_async::<u64>(&mut connection),
-        )
-        .await;
-        if let Ok(Ok(_)) = published {
+                .ignore();
+            messages += 1;
+            if outgoing.number != HELLO {
+                changes += 1;
+            }
+        }
+        if messages == 0 {
+            return;
+        }
+        let Some(permit) = self.breaker.admit() else {
+            self.metrics.errors.add(messages);
+            return;
+        };
+        let mut connection = self.publisher.clone();
+        let published =
+            tokio::time::timeout(self.timeout, pipeline.query_async::<()>(&mut connection)).await;
+        if let Ok(Ok(())) = published {
             permit.succeeded();
-            shared.metrics.sent.increment();
+            self.metrics.sent.add(changes);
         } else {
             permit.failed();
-            shared.metrics.errors.increment();
+            self.metrics.errors.add(messages);
+        }
+    }
+}
+
+/// Publishes what is queued, a batch at a time, until the backplane is dropped: one task, so
+/// that messages reach Redis in the order of their numbers.
+async fn send_queued<K: Serialize>(shared: Arc<Shared<K>>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    loop {
+        shared.outbox.take(&mut batch).await;
+        shared.publish(&batch).await;
+        for outgoing in batch.drain(..) {
+            // Tells its caller that it was tried.
+            drop(outgoing.tried);
         }
     }
 }
@@ -223,6 +372,7 @@ where
     }
 
     fn publish<'a>(&'a self, keys: &'a [K]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
+        // Queued now, not when first polled.
         Box::pin(self.send(Change::Keys(keys.to_vec())))
     }
 
@@ -241,17 +391,21 @@ where
     /// One message from the channel: skipped if it is this instance's own, else its keys are
     /// told, after a gap if the sender's numbering jumped.
     fn deliver(&self, payload: &[u8], numbers: &mut Numbers) {
-        let Ok(message) = postcard::from_bytes::<Message<K>>(payload) else {
+        let Ok(message) = postcard::from_bytes::<Message<Change<K>>>(payload) else {
             self.metrics.errors.increment();
             return;
         };
         if message.sender == self.sender {
             return;
         }
-        self.metrics.received.increment();
         if numbers.follows(message.sender, message.number) {
             self.tell(Event::Gap);
         }
+        if message.number == HELLO {
+            // Nothing changed: from now on, this sender's 1 is expected next.
+            return;
+        }
+        self.metrics.received.increment();
         match message.change {
             Change::Keys(keys) => self.tell(Event::Changed(keys)),
             Change::Prefix(prefix) => self.tell(Event::Matching(Box::new(move |key: &K| {
@@ -271,7 +425,8 @@ where
 }
 
 /// Delivers messages until the backplane is dropped; after a lost subscription, tells the
-/// gap, resubscribes, and tells it again.
+/// gap, resubscribes, and tells it again. A panic while applying a message (in an eviction
+/// listener, say) is counted as an error and told as a gap, and delivery goes on.
 async fn subscribe<K>(shared: Arc<Shared<K>>, client: redis::Client, first: redis::aio::PubSub)
 where
     K: Display + DeserializeOwned + Send + Sync + 'static,
@@ -282,7 +437,16 @@ where
         shared.metrics.subscribed.set(1);
         let mut stream = connection.into_on_message();
         while let Some(message) = next(&mut stream).await {
-            shared.deliver(message.get_payload_bytes(), &mut numbers);
+            // Applying a change runs the cache's code (an eviction listener): a panic there
+            // must not end this task, which every later message needs.
+            let delivered = panic::catch_unwind(AssertUnwindSafe(|| {
+                shared.deliver(message.get_payload_bytes(), &mut numbers);
+            }));
+            if delivered.is_err() {
+                // The change may not have been applied.
+                shared.metrics.errors.increment();
+                shared.tell(Event::Gap);
+            }
         }
         // Lost: what memory holds may miss messages from now on.
         shared.metrics.subscribed.set(0);
@@ -409,7 +573,7 @@ where
             publisher,
             channel: self.channel,
             sender: RandomState::new().build_hasher().finish(),
-            numbers: AtomicU64::new(0),
+            outbox: Outbox::new(),
             timeout: self.timeout,
             breaker,
             sink: OnceLock::new(),
@@ -417,7 +581,12 @@ where
         });
         shared.metrics.subscribed.set(1);
         let task = tokio::spawn(subscribe(Arc::clone(&shared), self.client, subscription));
-        Ok(Backplane { shared, task })
+        let publishing = tokio::spawn(send_queued(Arc::clone(&shared)));
+        Ok(Backplane {
+            shared,
+            task,
+            publishing,
+        })
     }
 }
 
@@ -439,6 +608,63 @@ mod tests {
         );
         numbers.clear();
         assert!(!numbers.follows(7, 20));
+        assert!(!numbers.follows(11, HELLO), "a sender heard from its start");
+        assert!(numbers.follows(11, 2), "its 1 was missed");
+    }
+
+    #[test]
+    fn a_number_at_the_end_of_the_range_is_a_jump_not_an_overflow() {
+        // A corrupt or hostile message must not panic the task that delivers them all.
+        let mut numbers = Numbers::default();
+        assert!(!numbers.follows(7, u64::MAX));
+        assert!(numbers.follows(7, 1));
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn messages_are_numbered_in_the_order_they_are_queued_and_taken_in_that_order() {
+        let outbox = Outbox::<u64>::new();
+        let mut callers = Vec::new();
+        for key in 1..=300 {
+            let (tried, done) = oneshot::channel();
+            assert!(outbox.push(Change::Keys(vec![key]), tried));
+            callers.push(done);
+        }
+        let mut batch = Vec::new();
+        outbox.take(&mut batch).await;
+        assert_eq!(batch.len(), MAX_BATCH);
+        let numbers: Vec<u64> = batch.iter().map(|outgoing| outgoing.number).collect();
+        assert_eq!(numbers, (HELLO..MAX_BATCH as u64).collect::<Vec<_>>());
+        batch.clear();
+        assert!(
+            matches!(
+                callers[0].try_recv(),
+                Err(oneshot::error::TryRecvError::Closed)
+            ),
+            "told it was tried"
+        );
+        assert!(matches!(
+            callers[299].try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        outbox.take(&mut batch).await;
+        assert_eq!(batch.first().map(|outgoing| outgoing.number), Some(256));
+        assert_eq!(batch.last().map(|outgoing| outgoing.number), Some(300));
+    }
+
+    #[test]
+    fn a_full_outbox_drops_a_message_and_skips_its_number() {
+        let outbox = Outbox::<u64>::new();
+        for key in 1..MAX_QUEUED as u64 {
+            assert!(outbox.push(Change::Keys(vec![key]), oneshot::channel().0));
+        }
+        assert!(!outbox.push(Change::Keys(vec![0]), oneshot::channel().0));
+        let queue = outbox.queue.lock().unwrap();
+        assert_eq!(queue.waiting.len(), MAX_QUEUED);
+        assert_eq!(
+            queue.next,
+            MAX_QUEUED as u64 + 1,
+            "the dropped one's number is used"
+        );
     }
 
     #[test]

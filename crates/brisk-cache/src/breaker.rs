@@ -3,16 +3,34 @@
 //! through as a probe; the probe's success closes it, its failure opens it again.
 
 use std::{
-    sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering},
+    sync::atomic::{AtomicU32, AtomicU64, Ordering},
     time::Duration,
 };
 
 use brisk_metrics::{Counter, Gauge};
 use tokio::time::Instant;
 
-const CLOSED: u8 = 0;
-const OPEN: u8 = 1;
-const HALF_OPEN: u8 = 2;
+const CLOSED: u64 = 0;
+const OPEN: u64 = 1;
+const HALF_OPEN: u64 = 2;
+
+/// The state in the low two bits of the breaker's word, the time it last opened (milliseconds
+/// since `epoch`) above them: one atomic word, so an admit that sees the breaker open sees
+/// when it opened, in the same load.
+const STATE_BITS: u32 = 2;
+const STATE_MASK: u64 = (1 << STATE_BITS) - 1;
+
+fn word(state: u64, opened_at: u64) -> u64 {
+    (opened_at.min(u64::MAX >> STATE_BITS) << STATE_BITS) | state
+}
+
+fn state(word: u64) -> u64 {
+    word & STATE_MASK
+}
+
+fn opened_at(word: u64) -> u64 {
+    word >> STATE_BITS
+}
 
 /// What the breaker reports.
 #[derive(Debug, Clone)]
@@ -39,10 +57,10 @@ pub(crate) struct Breaker {
     threshold: u32,
     /// How long it stays open before a probe.
     open_for: Duration,
-    state: AtomicU8,
+    /// The state and when it last opened, one word (see [`word`]): every transition is one
+    /// compare-and-swap of it.
+    word: AtomicU64,
     failures: AtomicU32,
-    /// Milliseconds since `epoch` when it last opened.
-    opened_at: AtomicU64,
     epoch: Instant,
     metrics: BreakerMetrics,
 }
@@ -62,9 +80,8 @@ impl Breaker {
         Self {
             threshold,
             open_for,
-            state: AtomicU8::new(CLOSED),
+            word: AtomicU64::new(word(CLOSED, 0)),
             failures: AtomicU32::new(0),
-            opened_at: AtomicU64::new(0),
             epoch: Instant::now(),
             metrics,
         }
@@ -75,24 +92,30 @@ impl Breaker {
     }
 
     /// Whether a call may go now: always while closed; while open, one probe once `open_for`
-    /// has passed; `None` otherwise.
+    /// has passed since it opened; `None` otherwise.
     pub(crate) fn admit(&self) -> Option<Permit<'_>> {
         let permit = |probe| Permit {
             breaker: self,
             probe,
             reported: false,
         };
-        match self.state.load(Ordering::Acquire) {
+        let current = self.word.load(Ordering::Acquire);
+        match state(current) {
             CLOSED => Some(permit(false)),
             OPEN => {
-                let opened = self.opened_at.load(Ordering::Acquire);
-                let due = self.now_ms().saturating_sub(opened) >= millis(self.open_for);
+                let due = self.now_ms().saturating_sub(opened_at(current)) >= millis(self.open_for);
+                // Only from the very word read: if it opened again since, not due.
                 (due && self
-                    .state
-                    .compare_exchange(OPEN, HALF_OPEN, Ordering::AcqRel, Ordering::Acquire)
+                    .word
+                    .compare_exchange(
+                        current,
+                        word(HALF_OPEN, opened_at(current)),
+                        Ordering::AcqRel,
+                        Ordering::Acquire,
+                    )
                     .is_ok())
                 .then(|| {
-                    self.metrics.state.set(i64::from(HALF_OPEN));
+                    self.metrics.state.set(HALF_OPEN as i64);
                     permit(true)
                 })
             }
@@ -103,14 +126,25 @@ impl Breaker {
     /// Whether calls are being refused now (open or half-open).
     #[cfg(test)]
     fn is_open(&self) -> bool {
-        self.state.load(Ordering::Acquire) != CLOSED
+        state(self.word.load(Ordering::Acquire)) != CLOSED
     }
 
-    fn open(&self) {
-        self.opened_at.store(self.now_ms(), Ordering::Release);
-        self.state.store(OPEN, Ordering::Release);
-        self.metrics.state.set(i64::from(OPEN));
-        self.metrics.opened.increment();
+    /// Moves from `from` (a state) to open as of now; false if the state was not `from`.
+    fn open_from(&self, from: u64) -> bool {
+        let opened = word(OPEN, self.now_ms());
+        let moved = self
+            .word
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                (state(current) == from).then_some(opened)
+            })
+            .is_ok();
+        if moved {
+            #[cfg(test)]
+            tests::as_it_opens(self);
+            self.metrics.state.set(OPEN as i64);
+            self.metrics.opened.increment();
+        }
+        moved
     }
 }
 
@@ -121,29 +155,23 @@ impl Permit<'_> {
         let breaker = self.breaker;
         breaker.failures.store(0, Ordering::Relaxed);
         if self.probe {
-            breaker.state.store(CLOSED, Ordering::Release);
-            breaker.metrics.state.set(i64::from(CLOSED));
+            breaker.word.store(word(CLOSED, 0), Ordering::Release);
+            breaker.metrics.state.set(CLOSED as i64);
         }
     }
 
-    /// The call failed: a failed probe opens the breaker again; a run of `threshold`
-    /// failures opens a closed one.
+    /// The call failed: a failed probe opens the breaker again (for `open_for` from now); a
+    /// run of `threshold` failures opens a closed one.
     pub(crate) fn failed(mut self) {
         self.reported = true;
         let breaker = self.breaker;
         if self.probe {
-            breaker.open();
+            breaker.open_from(HALF_OPEN);
             return;
         }
         let run = breaker.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if run >= breaker.threshold
-            && breaker
-                .state
-                .compare_exchange(CLOSED, OPEN, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
+        if run >= breaker.threshold && breaker.open_from(CLOSED) {
             breaker.failures.store(0, Ordering::Relaxed);
-            breaker.open();
         }
     }
 }
@@ -151,9 +179,14 @@ impl Permit<'_> {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         if self.probe && !self.reported {
-            // Back to open, already due: the next caller probes.
-            self.breaker.state.store(OPEN, Ordering::Release);
-            self.breaker.metrics.state.set(i64::from(OPEN));
+            // Back to open, keeping the time it opened (already due): the next caller probes.
+            let _ =
+                self.breaker
+                    .word
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |current| {
+                        (state(current) == HALF_OPEN).then(|| word(OPEN, opened_at(current)))
+                    });
+            self.breaker.metrics.state.set(OPEN as i64);
         }
     }
 }
@@ -165,6 +198,41 @@ fn millis(duration: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Run by this thread at the first instant another thread can see the breaker open.
+        static AS_IT_OPENS: Cell<Option<fn(&Breaker)>> = const { Cell::new(None) };
+    }
+
+    /// The test hook: what another thread does at the instant the breaker opens.
+    pub(super) fn as_it_opens(breaker: &Breaker) {
+        if let Some(hook) = AS_IT_OPENS.with(Cell::take) {
+            hook(breaker);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_admit_at_the_instant_it_opens_is_refused() {
+        // Up longer than `open_for`, so an admit that read a stale opening time would probe.
+        let breaker = breaker();
+        tokio::time::advance(Duration::from_secs(10)).await;
+        AS_IT_OPENS.with(|hook| {
+            hook.set(Some(|breaker| {
+                assert!(
+                    breaker.admit().is_none(),
+                    "an admit as the breaker opens must be refused, not probe at once"
+                );
+            }));
+        });
+        for _ in 0..3 {
+            breaker.admit().unwrap().failed();
+        }
+        assert!(AS_IT_OPENS.with(Cell::get).is_none(), "the hook ran");
+        assert!(breaker.admit().is_none(), "open: calls refused");
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(breaker.admit().is_some(), "due after open_for");
+    }
 
     fn breaker() -> Breaker {
         Breaker::new(3, Duration::from_secs(2), BreakerMetrics::noop())
@@ -209,6 +277,67 @@ mod tests {
         assert!(breaker.is_open());
         breaker.admit().expect("the next caller probes").succeeded();
         assert!(!breaker.is_open());
+    }
+
+    /// Threads admitting while one of them opens the breaker are refused until `open_for` has
+    /// passed (none probes early); then, of threads admitting together, exactly one probes.
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_admits_are_refused_until_due_then_exactly_one_probes() {
+        const THREADS: usize = 8;
+        let breaker = Breaker::new(1, Duration::from_secs(2), BreakerMetrics::noop());
+        // Up longer than `open_for`, so an admit that read a stale opening time would probe.
+        tokio::time::advance(Duration::from_secs(10)).await;
+        let handle = tokio::runtime::Handle::current();
+        let barrier = std::sync::Barrier::new(THREADS);
+        for _ in 0..20 {
+            let early = std::sync::atomic::AtomicUsize::new(0);
+            std::thread::scope(|scope| {
+                for thread in 0..THREADS {
+                    let (breaker, handle, barrier, early) = (&breaker, &handle, &barrier, &early);
+                    scope.spawn(move || {
+                        let _clock = handle.enter();
+                        barrier.wait();
+                        for call in 0..500 {
+                            match breaker.admit() {
+                                Some(permit) if permit.probe => {
+                                    early.fetch_add(1, Ordering::Relaxed);
+                                    permit.failed();
+                                }
+                                Some(permit) if thread == 0 && call == 100 => permit.failed(),
+                                Some(permit) => drop(permit),
+                                None => {}
+                            }
+                        }
+                    });
+                }
+            });
+            assert_eq!(early.into_inner(), 0, "a probe before open_for passed");
+            assert!(breaker.is_open());
+
+            tokio::time::advance(Duration::from_secs(2)).await;
+            let probes = std::sync::Mutex::new(Vec::new());
+            std::thread::scope(|scope| {
+                for _ in 0..THREADS {
+                    let (breaker, handle, barrier, probes) = (&breaker, &handle, &barrier, &probes);
+                    scope.spawn(move || {
+                        let _clock = handle.enter();
+                        barrier.wait();
+                        let admitted = breaker.admit();
+                        barrier.wait();
+                        if let Some(permit) = admitted {
+                            probes.lock().unwrap().push(permit.probe);
+                            permit.succeeded();
+                        }
+                    });
+                }
+            });
+            assert_eq!(
+                probes.into_inner().unwrap(),
+                [true],
+                "exactly one probe when due"
+            );
+            assert!(!breaker.is_open(), "the probe's success closed it");
+        }
     }
 
     #[test]

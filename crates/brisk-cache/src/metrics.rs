@@ -135,7 +135,7 @@ pub const METRICS: &[Description] = &[
     Description {
         name: "brisk_cache_backplane_errors_total",
         kind: MetricKind::Counter,
-        help: "Backplane publishes that failed and messages that could not be decoded.",
+        help: "Backplane messages not published (failed, refused by the breaker, not encodable, dropped from a full queue), messages that could not be decoded, and messages whose application panicked.",
     },
     Description {
         name: "brisk_cache_backplane_subscribed",

@@ -2,7 +2,12 @@
 //! the others' memory, a lost subscription makes memory stale and is resubscribed, and the
 //! server dying and coming back leaves the instances in step again.
 
-use std::time::{Duration, Instant};
+use std::{
+    fmt::{self, Display},
+    hash::Hash,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use brisk_cache::{
     Cache, MemoryCache, Stamped, Tiered,
@@ -11,10 +16,19 @@ use brisk_cache::{
 use brisk_metrics::Registry;
 use brisk_testkit::RedisServer;
 use redis::aio::ConnectionManager;
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 
 type Instance = Tiered<u64, String, RedisCache<u64, Stamped<String>>>;
+type InstanceOf<K> = Tiered<K, String, RedisCache<K, Stamped<String>>>;
 
 async fn instance(server: &RedisServer, registry: &Registry) -> Instance {
+    instance_of(server, registry).await
+}
+
+async fn instance_of<K>(server: &RedisServer, registry: &Registry) -> InstanceOf<K>
+where
+    K: Hash + Eq + Clone + Display + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
     let client = redis::Client::open(server.url()).unwrap();
     let connection = ConnectionManager::new(client.clone()).await.unwrap();
     Tiered::builder()
@@ -441,5 +455,175 @@ async fn a_prefix_is_invalidated_in_every_level_and_instance() {
         writer.invalidate_prefix("*").await.unwrap(),
         0,
         "globs match literally"
+    );
+}
+
+fn gaps(registry: &Registry) -> u64 {
+    counter(
+        registry,
+        "brisk_cache_backplane_gaps_total",
+        &[("name", "products")],
+    )
+}
+
+fn received(registry: &Registry) -> u64 {
+    counter(
+        registry,
+        "brisk_cache_backplane_messages_total",
+        &[("name", "products"), ("direction", "received")],
+    )
+}
+
+/// Concurrent writes in one instance publish concurrently; their messages must reach the others
+/// numbered in the order they arrive, or each one out of order reads as a gap (and a gap makes
+/// every value in the reader's memory stale).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_publishes_from_one_instance_arrive_in_order_without_gaps() {
+    const TASKS: u64 = 16;
+    const EACH: u64 = 150;
+    let server = RedisServer::start().unwrap();
+    let (writer_metrics, reader_metrics) = (Registry::new(), Registry::new());
+    let reader = instance(&server, &reader_metrics).await;
+    let writer = Arc::new(instance(&server, &writer_metrics).await);
+    let start = Arc::new(tokio::sync::Barrier::new(TASKS as usize));
+    let writes: Vec<_> = (0..TASKS)
+        .map(|task| {
+            let (writer, start) = (Arc::clone(&writer), Arc::clone(&start));
+            tokio::spawn(async move {
+                start.wait().await;
+                for n in 0..EACH {
+                    let key = task * EACH + n;
+                    writer.insert(key, format!("v{key}"), None).await.unwrap();
+                }
+            })
+        })
+        .collect();
+    for write in writes {
+        write.await.unwrap();
+    }
+    until("every message reaches the reader", || {
+        received(&reader_metrics) == TASKS * EACH
+    })
+    .await;
+    assert_eq!(
+        gaps(&reader_metrics),
+        0,
+        "concurrent publishes read as gaps"
+    );
+    drop(reader);
+}
+
+/// A key whose message cannot be encoded (13): its message number is used but nothing is
+/// sent, as when a publish is lost.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Deserialize)]
+struct Sku(u64);
+
+impl Display for Sku {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sku{}", self.0)
+    }
+}
+
+impl Serialize for Sku {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        if self.0 == 13 {
+            return Err(serde::ser::Error::custom("unlucky"));
+        }
+        serializer.serialize_u64(self.0)
+    }
+}
+
+/// A receiver subscribed before a sender's first publish hears all of it: a first message
+/// numbered above 1 means the ones before it were lost, a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_message_numbered_above_one_is_a_gap_for_a_receiver_there_from_the_start() {
+    let server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let reader: InstanceOf<Sku> = instance_of(&server, &registry).await;
+    let writer: InstanceOf<Sku> = instance_of(&server, &Registry::new()).await;
+    // Message 1 is lost (it cannot be encoded); message 2 arrives.
+    writer.insert(Sku(13), "lost".into(), None).await.unwrap();
+    writer.insert(Sku(1), "heard".into(), None).await.unwrap();
+    until("message 2 arrives", || received(&registry) == 1).await;
+    assert_eq!(gaps(&registry), 1, "message 1 was missed");
+    drop(reader);
+}
+
+/// A receiver that subscribes after a sender started cannot tell what it missed before it
+/// subscribed (and held nothing then): it follows the sender from the first message it hears,
+/// and a jump after that is a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_receiver_that_subscribes_later_follows_a_sender_from_its_first_message() {
+    let server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let writer: InstanceOf<Sku> = instance_of(&server, &Registry::new()).await;
+    writer.insert(Sku(13), "lost".into(), None).await.unwrap();
+    writer.insert(Sku(1), "before".into(), None).await.unwrap();
+    let reader: InstanceOf<Sku> = instance_of(&server, &registry).await;
+    writer
+        .insert(Sku(2), "heard first".into(), None)
+        .await
+        .unwrap();
+    until("message 3 arrives", || received(&registry) == 1).await;
+    assert_eq!(
+        gaps(&registry),
+        0,
+        "what came before the subscription is not a gap"
+    );
+    writer.insert(Sku(13), "lost".into(), None).await.unwrap();
+    writer.insert(Sku(3), "after".into(), None).await.unwrap();
+    until("message 5 arrives", || received(&registry) == 2).await;
+    assert_eq!(gaps(&registry), 1, "message 4 was missed");
+    drop(reader);
+}
+
+/// Applying a message runs the reader's code (its memory level's eviction listener, here); a
+/// panic there must not end the task that delivers every later message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_while_applying_a_message_does_not_stop_later_ones() {
+    let server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let client = redis::Client::open(server.url()).unwrap();
+    let reader: Instance = Tiered::builder()
+        .memory(
+            MemoryCache::builder()
+                .max_entries(1000)
+                .eviction_listener(|key: u64, _, _| assert_ne!(key, 666, "listener panics"))
+                .build()
+                .unwrap(),
+        )
+        .remote(
+            RedisCache::builder(ConnectionManager::new(client.clone()).await.unwrap())
+                .prefix("products")
+                .build()
+                .await
+                .unwrap(),
+        )
+        .backplane(
+            Backplane::builder(client)
+                .channel("products:changes")
+                .metrics(&registry, "products")
+                .build()
+                .await
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let writer = instance(&server, &Registry::new()).await;
+    writer.insert(666, "cursed".into(), None).await.unwrap();
+    writer.insert(1, "old".into(), None).await.unwrap();
+    assert!(reader.get(&666).await.unwrap().is_some());
+    assert_eq!(reader.get(&1).await.unwrap().as_deref(), Some("old"));
+    // Dropping 666 from the reader's memory panics in its listener.
+    writer.insert(666, "again".into(), None).await.unwrap();
+    writer.insert(1, "new".into(), None).await.unwrap();
+    until("the write after the panic reaches the reader", || {
+        reader.memory().unwrap().get(&1).is_none()
+    })
+    .await;
+    assert_eq!(reader.get(&1).await.unwrap().as_deref(), Some("new"));
+    assert!(
+        gaps(&registry) >= 1,
+        "the panicked change may not have been applied"
     );
 }
