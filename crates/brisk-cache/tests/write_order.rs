@@ -327,3 +327,29 @@ impl Rng {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_level_alone_does_not_store_a_load_that_read_before_a_remove_or_insert() {
+    for insert in [false, true] {
+        let memory: MemoryCache<u64, String> =
+            MemoryCache::builder().max_entries(1000).build().unwrap();
+        let table = Table::default();
+        table.set(1, "old");
+        let (read, release) = (Arc::new(Barrier::new(2)), Arc::new(Notify::new()));
+        let loading = tokio::spawn({
+            let (memory, load) = (memory.clone(), held_loader(&table, &read, &release));
+            async move { memory.try_get_with(1, load).await }
+        });
+        read.wait().await;
+        table.set(1, "new");
+        if insert {
+            memory.insert(1, "new".to_owned());
+        } else {
+            memory.remove(&1);
+        }
+        release.notify_one();
+        assert_eq!(loading.await.unwrap().unwrap(), "old");
+        let expected = insert.then(|| "new".to_owned());
+        assert_eq!(memory.get(&1), expected, "insert: {insert}");
+    }
+}

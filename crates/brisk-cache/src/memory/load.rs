@@ -118,6 +118,8 @@ where
                         inner.metrics.load.record_duration(started.elapsed());
                         std::mem::forget(failure);
                         match loaded {
+                            // Already written since: not stored (the write's value stays).
+                            Ok(value) if self.written_since(epoch) => Ok((value, epoch)),
                             Ok(value) => {
                                 self.insert_loaded(flight.0.clone(), value.clone());
                                 if self.written_since(epoch) {
