@@ -67,6 +67,8 @@ mod error;
 mod fields;
 mod keyset;
 mod metrics;
+#[cfg(feature = "csv")]
+mod neutralise;
 mod parallel;
 mod rows;
 
