@@ -15,6 +15,8 @@ use crate::error::{Error, Result};
 
 /// The most bytes of an unknown field's name kept in [`Error::UnknownField`].
 const MAX_ECHO: usize = 64;
+/// The longest field list read, unless twice the offered names (with commas) is longer.
+const MAX_LIST: usize = 1024;
 
 /// A client's choice of fields, checked against the fields an endpoint offers.
 ///
@@ -54,11 +56,19 @@ pub struct Fields {
 impl Fields {
     /// Parses a comma-separated list (`"id,name"`; spaces around names are ignored) against the
     /// fields an endpoint `offered`. An unknown name is [`Error::UnknownField`]; an empty list or
-    /// entry is [`Error::InvalidFields`]. Repeated names count once.
+    /// entry, or a list longer than 1 KiB (or than twice all offered names with their commas,
+    /// if that is more), is [`Error::InvalidFields`]. Repeated names count once.
     pub fn parse(list: &str, offered: &'static [&'static str]) -> Result<Self> {
         if list.trim().is_empty() {
             return Err(Error::InvalidFields {
                 reason: "no fields were named",
+            });
+        }
+        let every_name: usize = offered.iter().map(|name| name.len() + 1).sum();
+        if list.len() > MAX_LIST.max(2 * every_name) {
+            // Outside input: refused before it is read through.
+            return Err(Error::InvalidFields {
+                reason: "the list is longer than a list of every field",
             });
         }
         let mut chosen = vec![false; offered.len()];

@@ -403,3 +403,24 @@ proptest! {
         prop_assert!(!text.contains("secret") && !text.contains("password"), "{}", text);
     }
 }
+
+/// A field list far longer than any list of the offered names (say one name repeated 100 000
+/// times) is refused before it is read through, as `InvalidFields` documents.
+#[test]
+fn an_overlong_field_list_is_refused() {
+    let long = "id,".repeat(100_000) + "id";
+    assert!(
+        matches!(
+            Fields::parse(&long, OFFERED),
+            Err(brisk_stream::Error::InvalidFields { .. })
+        ),
+        "a list of {} bytes was taken",
+        long.len()
+    );
+    // Every offered name, repeated and spaced, is still a list.
+    let fine = "id, name, id , name,".repeat(20) + "id";
+    assert_eq!(
+        Fields::parse(&fine, OFFERED).unwrap().names().collect::<Vec<_>>(),
+        ["id", "name"]
+    );
+}
