@@ -64,6 +64,7 @@ const MAX_CHUNK_SIZE: usize = 16 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Encoder {
     chunk_size: usize,
+    #[cfg_attr(not(feature = "csv"), allow(dead_code))]
     neutralise_csv: bool,
     metrics: EncodeMetrics,
 }
@@ -184,6 +185,8 @@ impl EncoderBuilder {
     /// Writes CSV text cells exactly as they are, without the `'` in front of those a
     /// spreadsheet would run as formulas (see [`Encoder::csv`]): for CSV read by programs
     /// only, never opened in a spreadsheet. Neutralising is on by default.
+    #[cfg(feature = "csv")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "csv")))]
     pub fn no_csv_neutralising(mut self) -> Self {
         self.neutralise_csv = false;
         self

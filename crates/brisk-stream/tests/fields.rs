@@ -420,7 +420,10 @@ fn an_overlong_field_list_is_refused() {
     // Every offered name, repeated and spaced, is still a list.
     let fine = "id, name, id , name,".repeat(20) + "id";
     assert_eq!(
-        Fields::parse(&fine, OFFERED).unwrap().names().collect::<Vec<_>>(),
+        Fields::parse(&fine, OFFERED)
+            .unwrap()
+            .names()
+            .collect::<Vec<_>>(),
         ["id", "name"]
     );
 }

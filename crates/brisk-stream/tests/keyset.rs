@@ -730,7 +730,8 @@ fn a_page_whose_key_does_not_fit_is_an_error() {
         )
         .unwrap();
     assert!(good.next.is_some());
-    let bad_keys: [(&str, fn(&i64) -> Vec<KeyValue>); 3] = [
+    type Key = fn(&i64) -> Vec<KeyValue>;
+    let bad_keys: [(&str, Key); 3] = [
         ("one value for two columns", |id| vec![(*id).into()]),
         ("three values", |id| vec![1.into(), (*id).into(), 0.into()]),
         ("NULL in a NOT NULL column", |id| {
