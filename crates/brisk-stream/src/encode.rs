@@ -64,6 +64,8 @@ const MAX_CHUNK_SIZE: usize = 16 * 1024 * 1024;
 #[derive(Debug, Clone)]
 pub struct Encoder {
     chunk_size: usize,
+    #[cfg_attr(not(feature = "csv"), allow(dead_code))]
+    neutralise_csv: bool,
     metrics: EncodeMetrics,
 }
 
@@ -71,6 +73,7 @@ impl Default for Encoder {
     fn default() -> Self {
         Self {
             chunk_size: DEFAULT_CHUNK_SIZE,
+            neutralise_csv: true,
             metrics: EncodeMetrics::noop(),
         }
     }
@@ -81,6 +84,7 @@ impl Encoder {
     pub fn builder() -> EncoderBuilder {
         EncoderBuilder {
             chunk_size: DEFAULT_CHUNK_SIZE,
+            neutralise_csv: true,
             metrics: EncodeMetrics::noop(),
         }
     }
@@ -136,14 +140,27 @@ impl Encoder {
     /// field names, then one line per row. Rows must be flat (structs of numbers, strings,
     /// booleans and options); a nested value aborts the body as [`Error::Encode`]. No rows
     /// means an empty body, without a header.
+    ///
+    /// **Formulas are neutralised** (unless the encoder was built with
+    /// [`no_csv_neutralising`](EncoderBuilder::no_csv_neutralising)): a text cell that starts
+    /// with `=`, `+`, `-`, `@`, a tab or a carriage return (OWASP's "CSV injection" list), which
+    /// a spreadsheet would run as a formula, is written with a `'` in front (`=1+1` becomes
+    /// `'=1+1`, and the cell is quoted where RFC 4180 requires it). Numbers are left as they
+    /// are: values of numeric types (`-5`, `-1.5`), and text that is a plain decimal number and
+    /// nothing else (`-5.20`, `+44`, `-1e5`, as a `Decimal` writes itself), which a spreadsheet
+    /// reads as a number and never runs; `-1+1`, `-inf` or `-0x10` as text are neutralised.
+    /// Field names come from code and are written as they are.
     #[cfg(feature = "csv")]
     #[cfg_attr(docsrs, doc(cfg(feature = "csv")))]
     pub fn csv<S>(&self, rows: S) -> Encode<S> {
         self.encode(
             rows,
-            Format::Csv(Box::new(
-                csv::WriterBuilder::new().from_writer(CsvSink(std::cell::Cell::default())),
-            )),
+            Format::Csv {
+                writer: Box::new(
+                    csv::WriterBuilder::new().from_writer(CsvSink(std::cell::Cell::default())),
+                ),
+                neutralise: self.neutralise_csv,
+            },
         )
     }
 }
@@ -153,6 +170,7 @@ impl Encoder {
 #[must_use = "a builder does nothing until `build` is called"]
 pub struct EncoderBuilder {
     chunk_size: usize,
+    neutralise_csv: bool,
     metrics: EncodeMetrics,
 }
 
@@ -161,6 +179,16 @@ impl EncoderBuilder {
     /// row larger than it). Default 32 KiB; from 1 byte to 16 MiB.
     pub fn chunk_size(mut self, bytes: usize) -> Self {
         self.chunk_size = bytes;
+        self
+    }
+
+    /// Writes CSV text cells exactly as they are, without the `'` in front of those a
+    /// spreadsheet would run as formulas (see [`Encoder::csv`]): for CSV read by programs
+    /// only, never opened in a spreadsheet. Neutralising is on by default.
+    #[cfg(feature = "csv")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "csv")))]
+    pub fn no_csv_neutralising(mut self) -> Self {
+        self.neutralise_csv = false;
         self
     }
 
@@ -182,6 +210,7 @@ impl EncoderBuilder {
         }
         Ok(Encoder {
             chunk_size: self.chunk_size,
+            neutralise_csv: self.neutralise_csv,
             metrics: self.metrics,
         })
     }
@@ -197,7 +226,11 @@ enum Format<S> {
     },
     Ndjson,
     #[cfg(feature = "csv")]
-    Csv(Box<csv::Writer<CsvSink>>),
+    Csv {
+        writer: Box<csv::Writer<CsvSink>>,
+        /// Whether text cells that would start a formula get a `'` in front.
+        neutralise: bool,
+    },
 }
 
 /// Where the CSV writer puts each row, for the encoder to move into its buffer. (The writer
@@ -224,7 +257,7 @@ impl<S> Format<S> {
             Self::Envelope { .. } => "JSON envelope",
             Self::Ndjson => "NDJSON",
             #[cfg(feature = "csv")]
-            Self::Csv(_) => "CSV",
+            Self::Csv { .. } => "CSV",
         }
     }
 }
@@ -290,7 +323,7 @@ impl<S> Encode<S> {
             Format::Array | Format::Envelope { .. } => "application/json",
             Format::Ndjson => "application/x-ndjson",
             #[cfg(feature = "csv")]
-            Format::Csv(_) => "text/csv; charset=utf-8",
+            Format::Csv { .. } => "text/csv; charset=utf-8",
         }
     }
 
@@ -331,10 +364,13 @@ where
                 json(this.buf, this.fields.as_ref(), row).map(|()| this.buf.push(b'\n'))
             }
             #[cfg(feature = "csv")]
-            Format::Csv(writer) => {
-                let serialized = match this.fields {
-                    Some(fields) => writer.serialize(fields.select(row)),
-                    None => writer.serialize(row),
+            Format::Csv { writer, neutralise } => {
+                use crate::neutralise::Neutralised;
+                let serialized = match (this.fields, *neutralise) {
+                    (Some(fields), true) => writer.serialize(Neutralised(&fields.select(row))),
+                    (Some(fields), false) => writer.serialize(fields.select(row)),
+                    (None, true) => writer.serialize(Neutralised(row)),
+                    (None, false) => writer.serialize(row),
                 };
                 serialized
                     .and_then(|()| writer.flush().map_err(csv::Error::from))
@@ -374,7 +410,7 @@ where
             }
             Format::Ndjson => {}
             #[cfg(feature = "csv")]
-            Format::Csv(_) => {}
+            Format::Csv { .. } => {}
         }
         *this.state = State::Rows;
     }
@@ -402,7 +438,7 @@ where
             }
             Format::Ndjson => {}
             #[cfg(feature = "csv")]
-            Format::Csv(_) => {}
+            Format::Csv { .. } => {}
         }
         Ok(())
     }

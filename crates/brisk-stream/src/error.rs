@@ -79,6 +79,28 @@ pub enum Error {
         #[source]
         source: postcard::Error,
     },
+    /// A row's sort key, as the code's key closure gave it, cannot be the position of the next
+    /// (or previous) page: it does not fit the [`Keyset`](crate::Keyset) (another number of
+    /// values than sort columns, or NULL in a NOT NULL column), or it is the very position the
+    /// page started from, so the same page would come back forever. A bug in the server's code,
+    /// not the client's: [`Plan::page`](crate::Plan::page) fails with it, and a
+    /// [`KeysetStream`](crate::KeysetStream) ends with it after the rows before, which aborts
+    /// an encoded body; an export never ends early as if it were complete.
+    #[error("a row's sort key {reason}")]
+    SortKey {
+        /// What is wrong with the key.
+        reason: &'static str,
+    },
+    /// The query of one of a [`KeysetStream`](crate::KeysetStream)'s pages failed; the stream
+    /// ended there.
+    #[error("a page's query failed after {rows} rows")]
+    Fetch {
+        /// Rows the stream gave before the failure.
+        rows: u64,
+        /// The query's error (from the stream's `fetch`).
+        #[source]
+        source: BoxError,
+    },
 }
 
 impl Error {

@@ -5,20 +5,31 @@ use std::fmt;
 
 use serde::{
     Serialize, Serializer,
-    ser::{self, Impossible, SerializeMap, SerializeStruct},
+    ser::{
+        self, Impossible, SerializeMap, SerializeSeq, SerializeStruct, SerializeStructVariant,
+        SerializeTuple, SerializeTupleStruct, SerializeTupleVariant,
+    },
 };
 
 use crate::error::{Error, Result};
 
 /// The most bytes of an unknown field's name kept in [`Error::UnknownField`].
 const MAX_ECHO: usize = 64;
+/// The longest field list read, unless twice the offered names (with commas) is longer.
+const MAX_LIST: usize = 1024;
 
 /// A client's choice of fields, checked against the fields an endpoint offers.
 ///
 /// Applied with [`Fields::select`] (or an encoder's [`select`](crate::Encode::select)), it keeps
-/// the chosen top-level fields of any `Serialize` struct or string-keyed map, in the order the
-/// type writes them; nested values are written whole. The list can only name offered fields, so
-/// its memory is bounded by the endpoint, not by the client.
+/// the chosen fields of each record in a row, in the order the type writes them. A record is a
+/// struct, a string-keyed map (as `#[serde(flatten)]` writes structs) or an enum's struct
+/// variant; it is found through whatever wraps it: `Option`, a newtype struct, an enum's newtype
+/// variant, a sequence, tuple, tuple struct or tuple variant (each element is filtered). The
+/// value of a chosen field is written whole (offering a field offers what is in it). A field
+/// the endpoint does not offer is never written, whatever the row's shape; that includes an
+/// internally or adjacently tagged enum's tag, which is written only when it is offered and
+/// chosen. The list can only name offered fields, so its memory is bounded by the endpoint, not
+/// by the client.
 ///
 /// ```
 /// use brisk_stream::Fields;
@@ -45,11 +56,19 @@ pub struct Fields {
 impl Fields {
     /// Parses a comma-separated list (`"id,name"`; spaces around names are ignored) against the
     /// fields an endpoint `offered`. An unknown name is [`Error::UnknownField`]; an empty list or
-    /// entry is [`Error::InvalidFields`]. Repeated names count once.
+    /// entry, or a list longer than 1 KiB (or than twice all offered names with their commas,
+    /// if that is more), is [`Error::InvalidFields`]. Repeated names count once.
     pub fn parse(list: &str, offered: &'static [&'static str]) -> Result<Self> {
         if list.trim().is_empty() {
             return Err(Error::InvalidFields {
                 reason: "no fields were named",
+            });
+        }
+        let every_name: usize = offered.iter().map(|name| name.len() + 1).sum();
+        if list.len() > MAX_LIST.max(2 * every_name) {
+            // Outside input: refused before it is read through.
+            return Err(Error::InvalidFields {
+                reason: "the list is longer than a list of every field",
             });
         }
         let mut chosen = vec![false; offered.len()];
@@ -159,8 +178,9 @@ impl<T: Serialize + ?Sized> Serialize for Selected<'_, T> {
     }
 }
 
-/// A serializer that passes a struct's or map's entries on only when they are chosen; any other
-/// value is passed on whole.
+/// A serializer that looks for records through what wraps them and passes a record's (struct's,
+/// map's or struct variant's) entries on only when they are chosen; a value that can hold no
+/// record (a number, a string, a unit variant) is passed on as it is.
 struct Filter<'a, S> {
     inner: S,
     fields: &'a Fields,
@@ -177,13 +197,13 @@ macro_rules! forward {
 impl<'a, S: Serializer> Serializer for Filter<'a, S> {
     type Ok = S::Ok;
     type Error = S::Error;
-    type SerializeSeq = S::SerializeSeq;
-    type SerializeTuple = S::SerializeTuple;
-    type SerializeTupleStruct = S::SerializeTupleStruct;
-    type SerializeTupleVariant = S::SerializeTupleVariant;
+    type SerializeSeq = Each<'a, S::SerializeSeq>;
+    type SerializeTuple = Each<'a, S::SerializeTuple>;
+    type SerializeTupleStruct = Each<'a, S::SerializeTupleStruct>;
+    type SerializeTupleVariant = Each<'a, S::SerializeTupleVariant>;
     type SerializeMap = FilterMap<'a, S::SerializeMap>;
     type SerializeStruct = FilterStruct<'a, S::SerializeStruct>;
-    type SerializeStructVariant = S::SerializeStructVariant;
+    type SerializeStructVariant = FilterStruct<'a, S::SerializeStructVariant>;
 
     forward! {
         serialize_bool(v: bool) -> S::Ok;
@@ -206,11 +226,62 @@ impl<'a, S: Serializer> Serializer for Filter<'a, S> {
         serialize_unit() -> S::Ok;
         serialize_unit_struct(name: &'static str) -> S::Ok;
         serialize_unit_variant(name: &'static str, index: u32, variant: &'static str) -> S::Ok;
-        serialize_seq(len: Option<usize>) -> S::SerializeSeq;
-        serialize_tuple(len: usize) -> S::SerializeTuple;
-        serialize_tuple_struct(name: &'static str, len: usize) -> S::SerializeTupleStruct;
-        serialize_tuple_variant(name: &'static str, index: u32, variant: &'static str, len: usize) -> S::SerializeTupleVariant;
-        serialize_struct_variant(name: &'static str, index: u32, variant: &'static str, len: usize) -> S::SerializeStructVariant;
+    }
+
+    fn serialize_seq(self, len: Option<usize>) -> Result<Self::SerializeSeq, S::Error> {
+        Ok(Each {
+            inner: self.inner.serialize_seq(len)?,
+            fields: self.fields,
+        })
+    }
+
+    fn serialize_tuple(self, len: usize) -> Result<Self::SerializeTuple, S::Error> {
+        Ok(Each {
+            inner: self.inner.serialize_tuple(len)?,
+            fields: self.fields,
+        })
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        name: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeTupleStruct, S::Error> {
+        Ok(Each {
+            inner: self.inner.serialize_tuple_struct(name, len)?,
+            fields: self.fields,
+        })
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeTupleVariant, S::Error> {
+        Ok(Each {
+            inner: self
+                .inner
+                .serialize_tuple_variant(name, index, variant, len)?,
+            fields: self.fields,
+        })
+    }
+
+    fn serialize_struct_variant(
+        self,
+        name: &'static str,
+        index: u32,
+        variant: &'static str,
+        len: usize,
+    ) -> Result<Self::SerializeStructVariant, S::Error> {
+        let chosen = self.fields.chosen.iter().filter(|c| **c).count();
+        Ok(FilterStruct {
+            inner: self
+                .inner
+                .serialize_struct_variant(name, index, variant, len.min(chosen))?,
+            fields: self.fields,
+        })
     }
 
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<S::Ok, S::Error> {
@@ -233,8 +304,13 @@ impl<'a, S: Serializer> Serializer for Filter<'a, S> {
         variant: &'static str,
         value: &T,
     ) -> Result<S::Ok, S::Error> {
+        // `Row::Variant(record)`: the variant's tag, then the record inside, filtered.
+        let selected = Selected {
+            row: value,
+            fields: self.fields,
+        };
         self.inner
-            .serialize_newtype_variant(name, index, variant, value)
+            .serialize_newtype_variant(name, index, variant, &selected)
     }
 
     fn serialize_map(self, len: Option<usize>) -> Result<Self::SerializeMap, S::Error> {
@@ -288,6 +364,105 @@ impl<S: SerializeStruct> SerializeStruct for FilterStruct<'_, S> {
 
     fn skip_field(&mut self, key: &'static str) -> Result<(), S::Error> {
         self.inner.skip_field(key)
+    }
+
+    fn end(self) -> Result<S::Ok, S::Error> {
+        self.inner.end()
+    }
+}
+
+impl<S: SerializeStructVariant> SerializeStructVariant for FilterStruct<'_, S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        key: &'static str,
+        value: &T,
+    ) -> Result<(), S::Error> {
+        if self.fields.contains(key) {
+            self.inner.serialize_field(key, value)
+        } else {
+            self.inner.skip_field(key)
+        }
+    }
+
+    fn skip_field(&mut self, key: &'static str) -> Result<(), S::Error> {
+        self.inner.skip_field(key)
+    }
+
+    fn end(self) -> Result<S::Ok, S::Error> {
+        self.inner.end()
+    }
+}
+
+/// The elements of a sequence, tuple, tuple struct or tuple variant, each filtered as a row.
+struct Each<'a, S> {
+    inner: S,
+    fields: &'a Fields,
+}
+
+impl<S: SerializeSeq> SerializeSeq for Each<'_, S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
+        let selected = Selected {
+            row: value,
+            fields: self.fields,
+        };
+        self.inner.serialize_element(&selected)
+    }
+
+    fn end(self) -> Result<S::Ok, S::Error> {
+        self.inner.end()
+    }
+}
+
+impl<S: SerializeTuple> SerializeTuple for Each<'_, S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+
+    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
+        let selected = Selected {
+            row: value,
+            fields: self.fields,
+        };
+        self.inner.serialize_element(&selected)
+    }
+
+    fn end(self) -> Result<S::Ok, S::Error> {
+        self.inner.end()
+    }
+}
+
+impl<S: SerializeTupleStruct> SerializeTupleStruct for Each<'_, S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
+        let selected = Selected {
+            row: value,
+            fields: self.fields,
+        };
+        self.inner.serialize_field(&selected)
+    }
+
+    fn end(self) -> Result<S::Ok, S::Error> {
+        self.inner.end()
+    }
+}
+
+impl<S: SerializeTupleVariant> SerializeTupleVariant for Each<'_, S> {
+    type Ok = S::Ok;
+    type Error = S::Error;
+
+    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), S::Error> {
+        let selected = Selected {
+            row: value,
+            fields: self.fields,
+        };
+        self.inner.serialize_field(&selected)
     }
 
     fn end(self) -> Result<S::Ok, S::Error> {

@@ -3,6 +3,7 @@
 use std::{
     borrow::Cow,
     fmt::{self, Write as _},
+    sync::Arc,
 };
 
 use brisk_metrics::{Counter, Recorder};
@@ -91,7 +92,7 @@ pub enum Nulls {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct KeyColumn {
+pub(crate) struct KeyColumn {
     name: String,
     order: SortOrder,
     /// `None` for a NOT NULL column.
@@ -150,7 +151,7 @@ impl KeyColumn {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Keyset {
-    columns: Vec<KeyColumn>,
+    pub(crate) columns: Arc<[KeyColumn]>,
     max_limit: usize,
     default_limit: usize,
     scope: Scope,
@@ -184,6 +185,42 @@ fn check_limits(default_limit: usize, max_limit: usize) -> Result<()> {
             default_limit,
             "must be from 1 to max_limit",
         ));
+    }
+    Ok(())
+}
+
+/// Whether `key` can be a position in a sort by `columns`: one value per column, NULL only in
+/// a nullable one; the reason it cannot, otherwise.
+fn fit(columns: &[KeyColumn], key: &[KeyValue]) -> Result<(), &'static str> {
+    if key.len() != columns.len() {
+        return Err(
+            "does not fit the keyset: it has another number of values than the sort has columns",
+        );
+    }
+    if columns
+        .iter()
+        .zip(key)
+        .any(|(column, value)| column.nulls.is_none() && *value == KeyValue::Null)
+    {
+        return Err("does not fit the keyset: it is NULL in a NOT NULL column");
+    }
+    Ok(())
+}
+
+/// Whether `key`, from a row of a page that started after (or before) `from`, can be the
+/// position of the page beside it; [`Error::SortKey`] otherwise.
+pub(crate) fn check_key(
+    columns: &[KeyColumn],
+    from: Option<&[KeyValue]>,
+    key: &[KeyValue],
+) -> Result<()> {
+    fit(columns, key).map_err(|reason| Error::SortKey { reason })?;
+    if from == Some(key) {
+        // The predicate excludes the row at `from`: a key equal to it did not come from the
+        // row, and a cursor made of it would fetch the same page again, forever.
+        return Err(Error::SortKey {
+            reason: "does not move past the position its page started from (the same page would come back forever)",
+        });
     }
     Ok(())
 }
@@ -326,7 +363,7 @@ impl KeysetBuilder {
         }
         Ok(Keyset {
             scope: Scope::new(&description),
-            columns: self.columns,
+            columns: self.columns.into(),
             max_limit: self.max_limit,
             default_limit: self.default_limit,
             pages: self.pages,
@@ -405,7 +442,8 @@ impl Keyset {
             order_by: String::new(),
             limit,
             direction,
-            from_cursor: false,
+            from: None,
+            columns: self.columns.clone(),
             pages: self.pages.clone(),
         };
         let backward = direction == Direction::Before;
@@ -430,19 +468,13 @@ impl Keyset {
             }
         }
         if let Some(cursor) = cursor {
-            let fits = cursor.key.len() == self.columns.len()
-                && self
-                    .columns
-                    .iter()
-                    .zip(&cursor.key)
-                    .all(|(column, value)| column.nulls.is_some() || *value != KeyValue::Null);
-            if !fits {
+            if fit(&self.columns, &cursor.key).is_err() {
                 return Err(Error::InvalidCursor {
                     reason: CursorRejection::WrongQuery,
                 });
             }
             plan.pieces = self.predicate(&cursor.key, backward);
-            plan.from_cursor = true;
+            plan.from = Some(cursor.key);
         }
         Ok(plan)
     }
@@ -615,8 +647,10 @@ pub struct Plan {
     order_by: String,
     limit: usize,
     direction: Direction,
-    /// Whether the page was reached through a cursor (so rows may precede it).
-    from_cursor: bool,
+    /// The key of the cursor the page was reached through, if any (so rows may precede it).
+    from: Option<Vec<KeyValue>>,
+    /// The keyset's columns, to check the keys of the next and previous cursors.
+    columns: Arc<[KeyColumn]>,
     pages: Counter,
 }
 
@@ -677,6 +711,11 @@ impl Plan {
     /// (forward for a first page or a `next` cursor, backward for a `prev` one). `next` is set
     /// when rows follow the page; `prev` when rows may precede it (any page reached through a
     /// cursor).
+    ///
+    /// A key that cannot be a position in this sort (another number of values than sort
+    /// columns, NULL in a NOT NULL column, or the key of the cursor this page started from) is
+    /// [`Error::SortKey`]: a bug in `key`, reported rather than turned into a cursor that would
+    /// be refused or would fetch the same page again.
     pub fn page<T>(
         &self,
         mut rows: Vec<T>,
@@ -692,8 +731,12 @@ impl Plan {
             rows.reverse();
         }
         let cursor = |row: Option<&T>, make: fn(Vec<KeyValue>) -> Cursor<Vec<KeyValue>>| {
-            row.map(|row| cursors.encode(scope, &make(key(row))))
-                .transpose()
+            row.map(|row| {
+                let key = key(row);
+                check_key(&self.columns, self.from.as_deref(), &key)?;
+                cursors.encode(scope, &make(key))
+            })
+            .transpose()
         };
         let (next, prev) = if backward {
             (
@@ -711,7 +754,7 @@ impl Plan {
                 } else {
                     None
                 },
-                if self.from_cursor {
+                if self.from.is_some() {
                     cursor(rows.first(), Cursor::before)?
                 } else {
                     None

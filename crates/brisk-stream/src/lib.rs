@@ -37,9 +37,11 @@
 //! - [`Encoder`]: JSON array (optionally in an envelope with a trailer such as the next
 //!   cursor), NDJSON and CSV from any stream of `Serialize` rows, in chunks of bounded size. A
 //!   failure mid-stream ends the byte stream with an error, which makes a server abort the
-//!   response: a client never mistakes a truncated body for a complete one.
+//!   response: a client never mistakes a truncated body for a complete one. CSV cells that a
+//!   spreadsheet would run as formulas are neutralised by default.
 //! - [`Fields`]: `?fields=id,name` checked against what the endpoint offers and applied while
-//!   each row is serialized.
+//!   each row is serialized, to every record in it (through `Option`, newtypes, enum variants
+//!   and sequences).
 //! - [`Parallel`]: at most N jobs in flight over a stream or a list, ordered or unordered; the
 //!   first error ends the work and cancels the rest.
 //!
@@ -67,6 +69,8 @@ mod error;
 mod fields;
 mod keyset;
 mod metrics;
+#[cfg(feature = "csv")]
+mod neutralise;
 mod parallel;
 mod rows;
 

@@ -294,3 +294,62 @@ async fn bad_fields_and_cursors_are_400s_and_a_cursor_walks_the_pages() {
     let (status, _, _) = get_body(&format!("{base}/page?cursor=%F0%9F%92%A9")).await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// A keyset export whose key closure returns a key that does not fit the keyset: the body is a
+/// failed transfer after the first page, never a clean end (a silently truncated export).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_export_with_a_key_that_does_not_fit_is_a_failed_transfer() {
+    use brisk_stream::{KeyValue, Keyset, Placeholders, Plan, SortOrder};
+
+    /// Ids after the plan's bound one, up to 100, at most `plan.fetch()` of them.
+    async fn fetch(plan: Plan) -> Result<Vec<Order>, std::io::Error> {
+        let after = match plan.sql_where(Placeholders::Dollar, 1).1.first() {
+            Some(KeyValue::Int(id)) => *id,
+            _ => -1,
+        };
+        Ok((after + 1..100)
+            .take(plan.fetch() as usize)
+            .map(order)
+            .collect())
+    }
+    async fn export(Query(p): Query<Params>) -> impl axum::response::IntoResponse {
+        let keyset = Keyset::builder()
+            .unique_column("id", SortOrder::Asc)
+            .build()
+            .unwrap();
+        let good = p.fail.is_none();
+        let rows = keyset.stream(10, fetch, move |row: &Order| {
+            if good {
+                vec![KeyValue::Int(row.id)]
+            } else {
+                // Two values for a one-column sort.
+                vec![KeyValue::Int(row.id), KeyValue::Int(0)]
+            }
+        });
+        Encoder::default().ndjson(rows)
+    }
+    let router: Router = Router::new().route("/export.ndjson", get(export));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+
+    let (status, _, body) = get_body(&format!("{base}/export.ndjson")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body.unwrap().iter().filter(|b| **b == b'\n').count(), 100);
+
+    let (status, _, body) = get_body(&format!("{base}/export.ndjson?fail=1")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (received, error) = body.expect_err("a bad key aborts the body");
+    let lines: Vec<&[u8]> = received
+        .split(|b| *b == b'\n')
+        .filter(|line| !line.is_empty())
+        .collect();
+    assert_eq!(lines.len(), 11, "the first page, then the error record");
+    assert_eq!(lines[10], br#"{"error":"row stream failed","rows":10}"#);
+    assert!(
+        error.contains("body") || error.contains("connection") || error.contains("message"),
+        "{error}"
+    );
+    let (code, _, stderr) = curl(&[&format!("{base}/export.ndjson?fail=1")]).await;
+    assert!(code == 18 || code == 56, "curl exited {code}: {stderr}");
+}

@@ -706,3 +706,53 @@ fn chosen_fields_select_only_their_columns() {
     let odd = Fields::all(&["id", "a\"; DROP TABLE items; --"]);
     assert_eq!(odd.sql_columns(), r#"id, "a""; DROP TABLE items; --""#);
 }
+
+/// A key closure that gives a key that cannot be a position (another number of values, NULL in
+/// a NOT NULL column, or the very cursor the page was fetched after) fails the page, rather
+/// than issuing a cursor the next request refuses (or one that fetches the same page forever).
+#[test]
+fn a_page_whose_key_does_not_fit_is_an_error() {
+    let keyset = Keyset::builder()
+        .column("price", SortOrder::Asc)
+        .unique_column("id", SortOrder::Asc)
+        .build()
+        .unwrap();
+    let cursors = Cursors::builder().key(1, [5u8; 32]).build().unwrap();
+    let scope = keyset.scope();
+    let rows = || (1..=11).collect::<Vec<i64>>();
+    let first = keyset.first_page(Some(10)).unwrap();
+    let good = first
+        .page(
+            rows(),
+            |id| vec![100.into(), (*id).into()],
+            &cursors,
+            &scope,
+        )
+        .unwrap();
+    assert!(good.next.is_some());
+    type Key = fn(&i64) -> Vec<KeyValue>;
+    let bad_keys: [(&str, Key); 3] = [
+        ("one value for two columns", |id| vec![(*id).into()]),
+        ("three values", |id| vec![1.into(), (*id).into(), 0.into()]),
+        ("NULL in a NOT NULL column", |id| {
+            vec![KeyValue::Null, (*id).into()]
+        }),
+    ];
+    for (what, bad) in bad_keys {
+        let error = first.page(rows(), bad, &cursors, &scope).unwrap_err();
+        assert!(
+            error.to_string().starts_with("a row's sort key"),
+            "{what}: {error}"
+        );
+        assert!(!error.is_client_error(), "{what}");
+    }
+    // After the cursor at (100, 5), a key that is (100, 5) again would come back here forever.
+    let after = keyset
+        .page_at(&cursors, &scope, good.next.as_deref(), Some(10))
+        .unwrap();
+    let stuck = after.page(rows(), |_| vec![100.into(), 10.into()], &cursors, &scope);
+    assert!(
+        matches!(&stuck, Err(error) if error.to_string().starts_with("a row's sort key")),
+        "{stuck:?}"
+    );
+}

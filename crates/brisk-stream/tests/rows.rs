@@ -11,7 +11,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use brisk_stream::{KeyValue, Keyset, Placeholders, Plan, SortOrder};
+use brisk_stream::{Error, KeyValue, Keyset, Placeholders, Plan, SortOrder};
 use futures_util::{Stream, StreamExt};
 
 fn by_id() -> Keyset {
@@ -133,13 +133,18 @@ async fn a_failing_page_ends_the_stream_after_the_rows_before_it() {
         ..Table::default()
     };
     let source = table.clone();
-    let results: Vec<Result<i64, String>> = by_id()
+    let results: Vec<Result<i64, Error>> = by_id()
         .stream(10, move |plan| source.fetch(plan), key)
         .collect()
         .await;
     assert_eq!(results.len(), 21);
     assert!(results[..20].iter().all(Result::is_ok));
-    assert_eq!(results[20], Err("page after 20 failed".to_owned()));
+    match &results[20] {
+        Err(Error::Fetch { rows: 20, source }) => {
+            assert_eq!(source.to_string(), "page after 20 failed")
+        }
+        other => panic!("expected the page's error, got {other:?}"),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -162,4 +167,53 @@ async fn the_stream_is_send_and_runs_on_spawned_tasks() {
     });
     assert_eq!(handle.await.unwrap(), 5000 * 5001 / 2);
     assert_eq!(pulled.load(Ordering::Relaxed), 5000);
+}
+
+/// A key closure that does not fit the keyset (another number of values, NULL in a NOT NULL
+/// column) or does not move forward: the stream ends with an error after the first page, never
+/// cleanly (an export would be cut short without anyone knowing).
+#[tokio::test]
+async fn a_key_that_does_not_fit_the_keyset_ends_the_stream_with_an_error() {
+    type Key = fn(&i64) -> Vec<KeyValue>;
+    let bad_keys: [(&str, Key, usize); 4] = [
+        ("no values", |_| Vec::new(), 10),
+        (
+            "two values for one column",
+            |id| vec![KeyValue::Int(*id), KeyValue::Int(0)],
+            10,
+        ),
+        ("NULL in a NOT NULL column", |_| vec![KeyValue::Null], 10),
+        // Fits, but never moves: the first page comes back, and its key is the one it was
+        // fetched after.
+        (
+            "a key that does not advance",
+            |_| vec![KeyValue::Int(0)],
+            20,
+        ),
+    ];
+    for (what, bad, before) in bad_keys {
+        let table = Table {
+            rows: 25,
+            ..Table::default()
+        };
+        let source = table.clone();
+        let results: Vec<_> = by_id()
+            .stream(10, move |plan| source.fetch(plan), bad)
+            .take(30)
+            .collect()
+            .await;
+        let rows = results.iter().take_while(|r| r.is_ok()).count();
+        assert_eq!(rows, before, "{what}: the rows fetched, then the error");
+        assert_eq!(
+            results.len(),
+            rows + 1,
+            "{what}: the stream ends with an error"
+        );
+        let error = results[rows].as_ref().unwrap_err();
+        assert!(matches!(error, Error::SortKey { .. }), "{what}: {error:?}");
+        assert!(
+            !error.is_client_error(),
+            "a bug in the server's key, not the client's"
+        );
+    }
 }
