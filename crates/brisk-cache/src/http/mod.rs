@@ -19,6 +19,7 @@ mod body;
 mod cache_control;
 mod directives;
 mod etag;
+mod key;
 mod layer;
 mod precondition;
 mod response_cache;
