@@ -164,6 +164,11 @@ async fn two_client_handler(request: axum::extract::Request) -> axum::response::
     };
     let (host, cookie, authorization) = (header("host"), header("cookie"), header("authorization"));
     let path = request.uri().path().to_owned();
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |target| target.as_str())
+        .to_owned();
     let (cache_control, vary, body) = match path.as_str() {
         "/me" => (None, None, format!("me {cookie} {authorization}")),
         "/auth" => (
@@ -175,7 +180,7 @@ async fn two_client_handler(request: axum::extract::Request) -> axum::response::
         _ => (
             Some("public, max-age=60"),
             None,
-            format!("public {host} {path}"),
+            format!("public {host} {target}"),
         ),
     };
     let mut response = axum::response::Response::new(axum::body::Body::from(body));
@@ -196,7 +201,7 @@ async fn two_client_handler(request: axum::extract::Request) -> axum::response::
 /// the handler reads it, the `Host` header).
 fn expected(path: &str, host: &str, cookie: Option<&str>, authorization: Option<&str>) -> String {
     let (cookie, authorization) = (cookie.unwrap_or("-"), authorization.unwrap_or("-"));
-    match path {
+    match path.split('?').next().unwrap_or(path) {
         "/me" => format!("me {cookie} {authorization}"),
         "/auth" => format!("auth {authorization}"),
         "/page" => format!("page {cookie}"),

@@ -30,14 +30,17 @@ pub(crate) enum NoKey {
     TooLong,
 }
 
-/// The request's host, lowercase: from the absolute-form target's authority and the `Host`
-/// header, which must agree when both are there (RFC 9112 §3.2.2 lets the server ignore
-/// `Host` there, but the handler may read it). `Ok(None)`: neither is there (HTTP/1.0).
+/// The request's host, as sent: from the absolute-form target's authority and the `Host`
+/// header, which must be the same when both are there (RFC 9112 §3.2.2 lets the server
+/// ignore `Host` there, but the handler may read it). `Ok(None)`: neither is there
+/// (HTTP/1.0).
 ///
 /// A host is an authority without user information: a DNS name or IPv4 address (ASCII
 /// letters, digits, `-`, `.`, `_`) or a bracketed IPv6 literal (hex digits, `:`, `.`),
 /// then an optional `:port` of 1 to 5 digits up to 65535. A default port is kept as sent
-/// (`site` and `site:80` are two keys: the layer does not know the scheme).
+/// (`site` and `site:80` are two keys: the layer does not know the scheme), and so is its
+/// case: `SITE` and `site` are two keys, so that a handler that writes the host it was sent
+/// into its page (links, redirects) never hands one client's spelling to another.
 pub(crate) fn host(uri: &Uri, headers: &HeaderMap) -> Result<Option<String>, NoKey> {
     let mut hosts = headers.get_all(HOST).iter();
     let header = hosts.next();
@@ -58,7 +61,7 @@ pub(crate) fn host(uri: &Uri, headers: &HeaderMap) -> Result<Option<String>, NoK
     }
 }
 
-/// `text` lowercase if it is an authority as [`host`] describes.
+/// `text` if it is an authority as [`host`] describes.
 fn authority(text: &[u8]) -> Option<String> {
     let (name, port) = match text.first()? {
         b'[' => {
@@ -102,7 +105,7 @@ fn authority(text: &[u8]) -> Option<String> {
     if parsed.as_str().len() != text.len() {
         return None;
     }
-    Some(parsed.as_str().to_ascii_lowercase())
+    Some(parsed.as_str().to_owned())
 }
 
 /// The request's base key (see the module's docs); the method is GET's for GET and HEAD.
@@ -178,7 +181,7 @@ mod tests {
         let host_of = |value: &[u8]| host(&uri, &headers(&[("host", value)]));
         assert_eq!(
             host_of(b"Shop.Example"),
-            Ok(Some("shop.example".to_owned()))
+            Ok(Some("Shop.Example".to_owned()))
         );
         assert_eq!(
             host_of(b"shop.example:8080"),
@@ -213,14 +216,18 @@ mod tests {
             );
         }
         assert_eq!(host(&uri, &HeaderMap::new()), Ok(None));
-        let absolute: Uri = "http://Site/x".parse().unwrap();
+        let absolute: Uri = "http://site/x".parse().unwrap();
         assert_eq!(
             host(&absolute, &HeaderMap::new()),
             Ok(Some("site".to_owned()))
         );
         assert_eq!(
-            host(&absolute, &headers(&[("host", b"SITE")])),
+            host(&absolute, &headers(&[("host", b"site")])),
             Ok(Some("site".to_owned()))
+        );
+        assert_eq!(
+            host(&absolute, &headers(&[("host", b"SITE")])),
+            Err(NoKey::Host)
         );
         assert_eq!(
             host(&absolute, &headers(&[("host", b"other")])),
@@ -305,7 +312,7 @@ mod tests {
         /// What the resource and variant are, as the handler would tell them apart.
         fn identity(&self, uri: &Uri) -> (String, String, Vec<Vec<u8>>, Vec<Vec<u8>>) {
             (
-                self.host.clone().unwrap_or_default().to_ascii_lowercase(),
+                self.host.clone().unwrap_or_default(),
                 uri.path_and_query().unwrap().as_str().to_owned(),
                 self.first.clone(),
                 self.second.clone(),
@@ -322,7 +329,7 @@ mod tests {
     }
 
     proptest! {
-        /// Two requests share a key only if they have the same host (ignoring case), path
+        /// Two requests share a key only if they have the same host, path
         /// and query, and the same values of the varied headers, in the same order; a key
         /// is never made from a host that is not an authority.
         #[test]

@@ -284,8 +284,10 @@ impl Answered {
 ///   values of the request headers the response names in `Vary`, encoded so that no two
 ///   requests share a key unless they ask for the same resource and variant. The host is
 ///   the `Host` header (or an absolute-form target's authority; both there and different:
-///   no key), lowercase, and must be an authority: a DNS name, IPv4 address or bracketed
-///   IPv6 literal with an optional port (kept as sent: `site` and `site:80` are two keys).
+///   no key), as sent, and must be an authority: a DNS name, IPv4 address or bracketed
+///   IPv6 literal with an optional port. It is not normalised: `site`, `SITE` and
+///   `site:80` are three keys, so that a handler that writes the host it was sent into its
+///   page never hands one client's spelling to another.
 ///   Anything else (`site/static`, `user@site`, two `Host` headers, …), or a key longer
 ///   than 8 KiB (8192 bytes, varied header values included), is no key: the request passes
 ///   to the handler, counted as a pass, and nothing is stored. A response that varies is
