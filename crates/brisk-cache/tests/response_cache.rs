@@ -1063,3 +1063,37 @@ async fn unreadable_lifetimes_are_stale_not_absent() {
         assert_eq!(answer.x_cache(), "hit", "{query}");
     }
 }
+
+/// Issue 28, item 1: a header the builder names is a credential like `Cookie`.
+#[tokio::test]
+async fn a_named_credential_header_is_personal_too() {
+    let handler = Handler::new(|request| {
+        let key = request
+            .headers()
+            .get("x-api-key")
+            .map_or("-", |value| value.to_str().unwrap())
+            .to_owned();
+        let cache_control = if request.uri().path() == "/public" {
+            "public, max-age=60"
+        } else {
+            "max-age=60"
+        };
+        json(format!("key {key}"), cache_control)
+    });
+    let service =
+        ResponseCacheLayer::builder(tiered().fresh_for(Duration::from_secs(60)).build().unwrap())
+            .credential_header(http::HeaderName::from_static("x-api-key"))
+            .build()
+            .unwrap()
+            .layer(handler.service());
+    for key in ["a", "b", "a"] {
+        let answer = send(&service, request("GET", "/mine", &[("x-api-key", key)])).await;
+        assert_eq!(
+            (answer.x_cache(), &answer.body[..]),
+            ("miss", format!("key {key}").as_bytes())
+        );
+    }
+    send(&service, request("GET", "/public", &[("x-api-key", "a")])).await;
+    let answer = send(&service, request("GET", "/public", &[("x-api-key", "b")])).await;
+    assert_eq!((answer.x_cache(), &answer.body[..]), ("hit", &b"key a"[..]));
+}

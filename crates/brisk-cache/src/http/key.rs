@@ -291,6 +291,9 @@ mod tests {
             })
     }
 
+    /// Host, path and query, and the two headers' values.
+    type Identity = (String, String, Vec<Vec<u8>>, Vec<Vec<u8>>);
+
     const FIRST: HeaderName = HeaderName::from_static("accept-language");
     const SECOND: HeaderName = HeaderName::from_static("x-other");
 
@@ -310,7 +313,7 @@ mod tests {
         }
 
         /// What the resource and variant are, as the handler would tell them apart.
-        fn identity(&self, uri: &Uri) -> (String, String, Vec<Vec<u8>>, Vec<Vec<u8>>) {
+        fn identity(&self, uri: &Uri) -> Identity {
             (
                 self.host.clone().unwrap_or_default(),
                 uri.path_and_query().unwrap().as_str().to_owned(),
@@ -319,7 +322,7 @@ mod tests {
             )
         }
 
-        fn key(&self) -> Option<(String, (String, String, Vec<Vec<u8>>, Vec<Vec<u8>>))> {
+        fn key(&self) -> Option<(String, Identity)> {
             let (uri, headers) = self.parts()?;
             let base = base_key(&uri, &headers).ok()?;
             let names = [FIRST, SECOND];

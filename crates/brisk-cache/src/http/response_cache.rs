@@ -35,7 +35,7 @@ const STORABLE: [u16; 10] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414];
 
 /// Request headers that carry credentials whatever the builder adds: `Authorization` (RFC
 /// 9111 §3.5) and `Cookie` (a session).
-const CREDENTIALS: [HeaderName; 2] = [AUTHORIZATION, COOKIE];
+pub(crate) const CREDENTIALS: [HeaderName; 2] = [AUTHORIZATION, COOKIE];
 
 /// A response as the response cache keeps it: status, headers and body, or the list of
 /// request headers the responses at a URL vary on. Opaque; with feature `redis` it is
@@ -648,9 +648,9 @@ pub(crate) fn storable(
         // Only without max-age does `Expires` count (§5.3); unreadable, it means stale.
         headers.contains_key(EXPIRES).then(|| expires_in(headers))
     });
-    if !credentials.is_empty()
-        && !(public || s_maxage.is_some() || credentials.iter().all(|name| vary.contains(name)))
-    {
+    // A request with credentials: only what any user may have, or a variant per credential.
+    let shared = public || s_maxage.is_some();
+    if !(credentials.is_empty() || shared || credentials.iter().all(|name| vary.contains(name))) {
         return None;
     }
     let lifetime = match given {
