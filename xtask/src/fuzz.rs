@@ -13,6 +13,7 @@ const TARGETS: &[&str] = &[
     "cursor",
     "decoders",
     "preconditions",
+    "response_cache_key",
     "statement_label",
     "value_frame",
 ];

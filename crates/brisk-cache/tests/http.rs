@@ -553,3 +553,74 @@ async fn head_and_ranges_are_the_handlers_and_a_part_is_never_hashed() {
     .await;
     assert_eq!(status, StatusCode::NOT_MODIFIED);
 }
+
+/// A policy meant for successes never goes on an error or on a response that sets a cookie
+/// (issue 28, item 6): a 500 stamped `public, max-age=3600` would be kept by every shared
+/// cache in front, and a `Set-Cookie` response marked `public` hands one user's session to
+/// the next. Nor does a looked-up tag go on an error.
+#[tokio::test]
+async fn policies_go_on_successes_and_304s_only_never_on_errors_or_cookies() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let json = |status: StatusCode, cookie: bool| {
+        move || {
+            let mut response = Response::builder()
+                .status(status)
+                .header(header::CONTENT_TYPE, "application/json");
+            if cookie {
+                response = response.header(header::SET_COOKIE, "session=a1");
+            }
+            response.body(Body::from(r#"{"error":true}"#)).unwrap()
+        }
+    };
+    let layer = ConditionalLayer::builder()
+        .cache_control(CacheControl::public().max_age(Duration::from_secs(60)))
+        .cache_control_for(
+            "application/json",
+            CacheControl::public().max_age(Duration::from_secs(3600)),
+        )
+        .validator(|_parts: &http::request::Parts| async {
+            Some(brisk_cache::http::EntityTag::strong("v1").unwrap())
+        })
+        .build()
+        .unwrap();
+    for (status, cookie) in [
+        (StatusCode::INTERNAL_SERVER_ERROR, false),
+        (StatusCode::SERVICE_UNAVAILABLE, false),
+        (StatusCode::NOT_FOUND, false),
+        (StatusCode::FORBIDDEN, false),
+        (StatusCode::MOVED_PERMANENTLY, false),
+        (StatusCode::OK, true),
+        (StatusCode::INTERNAL_SERVER_ERROR, true),
+    ] {
+        let service = layer.layer(handler(Arc::clone(&calls), json(status, cookie)));
+        let (answered, headers, _) = send(service, request("GET", &[])).await;
+        assert_eq!(answered, status);
+        assert!(
+            !headers.contains_key(header::CACHE_CONTROL),
+            "{status} (cookie: {cookie}): {:?}",
+            headers.get(header::CACHE_CONTROL)
+        );
+        if !status.is_success() {
+            assert!(
+                !headers.contains_key(header::ETAG),
+                "{status}: no tag on a failure"
+            );
+        }
+    }
+    // A 2xx without a cookie, and a 304, get the policy.
+    let service = layer.layer(handler(Arc::clone(&calls), json(StatusCode::OK, false)));
+    let (status, headers, _) = send(service.clone(), request("GET", &[])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers[header::CACHE_CONTROL], "public, max-age=3600");
+    let not_modified = || {
+        Response::builder()
+            .status(StatusCode::NOT_MODIFIED)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::empty())
+            .unwrap()
+    };
+    let service = layer.layer(handler(Arc::clone(&calls), not_modified));
+    let (status, headers, _) = send(service, request("GET", &[])).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(headers[header::CACHE_CONTROL], "public, max-age=3600");
+}

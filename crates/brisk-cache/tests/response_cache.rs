@@ -383,62 +383,78 @@ async fn each_variant_named_by_vary_is_stored_once() {
     assert_eq!(cache.memory().unwrap().len(), 3);
 }
 
+/// Issue 28, item 5: a client's `no-cache` does not skip a shared cache unless the layer
+/// says so; `no-store` is honoured either way.
 #[tokio::test]
-async fn request_directives_are_obeyed_unless_ignored() {
+async fn request_directives_are_ignored_unless_honoured() {
     let handler = Handler::new(|_| json("v", "max-age=60"));
+    let skipping = [
+        &[("cache-control", "no-cache")][..],
+        &[("cache-control", "max-age=0")][..],
+        &[("pragma", "no-cache")][..],
+        &[("cache-control", "no-cache"), ("pragma", "no-cache")][..],
+    ];
+    // By default: every request is answered from the stored copy.
     let service = ResponseCacheLayer::builder(tiered().build().unwrap())
         .build()
         .unwrap()
         .layer(handler.service());
-    // no-store: answered by the handler, nothing stored.
-    let answer = send(
-        &service,
-        request("GET", "/a", &[("cache-control", "no-store")]),
-    )
-    .await;
-    assert_eq!(answer.x_cache(), "miss");
-    assert_eq!(
-        send(&service, request("GET", "/a", &[])).await.x_cache(),
-        "miss"
-    );
-    // … and a stored response still answers it.
+    send(&service, request("GET", "/a", &[])).await;
+    for headers in skipping {
+        let answer = send(&service, request("GET", "/a", headers)).await;
+        assert_eq!(answer.x_cache(), "hit", "{headers:?}");
+    }
+    assert_eq!(handler.calls(), 1);
+    // no-store: answered from the cache if it can be, else by the handler, unstored.
     let answer = send(
         &service,
         request("GET", "/a", &[("cache-control", "no-store")]),
     )
     .await;
     assert_eq!(answer.x_cache(), "hit");
-    assert_eq!(handler.calls(), 2);
-    // no-cache, max-age=0 and Pragma: to the handler, and its response replaces the copy.
-    for headers in [
-        &[("cache-control", "no-cache")][..],
-        &[("cache-control", "max-age=0")][..],
-        &[("pragma", "no-cache")][..],
-    ] {
+    let answer = send(
+        &service,
+        request("GET", "/b", &[("cache-control", "no-store")]),
+    )
+    .await;
+    assert_eq!(answer.x_cache(), "miss");
+    assert_eq!(
+        send(&service, request("GET", "/b", &[])).await.x_cache(),
+        "miss"
+    );
+    assert_eq!(handler.calls(), 3);
+
+    // Honoured: no-cache, max-age=0 and Pragma go to the handler, and its response
+    // replaces the copy.
+    let handler = Handler::new(|_| json("v", "max-age=60"));
+    let honouring = ResponseCacheLayer::builder(tiered().build().unwrap())
+        .honour_request_directives()
+        .build()
+        .unwrap()
+        .layer(handler.service());
+    send(&honouring, request("GET", "/a", &[])).await;
+    for headers in skipping {
         handler.answer(move |_| json(format!("{headers:?}"), "max-age=60"));
-        let answer = send(&service, request("GET", "/a", headers)).await;
+        let answer = send(&honouring, request("GET", "/a", headers)).await;
         assert_eq!(answer.x_cache(), "miss", "{headers:?}");
-        let next = send(&service, request("GET", "/a", &[])).await;
+        let next = send(&honouring, request("GET", "/a", &[])).await;
         assert_eq!(
             (next.x_cache(), &next.body),
             ("hit", &answer.body),
             "{headers:?}"
         );
     }
-    assert_eq!(handler.calls(), 5);
-
-    let ignoring = ResponseCacheLayer::builder(tiered().build().unwrap())
-        .ignore_request_directives()
-        .build()
-        .unwrap()
-        .layer(handler.service());
-    send(&ignoring, request("GET", "/a", &[])).await;
+    assert_eq!(handler.calls(), 1 + skipping.len());
     let answer = send(
-        &ignoring,
-        request("GET", "/a", &[("cache-control", "no-cache")]),
+        &honouring,
+        request("GET", "/c", &[("cache-control", "no-store")]),
     )
     .await;
-    assert_eq!(answer.x_cache(), "hit");
+    assert_eq!(answer.x_cache(), "miss");
+    assert_eq!(
+        send(&honouring, request("GET", "/c", &[])).await.x_cache(),
+        "miss"
+    );
 }
 
 #[tokio::test]
@@ -683,4 +699,401 @@ async fn invalid_settings_are_refused() {
             ..
         }
     ));
+}
+
+/// The handler's answer to a request: who asked (its cookie, its `Authorization`) and
+/// where (its host and path).
+fn personal(request: &Request<Body>, cache_control: Option<&'static str>) -> Reply {
+    let header = |name: &str| {
+        request.headers().get(name).map_or("-".to_owned(), |value| {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        })
+    };
+    let mut response = Response::builder();
+    if let Some(cache_control) = cache_control {
+        response = response.header(header::CACHE_CONTROL, cache_control);
+    }
+    response
+        .body(Body::from(format!(
+            "cookie={} authorization={} host={} path={}",
+            header("cookie"),
+            header("authorization"),
+            header("host"),
+            request.uri()
+        )))
+        .unwrap()
+}
+
+/// Issue 28, item 1: a response made for one user's cookie is never answered to another.
+#[tokio::test]
+async fn a_personalised_response_is_never_answered_to_another_user() {
+    let handler = Handler::new(|request| personal(request, None));
+    let service =
+        ResponseCacheLayer::builder(tiered().fresh_for(Duration::from_secs(60)).build().unwrap())
+            .build()
+            .unwrap()
+            .layer(handler.service());
+    for round in 0..2 {
+        for (cookie, authorization) in [
+            ("session=A", None),
+            ("session=B", None),
+            ("session=A", Some("Bearer a")),
+        ] {
+            let mut headers = vec![("cookie", cookie)];
+            headers.extend(authorization.map(|value| ("authorization", value)));
+            let answer = send(&service, request("GET", "/me", &headers)).await;
+            let expected = format!(
+                "cookie={cookie} authorization={} host=- path=/me",
+                authorization.unwrap_or("-")
+            );
+            assert_eq!(answer.body, expected, "round {round}");
+            assert_eq!(answer.x_cache(), "miss", "round {round}: not stored");
+        }
+    }
+    assert_eq!(handler.calls(), 6);
+    // An anonymous request's response, stored through `fresh_for` (it said nothing), is
+    // not answered to a request with a cookie: it did not say it may be shared.
+    let anonymous = send(&service, request("GET", "/me", &[])).await;
+    assert_eq!(anonymous.x_cache(), "miss");
+    assert_eq!(
+        send(&service, request("GET", "/me", &[])).await.x_cache(),
+        "hit"
+    );
+    let cookie = send(&service, request("GET", "/me", &[("cookie", "session=B")])).await;
+    assert_eq!(
+        (cookie.x_cache(), &cookie.body[..]),
+        (
+            "miss",
+            &b"cookie=session=B authorization=- host=- path=/me"[..]
+        )
+    );
+}
+
+/// Issue 28, item 1: what a credentialed request may store and be answered with.
+#[tokio::test]
+async fn credentialed_requests_share_only_what_the_response_allows() {
+    let handler = Handler::new(|request| match request.uri().path() {
+        "/public" => personal(request, Some("public, max-age=60")),
+        "/shared" => personal(request, Some("s-maxage=60")),
+        "/revalidate" => personal(request, Some("max-age=60, must-revalidate")),
+        "/per-session" => {
+            let mut response = personal(request, Some("max-age=60"));
+            response
+                .headers_mut()
+                .insert(header::VARY, "Cookie".parse().unwrap());
+            response
+        }
+        _ => personal(request, Some("max-age=60")),
+    });
+    let service = ResponseCacheLayer::builder(tiered().build().unwrap())
+        .build()
+        .unwrap()
+        .layer(handler.service());
+    let cookie = |value: &'static str| [("cookie", value)];
+    // `public` and `s-maxage` say any user may have it: stored from the first request with
+    // a cookie, answered to the next user, with or without a cookie or Authorization.
+    for path in ["/public", "/shared"] {
+        let first = send(&service, request("GET", path, &cookie("session=A"))).await;
+        assert_eq!(first.x_cache(), "miss", "{path}");
+        for headers in [
+            &cookie("session=B")[..],
+            &[][..],
+            &[("authorization", "Bearer b")][..],
+        ] {
+            let answer = send(&service, request("GET", path, headers)).await;
+            assert_eq!(
+                (answer.x_cache(), &answer.body),
+                ("hit", &first.body),
+                "{path} {headers:?}"
+            );
+        }
+    }
+    // Authorization follows the same rule (before, it passed every time).
+    let before = handler.calls();
+    let first = send(
+        &service,
+        request("GET", "/public?auth", &[("authorization", "Bearer a")]),
+    )
+    .await;
+    let second = send(
+        &service,
+        request("GET", "/public?auth", &[("authorization", "Bearer b")]),
+    )
+    .await;
+    assert_eq!((first.x_cache(), second.x_cache()), ("miss", "hit"));
+    assert_eq!(handler.calls(), before + 1);
+    // A lifetime alone (or with must-revalidate) does not say it may be shared.
+    for path in ["/private-by-default", "/revalidate"] {
+        for session in ["session=A", "session=B", "session=A"] {
+            let answer = send(&service, request("GET", path, &cookie(session))).await;
+            assert_eq!(answer.x_cache(), "miss", "{path} {session}");
+            assert!(
+                std::str::from_utf8(&answer.body)
+                    .unwrap()
+                    .starts_with(&format!("cookie={session} ")),
+                "{path} {session}"
+            );
+        }
+    }
+    // `Vary: Cookie`: each session has its own copy, answered to that session only.
+    for session in ["session=A", "session=B"] {
+        let answer = send(&service, request("GET", "/per-session", &cookie(session))).await;
+        assert_eq!(answer.x_cache(), "miss", "{session}");
+    }
+    for session in ["session=A", "session=B"] {
+        let answer = send(&service, request("GET", "/per-session", &cookie(session))).await;
+        assert_eq!(answer.x_cache(), "hit", "{session}");
+        assert!(
+            std::str::from_utf8(&answer.body)
+                .unwrap()
+                .starts_with(&format!("cookie={session} ")),
+            "{session}"
+        );
+    }
+    let anonymous = send(&service, request("GET", "/per-session", &[])).await;
+    assert_eq!(
+        (anonymous.x_cache(), &anonymous.body[..]),
+        (
+            "miss",
+            &b"cookie=- authorization=- host=- path=/per-session"[..]
+        )
+    );
+}
+
+/// Issue 28, item 2: the key is not host and path run together, and a `Host` that is no
+/// authority is not a key at all.
+#[tokio::test]
+async fn a_hostile_host_header_never_lands_on_another_resource() {
+    let handler = Handler::new(|request| personal(request, Some("public, max-age=60")));
+    let service = ResponseCacheLayer::builder(tiered().build().unwrap())
+        .build()
+        .unwrap()
+        .layer(handler.service());
+    let poison = send(
+        &service,
+        request("GET", "/app.js", &[("host", "site/static")]),
+    )
+    .await;
+    assert_eq!(poison.x_cache(), "miss");
+    let victim = send(
+        &service,
+        request("GET", "/static/app.js", &[("host", "site")]),
+    )
+    .await;
+    assert_eq!(
+        (victim.x_cache(), &victim.body[..]),
+        (
+            "miss",
+            &b"cookie=- authorization=- host=site path=/static/app.js"[..]
+        )
+    );
+    // Hosts that are no authority reach the handler and are never stored.
+    for host in [
+        "site/static",
+        "site?x",
+        "site#x",
+        "user@site",
+        "site x",
+        "site\tx",
+        "",
+        "site:port",
+        "[::1",
+        "sité",
+    ] {
+        let Ok(value) = http::HeaderValue::from_bytes(host.as_bytes()) else {
+            continue;
+        };
+        for _ in 0..2 {
+            let mut asked = request("GET", "/page", &[]);
+            asked.headers_mut().insert(header::HOST, value.clone());
+            let answer = send(&service, asked).await;
+            assert_eq!(answer.x_cache(), "miss", "{host:?}");
+        }
+    }
+    // Two Host headers are no authority either.
+    for _ in 0..2 {
+        let answer = send(
+            &service,
+            request("GET", "/page", &[("host", "site"), ("host", "other")]),
+        )
+        .await;
+        assert_eq!(answer.x_cache(), "miss", "two hosts");
+    }
+    // Another spelling of the host is another key: the handler may write it in its page.
+    let upper = send(
+        &service,
+        request("GET", "/static/app.js", &[("host", "SITE")]),
+    )
+    .await;
+    assert_eq!(
+        (upper.x_cache(), &upper.body[..]),
+        (
+            "miss",
+            &b"cookie=- authorization=- host=SITE path=/static/app.js"[..]
+        )
+    );
+    let again = send(
+        &service,
+        request("GET", "/static/app.js", &[("host", "site")]),
+    )
+    .await;
+    assert_eq!((again.x_cache(), &again.body), ("hit", &victim.body));
+    // An absolute-form target names the host: a different `Host` beside it is refused, the
+    // same one shares the key.
+    let absolute = send(
+        &service,
+        request("GET", "http://site/static/app.js", &[("host", "evil")]),
+    )
+    .await;
+    assert_eq!(absolute.x_cache(), "miss");
+    let absolute = send(
+        &service,
+        request("GET", "http://site/static/app.js", &[("host", "site")]),
+    )
+    .await;
+    assert_eq!(absolute.x_cache(), "hit");
+    // A key past the bound is not stored.
+    let long = format!("/{}", "x".repeat(9000));
+    for _ in 0..2 {
+        let answer = send(&service, request("GET", &long, &[("host", "site")])).await;
+        assert_eq!(answer.x_cache(), "miss", "long key");
+    }
+}
+
+/// Issue 28, item 2: variant keys keep values apart however they are split or spelled.
+#[tokio::test]
+async fn variant_keys_never_collide() {
+    let handler = Handler::new(|request| {
+        let values: Vec<String> = request
+            .headers()
+            .get_all("accept-language")
+            .iter()
+            .map(|value| format!("{:?}", value.as_bytes()))
+            .collect();
+        Response::builder()
+            .header(header::CACHE_CONTROL, "max-age=60")
+            .header(header::VARY, "accept-language, x-other")
+            .body(Body::from(values.join("|")))
+            .unwrap()
+    });
+    let service = ResponseCacheLayer::builder(tiered().build().unwrap())
+        .build()
+        .unwrap()
+        .layer(handler.service());
+    let ask = |values: &[&[u8]]| {
+        let mut asked = request("GET", "/v", &[]);
+        for value in values {
+            asked.headers_mut().append(
+                "accept-language",
+                http::HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        asked
+    };
+    let cases: [&[&[u8]]; 6] = [
+        &[b"a,b"],
+        &[b"a", b"b"],
+        &[b"\xff"],
+        &[b"\xfe"],
+        &[b""],
+        &[],
+    ];
+    for (at, values) in cases.iter().enumerate() {
+        let answer = send(&service, ask(values)).await;
+        assert_eq!(answer.x_cache(), "miss", "case {at}: {values:?}");
+        let expected: Vec<String> = values.iter().map(|value| format!("{value:?}")).collect();
+        assert_eq!(answer.body, expected.join("|"), "case {at}");
+    }
+    for (at, values) in cases.iter().enumerate() {
+        let answer = send(&service, ask(values)).await;
+        assert_eq!(answer.x_cache(), "hit", "case {at}: {values:?}");
+    }
+    assert_eq!(handler.calls(), cases.len());
+}
+
+/// Issue 28, item 3: `Expires: 0`, an unreadable `Expires` and an invalid or repeated
+/// `max-age` mean stale (RFC 9111 §4.2.1, §5.3): not stored, whatever `fresh_for` says.
+#[tokio::test]
+async fn unreadable_lifetimes_are_stale_not_absent() {
+    let handler = Handler::new(|request| {
+        let mut response = Response::builder();
+        for pair in request.uri().query().unwrap_or("").split('&') {
+            let (name, value) = pair.split_once('=').unwrap();
+            let value = value.replace("%20", " ").replace("%22", "\"");
+            response = response.header(name, value);
+        }
+        response.body(Body::from("x")).unwrap()
+    });
+    let service =
+        ResponseCacheLayer::builder(tiered().fresh_for(Duration::from_secs(60)).build().unwrap())
+            .build()
+            .unwrap()
+            .layer(handler.service());
+    let stale = [
+        "expires=0",
+        "expires=-1",
+        "expires=yesterday",
+        "expires=Sun,%2006%20Nov%201994%2008:49:37",
+        "expires=0&expires=Sun,%2006%20Nov%202094%2008:49:37%20GMT",
+        "cache-control=max-age=-1",
+        "cache-control=max-age=abc",
+        "cache-control=max-age=%22abc%22",
+        "cache-control=max-age",
+        "cache-control=max-age=60,%20max-age=0",
+        "cache-control=max-age=60&cache-control=max-age=61",
+        "cache-control=s-maxage=x,%20max-age=60",
+        "cache-control=public,%20s-maxage=-5",
+        "cache-control=max-age=1x&expires=Sun,%2006%20Nov%202094%2008:49:37%20GMT",
+    ];
+    for query in stale {
+        for _ in 0..2 {
+            let answer = send(&service, request("GET", &format!("/l?{query}"), &[])).await;
+            assert_eq!(answer.x_cache(), "miss", "{query}");
+        }
+    }
+    // Valid ones still count: a max-age overrides a stale Expires (RFC 9111 §5.3), and a
+    // response that says nothing takes `fresh_for`.
+    for query in [
+        "cache-control=max-age=60&expires=0",
+        "x-nothing=said",
+        "cache-control=public",
+    ] {
+        send(&service, request("GET", &format!("/l?{query}"), &[])).await;
+        let answer = send(&service, request("GET", &format!("/l?{query}"), &[])).await;
+        assert_eq!(answer.x_cache(), "hit", "{query}");
+    }
+}
+
+/// Issue 28, item 1: a header the builder names is a credential like `Cookie`.
+#[tokio::test]
+async fn a_named_credential_header_is_personal_too() {
+    let handler = Handler::new(|request| {
+        let key = request
+            .headers()
+            .get("x-api-key")
+            .map_or("-", |value| value.to_str().unwrap())
+            .to_owned();
+        let cache_control = if request.uri().path() == "/public" {
+            "public, max-age=60"
+        } else {
+            "max-age=60"
+        };
+        json(format!("key {key}"), cache_control)
+    });
+    let service =
+        ResponseCacheLayer::builder(tiered().fresh_for(Duration::from_secs(60)).build().unwrap())
+            .credential_header(http::HeaderName::from_static("x-api-key"))
+            .build()
+            .unwrap()
+            .layer(handler.service());
+    for key in ["a", "b", "a"] {
+        let answer = send(&service, request("GET", "/mine", &[("x-api-key", key)])).await;
+        assert_eq!(
+            (answer.x_cache(), &answer.body[..]),
+            ("miss", format!("key {key}").as_bytes())
+        );
+    }
+    send(&service, request("GET", "/public", &[("x-api-key", "a")])).await;
+    let answer = send(&service, request("GET", "/public", &[("x-api-key", "b")])).await;
+    assert_eq!((answer.x_cache(), &answer.body[..]), ("hit", &b"key a"[..]));
 }

@@ -1,6 +1,8 @@
-//! `ResponseCacheLayer` over real HTTP (axum servers, a hyper client), two instances sharing
-//! one Redis from brisk-testkit: a response cached by one is a hit in the other, variants
-//! included, and losing Redis costs hits, never answers.
+//! `ResponseCacheLayer` over real HTTP (axum servers, a hyper client and curl): two instances
+//! sharing one Redis from brisk-testkit, where a response cached by one is a hit in the
+//! other, variants included, and losing Redis costs hits, never answers; and two clients with
+//! different cookies and hostile `Host` headers on one server, where every answer is the one
+//! the handler gives that client.
 
 use std::{
     sync::{
@@ -149,4 +151,225 @@ async fn a_response_cached_by_one_instance_is_a_hit_in_the_other() {
         answer("hit", "kettle (en)")
     );
     assert_eq!((a.calls(), b.calls()), (1, 2));
+}
+
+/// What the two-client server's handler answers: `/me` is personal and says nothing (the
+/// cache's `fresh_for` would apply), `/auth` is personal with `must-revalidate`, `/page`
+/// varies on `Cookie`, anything else is `public` and depends on the host and path only.
+async fn two_client_handler(request: axum::extract::Request) -> axum::response::Response {
+    let header = |name: &str| {
+        request.headers().get(name).map_or("-".to_owned(), |value| {
+            String::from_utf8_lossy(value.as_bytes()).into_owned()
+        })
+    };
+    let (host, cookie, authorization) = (header("host"), header("cookie"), header("authorization"));
+    let path = request.uri().path().to_owned();
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |target| target.as_str())
+        .to_owned();
+    let (cache_control, vary, body) = match path.as_str() {
+        "/me" => (None, None, format!("me {cookie} {authorization}")),
+        "/auth" => (
+            Some("max-age=60, must-revalidate"),
+            None,
+            format!("auth {authorization}"),
+        ),
+        "/page" => (Some("max-age=60"), Some("cookie"), format!("page {cookie}")),
+        _ => (
+            Some("public, max-age=60"),
+            None,
+            format!("public {host} {target}"),
+        ),
+    };
+    let mut response = axum::response::Response::new(axum::body::Body::from(body));
+    if let Some(value) = cache_control {
+        response
+            .headers_mut()
+            .insert("cache-control", value.parse().unwrap());
+    }
+    if let Some(value) = vary {
+        response
+            .headers_mut()
+            .insert("vary", value.parse().unwrap());
+    }
+    response
+}
+
+/// The body `two_client_handler` gives a request for `target` with these headers (`host`: as
+/// the handler reads it, the `Host` header).
+fn expected(path: &str, host: &str, cookie: Option<&str>, authorization: Option<&str>) -> String {
+    let (cookie, authorization) = (cookie.unwrap_or("-"), authorization.unwrap_or("-"));
+    match path.split('?').next().unwrap_or(path) {
+        "/me" => format!("me {cookie} {authorization}"),
+        "/auth" => format!("auth {authorization}"),
+        "/page" => format!("page {cookie}"),
+        _ => format!("public {host} {path}"),
+    }
+}
+
+/// One request of the two-client test: who sends it, and what it carries.
+#[derive(Debug, Clone, Copy)]
+struct Asked {
+    /// curl (else hyper).
+    curl: bool,
+    /// The request target: a path, or an absolute-form URL.
+    target: &'static str,
+    host: &'static str,
+    cookie: Option<&'static str>,
+    authorization: Option<&'static str>,
+}
+
+impl Asked {
+    fn path(&self) -> &'static str {
+        match self.target.strip_prefix("http://") {
+            Some(rest) => &rest[rest.find('/').unwrap_or(rest.len())..],
+            None => self.target,
+        }
+    }
+}
+
+/// Sends `asked` to the server at `address`: (status, `x-cache`, body).
+async fn two_client_send(
+    client: &HttpClient,
+    address: std::net::SocketAddr,
+    asked: Asked,
+) -> (u16, String, String) {
+    if asked.curl {
+        let mut command = tokio::process::Command::new("curl");
+        command.args(["--silent", "--show-error", "--include", "--http1.1"]);
+        command.args(["-H", &format!("Host: {}", asked.host)]);
+        if let Some(cookie) = asked.cookie {
+            command.args(["-H", &format!("Cookie: {cookie}")]);
+        }
+        if let Some(authorization) = asked.authorization {
+            command.args(["-H", &format!("Authorization: {authorization}")]);
+        }
+        command.args(["--request-target", asked.target]);
+        command.arg(format!("http://{address}/"));
+        let output = command
+            .output()
+            .await
+            .expect("curl runs (xtask installs it)");
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let text = String::from_utf8(output.stdout).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+        let x_cache = head
+            .lines()
+            .find_map(|line| line.strip_prefix("x-cache: "))
+            .unwrap_or("")
+            .to_owned();
+        return (status, x_cache, body.to_owned());
+    }
+    // hyper sends the path (origin form); an absolute target is sent as such by curl only.
+    let mut request =
+        Request::get(format!("http://{address}{}", asked.path())).header("host", asked.host);
+    if let Some(cookie) = asked.cookie {
+        request = request.header("cookie", cookie);
+    }
+    if let Some(authorization) = asked.authorization {
+        request = request.header("authorization", authorization);
+    }
+    let response = client
+        .request(request.body(Empty::new()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let x_cache = response
+        .headers()
+        .get("x-cache")
+        .map_or("", |value| value.to_str().unwrap())
+        .to_owned();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, x_cache, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// Issue 28's target: a hyper client (user A) and curl (user B), with different cookies and
+/// `Authorization`, and B with hostile `Host` headers and absolute-form targets, ask one
+/// server the same URLs in turn: every answer is the one the handler gives that client (no
+/// personalised or poisoned response), and shared ones are hits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clients_never_get_each_others_or_poisoned_responses() {
+    let memory = MemoryCache::builder()
+        .max_weight(16 << 20)
+        .weigher(|key: &String, value: &Stamped<CachedResponse>| {
+            (key.len() + value.value().weight()) as u32
+        })
+        .build()
+        .unwrap();
+    let cache = Tiered::builder()
+        .memory(memory)
+        .fresh_for(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let app = Router::new()
+        .fallback(two_client_handler)
+        .layer(ResponseCacheLayer::builder(cache).build().unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
+
+    let a = |target, cookie, authorization| Asked {
+        curl: false,
+        target,
+        host: "site",
+        cookie,
+        authorization,
+    };
+    let b = |target, host, cookie, authorization| Asked {
+        curl: true,
+        target,
+        host,
+        cookie,
+        authorization,
+    };
+    let (cookie_a, cookie_b) = (Some("session=a"), Some("session=b"));
+    let (token_a, token_b) = (Some("Bearer a"), Some("Bearer b"));
+    let mut asked = Vec::new();
+    for path in ["/me", "/auth", "/page", "/static/app.js"] {
+        asked.extend([
+            a(path, cookie_a, None),
+            b(path, "site", cookie_b, None),
+            a(path, None, token_a),
+            b(path, "site", None, token_b),
+            a(path, cookie_a, token_a),
+            b(path, "site", None, None),
+            a(path, None, None),
+        ]);
+    }
+    // B tries to poison A's script and page: a path in the host, another case, a port, user
+    // information, an absolute target with another host, and A asks after each.
+    for (target, host) in [
+        ("/app.js", "site/static"),
+        ("/static/app.js", "SITE"),
+        ("/static/app.js", "site:80"),
+        ("/static/app.js", "evil@site"),
+        ("/static/app.js?x", "site"),
+        ("http://site/static/app.js", "evil"),
+        ("http://evil/static/app.js", "site"),
+        ("http://site/static/app.js", "site"),
+        ("/page", "site/x"),
+    ] {
+        asked.push(b(target, host, cookie_b, None));
+        asked.push(a("/static/app.js", cookie_a, None));
+        asked.push(a("/page", cookie_a, None));
+    }
+    let mut hits = 0;
+    for round in 0..3 {
+        for asked in &asked {
+            let (status, x_cache, body) = two_client_send(&client, address, *asked).await;
+            assert_eq!(status, 200, "round {round}: {asked:?}");
+            let wanted = expected(asked.path(), asked.host, asked.cookie, asked.authorization);
+            assert_eq!(body, wanted, "round {round}: {asked:?} ({x_cache})");
+            hits += usize::from(x_cache == "hit");
+        }
+    }
+    assert!(hits >= asked.len(), "shared answers are hits: {hits}");
 }

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use http::{
     HeaderMap, HeaderValue, Method, Request, Response, StatusCode,
     header::{
-        CACHE_CONTROL, CONTENT_LOCATION, CONTENT_TYPE, DATE, ETAG, EXPIRES, LAST_MODIFIED, VARY,
+        CACHE_CONTROL, CONTENT_LOCATION, CONTENT_TYPE, DATE, ETAG, EXPIRES, LAST_MODIFIED,
+        SET_COOKIE, VARY,
     },
 };
 use http_body::Body;
@@ -90,7 +91,10 @@ const NOT_MODIFIED_HEADERS: [http::HeaderName; 7] = [
 ///   methods must hold *before* the method runs, so they are answered only with a
 ///   [`validator`](ConditionalLayerBuilder::validator), before the handler; without one they
 ///   are the handler's.
-/// - **`Cache-Control`** from the policies set on the builder, unless the handler set one.
+/// - **`Cache-Control`** from the policies set on the builder, unless the handler set one,
+///   on 2xx and 304 responses without `Set-Cookie` only: a 4xx/5xx, another 3xx, or a
+///   response that sets a cookie goes out with the handler's headers as they are. Entity
+///   tags (looked up or hashed) go on 2xx responses only.
 ///
 /// ```
 /// use std::time::Duration;
@@ -211,7 +215,9 @@ impl ConditionalLayerBuilder {
         self
     }
 
-    /// `Cache-Control` for responses no content-type policy covers. Default: none.
+    /// `Cache-Control` for responses no content-type policy covers. Default: none. Like
+    /// every policy, set only on 2xx and 304 responses that have no `Cache-Control` and no
+    /// `Set-Cookie` of their own.
     pub fn cache_control(mut self, policy: CacheControl) -> Self {
         self.default_policy = Some(policy);
         self
@@ -363,7 +369,13 @@ where
     B::Error: Into<BoxError>,
 {
     let (mut parts, body) = response.into_parts();
-    if !parts.headers.contains_key(CACHE_CONTROL)
+    // A policy is for successes: never on a 4xx/5xx (a shared cache in front would keep the
+    // error), a 1xx or 3xx other than 304, nor on a response that sets a cookie (`public` on
+    // it would share one user's session with the next).
+    let policed = (parts.status.is_success() || parts.status == StatusCode::NOT_MODIFIED)
+        && !parts.headers.contains_key(SET_COOKIE);
+    if policed
+        && !parts.headers.contains_key(CACHE_CONTROL)
         && let Some(policy) = policy_for(config, &parts.headers)
     {
         parts.headers.insert(CACHE_CONTROL, policy.clone());

@@ -19,6 +19,10 @@ mod body;
 mod cache_control;
 mod directives;
 mod etag;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
+mod key;
 mod layer;
 mod precondition;
 mod response_cache;

@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http::{
     HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode,
     header::{
-        AGE, AUTHORIZATION, CACHE_CONTROL, DATE, ETAG, EXPIRES, HOST, IF_RANGE, PRAGMA, RANGE,
+        AGE, AUTHORIZATION, CACHE_CONTROL, COOKIE, DATE, ETAG, EXPIRES, IF_RANGE, PRAGMA, RANGE,
         SET_COOKIE, VARY,
     },
 };
@@ -23,7 +23,7 @@ use http_body_util::BodyExt;
 use tower_layer::Layer;
 use tower_service::Service;
 
-use super::{BoxError, CacheBody, directives, layer::hash_tag, precondition::PRECONDITIONS};
+use super::{BoxError, CacheBody, directives, key, layer::hash_tag, precondition::PRECONDITIONS};
 use crate::{Cache, Error, NoRemote, Remote, Stamped, Tiered, metrics::Series, tiered::NotStored};
 
 /// The response header that tells how a response was answered: `hit`, `miss` or `stale`.
@@ -32,6 +32,10 @@ pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// Statuses a cache may store with explicit freshness (RFC 9110 §15.1, "heuristically
 /// cacheable" ones; server errors are failures here).
 const STORABLE: [u16; 10] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414];
+
+/// Request headers that carry credentials whatever the builder adds: `Authorization` (RFC
+/// 9111 §3.5) and `Cookie` (a session).
+pub(crate) const CREDENTIALS: [HeaderName; 2] = [AUTHORIZATION, COOKIE];
 
 /// A response as the response cache keeps it: status, headers and body, or the list of
 /// request headers the responses at a URL vary on. Opaque; with feature `redis` it is
@@ -87,6 +91,14 @@ impl CachedResponse {
         match &*self.0 {
             Stored::Response(entry) => Some(entry.lifetime),
             Stored::Vary(_) => None,
+        }
+    }
+
+    /// Whether this is a response that may not answer a request carrying `credentials`.
+    fn refuses(&self, credentials: &[HeaderName]) -> bool {
+        match &*self.0 {
+            Stored::Response(entry) => !answers_to(entry, credentials),
+            Stored::Vary(_) => false,
         }
     }
 }
@@ -268,20 +280,46 @@ impl Answered {
 /// is answered without running the handler, in every instance that shares the cache's Redis
 /// level.
 ///
-/// - **Keys**: the method (a `HEAD` reads `GET`'s entry), `Host`, path and query, and the
-///   values of the request headers the response names in `Vary`. A response that varies is
+/// - **Keys**: the method (a `HEAD` reads `GET`'s entry), the host, path and query, and the
+///   values of the request headers the response names in `Vary`, encoded so that no two
+///   requests share a key unless they ask for the same resource and variant. The host is
+///   the `Host` header (or an absolute-form target's authority; both there and different:
+///   no key), as sent, and must be an authority: a DNS name, IPv4 address or bracketed
+///   IPv6 literal with an optional port. It is not normalised: `site`, `SITE` and
+///   `site:80` are three keys, so that a handler that writes the host it was sent into its
+///   page never hands one client's spelling to another.
+///   Anything else (`site/static`, `user@site`, two `Host` headers, …), or a key longer
+///   than 8 KiB (8192 bytes, varied header values included), is no key: the request passes
+///   to the handler, counted as a pass, and nothing is stored. A response that varies is
 ///   stored once per variant; `Vary: *` is never stored.
 /// - **What is stored**: a response of a storable status (200, 203, 204, 300, 301, 308, 404,
 ///   405, 410, 414) with a body of known length up to
 ///   [`max_body`](ResponseCacheLayerBuilder::max_body), fresh for its `s-maxage`, else its
 ///   `max-age`, else `Expires` − `Date`, else the [`Tiered`] cache's
-///   [`fresh_for`](crate::TieredBuilder::fresh_for) (without it, not stored). A response with `no-store`, `private`, `no-cache` or
-///   `Set-Cookie` is not stored; nor is one to a request with `Authorization`, `Range` or a
-///   method other than GET and HEAD (those pass through).
-/// - **Requests**: `Cache-Control: no-store` is answered from the cache if it can be, and
-///   what the handler answers is not stored; `no-cache`, `max-age=0` or `Pragma: no-cache`
-///   go to the handler and store its response (unless
-///   [`ignore_request_directives`](ResponseCacheLayerBuilder::ignore_request_directives)).
+///   [`fresh_for`](crate::TieredBuilder::fresh_for) (without it, not stored). A response with
+///   `no-store`, `private`, `no-cache` or `Set-Cookie` is not stored. Lifetimes that cannot
+///   be read mean stale (RFC 9111 §4.2.1, §5.3), so such a response is not stored (not even
+///   through `fresh_for`): an `Expires` that is not a date (`0`, `-1`) or comes twice, a
+///   `max-age` or `s-maxage` that is not delta-seconds (`-1`, `"abc"`, no argument), and a
+///   `max-age` or `s-maxage` given more than once (the RFC's "consider the response stale"
+///   choice). A `max-age` makes `Expires` irrelevant, readable or not (§5.3).
+/// - **Credentials**: a request with `Authorization`, `Cookie` or a header named with
+///   [`credential_header`](ResponseCacheLayerBuilder::credential_header) is personal. Its
+///   response is stored only if it says any user may have it (`public`, or `s-maxage`;
+///   stricter than RFC 9111 §3.5, which also lets `must-revalidate` share it), or if it
+///   varies on every credential header the request carries (then each credential value has
+///   its own variant: with `Vary: Cookie`, one per session), and only with a lifetime of its
+///   own (never `fresh_for`). It is answered from the cache only by a response that says any
+///   user may have it (`public`, `s-maxage`) or that varies on those headers: a response
+///   stored for anonymous requests through `fresh_for` goes to them only, and a personal
+///   request for it passes to the handler.
+/// - **Passed through**: methods other than GET and HEAD, and requests with `Range`.
+/// - **Requests' directives** are not the client's to decide by default, as in shared
+///   proxies: `Cache-Control: no-cache` or `max-age=0` and `Pragma: no-cache` are ignored
+///   unless [`honour_request_directives`](ResponseCacheLayerBuilder::honour_request_directives)
+///   (then they go to the handler and store its response). `Cache-Control: no-store` is
+///   always honoured: the request is answered from the cache if it can be, and what the
+///   handler answers it is not stored (it costs others nothing).
 /// - **Answers** carry `x-cache: hit|miss|stale` and, from the cache, `Age`. A 200 stored
 ///   without an `ETag` is given its body's XXH3 tag, so a [`ConditionalLayer`](super::ConditionalLayer)
 ///   outside this layer answers `If-None-Match` from the cached copy without hashing it.
@@ -338,6 +376,8 @@ impl<R> fmt::Debug for ResponseCacheLayer<R> {
         f.debug_struct("ResponseCacheLayer")
             .field("max_body", &self.config.max_body)
             .field("default_ttl", &self.config.cache.fresh_for())
+            .field("request_directives", &self.config.request_directives)
+            .field("credentials", &self.config.credentials)
             .finish_non_exhaustive()
     }
 }
@@ -346,6 +386,9 @@ struct Config<R> {
     cache: Tiered<String, CachedResponse, R>,
     max_body: u64,
     request_directives: bool,
+    /// The request headers that carry credentials: [`CREDENTIALS`] and those the builder
+    /// added.
+    credentials: Vec<HeaderName>,
     metrics: Metrics,
 }
 
@@ -355,7 +398,8 @@ impl<R> ResponseCacheLayer<R> {
         ResponseCacheLayerBuilder {
             cache,
             max_body: 1 << 20,
-            request_directives: true,
+            request_directives: false,
+            credentials: CREDENTIALS.to_vec(),
             metrics: Metrics::noop(),
         }
     }
@@ -367,6 +411,7 @@ pub struct ResponseCacheLayerBuilder<R> {
     cache: Tiered<String, CachedResponse, R>,
     max_body: u64,
     request_directives: bool,
+    credentials: Vec<HeaderName>,
     metrics: Metrics,
 }
 
@@ -374,6 +419,8 @@ impl<R> fmt::Debug for ResponseCacheLayerBuilder<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ResponseCacheLayerBuilder")
             .field("max_body", &self.max_body)
+            .field("request_directives", &self.request_directives)
+            .field("credentials", &self.credentials)
             .finish_non_exhaustive()
     }
 }
@@ -386,10 +433,25 @@ impl<R> ResponseCacheLayerBuilder<R> {
         self
     }
 
-    /// Ignores the requests' `Cache-Control` and `Pragma`, so that clients cannot make
-    /// requests skip the cache (a request's `no-cache` reaches the handler otherwise).
-    pub fn ignore_request_directives(mut self) -> Self {
-        self.request_directives = false;
+    /// Honours the requests' `Cache-Control: no-cache` / `max-age=0` and `Pragma: no-cache`:
+    /// such a request goes to the handler, and its response replaces the stored one. Any
+    /// client can then send every request of its own to the handler, so this suits a cache
+    /// in front of trusted clients only. Default: ignored, as shared proxies do (a request's
+    /// `no-store` is honoured either way: what the handler answers it is not stored).
+    pub fn honour_request_directives(mut self) -> Self {
+        self.request_directives = true;
+        self
+    }
+
+    /// Treats request header `name` as a credential, as `Authorization` and `Cookie` are
+    /// (an API key header, say): a request that carries it is personal, and its response is
+    /// stored, and a stored response answers it, only where the response says any user may
+    /// have it (`public`, `s-maxage`) or varies on `name` (see [`ResponseCacheLayer`]).
+    /// Default: `Authorization` and `Cookie` only; this adds to them.
+    pub fn credential_header(mut self, name: HeaderName) -> Self {
+        if !self.credentials.contains(&name) {
+            self.credentials.push(name);
+        }
         self
     }
 
@@ -419,6 +481,7 @@ impl<R> ResponseCacheLayerBuilder<R> {
                 cache: self.cache,
                 max_body: self.max_body,
                 request_directives: self.request_directives,
+                credentials: self.credentials,
                 metrics: self.metrics,
             }),
         })
@@ -470,15 +533,17 @@ enum Asks {
     Refresh,
 }
 
-fn asks(headers: &HeaderMap) -> Asks {
+/// What `headers` ask: `no-store` always counts; `no-cache`, `max-age=0` and `Pragma` only
+/// when the layer `honours` them.
+fn asks(headers: &HeaderMap, honours: bool) -> Asks {
     let mut asks = Asks::Normal;
     for value in headers.get_all(CACHE_CONTROL) {
         let Ok(text) = value.to_str() else { continue };
         for directive in directives(text) {
             match &*directive.name {
                 "no-store" => return Asks::NoStore,
-                "no-cache" => asks = Asks::Refresh,
-                "max-age" if directive.seconds() == Some(0) => asks = Asks::Refresh,
+                "no-cache" if honours => asks = Asks::Refresh,
+                "max-age" if honours && directive.seconds() == Some(0) => asks = Asks::Refresh,
                 _ => {}
             }
         }
@@ -490,46 +555,11 @@ fn asks(headers: &HeaderMap) -> Asks {
                 .is_ok_and(|text| text.to_ascii_lowercase().contains("no-cache"))
         })
     };
-    if asks == Asks::Normal && !headers.contains_key(CACHE_CONTROL) && pragma_no_cache() {
+    if honours && asks == Asks::Normal && !headers.contains_key(CACHE_CONTROL) && pragma_no_cache()
+    {
         asks = Asks::Refresh;
     }
     asks
-}
-
-/// The request's base key: `Host`, path and query (the method is GET's for GET and HEAD).
-fn base_key<B>(request: &Request<B>) -> String {
-    let host = request
-        .uri()
-        .authority()
-        .map(|authority| authority.as_str().as_bytes())
-        .or_else(|| request.headers().get(HOST).map(HeaderValue::as_bytes))
-        .unwrap_or_default();
-    let path = request
-        .uri()
-        .path_and_query()
-        .map_or("/", |path| path.as_str());
-    let mut key = String::with_capacity(host.len() + path.len() + 5);
-    key.push_str("GET ");
-    key.push_str(&String::from_utf8_lossy(host));
-    key.push_str(path);
-    key
-}
-
-/// The key of the variant of `base` that `headers` select on `names`.
-fn variant_key(base: &str, names: &[HeaderName], headers: &HeaderMap) -> String {
-    let mut key = String::from(base);
-    for name in names {
-        key.push('\n');
-        key.push_str(name.as_str());
-        key.push(':');
-        for (at, value) in headers.get_all(name).iter().enumerate() {
-            if at > 0 {
-                key.push(',');
-            }
-            key.push_str(&String::from_utf8_lossy(value.as_bytes()));
-        }
-    }
-    key
 }
 
 /// The request headers a response varies on, lowercase and sorted; `None` for `Vary: *`.
@@ -553,57 +583,100 @@ fn vary_names(headers: &HeaderMap) -> Option<Vec<HeaderName>> {
     Some(names)
 }
 
-/// How long a response may be stored fresh, if it may be stored at all (status, directives,
-/// cookies, body length).
-fn storable<B: Body>(
+/// Whether a response says any user may have it: `public`, or `s-maxage` (RFC 9111 §3.5;
+/// `must-revalidate`, which the RFC counts too, does not here: it often goes on personal
+/// pages).
+fn shared_explicitly(headers: &HeaderMap) -> bool {
+    headers.get_all(CACHE_CONTROL).iter().any(|value| {
+        value.to_str().is_ok_and(|text| {
+            directives(text)
+                .any(|directive| directive.name == "public" || directive.name == "s-maxage")
+        })
+    })
+}
+
+/// Whether a stored response may answer a request that carries the credential headers
+/// `credentials`: any, if it carries none; else only if the response says any user may have
+/// it or varies on all of them (its key then holds their values).
+fn answers_to(entry: &Entry, credentials: &[HeaderName]) -> bool {
+    credentials.is_empty()
+        || shared_explicitly(&entry.headers)
+        || credentials.iter().all(|name| entry.vary.contains(name))
+}
+
+/// How long a response may be stored fresh, and the request headers it varies on, if it may
+/// be stored at all (status, directives, cookies, body length, the request's credentials):
+/// see [`ResponseCacheLayer`]. `credentials` are the credential headers the request carried;
+/// `default_ttl` is the lifetime of a response that gives none (never for such a request).
+pub(crate) fn storable(
     max_body: u64,
     default_ttl: Option<Duration>,
-    response: &Response<B>,
-) -> Option<Duration> {
-    if !STORABLE.contains(&response.status().as_u16())
-        || response.headers().contains_key(SET_COOKIE)
-        || response
-            .body()
-            .size_hint()
-            .exact()
-            .is_none_or(|length| length > max_body)
+    credentials: &[HeaderName],
+    status: StatusCode,
+    headers: &HeaderMap,
+    body_length: Option<u64>,
+) -> Option<(Duration, Vec<HeaderName>)> {
+    if !STORABLE.contains(&status.as_u16())
+        || headers.contains_key(SET_COOKIE)
+        || body_length.is_none_or(|length| length > max_body)
     {
         return None;
     }
-    let (mut max_age, mut s_maxage) = (None, None);
-    for value in response.headers().get_all(CACHE_CONTROL) {
+    let vary = vary_names(headers)?;
+    let (mut max_age, mut s_maxage, mut public) = (None, None, false);
+    for value in headers.get_all(CACHE_CONTROL) {
         let text = value.to_str().ok()?;
         for directive in directives(text) {
-            match &*directive.name {
+            let slot = match &*directive.name {
                 "no-store" | "private" | "no-cache" => return None,
-                "max-age" => max_age = directive.seconds(),
-                "s-maxage" => s_maxage = directive.seconds(),
-                _ => {}
+                "public" => {
+                    public = true;
+                    continue;
+                }
+                "max-age" => &mut max_age,
+                "s-maxage" => &mut s_maxage,
+                _ => continue,
+            };
+            // Not delta-seconds, or given twice: stale (RFC 9111 §4.2.1, §1.2.2).
+            if slot.is_some() {
+                return None;
             }
+            *slot = Some(directive.seconds()?);
         }
     }
-    let seconds = s_maxage.or(max_age).or_else(|| {
-        let date = |name| {
-            let text = response.headers().get(name)?.to_str().ok()?;
-            httpdate::parse_http_date(text).ok()
-        };
-        // An unreadable `Expires` means already expired (RFC 9111 §5.3).
-        if !response.headers().contains_key(EXPIRES) {
-            return None;
-        }
-        let expires = date(EXPIRES)?;
-        let since = date(DATE).unwrap_or_else(std::time::SystemTime::now);
-        Some(
-            expires
-                .duration_since(since)
-                .map_or(0, |left| left.as_secs()),
-        )
+    let given = s_maxage.or(max_age).or_else(|| {
+        // Only without max-age does `Expires` count (§5.3); unreadable, it means stale.
+        headers.contains_key(EXPIRES).then(|| expires_in(headers))
     });
-    let lifetime = match seconds {
+    // A request with credentials: only what any user may have, or a variant per credential.
+    let shared = public || s_maxage.is_some();
+    if !(credentials.is_empty() || shared || credentials.iter().all(|name| vary.contains(name))) {
+        return None;
+    }
+    let lifetime = match given {
         Some(seconds) => Duration::from_secs(seconds),
-        None => default_ttl?,
+        // The cache's default lifetime is for anonymous requests only.
+        None if credentials.is_empty() => default_ttl?,
+        None => return None,
     };
-    (!lifetime.is_zero()).then_some(lifetime)
+    (!lifetime.is_zero()).then_some((lifetime, vary))
+}
+
+/// Seconds from `Date` (else now) to `Expires`: 0 for an `Expires` that is not a date or
+/// comes twice, or is past (RFC 9111 §5.3: "already expired").
+fn expires_in(headers: &HeaderMap) -> u64 {
+    let date = |value: &HeaderValue| httpdate::parse_http_date(value.to_str().ok()?).ok();
+    let mut all = headers.get_all(EXPIRES).iter();
+    let (Some(expires), None) = (all.next().and_then(date), all.next()) else {
+        return 0;
+    };
+    let since = headers
+        .get(DATE)
+        .and_then(date)
+        .unwrap_or_else(std::time::SystemTime::now);
+    expires
+        .duration_since(since)
+        .map_or(0, |left| left.as_secs())
 }
 
 /// What the handler gave a request whose response the cache does not answer.
@@ -672,33 +745,52 @@ where
 {
     let metrics = &config.metrics;
     let method = request.method().clone();
-    let cacheable = (method == Method::GET || method == Method::HEAD)
-        && !request.headers().contains_key(AUTHORIZATION)
-        && !request.headers().contains_key(RANGE);
-    if !cacheable {
-        return pass(metrics, &mut inner, request).await;
-    }
-    let asks = if config.request_directives {
-        asks(request.headers())
-    } else {
-        Asks::Normal
+    let cacheable =
+        (method == Method::GET || method == Method::HEAD) && !request.headers().contains_key(RANGE);
+    // No key (a `Host` that is no authority, a key too long): the handler's, unstored.
+    let base = match key::base_key(request.uri(), request.headers()) {
+        Ok(base) if cacheable => base,
+        _ => return pass(metrics, &mut inner, request).await,
     };
-    let base = base_key(&request);
+    let asks = asks(request.headers(), config.request_directives);
+    // The credential headers the request carries: it is personal if there are any.
+    let credentials: Vec<HeaderName> = config
+        .credentials
+        .iter()
+        .filter(|name| request.headers().contains_key(*name))
+        .cloned()
+        .collect();
     let cache = &config.cache;
-    let expected = match cache.peek(&base).await.as_ref().map(|stored| &*stored.0) {
+    let found = cache.peek(&base).await;
+    let expected = match found.as_ref().map(|stored| &*stored.0) {
         Some(Stored::Vary(names)) => names.clone(),
         _ => Vec::new(),
     };
     let key = if expected.is_empty() {
         base.clone()
     } else {
-        variant_key(&base, &expected, request.headers())
+        match key::variant_key(&base, &expected, request.headers()) {
+            Ok(key) => key,
+            Err(_) => return pass(metrics, &mut inner, request).await,
+        }
     };
+    // A personal request that a stored response may not answer is the handler's: a load
+    // through the cache would answer (and refresh) that response.
+    if !credentials.is_empty() {
+        let stored = if expected.is_empty() {
+            found
+        } else {
+            cache.peek(&key).await
+        };
+        if stored.is_some_and(|stored| stored.refuses(&credentials)) {
+            return pass(metrics, &mut inner, request).await;
+        }
+    }
     let head = method == Method::HEAD;
     if head || asks == Asks::NoStore {
         // Answered from the cache if it can be; what the handler answers is not stored.
         if let Ok(Some(stored)) = cache.get(&key).await
-            && let Some(response) = from_cache(&config, &stored, Answered::Hit, head)
+            && let Some(response) = from_cache(&config, &stored, Answered::Hit, head, &credentials)
         {
             return Ok(response);
         }
@@ -719,6 +811,7 @@ where
         Arc::clone(&made),
         base,
         expected,
+        credentials.clone(),
     );
     let loaded = if asks == Asks::Refresh {
         // To the handler without looking, stored under its key as a load would be.
@@ -757,10 +850,11 @@ where
             };
             // A failure answered by a stale copy: the failed response is dropped.
             drop(mine);
-            if let Some(response) = from_cache(&config, &stored, answered, false) {
+            if let Some(response) = from_cache(&config, &stored, answered, false, &credentials) {
                 return Ok(response);
             }
-            // A URL's `Vary` list where a response was expected (it changed just now).
+            // A URL's `Vary` list where a response was expected (it changed just now), or
+            // a response stored just now that may not answer this personal request.
             match take(&pending) {
                 Some((mut inner, request)) => pass(metrics, &mut inner, request).await,
                 None => Ok(unanswerable(metrics, StatusCode::INTERNAL_SERVER_ERROR)),
@@ -814,6 +908,7 @@ fn loader<S, R, ReqBody, ResBody>(
     made: Slot<CachedResponse>,
     base: String,
     expected: Vec<HeaderName>,
+    credentials: Vec<HeaderName>,
 ) -> impl FnOnce() -> Pin<Box<dyn Future<Output = Result<CachedResponse, NotStored>> + Send>>
 + Send
 + 'static
@@ -846,11 +941,30 @@ where
                 }
             };
             let failed = response.status().is_server_error();
-            let lifetime = (!failed)
-                // The cache's `fresh_for` is the lifetime of a response that gives none.
-                .then(|| storable(config.max_body, config.cache.fresh_for(), &response))
-                .flatten();
-            let (Some(lifetime), Some(vary)) = (lifetime, vary_names(response.headers())) else {
+            let decided = (!failed)
+                .then(|| {
+                    storable(
+                        config.max_body,
+                        // The lifetime of a response that gives none (anonymous requests).
+                        config.cache.fresh_for(),
+                        &credentials,
+                        response.status(),
+                        response.headers(),
+                        response.body().size_hint().exact(),
+                    )
+                })
+                .flatten()
+                // Varying otherwise than the key said, it is stored under a key of its own:
+                // none (too long), none stored.
+                .and_then(|(lifetime, vary)| {
+                    let own = if vary.is_empty() || vary == expected {
+                        None
+                    } else {
+                        Some(key::variant_key(&base, &vary, &headers).ok()?)
+                    };
+                    Some((lifetime, vary, own))
+                });
+            let Some((lifetime, vary, own)) = decided else {
                 let response = response.map(CacheBody::passed);
                 put(
                     &handled,
@@ -911,16 +1025,15 @@ where
             // The URL's responses vary otherwise than its key said: this one is stored under
             // its own key, and the URL's entry says how they vary.
             let cache = &config.cache;
-            if names.is_empty() {
-                cache
-                    .store_loaded(base, stored.clone(), Some(lifetime))
-                    .await;
-            } else {
-                let key = variant_key(&base, &names, &headers);
+            if let Some(key) = own {
                 let vary = CachedResponse(Arc::new(Stored::Vary(names)));
                 cache.store_loaded(base, vary, Some(lifetime)).await;
                 cache
                     .store_loaded(key, stored.clone(), Some(lifetime))
+                    .await;
+            } else {
+                cache
+                    .store_loaded(base, stored.clone(), Some(lifetime))
                     .await;
             }
             if let Some(response) = entry_response(&config, &stored, Answered::Miss, false) {
@@ -937,17 +1050,22 @@ where
     }
 }
 
-/// A stored response as the answer to a request (`head`: without its body), counted;
-/// `None` if `stored` is a URL's `Vary` list.
+/// A stored response as the answer to a request (`head`: without its body) that carries the
+/// credential headers `credentials`, counted; `None` if `stored` is a URL's `Vary` list or
+/// may not answer that request.
 fn from_cache<R, B>(
     config: &Config<R>,
     stored: &CachedResponse,
     answered: Answered,
     head: bool,
+    credentials: &[HeaderName],
 ) -> Option<Response<CacheBody<B>>>
 where
     R: Remote<String, Stamped<CachedResponse>>,
 {
+    if stored.refuses(credentials) {
+        return None;
+    }
     let response = entry_response(config, stored, answered, head)?;
     let metrics = &config.metrics;
     match answered {
