@@ -562,6 +562,53 @@ async fn stale_answers_while_revalidating_and_when_the_handler_fails() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_response_that_must_be_revalidated_is_never_answered_stale() {
+    // must-revalidate, proxy-revalidate and s-maxage (proxy-revalidate's semantics in a
+    // shared cache): no stale answer, neither while revalidating nor when the handler fails.
+    for directives in [
+        "max-age=10, must-revalidate",
+        "max-age=10, proxy-revalidate",
+        "s-maxage=10",
+    ] {
+        let handler = Handler::new(move |_| json("v1", directives));
+        let cache = tiered()
+            .fresh_for(Duration::from_secs(10))
+            .stale_while_revalidate(Duration::from_secs(5))
+            .fail_safe(Duration::from_secs(60))
+            .build()
+            .unwrap();
+        let service = ResponseCacheLayer::builder(cache)
+            .build()
+            .unwrap()
+            .layer(handler.service());
+        send(&service, request("GET", "/m", &[])).await;
+        // Within stale-while-revalidate: the handler answers, not the stale copy.
+        tokio::time::advance(Duration::from_secs(12)).await;
+        handler.answer(move |_| json("v2", directives));
+        let revalidated = send(&service, request("GET", "/m", &[])).await;
+        assert_eq!(
+            (revalidated.x_cache(), &revalidated.body[..]),
+            ("miss", &b"v2"[..]),
+            "{directives}"
+        );
+        // Past freshness with the handler failing: the failure, not the stale copy.
+        tokio::time::advance(Duration::from_secs(20)).await;
+        handler.answer(|_| {
+            Response::builder()
+                .status(StatusCode::SERVICE_UNAVAILABLE)
+                .body(Body::from("down"))
+                .unwrap()
+        });
+        let failed = send(&service, request("GET", "/m", &[])).await;
+        assert_eq!(
+            (failed.status, &failed.body[..]),
+            (StatusCode::SERVICE_UNAVAILABLE, &b"down"[..]),
+            "{directives}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_response_that_became_unstorable_is_not_answered_by_the_stale_copy() {
     let handler = Handler::new(|_| json("public", "max-age=10"));
     let cache = tiered()

@@ -64,6 +64,28 @@ struct Entry {
 }
 
 impl CachedResponse {
+    /// Whether the response may be answered stale (within the cache's
+    /// stale-while-revalidate or fail-safe windows): not if it says `must-revalidate`,
+    /// `proxy-revalidate` or `s-maxage` (which implies `proxy-revalidate` in a shared
+    /// cache), RFC 9111 §5.2.2.2, §5.2.2.8, §5.2.2.10. Read from its stored `Cache-Control`
+    /// only when a stale answer is weighed.
+    fn may_serve_stale(&self) -> bool {
+        let Stored::Response(entry) = &*self.0 else {
+            return true;
+        };
+        !entry.headers.get_all(CACHE_CONTROL).iter().any(|value| {
+            // An unreadable header: no stale answers, to be safe.
+            value.to_str().map_or(true, |text| {
+                directives(text).any(|directive| {
+                    matches!(
+                        &*directive.name,
+                        "must-revalidate" | "proxy-revalidate" | "s-maxage"
+                    )
+                })
+            })
+        })
+    }
+
     /// Bytes this entry holds (body, headers and bookkeeping): a weigher for the memory
     /// level, with the key's length added.
     pub fn weight(&self) -> usize {
@@ -833,7 +855,7 @@ where
                 key,
                 load,
                 |stored: &CachedResponse| stored.lifetime(),
-                |_| true,
+                CachedResponse::may_serve_stale,
             )
             .await
     };
