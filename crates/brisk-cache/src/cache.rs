@@ -95,6 +95,9 @@ pub struct WriteFence {
     /// When it was read, if the level fences writes: a fence read longer ago than the
     /// level keeps fences cannot vouch for anything.
     pub(crate) read_at: Option<std::time::Instant>,
+    /// The level's namespace then (the Redis level's `invalidate_all` changes it).
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) namespace: u64,
 }
 
 /// No second level: a [`Tiered`](crate::Tiered) cache over memory alone, the embedded

@@ -91,8 +91,28 @@ impl Epochs {
 
     /// Whether a write of the key `epoch` was read for may have happened since.
     pub(crate) fn moved(&self, epoch: Epoch) -> bool {
-        self.stripes[epoch.stripe].load(SeqCst) != epoch.seen || self.all.load(SeqCst) != epoch.all
+        self.moved_besides(epoch, 0)
     }
+
+    /// [`moved`](Self::moved), not counting the caller's own `bumps` of the key since.
+    pub(crate) fn moved_besides(&self, epoch: Epoch, bumps: u64) -> bool {
+        self.stripes[epoch.stripe].load(SeqCst) != epoch.seen.wrapping_add(bumps)
+            || self.all.load(SeqCst) != epoch.all
+    }
+}
+
+/// How many of `epochs` (one per key of one write, read together) share each one's stripe:
+/// the bumps the write itself makes to that stripe per round.
+pub(crate) fn shared_stripes(epochs: &[Epoch]) -> Vec<u64> {
+    epochs
+        .iter()
+        .map(|epoch| {
+            epochs
+                .iter()
+                .filter(|other| other.stripe == epoch.stripe)
+                .count() as u64
+        })
+        .collect()
 }
 
 impl Epoch {

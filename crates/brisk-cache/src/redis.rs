@@ -379,6 +379,12 @@ where
         format!("{}:{}#fence:{key}", self.inner.prefix, self.namespace())
     }
 
+    /// The fence over every key of the namespace, set by prefix invalidations (not on a
+    /// cluster, where those are refused).
+    fn fence_all_key(&self) -> String {
+        format!("{}:{}#fence", self.inner.prefix, self.namespace())
+    }
+
     fn connection(&self) -> C {
         self.inner.connection.clone()
     }
@@ -417,7 +423,15 @@ where
     /// Sets `key`'s write fence to a new token, before the write itself (same pipeline), so
     /// that loads that read the source before this write do not store after it.
     fn fence(&self, writes: &mut Writes, key: &K) {
-        let fence = self.fence_key(key);
+        self.set_fence(writes, self.fence_key(key));
+    }
+
+    /// Sets the fence over every key (a prefix invalidation, whose keys are not known).
+    fn fence_all(&self, writes: &mut Writes) {
+        self.set_fence(writes, self.fence_all_key());
+    }
+
+    fn set_fence(&self, writes: &mut Writes, fence: String) {
         let ms = u64::try_from(self.inner.fence_for.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -724,6 +738,11 @@ where
                 reason: "prefix invalidation scans one server: on a cluster, use tags",
             });
         }
+        // The keys are not known before the scan: a fence over every key keeps loads that
+        // began before this call from storing after it (see `write_fence`).
+        let mut writes = Writes::new(false);
+        self.fence_all(&mut writes);
+        self.run(writes, || format!("prefix {prefix}")).await?;
         let pattern = format!(
             "{}*",
             glob_literal(&format!(
@@ -872,19 +891,45 @@ where
 
     async fn write_fence(&self, key: &K) -> Result<WriteFence> {
         let read_at = std::time::Instant::now();
-        let token: Option<Vec<u8>> = self
+        let namespace = self.namespace();
+        let (stored, fence_key) = (self.stored(key), self.fence_key(key));
+        if self.inner.cluster {
+            if slot(stored.as_bytes()) != slot(fence_key.as_bytes()) {
+                // The store's script cannot read both keys on a cluster without a hash tag
+                // in the key: no fence (see `RedisCacheBuilder::write_fence`).
+                return Ok(WriteFence::default());
+            }
+            let token: Option<Vec<u8>> = self
+                .inner
+                .call(
+                    "GET",
+                    || key.to_string(),
+                    redis::cmd("GET")
+                        .arg(&fence_key)
+                        .query_async(&mut self.connection()),
+                )
+                .await?;
+            return Ok(WriteFence {
+                token: Some(fence_token(token, None)),
+                read_at: Some(read_at),
+                namespace,
+            });
+        }
+        let (token, all): (Option<Vec<u8>>, Option<Vec<u8>>) = self
             .inner
             .call(
-                "GET",
+                "MGET",
                 || key.to_string(),
-                redis::cmd("GET")
-                    .arg(self.fence_key(key))
+                redis::cmd("MGET")
+                    .arg(&fence_key)
+                    .arg(self.fence_all_key())
                     .query_async(&mut self.connection()),
             )
             .await?;
         Ok(WriteFence {
-            token,
+            token: Some(fence_token(token, all)),
             read_at: Some(read_at),
+            namespace,
         })
     }
 
@@ -895,24 +940,21 @@ where
         ttl: Option<Duration>,
         fence: &WriteFence,
     ) -> Result<bool> {
-        let Some(read_at) = fence.read_at else {
-            // Not read from this level: nothing to check against.
+        let (Some(read_at), Some(token)) = (fence.read_at, fence.token.as_deref()) else {
+            // No fence read from this level: nothing to check against.
             self.insert(key, value, ttl).await?;
             return Ok(true);
         };
         // A write's fence outlives it by `fence_for`: a fence read longer ago (with a margin
-        // for the two clocks) may have expired in between, and vouches for nothing.
-        if read_at.elapsed() + FENCE_MARGIN >= self.inner.fence_for {
+        // for the two clocks and for this call's own time to reach Redis) may have expired in
+        // between, and vouches for nothing. Nor does one from before `invalidate_all`.
+        if read_at.elapsed() + FENCE_MARGIN + self.inner.timeout >= self.inner.fence_for
+            || fence.namespace != self.namespace()
+        {
             return Ok(false);
         }
         let encoded = self.encode(&key, &value)?;
         let (stored, fence_key) = (self.stored(&key), self.fence_key(&key));
-        if self.inner.cluster && slot(stored.as_bytes()) != slot(fence_key.as_bytes()) {
-            // The script cannot read both keys on a cluster without a hash tag in the key:
-            // stored unfenced (see `RedisCacheBuilder::write_fence`).
-            self.insert(key, value, ttl).await?;
-            return Ok(true);
-        }
         let ms = match ttl.or(self.inner.ttl) {
             // Gone at once: nothing to store.
             Some(ttl) if ttl.is_zero() => return Ok(false),
@@ -921,32 +963,48 @@ where
                 .max(1),
             None => 0,
         };
-        let token: &[u8] = fence.token.as_deref().unwrap_or_default();
+        let mut script = redis::cmd("EVAL");
+        script.arg(FENCED_SET_SCRIPT);
+        if self.inner.cluster {
+            script.arg(2).arg(&stored).arg(&fence_key);
+        } else {
+            script
+                .arg(3)
+                .arg(&stored)
+                .arg(&fence_key)
+                .arg(self.fence_all_key());
+        }
+        script.arg(token).arg(encoded).arg(ms);
         let stored_it: i64 = self
             .inner
             .call(
                 "EVAL",
                 || key.to_string(),
-                redis::cmd("EVAL")
-                    .arg(FENCED_SET_SCRIPT)
-                    .arg(2)
-                    .arg(&stored)
-                    .arg(&fence_key)
-                    .arg(token)
-                    .arg(encoded)
-                    .arg(ms)
-                    .query_async(&mut self.connection()),
+                script.query_async(&mut self.connection()),
             )
             .await?;
         Ok(stored_it == 1)
     }
 }
 
+/// The fences a load read, as one token the store's script rebuilds: the key's, then the
+/// one over every key (absent on a cluster), each empty when not set.
+fn fence_token(key: Option<Vec<u8>>, all: Option<Vec<u8>>) -> Vec<u8> {
+    let mut token = key.unwrap_or_default();
+    token.push(b'|');
+    token.extend(all.unwrap_or_default());
+    token
+}
+
 /// Sets `KEYS[1]` to `ARGV[2]` (for `ARGV[3]` ms, or without expiry for 0) only if the write
-/// fence `KEYS[2]` still holds `ARGV[1]` (empty: no fence): 1 if it stored, 0 if a write
-/// came in between.
+/// fences `KEYS[2]` (the key's) and `KEYS[3]` (every key's, if given) still hold what
+/// `ARGV[1]` says (see `fence_token`): 1 if it stored, 0 if a write came in between.
 const FENCED_SET_SCRIPT: &str = r"
-local fence = redis.call('GET', KEYS[2]) or ''
+local all = ''
+if #KEYS > 2 then
+  all = redis.call('GET', KEYS[3]) or ''
+end
+local fence = (redis.call('GET', KEYS[2]) or '') .. '|' .. all
 if fence ~= ARGV[1] then
   return 0
 end

@@ -230,8 +230,17 @@ struct Inner<K, V, R> {
     /// Loads whose callers stopped waiting at a timeout and that still run: a new caller
     /// of the key waits for the one running rather than starting another. An entry lives
     /// as long as its load's task.
-    behind: Mutex<HashMap<(K, TypeId), tokio::sync::watch::Receiver<bool>>>,
+    behind: Mutex<HashMap<(K, TypeId), Listed>>,
 }
+
+/// A load listed in `behind`: its end, and when it started.
+type Listed = (tokio::sync::watch::Receiver<bool>, tokio::time::Instant);
+
+/// How long a load given up on counts as its key's one load, at the least, and in deadlines:
+/// past that it is taken as hung, and a caller loads anew (a hung source must not make a key
+/// unloadable until the process restarts).
+const BEHIND_AT_LEAST: Duration = Duration::from_secs(60);
+const BEHIND_DEADLINES: u32 = 10;
 
 /// A value as a caller is answered, and why it is stale if it is.
 type Served<V> = (V, Option<Stale>);
@@ -341,7 +350,7 @@ impl<K: Hash + Eq, V, R> Drop for Behind<K, V, R> {
             // Unlisted only if the entry is this load's (a later load may have listed its own).
             if behind
                 .get(&self.flight)
-                .is_some_and(|listed| self.listed.same_channel(listed))
+                .is_some_and(|(listed, _)| self.listed.same_channel(listed))
             {
                 behind.remove(&self.flight);
             }
@@ -567,17 +576,24 @@ where
         keep: Option<Duration>,
         epoch: Epoch,
         fence: Option<WriteFence>,
-    ) -> bool {
+    ) -> bool
+    where
+        R: 'static,
+    {
         let epochs = &self.inner.epochs;
         if epochs.moved(epoch) {
             return false;
         }
+        // Whether L2 holds this value by a fenced store: then it is right there (a write
+        // before the store refused it; one after overwrote it), and only L1 can be wrong.
+        let mut fenced = false;
         if let (Some(remote), Some(fence)) = (&self.inner.remote, fence) {
+            let vouched = fence.read_at.is_some();
             match remote
                 .insert_fenced(key.clone(), stamped.clone(), keep, &fence)
                 .await
             {
-                Ok(true) => {}
+                Ok(true) => fenced = vouched,
                 // Another write came first: this value is older than what the levels hold.
                 Ok(false) => return false,
                 Err(_) => self.inner.metrics.remote_errors.increment(),
@@ -589,9 +605,24 @@ where
             return true;
         }
         // A write completed while this value was stored: it may have landed after the
-        // write's in either level, so it leaves both, as a removal would.
-        if self.drop_everywhere(&key).await.is_err() {
-            self.inner.metrics.remote_errors.increment();
+        // write's. It leaves L1 at once (before any await: a cancelled caller leaves no old
+        // value behind), and L2 too, as a removal would, unless a fence vouched for it.
+        if let Some(memory) = &self.inner.memory {
+            memory.remove(&key);
+        }
+        if !fenced {
+            // In a task of its own where there is a runtime: a caller dropped now must not
+            // leave the old value in L2.
+            let this = self.clone();
+            let undo = async move {
+                if this.drop_everywhere(&key).await.is_err() {
+                    this.inner.metrics.remote_errors.increment();
+                }
+            };
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn(undo)),
+                Err(_) => undo.await,
+            }
         }
         false
     }
@@ -615,11 +646,65 @@ where
         removed
     }
 
+    /// The first half of a write of `keys` (before its L2 call): bumps each key's epoch,
+    /// then drops it from L1, so that no old value survives the write, even one whose caller
+    /// is dropped midway. The epochs read after the bump, for [`fill_written`](Self::fill_written).
+    fn begin_write<'k>(&self, keys: impl IntoIterator<Item = &'k K>) -> Vec<Epoch>
+    where
+        K: 'k,
+    {
+        let inner = &*self.inner;
+        keys.into_iter()
+            .map(|key| {
+                inner.epochs.bump(key);
+                let epoch = inner.epochs.read(key);
+                if let Some(memory) = &inner.memory {
+                    memory.remove(key);
+                }
+                epoch
+            })
+            .collect()
+    }
+
+    /// The second half of a write of `keys`, whether its L2 call succeeded or not (a timed-out
+    /// call may have been applied): bumps each key again and tells the other instances.
+    async fn end_write(&self, keys: &[K]) {
+        keys.iter().for_each(|key| self.inner.epochs.bump(key));
+        self.publish(keys).await;
+    }
+
+    /// Fills L1 with a written value, unless another write of its key (here, or announced by
+    /// the backplane) came since `epoch` (read by [`begin_write`](Self::begin_write); `own`:
+    /// the write's own bumps of that stripe since): then L1 is left to the newer write, or
+    /// empty, and reads go to L2.
+    fn fill_written(
+        &self,
+        key: K,
+        stamped: Stamped<V>,
+        keep: Option<Duration>,
+        epoch: Epoch,
+        own: u64,
+    ) {
+        let epochs = &self.inner.epochs;
+        if epochs.moved_besides(epoch, own) {
+            return;
+        }
+        self.fill(key.clone(), stamped, keep);
+        if epochs.moved_besides(epoch, own)
+            && let Some(memory) = &self.inner.memory
+        {
+            memory.remove(&key);
+        }
+    }
+
     /// Stores `value` for `ttl` (the freshness setting when `None`) in both levels, as a load
     /// would: an L2 error is counted, and L1 keeps the value all the same. Not stored if a
     /// write of the key completes meanwhile.
     #[cfg_attr(not(feature = "http"), allow(dead_code))] // Called by the response cache only.
-    pub(crate) async fn store_loaded(&self, key: K, value: V, ttl: Option<Duration>) {
+    pub(crate) async fn store_loaded(&self, key: K, value: V, ttl: Option<Duration>)
+    where
+        R: 'static,
+    {
         let epoch = self.inner.epochs.read(&key);
         let (stamped, keep) = self.stamp(value, ttl, Duration::ZERO);
         // Unfenced: the response was made before this call.
@@ -835,8 +920,9 @@ where
                 .await;
             match outcome {
                 // Joined a flight that began before a write this call came after: its
-                // value may be the old one. This caller runs (or joins) a newer flight.
-                Ok(((_, None), started)) if pending.is_some() && started.before(mine) => {}
+                // value, fresh or stale, may be the old one. This caller runs (or joins) a
+                // newer flight.
+                Ok((_, started)) if pending.is_some() && started.before(mine) => {}
                 outcome => break outcome.map(|(served, _)| served),
             }
         };
@@ -913,7 +999,7 @@ where
                 };
                 // A load of this key whose callers gave up on it still runs: it is the one
                 // load of the key, so this caller waits for it, then reads what it stored.
-                if let Some(mut done) = self.running_behind(&flight) {
+                if let Some(mut done) = self.running_behind(&flight, deadline) {
                     if tokio::time::timeout(deadline, done.wait_for(|done| *done))
                         .await
                         .is_err()
@@ -932,7 +1018,7 @@ where
                     .behind
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(flight.clone(), done.clone());
+                    .insert(flight.clone(), (done.clone(), tokio::time::Instant::now()));
                 let listed = Behind {
                     cache: Arc::downgrade(&self.inner),
                     flight,
@@ -973,13 +1059,23 @@ where
     }
 
     /// The end of a load of `flight` that callers gave up on, if one still runs.
-    fn running_behind(&self, flight: &(K, TypeId)) -> Option<tokio::sync::watch::Receiver<bool>> {
+    /// Taken as hung (not returned) once it has run for [`BEHIND_DEADLINES`] × `deadline`,
+    /// or [`BEHIND_AT_LEAST`] if that is longer.
+    fn running_behind(
+        &self,
+        flight: &(K, TypeId),
+        deadline: Duration,
+    ) -> Option<tokio::sync::watch::Receiver<bool>> {
         let behind = self
             .inner
             .behind
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        behind.get(flight).cloned()
+        let (done, started) = behind.get(flight)?;
+        let hung_after = deadline
+            .saturating_mul(BEHIND_DEADLINES)
+            .max(BEHIND_AT_LEAST);
+        (started.elapsed() < hung_after).then(|| done.clone())
     }
 
     /// Loads and stores the value: here, or, with loads coordinated across instances, in
@@ -995,6 +1091,7 @@ where
         F: FnOnce() -> Fut + Send,
         Fut: Future<Output = Result<V, E>> + Send,
         E: Send + 'static,
+        R: 'static,
     {
         let Some(across) = &self.inner.across else {
             return self
@@ -1066,6 +1163,7 @@ where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<V, E>>,
         E: 'static,
+        R: 'static,
     {
         let metrics = &self.inner.metrics;
         let started = std::time::Instant::now();
@@ -1229,22 +1327,16 @@ where
 
     async fn insert(&self, key: K, value: V, ttl: Option<Duration>) -> Result<()> {
         let (stamped, keep) = self.stamp(value, ttl, Duration::ZERO);
-        let epochs = &self.inner.epochs;
-        epochs.bump(&key);
-        if let Some(remote) = &self.inner.remote
-            && let Err(error) = remote.insert(key.clone(), stamped.clone(), keep).await
-        {
-            // Not written: the old value leaves memory all the same, the caller's source
-            // may hold the new one already.
-            epochs.bump(&key);
-            if let Some(memory) = &self.inner.memory {
-                memory.remove(&key);
-            }
-            return Err(error);
-        }
-        epochs.bump(&key);
-        self.publish(std::slice::from_ref(&key)).await;
-        self.fill(key, stamped, keep);
+        let epoch = self.begin_write([&key])[0];
+        let written = match &self.inner.remote {
+            Some(remote) => remote.insert(key.clone(), stamped.clone(), keep).await,
+            None => Ok(()),
+        };
+        // Failed or not, the old value is gone from memory here and told to the others: the
+        // caller's source may hold the new one already.
+        self.end_write(std::slice::from_ref(&key)).await;
+        written?;
+        self.fill_written(key, stamped, keep, epoch, 1);
         Ok(())
     }
 
@@ -1310,25 +1402,17 @@ where
             .into_iter()
             .map(|(key, value)| (key, Stamped::new(value, until, 0)))
             .collect();
-        let epochs = &self.inner.epochs;
-        let bump = || stamped.iter().for_each(|(key, _)| epochs.bump(key));
-        bump();
-        if let Some(remote) = &self.inner.remote
-            && let Err(error) = remote.insert_many(stamped.clone(), keep).await
-        {
-            bump();
-            if let Some(memory) = &self.inner.memory {
-                for (key, _) in &stamped {
-                    memory.remove(key);
-                }
-            }
-            return Err(error);
-        }
-        bump();
+        let epochs = self.begin_write(stamped.iter().map(|(key, _)| key));
+        let written = match &self.inner.remote {
+            Some(remote) => remote.insert_many(stamped.clone(), keep).await,
+            None => Ok(()),
+        };
         let keys: Vec<K> = stamped.iter().map(|(key, _)| key.clone()).collect();
-        self.publish(&keys).await;
-        for (key, stamped) in stamped {
-            self.fill(key, stamped, keep);
+        self.end_write(&keys).await;
+        written?;
+        let own = crate::epochs::shared_stripes(&epochs);
+        for (((key, stamped), epoch), own) in stamped.into_iter().zip(epochs).zip(own) {
+            self.fill_written(key, stamped, keep, epoch, own);
         }
         Ok(())
     }
@@ -1359,22 +1443,18 @@ where
         tags: &[&str],
     ) -> Result<()> {
         let (stamped, keep) = self.stamp(value, ttl, Duration::ZERO);
-        let epochs = &self.inner.epochs;
-        epochs.bump(&key);
-        if let Some(remote) = &self.inner.remote
-            && let Err(error) = remote
-                .insert_with_tags(key.clone(), stamped.clone(), keep, tags)
-                .await
-        {
-            epochs.bump(&key);
-            if let Some(memory) = &self.inner.memory {
-                memory.remove(&key);
+        let epoch = self.begin_write([&key])[0];
+        let written = match &self.inner.remote {
+            Some(remote) => {
+                remote
+                    .insert_with_tags(key.clone(), stamped.clone(), keep, tags)
+                    .await
             }
-            return Err(error);
-        }
-        epochs.bump(&key);
-        self.publish(std::slice::from_ref(&key)).await;
-        self.fill(key, stamped, keep);
+            None => Ok(()),
+        };
+        self.end_write(std::slice::from_ref(&key)).await;
+        written?;
+        self.fill_written(key, stamped, keep, epoch, 1);
         Ok(())
     }
 

@@ -353,3 +353,235 @@ async fn the_memory_level_alone_does_not_store_a_load_that_read_before_a_remove_
         assert_eq!(memory.get(&1), expected, "insert: {insert}");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_load_that_never_returns_stops_counting_as_its_keys_load_after_a_minute() {
+    let cache = builder()
+        .load_hard_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let loads = Arc::new(AtomicUsize::new(0));
+    let hung = {
+        let loads = Arc::clone(&loads);
+        move || async move {
+            loads.fetch_add(1, Ordering::SeqCst);
+            std::future::pending::<Result<String, String>>().await
+        }
+    };
+    let first = cache.try_get_with(1, hung).await;
+    assert!(matches!(first, Err(Error::LoadTimeout { .. })), "{first:?}");
+    // For a minute (or ten deadlines if longer), callers wait for the hung load; past that,
+    // one loads anew.
+    tokio::time::sleep(Duration::from_secs(59)).await;
+    let loads_again = Arc::clone(&loads);
+    let answered = cache
+        .try_get_with(1, move || async move {
+            loads_again.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, String>("v".to_owned())
+        })
+        .await;
+    assert!(matches!(answered, Err(Error::LoadTimeout { .. })), "{answered:?}");
+    assert_eq!(loads.load(Ordering::SeqCst), 1);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let loads_again = Arc::clone(&loads);
+    let answered = cache
+        .try_get_with(1, move || async move {
+            loads_again.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, String>("v".to_owned())
+        })
+        .await;
+    assert_eq!(answered.unwrap(), "v");
+    assert_eq!(loads.load(Ordering::SeqCst), 2);
+}
+
+/// A remote level in memory whose next insert of a chosen value stores, then waits for a
+/// release; and whose removals can be made to hang.
+#[derive(Clone, Default)]
+struct HeldRemote {
+    entries: Arc<Mutex<HashMap<u64, Stamped<String>>>>,
+    hold: Arc<Mutex<Option<(String, Arc<Barrier>, Arc<Notify>)>>>,
+    removals_hang: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl HeldRemote {
+    fn hold_insert_of(&self, value: &str) -> (Arc<Barrier>, Arc<Notify>) {
+        let (stored, release) = (Arc::new(Barrier::new(2)), Arc::new(Notify::new()));
+        *self.hold.lock().unwrap() =
+            Some((value.to_owned(), Arc::clone(&stored), Arc::clone(&release)));
+        (stored, release)
+    }
+
+    fn value(&self, key: u64) -> Option<String> {
+        self.entries
+            .lock()
+            .unwrap()
+            .get(&key)
+            .map(|stamped| stamped.value().clone())
+    }
+}
+
+impl Cache<u64, Stamped<String>> for HeldRemote {
+    async fn get(&self, key: &u64) -> brisk_cache::Result<Option<Stamped<String>>> {
+        Ok(self.entries.lock().unwrap().get(key).cloned())
+    }
+
+    async fn insert(
+        &self,
+        key: u64,
+        value: Stamped<String>,
+        _: Option<Duration>,
+    ) -> brisk_cache::Result<()> {
+        let held = {
+            let mut hold = self.hold.lock().unwrap();
+            match &*hold {
+                Some((held, _, _)) if held == value.value() => hold.take(),
+                _ => None,
+            }
+        };
+        self.entries.lock().unwrap().insert(key, value);
+        if let Some((_, stored, release)) = held {
+            stored.wait().await;
+            release.notified().await;
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, key: &u64) -> brisk_cache::Result<()> {
+        if self.removals_hang.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        self.entries.lock().unwrap().remove(key);
+        Ok(())
+    }
+
+    async fn get_many(&self, keys: &[u64]) -> brisk_cache::Result<Vec<Option<Stamped<String>>>> {
+        let entries = self.entries.lock().unwrap();
+        Ok(keys.iter().map(|key| entries.get(key).cloned()).collect())
+    }
+
+    async fn insert_many(
+        &self,
+        entries: Vec<(u64, Stamped<String>)>,
+        _: Option<Duration>,
+    ) -> brisk_cache::Result<()> {
+        self.entries.lock().unwrap().extend(entries);
+        Ok(())
+    }
+}
+
+impl brisk_cache::Remote<u64, Stamped<String>> for HeldRemote {
+    async fn get_with_ttl(
+        &self,
+        key: &u64,
+    ) -> brisk_cache::Result<Option<brisk_cache::WithTtl<Stamped<String>>>> {
+        Ok(self.get(key).await?.map(|stamped| (stamped, None)))
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[u64],
+    ) -> brisk_cache::Result<Vec<Option<brisk_cache::WithTtl<Stamped<String>>>>> {
+        Ok(self
+            .get_many(keys)
+            .await?
+            .into_iter()
+            .map(|found| found.map(|stamped| (stamped, None)))
+            .collect())
+    }
+}
+
+fn over(remote: &HeldRemote) -> Tiered<u64, String, HeldRemote> {
+    Tiered::builder()
+        .memory(MemoryCache::builder().max_entries(1000).build().unwrap())
+        .remote(remote.clone())
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_inserts_of_one_key_leave_memory_agreeing_with_the_remote_level() {
+    let remote = HeldRemote::default();
+    let cache = over(&remote);
+    // The first insert has reached L2 and waits; the second runs to the end meanwhile.
+    let (stored, release) = remote.hold_insert_of("v1");
+    let first = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.insert(1, "v1".to_owned(), None).await }
+    });
+    stored.wait().await;
+    cache.insert(1, "v2".to_owned(), None).await.unwrap();
+    release.notify_one();
+    first.await.unwrap().unwrap();
+    // L2 holds the later write; memory must not answer the earlier one.
+    assert_eq!(remote.value(1).as_deref(), Some("v2"));
+    assert_eq!(cache.get(&1).await.unwrap().as_deref(), Some("v2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_whose_caller_is_dropped_while_it_undoes_its_store_leaves_no_old_value() {
+    let remote = HeldRemote::default();
+    let cache = over(&remote);
+    // The load's L2 store of "old" waits; a write of "new" completes meanwhile; then the
+    // load finds the write and undoes its store, and its caller is dropped in the undo.
+    let (stored, release) = remote.hold_insert_of("old");
+    let loading = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .try_get_with(1, || async { Ok::<_, String>("old".to_owned()) })
+                .await
+        }
+    });
+    stored.wait().await;
+    cache.insert(1, "new".to_owned(), None).await.unwrap();
+    remote.removals_hang.store(true, Ordering::SeqCst);
+    release.notify_one();
+    // Give the load time to reach its undo, then drop it there.
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    loading.abort();
+    let _ = loading.await;
+    assert_ne!(cache.get(&1).await.unwrap().as_deref(), Some("old"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_caller_after_a_remove_is_not_answered_the_stale_value_of_a_load_begun_before_it() {
+    let cache = builder()
+        .fresh_for(Duration::from_secs(10))
+        .fail_safe(Duration::from_secs(60))
+        .load_soft_timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    cache
+        .try_get_with(1, || async { Ok::<_, String>("stale".to_owned()) })
+        .await
+        .unwrap();
+    tokio::time::advance(Duration::from_secs(11)).await;
+    // A's load hangs; its answer at the soft timeout is the stale value.
+    let started = Arc::new(Notify::new());
+    let a = tokio::spawn({
+        let (cache, started) = (cache.clone(), Arc::clone(&started));
+        async move {
+            cache
+                .try_get_with(1, move || async move {
+                    started.notify_one();
+                    std::future::pending::<Result<String, String>>().await
+                })
+                .await
+        }
+    });
+    started.notified().await;
+    cache.remove(&1).await.unwrap();
+    // C starts after the remove completed, and would join A's load.
+    let c = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .try_get_with(1, || async { Ok::<_, String>("new".to_owned()) })
+                .await
+        }
+    });
+    assert_eq!(a.await.unwrap().unwrap(), "stale", "A began before the remove");
+    assert_eq!(c.await.unwrap().unwrap(), "new");
+}

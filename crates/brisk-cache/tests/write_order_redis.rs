@@ -142,6 +142,25 @@ async fn a_load_in_one_instance_does_not_overwrite_an_insert_in_another() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_load_in_one_instance_does_not_store_the_old_row_after_a_prefix_removal_in_another() {
+    let server = RedisServer::start().unwrap();
+    // No backplane: Redis alone must refuse the late store.
+    let a = builder(&server, Duration::from_secs(60)).await.build().unwrap();
+    let b = builder(&server, Duration::from_secs(60)).await.build().unwrap();
+    let table = Table::default();
+    table.set("old");
+    let (read, release) = (Arc::new(Barrier::new(2)), Arc::new(Notify::new()));
+    let loading = held_load(&a, &table, &read, &release);
+    read.wait().await;
+    table.set("new");
+    b.invalidate_prefix("1").await.unwrap();
+    release.notify_one();
+    assert_eq!(loading.await.unwrap(), "old");
+    assert_eq!(in_redis(&server).await, None);
+    assert_eq!(b.get(&1).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_load_without_a_write_meanwhile_is_stored_for_every_instance() {
     let server = RedisServer::start().unwrap();
     // Without a backplane: a message of the earlier write arriving during the load would
@@ -266,12 +285,14 @@ async fn model_across_two_instances_no_read_returns_a_version_older_than_a_compl
     };
     let rows = Arc::new(Mutex::new(vec![0_u64; KEYS as usize]));
     let completed: Arc<Vec<AtomicU64>> = Arc::new((0..KEYS).map(|_| AtomicU64::new(0)).collect());
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let mut readers = Vec::new();
     for reader in 0..4_u64 {
-        let (instances, rows, completed) = (
+        let (instances, rows, completed, writing) = (
             Arc::clone(&instances),
             Arc::clone(&rows),
             Arc::clone(&completed),
+            Arc::clone(&writing),
         );
         readers.push(tokio::spawn(async move {
             let mut random = reader * 7919 + 1;
@@ -281,7 +302,8 @@ async fn model_across_two_instances_no_read_returns_a_version_older_than_a_compl
                 random ^= random << 17;
                 random
             };
-            for _ in 0..150 {
+            // Reads for as long as the writer writes.
+            while writing.load(Ordering::SeqCst) {
                 let key = next() % KEYS;
                 let (cache, _) = &instances[(next() % 2) as usize];
                 let floor = completed[key as usize].load(Ordering::SeqCst);
@@ -300,11 +322,21 @@ async fn model_across_two_instances_no_read_returns_a_version_older_than_a_compl
                     version >= floor,
                     "key {key} read version {version} after version {floor} was written"
                 );
+                // A hit never yields by itself: leave the writer and the backplane room.
+                tokio::task::yield_now().await;
             }
         }));
     }
+    /// Stops the readers when the writer ends, panicking or not.
+    struct Stop(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.store(false, Ordering::SeqCst);
+        }
+    }
+    let stop = Stop(Arc::clone(&writing));
     let mut random = 12345_u64;
-    for _ in 0..80 {
+    for _ in 0..200 {
         random ^= random << 13;
         random ^= random >> 7;
         random ^= random << 17;
@@ -331,6 +363,7 @@ async fn model_across_two_instances_no_read_returns_a_version_older_than_a_compl
         completed[key as usize].fetch_max(version, Ordering::SeqCst);
         tokio::task::yield_now().await;
     }
+    drop(stop);
     for reader in readers {
         reader.await.unwrap();
     }
