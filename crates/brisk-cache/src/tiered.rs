@@ -185,11 +185,21 @@ pub(crate) struct NotStored {
     pub(crate) failed: bool,
 }
 
-/// Whether a loader's error is a failure: every error but a [`NotStored`] that did not fail.
+/// [`NotStored`] from a loader whose loads are kept apart from the others' of the same key
+/// (loads are single-flighted per key and error type): the response cache's loads for
+/// requests carrying credentials, so that one never leads the load other users wait for.
+#[cfg_attr(not(feature = "http"), allow(dead_code))] // Returned by the response cache only.
+#[derive(Debug)]
+pub(crate) struct NotStoredApart(pub(crate) NotStored);
+
+/// Whether a loader's error is a failure: every error but a [`NotStored`] (or
+/// [`NotStoredApart`]) that did not fail.
 fn is_failure<E: 'static>(error: &E) -> bool {
-    (error as &dyn std::any::Any)
+    let error = error as &dyn std::any::Any;
+    let not_stored = error
         .downcast_ref::<NotStored>()
-        .is_none_or(|not_stored| not_stored.failed)
+        .or_else(|| error.downcast_ref::<NotStoredApart>().map(|apart| &apart.0));
+    not_stored.is_none_or(|not_stored| not_stored.failed)
 }
 
 /// A backplane as a tiered cache sees it (the Redis one with feature `redis`).

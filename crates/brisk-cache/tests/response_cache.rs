@@ -1144,3 +1144,241 @@ async fn a_named_credential_header_is_personal_too() {
     let answer = send(&service, request("GET", "/public", &[("x-api-key", "b")])).await;
     assert_eq!((answer.x_cache(), &answer.body[..]), ("hit", &b"key a"[..]));
 }
+
+/// A handler that writes what it reads from a request: its forwarded host, its body length,
+/// its cookie.
+fn echoing(request: &Request<Body>) -> Reply {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .map_or("-", |value| value.to_str().unwrap())
+            .to_owned()
+    };
+    json(
+        format!(
+            "forwarded-host={} length={} cookie={}",
+            header("x-forwarded-host"),
+            header("content-length"),
+            header("cookie")
+        ),
+        "max-age=60",
+    )
+}
+
+#[tokio::test]
+async fn forwarding_headers_and_request_bodies_never_reach_another_clients_answer() {
+    let handler = Handler::new(echoing);
+    let service = ResponseCacheLayer::builder(tiered().build().unwrap())
+        .build()
+        .unwrap()
+        .layer(handler.service());
+    // A handler that builds links from X-Forwarded-Host: the hostile value is keyed apart.
+    let poisoned = send(
+        &service,
+        request(
+            "GET",
+            "/links",
+            &[("host", "site"), ("x-forwarded-host", "evil.example")],
+        ),
+    )
+    .await;
+    assert!(String::from_utf8_lossy(&poisoned.body).contains("evil.example"));
+    let clean = send(&service, request("GET", "/links", &[("host", "site")])).await;
+    assert!(
+        !String::from_utf8_lossy(&clean.body).contains("evil"),
+        "{:?}",
+        clean.body
+    );
+    // Method and URL overrides pass.
+    send(
+        &service,
+        request(
+            "GET",
+            "/links",
+            &[("host", "site"), ("x-original-url", "/admin")],
+        ),
+    )
+    .await;
+    assert_eq!(handler.calls(), 3);
+    // A GET with a body is the handler's, unstored: the body is not in the key.
+    let with_body = Request::builder()
+        .method("GET")
+        .uri("/search")
+        .header("host", "site")
+        .header("content-length", "4")
+        .body(Body::from("evil"))
+        .unwrap();
+    let answered = send(&service, with_body).await;
+    assert_eq!(answered.x_cache(), "miss");
+    let plain = send(&service, request("GET", "/search", &[("host", "site")])).await;
+    assert!(
+        String::from_utf8_lossy(&plain.body).contains("length=-"),
+        "{:?}",
+        plain.body
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_personal_request_never_leads_the_load_anonymous_requests_wait_for() {
+    // The handler is slow, and answers a cookie-carrying request privately.
+    let mut handler = Handler::new(|request| {
+        if request.headers().contains_key("cookie") {
+            json("personal", "private")
+        } else {
+            json("public page", "max-age=60")
+        }
+    });
+    handler.delay = Duration::from_secs(2);
+    let cache = tiered()
+        .load_hard_timeout(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let service = ResponseCacheLayer::builder(cache)
+        .build()
+        .unwrap()
+        .layer(handler.service());
+    let personal = tokio::spawn({
+        let service = service.clone();
+        async move { send(&service, request("GET", "/hot", &[("cookie", "s=x")])).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let anonymous: Vec<_> = (0..20)
+        .map(|_| {
+            let service = service.clone();
+            tokio::spawn(async move { send(&service, request("GET", "/hot", &[])).await })
+        })
+        .collect();
+    assert_eq!(&personal.await.unwrap().body[..], b"personal");
+    for answer in anonymous {
+        let answer = answer.await.unwrap();
+        assert_eq!(
+            (answer.status, &answer.body[..]),
+            (StatusCode::OK, &b"public page"[..])
+        );
+    }
+    // One call for the personal request, one for all the anonymous ones.
+    assert_eq!(handler.calls(), 2);
+}
+
+#[tokio::test]
+async fn an_unsafe_request_that_succeeds_invalidates_the_url_and_its_variants() {
+    let version = Arc::new(AtomicUsize::new(1));
+    let handler = Handler::new({
+        let version = Arc::clone(&version);
+        move |request| {
+            let mut response = json(
+                format!(
+                    "v{} {}",
+                    version.load(Ordering::SeqCst),
+                    request
+                        .headers()
+                        .get("accept-language")
+                        .map_or("-", |value| value.to_str().unwrap())
+                ),
+                "max-age=600",
+            );
+            response
+                .headers_mut()
+                .insert(header::VARY, "Accept-Language".parse().unwrap());
+            response
+        }
+    });
+    let service = ResponseCacheLayer::builder(tiered().build().unwrap())
+        .build()
+        .unwrap()
+        .layer(handler.service());
+    let get = |language: &'static str| request("GET", "/article", &[("accept-language", language)]);
+    send(&service, get("en")).await;
+    send(&service, get("fr")).await;
+    assert_eq!(send(&service, get("fr")).await.x_cache(), "hit");
+    version.store(2, Ordering::SeqCst);
+    let put = send(&service, request("PUT", "/article", &[])).await;
+    assert_eq!(put.status, StatusCode::OK);
+    // Both variants are gone, including the one whose list is learned again first.
+    assert_eq!(&send(&service, get("en")).await.body[..], b"v2 en");
+    assert_eq!(&send(&service, get("fr")).await.body[..], b"v2 fr");
+}
+
+#[tokio::test]
+async fn what_a_shared_cache_must_not_keep_is_not_kept() {
+    let handler = Handler::new(|request| match request.uri().path() {
+        // Already older than its lifetime, or an Age past any number.
+        "/aged" => {
+            let mut response = json("aged", "max-age=60");
+            response.headers_mut().insert("age", "120".parse().unwrap());
+            response
+        }
+        "/overflowing-age" => {
+            let mut response = json("overflow", "max-age=60");
+            response
+                .headers_mut()
+                .insert("age", "99999999999999999999999".parse().unwrap());
+            response
+        }
+        // Encoded for one client, not saying it varies by encoding.
+        "/encoded" => {
+            let mut response = json("compressed bytes", "max-age=60");
+            response
+                .headers_mut()
+                .insert(header::CONTENT_ENCODING, "br".parse().unwrap());
+            response
+        }
+        // A directive list whose quote never closes hides what follows it.
+        "/unterminated" => json("hidden", "max-age=600, no-cache=\"x, private"),
+        // An error without a lifetime of its own (fresh_for is for successes).
+        _ => Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Body::from("not found"))
+            .unwrap(),
+    });
+    let service =
+        ResponseCacheLayer::builder(tiered().fresh_for(Duration::from_secs(60)).build().unwrap())
+            .build()
+            .unwrap()
+            .layer(handler.service());
+    for path in [
+        "/aged",
+        "/overflowing-age",
+        "/encoded",
+        "/unterminated",
+        "/missing",
+    ] {
+        send(&service, request("GET", path, &[])).await;
+        let again = send(&service, request("GET", path, &[])).await;
+        assert_eq!(again.x_cache(), "miss", "{path}");
+    }
+    assert_eq!(handler.calls(), 10);
+}
+
+#[tokio::test]
+async fn credential_values_are_never_in_a_key() {
+    let handler = Handler::new(|request| {
+        let mut response = echoing(request);
+        response
+            .headers_mut()
+            .insert(header::VARY, "Cookie".parse().unwrap());
+        response
+    });
+    let memory = memory();
+    let service = ResponseCacheLayer::builder(tiered().memory(memory.clone()).build().unwrap())
+        .build()
+        .unwrap()
+        .layer(handler.service());
+    // A first anonymous request learns the URL's Vary list; the cookie's own variant next.
+    send(&service, request("GET", "/me", &[])).await;
+    send(
+        &service,
+        request("GET", "/me", &[("cookie", "session=SECRET")]),
+    )
+    .await;
+    let hit = send(
+        &service,
+        request("GET", "/me", &[("cookie", "session=SECRET")]),
+    )
+    .await;
+    assert_eq!(hit.x_cache(), "hit");
+    let keys: Vec<String> = memory.iter().map(|(key, _)| key).collect();
+    assert!(keys.len() >= 2, "{keys:?}");
+    assert!(keys.iter().all(|key| !key.contains("SECRET")), "{keys:?}");
+}

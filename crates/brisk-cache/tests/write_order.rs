@@ -380,7 +380,10 @@ async fn a_load_that_never_returns_stops_counting_as_its_keys_load_after_a_minut
             Ok::<_, String>("v".to_owned())
         })
         .await;
-    assert!(matches!(answered, Err(Error::LoadTimeout { .. })), "{answered:?}");
+    assert!(
+        matches!(answered, Err(Error::LoadTimeout { .. })),
+        "{answered:?}"
+    );
     assert_eq!(loads.load(Ordering::SeqCst), 1);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let loads_again = Arc::clone(&loads);
@@ -582,6 +585,10 @@ async fn a_caller_after_a_remove_is_not_answered_the_stale_value_of_a_load_begun
                 .await
         }
     });
-    assert_eq!(a.await.unwrap().unwrap(), "stale", "A began before the remove");
+    assert_eq!(
+        a.await.unwrap().unwrap(),
+        "stale",
+        "A began before the remove"
+    );
     assert_eq!(c.await.unwrap().unwrap(), "new");
 }

@@ -145,8 +145,14 @@ async fn a_load_in_one_instance_does_not_overwrite_an_insert_in_another() {
 async fn a_load_in_one_instance_does_not_store_the_old_row_after_a_prefix_removal_in_another() {
     let server = RedisServer::start().unwrap();
     // No backplane: Redis alone must refuse the late store.
-    let a = builder(&server, Duration::from_secs(60)).await.build().unwrap();
-    let b = builder(&server, Duration::from_secs(60)).await.build().unwrap();
+    let a = builder(&server, Duration::from_secs(60))
+        .await
+        .build()
+        .unwrap();
+    let b = builder(&server, Duration::from_secs(60))
+        .await
+        .build()
+        .unwrap();
     let table = Table::default();
     table.set("old");
     let (read, release) = (Arc::new(Barrier::new(2)), Arc::new(Notify::new()));

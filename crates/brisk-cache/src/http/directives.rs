@@ -14,13 +14,19 @@ pub struct Directive<'a> {
 
 impl Directive<'_> {
     /// The argument as delta-seconds (`max-age=60`): `None` without one or if it is not a
-    /// number; a number too large for a `u64` saturates, as RFC 9111 §1.2.2 asks.
+    /// number; a number past 2³¹ (2147483648, about 68 years) is taken as 2³¹, as RFC 9111
+    /// §1.2.2 asks.
     pub fn seconds(&self) -> Option<u64> {
+        const MAX: u64 = 1 << 31;
         let argument = self.argument.as_deref()?;
         if argument.is_empty() || !argument.bytes().all(|byte| byte.is_ascii_digit()) {
             return None;
         }
-        Some(argument.parse().unwrap_or(u64::MAX))
+        Some(
+            argument
+                .parse::<u64>()
+                .map_or(MAX, |seconds| seconds.min(MAX)),
+        )
     }
 }
 
@@ -159,7 +165,7 @@ mod tests {
     }
 
     #[test]
-    fn seconds_are_digits_only_and_saturate() {
+    fn seconds_are_digits_only_and_capped_at_two_to_the_31() {
         let seconds = |value: &str| directives(value).next().and_then(|d| d.seconds());
         assert_eq!(seconds("max-age=60"), Some(60));
         assert_eq!(seconds("max-age=\"60\""), Some(60));
@@ -167,7 +173,10 @@ mod tests {
         assert_eq!(seconds("max-age=6x"), None);
         assert_eq!(seconds("max-age="), None);
         assert_eq!(seconds("max-age"), None);
-        assert_eq!(seconds("max-age=99999999999999999999999"), Some(u64::MAX));
+        // Past 2³¹ (and past u64): 2³¹ (RFC 9111 §1.2.2).
+        assert_eq!(seconds("max-age=99999999999999999999999"), Some(1 << 31));
+        assert_eq!(seconds("max-age=2147483649"), Some(1 << 31));
+        assert_eq!(seconds("max-age=2147483647"), Some(2_147_483_647));
     }
 
     proptest! {

@@ -25,7 +25,7 @@ pub fn base_key(uri: &Uri, headers: &HeaderMap) -> Option<String> {
 /// The key of the variant of `base` that `headers` select on `names` (sorted, deduplicated),
 /// `None` past [`MAX_KEY`].
 pub fn variant_key(base: &str, names: &[HeaderName], headers: &HeaderMap) -> Option<String> {
-    key::variant_key(base, names, headers).ok()
+    key::variant_key(base, names, headers, &super::response_cache::CREDENTIALS, 0).ok()
 }
 
 /// Whether a response to a request with `request` headers is stored, with the layer's

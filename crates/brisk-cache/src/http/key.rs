@@ -6,12 +6,22 @@
 //!   the path and query come from a parsed URI (no space, no control character): the space
 //!   after the host ends it, whatever the path holds. A request without any host (HTTP/1.0)
 //!   has an empty one.
-//! - Variant key: the base key, then for each varied header name (sorted) `\n<name>:<count>`
+//! - Variant key: the base key, then `\n@` and the URL's generation of variants in hex (a
+//!   new one each time its `Vary` list is stored, so that variants stored before an unsafe
+//!   request invalidated the URL are never read again), then for each varied header name
+//!   (sorted) `\n<name>:<count>`
 //!   and, for each of its values in order, `,` and the value with every byte outside
 //!   `!`..=`~`, and `%` and `,` themselves, written `%XX`. Names cannot hold `\n`, `:` or `,`
 //!   and escaped values cannot hold `,` or `\n`, so the key reads back one way only: `a,b` in
 //!   one header line and `a` + `b` in two are `1,a%2Cb` and `2,a,b`; an absent header is `0`
 //!   and an empty one `1,`.
+//! - Forwarding headers a handler may read its host or scheme from (`Forwarded`,
+//!   `X-Forwarded-Host`, `-Port`, `-Prefix`, `-Proto`) are part of the base key, encoded as a
+//!   varied header is: a client that sends its own gets an entry of its own, never another
+//!   URL's (behind a proxy that sets them, they are the same for every request to a host).
+//! - The values of credential headers (`Authorization`, `Cookie`, those the layer names)
+//!   are keyed by their XXH3-128 hash, written `%H` and 32 hex digits (`%H` is no escape a
+//!   value can produce), never in clear: keys reach Redis and error messages.
 //! - Both are at most [`MAX_KEY`] bytes; a longer one is no key (the request passes).
 
 use http::{HeaderMap, HeaderName, Uri, header::HOST, uri::Authority};
@@ -108,6 +118,16 @@ fn authority(text: &[u8]) -> Option<String> {
     Some(parsed.as_str().to_owned())
 }
 
+/// Request headers a handler may take its host, port, path prefix or scheme from: keyed
+/// (sorted, as varied headers are), so that no client's value reaches another's answer.
+pub(crate) const FORWARDING: [HeaderName; 5] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-proto"),
+];
+
 /// The request's base key (see the module's docs); the method is GET's for GET and HEAD.
 pub(crate) fn base_key(uri: &Uri, headers: &HeaderMap) -> Result<String, NoKey> {
     let host = host(uri, headers)?.unwrap_or_default();
@@ -122,24 +142,32 @@ pub(crate) fn base_key(uri: &Uri, headers: &HeaderMap) -> Result<String, NoKey> 
     key.push_str(&host);
     key.push(' ');
     key.push_str(path);
+    for name in &FORWARDING {
+        if headers.contains_key(name) {
+            push_values(&mut key, name, headers, false)?;
+        }
+    }
     Ok(key)
 }
 
-/// The key of the variant of `base` that `headers` select on `names` (sorted, deduplicated
-/// header names, as `Vary` is read).
-pub(crate) fn variant_key(
-    base: &str,
-    names: &[HeaderName],
+/// Appends `\n<name>:<count>` and each value of `name` in `headers` (see the module's docs;
+/// `hashed`: by hash).
+fn push_values(
+    key: &mut String,
+    name: &HeaderName,
     headers: &HeaderMap,
-) -> Result<String, NoKey> {
+    hashed: bool,
+) -> Result<(), NoKey> {
     use std::fmt::Write;
 
-    let mut key = String::from(base);
-    for name in names {
-        let values = headers.get_all(name);
-        let _ = write!(key, "\n{}:{}", name.as_str(), values.iter().count());
-        for value in values {
-            key.push(',');
+    let values = headers.get_all(name);
+    let _ = write!(key, "\n{}:{}", name.as_str(), values.iter().count());
+    for value in values {
+        key.push(',');
+        if hashed {
+            let hash = xxhash_rust::xxh3::xxh3_128(value.as_bytes());
+            let _ = write!(key, "%H{hash:032x}");
+        } else {
             for &byte in value.as_bytes() {
                 if byte.is_ascii_graphic() && byte != b'%' && byte != b',' {
                     key.push(char::from(byte));
@@ -147,13 +175,33 @@ pub(crate) fn variant_key(
                     let _ = write!(key, "%{byte:02X}");
                 }
             }
-            if key.len() > MAX_KEY {
-                return Err(NoKey::TooLong);
-            }
         }
         if key.len() > MAX_KEY {
             return Err(NoKey::TooLong);
         }
+    }
+    if key.len() > MAX_KEY {
+        return Err(NoKey::TooLong);
+    }
+    Ok(())
+}
+
+/// The key of the variant of `base` that `headers` select on `names` (sorted, deduplicated
+/// header names, as `Vary` is read) in the URL's `generation` of variants (`\n@` and its
+/// hex: `@` is in no header name); the values of `credentials` by hash.
+pub(crate) fn variant_key(
+    base: &str,
+    names: &[HeaderName],
+    headers: &HeaderMap,
+    credentials: &[HeaderName],
+    generation: u64,
+) -> Result<String, NoKey> {
+    use std::fmt::Write;
+
+    let mut key = String::from(base);
+    let _ = write!(key, "\n@{generation:x}");
+    for name in names {
+        push_values(&mut key, name, headers, credentials.contains(name))?;
     }
     Ok(key)
 }
@@ -249,7 +297,13 @@ mod tests {
         assert_eq!(base, "GET  /x");
         let huge = headers(&[("accept-language", &vec![b'a'; MAX_KEY][..])]);
         assert_eq!(
-            variant_key(&base, &[HeaderName::from_static("accept-language")], &huge),
+            variant_key(
+                &base,
+                &[HeaderName::from_static("accept-language")],
+                &huge,
+                &[],
+                0
+            ),
             Err(NoKey::TooLong)
         );
     }
@@ -326,7 +380,7 @@ mod tests {
             let (uri, headers) = self.parts()?;
             let base = base_key(&uri, &headers).ok()?;
             let names = [FIRST, SECOND];
-            let key = variant_key(&base, &names, &headers).ok()?;
+            let key = variant_key(&base, &names, &headers, &[], 0).ok()?;
             Some((key, self.identity(&uri)))
         }
     }

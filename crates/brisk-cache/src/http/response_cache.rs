@@ -24,7 +24,11 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{BoxError, CacheBody, directives, key, layer::hash_tag, precondition::PRECONDITIONS};
-use crate::{Cache, Error, NoRemote, Remote, Stamped, Tiered, metrics::Series, tiered::NotStored};
+use crate::{
+    Cache, Error, NoRemote, Remote, Stamped, Tiered,
+    metrics::Series,
+    tiered::{NotStored, NotStoredApart},
+};
 
 /// The response header that tells how a response was answered: `hit`, `miss` or `stale`.
 pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
@@ -32,6 +36,67 @@ pub const X_CACHE: HeaderName = HeaderName::from_static("x-cache");
 /// Statuses a cache may store with explicit freshness (RFC 9110 §15.1, "heuristically
 /// cacheable" ones; server errors are failures here).
 const STORABLE: [u16; 10] = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414];
+
+/// Statuses the cache's `fresh_for` applies to (a response that gives no lifetime of its
+/// own); errors (404, 405, 410, 414) are stored only with one: any client can make a 404
+/// at a new URL, and what it keeps in the levels would be theirs to size.
+const DEFAULT_LIFETIME: [u16; 6] = [200, 203, 204, 300, 301, 308];
+
+/// Request headers that make a handler answer another method or URL than the request line
+/// says: such requests pass (their key would not name what they get).
+const OVERRIDES: [HeaderName; 4] = [
+    HeaderName::from_static("x-http-method-override"),
+    HeaderName::from_static("x-method-override"),
+    HeaderName::from_static("x-original-url"),
+    HeaderName::from_static("x-rewrite-url"),
+];
+
+/// Whether a request has a body (the key does not hold it, and the handler may read it).
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(http::header::TRANSFER_ENCODING)
+        || headers
+            .get_all(http::header::CONTENT_LENGTH)
+            .iter()
+            .any(|length| length.as_bytes() != b"0")
+}
+
+/// A response's `Age` in seconds: an unreadable or overflowing one counts as 2³¹, stale for
+/// any lifetime (RFC 9111 §1.2.2, §5.1).
+fn age_seconds(value: &HeaderValue) -> u64 {
+    const MAX: u64 = 1 << 31;
+    let text = value.as_bytes();
+    if text.is_empty() || !text.iter().all(u8::is_ascii_digit) {
+        return MAX;
+    }
+    std::str::from_utf8(text)
+        .ok()
+        .and_then(|text| text.parse::<u64>().ok())
+        .map_or(MAX, |age| age.min(MAX))
+}
+
+/// Removes the hop-by-hop headers (RFC 9110 §7.6.1), those `Connection` names included,
+/// from a response to be stored.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(http::header::CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|text| text.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.into_iter().chain([
+        http::header::CONNECTION,
+        http::header::TRANSFER_ENCODING,
+        http::header::TE,
+        http::header::TRAILER,
+        http::header::UPGRADE,
+        http::header::PROXY_AUTHENTICATE,
+        HeaderName::from_static("keep-alive"),
+        HeaderName::from_static("proxy-connection"),
+    ]) {
+        headers.remove(name);
+    }
+}
 
 /// Request headers that carry credentials whatever the builder adds: `Authorization` (RFC
 /// 9111 §3.5) and `Cookie` (a session).
@@ -46,8 +111,9 @@ pub struct CachedResponse(Arc<Stored>);
 enum Stored {
     Response(Entry),
     /// The responses at this URL vary on these request headers (lowercase, sorted): each
-    /// variant is stored under a key of its own.
-    Vary(Vec<HeaderName>),
+    /// variant is stored under a key of its own, in this generation of the URL's variants
+    /// (a new one each time the list is stored: variants of an earlier list are never read).
+    Vary(Vec<HeaderName>, u64),
 }
 
 struct Entry {
@@ -99,7 +165,7 @@ impl CachedResponse {
                     .sum();
                 OVERHEAD + entry.body.len() + headers
             }
-            Stored::Vary(names) => {
+            Stored::Vary(names, _) => {
                 OVERHEAD
                     + names
                         .iter()
@@ -112,7 +178,7 @@ impl CachedResponse {
     fn lifetime(&self) -> Option<Duration> {
         match &*self.0 {
             Stored::Response(entry) => Some(entry.lifetime),
-            Stored::Vary(_) => None,
+            Stored::Vary(..) => None,
         }
     }
 
@@ -120,7 +186,7 @@ impl CachedResponse {
     fn refuses(&self, credentials: &[HeaderName]) -> bool {
         match &*self.0 {
             Stored::Response(entry) => !answers_to(entry, credentials),
-            Stored::Vary(_) => false,
+            Stored::Vary(..) => false,
         }
     }
 }
@@ -134,7 +200,11 @@ impl fmt::Debug for CachedResponse {
                 .field("body_len", &entry.body.len())
                 .field("vary", &entry.vary)
                 .finish_non_exhaustive(),
-            Stored::Vary(names) => f.debug_tuple("CachedResponse::Vary").field(names).finish(),
+            Stored::Vary(names, generation) => f
+                .debug_tuple("CachedResponse::Vary")
+                .field(names)
+                .field(generation)
+                .finish(),
         }
     }
 }
@@ -158,7 +228,7 @@ mod wire {
             lifetime_ms: u64,
             vary: Vec<String>,
         },
-        Vary(Vec<String>),
+        Vary(Vec<String>, u64),
     }
 
     fn names(names: &[HeaderName]) -> Vec<String> {
@@ -193,7 +263,7 @@ mod wire {
                     lifetime_ms: u64::try_from(entry.lifetime.as_millis()).unwrap_or(u64::MAX),
                     vary: names(&entry.vary),
                 },
-                Stored::Vary(vary) => Wire::Vary(names(vary)),
+                Stored::Vary(vary, generation) => Wire::Vary(names(vary), *generation),
             };
             wire.serialize(serializer)
         }
@@ -230,7 +300,7 @@ mod wire {
                             vary: parse_names(vary)?,
                         })
                     }
-                    Wire::Vary(vary) => Stored::Vary(parse_names(vary)?),
+                    Wire::Vary(vary, generation) => Stored::Vary(parse_names(vary)?, generation),
                 },
             )))
         }
@@ -645,9 +715,20 @@ pub(crate) fn storable(
         return None;
     }
     let vary = vary_names(headers)?;
+    // An encoded body that does not say it varies by encoding would reach clients that
+    // cannot read it.
+    if headers.contains_key(http::header::CONTENT_ENCODING)
+        && !vary.contains(&http::header::ACCEPT_ENCODING)
+    {
+        return None;
+    }
     let (mut max_age, mut s_maxage, mut public) = (None, None, false);
     for value in headers.get_all(CACHE_CONTROL) {
         let text = value.to_str().ok()?;
+        // An unterminated quoted string hides the directives after it: unreadable.
+        if text.bytes().filter(|&byte| byte == b'"').count() % 2 == 1 {
+            return None;
+        }
         for directive in directives(text) {
             let slot = match &*directive.name {
                 "no-store" | "private" | "no-cache" => return None,
@@ -677,8 +758,10 @@ pub(crate) fn storable(
     }
     let lifetime = match given {
         Some(seconds) => Duration::from_secs(seconds),
-        // The cache's default lifetime is for anonymous requests only.
-        None if credentials.is_empty() => default_ttl?,
+        // The cache's default lifetime is for anonymous requests only, and successes.
+        None if credentials.is_empty() && DEFAULT_LIFETIME.contains(&status.as_u16()) => {
+            default_ttl?
+        }
         None => return None,
     };
     (!lifetime.is_zero()).then_some((lifetime, vary))
@@ -767,11 +850,26 @@ where
 {
     let metrics = &config.metrics;
     let method = request.method().clone();
-    let cacheable =
-        (method == Method::GET || method == Method::HEAD) && !request.headers().contains_key(RANGE);
+    let cacheable = (method == Method::GET || method == Method::HEAD)
+        && !request.headers().contains_key(RANGE)
+        && !has_body(request.headers())
+        && !OVERRIDES
+            .iter()
+            .any(|name| request.headers().contains_key(name));
     // No key (a `Host` that is no authority, a key too long): the handler's, unstored.
     let base = match key::base_key(request.uri(), request.headers()) {
         Ok(base) if cacheable => base,
+        // An unsafe method that succeeds invalidates the URL (RFC 9111 §4.4): its entry, and
+        // with it the generation its variants were stored in.
+        Ok(base) if !method.is_safe() => {
+            let answer = pass(metrics, &mut inner, request).await?;
+            let status = answer.status();
+            if status.is_success() || status.is_redirection() {
+                // Counted by the cache if it fails: the answer stands (the change was made).
+                let _ = config.cache.remove(&base).await;
+            }
+            return Ok(answer);
+        }
         _ => return pass(metrics, &mut inner, request).await,
     };
     let asks = asks(request.headers(), config.request_directives);
@@ -784,14 +882,20 @@ where
         .collect();
     let cache = &config.cache;
     let found = cache.peek(&base).await;
-    let expected = match found.as_ref().map(|stored| &*stored.0) {
-        Some(Stored::Vary(names)) => names.clone(),
-        _ => Vec::new(),
+    let (expected, generation) = match found.as_ref().map(|stored| &*stored.0) {
+        Some(Stored::Vary(names, generation)) => (names.clone(), *generation),
+        _ => (Vec::new(), 0),
     };
     let key = if expected.is_empty() {
         base.clone()
     } else {
-        match key::variant_key(&base, &expected, request.headers()) {
+        match key::variant_key(
+            &base,
+            &expected,
+            request.headers(),
+            &config.credentials,
+            generation,
+        ) {
             Ok(key) => key,
             Err(_) => return pass(metrics, &mut inner, request).await,
         }
@@ -849,7 +953,7 @@ where
                 source: Arc::new(not_stored),
             }),
         }
-    } else {
+    } else if credentials.is_empty() {
         cache
             .load_through(
                 key,
@@ -858,6 +962,31 @@ where
                 CachedResponse::may_serve_stale,
             )
             .await
+    } else {
+        // Loads apart from other users' (another loader error type is another flight): a
+        // personal request never leads the load anonymous requests wait for, where its
+        // answer (personal, unstored) or its failure would reach them as a miss, a timeout
+        // or a fail-safe. What it stores (a response any user may have) is theirs as well.
+        let apart = move || {
+            let loading = load();
+            Box::pin(async move { loading.await.map_err(NotStoredApart) })
+                as Pin<Box<dyn Future<Output = _> + Send>>
+        };
+        cache
+            .load_through(
+                key,
+                apart,
+                |stored: &CachedResponse| stored.lifetime(),
+                CachedResponse::may_serve_stale,
+            )
+            .await
+            .map_err(|error| {
+                error.map_load(|apart: Arc<NotStoredApart>| {
+                    Arc::new(NotStored {
+                        failed: apart.0.failed,
+                    })
+                })
+            })
     };
     let mine = take(&handled);
     match loaded {
@@ -982,7 +1111,16 @@ where
                     let own = if vary.is_empty() || vary == expected {
                         None
                     } else {
-                        Some(key::variant_key(&base, &vary, &headers).ok()?)
+                        let generation = crate::jitter::random();
+                        let key = key::variant_key(
+                            &base,
+                            &vary,
+                            &headers,
+                            &config.credentials,
+                            generation,
+                        )
+                        .ok()?;
+                        Some((key, generation))
                     };
                     Some((lifetime, vary, own))
                 });
@@ -1012,13 +1150,7 @@ where
                     return Err(NotStored { failed: true });
                 }
             };
-            for name in [
-                http::header::CONNECTION,
-                http::header::TRANSFER_ENCODING,
-                HeaderName::from_static("keep-alive"),
-            ] {
-                parts.headers.remove(name);
-            }
+            strip_hop_by_hop(&mut parts.headers);
             if parts.status == StatusCode::OK
                 && !parts.headers.contains_key(ETAG)
                 && let Some(value) = hash_tag(&body).and_then(|tag| tag.header_value())
@@ -1028,8 +1160,23 @@ where
             let age = parts
                 .headers
                 .remove(AGE)
-                .and_then(|value| value.to_str().ok()?.trim().parse().ok())
-                .unwrap_or(0);
+                .map_or(0, |value| age_seconds(&value));
+            // Fresh for what its lifetime has left past its age (RFC 9111 §4.2.3); none left:
+            // stale, not stored.
+            let Some(lifetime) = lifetime
+                .checked_sub(Duration::from_secs(age))
+                .filter(|left| !left.is_zero())
+            else {
+                let response = Response::from_parts(parts, CacheBody::buffered(body));
+                put(
+                    &handled,
+                    Handled::Response {
+                        response,
+                        stored: false,
+                    },
+                );
+                return Err(NotStored { failed: false });
+            };
             let names = vary.clone();
             let stored = CachedResponse(Arc::new(Stored::Response(Entry {
                 status: parts.status,
@@ -1047,8 +1194,8 @@ where
             // The URL's responses vary otherwise than its key said: this one is stored under
             // its own key, and the URL's entry says how they vary.
             let cache = &config.cache;
-            if let Some(key) = own {
-                let vary = CachedResponse(Arc::new(Stored::Vary(names)));
+            if let Some((key, generation)) = own {
+                let vary = CachedResponse(Arc::new(Stored::Vary(names, generation)));
                 cache.store_loaded(base, vary, Some(lifetime)).await;
                 cache
                     .store_loaded(key, stored.clone(), Some(lifetime))
