@@ -397,12 +397,15 @@ async fn a_load_that_never_returns_stops_counting_as_its_keys_load_after_a_minut
     assert_eq!(loads.load(Ordering::SeqCst), 2);
 }
 
+/// The value whose insert is held, where it waits once stored, and what releases it.
+type Hold = (String, Arc<Barrier>, Arc<Notify>);
+
 /// A remote level in memory whose next insert of a chosen value stores, then waits for a
 /// release; and whose removals can be made to hang.
 #[derive(Clone, Default)]
 struct HeldRemote {
     entries: Arc<Mutex<HashMap<u64, Stamped<String>>>>,
-    hold: Arc<Mutex<Option<(String, Arc<Barrier>, Arc<Notify>)>>>,
+    hold: Arc<Mutex<Option<Hold>>>,
     removals_hang: Arc<std::sync::atomic::AtomicBool>,
 }
 
