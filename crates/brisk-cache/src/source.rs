@@ -76,9 +76,15 @@ fn refused<E>(key: &impl fmt::Debug, written: Result<(), E>) -> Result<(), Error
 /// If the source write succeeds but the cache cannot be updated (Redis down), the write is
 /// not undone: the key is dropped from memory and the error returned, and the remote level
 /// may serve the old value until its TTL ends.
+///
+/// Two writes of one key through the same `WriteThrough` (or its clones) are ordered: each
+/// holds its key's stripe from the source write to the cache write, so the cache ends with
+/// the value the source ended with. Writes of one key from two processes are not ordered so.
 pub struct WriteThrough<K, T, S, R> {
     cache: Tiered<K, Option<T>, R>,
     source: Arc<S>,
+    stripes: Arc<[tokio::sync::Mutex<()>]>,
+    hasher: ahash::RandomState,
 }
 
 impl<K, T, S, R> Clone for WriteThrough<K, T, S, R> {
@@ -86,6 +92,8 @@ impl<K, T, S, R> Clone for WriteThrough<K, T, S, R> {
         Self {
             cache: self.cache.clone(),
             source: Arc::clone(&self.source),
+            stripes: Arc::clone(&self.stripes),
+            hasher: self.hasher.clone(),
         }
     }
 }
@@ -110,7 +118,15 @@ where
         Self {
             cache,
             source: Arc::new(source),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
+            hasher: ahash::RandomState::new(),
         }
+    }
+
+    /// The stripe a write of `key` holds from its source write to its cache write.
+    async fn ordered(&self, key: &K) -> tokio::sync::MutexGuard<'_, ()> {
+        let stripe = self.hasher.hash_one(key) as usize % self.stripes.len();
+        self.stripes[stripe].lock().await
     }
 
     /// The cache.
@@ -132,6 +148,7 @@ where
     /// [`Error::Write`] if the source refused it (the cache is unchanged); a cache error if
     /// the cache could not be updated after the source was.
     pub async fn put(&self, key: K, value: T) -> Result<(), Error<Arc<S::Error>>> {
+        let _ordered = self.ordered(&key).await;
         refused(&key, self.source.save(&key, &value).await)?;
         self.refresh(key, Some(value)).await
     }
@@ -141,6 +158,7 @@ where
     /// # Errors
     /// As [`put`](Self::put).
     pub async fn delete(&self, key: K) -> Result<(), Error<Arc<S::Error>>> {
+        let _ordered = self.ordered(&key).await;
         refused(&key, self.source.delete(&key).await)?;
         self.refresh(key, None).await
     }

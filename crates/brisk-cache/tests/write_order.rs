@@ -595,3 +595,72 @@ async fn a_caller_after_a_remove_is_not_answered_the_stale_value_of_a_load_begun
     );
     assert_eq!(c.await.unwrap().unwrap(), "new");
 }
+
+/// A table whose save of `held` waits (after writing it) until released.
+#[derive(Clone, Default)]
+struct SlowSource {
+    table: Table,
+    hold: Arc<Mutex<Option<(String, Arc<Notify>)>>>,
+}
+
+impl brisk_cache::Source<u64, String> for SlowSource {
+    type Error = String;
+
+    async fn load(&self, key: &u64) -> Result<Option<String>, String> {
+        Ok(self.table.read(*key))
+    }
+
+    async fn save(&self, key: &u64, value: &String) -> Result<(), String> {
+        self.table.set(*key, value);
+        let held = {
+            let mut hold = self.hold.lock().unwrap();
+            match &*hold {
+                Some((held, _)) if held == value => hold.take(),
+                _ => None,
+            }
+        };
+        if let Some((_, release)) = held {
+            release.notified().await;
+        }
+        Ok(())
+    }
+
+    async fn delete(&self, key: &u64) -> Result<(), String> {
+        self.table.0.lock().unwrap().remove(key);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn two_write_through_puts_of_one_key_leave_the_cache_with_the_sources_value() {
+    let source = SlowSource::default();
+    let release = Arc::new(Notify::new());
+    *source.hold.lock().unwrap() = Some(("v1".to_owned(), Arc::clone(&release)));
+    let memory: MemoryCache<u64, Stamped<Option<String>>> =
+        MemoryCache::builder().max_entries(1000).build().unwrap();
+    let through = brisk_cache::WriteThrough::new(
+        Tiered::builder().memory(memory).build().unwrap(),
+        source.clone(),
+    );
+    // The first put has written v1 to the source and waits; the second runs meanwhile.
+    let first = tokio::spawn({
+        let through = through.clone();
+        async move { through.put(1, "v1".to_owned()).await }
+    });
+    tokio::task::yield_now().await;
+    let second = tokio::spawn({
+        let through = through.clone();
+        async move { through.put(1, "v2".to_owned()).await }
+    });
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    release.notify_one();
+    first.await.unwrap().unwrap();
+    second.await.unwrap().unwrap();
+    assert_eq!(source.table.read(1).as_deref(), Some("v2"));
+    assert_eq!(
+        through.cache().get(&1).await.unwrap(),
+        Some(Some("v2".to_owned()))
+    );
+}
