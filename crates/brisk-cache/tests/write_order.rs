@@ -596,11 +596,14 @@ async fn a_caller_after_a_remove_is_not_answered_the_stale_value_of_a_load_begun
     assert_eq!(c.await.unwrap().unwrap(), "new");
 }
 
+/// The value whose save waits, and what releases it.
+type SaveHold = (String, Arc<Notify>);
+
 /// A table whose save of `held` waits (after writing it) until released.
 #[derive(Clone, Default)]
 struct SlowSource {
     table: Table,
-    hold: Arc<Mutex<Option<(String, Arc<Notify>)>>>,
+    hold: Arc<Mutex<Option<SaveHold>>>,
 }
 
 impl brisk_cache::Source<u64, String> for SlowSource {
