@@ -624,3 +624,180 @@ async fn policies_go_on_successes_and_304s_only_never_on_errors_or_cookies() {
     assert_eq!(status, StatusCode::NOT_MODIFIED);
     assert_eq!(headers[header::CACHE_CONTROL], "public, max-age=3600");
 }
+
+/// A policy that lets shared caches keep a response (`public`, `s-maxage`) is never stamped
+/// on the answer to a request with credentials (`Authorization`, `Cookie`): the handler's page
+/// for user A would be handed to user B by a CDN. It goes out made private instead (`private`,
+/// `s-maxage` dropped); a policy that is private already is stamped as it is.
+#[tokio::test]
+async fn a_shared_policy_goes_out_private_on_a_request_with_credentials() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = ConditionalLayer::builder()
+        .cache_control(
+            CacheControl::public()
+                .max_age(Duration::from_secs(60))
+                .s_maxage(Duration::from_secs(600)),
+        )
+        .cache_control_for("text/", CacheControl::private().no_cache())
+        .build()
+        .unwrap();
+    let page = |content_type: &'static str| {
+        move || {
+            Response::builder()
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Body::from("user A's page"))
+                .unwrap()
+        }
+    };
+    let me = layer.layer(handler(Arc::clone(&calls), page("application/json")));
+    let (status, headers, _) = send(me.clone(), request("GET", &[])).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        headers[header::CACHE_CONTROL],
+        "public, max-age=60, s-maxage=600",
+        "no credentials: the policy as set"
+    );
+    let etag = headers[header::ETAG].to_str().unwrap().to_owned();
+    for credentials in [
+        ("cookie", "s=A"),
+        ("authorization", "Bearer a"),
+        ("Cookie", ""),
+    ] {
+        let (status, headers, _) = send(me.clone(), request("GET", &[credentials])).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            headers[header::CACHE_CONTROL],
+            "private, max-age=60",
+            "{credentials:?}"
+        );
+        // A revalidation's 304 says the same.
+        let (status, headers, _) = send(
+            me.clone(),
+            request("GET", &[credentials, ("if-none-match", &etag)]),
+        )
+        .await;
+        assert_eq!(status, StatusCode::NOT_MODIFIED);
+        assert_eq!(
+            headers[header::CACHE_CONTROL],
+            "private, max-age=60",
+            "{credentials:?}"
+        );
+    }
+    // A private policy only restricts: stamped as it is.
+    let text = layer.layer(handler(Arc::clone(&calls), page("text/html")));
+    let (_, headers, _) = send(text, request("GET", &[("cookie", "s=A")])).await;
+    assert_eq!(headers[header::CACHE_CONTROL], "private, no-cache");
+    // The handler's own `Cache-Control` is its own, credentials or not.
+    let own = layer.layer(handler(Arc::clone(&calls), || {
+        Response::builder()
+            .header(header::CACHE_CONTROL, "public, max-age=5")
+            .body(Body::from("logo"))
+            .unwrap()
+    }));
+    let (_, headers, _) = send(own, request("GET", &[("cookie", "s=A")])).await;
+    assert_eq!(headers[header::CACHE_CONTROL], "public, max-age=5");
+
+    // A 304 from a looked-up validator, before the handler, too.
+    let looked_up = ConditionalLayer::builder()
+        .cache_control(CacheControl::public().max_age(Duration::from_secs(60)))
+        .validator(|_parts: &http::request::Parts| async {
+            Some(brisk_cache::http::EntityTag::strong("v1").unwrap())
+        })
+        .build()
+        .unwrap()
+        .layer(handler(Arc::clone(&calls), page("application/json")));
+    let (status, headers, _) = send(
+        looked_up.clone(),
+        request("GET", &[("if-none-match", "\"v1\"")]),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(headers[header::CACHE_CONTROL], "public, max-age=60");
+    let (status, headers, _) = send(
+        looked_up,
+        request(
+            "GET",
+            &[("authorization", "Bearer a"), ("if-none-match", "\"v1\"")],
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert_eq!(headers[header::CACHE_CONTROL], "private, max-age=60");
+}
+
+/// Policies are for reads' full answers: a GET or HEAD answered 2xx other than 206, or 304.
+/// A part (206), or the answer to a POST, PUT or DELETE, goes out without one.
+#[tokio::test]
+async fn policies_go_on_full_answers_to_reads_only() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let layer = ConditionalLayer::builder()
+        .cache_control(CacheControl::public().max_age(Duration::from_secs(60)))
+        .no_body_hash()
+        .build()
+        .unwrap();
+    let answer = |status: StatusCode| {
+        move || {
+            Response::builder()
+                .status(status)
+                .body(Body::from("0123"))
+                .unwrap()
+        }
+    };
+    for (method, status, stamped) in [
+        ("GET", StatusCode::OK, true),
+        ("HEAD", StatusCode::OK, true),
+        ("GET", StatusCode::NO_CONTENT, true),
+        ("GET", StatusCode::NOT_MODIFIED, true),
+        ("GET", StatusCode::PARTIAL_CONTENT, false),
+        ("HEAD", StatusCode::PARTIAL_CONTENT, false),
+        ("POST", StatusCode::CREATED, false),
+        ("POST", StatusCode::ACCEPTED, false),
+        ("POST", StatusCode::OK, false),
+        ("PUT", StatusCode::OK, false),
+        ("PATCH", StatusCode::OK, false),
+        ("DELETE", StatusCode::NO_CONTENT, false),
+        ("OPTIONS", StatusCode::OK, false),
+    ] {
+        let service = layer.layer(handler(Arc::clone(&calls), answer(status)));
+        let (answered, headers, _) = send(service, request(method, &[])).await;
+        assert_eq!(answered, status);
+        assert_eq!(
+            headers.contains_key(header::CACHE_CONTROL),
+            stamped,
+            "{method} {status}: {:?}",
+            headers.get(header::CACHE_CONTROL)
+        );
+    }
+}
+
+/// A 304 the layer makes from the handler's response keeps its `Set-Cookie` (a session
+/// refresh is not lost), `Age` and `x-cache`, besides RFC 9110 §15.4.5's list.
+#[tokio::test]
+async fn a_304_keeps_the_handlers_set_cookie_age_and_x_cache() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let service = layer().layer(handler(Arc::clone(&calls), || {
+        Response::builder()
+            .header(header::ETAG, "\"v1\"")
+            .header(header::SET_COOKIE, "session=renewed; HttpOnly")
+            .header(header::SET_COOKIE, "theme=dark")
+            .header(header::AGE, "5")
+            .header("x-cache", "hit")
+            .header("x-internal", "not for a 304")
+            .body(Body::from("page"))
+            .unwrap()
+    }));
+    let (status, headers, body) =
+        send(service, request("GET", &[("if-none-match", "\"v1\"")])).await;
+    assert_eq!(status, StatusCode::NOT_MODIFIED);
+    assert!(body.is_empty());
+    let cookies: Vec<_> = headers.get_all(header::SET_COOKIE).iter().collect();
+    assert_eq!(cookies, ["session=renewed; HttpOnly", "theme=dark"]);
+    assert_eq!(headers[header::AGE], "5");
+    assert_eq!(headers["x-cache"], "hit");
+    assert_eq!(headers[header::ETAG], "\"v1\"");
+    assert!(!headers.contains_key("x-internal"));
+    assert!(
+        !headers.contains_key(header::CACHE_CONTROL),
+        "a response that sets a cookie gets no policy"
+    );
+}

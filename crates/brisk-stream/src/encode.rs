@@ -143,12 +143,16 @@ impl Encoder {
     ///
     /// **Formulas are neutralised** (unless the encoder was built with
     /// [`no_csv_neutralising`](EncoderBuilder::no_csv_neutralising)): a text cell that starts
-    /// with `=`, `+`, `-`, `@`, a tab or a carriage return (OWASP's "CSV injection" list), which
-    /// a spreadsheet would run as a formula, is written with a `'` in front (`=1+1` becomes
-    /// `'=1+1`, and the cell is quoted where RFC 4180 requires it). Numbers are left as they
-    /// are: values of numeric types (`-5`, `-1.5`), and text that is a plain decimal number and
-    /// nothing else (`-5.20`, `+44`, `-1e5`, as a `Decimal` writes itself), which a spreadsheet
-    /// reads as a number and never runs; `-1+1`, `-inf` or `-0x10` as text are neutralised.
+    /// with `=`, `+`, `-`, `@`, a NUL, a tab or a carriage return (OWASP's "CSV injection"
+    /// list), which a spreadsheet would run as a formula, is written with a `'` in front
+    /// (`=1+1` becomes `'=1+1`, and the cell is quoted where RFC 4180 requires it); so is one
+    /// with `=`, `+`, `-` or `@` after leading blanks (spaces, tabs, line breaks, a no-break
+    /// space or other Unicode whitespace, NULs: `  =1+1`), which a spreadsheet that trims
+    /// cells runs. Numbers are left as they are: values of numeric types (`-5`, `-1.5`), and
+    /// text that is a plain decimal number and nothing else (`-5.20`, `+44`, `-1e5`, as a
+    /// `Decimal` writes itself), after spaces too (` -5.20`), which a spreadsheet reads as a
+    /// number and never runs; `-1+1`, `-inf` or `-0x10` as text are neutralised, and so is
+    /// anything whose leading blanks hold a NUL, tab or carriage return (`\t-5`).
     /// Field names come from code and are written as they are.
     #[cfg(feature = "csv")]
     #[cfg_attr(docsrs, doc(cfg(feature = "csv")))]

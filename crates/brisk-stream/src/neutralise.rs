@@ -9,14 +9,47 @@ use serde::{
     },
 };
 
-/// Whether a text cell starts as a formula would: `=`, `+`, `-`, `@`, tab or carriage return
-/// (OWASP's list), and is not a plain decimal number (such as a `Decimal` amount written as
-/// text, `-5.20`), which a spreadsheet reads as a number and never runs.
+/// Whether a text cell starts as a formula would: with `=`, `+`, `-` or `@` (OWASP's list),
+/// also after blanks (any whitespace, NUL), which a spreadsheet that trims cells drops first,
+/// unless what follows the blanks is a plain decimal number (such as a `Decimal` amount
+/// written as text, `-5.20` or ` -5.20`), which a spreadsheet reads as a number and never
+/// runs; or with NUL, tab or carriage return (OWASP's list, ASVS 5.0 V1.2.10) anywhere among
+/// its leading blanks, whatever follows.
 pub(crate) fn needs_neutralising(cell: &[u8]) -> bool {
-    matches!(
-        cell.first(),
-        Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')
-    ) && !is_plain_number(cell)
+    let (blanks, rest) = cell.split_at(leading_blanks(cell));
+    blanks.iter().any(|b| matches!(b, b'\0' | b'\t' | b'\r'))
+        || (matches!(rest.first(), Some(b'=' | b'+' | b'-' | b'@')) && !is_plain_number(rest))
+}
+
+/// The length of `cell`'s leading blanks: NUL and whitespace (ASCII, or any other Unicode
+/// whitespace character encoded as UTF-8, such as a no-break space).
+fn leading_blanks(cell: &[u8]) -> usize {
+    let mut at = 0;
+    while let Some(&byte) = cell.get(at) {
+        if byte < 0x80 {
+            if byte == 0 || char::from(byte).is_whitespace() {
+                at += 1;
+                continue;
+            }
+            break;
+        }
+        let width = match byte {
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            0xF0..=0xF7 => 4,
+            _ => break,
+        };
+        let blank = cell
+            .get(at..at + width)
+            .and_then(|bytes| std::str::from_utf8(bytes).ok())
+            .and_then(|text| text.chars().next())
+            .is_some_and(char::is_whitespace);
+        if !blank {
+            break;
+        }
+        at += width;
+    }
+    at
 }
 
 /// `[+-]?(digits[.digits?] | .digits)([eE][+-]?digits)?`: a number and nothing else (not
@@ -298,13 +331,65 @@ mod tests {
     #[test]
     fn formulas_are_told_from_numbers() {
         for cell in [
-            "=1+1", "+1+1", "-1+1", "@SUM(A1)", "\t=1", "\r=1", "-", "+", "-.", "-e5", "-1e",
-            "-1e+", "-inf", "-NaN", "-0x10", "-1 ", "- 1", "+1,5", "-1.2.3",
+            "=1+1",
+            "+1+1",
+            "-1+1",
+            "@SUM(A1)",
+            "\t=1",
+            "\r=1",
+            "-",
+            "+",
+            "-.",
+            "-e5",
+            "-1e",
+            "-1e+",
+            "-inf",
+            "-NaN",
+            "-0x10",
+            "-1 ",
+            "- 1",
+            "+1,5",
+            "-1.2.3",
+            // Blanks first: a spreadsheet that trims them runs what follows.
+            " =1",
+            "   +1+1",
+            "\t\t-x",
+            " \t@SUM(A1)",
+            "\n=1",
+            "\u{a0}=1",
+            "\u{3000}-1+1",
+            " - 1",
+            // NUL first (OWASP ASVS 5.0 V1.2.10), alone or before blanks; tab or CR anywhere
+            // in the blanks, whatever follows.
+            "\0",
+            "\0=1",
+            "\0abc",
+            " \0abc",
+            "\t-5",
+            " \r5",
+            "\tabc",
         ] {
             assert!(needs_neutralising(cell.as_bytes()), "{cell:?}");
         }
         for cell in [
-            "", "a=1", " =1", "5", "-5", "+5", "-5.20", "-.5", "-5.", "-1e5", "+1E-5", "'=1",
+            "",
+            "a=1",
+            " a=1",
+            " ",
+            "\n",
+            "5",
+            "-5",
+            "+5",
+            "-5.20",
+            "-.5",
+            "-5.",
+            "-1e5",
+            "+1E-5",
+            "'=1",
+            "a\0",
+            " -5",
+            "  -5.20",
+            "\u{a0}+44",
         ] {
             assert!(!needs_neutralising(cell.as_bytes()), "{cell:?}");
         }

@@ -421,6 +421,8 @@ fn text() -> impl Strategy<Value = String> {
         "\\PC{0,2000}",
         // What a spreadsheet might run, and numbers that look like it.
         "[=+@\t\r-][0-9a-z.+=()-]{0,8}",
+        // ... after blanks or a NUL.
+        "[ \t\n\u{a0}\u{0}]{1,3}[=+@0-9a-z-][0-9a-z.+=()-]{0,8}",
     ]
 }
 
@@ -487,8 +489,14 @@ proptest! {
             let body = concat(&chunks);
             let back: Vec<Order> = csv::Reader::from_reader(&body[..]).deserialize().map(Result::unwrap).map(no_empty).collect();
             prop_assert_eq!(back.len(), expected.len());
-            let trigger = |cell: &str| cell.starts_with(['=', '+', '-', '@', '\t', '\r']);
+            let blank = |c: char| c.is_whitespace() || c == '\0';
+            let trigger = |cell: &str| {
+                let rest = cell.trim_start_matches(blank);
+                cell[..cell.len() - rest.len()].contains(['\0', '\t', '\r'])
+                    || rest.starts_with(['=', '+', '-', '@'])
+            };
             let number = |cell: &str| {
+                let cell = cell.trim_start_matches(blank);
                 cell.parse::<f64>().is_ok()
                     && !cell.contains(|c: char| c.is_ascii_alphabetic() && c != 'e' && c != 'E')
             };
@@ -576,6 +584,15 @@ async fn csv_cells_that_start_a_formula_are_neutralised_by_default() {
         ("-inf", "'-inf"),
         ("-NaN", "'-NaN"),
         ("-0x10", "'-0x10"),
+        // Blanks before a formula: a spreadsheet that trims them runs it.
+        ("  =1+1", "'  =1+1"),
+        (" \t@SUM(A1)", "' \t@SUM(A1)"),
+        ("\u{a0}-1+1", "'\u{a0}-1+1"),
+        // NUL first (OWASP ASVS 5.0 V1.2.10).
+        ("\0=1", "'\0=1"),
+        ("\0", "'\0"),
+        // A number after spaces is still a number.
+        (" -5.20", " -5.20"),
     ];
     let rows: Vec<Result<Cell, std::io::Error>> = cells
         .iter()

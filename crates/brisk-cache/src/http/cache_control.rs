@@ -112,6 +112,18 @@ impl CacheControl {
         self
     }
 
+    /// This policy as it may go on the answer to a request with credentials
+    /// (`Authorization`, `Cookie`): a `public` one made `private`, without `s-maxage`, so no
+    /// shared cache keeps one user's answer for the next; a private or `no-store` one as it is.
+    pub(crate) fn for_credentials(&self) -> Self {
+        let mut policy = self.clone();
+        if policy.audience == Audience::Public {
+            policy.audience = Audience::Private;
+            policy.s_maxage = None;
+        }
+        policy
+    }
+
     /// The header value.
     ///
     /// # Errors

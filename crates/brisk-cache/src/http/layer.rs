@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http::{
     HeaderMap, HeaderValue, Method, Request, Response, StatusCode,
     header::{
-        CACHE_CONTROL, CONTENT_LOCATION, CONTENT_TYPE, DATE, ETAG, EXPIRES, LAST_MODIFIED,
-        SET_COOKIE, VARY,
+        AGE, AUTHORIZATION, CACHE_CONTROL, CONTENT_LOCATION, CONTENT_TYPE, COOKIE, DATE, ETAG,
+        EXPIRES, LAST_MODIFIED, SET_COOKIE, VARY,
     },
 };
 use http_body::Body;
@@ -23,7 +23,7 @@ use tower_layer::Layer;
 use tower_service::Service;
 
 use super::{
-    BoxError, CacheBody, CacheControl, EntityTag,
+    BoxError, CacheBody, CacheControl, EntityTag, X_CACHE,
     precondition::{PRECONDITIONS, Precondition, Validators, evaluate},
 };
 use crate::{Error, metrics::Series};
@@ -66,8 +66,10 @@ impl Metrics {
     }
 }
 
-/// Headers a 304 carries from the response it stands for (RFC 9110 §15.4.5).
-const NOT_MODIFIED_HEADERS: [http::HeaderName; 7] = [
+/// Headers a 304 carries from the response it stands for: RFC 9110 §15.4.5's list, then
+/// `Set-Cookie` (a session the handler renewed stays renewed), and `Age` and `x-cache` (what
+/// a [`ResponseCacheLayer`](super::ResponseCacheLayer) inside said of the answer).
+const NOT_MODIFIED_HEADERS: [http::HeaderName; 10] = [
     CACHE_CONTROL,
     CONTENT_LOCATION,
     DATE,
@@ -75,6 +77,9 @@ const NOT_MODIFIED_HEADERS: [http::HeaderName; 7] = [
     EXPIRES,
     LAST_MODIFIED,
     VARY,
+    SET_COOKIE,
+    AGE,
+    X_CACHE,
 ];
 
 /// A tower layer that gives responses validators and answers conditional requests:
@@ -86,15 +91,21 @@ const NOT_MODIFIED_HEADERS: [http::HeaderName; 7] = [
 ///   responses other than 200 (a 206's bytes are a part) and HEAD responses.
 /// - **Preconditions** of GET and HEAD requests are evaluated against them after the handler,
 ///   in RFC 9110 §13.2.2's order ([`evaluate`](super::evaluate)): a 304 carries `ETag`,
-///   `Cache-Control`, `Vary`, `Date`, `Expires`, `Content-Location` and `Last-Modified` and no
-///   body; a 412 has no body. Only 2xx responses are considered (§13.2.1). Those of other
+///   `Cache-Control`, `Vary`, `Date`, `Expires`, `Content-Location` and `Last-Modified`, and
+///   the handler's `Set-Cookie`, `Age` and `x-cache`, and no body; a 412 has no body. Only 2xx responses are considered (§13.2.1). Those of other
 ///   methods must hold *before* the method runs, so they are answered only with a
 ///   [`validator`](ConditionalLayerBuilder::validator), before the handler; without one they
 ///   are the handler's.
 /// - **`Cache-Control`** from the policies set on the builder, unless the handler set one,
-///   on 2xx and 304 responses without `Set-Cookie` only: a 4xx/5xx, another 3xx, or a
-///   response that sets a cookie goes out with the handler's headers as they are. Entity
-///   tags (looked up or hashed) go on 2xx responses only.
+///   only on the answers to GET and HEAD requests that are 2xx other than 206, or 304, and
+///   have no `Set-Cookie`: a 4xx/5xx, another 3xx, a 206 (a part), the answer to a POST, PUT,
+///   DELETE or other method, or a response that sets a cookie goes out with the handler's
+///   headers as they are. On the answer to a request with credentials (`Authorization` or
+///   `Cookie`) a `public` policy goes out made `private`, without `s-maxage`
+///   (`public, max-age=60, s-maxage=600` as `private, max-age=60`): no shared cache keeps one
+///   user's answer for the next, their own browser still may. A handler whose answer is the
+///   same for everyone sets its own `Cache-Control`, which is left as it is. Entity tags
+///   (looked up or hashed) go on 2xx responses only.
 ///
 /// ```
 /// use std::time::Duration;
@@ -126,9 +137,43 @@ struct Config {
     metrics: Metrics,
     lookup: Option<Lookup>,
     max_hashed_body: Option<u64>,
-    default_policy: Option<HeaderValue>,
-    /// (content-type prefix, `Cache-Control` value), most specific first.
-    policies: Vec<(String, HeaderValue)>,
+    default_policy: Option<Policy>,
+    /// (content-type prefix, `Cache-Control` values), most specific first.
+    policies: Vec<(String, Policy)>,
+}
+
+/// A `Cache-Control` policy's header values.
+#[derive(Debug, Clone)]
+struct Policy {
+    /// As it was set.
+    anyone: HeaderValue,
+    /// For the answer to a request with credentials: `public` made `private`, no `s-maxage`
+    /// ([`CacheControl::for_credentials`]).
+    credentialed: HeaderValue,
+}
+
+impl Policy {
+    fn new(policy: &CacheControl) -> Result<Self, Error> {
+        Ok(Self {
+            anyone: policy.header_value()?,
+            credentialed: policy.for_credentials().header_value()?,
+        })
+    }
+
+    /// The value for a request that has credentials or not.
+    fn value(&self, credentials: bool) -> &HeaderValue {
+        if credentials {
+            &self.credentialed
+        } else {
+            &self.anyone
+        }
+    }
+}
+
+/// Whether a request carries credentials (`Authorization` or `Cookie`), whose answer may be
+/// one user's own: no policy that lets a shared cache keep it goes on it.
+fn has_credentials(headers: &HeaderMap) -> bool {
+    headers.contains_key(AUTHORIZATION) || headers.contains_key(COOKIE)
 }
 
 impl fmt::Debug for Config {
@@ -190,7 +235,8 @@ impl ConditionalLayerBuilder {
     /// matching `If-None-Match` is then a 304, and a failed `If-Match` a 412, without calling
     /// the handler (counted in `brisk_cache_http_handler_calls_saved_total`); otherwise the
     /// handler's response carries that tag unless it set its own. The 304 carries the
-    /// default `Cache-Control` policy (the content type is not known without a response).
+    /// default `Cache-Control` policy (the content type is not known without a response),
+    /// made private for a request with credentials.
     pub fn validator<F, Fut>(mut self, lookup: F) -> Self
     where
         F: Fn(&http::request::Parts) -> Fut + Send + Sync + 'static,
@@ -216,8 +262,10 @@ impl ConditionalLayerBuilder {
     }
 
     /// `Cache-Control` for responses no content-type policy covers. Default: none. Like
-    /// every policy, set only on 2xx and 304 responses that have no `Cache-Control` and no
-    /// `Set-Cookie` of their own.
+    /// every policy, set only on the 2xx (but 206) and 304 answers to GET and HEAD requests
+    /// that have no `Cache-Control` and no `Set-Cookie` of their own; on the answer to a
+    /// request with `Authorization` or `Cookie`, a `public` policy goes out as `private`
+    /// without `s-maxage`.
     pub fn cache_control(mut self, policy: CacheControl) -> Self {
         self.default_policy = Some(policy);
         self
@@ -263,7 +311,7 @@ impl ConditionalLayerBuilder {
                     reason: "the content-type prefix must be non-empty; `cache_control` sets the default",
                 });
             }
-            policies.push((prefix.to_ascii_lowercase(), policy.header_value()?));
+            policies.push((prefix.to_ascii_lowercase(), Policy::new(&policy)?));
         }
         policies.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         Ok(ConditionalLayer {
@@ -271,10 +319,7 @@ impl ConditionalLayerBuilder {
                 metrics: self.metrics,
                 lookup: self.lookup,
                 max_hashed_body: self.max_hashed_body,
-                default_policy: self
-                    .default_policy
-                    .map(|policy| policy.header_value())
-                    .transpose()?,
+                default_policy: self.default_policy.as_ref().map(Policy::new).transpose()?,
                 policies,
             }),
         })
@@ -306,6 +351,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let method = request.method().clone();
+        let credentials = has_credentials(request.headers());
         // Only the four precondition headers are kept while the handler runs.
         let mut conditions = HeaderMap::new();
         for name in PRECONDITIONS {
@@ -318,7 +364,7 @@ where
             let response = self.inner.call(request);
             return Box::pin(async move {
                 let response = response.await?;
-                Ok(answer(&config, &method, &conditions, response, None).await)
+                Ok(answer(&config, &method, credentials, &conditions, response, None).await)
             });
         };
         let (parts, body) = request.into_parts();
@@ -341,7 +387,7 @@ where
                     headers.insert(ETAG, value);
                 }
                 if let Some(policy) = &config.default_policy {
-                    headers.insert(CACHE_CONTROL, policy.clone());
+                    headers.insert(CACHE_CONTROL, policy.value(credentials).clone());
                 }
                 let decided = evaluate(&method, &conditions, Some(&validators));
                 if let Some(answer) = refuse(&config, decided, &headers, 0) {
@@ -350,16 +396,26 @@ where
                 }
             }
             let response = inner.call(request).await?;
-            Ok(answer(&config, &method, &conditions, response, current).await)
+            Ok(answer(
+                &config,
+                &method,
+                credentials,
+                &conditions,
+                response,
+                current,
+            )
+            .await)
         })
     }
 }
 
 /// The handler's response, given validators (the looked-up `known` tag, the handler's own, or
-/// a body hash) and, where the preconditions call for it, turned into a 304 or 412.
+/// a body hash) and, where the preconditions call for it, turned into a 304 or 412;
+/// `credentials`: whether the request had any.
 async fn answer<B>(
     config: &Config,
     method: &Method,
+    credentials: bool,
     conditions: &HeaderMap,
     response: Response<B>,
     known: Option<EntityTag>,
@@ -369,16 +425,21 @@ where
     B::Error: Into<BoxError>,
 {
     let (mut parts, body) = response.into_parts();
-    // A policy is for successes: never on a 4xx/5xx (a shared cache in front would keep the
-    // error), a 1xx or 3xx other than 304, nor on a response that sets a cookie (`public` on
-    // it would share one user's session with the next).
-    let policed = (parts.status.is_success() || parts.status == StatusCode::NOT_MODIFIED)
-        && !parts.headers.contains_key(SET_COOKIE);
+    // A policy is for a read's full answer: never on a 4xx/5xx (a shared cache in front
+    // would keep the error), a 1xx or 3xx other than 304, a 206 (a part), the answer to a
+    // method other than GET and HEAD, nor on a response that sets a cookie (`public` on it
+    // would share one user's session with the next).
+    let read = *method == Method::GET || *method == Method::HEAD;
+    let full = (parts.status.is_success() && parts.status != StatusCode::PARTIAL_CONTENT)
+        || parts.status == StatusCode::NOT_MODIFIED;
+    let policed = read && full && !parts.headers.contains_key(SET_COOKIE);
     if policed
         && !parts.headers.contains_key(CACHE_CONTROL)
         && let Some(policy) = policy_for(config, &parts.headers)
     {
-        parts.headers.insert(CACHE_CONTROL, policy.clone());
+        parts
+            .headers
+            .insert(CACHE_CONTROL, policy.value(credentials).clone());
     }
     if !parts.status.is_success() {
         return Response::from_parts(parts, CacheBody::passed(body));
@@ -479,7 +540,7 @@ fn refuse<B>(
     Some(answer)
 }
 
-fn policy_for<'a>(config: &'a Config, headers: &HeaderMap) -> Option<&'a HeaderValue> {
+fn policy_for<'a>(config: &'a Config, headers: &HeaderMap) -> Option<&'a Policy> {
     let content_type = headers
         .get(CONTENT_TYPE)
         .and_then(|value| value.to_str().ok())
