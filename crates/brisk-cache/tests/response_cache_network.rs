@@ -373,3 +373,106 @@ async fn two_clients_never_get_each_others_or_poisoned_responses() {
     }
     assert!(hits >= asked.len(), "shared answers are hits: {hits}");
 }
+
+/// Across instances (`load_across_instances`), a leader's answer that may not be stored is no
+/// failure: a follower waiting for it answers with its own handler call, never with the stale
+/// copy (fail-safe is for failures).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaders_unstorable_answer_is_no_failure_for_followers_in_another_instance() {
+    use std::sync::Mutex;
+
+    use tokio::sync::{Barrier, Notify};
+    use tower::{Layer, ServiceExt, service_fn};
+
+    type Body = http_body_util::Full<Bytes>;
+    /// What a handler answers: body and Cache-Control, and whether it waits first.
+    type Answer = (&'static str, &'static str, bool);
+    type Handled = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<http::Response<Body>, std::convert::Infallible>>
+                + Send,
+        >,
+    >;
+
+    let redis = RedisServer::start().unwrap();
+    let (entered, release) = (Arc::new(Barrier::new(2)), Arc::new(Notify::new()));
+    let layer = |answer: Arc<Mutex<Answer>>| {
+        let (redis_url, entered, release) =
+            (redis.url(), Arc::clone(&entered), Arc::clone(&release));
+        async move {
+            let connection = ConnectionManager::new(redis::Client::open(redis_url).unwrap())
+                .await
+                .unwrap();
+            let remote: RedisCache<String, Stamped<CachedResponse>> =
+                RedisCache::builder(connection.clone())
+                    .prefix("pages")
+                    .build()
+                    .await
+                    .unwrap();
+            let cache = Tiered::builder()
+                .remote(remote)
+                .load_across_instances(connection, "pages:load:")
+                .fresh_for(Duration::from_secs(1))
+                .fail_safe(Duration::from_secs(600))
+                .build()
+                .unwrap();
+            let handler = service_fn(move |_: Request<Body>| {
+                let (answer, entered, release) = (
+                    Arc::clone(&answer),
+                    Arc::clone(&entered),
+                    Arc::clone(&release),
+                );
+                let (body, cache_control, waits) = *answer.lock().unwrap();
+                let answered: Handled = Box::pin(async move {
+                    if waits {
+                        entered.wait().await;
+                        release.notified().await;
+                    }
+                    Ok(http::Response::builder()
+                        .header("cache-control", cache_control)
+                        .body(Body::from(body))
+                        .unwrap())
+                });
+                answered
+            });
+            ResponseCacheLayer::builder(cache)
+                .build()
+                .unwrap()
+                .layer(handler)
+        }
+    };
+    let answer_a = Arc::new(Mutex::new(("v1", "public, max-age=1", false)));
+    let answer_b = Arc::new(Mutex::new(("from b", "private", false)));
+    let a = layer(Arc::clone(&answer_a)).await;
+    let b = layer(Arc::clone(&answer_b)).await;
+    let get = || {
+        Request::get("/page")
+            .header("host", "shop.example")
+            .body(Body::default())
+            .unwrap()
+    };
+    let body = |response: http::Response<_>| async move {
+        let (parts, body) = response.into_parts();
+        let bytes = BodyExt::collect(body).await.unwrap().to_bytes();
+        (parts.headers["x-cache"].to_str().unwrap().to_owned(), bytes)
+    };
+    let stored = body(a.clone().oneshot(get()).await.unwrap()).await;
+    assert_eq!(stored.1, "v1");
+    // Stale in both instances (one Redis level), within fail-safe.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // A leads the refresh; its handler now answers privately, after B started following.
+    *answer_a.lock().unwrap() = ("now private", "private", true);
+    let leader = tokio::spawn(a.clone().oneshot(get()));
+    entered.wait().await;
+    let follower = tokio::spawn(b.clone().oneshot(get()));
+    // B waits for A's lease (polling), then A's answer arrives.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    release.notify_one();
+    assert_eq!(body(leader.await.unwrap().unwrap()).await.1, "now private");
+    let (x_cache, followed) = body(follower.await.unwrap().unwrap()).await;
+    assert_eq!(
+        (x_cache.as_str(), &followed[..]),
+        ("miss", &b"from b"[..]),
+        "the follower asks its own handler, not the stale copy"
+    );
+}
