@@ -52,8 +52,6 @@
 //!   prefix invalidation); `redis::Backplane`, which keeps every instance's memory level in
 //!   step; loads run once across instances
 //!   ([`TieredBuilder::load_across_instances`]).
-//! - `fuzzing`: the response cache's key and storage decisions for the fuzz targets in
-//!   `fuzz/`; hidden, not a stable API.
 //!
 //! # Guarantees
 //! - **Bounded.** The entry count (or weight) never exceeds the bound: each shard holds its

@@ -1,5 +1,5 @@
 //! The response cache's key and storage decisions, reachable from the `response_cache_key`
-//! fuzz target (feature `fuzzing`, for it alone: nothing here is a stable API).
+//! fuzz target (hidden, for it alone: nothing here is a stable API).
 
 use std::time::Duration;
 

@@ -19,7 +19,6 @@ mod body;
 mod cache_control;
 mod directives;
 mod etag;
-#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 mod key;
