@@ -664,16 +664,14 @@ where
         K: 'k,
     {
         let inner = &*self.inner;
-        keys.into_iter()
-            .map(|key| {
-                inner.epochs.bump(key);
-                let epoch = inner.epochs.read(key);
-                if let Some(memory) = &inner.memory {
-                    memory.remove(key);
-                }
-                epoch
-            })
-            .collect()
+        let keys: Vec<&K> = keys.into_iter().collect();
+        keys.iter().for_each(|key| inner.epochs.bump(*key));
+        // Read after every key's bump: the write's own bumps since are its second ones only.
+        let epochs = keys.iter().map(|key| inner.epochs.read(*key)).collect();
+        if let Some(memory) = &inner.memory {
+            keys.iter().for_each(|key| drop(memory.remove(key)));
+        }
+        epochs
     }
 
     /// The second half of a write of `keys`, whether its L2 call succeeded or not (a timed-out

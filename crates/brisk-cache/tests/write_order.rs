@@ -667,3 +667,20 @@ async fn two_write_through_puts_of_one_key_leave_the_cache_with_the_sources_valu
         Some(Some("v2".to_owned()))
     );
 }
+
+#[tokio::test]
+async fn insert_many_keeps_every_value_in_memory() {
+    // Thousands of keys share the epoch stripes: the batch's own bumps are not another
+    // write's.
+    let memory: MemoryCache<u64, Stamped<String>> =
+        MemoryCache::builder().max_entries(20_000).build().unwrap();
+    let cache = Tiered::builder().memory(memory).build().unwrap();
+    let entries: Vec<(u64, String)> = (0..5000).map(|key| (key, key.to_string())).collect();
+    cache.insert_many(entries, None).await.unwrap();
+    for key in 0..5000_u64 {
+        assert_eq!(
+            cache.memory().unwrap().get(&key).map(Stamped::into_value),
+            Some(key.to_string())
+        );
+    }
+}
