@@ -138,7 +138,8 @@ struct Shared<K> {
 struct Metrics {
     /// `brisk_cache_backplane_messages_total{direction="sent"}`
     sent: Counter,
-    /// `brisk_cache_backplane_messages_total{direction="received"}`: other instances' only.
+    /// `brisk_cache_backplane_messages_total{direction="received"}`: other instances' only,
+    /// counted once applied to memory.
     received: Counter,
     /// `brisk_cache_backplane_gaps_total`
     gaps: Counter,
@@ -405,13 +406,14 @@ where
             // Nothing changed: from now on, this sender's 1 is expected next.
             return;
         }
-        self.metrics.received.increment();
         match message.change {
             Change::Keys(keys) => self.tell(Event::Changed(keys)),
             Change::Prefix(prefix) => self.tell(Event::Matching(Box::new(move |key: &K| {
                 key.to_string().starts_with(&prefix)
             }))),
         }
+        // Counted once applied: a reader of the count may rely on memory having followed.
+        self.metrics.received.increment();
     }
 
     fn tell(&self, event: Event<K>) {
