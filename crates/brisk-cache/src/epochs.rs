@@ -104,14 +104,14 @@ impl Epochs {
 /// How many of `epochs` (one per key of one write, read together) share each one's stripe:
 /// the bumps the write itself makes to that stripe per round.
 pub(crate) fn shared_stripes(epochs: &[Epoch]) -> Vec<u64> {
+    // Counted once per stripe (a batch of thousands of keys is not compared pair by pair).
+    let mut per_stripe = std::collections::HashMap::<usize, u64>::with_capacity(epochs.len());
+    for epoch in epochs {
+        *per_stripe.entry(epoch.stripe).or_default() += 1;
+    }
     epochs
         .iter()
-        .map(|epoch| {
-            epochs
-                .iter()
-                .filter(|other| other.stripe == epoch.stripe)
-                .count() as u64
-        })
+        .map(|epoch| per_stripe[&epoch.stripe])
         .collect()
 }
 

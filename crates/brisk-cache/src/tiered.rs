@@ -536,15 +536,16 @@ where
         self.put_l1(key, stamped.in_generation(generation), keep);
     }
 
-    /// [`fill`](Self::fill) by a reader that read `stamped` from L2 after reading `epoch`:
-    /// undone if a write of the key may have completed since (see [`Epochs`]).
-    fn fill_checked(&self, key: K, stamped: Stamped<V>, keep: Option<Duration>, epoch: Epoch) {
-        self.fill(key.clone(), stamped, keep);
-        if self.inner.epochs.moved(epoch)
-            && let Some(memory) = &self.inner.memory
-        {
-            memory.remove(&key);
+    /// Drops `key` from L1 if a write of it (here, or announced by the backplane) came since
+    /// `epoch`, besides the caller's own `own` bumps of that stripe: whether it did.
+    fn drop_if_written(&self, key: &K, epoch: Epoch, own: u64) -> bool {
+        if !self.inner.epochs.moved_besides(epoch, own) {
+            return false;
         }
+        if let Some(memory) = &self.inner.memory {
+            memory.remove(key);
+        }
+        true
     }
 
     /// Whether an L1 copy answers as fresh at `now`: filled in the current generation, and
@@ -611,14 +612,11 @@ where
         }
         self.publish(std::slice::from_ref(&key)).await;
         self.fill(key.clone(), stamped, keep);
-        if !epochs.moved(epoch) {
-            return true;
-        }
         // A write completed while this value was stored: it may have landed after the
         // write's. It leaves L1 at once (before any await: a cancelled caller leaves no old
         // value behind), and L2 too, as a removal would, unless a fence vouched for it.
-        if let Some(memory) = &self.inner.memory {
-            memory.remove(&key);
+        if !self.drop_if_written(&key, epoch, 0) {
+            return true;
         }
         if !fenced {
             // In a task of its own where there is a runtime: a caller dropped now must not
@@ -681,10 +679,10 @@ where
         self.publish(keys).await;
     }
 
-    /// Fills L1 with a written value, unless another write of its key (here, or announced by
-    /// the backplane) came since `epoch` (read by [`begin_write`](Self::begin_write); `own`:
-    /// the write's own bumps of that stripe since): then L1 is left to the newer write, or
-    /// empty, and reads go to L2.
+    /// Fills L1 with a written value, or one read from L2, unless another write of its key
+    /// (here, or announced by the backplane) came since `epoch` (read before the L2 read, or
+    /// by [`begin_write`](Self::begin_write); `own`: the write's own bumps of that stripe
+    /// since): then L1 is left to the newer write, or empty, and reads go to L2.
     fn fill_written(
         &self,
         key: K,
@@ -693,16 +691,11 @@ where
         epoch: Epoch,
         own: u64,
     ) {
-        let epochs = &self.inner.epochs;
-        if epochs.moved_besides(epoch, own) {
+        if self.inner.epochs.moved_besides(epoch, own) {
             return;
         }
         self.fill(key.clone(), stamped, keep);
-        if epochs.moved_besides(epoch, own)
-            && let Some(memory) = &self.inner.memory
-        {
-            memory.remove(&key);
-        }
+        self.drop_if_written(&key, epoch, own);
     }
 
     /// Stores `value` for `ttl` (the freshness setting when `None`) in both levels, as a load
@@ -743,7 +736,7 @@ where
         let epoch = self.inner.epochs.read(key);
         Ok(match self.remote_get(remote, key).await? {
             Some((stamped, left)) if takes(&stamped) => {
-                self.fill_checked(key.clone(), stamped.clone(), left, epoch);
+                self.fill_written(key.clone(), stamped.clone(), left, epoch, 0);
                 L2::Taken(stamped)
             }
             Some((stamped, _)) => L2::Left(stamped),
@@ -1235,11 +1228,7 @@ where
                 Some(left),
             );
         }
-        if self.inner.epochs.moved(epoch)
-            && let Some(memory) = &self.inner.memory
-        {
-            memory.remove(&key);
-        }
+        self.drop_if_written(&key, epoch, 0);
     }
 
     /// Starts one refresh of `key` in the background, unless one runs already: it takes L2's
@@ -1394,7 +1383,7 @@ where
             {
                 if let Some((stamped, left)) = hit.filter(|(stamped, _)| now.fresh(stamped)) {
                     found[at] = Some(stamped.value().clone());
-                    self.fill_checked(key, stamped, left, epoch);
+                    self.fill_written(key, stamped, left, epoch, 0);
                 }
             }
         }
