@@ -682,7 +682,8 @@ where
     /// Fills L1 with a written value, or one read from L2, unless another write of its key
     /// (here, or announced by the backplane) came since `epoch` (read before the L2 read, or
     /// by [`begin_write`](Self::begin_write); `own`: the write's own bumps of that stripe
-    /// since): then L1 is left to the newer write, or empty, and reads go to L2.
+    /// since): then L1 is left to the newer write, or empty, and reads go to L2. Without L2
+    /// the value is always kept.
     fn fill_written(
         &self,
         key: K,
@@ -691,6 +692,12 @@ where
         epoch: Epoch,
         own: u64,
     ) {
+        if self.inner.remote.is_none() {
+            // L1 is the only level: dropping the value would lose the write (a write-behind
+            // source has not got it yet), and there is no L2 for L1 to disagree with.
+            self.fill(key, stamped, keep);
+            return;
+        }
         if self.inner.epochs.moved_besides(epoch, own) {
             return;
         }
