@@ -9,7 +9,10 @@ use std::{
     marker::PhantomData,
     panic::{self, AssertUnwindSafe},
     pin::Pin,
-    sync::{Arc, Mutex, OnceLock, PoisonError},
+    sync::{
+        Arc, Mutex, OnceLock, PoisonError,
+        atomic::{AtomicBool, Ordering},
+    },
     time::Duration,
 };
 
@@ -131,6 +134,9 @@ struct Shared<K> {
     breaker: Breaker,
     sink: OnceLock<Sink<K>>,
     metrics: Metrics,
+    /// Whether the subscription is up: while it is not, this instance may miss others'
+    /// changes.
+    subscribed: AtomicBool,
 }
 
 /// What a backplane reports, each series labelled `name="<name>"`.
@@ -372,6 +378,10 @@ where
         let _ = self.shared.sink.set(sink);
     }
 
+    fn hears(&self) -> bool {
+        self.shared.subscribed.load(Ordering::Acquire)
+    }
+
     fn publish<'a>(&'a self, keys: &'a [K]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         // Queued now, not when first polled.
         Box::pin(self.send(Change::Keys(keys.to_vec())))
@@ -436,6 +446,7 @@ where
     let mut connection = first;
     let mut numbers = Numbers::default();
     loop {
+        shared.subscribed.store(true, Ordering::Release);
         shared.metrics.subscribed.set(1);
         let mut stream = connection.into_on_message();
         while let Some(message) = next(&mut stream).await {
@@ -451,6 +462,7 @@ where
             }
         }
         // Lost: what memory holds may miss messages from now on.
+        shared.subscribed.store(false, Ordering::Release);
         shared.metrics.subscribed.set(0);
         numbers.clear();
         shared.tell(Event::Gap);
@@ -565,7 +577,7 @@ where
             .map_err(redis_error("SUBSCRIBE"))?;
         let breaker = Breaker::new(
             5,
-            Duration::from_secs(2),
+            crate::redis::BREAKER_OPEN_FOR,
             BreakerMetrics {
                 state: Gauge::noop(),
                 opened: Counter::noop(),
@@ -580,6 +592,7 @@ where
             breaker,
             sink: OnceLock::new(),
             metrics: self.metrics,
+            subscribed: AtomicBool::new(true),
         });
         shared.metrics.subscribed.set(1);
         let task = tokio::spawn(subscribe(Arc::clone(&shared), self.client, subscription));

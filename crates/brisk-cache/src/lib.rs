@@ -81,6 +81,7 @@ pub mod http;
 mod jitter;
 mod memory;
 mod metrics;
+mod recovery;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;

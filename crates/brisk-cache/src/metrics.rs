@@ -98,6 +98,26 @@ pub const METRICS: &[Description] = &[
         help: "Redis cache reads that found a value.",
     },
     Description {
+        name: "brisk_cache_tiered_recovery_queued_total",
+        kind: MetricKind::Counter,
+        help: "Writes whose remote (L2) part failed in an outage and was queued for replay.",
+    },
+    Description {
+        name: "brisk_cache_tiered_recovery_replayed_total",
+        kind: MetricKind::Counter,
+        help: "Queued remote (L2) writes replayed once the remote level answered again.",
+    },
+    Description {
+        name: "brisk_cache_tiered_recovery_dropped_total",
+        kind: MetricKind::Counter,
+        help: "Queued remote (L2) writes given up: the queue was full, or the remote level refused the replay for good.",
+    },
+    Description {
+        name: "brisk_cache_tiered_recovery_pending",
+        kind: MetricKind::Gauge,
+        help: "Remote (L2) writes waiting for the remote level to answer again.",
+    },
+    Description {
         name: "brisk_cache_redis_misses_total",
         kind: MetricKind::Counter,
         help: "Redis cache reads that found none.",

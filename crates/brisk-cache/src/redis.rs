@@ -143,6 +143,9 @@ impl Metrics {
     }
 }
 
+/// How long the breaker refuses calls before a probe, by default.
+pub(crate) const BREAKER_OPEN_FOR: Duration = Duration::from_millis(250);
+
 impl<K, V, C> RedisCache<K, V, C>
 where
     K: Display + Send + Sync,
@@ -160,7 +163,7 @@ where
             max_value_size: 4 << 20,
             codec: None,
             metrics: Metrics::noop(),
-            circuit_breaker: Some((5, Duration::from_secs(2))),
+            circuit_breaker: Some((5, BREAKER_OPEN_FOR)),
             cluster: false,
             fence_for: DEFAULT_FENCE,
             _types: PhantomData,
@@ -1179,9 +1182,14 @@ where
     }
 
     /// A circuit breaker: after `failures` calls in a row fail or time out, calls are refused
-    /// at once with [`Error::CircuitOpen`] for `open_for` (a tiered cache goes on with memory
-    /// and its loader instead of waiting out a timeout per request); then one call probes
-    /// Redis, and its success closes the breaker. Default: 5 failures, open for 2 s.
+    /// at once with [`Error::CircuitOpen`] (a tiered cache goes on with memory and its loader
+    /// instead of waiting out a timeout per request), and one call every `open_for` goes
+    /// through as a probe; the first probe that succeeds closes the breaker, so Redis is in
+    /// use again within `open_for` of answering. Default: 5 failures, a probe every 250 ms.
+    ///
+    /// A `ConnectionManager` adds its own reconnect backoff (by default up to 6 tries with
+    /// random pauses of up to 3.2 s): give it a short `set_max_delay` (e.g. 100 ms) so that a
+    /// probe finds the connection back soon after Redis is.
     pub fn circuit_breaker(mut self, failures: u32, open_for: Duration) -> Self {
         self.circuit_breaker = Some((failures, open_for));
         self

@@ -20,11 +20,12 @@ use brisk_metrics::{Counter, Histogram, Recorder, Unit};
 
 use crate::metrics::Series;
 use crate::{
-    Cache, Error, MemoryCache, NoRemote, Remote, Result, WriteFence,
+    Cache, Error, MemoryCache, NoRemote, Remote, Result, WithTtl, WriteFence,
     epochs::{Epoch, Epochs},
     flight::{self, Flights, LoadTimedOut, LoadedElsewhere, SharedError},
     fresh::{self, Clock, Freshness, Now, Stamped},
     jitter,
+    recovery::{self, Intent, Recovery, RecoveryMetrics, Work},
 };
 
 /// Memory (L1) in front of a remote level (L2, e.g. `RedisCache`), read through to a loader:
@@ -207,6 +208,9 @@ pub(crate) trait Link<K>: Send + Sync {
     /// Sends events to `sink` from now on.
     fn attach(&self, sink: Sink<K>);
 
+    /// Whether it hears the other instances' changes now (its subscription is up).
+    fn hears(&self) -> bool;
+
     /// Tells the other instances that `keys` changed; failures are the backplane's to count.
     fn publish<'a>(&'a self, keys: &'a [K]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
@@ -241,7 +245,16 @@ struct Inner<K, V, R> {
     /// of the key waits for the one running rather than starting another. An entry lives
     /// as long as its load's task.
     behind: Mutex<HashMap<(K, TypeId), Listed>>,
+    /// L2 writes that failed in an outage, replayed when L2 answers again (`None`: no
+    /// remote level, or auto-recovery turned off).
+    recovery: Option<Recovery<K, V, Tiered<K, V, R>>>,
 }
+
+/// Auto-recovery's default bound: queued L2 writes (one per key).
+const RECOVERY_ENTRIES: usize = 10_000;
+/// The pause between replay attempts while L2 is down: it starts short and doubles up to
+/// the longest, so that L2 is in use again soon after it answers.
+const REPLAY_PAUSE: (Duration, Duration) = (Duration::from_millis(25), Duration::from_millis(200));
 
 /// A load listed in `behind`: its end, and when it started.
 type Listed = (tokio::sync::watch::Receiver<bool>, tokio::time::Instant);
@@ -423,6 +436,7 @@ where
             negative_ttl: None,
             backplane: None,
             across: None,
+            recovery: (Some(RECOVERY_ENTRIES), RecoveryMetrics::noop()),
             freshness: Freshness {
                 fail_safe_throttle: fresh::DEFAULT_THROTTLE,
                 ..Freshness::default()
@@ -595,6 +609,8 @@ where
         if epochs.moved(epoch) {
             return false;
         }
+        // A write of the key waits to reach L2: the value is not to overtake it there.
+        let fence = fence.filter(|_| !self.recovery().is_some_and(|queue| queue.holds(&key)));
         // Whether L2 holds this value by a fenced store: then it is right there (a write
         // before the store refused it; one after overwrote it), and only L1 can be wrong.
         let mut fenced = false;
@@ -639,19 +655,173 @@ where
     /// epoch bumped before each level (see [`Epochs`]): loads and L2 reads of the old value
     /// that are under way do not store it after this returns. L1 loses its copy even if L2
     /// fails; the L2 error is returned.
-    async fn drop_everywhere(&self, key: &K) -> Result<()> {
+    async fn drop_everywhere(&self, key: &K) -> Result<()>
+    where
+        R: 'static,
+    {
         let epochs = &self.inner.epochs;
         epochs.bump(key);
         let removed = match &self.inner.remote {
-            Some(remote) => remote.remove(key).await,
-            None => Ok(()),
+            Some(remote) => self.write_l2(key, remote.remove(key)).await,
+            None => Ok(true),
         };
+        if let Ok(false) = removed {
+            // Queued before the second bump: a read that starts after it finds the removal
+            // pending, and one that started before does not fill L1 (see `Epochs`).
+            self.defer(key.clone(), Intent::Remove);
+        }
         epochs.bump(key);
         if let Some(memory) = &self.inner.memory {
             memory.remove(key);
         }
         self.publish(std::slice::from_ref(key)).await;
-        removed
+        removed.map(drop)
+    }
+
+    /// L2's answers for `keys`, with the keys whose writes wait for L2 answered as they will
+    /// be once replayed. Checked after the answers came (and after the caller read the keys'
+    /// epochs): an intent queued meanwhile is not missed.
+    fn trusted(
+        &self,
+        keys: &[K],
+        mut hits: Vec<Option<WithTtl<Stamped<V>>>>,
+    ) -> Vec<Option<WithTtl<Stamped<V>>>> {
+        if let Some(recovery) = self.recovery().filter(|queue| !queue.is_empty()) {
+            for (key, hit) in keys.iter().zip(&mut hits) {
+                if let Some(pending) = recovery.pending(key) {
+                    *hit = pending.into_hit();
+                }
+            }
+        }
+        hits
+    }
+
+    /// Auto-recovery's queue, if it is on.
+    fn recovery(&self) -> Option<&Recovery<K, V, Self>> {
+        self.inner.recovery.as_ref()
+    }
+
+    /// Runs an L2 write of `key`: `Ok(true)` when it was applied, `Ok(false)` when it is for
+    /// auto-recovery to queue (L2 failed in an outage; or a write of the key waits in the
+    /// queue already, and L2 must take them in order, so `write` is not run), `Err` for the
+    /// caller (auto-recovery off, or a refusal no replay would change).
+    async fn write_l2(&self, key: &K, write: impl Future<Output = Result<()>>) -> Result<bool> {
+        self.write_l2_many(std::slice::from_ref(key), write).await
+    }
+
+    /// [`write_l2`](Self::write_l2) for a write of several keys.
+    async fn write_l2_many(
+        &self,
+        keys: &[K],
+        write: impl Future<Output = Result<()>>,
+    ) -> Result<bool> {
+        let Some(recovery) = self.recovery() else {
+            return write.await.map(|()| true);
+        };
+        if keys.iter().any(|key| recovery.holds_key(key)) {
+            return Ok(false);
+        }
+        match write.await {
+            Ok(()) => Ok(true),
+            Err(error) if recovery::is_outage(&error) => {
+                self.inner.metrics.remote_errors.increment();
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Queues what a write meant for L2, and makes sure a task replays the queue.
+    fn defer(&self, key: K, intent: Intent<V, Self>)
+    where
+        R: 'static,
+    {
+        if let Some(recovery) = self.recovery() {
+            recovery.queue(key, intent);
+            self.replay_soon();
+        }
+    }
+
+    /// [`defer`](Self::defer) for a value written: the value, unless another write of its
+    /// stripe came since `epoch` (besides the write's `own` bumps), which may have been of
+    /// this key and reached L2 first: then a removal, never an older value over a newer.
+    fn defer_set(
+        &self,
+        key: K,
+        stamped: &Stamped<V>,
+        keep: Option<Duration>,
+        (epoch, own): (Epoch, u64),
+        replay: Option<recovery::Replay<Self>>,
+    ) where
+        R: 'static,
+    {
+        // Another instance may write the key meanwhile, unheard: its newer value must not be
+        // overwritten by this one when the queue is replayed.
+        let unheard = self
+            .inner
+            .backplane
+            .as_ref()
+            .is_some_and(|link| !link.hears());
+        let intent = if unheard || self.inner.epochs.moved_besides(epoch, own) {
+            Intent::Remove
+        } else {
+            Intent::Set {
+                stamped: stamped.clone(),
+                keep,
+                at: tokio::time::Instant::now(),
+                replay,
+            }
+        };
+        self.defer(key, intent);
+    }
+
+    /// Starts the task that replays auto-recovery's queue, unless one runs. Without a tokio
+    /// runtime the queue waits for the next write made inside one.
+    fn replay_soon(&self)
+    where
+        R: 'static,
+    {
+        let Some(recovery) = self.recovery() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if recovery.start() {
+            drop(runtime.spawn(replay(Arc::downgrade(&self.inner))));
+        }
+    }
+
+    /// Applies one queued intent to L2, then tells the other instances of its key.
+    async fn replay_one(&self, work: Work<K, V, Self>) -> Result<()> {
+        let Some(remote) = &self.inner.remote else {
+            return Ok(());
+        };
+        let key = match work {
+            Work::Group(replay) => return replay(self.clone()).await,
+            Work::Key(key, Intent::Remove) => {
+                remote.remove(&key).await?;
+                key
+            }
+            Work::Key(
+                key,
+                Intent::Set {
+                    stamped,
+                    keep,
+                    at,
+                    replay,
+                },
+            ) => {
+                match (Intent::<V, Self>::left(keep, at), replay) {
+                    (Some(left), _) if left.is_zero() => remote.remove(&key).await?,
+                    (_, Some(replay)) => replay(self.clone()).await?,
+                    (left, None) => remote.insert(key.clone(), stamped, left).await?,
+                }
+                key
+            }
+        };
+        self.publish(std::slice::from_ref(&key)).await;
+        Ok(())
     }
 
     /// The first half of a write of `keys` (before its L2 call): bumps each key's epoch,
@@ -726,12 +896,21 @@ where
         remote: &R,
         key: &K,
     ) -> Result<Option<(Stamped<V>, Option<Duration>)>> {
-        if self.inner.memory.is_some() {
-            remote.get_with_ttl(key).await
+        if let Some(pending) = self.recovery().and_then(|queue| queue.pending(key)) {
+            // L2 is behind this instance's writes of the key: what it is to hold.
+            return Ok(pending.into_hit());
+        }
+        let hit = if self.inner.memory.is_some() {
+            remote.get_with_ttl(key).await?
         } else {
             // Nothing to fill: the remaining TTL is not needed (one command, not two).
-            Ok(remote.get(key).await?.map(|stamped| (stamped, None)))
-        }
+            remote.get(key).await?.map(|stamped| (stamped, None))
+        };
+        // A write of the key that failed in L2 while this read ran.
+        Ok(match self.recovery().and_then(|queue| queue.pending(key)) {
+            Some(pending) => pending.into_hit(),
+            None => hit,
+        })
     }
 
     /// L2's copy of `key` (`None`: no remote level, or no entry). One that `takes` is kept
@@ -1323,7 +1502,7 @@ impl<K, V, R> Cache<K, V> for Tiered<K, V, R>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
-    R: Remote<K, Stamped<V>>,
+    R: Remote<K, Stamped<V>> + 'static,
 {
     async fn get(&self, key: &K) -> Result<Option<V>> {
         Ok(self.get_stamped(key).await?.map(Stamped::into_value))
@@ -1333,9 +1512,16 @@ where
         let (stamped, keep) = self.stamp(value, ttl, Duration::ZERO);
         let epoch = self.begin_write([&key])[0];
         let written = match &self.inner.remote {
-            Some(remote) => remote.insert(key.clone(), stamped.clone(), keep).await,
-            None => Ok(()),
+            Some(remote) => {
+                let write = remote.insert(key.clone(), stamped.clone(), keep);
+                self.write_l2(&key, write).await
+            }
+            None => Ok(true),
         };
+        if let Ok(false) = written {
+            // Queued before the write's second bump (see `drop_everywhere`).
+            self.defer_set(key.clone(), &stamped, keep, (epoch, 0), None);
+        }
         // Failed or not, the old value is gone from memory here and told to the others: the
         // caller's source may hold the new one already.
         self.end_write(std::slice::from_ref(&key)).await;
@@ -1372,11 +1558,14 @@ where
             return Ok(found);
         };
         if inner.memory.is_none() {
-            found = remote
-                .get_many(keys)
-                .await?
+            let fetched = remote.get_many(keys).await?;
+            let fetched = fetched
                 .into_iter()
-                .map(|hit| hit.and_then(fresh))
+                .map(|hit| hit.map(|stamped| (stamped, None)));
+            found = self
+                .trusted(keys, fetched.collect())
+                .into_iter()
+                .map(|hit| hit.and_then(|(stamped, _)| fresh(stamped)))
                 .collect();
         } else {
             let missing_keys: Vec<K> = missing.iter().map(|&at| keys[at].clone()).collect();
@@ -1385,6 +1574,7 @@ where
                 .map(|key| inner.epochs.read(key))
                 .collect();
             let fetched = remote.get_many_with_ttl(&missing_keys).await?;
+            let fetched = self.trusted(&missing_keys, fetched);
             for (((&at, key), hit), epoch) in
                 missing.iter().zip(missing_keys).zip(fetched).zip(epochs)
             {
@@ -1407,11 +1597,20 @@ where
             .map(|(key, value)| (key, Stamped::new(value, until, 0)))
             .collect();
         let epochs = self.begin_write(stamped.iter().map(|(key, _)| key));
-        let written = match &self.inner.remote {
-            Some(remote) => remote.insert_many(stamped.clone(), keep).await,
-            None => Ok(()),
-        };
         let keys: Vec<K> = stamped.iter().map(|(key, _)| key.clone()).collect();
+        let written = match &self.inner.remote {
+            Some(remote) => {
+                let write = remote.insert_many(stamped.clone(), keep);
+                self.write_l2_many(&keys, write).await
+            }
+            None => Ok(true),
+        };
+        if let Ok(false) = written {
+            // Epochs were read after all of the batch's first bumps: none of its own since.
+            for ((key, value), &epoch) in stamped.iter().zip(&epochs) {
+                self.defer_set(key.clone(), value, keep, (epoch, 0), None);
+            }
+        }
         self.end_write(&keys).await;
         written?;
         let own = crate::epochs::shared_stripes(&epochs);
@@ -1450,12 +1649,31 @@ where
         let epoch = self.begin_write([&key])[0];
         let written = match &self.inner.remote {
             Some(remote) => {
-                remote
-                    .insert_with_tags(key.clone(), stamped.clone(), keep, tags)
-                    .await
+                let write = remote.insert_with_tags(key.clone(), stamped.clone(), keep, tags);
+                self.write_l2(&key, write).await
             }
-            None => Ok(()),
+            None => Ok(true),
         };
+        if let Ok(false) = written {
+            let at = tokio::time::Instant::now();
+            let (tags, filed): (Vec<String>, _) = (
+                tags.iter().map(|&tag| tag.to_owned()).collect(),
+                key.clone(),
+            );
+            let value = stamped.clone();
+            let replay: recovery::Replay<Self> = Arc::new(move |cache: Self| {
+                let (key, value, tags) = (filed.clone(), value.clone(), tags.clone());
+                Box::pin(async move {
+                    let Some(remote) = cache.remote() else {
+                        return Ok(());
+                    };
+                    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+                    let left = Intent::<V, Self>::left(keep, at);
+                    remote.insert_with_tags(key, value, left, &tags).await
+                })
+            });
+            self.defer_set(key.clone(), &stamped, keep, (epoch, 0), Some(replay));
+        }
         self.end_write(std::slice::from_ref(&key)).await;
         written?;
         self.fill_written(key, stamped, keep, epoch, 1);
@@ -1465,21 +1683,65 @@ where
     /// Removes every entry filed under `tag` from both levels and from the other instances'
     /// memory, a page of keys at a time: how many keys the tag listed.
     ///
+    /// With Redis down (and auto-recovery on, the default) the whole memory level is emptied,
+    /// since the tag's keys cannot be listed, and the invalidation is queued and replayed when
+    /// Redis answers again; until then no key is read from L2. The count is then of the keys
+    /// listed before Redis failed.
+    ///
     /// # Errors
-    /// [`Error::Redis`], [`Error::Timeout`] or [`Error::CircuitOpen`]; the pages removed
-    /// before the error stay removed.
+    /// [`Error::Redis`], [`Error::Timeout`] or [`Error::CircuitOpen`] with auto-recovery off;
+    /// the pages removed before the error stay removed.
     pub async fn invalidate_tag(&self, tag: &str) -> Result<u64> {
         let Some(remote) = &self.inner.remote else {
             return Ok(0);
         };
-        let mut cursor = 0;
         let mut listed = 0;
+        let invalidated = self.invalidate_tag_in(remote, tag, &mut listed).await;
+        match invalidated {
+            Err(error) if self.recovery().is_some() && recovery::is_outage(&error) => {
+                self.inner.metrics.remote_errors.increment();
+                let owned = tag.to_owned();
+                let replay: recovery::Replay<Self> = Arc::new(move |cache: Self| {
+                    let tag = owned.clone();
+                    Box::pin(async move {
+                        let Some(remote) = cache.remote() else {
+                            return Ok(());
+                        };
+                        cache.invalidate_tag_in(remote, &tag, &mut 0).await
+                    })
+                });
+                if let Some(recovery) = self.recovery() {
+                    recovery.queue_group(format!("tag:{tag}"), replay);
+                    self.replay_soon();
+                }
+                // Queued first: a read from now on does not trust L2; one under way does
+                // not fill L1 (see `Epochs`).
+                self.inner.epochs.bump_all();
+                if let Some(memory) = &self.inner.memory {
+                    memory.invalidate_all();
+                }
+                Ok(listed)
+            }
+            Err(error) => Err(error),
+            Ok(()) => Ok(listed),
+        }
+    }
+
+    /// [`invalidate_tag`](Self::invalidate_tag)'s work in both levels, counting the keys
+    /// listed into `listed`.
+    async fn invalidate_tag_in(
+        &self,
+        remote: &crate::redis::RedisCache<K, Stamped<V>, C>,
+        tag: &str,
+        listed: &mut u64,
+    ) -> Result<()> {
+        let mut cursor = 0;
         let epochs = &self.inner.epochs;
         loop {
             let (next, keys) = remote.tagged(tag, cursor).await?;
-            listed += keys.len() as u64;
+            *listed += keys.len() as u64;
             keys.iter().for_each(|key| epochs.bump(key));
-            remote.remove_many(&keys).await?;
+            let removed = remote.remove_many(&keys).await;
             keys.iter().for_each(|key| epochs.bump(key));
             if let Some(memory) = &self.inner.memory {
                 for key in &keys {
@@ -1487,27 +1749,56 @@ where
                 }
             }
             self.publish(&keys).await;
+            removed?;
             if next == 0 {
                 break;
             }
             cursor = next;
         }
-        remote.forget_tag(tag).await?;
-        Ok(listed)
+        remote.forget_tag(tag).await
     }
 
     /// Removes every entry whose key (as text) starts with `prefix` from both levels and from
     /// the other instances' memory: how many Redis held. Scans the whole Redis keyspace and
     /// all of memory; prefer tags for groups known when values are written.
     ///
+    /// With Redis down (and auto-recovery on, the default) memory and the other instances
+    /// are cleared at once, and Redis' part is queued and replayed when it answers again; until
+    /// then no key is read from L2, and the count is 0.
+    ///
     /// # Errors
-    /// [`Error::Redis`], [`Error::Timeout`] or [`Error::CircuitOpen`].
+    /// [`Error::Redis`], [`Error::Timeout`] or [`Error::CircuitOpen`] with auto-recovery off.
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64> {
         // Keys are not known before the scan: every load and fill under way stays unstored.
         self.inner.epochs.bump_all();
         let removed = match &self.inner.remote {
             Some(remote) => remote.invalidate_prefix(prefix).await,
             None => Ok(0),
+        };
+        let removed = match removed {
+            Err(error) if self.recovery().is_some() && recovery::is_outage(&error) => {
+                self.inner.metrics.remote_errors.increment();
+                let owned = prefix.to_owned();
+                let replay: recovery::Replay<Self> = Arc::new(move |cache: Self| {
+                    let prefix = owned.clone();
+                    Box::pin(async move {
+                        let Some(remote) = cache.remote() else {
+                            return Ok(());
+                        };
+                        remote.invalidate_prefix(&prefix).await?;
+                        if let Some(backplane) = &cache.inner.backplane {
+                            backplane.publish_prefix(&prefix).await;
+                        }
+                        Ok(())
+                    })
+                });
+                if let Some(recovery) = self.recovery() {
+                    recovery.queue_group(format!("prefix:{prefix}"), replay);
+                    self.replay_soon();
+                }
+                Ok(0)
+            }
+            removed => removed,
         };
         self.inner.epochs.bump_all();
         let removed = removed?;
@@ -1531,6 +1822,8 @@ pub struct TieredBuilder<K, V, R> {
     freshness: Freshness,
     backplane: Option<Box<dyn Link<K>>>,
     across: Option<Shared<K>>,
+    /// Auto-recovery's bound (`None`: off) and metrics.
+    recovery: (Option<usize>, RecoveryMetrics),
 }
 
 impl<K, V, R: fmt::Debug> fmt::Debug for TieredBuilder<K, V, R> {
@@ -1566,6 +1859,7 @@ where
             freshness: self.freshness,
             backplane: self.backplane,
             across: self.across,
+            recovery: self.recovery,
         }
     }
 
@@ -1739,6 +2033,45 @@ where
     /// its own series through its own builder. Default: none.
     pub fn metrics(mut self, recorder: &dyn Recorder, name: &str) -> Self {
         self.metrics = Metrics::new(recorder, name);
+        self.recovery.1 = RecoveryMetrics::new(recorder, name);
+        self
+    }
+
+    /// Auto-recovery (on by default, for up to 10 000 keys): when L2 fails a write, removal,
+    /// or tag or prefix invalidation in an outage (Redis down or unreachable, a timeout, the
+    /// circuit breaker open), the operation completes in memory, the caller succeeds, and
+    /// L2's part is queued and replayed, in order, as soon as L2 answers again.
+    ///
+    /// - **One intent per key**, the latest: a value written, or a removal. A write of a key
+    ///   whose intent waits queues behind it, so L2 takes a key's writes in order.
+    /// - **Bounded**: at most `max_entries` keys (and group invalidations) wait; past that the
+    ///   oldest is dropped and counted (`brisk_cache_tiered_recovery_dropped_total`), and L2 may
+    ///   then keep that key's old value until it expires.
+    /// - **Until replayed, L2 is not trusted for the key**: a read answers the value being set
+    ///   (or nothing, for a removal) without asking L2, and a load does not store into L2. A
+    ///   queued tag or prefix invalidation leaves every key untrusted until it is replayed.
+    /// - **Other instances**: a value queued here whose key another instance announces (or
+    ///   any, after a backplane gap) becomes a removal, never an older value over a newer one.
+    ///   Each replay is announced on the backplane.
+    /// - **Replayed by a task of its own**, trying again every 25–200 ms while L2 fails; an
+    ///   error that no retry would change (an encoding error, a command the server refuses)
+    ///   drops the intent, counted.
+    ///
+    /// Metrics: `brisk_cache_tiered_recovery_{queued,replayed,dropped}_total`,
+    /// `brisk_cache_tiered_recovery_pending`. A `tracing` event at WARN when recovery starts,
+    /// and at INFO when the queue is empty again.
+    ///
+    /// Only writes are queued: an L2 read that fails is an error for [`Cache::get`] as before,
+    /// and a miss for `try_get_with`.
+    pub fn auto_recovery(mut self, max_entries: usize) -> Self {
+        self.recovery.0 = Some(max_entries);
+        self
+    }
+
+    /// No auto-recovery: an L2 failure on a write is returned to its caller (after memory
+    /// has dropped the key's old value, as always).
+    pub fn no_auto_recovery(mut self) -> Self {
+        self.recovery.0 = None;
         self
     }
 
@@ -1774,6 +2107,17 @@ where
                 reason: "a tiered cache needs a memory level, a remote level, or both",
             });
         }
+        if self.recovery.0 == Some(0) {
+            return Err(Error::Config {
+                setting: "auto_recovery",
+                value: "0".into(),
+                reason: "must keep at least one entry; `no_auto_recovery()` turns it off",
+            });
+        }
+        let (recovery, recovery_metrics) = self.recovery;
+        let recovery = recovery
+            .filter(|_| self.remote.is_some())
+            .map(|entries| Recovery::new(entries, recovery_metrics));
         let inner = Arc::new_cyclic(|weak: &Weak<Inner<K, V, R>>| {
             if let Some(backplane) = &self.backplane {
                 backplane.attach(sink(weak.clone()));
@@ -1792,6 +2136,7 @@ where
                 across: self.across,
                 epochs: Epochs::new(),
                 behind: Mutex::new(HashMap::new()),
+                recovery,
             }
         });
         Ok(Tiered { inner })
@@ -1812,6 +2157,9 @@ where
         match event {
             // Another instance wrote its L2 already: bumped before L1 (see `Epochs`).
             Event::Changed(keys) => {
+                if let Some(recovery) = &inner.recovery {
+                    keys.iter().for_each(|key| recovery.demote(key));
+                }
                 keys.iter().for_each(|key| inner.epochs.bump(key));
                 if let Some(memory) = &inner.memory {
                     for key in &keys {
@@ -1826,6 +2174,9 @@ where
                 }
             }
             Event::Gap => {
+                if let Some(recovery) = &inner.recovery {
+                    recovery.demote_all();
+                }
                 inner.epochs.bump_all();
                 // Skips 0, which marks a copy stale in every generation.
                 let _ = inner.generation.fetch_update(
@@ -1836,4 +2187,51 @@ where
             }
         }
     })
+}
+
+/// Auto-recovery's task: replays the queue in order while L2 answers, pausing between
+/// attempts while it fails; it ends once the queue is empty, or with the cache.
+async fn replay<K, V, R>(cache: Weak<Inner<K, V, R>>)
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    R: Remote<K, Stamped<V>> + 'static,
+{
+    tracing::warn!(
+        "brisk-cache: the remote level failed a write; auto-recovery queues writes and replays them when it answers again"
+    );
+    let (shortest, longest) = REPLAY_PAUSE;
+    let mut pause = shortest;
+    loop {
+        let Some(inner) = cache.upgrade() else {
+            return;
+        };
+        let cache_now = Tiered { inner };
+        let Some(recovery) = cache_now.recovery() else {
+            return;
+        };
+        let Some((at, work)) = recovery.next() else {
+            if recovery.stop() {
+                continue;
+            }
+            tracing::info!("brisk-cache: auto-recovery replayed every queued write");
+            return;
+        };
+        match cache_now.replay_one(work).await {
+            Ok(()) => {
+                recovery.done(at, true);
+                pause = shortest;
+            }
+            Err(error) if recovery::is_outage(&error) => {
+                // Not holding the cache while it waits: dropping it ends the task.
+                drop(cache_now);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(longest);
+            }
+            Err(error) => {
+                recovery.done(at, false);
+                tracing::warn!(%error, "brisk-cache: the remote level refused a queued write; it is dropped");
+            }
+        }
+    }
 }

@@ -39,6 +39,7 @@ mod pgwire;
 mod postgres;
 pub(crate) mod process;
 mod promtool;
+mod proxy;
 mod redis;
 
 pub use crate::{
@@ -48,6 +49,7 @@ pub use crate::{
     postgres::{PostgresBuilder, PostgresServer, postgres_bin_dir},
     process::find_binary,
     promtool::promtool_check_metrics,
+    proxy::Proxy,
     redis::{RedisBuilder, RedisServer, redis_server_binary},
 };
 

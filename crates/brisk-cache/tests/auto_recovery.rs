@@ -1,0 +1,347 @@
+//! Auto-recovery against a real redis-server: writes whose Redis part fails in an outage (the
+//! link cut by a proxy, the server turned read-only as in a failover) succeed for their
+//! callers, are never read back from Redis' old copy, and reach Redis once it answers again.
+
+use std::time::Duration;
+
+use brisk_cache::{
+    Cache, Error, MemoryCache, Stamped, Tiered, TieredBuilder,
+    redis::{Backplane, RedisCache},
+};
+use brisk_metrics::Registry;
+use brisk_testkit::{Proxy, RedisServer};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+type Level = RedisCache<u64, Stamped<String>>;
+
+const PREFIX: &str = "recovery";
+
+/// A connection as a service would configure one: short reconnect pauses and timeouts.
+async fn connection(port: u16) -> ConnectionManager {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let config = ConnectionManagerConfig::new()
+        .set_max_delay(Duration::from_millis(50))
+        .set_number_of_retries(2)
+        .set_connection_timeout(Some(Duration::from_millis(200)))
+        .set_response_timeout(Some(Duration::from_millis(500)));
+    ConnectionManager::new_with_config(client, config)
+        .await
+        .unwrap()
+}
+
+/// A tiered cache whose Redis level connects on `port` (the server's, or a proxy's).
+async fn builder(port: u16, registry: &Registry) -> TieredBuilder<u64, String, Level> {
+    Tiered::builder()
+        .memory(MemoryCache::builder().max_entries(1000).build().unwrap())
+        .remote(
+            RedisCache::builder(connection(port).await)
+                .prefix(PREFIX)
+                .timeout(Duration::from_millis(300))
+                .circuit_breaker(3, Duration::from_millis(100))
+                .build()
+                .await
+                .unwrap(),
+        )
+        .metrics(registry, "products")
+}
+
+/// Redis' own copy, read past any proxy and memory.
+async fn in_redis(server: &RedisServer, key: u64) -> Option<String> {
+    let direct: Level = RedisCache::builder(connection(server.port()).await)
+        .prefix(PREFIX)
+        .build()
+        .await
+        .unwrap();
+    direct.get(&key).await.unwrap().map(Stamped::into_value)
+}
+
+fn counter(registry: &Registry, name: &str) -> u64 {
+    registry
+        .snapshot()
+        .counter(name, &[("name", "products")])
+        .unwrap_or(0)
+}
+
+fn pending(registry: &Registry) -> i64 {
+    registry
+        .snapshot()
+        .gauge(
+            "brisk_cache_tiered_recovery_pending",
+            &[("name", "products")],
+        )
+        .unwrap_or(0)
+}
+
+/// Waits (up to 10 s) until the queue is empty again.
+async fn replayed(registry: &Registry) {
+    for _ in 0..1000 {
+        if pending(registry) == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the queue was not replayed: {} pending", pending(registry));
+}
+
+async fn admin(server: &RedisServer, command: &[&str]) {
+    let client = redis::Client::open(server.url()).unwrap();
+    let mut connection = client.get_multiplexed_async_connection().await.unwrap();
+    let mut cmd = redis::cmd(command[0]);
+    for arg in &command[1..] {
+        cmd.arg(*arg);
+    }
+    let _: redis::Value = cmd.query_async(&mut connection).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_during_a_cut_succeed_and_reach_redis_once_it_answers() {
+    let server = RedisServer::start().unwrap();
+    let proxy = Proxy::start(([127, 0, 0, 1], server.port()).into()).unwrap();
+    let registry = Registry::new();
+    let cache = builder(proxy.port(), &registry).await.build().unwrap();
+    cache.insert(1, "old".into(), None).await.unwrap();
+    cache.insert(2, "two".into(), None).await.unwrap();
+    cache.insert(3, "three".into(), None).await.unwrap();
+
+    proxy.cut();
+    cache
+        .insert(1, "new".into(), None)
+        .await
+        .expect("a write succeeds for its caller while Redis is cut off");
+    cache.remove(&2).await.expect("so does a removal");
+    cache
+        .insert_many(vec![(3, "tri".into()), (4, "four".into())], None)
+        .await
+        .expect("and a batch");
+    assert_eq!(cache.get(&1).await.unwrap().as_deref(), Some("new"));
+    assert_eq!(
+        cache.get(&2).await.unwrap(),
+        None,
+        "answered without Redis: a removal waits to reach it"
+    );
+    assert_eq!(cache.get(&4).await.unwrap().as_deref(), Some("four"));
+    assert_eq!(in_redis(&server, 1).await.as_deref(), Some("old"));
+    assert_eq!(in_redis(&server, 2).await.as_deref(), Some("two"));
+    assert_eq!(
+        counter(&registry, "brisk_cache_tiered_recovery_queued_total"),
+        4
+    );
+    assert_eq!(pending(&registry), 4);
+
+    proxy.heal();
+    replayed(&registry).await;
+    assert_eq!(in_redis(&server, 1).await.as_deref(), Some("new"));
+    assert_eq!(in_redis(&server, 2).await, None);
+    assert_eq!(in_redis(&server, 3).await.as_deref(), Some("tri"));
+    assert_eq!(in_redis(&server, 4).await.as_deref(), Some("four"));
+    assert_eq!(
+        counter(&registry, "brisk_cache_tiered_recovery_replayed_total"),
+        4
+    );
+    assert_eq!(
+        counter(&registry, "brisk_cache_tiered_recovery_dropped_total"),
+        0
+    );
+    // Redis is in use again: a write goes straight there.
+    cache.insert(5, "five".into(), None).await.unwrap();
+    assert_eq!(in_redis(&server, 5).await.as_deref(), Some("five"));
+}
+
+/// A failover: the server turns replica, so it answers reads from its old data set and
+/// refuses writes (`READONLY`), until it is primary again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_whose_removal_waits_is_never_read_back_from_redis() {
+    let server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let cache = Tiered::builder()
+        .memory(MemoryCache::builder().max_entries(1000).build().unwrap())
+        .remote(
+            RedisCache::builder(connection(server.port()).await)
+                .prefix(PREFIX)
+                .no_circuit_breaker()
+                .build()
+                .await
+                .unwrap(),
+        )
+        .metrics(&registry, "products")
+        .build()
+        .unwrap();
+    cache.insert(5, "v1".into(), None).await.unwrap();
+
+    admin(&server, &["REPLICAOF", "127.0.0.1", "1"]).await;
+    cache
+        .remove(&5)
+        .await
+        .expect("a removal Redis refuses in a failover succeeds for its caller");
+    assert_eq!(
+        in_redis(&server, 5).await.as_deref(),
+        Some("v1"),
+        "Redis still holds the old value"
+    );
+    assert_eq!(
+        cache.get(&5).await.unwrap(),
+        None,
+        "the old value is not read back from Redis"
+    );
+    let loaded = cache
+        .try_get_with(5, || async { Ok::<_, String>("v2".to_owned()) })
+        .await
+        .unwrap();
+    assert_eq!(loaded, "v2", "a load reads the source, not Redis' old copy");
+
+    admin(&server, &["REPLICAOF", "NO", "ONE"]).await;
+    replayed(&registry).await;
+    assert_eq!(
+        in_redis(&server, 5).await,
+        None,
+        "the removal reached Redis"
+    );
+    assert_eq!(cache.get(&5).await.unwrap().as_deref(), Some("v2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_is_bounded_and_drops_its_oldest_write() {
+    let server = RedisServer::start().unwrap();
+    let proxy = Proxy::start(([127, 0, 0, 1], server.port()).into()).unwrap();
+    let registry = Registry::new();
+    let cache = builder(proxy.port(), &registry)
+        .await
+        .auto_recovery(2)
+        .build()
+        .unwrap();
+    proxy.cut();
+    for key in 1..=3 {
+        cache.insert(key, format!("v{key}"), None).await.unwrap();
+    }
+    assert_eq!(pending(&registry), 2);
+    assert_eq!(
+        counter(&registry, "brisk_cache_tiered_recovery_dropped_total"),
+        1
+    );
+    proxy.heal();
+    replayed(&registry).await;
+    assert_eq!(in_redis(&server, 1).await, None, "the oldest was dropped");
+    assert_eq!(in_redis(&server, 2).await.as_deref(), Some("v2"));
+    assert_eq!(in_redis(&server, 3).await.as_deref(), Some("v3"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_auto_recovery_the_error_is_the_callers() {
+    let server = RedisServer::start().unwrap();
+    let proxy = Proxy::start(([127, 0, 0, 1], server.port()).into()).unwrap();
+    let registry = Registry::new();
+    let cache = builder(proxy.port(), &registry)
+        .await
+        .no_auto_recovery()
+        .build()
+        .unwrap();
+    proxy.cut();
+    let written = cache.insert(1, "v".into(), None).await;
+    assert!(
+        matches!(
+            written,
+            Err(Error::Redis { .. } | Error::Timeout { .. } | Error::CircuitOpen { .. })
+        ),
+        "{written:?}"
+    );
+    assert!(
+        builder(server.port(), &registry)
+            .await
+            .auto_recovery(0)
+            .build()
+            .is_err(),
+        "a queue of no entries is a configuration error"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_invalidated_during_a_cut_is_invalidated_in_redis_once_it_answers() {
+    let server = RedisServer::start().unwrap();
+    let proxy = Proxy::start(([127, 0, 0, 1], server.port()).into()).unwrap();
+    let registry = Registry::new();
+    let cache = builder(proxy.port(), &registry).await.build().unwrap();
+    cache
+        .insert_with_tags(10, "ten".into(), None, &["brand:1"])
+        .await
+        .unwrap();
+    cache.insert(11, "eleven".into(), None).await.unwrap();
+
+    proxy.cut();
+    cache
+        .invalidate_tag("brand:1")
+        .await
+        .expect("an invalidation succeeds for its caller while Redis is cut off");
+    assert_eq!(
+        cache.get(&10).await.unwrap(),
+        None,
+        "nor is it read from Redis"
+    );
+    cache
+        .insert_with_tags(12, "twelve".into(), None, &["brand:2"])
+        .await
+        .expect("a tagged write too");
+
+    proxy.heal();
+    replayed(&registry).await;
+    assert_eq!(in_redis(&server, 10).await, None);
+    assert_eq!(in_redis(&server, 11).await.as_deref(), Some("eleven"));
+    assert_eq!(in_redis(&server, 12).await.as_deref(), Some("twelve"));
+    assert_eq!(
+        cache.invalidate_tag("brand:2").await.unwrap(),
+        1,
+        "filed under its tag"
+    );
+    assert_eq!(in_redis(&server, 12).await, None);
+}
+
+/// Two instances sharing Redis and a backplane; one is cut off and writes a key, then the
+/// other writes it: the first one's older value must not overwrite the newer one in Redis
+/// when its queue is replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_never_puts_an_older_value_over_another_instances_write() {
+    let server = RedisServer::start().unwrap();
+    let proxy = Proxy::start(([127, 0, 0, 1], server.port()).into()).unwrap();
+    let (registry, other_registry) = (Registry::new(), Registry::new());
+    let backplane = |port: u16, registry: Registry| async move {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        Backplane::builder(client)
+            .channel("recovery:changes")
+            .metrics(&registry, "products")
+            .build()
+            .await
+            .unwrap()
+    };
+    let cut_off = builder(proxy.port(), &registry)
+        .await
+        .backplane(backplane(proxy.port(), registry.clone()).await)
+        .build()
+        .unwrap();
+    let other = builder(server.port(), &other_registry)
+        .await
+        .backplane(backplane(server.port(), other_registry.clone()).await)
+        .build()
+        .unwrap();
+    cut_off.insert(1, "first".into(), None).await.unwrap();
+
+    proxy.cut();
+    for _ in 0..1000 {
+        let subscribed = registry
+            .snapshot()
+            .gauge("brisk_cache_backplane_subscribed", &[("name", "products")]);
+        if subscribed == Some(0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cut_off.insert(1, "older".into(), None).await.unwrap();
+    other.insert(1, "newer".into(), None).await.unwrap();
+
+    proxy.heal();
+    replayed(&registry).await;
+    let kept = in_redis(&server, 1).await;
+    assert_ne!(
+        kept.as_deref(),
+        Some("older"),
+        "the replay overwrote another instance's newer write"
+    );
+}
