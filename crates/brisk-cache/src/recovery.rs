@@ -357,7 +357,7 @@ mod tests {
 
     fn set(value: u32) -> Intent<u32, ()> {
         Intent::Set {
-            stamped: Stamped::new(value, None, 0),
+            stamped: Stamped::new(value, u64::MAX, 0),
             keep: None,
             at: Instant::now(),
             replay: None,
@@ -432,7 +432,7 @@ mod tests {
         recovery.queue(
             1,
             Intent::Set {
-                stamped: Stamped::new(1, None, 0),
+                stamped: Stamped::new(1, u64::MAX, 0),
                 keep: Some(Duration::from_secs(5)),
                 at: Instant::now(),
                 replay: None,
