@@ -345,3 +345,41 @@ async fn a_replay_never_puts_an_older_value_over_another_instances_write() {
         "the replay overwrote another instance's newer write"
     );
 }
+
+/// An operator sees recovery start and end in the logs.
+#[tokio::test(flavor = "current_thread")]
+async fn recovery_is_logged_when_it_starts_and_when_it_ends() {
+    let logs = brisk_testkit::LogCapture::this_thread();
+    let server = RedisServer::start().unwrap();
+    let proxy = Proxy::start(([127, 0, 0, 1], server.port()).into()).unwrap();
+    let registry = Registry::new();
+    let cache = builder(proxy.port(), &registry).await.build().unwrap();
+    proxy.cut();
+    cache.insert(1, "v".into(), None).await.unwrap();
+    let started = |lines: &[String]| {
+        lines
+            .iter()
+            .any(|line| line.contains("auto-recovery queues writes"))
+    };
+    for _ in 0..100 {
+        if started(&logs.lines()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(started(&logs.lines()), "{:?}", logs.lines());
+    proxy.heal();
+    replayed(&registry).await;
+    let ended = |lines: &[String]| {
+        lines
+            .iter()
+            .any(|line| line.contains("auto-recovery replayed every queued write"))
+    };
+    for _ in 0..100 {
+        if ended(&logs.lines()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(ended(&logs.lines()), "{:?}", logs.lines());
+}
