@@ -91,7 +91,7 @@ impl<C> RedisStore<C> {
     }
 
     /// How long a stored value lives. Default: 10 s. Redis is given whole milliseconds, the
-    /// fraction dropped and at least 1.
+    /// fraction dropped, at least 1 and at most 2^62 (146 million years).
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
@@ -701,7 +701,8 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
 
     /// Followers poll the lease first after `min`, then at doubling intervals up to `max`.
     /// Default: 2 ms to 50 ms. [`build`](Self::build) refuses a `min` under 100 µs and a
-    /// `max` below `min`.
+    /// `max` below `min`. A `max` too long for a deadline (`Duration::MAX`) waits about 30
+    /// years, i.e. followers rely on [`subscribe`](Self::subscribe) to be woken.
     pub fn poll_interval(mut self, min: Duration, max: Duration) -> Self {
         self.settings.poll_min = min;
         self.settings.poll_max = max;
@@ -720,7 +721,8 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
     }
 
     /// How long a caller waits for an execution elsewhere (in this process or another) before
-    /// it leaves with [`Error::WaitTimeout`]. Default: no limit.
+    /// it leaves with [`Error::WaitTimeout`]. Default: no limit. A timeout too long to compute
+    /// a deadline from (`Duration::MAX`) is no limit too.
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
         self.settings.wait_timeout = Some(timeout);
         self
