@@ -158,7 +158,9 @@ async fn the_lease_is_extended_while_the_work_outlives_its_ttl() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_leader_instance_is_replaced_when_its_lease_expires() {
+/// Aborting the leader's task drops its future: its lease is released at once (a killed
+/// process's lease expires instead: `a_killed_leader_process_is_replaced`).
+async fn an_aborted_leader_instance_is_replaced() {
     let server = RedisServer::start().unwrap();
     let registry = Registry::new();
     let a = Arc::new(instance(&server.url(), Duration::from_millis(200), &registry).await);
@@ -178,7 +180,7 @@ async fn a_dropped_leader_instance_is_replaced_when_its_lease_expires() {
     let follower =
         tokio::spawn(async move { b.run("k", || async { Ok("taken over".to_owned()) }).await });
     wait_for(&registry, "brisk_dedup_coalesced_total", 1).await;
-    leader.abort(); // the instance stops extending its lease, as if it had died
+    leader.abort(); // as a cancelled request would be
     assert_eq!(follower.await.unwrap().unwrap(), "taken over");
     assert_eq!(count(&registry, "brisk_dedup_handovers_total"), 1);
 }
