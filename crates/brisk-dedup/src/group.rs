@@ -14,7 +14,12 @@
 //!
 //! The leader removes the flight from the map when it completes, so nothing outlives the
 //! execution; when it is dropped with nobody waiting, it removes the flight as well. A waiter
-//! dropped while the flight is orphaned removes it if it was the last one holding it.
+//! dropped while the flight is orphaned removes it if it was the last one waiting.
+//!
+//! Who is waiting is counted explicitly (`waiters`), changed only under the shard lock: a
+//! caller joins under it, and a waiter leaves under it (dropped, timed out, or taking over).
+//! Reference counts are no guide, because a reference is released after the lock is: two
+//! waiters dropped at once each saw the other's and neither removed the flight.
 
 use std::{
     borrow::Borrow,
@@ -27,7 +32,7 @@ use std::{
     pin::pin,
     sync::{
         Arc, Mutex, MutexGuard, OnceLock, PoisonError,
-        atomic::{AtomicU8, Ordering},
+        atomic::{AtomicU8, AtomicUsize, Ordering},
     },
     time::Duration,
 };
@@ -94,6 +99,10 @@ struct Flight<T, E> {
     /// [`RUNNING`] or [`ORPHANED`]. An atomic rather than a mutex: with a thousand waiters on
     /// one key, each reads it twice, and a lock there was most of the hot key's cost.
     state: AtomicU8,
+    /// Callers waiting for this flight (not the leader). Changed only under the shard lock;
+    /// an atomic so that it can live in the shared flight. A waiter that receives the outcome
+    /// does not leave the count: the flight is out of the map by then and the count unused.
+    waiters: AtomicUsize,
     /// Waiters sleep on one of these, spread by thread: with a thousand waiters on one key,
     /// a single `Notify`'s lock was where they queued (tokio's `watch` spreads the same way).
     notify: [Notify; WAKE_SHARDS],
@@ -200,11 +209,15 @@ where
         let (flight, leads) = {
             let mut map = lock(shard);
             match map.get(key) {
-                Some(flight) => (Arc::clone(flight), false),
+                Some(flight) => {
+                    flight.waiters.fetch_add(1, Ordering::Relaxed);
+                    (Arc::clone(flight), false)
+                }
                 None => {
                     let flight = Arc::new(Flight {
                         done: OnceLock::new(),
                         state: AtomicU8::new(RUNNING),
+                        waiters: AtomicUsize::new(0),
                         notify: std::array::from_fn(|_| Notify::new()),
                     });
                     map.insert(key.to_owned(), Arc::clone(&flight));
@@ -295,10 +308,12 @@ where
             flight: &flight,
             armed: true,
         };
-        // The clock is read only when a timeout is set.
-        let deadline = self
-            .wait_timeout
-            .map(|timeout| (tokio::time::Instant::now() + timeout, timeout));
+        // The clock is read only when a timeout is set. A timeout too long for an `Instant`
+        // (`Duration::MAX`) is no limit.
+        let deadline = self.wait_timeout.and_then(|timeout| {
+            let deadline = tokio::time::Instant::now().checked_add(timeout)?;
+            Some((deadline, timeout))
+        });
         let next = loop {
             // Checked before registering too, so that a woken waiter usually returns without
             // touching the `Notify` again (with 1000 waiters, that lock is contended).
@@ -325,11 +340,17 @@ where
             }
         };
         guard.armed = false;
+        drop(guard);
         match next {
             Next::Finished(outcome) => outcome,
             Next::TakeOver => {
+                // No longer a waiter but the leader: its guard decides from here.
+                {
+                    let _map = lock(shard);
+                    flight.waiters.fetch_sub(1, Ordering::Relaxed);
+                }
                 self.metrics.handovers.increment();
-                self.lead(shard, key, Arc::clone(&flight), work).await
+                self.lead(shard, key, flight, work).await
             }
         }
     }
@@ -405,13 +426,12 @@ where
         if !self.armed {
             return;
         }
-        // The leader was dropped mid-work. Under the shard lock no new waiter can appear.
+        // The leader was dropped mid-work. Under the shard lock no waiter comes or goes.
         let mut map = lock(self.shard);
         let in_map = map
             .get(self.key)
             .is_some_and(|f| Arc::ptr_eq(f, self.flight));
-        let waiters = Arc::strong_count(self.flight) - 1 - usize::from(in_map);
-        if waiters == 0 {
+        if self.flight.waiters.load(Ordering::Relaxed) == 0 {
             if in_map {
                 map.remove(self.key);
             }
@@ -423,7 +443,8 @@ where
     }
 }
 
-/// Removes an orphaned flight that its last waiter abandons, so it is not retained.
+/// Leaves the flight's waiters when a waiter is dropped or times out, and removes an orphaned
+/// flight that its last waiter abandons, so it is not retained.
 struct WaiterGuard<'a, K, Q: ?Sized, T, E>
 where
     K: Borrow<Q> + Hash + Eq,
@@ -441,14 +462,19 @@ where
     Q: Hash + Eq,
 {
     fn drop(&mut self) {
-        if !self.armed || !self.flight.is_orphaned() {
+        if !self.armed {
             return;
         }
         let mut map = lock(self.shard);
-        let in_map = map
-            .get(self.key)
-            .is_some_and(|f| Arc::ptr_eq(f, self.flight));
-        if in_map && self.flight.is_orphaned() && Arc::strong_count(self.flight) == 2 {
+        let left = self.flight.waiters.fetch_sub(1, Ordering::Relaxed) - 1;
+        // The leader orphans under this lock, so the state read here is settled; a waiter
+        // that claimed the flight still counts until it leaves under this lock too.
+        if left == 0
+            && self.flight.is_orphaned()
+            && map
+                .get(self.key)
+                .is_some_and(|f| Arc::ptr_eq(f, self.flight))
+        {
             map.remove(self.key);
         }
     }
@@ -490,6 +516,8 @@ impl<K, T, E> fmt::Debug for SingleFlightBuilder<K, T, E> {
 impl<K, T, E> SingleFlightBuilder<K, T, E> {
     /// How long a caller waits for another caller's execution before it leaves with
     /// [`Error::WaitTimeout`]. The execution goes on for the others. Default: no limit.
+    /// A timeout too long to compute a deadline from (`Duration::MAX`, or anything past what
+    /// `Instant` can hold) is no limit too.
     ///
     /// Needs a tokio runtime with the time driver enabled.
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {

@@ -31,7 +31,8 @@
 //!
 //! # Guarantees
 //! - At most one execution per key at a time, in one group; across instances with
-//!   [`RedisFlight`], while the lease holds (see its docs for what happens when it expires).
+//!   [`RedisFlight`], while the lease holds (see its docs for what happens when it expires,
+//!   is lost, or its holder is cancelled).
 //! - Nothing is retained after an execution completes: this is not a cache. Put brisk-cache
 //!   (or any cache) in front, and use single-flight for the misses.
 //! - The work runs inside the leading caller's task. If that caller is dropped, a waiting

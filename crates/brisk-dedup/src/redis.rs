@@ -91,7 +91,7 @@ impl<C> RedisStore<C> {
     }
 
     /// How long a stored value lives. Default: 10 s. Redis is given whole milliseconds, the
-    /// fraction dropped and at least 1.
+    /// fraction dropped, at least 1 and at most 2^62 (146 million years).
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
@@ -158,6 +158,18 @@ redis.call('PUBLISH', ARGV[4], KEYS[1])
 return 1
 ";
 
+/// Run for a leader that was dropped (cancelled) while it held, or may have just acquired, the
+/// lease: deletes it only if it still holds the leader's token, and wakes subscribed followers,
+/// whose next look finds the lease gone without a `done` and takes it over.
+const ABANDON: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  redis.call('PUBLISH', ARGV[2], KEYS[1])
+  return 1
+end
+return 0
+";
+
 const OBSERVE: &str = r"
 local done = redis.call('GET', KEYS[2])
 if done then return {1, done} end
@@ -182,9 +194,19 @@ return {2, ''}
 /// - **Redis fails**: calls return [`Error::Redis`] naming the step; nothing waits forever. A
 ///   leader whose work succeeded returns its value even if announcing it fails; followers then
 ///   take over when the lease expires.
-/// - A leader that stalls longer than the lease TTL without extending it (e.g. a blocked
-///   runtime) can lose the lease; a second execution may then start. Keep the work shorter
-///   than the TTL or the runtime responsive ([`brisk_dedup_lease_lost_total`] counts this).
+/// - **Leader loses its lease** (the key evicted or deleted, lost in a failover, or expired
+///   during a stall longer than the TTL, e.g. a blocked runtime): it stops extending the lease,
+///   finishes its work and answers its own callers (the one that leads and those waiting in
+///   its process) with the result, then saves and announces it as usual under its own token.
+///   Its release deletes the lease only if it still holds its token, so a lease another
+///   instance acquired meanwhile is left alone. Another instance may have started a second
+///   execution in the meantime. Counted in [`brisk_dedup_lease_lost_total`].
+/// - **Leader is cancelled** (its caller's future dropped, with no local waiter to take over):
+///   the work is dropped, and a task spawned on the current tokio runtime deletes the lease if
+///   it still holds the leader's token (also when the caller was dropped after Redis granted
+///   the lease but before the reply was read), and publishes the release: followers elsewhere
+///   take over at their next look instead of after `lease_ttl`. Dropped outside a runtime,
+///   the lease expires after `lease_ttl`.
 ///
 /// [`brisk_dedup_lease_lost_total`]: crate::SingleFlightBuilder::metrics
 ///
@@ -251,6 +273,7 @@ struct Scripts {
     extend: Script,
     release: Script,
     observe: Script,
+    abandon: Script,
 }
 
 impl<C, S, T, E> fmt::Debug for RedisFlight<C, S, T, E> {
@@ -300,6 +323,11 @@ where
     /// Runs `work` for `key` once across all instances that share the Redis, or waits for the
     /// instance running it and returns its result.
     ///
+    /// # Cancellation
+    /// Dropping the future that leads drops the work; a caller waiting in this process takes
+    /// over, and otherwise the lease is released by a task spawned on the current runtime
+    /// (the connection is `'static` for that). See the type's "Failure behaviour".
+    ///
     /// # Errors
     /// [`Error::Work`] or [`Error::Panicked`] when the work ran here, [`Error::Remote`] when it
     /// failed in another instance, [`Error::WaitTimeout`], [`Error::Redis`], [`Error::Store`].
@@ -307,11 +335,24 @@ where
     /// not an error: the work runs here instead.
     pub async fn run<F, Fut>(&self, key: &str, work: F) -> Result<T, Error<E>>
     where
+        C: 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
         let result = self.local.run(key, || self.run_shared(key, work)).await;
         result.map_err(flatten)
+    }
+
+    /// How many keys this instance has an execution or a follower in flight for now: the
+    /// callers of one key in this process share one, whether it runs here or follows another
+    /// instance. For health checks and tests (0 once every call has ended or been dropped).
+    pub fn in_flight(&self) -> usize {
+        self.local.in_flight()
+    }
+
+    /// Whether this instance has an execution or a follower in flight for `key` now.
+    pub fn is_in_flight(&self, key: &str) -> bool {
+        self.local.is_in_flight(key)
     }
 
     /// Whether the pub/sub subscription of [`subscribe`](RedisFlightBuilder::subscribe) is
@@ -325,16 +366,30 @@ where
 
     async fn run_shared<F, Fut>(&self, key: &str, work: F) -> Result<T, Error<E>>
     where
+        C: 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
         let started = Instant::now();
-        let deadline = self.settings.wait_timeout.map(|timeout| started + timeout);
+        // A wait timeout too long for an `Instant` (`Duration::MAX`) is no limit.
+        let deadline = self
+            .settings
+            .wait_timeout
+            .and_then(|timeout| started.checked_add(timeout));
         let keys = Keys::new(&self.settings.prefix, key);
         let token = new_token();
+        let mut lease = LeaseGuard {
+            flight: self,
+            lease: &keys.lease,
+            token: &token,
+            armed: false,
+        };
         let mut took_over = false;
         let mut followed = false;
         loop {
+            // From here the lease may be ours, even if this caller is dropped before it reads
+            // the reply that says so.
+            lease.armed = true;
             let acquired: Result<String, _> = self
                 .bounded(
                     self.scripts
@@ -345,6 +400,12 @@ where
                         .invoke_async(&mut self.conn.clone()),
                 )
                 .await;
+            // A script that timed out may still have taken the lease: the guard checks.
+            if let Err(source) = &acquired
+                && !source.is_timeout()
+            {
+                lease.armed = false;
+            }
             let holder = match acquired {
                 Ok(holder) => holder,
                 Err(source) if self.falls_back(&source) => return self.run_here(key, work).await,
@@ -354,8 +415,9 @@ where
                 if took_over {
                     self.metrics.handovers.increment();
                 }
-                return self.lead(key, &keys, &token, work).await;
+                return self.lead(key, &keys, &token, work, &mut lease).await;
             }
+            lease.armed = false;
             if !followed {
                 // This caller joins an execution elsewhere instead of running one.
                 self.metrics.coalesced.increment();
@@ -382,8 +444,10 @@ where
         keys: &Keys,
         token: &str,
         work: F,
+        lease: &mut LeaseGuard<'_, C, S, T, E>,
     ) -> Result<T, Error<E>>
     where
+        C: 'static,
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
@@ -391,12 +455,17 @@ where
         let outcome = {
             let mut work = pin!(CatchUnwind::new(async move { work().await }));
             let mut extend = pin!(self.extend_while_running(&keys.lease, token));
-            // Runs the work; the lease is extended beside it until it completes.
+            let mut extending = true;
+            // Runs the work; the lease is extended beside it until it completes, or until the
+            // extension finds the lease lost: then the work goes on alone, and the finished
+            // extension is never polled again.
             std::future::poll_fn(|cx| {
                 if let Poll::Ready(outcome) = work.as_mut().poll(cx) {
                     return Poll::Ready(outcome);
                 }
-                let _ = extend.as_mut().poll(cx);
+                if extending && extend.as_mut().poll(cx).is_ready() {
+                    extending = false;
+                }
                 Poll::Pending
             })
             .await
@@ -429,6 +498,8 @@ where
                     .invoke_async::<()>(&mut self.conn.clone()),
             )
             .await;
+        // Released, or Redis failed: either way the guard has nothing more to do.
+        lease.armed = false;
         // The work's outcome stands even if announcing it failed: followers take over when
         // the lease expires.
         if released.is_err() {
@@ -535,7 +606,7 @@ where
             match state {
                 // Still running there.
                 0 => {
-                    let wake = Instant::now() + interval;
+                    let wake = far_deadline(interval);
                     if let Some(deadline) = deadline.filter(|deadline| *deadline < wake) {
                         tokio::time::sleep_until(deadline).await;
                         self.metrics.wait_timeouts.increment();
@@ -550,7 +621,7 @@ where
                         }
                         None => tokio::time::sleep_until(wake).await,
                     }
-                    interval = (interval * 2).min(self.settings.poll_max);
+                    interval = interval.saturating_mul(2).min(self.settings.poll_max);
                 }
                 // Finished there.
                 1 => {
@@ -587,7 +658,10 @@ where
 
     /// How long a `done` marker lives: long enough for the slowest poller to see it.
     fn done_ttl(&self) -> Duration {
-        (self.settings.poll_max * 20).max(self.settings.lease_ttl)
+        self.settings
+            .poll_max
+            .saturating_mul(20)
+            .max(self.settings.lease_ttl)
     }
 }
 
@@ -627,7 +701,8 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
 
     /// Followers poll the lease first after `min`, then at doubling intervals up to `max`.
     /// Default: 2 ms to 50 ms. [`build`](Self::build) refuses a `min` under 100 µs and a
-    /// `max` below `min`.
+    /// `max` below `min`. A `max` too long for a deadline (`Duration::MAX`) waits about 30
+    /// years, i.e. followers rely on [`subscribe`](Self::subscribe) to be woken.
     pub fn poll_interval(mut self, min: Duration, max: Duration) -> Self {
         self.settings.poll_min = min;
         self.settings.poll_max = max;
@@ -646,7 +721,8 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
     }
 
     /// How long a caller waits for an execution elsewhere (in this process or another) before
-    /// it leaves with [`Error::WaitTimeout`]. Default: no limit.
+    /// it leaves with [`Error::WaitTimeout`]. Default: no limit. A timeout too long to compute
+    /// a deadline from (`Duration::MAX`) is no limit too.
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
         self.settings.wait_timeout = Some(timeout);
         self
@@ -741,6 +817,7 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
                 extend: Script::new(EXTEND),
                 release: Script::new(RELEASE),
                 observe: Script::new(OBSERVE),
+                abandon: Script::new(ABANDON),
             },
         })
     }
@@ -803,10 +880,71 @@ fn redis_error<E>(op: &'static str, key: &str, source: redis::RedisError) -> Err
     }
 }
 
+/// A duration as Redis takes it in `PX`/`PEXPIRE`: whole milliseconds, at least 1, and at
+/// most 2^62 (146 million years; Redis refuses an expiry past `i64::MAX` ms from now).
 fn millis(duration: Duration) -> u64 {
+    const MOST: u64 = 1 << 62;
     u64::try_from(duration.as_millis())
-        .unwrap_or(u64::MAX)
-        .max(1)
+        .unwrap_or(MOST)
+        .clamp(1, MOST)
+}
+
+/// `after` from now, or for a duration too long for an `Instant` (`Duration::MAX`), about 30
+/// years from now (tokio's own "never" for timers).
+fn far_deadline(after: Duration) -> Instant {
+    const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+    let now = Instant::now();
+    now.checked_add(after).unwrap_or_else(|| now + FAR)
+}
+
+/// Releases the lease of a leader that is dropped before it released it itself, from a task
+/// spawned on the current runtime: compare-and-delete, so a lease another instance holds now
+/// is left alone.
+struct LeaseGuard<'a, C, S, T, E>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    flight: &'a RedisFlight<C, S, T, E>,
+    lease: &'a str,
+    token: &'a str,
+    /// Whether the lease may be ours and not yet released.
+    armed: bool,
+}
+
+impl<C, S, T, E> Drop for LeaseGuard<'_, C, S, T, E>
+where
+    C: ConnectionLike + Clone + Send + Sync + 'static,
+{
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        // Outside a runtime (or while it shuts down) nothing can run: the lease expires.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let flight = self.flight;
+        let mut conn = flight.conn.clone();
+        let script = flight.scripts.abandon.clone();
+        let (lease, token) = (self.lease.to_owned(), self.token.to_owned());
+        let channel = released_channel(&flight.settings.prefix);
+        let timeout = flight.settings.redis_timeout;
+        let failures = flight.metrics.release_failures.clone();
+        runtime.spawn(async move {
+            let released = tokio::time::timeout(
+                timeout,
+                script
+                    .key(&lease)
+                    .arg(&token)
+                    .arg(&channel)
+                    .invoke_async::<i64>(&mut conn),
+            )
+            .await;
+            if !matches!(released, Ok(Ok(_))) {
+                failures.increment();
+            }
+        });
+    }
 }
 
 /// A token no other lease holder has: process id, time, a counter, and per-process random

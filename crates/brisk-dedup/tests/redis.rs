@@ -158,7 +158,9 @@ async fn the_lease_is_extended_while_the_work_outlives_its_ttl() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dropped_leader_instance_is_replaced_when_its_lease_expires() {
+/// Aborting the leader's task drops its future: its lease is released at once (a killed
+/// process's lease expires instead: `a_killed_leader_process_is_replaced`).
+async fn an_aborted_leader_instance_is_replaced() {
     let server = RedisServer::start().unwrap();
     let registry = Registry::new();
     let a = Arc::new(instance(&server.url(), Duration::from_millis(200), &registry).await);
@@ -178,7 +180,7 @@ async fn a_dropped_leader_instance_is_replaced_when_its_lease_expires() {
     let follower =
         tokio::spawn(async move { b.run("k", || async { Ok("taken over".to_owned()) }).await });
     wait_for(&registry, "brisk_dedup_coalesced_total", 1).await;
-    leader.abort(); // the instance stops extending its lease, as if it had died
+    leader.abort(); // as a cancelled request would be
     assert_eq!(follower.await.unwrap().unwrap(), "taken over");
     assert_eq!(count(&registry, "brisk_dedup_handovers_total"), 1);
 }
@@ -645,4 +647,293 @@ async fn subscribed_followers_are_woken_by_the_release_not_their_next_poll() {
             }
         }
     }
+}
+
+/// A second connection, as another process (or an eviction, or a failover) would touch Redis.
+async fn other_connection(url: &str) -> MultiplexedConnection {
+    redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// Issue 30 item 1: the lease key deleted while the leader works. The leader finishes its work
+/// and answers its own callers (it and a local waiter); the loss is counted; nothing panics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_is_deleted_finishes_and_answers_its_callers() {
+    let server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let a = instance(&server.url(), Duration::from_millis(150), &registry).await;
+    let mut other = other_connection(&server.url()).await;
+    let finish = Notify::new();
+    let executions = AtomicUsize::new(0);
+    let leader = a.run("k", || async {
+        executions.fetch_add(1, Ordering::SeqCst);
+        finish.notified().await;
+        Ok("finished anyway".to_owned())
+    });
+    let local_waiter = async {
+        wait_for(&registry, "brisk_dedup_lease_lost_total", 1).await;
+        a.run("k", || async { Ok("must not run".to_owned()) }).await
+    };
+    let lose_the_lease = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let deleted: u32 = redis::cmd("DEL")
+                .arg("brisk:dedup:{k}:lease")
+                .query_async(&mut other)
+                .await
+                .unwrap();
+            if deleted == 1 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "no lease in 60 s");
+            tokio::task::yield_now().await;
+        }
+        // The leader learns of it at its next extension, then finishes.
+        wait_for(&registry, "brisk_dedup_lease_lost_total", 1).await;
+        wait_for(&registry, "brisk_dedup_coalesced_total", 1).await;
+        finish.notify_one();
+    };
+    let (leader, local_waiter, ()) = tokio::join!(leader, local_waiter, lose_the_lease);
+    assert_eq!(leader.unwrap(), "finished anyway");
+    assert_eq!(local_waiter.unwrap(), "finished anyway");
+    assert_eq!(executions.load(Ordering::SeqCst), 1);
+    assert_eq!(count(&registry, "brisk_dedup_lease_lost_total"), 1);
+    assert_eq!(count(&registry, "brisk_dedup_panics_total"), 0);
+}
+
+/// Issue 30 item 1: the lease taken by another holder while the leader works. The leader
+/// finishes and keeps its value; its release leaves the new holder's lease alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_was_taken_leaves_the_new_holders_lease_alone() {
+    let server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let a = instance(&server.url(), Duration::from_millis(150), &registry).await;
+    let mut other = other_connection(&server.url()).await;
+    let started = Notify::new();
+    let finish = Notify::new();
+    let leader = a.run("k", || async {
+        started.notify_one();
+        finish.notified().await;
+        Ok("mine".to_owned())
+    });
+    let take_the_lease = async {
+        started.notified().await;
+        let () = redis::cmd("SET")
+            .arg("brisk:dedup:{k}:lease")
+            .arg("another-holder")
+            .query_async(&mut other)
+            .await
+            .unwrap();
+        wait_for(&registry, "brisk_dedup_lease_lost_total", 1).await;
+        finish.notify_one();
+    };
+    let (leader, ()) = tokio::join!(leader, take_the_lease);
+    assert_eq!(leader.unwrap(), "mine");
+    let holder: Option<String> = redis::cmd("GET")
+        .arg("brisk:dedup:{k}:lease")
+        .query_async(&mut other)
+        .await
+        .unwrap();
+    assert_eq!(holder.as_deref(), Some("another-holder"));
+}
+
+/// Waits until nobody holds the lease of `key`. A leaked lease here lives for the test's
+/// lease TTL (10 min), so the 60 s bound only turns a leak into a failure instead of a hang.
+async fn until_lease_released(conn: &mut MultiplexedConnection, key: &str) {
+    let lease = format!("brisk:dedup:{{{key}}}:lease");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(&lease)
+            .query_async(conn)
+            .await
+            .unwrap();
+        if !exists {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{lease} is still held 60 s after its leader was dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// A connection that, when armed, lets its next command run on the server and then never
+/// delivers the reply: the caller can be dropped right after Redis acted on its command.
+#[derive(Clone)]
+struct Stalling {
+    inner: MultiplexedConnection,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    stalled: Arc<Notify>,
+}
+
+impl redis::aio::ConnectionLike for Stalling {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let reply = self.inner.req_packed_command(cmd).await;
+            if self.armed.swap(false, Ordering::SeqCst) {
+                self.stalled.notify_one();
+                std::future::pending::<()>().await;
+            }
+            reply
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        self.inner.req_packed_commands(pipeline, offset, count)
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+/// A store whose `save` never ends, once armed: the leader can be dropped while saving.
+struct StallingStore {
+    inner: RedisStore<MultiplexedConnection>,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+    saving: Arc<Notify>,
+}
+
+impl brisk_dedup::redis::ResultStore<String> for StallingStore {
+    type Error = redis::RedisError;
+
+    async fn save(&self, key: &str, value: &String) -> Result<(), Self::Error> {
+        if self.armed.load(Ordering::SeqCst) {
+            self.saving.notify_one();
+            std::future::pending::<()>().await;
+        }
+        self.inner.save(key, value).await
+    }
+
+    async fn load(&self, key: &str) -> Result<Option<String>, Self::Error> {
+        self.inner.load(key).await
+    }
+}
+
+/// Issue 30 item 5: a leader dropped at each of its await points (its lease acquired on the
+/// server but the reply not yet read, in the work, while saving the result) releases its lease
+/// at once, so callers elsewhere need not wait out `lease_ttl` (10 min here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_dropped_at_any_await_point_releases_its_lease() {
+    let server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let stall_reply = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stall_save = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (stalled, saving) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let conn = Stalling {
+        inner: other_connection(&server.url()).await,
+        armed: stall_reply.clone(),
+        stalled: stalled.clone(),
+    };
+    let store = StallingStore {
+        inner: RedisStore::new(other_connection(&server.url()).await),
+        armed: stall_save.clone(),
+        saving: saving.clone(),
+    };
+    let a = RedisFlight::<_, _, String, String>::builder(conn, store)
+        .lease_ttl(Duration::from_secs(600))
+        .metrics(&registry, "test")
+        .build()
+        .unwrap();
+    let b = instance(&server.url(), Duration::from_secs(600), &registry).await;
+    let mut conn = other_connection(&server.url()).await;
+    // Loads the scripts, so that the next command of `a` is the lease's script itself.
+    assert_eq!(
+        a.run("warm-up", || async { Ok("ok".to_owned()) })
+            .await
+            .unwrap(),
+        "ok"
+    );
+
+    for point in ["acquire reply", "work", "save"] {
+        let key = format!("dropped-in-{point}");
+        let working = Notify::new();
+        let run = a.run(&key, || async {
+            working.notify_one();
+            if point == "work" {
+                std::future::pending::<()>().await;
+            }
+            Ok("never seen".to_owned())
+        });
+        let reached = async {
+            match point {
+                "acquire reply" => stalled.notified().await,
+                "work" => working.notified().await,
+                _ => saving.notified().await,
+            }
+        };
+        stall_reply.store(point == "acquire reply", Ordering::SeqCst);
+        stall_save.store(point == "save", Ordering::SeqCst);
+        tokio::select! {
+            result = run => panic!("{point}: the leader finished: {result:?}"),
+            () = reached => {}
+        }
+        // The leader's future is dropped here, as a cancelled request's would be.
+        stall_save.store(false, Ordering::SeqCst);
+        until_lease_released(&mut conn, &key).await;
+        assert_eq!(a.in_flight(), 0, "{point}");
+        assert!(!a.is_in_flight(&key), "{point}");
+        assert_eq!(
+            b.run(&key, || async { Ok("from b".to_owned()) })
+                .await
+                .unwrap(),
+            "from b",
+            "{point}"
+        );
+    }
+}
+
+/// Issue 30 item 9: `Duration::MAX` as the wait timeout (and as the slow end of the poll
+/// interval) means no limit; computing a deadline from it panicked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durations_too_long_for_a_deadline_mean_no_limit() {
+    let server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let unlimited = || async {
+        let conn = other_connection(&server.url()).await;
+        RedisFlight::<_, _, String, String>::builder(conn.clone(), RedisStore::new(conn))
+            .wait_timeout(Duration::MAX)
+            .poll_interval(Duration::from_millis(1), Duration::MAX)
+            .metrics(&registry, "test")
+            .subscribe(redis::Client::open(server.url()).unwrap())
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (unlimited().await, unlimited().await);
+    let finish = Notify::new();
+    let leader = a.run("k", || async {
+        finish.notified().await;
+        Ok("v".to_owned())
+    });
+    let local_waiter = async {
+        wait_for(&registry, "brisk_dedup_executions_total", 1).await;
+        a.run("k", || async { Ok("must not run".to_owned()) }).await
+    };
+    let follower = async {
+        wait_for(&registry, "brisk_dedup_executions_total", 1).await;
+        b.run("k", || async { Ok("must not run".to_owned()) }).await
+    };
+    let release = async {
+        wait_for(&registry, "brisk_dedup_coalesced_total", 2).await;
+        until_subscribed(&b).await;
+        finish.notify_one();
+    };
+    let (leader, local_waiter, follower, ()) =
+        tokio::join!(leader, local_waiter, follower, release);
+    assert_eq!(leader.unwrap(), "v");
+    assert_eq!(local_waiter.unwrap(), "v");
+    assert_eq!(follower.unwrap(), "v");
 }

@@ -221,6 +221,89 @@ async fn an_orphan_abandoned_by_its_last_waiter_is_removed() {
     assert_eq!(probe.executions.load(Ordering::SeqCst), 1);
 }
 
+/// Issue 30 item 4: a waiter that took over and is then dropped itself must remove the flight;
+/// the extra reference the takeover path held made it look like another waiter was left.
+#[tokio::test]
+async fn a_cancelled_takeover_leader_leaves_nothing_behind() {
+    let group = Group::new();
+    let gate = Notify::new();
+    let probe = Probe::default();
+    let mut leader = Box::pin(group.run("k", || probe.work(1, &gate)));
+    let mut waiter = Box::pin(group.run("k", || probe.work(2, &gate)));
+    assert!(poll_once(leader.as_mut()).is_pending());
+    assert!(poll_once(waiter.as_mut()).is_pending());
+    drop(leader);
+    assert!(poll_once(waiter.as_mut()).is_pending(), "took over");
+    assert_eq!(probe.executions.load(Ordering::SeqCst), 2);
+    drop(waiter);
+    assert_eq!(probe.running.load(Ordering::SeqCst), 0);
+    assert_eq!(group.in_flight(), 0);
+    assert!(!group.is_in_flight("k"));
+    assert_eq!(group.run("k", || async { Ok(3) }).await.unwrap(), 3);
+}
+
+/// Holds whoever drops it at a barrier: placed in a waiter's work closure, it keeps two
+/// dropping waiters between their guard and the release of their reference to the flight.
+struct MeetOnDrop(Arc<std::sync::Barrier>);
+
+impl Drop for MeetOnDrop {
+    fn drop(&mut self) {
+        self.0.wait();
+    }
+}
+
+/// Issue 30 item 4: the last two waiters of an orphaned flight, dropped at once on two
+/// threads, each saw the other's reference and neither removed the flight.
+#[test]
+fn two_waiters_dropped_at_once_on_two_threads_leave_nothing_behind() {
+    let group = Group::new();
+    let gate = Notify::new();
+    let probe = Probe::default();
+    let barrier = Arc::new(std::sync::Barrier::new(2));
+    let waiter = |meet: MeetOnDrop| {
+        Box::pin(group.run("k", move || {
+            let _meet = &meet;
+            std::future::ready(Ok(2))
+        }))
+    };
+    let mut leader = Box::pin(group.run("k", || probe.work(1, &gate)));
+    let mut a = waiter(MeetOnDrop(barrier.clone()));
+    let mut b = waiter(MeetOnDrop(barrier));
+    assert!(poll_once(leader.as_mut()).is_pending());
+    assert!(poll_once(a.as_mut()).is_pending());
+    assert!(poll_once(b.as_mut()).is_pending());
+    drop(leader); // orphaned, with two waiters
+    std::thread::scope(|s| {
+        s.spawn(move || drop(a));
+        s.spawn(move || drop(b));
+    });
+    assert_eq!(group.in_flight(), 0);
+    assert!(!group.is_in_flight("k"));
+    assert_eq!(probe.executions.load(Ordering::SeqCst), 1);
+}
+
+/// Issue 30 item 9: `Duration::MAX` (or any wait timeout past what `Instant` can hold) means
+/// no limit; it panicked computing the deadline.
+#[tokio::test]
+async fn a_wait_timeout_too_long_for_a_deadline_means_no_limit() {
+    for timeout in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+        let group: Group = SingleFlight::builder()
+            .wait_timeout(timeout)
+            .build()
+            .unwrap();
+        let gate = Notify::new();
+        let probe = Probe::default();
+        let mut leader = pin!(group.run("k", || probe.work(1, &gate)));
+        let mut waiter = pin!(group.run("k", || probe.work(2, &gate)));
+        assert!(poll_once(leader.as_mut()).is_pending());
+        assert!(poll_once(waiter.as_mut()).is_pending());
+        gate.notify_waiters();
+        assert_eq!(leader.await.unwrap(), 1);
+        assert_eq!(waiter.await.unwrap(), 1);
+        assert_eq!(group.in_flight(), 0);
+    }
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_waiter_that_times_out_leaves_and_the_work_goes_on_for_the_others() {
     let group: Group = SingleFlight::builder()
