@@ -302,6 +302,7 @@ impl<C: Connect> Dial<C> {
             if let Some(hook) = &self.hook {
                 hook(&mut connection).await?;
             }
+            self.connector.ready(&mut connection);
             Ok::<_, BoxError>(connection)
         };
         match tokio::time::timeout(self.shared.connect_timeout, attempt).await {
