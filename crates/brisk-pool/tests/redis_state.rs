@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use brisk_pool::redis::{RedisConnector, RedisPool};
+use brisk_pool::redis::{RedisConnector, RedisPool, SharedRedis};
 use brisk_testkit::RedisServer;
 use redis::{
     AsyncCommands,
@@ -349,4 +349,31 @@ async fn a_database_selected_by_the_connect_hook_is_the_clean_state() {
         first,
         "the hook's SELECT is no change"
     );
+}
+
+/// Issue 30 item 9 for Redis: `Duration::MAX` as a response or connect timeout, on a pool's
+/// connections and on a `SharedRedis`, is "no limit", never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_timeouts_of_duration_max_mean_no_limit() {
+    let server = RedisServer::start().unwrap();
+    let connector = RedisConnector::new(&server.url())
+        .unwrap()
+        .response_timeout(Duration::MAX);
+    let pool = RedisPool::builder(connector.clone())
+        .acquire_timeout(Duration::MAX)
+        .connect_timeout(Duration::MAX)
+        .build()
+        .await
+        .unwrap();
+    let mut connection = pool.get().await.unwrap();
+    let _: () = connection.set("k", "pool").await.unwrap();
+    drop(connection);
+    let shared = SharedRedis::builder(connector)
+        .connect_timeout(Duration::MAX)
+        .build()
+        .await
+        .unwrap();
+    let mut connection = shared.checkout().unwrap();
+    let value: String = connection.get("k").await.unwrap();
+    assert_eq!(value, "pool");
 }
