@@ -275,6 +275,14 @@ impl Config {
                 return invalid(key, "0s".into(), "must be longer than zero");
             }
         }
+        // bb8 asserts on a zero idle timeout: a panic at build.
+        if self.idle_timeout.is_some_and(|timeout| timeout.is_zero()) {
+            return invalid(
+                "idle_timeout",
+                "0s".into(),
+                "must be longer than zero (no_idle_timeout() or `off` keeps idle connections)",
+            );
+        }
         if let Validation::IdleFor(window) = self.validation
             && window.is_zero()
         {

@@ -32,6 +32,15 @@ pub trait Connect: Send + Sync + 'static {
     /// transaction left open or failed, a protocol error seen.
     fn is_broken(&self, connection: &mut Self::Connection) -> bool;
 
+    /// Runs once on each new connection, after [`connect`](Connect::connect) and the pool's
+    /// connect hook, before its first checkout: the state the connection is in now is the
+    /// clean state every checkout must find. A connector that follows per-connection state
+    /// (`RedisConnector`: the selected database) records it here. Must not do I/O.
+    /// Default: nothing.
+    fn ready(&self, connection: &mut Self::Connection) {
+        let _ = connection;
+    }
+
     /// What this connects to, for errors and logs: a URL without its password, a file name.
     fn target(&self) -> String;
 }

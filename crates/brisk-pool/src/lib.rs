@@ -60,6 +60,9 @@
 //! - A connection returned broken (socket closed, transaction open or failed, returned during
 //!   a panic) is closed, never reused; one idle past the validation window is validated
 //!   before use; one past its jittered lifetime is replaced.
+//! - A Redis connection whose command was dropped before its reply, or that holds
+//!   per-connection state (`MULTI`, `WATCH`, a `SELECT` of another database), is closed on
+//!   return, never handed to the next checkout (see `redis::RedisConnection`).
 //! - Failed connects are retried with jittered exponential backoff, and while checkouts wait
 //!   on a failing server the pool keeps probing, one connect at a time at most a retry
 //!   backoff apart: callers already waiting when the server comes back get a connection

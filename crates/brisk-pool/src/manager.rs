@@ -302,6 +302,7 @@ impl<C: Connect> Dial<C> {
             if let Some(hook) = &self.hook {
                 hook(&mut connection).await?;
             }
+            self.connector.ready(&mut connection);
             Ok::<_, BoxError>(connection)
         };
         match tokio::time::timeout(self.shared.connect_timeout, attempt).await {
@@ -419,7 +420,8 @@ impl<C: Connect> bb8::ManageConnection for Manager<C> {
             // Full jitter: instances that lost their connections together do not come back
             // together.
             tokio::time::sleep(shared.jitter(backoff)).await;
-            backoff = (backoff * 2).min(shared.max_backoff);
+            // Saturating: a huge `retry_backoff` (`Duration::MAX`) must not overflow.
+            backoff = backoff.saturating_mul(2).min(shared.max_backoff);
         }
     }
 
@@ -517,5 +519,56 @@ mod tests {
         };
         let shared = Shared::new(&config, "t".into(), Metrics::noop());
         assert!(matches!(shared.policy, Policy::IdleTicks(1)));
+    }
+
+    /// Refuses every connect.
+    struct Refusing(AtomicUsize);
+
+    impl Connect for Refusing {
+        type Connection = ();
+        type Error = std::io::Error;
+
+        async fn connect(&self) -> std::io::Result<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Err(std::io::Error::other("refused"))
+        }
+
+        async fn validate(&self, (): &mut ()) -> std::io::Result<()> {
+            Ok(())
+        }
+
+        fn is_broken(&self, (): &mut ()) -> bool {
+            false
+        }
+
+        fn target(&self) -> String {
+            "refusing://".to_owned()
+        }
+    }
+
+    /// `retry_backoff(Duration::MAX)`: the doubling after the first retry overflowed (a panic
+    /// in the connect task). Paused time runs the waits at once.
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_backoff_of_duration_max_does_not_overflow() {
+        let config = Config {
+            retry_backoff: Duration::MAX,
+            connect_retries: 2,
+            ..Config::default()
+        };
+        let shared = Arc::new(Shared::new(&config, "t".into(), Metrics::noop()));
+        shared.warming.store(false, Ordering::Relaxed);
+        let dial = Arc::new(Dial::new(
+            Refusing(AtomicUsize::new(0)),
+            None,
+            Arc::clone(&shared),
+        ));
+        let manager = Manager::new(Arc::clone(&dial));
+        let outcome = bb8::ManageConnection::connect(&manager).await;
+        assert!(matches!(outcome, Err(Failure::Connect(_))));
+        assert_eq!(
+            dial.connector.0.load(Ordering::SeqCst),
+            3,
+            "one try, two retries"
+        );
     }
 }

@@ -192,13 +192,15 @@ impl<C: Connect> Pool<C> {
             let permit = match Arc::clone(&inner.gate).try_acquire_owned() {
                 Ok(permit) => permit,
                 Err(_) => {
-                    let deadline = tokio::time::Instant::now() + inner.acquire_timeout;
+                    // No deadline when it lies beyond what an `Instant` holds (an acquire
+                    // timeout of `Duration::MAX`: wait as long as it takes).
+                    let deadline = tokio::time::Instant::now().checked_add(inner.acquire_timeout);
                     let waiting = Arc::clone(&inner.gate).acquire_owned();
-                    let Ok(permit) = tokio::time::timeout_at(deadline, waiting).await else {
+                    let Some(permit) = until(deadline, waiting).await else {
                         return Err(bb8::RunError::TimedOut);
                     };
                     let permit = permit.map_err(|_| bb8::RunError::User(Failure::Closed))?;
-                    let connection = tokio::time::timeout_at(deadline, take())
+                    let connection = until(deadline, take())
                         .await
                         .unwrap_or(Err(bb8::RunError::TimedOut))?;
                     return Ok((permit, connection));
@@ -370,6 +372,15 @@ async fn refill<C: Connect>(pool: Weak<Inner<C>>) {
         if inner.wants_refill() {
             inner.refill().await;
         }
+    }
+}
+
+/// `future`'s output, or `None` once `deadline` passes; without a deadline, however long it
+/// takes.
+async fn until<F: Future>(deadline: Option<tokio::time::Instant>, future: F) -> Option<F::Output> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, future).await.ok(),
+        None => Some(future.await),
     }
 }
 

@@ -6,11 +6,13 @@ use std::{
     collections::{HashMap, VecDeque},
     fmt,
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use brisk_metrics::{Counter, Histogram, Key, Recorder, Unit};
 use diesel::connection::{DebugQuery, Instrumentation, InstrumentationEvent};
+// tokio's clock: the same as std's in an application, and one tests can pause.
+use tokio::time::Instant;
 
 #[cfg(feature = "postgres")]
 pub(crate) use crate::explain::Explainer;
@@ -339,8 +341,9 @@ impl QueryTrackingBuilder {
 pub(crate) struct QueryInstrumentation {
     shared: Arc<Shared>,
     /// Statements started and not finished, oldest first, by the hash of their SQL
-    /// (pipelined statements may be in flight together). Bounded: a statement whose future
-    /// was dropped never finishes.
+    /// (pipelined statements may be in flight together). A statement whose future was
+    /// dropped never finishes: its start stays here, unclaimed, until newer starts push it
+    /// out (bounded by `MAX_IN_FLIGHT`, oldest dropped first).
     started: VecDeque<(u64, Instant)>,
     /// The statements this connection has run, by the hash of their SQL, so a statement
     /// run again is neither formatted nor normalised again. Bounded by `MAX_KNOWN`.
@@ -365,7 +368,12 @@ impl QueryInstrumentation {
         // diesel-async's finish shows the SQL alone, its start the binds too: the hash covers
         // the SQL only.
         let hash = sql_hash(query);
-        let Some(at) = self.started.iter().position(|(h, _)| *h == hash) else {
+        // The newest start of this SQL: a start that no finish will claim (its future was
+        // dropped) is older than every live run of the SQL made after it, so it is never
+        // taken while one of them is in flight, and a run never records the time since a
+        // cancelled start. (Runs of one SQL in flight together may swap their starts; each
+        // sample still lies within their shared span.)
+        let Some(at) = self.started.iter().rposition(|(h, _)| *h == hash) else {
             return;
         };
         let Some((_, started)) = self.started.remove(at) else {

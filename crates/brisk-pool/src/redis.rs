@@ -141,10 +141,12 @@ impl Connect for RedisConnector {
             .client
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
+        let db = inner.get_db();
         Ok(RedisConnection {
             inner,
             broken: false,
-            in_transaction: false,
+            awaiting_reply: false,
+            session: Session::new(db),
         })
     }
 
@@ -153,7 +155,13 @@ impl Connect for RedisConnector {
     }
 
     fn is_broken(&self, connection: &mut RedisConnection) -> bool {
-        connection.broken || connection.in_transaction
+        connection.broken || connection.awaiting_reply || connection.session.is_dirty()
+    }
+
+    /// What the connect hook left (a `SELECT`, a `CLIENT SETNAME`) is the connection's clean
+    /// state.
+    fn ready(&self, connection: &mut RedisConnection) {
+        connection.session.mark_clean();
     }
 
     fn target(&self) -> String {
@@ -164,20 +172,36 @@ impl Connect for RedisConnector {
 /// A dedicated Redis connection from a [`RedisPool`]; use it with `redis::AsyncCommands` or
 /// `query_async` like any redis-rs connection.
 ///
-/// It watches its own replies: after an I/O error, a dropped connection or a timeout, or
-/// while a `MULTI` has not been closed by `EXEC` or `DISCARD`, the pool closes it on return
-/// instead of handing it to the next task.
+/// It watches its own commands, and the pool closes it on return instead of handing it to the
+/// next task when:
+/// - a command or pipeline was sent and its future dropped before the reply came (a timeout
+///   or a cancelled request: the server may still be running it, a blocking `BLPOP` may
+///   still take the next item pushed, and its reply would reach the next user);
+/// - an I/O error, a dropped connection or a response timeout was seen;
+/// - it holds per-connection state the next user would inherit: a `MULTI` not closed by
+///   `EXEC` or `DISCARD`, a `WATCH` not ended by `EXEC`, `DISCARD` or `UNWATCH`, a `SELECT`
+///   of a database other than its own (the URL's, or the one the connect hook selected), or
+///   a command that changes the session for good (`SUBSCRIBE` and its kin, `MONITOR`,
+///   `CLIENT REPLY`/`TRACKING`/`SETNAME`/`SETINFO`/`NO-EVICT`/`NO-TOUCH`, `HELLO`, `AUTH`,
+///   `RESET`, `READONLY`, `READWRITE`).
+///
+/// State is followed from what was sent and answered: a command future made and dropped
+/// before it was polled sent nothing and changes nothing.
 pub struct RedisConnection {
     inner: MultiplexedConnection,
     broken: bool,
-    in_transaction: bool,
+    /// Set while a command is out: still set on return means its future was dropped after
+    /// the command may have been sent and before its reply was read.
+    awaiting_reply: bool,
+    session: Session,
 }
 
 impl fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisConnection")
             .field("broken", &self.broken)
-            .field("in_transaction", &self.in_transaction)
+            .field("awaiting_reply", &self.awaiting_reply)
+            .field("session", &self.session)
             .finish_non_exhaustive()
     }
 }
@@ -193,25 +217,117 @@ impl RedisConnection {
             self.broken = true;
         }
     }
+}
 
-    /// Follows `MULTI` / `EXEC` / `DISCARD` sent as single commands.
-    fn track_transaction(&mut self, cmd: &Cmd) {
-        if let Some(Arg::Simple(name)) = cmd.args_iter().next() {
-            if name.eq_ignore_ascii_case(b"MULTI") {
-                self.in_transaction = true;
-            } else if name.eq_ignore_ascii_case(b"EXEC") || name.eq_ignore_ascii_case(b"DISCARD") {
-                self.in_transaction = false;
+/// The per-connection state a checkout can leave behind, followed from the commands that
+/// were answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Session {
+    /// The database a clean connection is on.
+    clean_db: i64,
+    /// The database selected now, as far as `SELECT` tells.
+    db: i64,
+    in_transaction: bool,
+    watching: bool,
+    /// A command that changes the session in a way not followed here was answered.
+    changed: bool,
+}
+
+impl Session {
+    fn new(db: i64) -> Self {
+        Self {
+            clean_db: db,
+            db,
+            in_transaction: false,
+            watching: false,
+            changed: false,
+        }
+    }
+
+    /// Whether the next checkout would inherit state.
+    fn is_dirty(&self) -> bool {
+        self.in_transaction || self.watching || self.changed || self.db != self.clean_db
+    }
+
+    /// The state now is the clean one (after the connect hook).
+    fn mark_clean(&mut self) {
+        self.clean_db = self.db;
+        self.changed = false;
+    }
+
+    /// Follows one command that was sent and answered (an error reply too: where a failed
+    /// command may or may not have changed the state, the state is taken as changed).
+    fn follow(&mut self, cmd: &Cmd) {
+        let mut args = cmd.args_iter().filter_map(|arg| match arg {
+            Arg::Simple(bytes) => Some(bytes),
+            _ => None,
+        });
+        let Some(name) = args.next() else {
+            return;
+        };
+        let is = |expected: &str| name.eq_ignore_ascii_case(expected.as_bytes());
+        if is("MULTI") {
+            self.in_transaction = true;
+        } else if is("EXEC") || is("DISCARD") {
+            self.in_transaction = false;
+            self.watching = false;
+        } else if is("WATCH") {
+            self.watching = true;
+        } else if is("UNWATCH") {
+            // Inside MULTI it is queued, not run; EXEC or DISCARD ends the watch anyway.
+            if !self.in_transaction {
+                self.watching = false;
             }
+        } else if is("SELECT") {
+            match args
+                .next()
+                .and_then(|db| std::str::from_utf8(db).ok())
+                .and_then(|db| db.trim().parse::<i64>().ok())
+            {
+                Some(db) => self.db = db,
+                None => self.changed = true,
+            }
+        } else if is("CLIENT") {
+            let sub = args.next().unwrap_or_default();
+            if [
+                "REPLY", "TRACKING", "SETNAME", "SETINFO", "NO-EVICT", "NO-TOUCH",
+            ]
+            .iter()
+            .any(|changing| sub.eq_ignore_ascii_case(changing.as_bytes()))
+            {
+                self.changed = true;
+            }
+        } else if [
+            "SUBSCRIBE",
+            "PSUBSCRIBE",
+            "SSUBSCRIBE",
+            "MONITOR",
+            "HELLO",
+            "AUTH",
+            "RESET",
+            "READONLY",
+            "READWRITE",
+        ]
+        .iter()
+        .any(|changing| is(changing))
+        {
+            self.changed = true;
         }
     }
 }
 
 impl ConnectionLike for RedisConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        self.track_transaction(cmd);
         Box::pin(async move {
+            // Sent from the first poll on: if this future is dropped before the reply, the
+            // flag stays set and the pool closes the connection.
+            self.awaiting_reply = true;
             let result = self.inner.req_packed_command(cmd).await;
+            self.awaiting_reply = false;
             self.observe(&result);
+            if result.is_ok() {
+                self.session.follow(cmd);
+            }
             result
         })
     }
@@ -223,11 +339,19 @@ impl ConnectionLike for RedisConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         Box::pin(async move {
+            self.awaiting_reply = true;
             let result = self
                 .inner
                 .req_packed_commands(pipeline, offset, count)
                 .await;
+            self.awaiting_reply = false;
             self.observe(&result);
+            if result.is_ok() {
+                // An atomic pipeline's MULTI and EXEC are added when it is packed, not listed.
+                for cmd in pipeline.cmd_iter() {
+                    self.session.follow(cmd);
+                }
+            }
             result
         })
     }
