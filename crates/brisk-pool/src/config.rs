@@ -154,15 +154,21 @@ impl Config {
     /// ```
     ///
     /// An unknown `pool_*` parameter is an error, so a misspelt setting is not silently
-    /// ignored; other parameters are left for the driver in their order.
+    /// ignored; other parameters are left for the driver in their order. As for the
+    /// PostgreSQL driver, the query starts at the first `?` after the first `@`, so an
+    /// unencoded `?`, `#` or `&` in a password is left alone.
     pub fn apply_url(&mut self, url: &str) -> Result<String> {
-        let (url, fragment) = match url.split_once('#') {
-            Some((url, fragment)) => (url, Some(fragment)),
+        // The query and fragment are looked for after the credentials (the first `@`), as the
+        // PostgreSQL driver reads them: a password may hold `?`, `#` or `pool_`.
+        let start = crate::target::after_credentials(url);
+        let (url, fragment) = match url[start..].find('#') {
+            Some(hash) => (&url[..start + hash], Some(&url[start + hash + 1..])),
             None => (url, None),
         };
-        let Some((base, query)) = url.split_once('?') else {
+        let Some(question) = url[start..].find('?') else {
             return Ok(rejoin(url, &[], fragment));
         };
+        let (base, query) = (&url[..start + question], &url[start + question + 1..]);
         let mut kept = Vec::new();
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -349,6 +355,21 @@ mod tests {
         assert_eq!(config.order, Order::Lifo);
         assert_eq!(config.validation, Validation::Never);
         assert_eq!(config.leak_threshold, Some(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn a_password_holding_query_characters_is_left_alone() {
+        let mut config = Config::default();
+        let url = config
+            .apply_url(
+                "postgres://app:p?pool_max_size=x&&y#z@db/app?pool_max_size=3&sslmode=require",
+            )
+            .unwrap();
+        assert_eq!(
+            url,
+            "postgres://app:p?pool_max_size=x&&y#z@db/app?sslmode=require"
+        );
+        assert_eq!(config.max_size, 3);
     }
 
     #[test]

@@ -121,6 +121,7 @@ mod query;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 mod statement;
+mod target;
 
 pub use crate::{
     config::{Config, Order, Validation},

@@ -33,7 +33,7 @@ use redis::{
 use tokio::sync::Notify;
 
 use crate::{
-    connect::{Connect, redact},
+    connect::Connect,
     error::{Error, Result},
     metrics::RedisMetrics,
     pool::{ConnectionPool, Pool, Status},
@@ -89,7 +89,7 @@ impl RedisConnector {
                 && Client::open(format!("redis{}", &url[scheme.len()..])).is_ok();
             Error::config(
                 "url",
-                redact(url),
+                crate::target::UNPARSEABLE,
                 if tls_missing {
                     "rediss:// needs redis-rs's TLS support: add the redis crate with its \
                      tokio-rustls-comp feature to your dependencies"
@@ -103,8 +103,7 @@ impl RedisConnector {
 
     /// Connects with an existing client.
     pub fn from_client(client: Client) -> Self {
-        let info = client.get_connection_info();
-        let target = format!("redis://{}/{}", info.addr(), info.redis_settings().db());
+        let target = crate::target::redis(client.get_connection_info());
         Self {
             client,
             target,
