@@ -103,6 +103,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctest;
 
+mod breaker;
 mod config;
 mod connect;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
@@ -124,7 +125,7 @@ mod statement;
 mod target;
 
 pub use crate::{
-    config::{Config, Order, Validation},
+    config::{CircuitBreaker, Config, Order, Validation},
     connect::{Connect, HookFuture},
     error::{BoxError, ConnectTimedOut, Error, Result},
     leak::SuspectedLeak,
