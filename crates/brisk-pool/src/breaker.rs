@@ -43,7 +43,8 @@ impl Breaker {
         self.open.load(Ordering::Acquire)
     }
 
-    /// Counts a failed connect; true if this one opened the breaker.
+    /// Counts a failed connect; true if this one opened the breaker, in which case the caller
+    /// wakes the waiting checkouts with [`wake`](Self::wake) once it has counted the opening.
     pub(crate) fn failed(&self) -> bool {
         let run = self.run.fetch_add(1, Ordering::AcqRel).saturating_add(1);
         if run < self.failures || self.is_open() {
@@ -51,11 +52,12 @@ impl Breaker {
         }
         // The probe is due an interval from now, set before the breaker is seen open.
         self.schedule_probe();
-        let opened = !self.open.swap(true, Ordering::AcqRel);
-        if opened {
-            self.opened.notify_waiters();
-        }
-        opened
+        !self.open.swap(true, Ordering::AcqRel)
+    }
+
+    /// Wakes the checkouts waiting for a connection (they fail) and the probe task.
+    pub(crate) fn wake(&self) {
+        self.opened.notify_waiters();
     }
 
     /// Counts a successful connect; true if it closed the breaker.

@@ -211,6 +211,7 @@ impl Shared {
         {
             self.metrics.circuit_opened.increment();
             self.metrics.circuit_state.set(1);
+            breaker.wake();
             tracing::warn!(
                 target: "brisk_pool::connect",
                 pool = %self.target,
