@@ -70,7 +70,9 @@
 //! `brisk_pool_acquire_seconds` (histogram), `brisk_pool_acquire_timeouts_total`,
 //! `brisk_pool_connects_total`, `brisk_pool_connect_failures_total`,
 //! `brisk_pool_closes_total{reason=broken|invalid|lifetime|idle}`, `brisk_pool_leaks_total`,
-//! and the gauges `brisk_pool_connections{state=in_use|idle}` and `brisk_pool_waiting`.
+//! and the gauges `brisk_pool_connections{state=in_use|idle}` and `brisk_pool_waiting`; with a
+//! circuit breaker ([`PoolBuilder::circuit_breaker`]), `brisk_pool_circuit_state`,
+//! `brisk_pool_circuit_opened_total` and `brisk_pool_rejected_total`.
 //!
 #![cfg_attr(
     feature = "postgres",

@@ -126,8 +126,8 @@ impl<C: Connect> Pool<C> {
     /// one already known to be broken. The call site is recorded for leak reports.
     ///
     /// # Errors
-    /// [`Error::Timeout`] (naming the last connect error if connects are failing) or
-    /// [`Error::Closed`].
+    /// [`Error::Timeout`] (naming the last connect error if connects are failing),
+    /// [`Error::Unavailable`] while the circuit breaker is open, or [`Error::Closed`].
     #[track_caller]
     pub fn get(&self) -> impl Future<Output = Result<PooledConnection<'_, C>>> + Send + '_ {
         let location = Location::caller();
