@@ -44,6 +44,32 @@ pub enum Order {
     Lifo,
 }
 
+/// The pool's circuit breaker, off by default: after `failures` connect attempts in a row
+/// fail, checkouts fail at once with [`Error::Unavailable`](crate::Error::Unavailable) instead
+/// of waiting out the acquire timeout, and a probe connects every `probe_interval` until one
+/// succeeds. See [`PoolBuilder::circuit_breaker`](crate::PoolBuilder::circuit_breaker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CircuitBreaker {
+    /// Connect attempts that must fail in a row (with no success between) to open it; at
+    /// least 1.
+    pub failures: u32,
+    /// How long after opening, and after each failed probe, the next probe connects; longer
+    /// than zero.
+    pub probe_interval: Duration,
+}
+
+impl CircuitBreaker {
+    /// A breaker that opens after `failures` connect failures in a row and probes every
+    /// `probe_interval`.
+    pub fn new(failures: u32, probe_interval: Duration) -> Self {
+        Self {
+            failures,
+            probe_interval,
+        }
+    }
+}
+
 /// The settings of a pool. Build one with [`Config::default`] and assignments, from a URL
 /// ([`Config::apply_url`]) or from the environment ([`Config::from_env`]), and hand it to
 /// [`Builder::config`](crate::PoolBuilder::config); or set each value on the builder.
@@ -81,6 +107,8 @@ pub struct Config {
     /// A connection held longer than this is reported as a possible leak, with the code
     /// location that checked it out. Default off.
     pub leak_threshold: Option<Duration>,
+    /// Fail checkouts at once while connects keep failing. Default off (`None`).
+    pub circuit_breaker: Option<CircuitBreaker>,
 }
 
 impl Default for Config {
@@ -98,6 +126,7 @@ impl Default for Config {
             connect_retries: 2,
             retry_backoff: Duration::from_millis(100),
             leak_threshold: None,
+            circuit_breaker: None,
         }
     }
 }
@@ -117,6 +146,7 @@ const KEYS: &[&str] = &[
     "connect_retries",
     "retry_backoff",
     "leak_threshold",
+    "circuit_breaker",
 ];
 
 impl Config {
@@ -154,15 +184,21 @@ impl Config {
     /// ```
     ///
     /// An unknown `pool_*` parameter is an error, so a misspelt setting is not silently
-    /// ignored; other parameters are left for the driver in their order.
+    /// ignored; other parameters are left for the driver in their order. As for the
+    /// PostgreSQL driver, the query starts at the first `?` after the first `@`, so an
+    /// unencoded `?`, `#` or `&` in a password is left alone.
     pub fn apply_url(&mut self, url: &str) -> Result<String> {
-        let (url, fragment) = match url.split_once('#') {
-            Some((url, fragment)) => (url, Some(fragment)),
+        // The query and fragment are looked for after the credentials (the first `@`), as the
+        // PostgreSQL driver reads them: a password may hold `?`, `#` or `pool_`.
+        let start = crate::target::after_credentials(url);
+        let (url, fragment) = match url[start..].find('#') {
+            Some(hash) => (&url[..start + hash], Some(&url[start + hash + 1..])),
             None => (url, None),
         };
-        let Some((base, query)) = url.split_once('?') else {
+        let Some(question) = url[start..].find('?') else {
             return Ok(rejoin(url, &[], fragment));
         };
+        let (base, query) = (&url[..start + question], &url[start + question + 1..]);
         let mut kept = Vec::new();
         for pair in query.split('&').filter(|pair| !pair.is_empty()) {
             let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -180,6 +216,7 @@ impl Config {
     /// - Durations have a unit: `250ms`, `5s`, `30m`, `1h`. Optional ones also accept `off`.
     /// - `order` is `fifo` or `lifo`.
     /// - `validation` is `always`, `never`, or a duration: validate connections idle that long.
+    /// - `circuit_breaker` is `off`, or failures and a probe interval: `3,50ms`.
     pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
         self.set_named(key, key, value)
     }
@@ -231,13 +268,29 @@ impl Config {
             "connect_retries" => self.connect_retries = count()?,
             "retry_backoff" => self.retry_backoff = duration()?,
             "leak_threshold" => self.leak_threshold = optional()?,
+            "circuit_breaker" => {
+                self.circuit_breaker = match trimmed {
+                    "off" | "none" => None,
+                    _ => {
+                        let reason = "off, or failures and a probe interval such as 3,50ms";
+                        let (failures, interval) =
+                            trimmed.split_once(',').ok_or_else(|| invalid(reason))?;
+                        Some(CircuitBreaker {
+                            failures: failures.trim().parse().map_err(|_| invalid(reason))?,
+                            probe_interval: parse_duration(interval.trim())
+                                .ok_or_else(|| invalid(reason))?,
+                        })
+                    }
+                }
+            }
             _ => {
                 return Err(Error::Config {
                     setting: name.to_owned(),
                     value: value.to_owned(),
                     reason: "unknown pool setting; known: max_size, min_idle, acquire_timeout, \
                              connect_timeout, max_lifetime, lifetime_jitter, idle_timeout, order, \
-                             validation, connect_retries, retry_backoff, leak_threshold",
+                             validation, connect_retries, retry_backoff, leak_threshold, \
+                             circuit_breaker",
                 });
             }
         }
@@ -292,6 +345,22 @@ impl Config {
                 "use `always` to validate every checkout",
             );
         }
+        if let Some(breaker) = self.circuit_breaker {
+            if breaker.failures == 0 {
+                return invalid(
+                    "circuit_breaker",
+                    format!("{},{:?}", breaker.failures, breaker.probe_interval),
+                    "failures must be at least 1",
+                );
+            }
+            if breaker.probe_interval.is_zero() {
+                return invalid(
+                    "circuit_breaker",
+                    format!("{},{:?}", breaker.failures, breaker.probe_interval),
+                    "the probe interval must be longer than zero",
+                );
+            }
+        }
         if let (Some(lifetime), Some(jitter)) = (self.max_lifetime, self.lifetime_jitter)
             && jitter >= lifetime
         {
@@ -344,7 +413,8 @@ mod tests {
             .apply_url(
                 "postgres://app:secret@db:5432/app?pool_max_size=32&sslmode=disable\
                  &pool_acquire_timeout=250ms&pool_max_lifetime=off&pool_order=LIFO\
-                 &application_name=api&pool_validation=never&pool_leak_threshold=30s",
+                 &application_name=api&pool_validation=never&pool_leak_threshold=30s\
+                 &pool_circuit_breaker=3,50ms",
             )
             .unwrap();
         assert_eq!(
@@ -357,6 +427,25 @@ mod tests {
         assert_eq!(config.order, Order::Lifo);
         assert_eq!(config.validation, Validation::Never);
         assert_eq!(config.leak_threshold, Some(Duration::from_secs(30)));
+        assert_eq!(
+            config.circuit_breaker,
+            Some(CircuitBreaker::new(3, Duration::from_millis(50)))
+        );
+    }
+
+    #[test]
+    fn a_password_holding_query_characters_is_left_alone() {
+        let mut config = Config::default();
+        let url = config
+            .apply_url(
+                "postgres://app:p?pool_max_size=x&&y#z@db/app?pool_max_size=3&sslmode=require",
+            )
+            .unwrap();
+        assert_eq!(
+            url,
+            "postgres://app:p?pool_max_size=x&&y#z@db/app?sslmode=require"
+        );
+        assert_eq!(config.max_size, 3);
     }
 
     #[test]
@@ -393,6 +482,9 @@ mod tests {
             ("order", "random"),
             ("validation", "sometimes"),
             ("connect_timeout", "99999999999999999h"),
+            ("circuit_breaker", "3"),
+            ("circuit_breaker", "x,50ms"),
+            ("circuit_breaker", "3,soon"),
         ] {
             let error = config.set(key, value).unwrap_err();
             assert!(
@@ -443,6 +535,17 @@ mod tests {
         assert!(check(|c| c.acquire_timeout = Duration::ZERO).is_err());
         assert!(check(|c| c.validation = Validation::IdleFor(Duration::ZERO)).is_err());
         assert!(check(|c| c.lifetime_jitter = Some(Duration::from_secs(3600))).is_err());
+        assert!(
+            check(|c| c.circuit_breaker = Some(CircuitBreaker::new(0, Duration::from_millis(50))))
+                .is_err()
+        );
+        assert!(
+            check(|c| c.circuit_breaker = Some(CircuitBreaker::new(3, Duration::ZERO))).is_err()
+        );
+        assert!(
+            check(|c| c.circuit_breaker = Some(CircuitBreaker::new(1, Duration::from_millis(1))))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -61,39 +61,3 @@ impl<C> fmt::Debug for HookDebug<'_, C> {
         f.write_str(if self.0.is_some() { "Some(..)" } else { "None" })
     }
 }
-
-/// A URL without its password and query string, for errors and logs.
-#[cfg(any(feature = "postgres", feature = "redis"))]
-pub(crate) fn redact(url: &str) -> String {
-    let url = url.split(['?', '#']).next().unwrap_or_default();
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((user_info, host)) => {
-            let user = user_info.split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}@{host}{path}")
-        }
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(all(test, any(feature = "postgres", feature = "redis")))]
-mod tests {
-    use super::redact;
-
-    #[test]
-    fn redact_drops_the_password_and_the_query() {
-        assert_eq!(
-            redact("postgres://app:s3cret@db:5432/app?password=x"),
-            "postgres://app@db:5432/app"
-        );
-        assert_eq!(redact("postgres://db/app"), "postgres://db/app");
-        assert_eq!(
-            redact("redis://:pw@127.0.0.1:6379/0"),
-            "redis://@127.0.0.1:6379/0"
-        );
-        assert_eq!(redact("/var/lib/app.db"), "/var/lib/app.db");
-    }
-}

@@ -16,8 +16,8 @@ use crate::{connect::Connect, error::BoxError, pool::Pool};
 #[cfg(feature = "postgres")]
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub struct PgConnector {
-    url: String,
-    target: String,
+    /// The connection string as tokio-postgres parsed it, and what is shown of it.
+    pg: crate::target::PgTarget,
     tracking: Option<QueryTracking>,
     explainer: Option<std::sync::Arc<crate::explain::Explainer>>,
     tls: Tls,
@@ -38,37 +38,38 @@ pub(crate) enum Tls {
 impl Tls {
     /// A diesel connection to `url`, driven by diesel-async (which keeps the connection's
     /// errors, so a broken socket is seen).
-    async fn diesel(&self, url: &str) -> Result<diesel_async::AsyncPgConnection, BoxError> {
+    async fn diesel(
+        &self,
+        config: &tokio_postgres::Config,
+    ) -> Result<diesel_async::AsyncPgConnection, BoxError> {
         use diesel_async::AsyncPgConnection;
         Ok(match self {
             Tls::None => {
-                let (client, connection) =
-                    tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+                let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
                 AsyncPgConnection::try_from_client_and_connection(client, connection).await?
             }
             #[cfg(feature = "postgres-rustls")]
             Tls::Rustls(tls) => {
-                let (client, connection) = tokio_postgres::connect(url, tls.clone()).await?;
+                let (client, connection) = config.connect(tls.clone()).await?;
                 AsyncPgConnection::try_from_client_and_connection(client, connection).await?
             }
         })
     }
 
-    /// A plain tokio-postgres client to `url`, its connection driven by a task.
+    /// A plain tokio-postgres client with `config`, its connection driven by a task.
     pub(crate) async fn client(
         &self,
-        url: &str,
+        config: &tokio_postgres::Config,
     ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
         Ok(match self {
             Tls::None => {
-                let (client, connection) =
-                    tokio_postgres::connect(url, tokio_postgres::NoTls).await?;
+                let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
                 tokio::spawn(connection);
                 client
             }
             #[cfg(feature = "postgres-rustls")]
             Tls::Rustls(tls) => {
-                let (client, connection) = tokio_postgres::connect(url, tls.clone()).await?;
+                let (client, connection) = config.connect(tls.clone()).await?;
                 tokio::spawn(connection);
                 client
             }
@@ -76,15 +77,26 @@ impl Tls {
     }
 }
 
+/// The connect error of a [`PgConnector`] whose string tokio-postgres could not parse; the
+/// parser's own message is not kept, as it may quote part of the password.
+#[cfg(feature = "postgres")]
+const UNPARSEABLE_ERROR: &str = "the connection string could not be parsed as a postgres:// URL \
+     or key=value string (it is not shown, as it may hold a password)";
+
 #[cfg(feature = "postgres")]
 impl PgConnector {
-    /// Connects to a `postgres://` URL or a `key=value` connection string. Strip any `pool_*`
-    /// parameters first with [`Config::apply_url`](crate::Config::apply_url).
-    pub fn new(url: impl Into<String>) -> Self {
-        let url = url.into();
+    /// Connects to a `postgres://` URL or a `key=value` connection string
+    /// (`host=db user=app password='s3 cret'`), as tokio-postgres parses them. Strip any
+    /// `pool_*` parameters first with [`Config::apply_url`](crate::Config::apply_url).
+    ///
+    /// Errors, `Debug` and logs show the parsed string rebuilt without its password and
+    /// parameters (`postgres://app@db:5432/orders`). A string tokio-postgres cannot parse, or
+    /// a URL with more than one `@` (an unencoded `@` in the password: percent-encode it as
+    /// `%40`), is shown as `<unparseable connection string>`, with no part of it; an
+    /// unparseable one fails every connect with an error that says so.
+    pub fn new(url: impl AsRef<str>) -> Self {
         Self {
-            target: crate::connect::redact(&url),
-            url,
+            pg: crate::target::PgTarget::parse(url.as_ref()),
             tracking: None,
             explainer: None,
             tls: Tls::default(),
@@ -92,21 +104,38 @@ impl PgConnector {
     }
 
     /// Connects over TLS with rustls and `config` (its root certificates decide which servers
-    /// are trusted; [`tls_config`] builds one from a PEM CA bundle). The URL's `sslmode`
-    /// applies: `prefer` (the default) falls back to a plain connection when the server has no
-    /// TLS, `require` does not, `disable` never uses TLS. Feature `postgres-rustls`.
+    /// are trusted; [`tls_config`] builds one from a PEM CA bundle). Feature `postgres-rustls`.
+    ///
+    /// A caller who configures TLS gets it: unless the connection string sets `sslmode`
+    /// itself, it becomes `require`, so a server (or an attacker in the path) that answers the
+    /// TLS request with "no" fails the connect with tokio-postgres's "server does not support
+    /// TLS" error instead of going on in plain text. rustls always checks the server's
+    /// certificate against `config`'s roots and the host name (libpq's `verify-full`), in
+    /// every mode that uses TLS. An explicit `sslmode` in the string keeps its meaning:
+    /// `prefer` falls back to plain text when the server has no TLS, `disable` never uses TLS.
     #[cfg(feature = "postgres-rustls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "postgres-rustls")))]
     #[must_use]
     pub fn rustls(mut self, config: rustls::ClientConfig) -> Self {
         self.tls = Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(config));
-        if let Some(explainer) = &mut self.explainer {
-            *explainer = std::sync::Arc::new(crate::explain::Explainer::new(
-                self.url.clone(),
-                self.tls.clone(),
-            ));
+        if !self.pg.sslmode_explicit
+            && let Some(config) = &mut self.pg.config
+        {
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
+        }
+        if self.explainer.is_some() {
+            self.explainer = self.new_explainer();
         }
         self
+    }
+
+    /// A slow-query explainer on the same settings and TLS, if the string parsed.
+    fn new_explainer(&self) -> Option<std::sync::Arc<crate::explain::Explainer>> {
+        let config = self.pg.config.clone()?;
+        Some(std::sync::Arc::new(crate::explain::Explainer::new(
+            config,
+            self.tls.clone(),
+        )))
     }
 
     /// Times every statement each new connection runs ([`QueryTracking`]); with
@@ -114,12 +143,11 @@ impl PgConnector {
     /// slow statements are explained on a connection of their own to the same URL.
     #[must_use]
     pub fn track_queries(mut self, tracking: QueryTracking) -> Self {
-        self.explainer = tracking.explains().then(|| {
-            std::sync::Arc::new(crate::explain::Explainer::new(
-                self.url.clone(),
-                self.tls.clone(),
-            ))
-        });
+        self.explainer = if tracking.explains() {
+            self.new_explainer()
+        } else {
+            None
+        };
         self.tracking = Some(tracking);
         self
     }
@@ -129,7 +157,7 @@ impl PgConnector {
 impl fmt::Debug for PgConnector {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PgConnector")
-            .field("target", &self.target)
+            .field("target", &self.pg.shown)
             .finish_non_exhaustive()
     }
 }
@@ -140,7 +168,10 @@ impl Connect for PgConnector {
     type Error = BoxError;
 
     async fn connect(&self) -> Result<Self::Connection, BoxError> {
-        let mut connection = self.tls.diesel(&self.url).await?;
+        let Some(config) = &self.pg.config else {
+            return Err(UNPARSEABLE_ERROR.into());
+        };
+        let mut connection = self.tls.diesel(config).await?;
         if let Some(tracking) = &self.tracking {
             diesel_async::AsyncConnection::set_instrumentation(
                 &mut connection,
@@ -159,7 +190,7 @@ impl Connect for PgConnector {
     }
 
     fn target(&self) -> String {
-        self.target.clone()
+        self.pg.shown.clone()
     }
 }
 

@@ -35,6 +35,21 @@ pub enum Error {
         /// The connector's own error, or [`ConnectTimedOut`].
         source: Arc<BoxError>,
     },
+    /// The pool's circuit breaker is open ([`PoolBuilder::circuit_breaker`](crate::PoolBuilder::circuit_breaker)):
+    /// connects failed that many times in a row, so the checkout failed at once instead of
+    /// waiting out the acquire timeout. A service can answer 503 with `Retry-After:
+    /// retry_after` rounded up to whole seconds.
+    #[error("{target} is unavailable: connects keep failing (next probe in {retry_after:?})")]
+    Unavailable {
+        /// The pool's target.
+        target: Arc<str>,
+        /// The most recent connect error (the source of this error).
+        #[source]
+        last_connect_error: Arc<BoxError>,
+        /// How long until the next probe connects; zero while one is under way. A checkout can
+        /// succeed no sooner than that probe.
+        retry_after: Duration,
+    },
     /// The pool was closed with [`Pool::close`](crate::Pool::close).
     #[error("the pool for {target} is closed")]
     Closed {

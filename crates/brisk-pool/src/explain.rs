@@ -26,7 +26,8 @@ const EXPLAIN_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Explains slow statements on a connection of its own, one at a time.
 pub(crate) struct Explainer {
-    url: String,
+    /// The pool's connection settings, parsed (never shown: they hold the password).
+    config: tokio_postgres::Config,
     tls: Tls,
     /// An explanation is running; slow statements meanwhile are not explained.
     busy: AtomicBool,
@@ -38,9 +39,9 @@ pub(crate) struct Explainer {
 }
 
 impl Explainer {
-    pub(crate) fn new(url: String, tls: Tls) -> Self {
+    pub(crate) fn new(config: tokio_postgres::Config, tls: Tls) -> Self {
         Self {
-            url,
+            config,
             tls,
             busy: AtomicBool::new(false),
             client: tokio::sync::Mutex::new(None),
@@ -115,7 +116,7 @@ impl Explainer {
         let session = match kept.take() {
             Some(session) if !session.is_closed() => session,
             _ => {
-                let session = self.tls.client(&self.url).await?;
+                let session = self.tls.client(&self.config).await?;
                 session
                     .batch_execute("SET plan_cache_mode = force_generic_plan")
                     .await?;

@@ -73,7 +73,9 @@
 //! `brisk_pool_acquire_seconds` (histogram), `brisk_pool_acquire_timeouts_total`,
 //! `brisk_pool_connects_total`, `brisk_pool_connect_failures_total`,
 //! `brisk_pool_closes_total{reason=broken|invalid|lifetime|idle}`, `brisk_pool_leaks_total`,
-//! and the gauges `brisk_pool_connections{state=in_use|idle}` and `brisk_pool_waiting`.
+//! and the gauges `brisk_pool_connections{state=in_use|idle}` and `brisk_pool_waiting`; with a
+//! circuit breaker ([`PoolBuilder::circuit_breaker`]), `brisk_pool_circuit_state`,
+//! `brisk_pool_circuit_opened_total` and `brisk_pool_rejected_total`.
 //!
 #![cfg_attr(
     feature = "postgres",
@@ -106,6 +108,7 @@
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctest;
 
+mod breaker;
 mod config;
 mod connect;
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
@@ -124,9 +127,10 @@ mod query;
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
 mod statement;
+mod target;
 
 pub use crate::{
-    config::{Config, Order, Validation},
+    config::{CircuitBreaker, Config, Order, Validation},
     connect::{Connect, HookFuture},
     error::{BoxError, ConnectTimedOut, Error, Result},
     leak::SuspectedLeak,

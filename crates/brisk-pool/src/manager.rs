@@ -14,6 +14,7 @@ use std::{
 use tokio::{sync::Notify, time::Instant};
 
 use crate::{
+    breaker::Breaker,
     config::{Config, Validation},
     connect::{Connect, Hook},
     error::{BoxError, ConnectTimedOut},
@@ -112,6 +113,8 @@ pub(crate) struct Shared {
     pub(crate) refill_wanted: Notify,
     /// The first wait before a connect retry, and the most a refill probe waits.
     pub(crate) retry_backoff: Duration,
+    /// The circuit breaker, if configured.
+    pub(crate) breaker: Option<Breaker>,
     policy: Policy,
     lifetime_ticks: Option<u64>,
     jitter_ticks: u64,
@@ -153,6 +156,7 @@ impl Shared {
             connect_timeout: config.connect_timeout,
             connect_retries: config.connect_retries,
             retry_backoff: config.retry_backoff,
+            breaker: config.circuit_breaker.map(Breaker::new),
             max_backoff: MAX_BACKOFF.min(config.acquire_timeout / 2),
             random: RandomState::new(),
             draws: AtomicU64::new(0),
@@ -181,6 +185,16 @@ impl Shared {
 
     fn connect_succeeded(&self) {
         self.failing.store(false, Ordering::Relaxed);
+        if let Some(breaker) = &self.breaker
+            && breaker.succeeded()
+        {
+            self.metrics.circuit_state.set(0);
+            tracing::info!(
+                target: "brisk_pool::connect",
+                pool = %self.target,
+                "a connect succeeded: circuit breaker closed, checkouts resume",
+            );
+        }
     }
 
     fn connect_failed(&self, error: &Arc<BoxError>) {
@@ -192,6 +206,36 @@ impl Shared {
         if self.waiting.load(Ordering::Relaxed) > 0 {
             self.refill_wanted.notify_one();
         }
+        if let Some(breaker) = &self.breaker
+            && breaker.failed()
+        {
+            self.metrics.circuit_opened.increment();
+            self.metrics.circuit_state.set(1);
+            breaker.wake();
+            tracing::warn!(
+                target: "brisk_pool::connect",
+                pool = %self.target,
+                error = %error,
+                "connects keep failing: circuit breaker open, checkouts fail at once until a probe connects",
+            );
+        }
+    }
+
+    /// [`Error::Unavailable`](crate::Error::Unavailable) if the circuit breaker is open.
+    pub(crate) fn unavailable(&self) -> Option<crate::Error> {
+        let breaker = self.breaker.as_ref().filter(|breaker| breaker.is_open())?;
+        let last_connect_error = self
+            .last_connect_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(_, error)| Arc::clone(error))
+            .unwrap_or_else(|| Arc::new("connects keep failing".into()));
+        Some(crate::Error::Unavailable {
+            target: Arc::clone(&self.target),
+            last_connect_error,
+            retry_after: breaker.retry_after(),
+        })
     }
 
     /// A random wait of at most `bound` (full jitter), at least a nanosecond.

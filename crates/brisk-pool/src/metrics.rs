@@ -43,6 +43,21 @@ pub const METRICS: &[Description] = &[
         help: "Checkouts waiting for a connection, sampled by the pool's housekeeper.",
     },
     Description {
+        name: "brisk_pool_circuit_state",
+        kind: MetricKind::Gauge,
+        help: "The pool's circuit breaker: 0 closed, 1 open (checkouts fail at once until a probe connects).",
+    },
+    Description {
+        name: "brisk_pool_circuit_opened_total",
+        kind: MetricKind::Counter,
+        help: "Times the pool's circuit breaker opened after a run of connect failures.",
+    },
+    Description {
+        name: "brisk_pool_rejected_total",
+        kind: MetricKind::Counter,
+        help: "Checkouts the open circuit breaker failed at once (Error::Unavailable).",
+    },
+    Description {
         name: "brisk_pool_redis_command_seconds",
         kind: MetricKind::Histogram(Unit::Seconds),
         help: "Time from sending a command or pipeline on a SharedRedis to its reply or failure.",
@@ -103,6 +118,12 @@ pub(crate) struct Metrics {
     pub(crate) idle: Gauge,
     /// `brisk_pool_waiting`: checkouts waiting for a connection, sampled by the housekeeper.
     pub(crate) waiting: Gauge,
+    /// `brisk_pool_circuit_state`: 0 closed, 1 open; set as it changes.
+    pub(crate) circuit_state: Gauge,
+    /// `brisk_pool_circuit_opened_total`.
+    pub(crate) circuit_opened: Counter,
+    /// `brisk_pool_rejected_total`: checkouts the open breaker failed.
+    pub(crate) rejected: Counter,
 }
 
 impl Metrics {
@@ -122,6 +143,9 @@ impl Metrics {
             in_use: Gauge::noop(),
             idle: Gauge::noop(),
             waiting: Gauge::noop(),
+            circuit_state: Gauge::noop(),
+            circuit_opened: Counter::noop(),
+            rejected: Counter::noop(),
         }
     }
 
@@ -158,6 +182,9 @@ impl Metrics {
             in_use: connections("in_use"),
             idle: connections("idle"),
             waiting: recorder.gauge(&key("brisk_pool_waiting", None)),
+            circuit_state: recorder.gauge(&key("brisk_pool_circuit_state", None)),
+            circuit_opened: recorder.counter(&key("brisk_pool_circuit_opened_total", None)),
+            rejected: recorder.counter(&key("brisk_pool_rejected_total", None)),
         }
     }
 

@@ -15,7 +15,7 @@ use std::{
 use brisk_metrics::Recorder;
 
 use crate::{
-    config::{Config, Order, Validation},
+    config::{CircuitBreaker, Config, Order, Validation},
     connect::{Connect, Hook, HookDebug, HookFuture},
     error::{Error, Result},
     leak::SuspectedLeak,
@@ -126,8 +126,8 @@ impl<C: Connect> Pool<C> {
     /// one already known to be broken. The call site is recorded for leak reports.
     ///
     /// # Errors
-    /// [`Error::Timeout`] (naming the last connect error if connects are failing) or
-    /// [`Error::Closed`].
+    /// [`Error::Timeout`] (naming the last connect error if connects are failing),
+    /// [`Error::Unavailable`] while the circuit breaker is open, or [`Error::Closed`].
     #[track_caller]
     pub fn get(&self) -> impl Future<Output = Result<PooledConnection<'_, C>>> + Send + '_ {
         let location = Location::caller();
@@ -186,6 +186,10 @@ impl<C: Connect> Pool<C> {
                 target: Arc::clone(&shared.target),
             });
         }
+        if let Some(error) = shared.unavailable() {
+            shared.metrics.rejected.increment();
+            return Err(error);
+        }
         let inner = &*self.inner;
         let mut checkout = pin!(async {
             // The fast path takes a free permit and an idle connection without a clock read.
@@ -209,18 +213,38 @@ impl<C: Connect> Pool<C> {
             Ok((permit, take().await?))
         });
         let mut closing = pin!(shared.close_notify.notified());
+        let mut opened = pin!(
+            shared
+                .breaker
+                .as_ref()
+                .map(|breaker| breaker.opened.notified())
+        );
         let mut waited: Option<Waiting<'_>> = None;
+        // `None`: the pool closed, or its circuit breaker opened, during the wait.
         let outcome = poll_fn(|cx| {
             if let Poll::Ready(result) = checkout.as_mut().poll(cx) {
                 return Poll::Ready(Some(result));
             }
-            // The slow path: no idle connection. Count the wait, and listen for `close()`.
+            // The slow path: no idle connection. Count the wait, and listen for `close()` and
+            // for the breaker opening.
             if waited.is_none() {
                 waited = Some(Waiting::start(shared));
                 closing.as_mut().enable();
+                if let Some(opened) = opened.as_mut().as_pin_mut() {
+                    opened.enable();
+                }
             }
             if closing.as_mut().poll(cx).is_ready() || shared.is_closed() {
                 return Poll::Ready(None);
+            }
+            if let Some(breaker) = &shared.breaker {
+                let notified = opened
+                    .as_mut()
+                    .as_pin_mut()
+                    .is_some_and(|opened| opened.poll(cx).is_ready());
+                if notified || breaker.is_open() {
+                    return Poll::Ready(None);
+                }
             }
             Poll::Pending
         })
@@ -252,9 +276,15 @@ impl<C: Connect> Pool<C> {
             Some(Err(bb8::RunError::User(failure))) => {
                 Err(failure.into_error(Arc::clone(&shared.target)))
             }
-            None => Err(Error::Closed {
-                target: Arc::clone(&shared.target),
-            }),
+            None => match shared.unavailable() {
+                Some(error) if !shared.is_closed() => {
+                    shared.metrics.rejected.increment();
+                    Err(error)
+                }
+                _ => Err(Error::Closed {
+                    target: Arc::clone(&shared.target),
+                }),
+            },
         }
     }
 
@@ -381,6 +411,44 @@ async fn until<F: Future>(deadline: Option<tokio::time::Instant>, future: F) -> 
     match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline, future).await.ok(),
         None => Some(future.await),
+    }
+}
+
+/// While the circuit breaker is open, connects once per probe interval; a success goes to the
+/// idle queue (and the connect's bookkeeping closes the breaker). It holds the pool only while
+/// it connects.
+async fn probe<C: Connect>(pool: Weak<Inner<C>>) {
+    loop {
+        let Some(shared) = pool.upgrade().map(|inner| Arc::clone(&inner.shared)) else {
+            return;
+        };
+        let Some(breaker) = &shared.breaker else {
+            return;
+        };
+        if shared.is_closed() {
+            return;
+        }
+        if !breaker.is_open() {
+            let mut opened = pin!(breaker.opened.notified());
+            opened.as_mut().enable();
+            if !breaker.is_open() {
+                // The period bounds how long a dropped pool keeps this task.
+                let _ = tokio::time::timeout(shared.clock.period, opened).await;
+            }
+            continue;
+        }
+        tokio::time::sleep_until(breaker.next_probe()).await;
+        let Some(inner) = pool.upgrade() else {
+            return;
+        };
+        if !breaker.is_open() || shared.is_closed() || breaker.retry_after() > Duration::ZERO {
+            continue;
+        }
+        breaker.schedule_probe();
+        if let Ok(connection) = inner.dial.attempt().await {
+            // At capacity: the extra connection closes.
+            let _ = inner.bb8.add(connection);
+        }
     }
 }
 
@@ -613,6 +681,30 @@ impl<C: Connect> PoolBuilder<C> {
         self
     }
 
+    /// A circuit breaker, for a database known to be down: after `failures` connect attempts
+    /// in a row fail (retries included; any success resets the count), every checkout fails
+    /// at once with [`Error::Unavailable`] — the waiting ones too — instead of waiting out the
+    /// acquire timeout, and a probe connects `probe_interval` after the breaker opened and
+    /// after each failed probe. The first probe that connects closes the breaker and puts its
+    /// connection in the pool. Default off.
+    ///
+    /// While it is open no checkout is served, not even from idle connections: they were
+    /// opened before connects began to fail and are likely cut too. Connections already
+    /// checked out keep working and return as usual. Checkouts succeed again from the first
+    /// successful probe, so `probe_interval` bounds how long the pool lags behind a
+    /// recovered database; a short one (50 ms) costs one connect attempt per interval during
+    /// an outage. Use `failures` above 1 so that one transient failure does not open it.
+    pub fn circuit_breaker(mut self, failures: u32, probe_interval: Duration) -> Self {
+        self.config.circuit_breaker = Some(CircuitBreaker::new(failures, probe_interval));
+        self
+    }
+
+    /// No circuit breaker: checkouts wait up to the acquire timeout however connects fail.
+    pub fn no_circuit_breaker(mut self) -> Self {
+        self.config.circuit_breaker = None;
+        self
+    }
+
     /// Runs `hook` on every new connection before use, e.g. to set a statement timeout. Its
     /// error fails the connect attempt.
     ///
@@ -693,6 +785,9 @@ impl<C: Connect> PoolBuilder<C> {
         });
         tokio::spawn(housekeep(Arc::downgrade(&inner)));
         tokio::spawn(refill(Arc::downgrade(&inner)));
+        if inner.shared.breaker.is_some() {
+            tokio::spawn(probe(Arc::downgrade(&inner)));
+        }
         Ok(Pool { inner })
     }
 }

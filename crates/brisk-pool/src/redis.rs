@@ -33,7 +33,7 @@ use redis::{
 use tokio::sync::Notify;
 
 use crate::{
-    connect::{Connect, redact},
+    connect::Connect,
     error::{Error, Result},
     metrics::RedisMetrics,
     pool::{ConnectionPool, Pool, Status},
@@ -43,7 +43,7 @@ use crate::{
 pub type RedisPool = Pool<RedisConnector>;
 
 /// Opens dedicated Redis connections for a [`RedisPool`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RedisConnector {
     client: Client,
     target: String,
@@ -73,8 +73,21 @@ impl ResponseTimeout {
 /// redis-rs's response timeout for multiplexed connections, the [`SharedRedis`] default.
 const SHARED_RESPONSE_TIMEOUT: Duration = Duration::from_millis(500);
 
+/// Shows the target only: redis-rs's client shows the parsed host, which for a URL with an
+/// unencoded `@` in its password may hold part of the password.
+impl fmt::Debug for RedisConnector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConnector")
+            .field("target", &self.target)
+            .field("response_timeout", &self.response_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 impl RedisConnector {
-    /// Connects to a `redis://` or `rediss://` URL. `rediss://` (TLS) needs redis-rs's TLS
+    /// Connects to a `redis://`, `rediss://`, `redis+unix://` or `unix://` URL. Errors, `Debug`
+    /// and logs show `redis://host:port/db` (no user, no password); a URL that does not parse,
+    /// or has more than one `@`, is shown as `<unparseable connection string>`. `rediss://` (TLS) needs redis-rs's TLS
     /// support, which this crate does not turn on: add `redis` with the `tokio-rustls-comp`
     /// (or `tokio-native-tls-comp`) feature to your own dependencies.
     ///
@@ -89,7 +102,7 @@ impl RedisConnector {
                 && Client::open(format!("redis{}", &url[scheme.len()..])).is_ok();
             Error::config(
                 "url",
-                redact(url),
+                crate::target::UNPARSEABLE,
                 if tls_missing {
                     "rediss:// needs redis-rs's TLS support: add the redis crate with its \
                      tokio-rustls-comp feature to your dependencies"
@@ -98,13 +111,18 @@ impl RedisConnector {
                 },
             )
         })?;
-        Ok(Self::from_client(client))
+        let mut connector = Self::from_client(client);
+        // An unencoded `@` (or `#`, `/`, `?` before the last `@`) in the password moves part
+        // of it into what the URL parser reads as the host: show nothing of such a URL.
+        if url.matches('@').count() > 1 {
+            crate::target::UNPARSEABLE.clone_into(&mut connector.target);
+        }
+        Ok(connector)
     }
 
     /// Connects with an existing client.
     pub fn from_client(client: Client) -> Self {
-        let info = client.get_connection_info();
-        let target = format!("redis://{}/{}", info.addr(), info.redis_settings().db());
+        let target = crate::target::redis(client.get_connection_info());
         Self {
             client,
             target,

@@ -25,6 +25,8 @@ struct Server {
     connects: AtomicUsize,
     /// Connect attempts, failed or not.
     attempts: AtomicUsize,
+    /// The next this many connect attempts fail (a transient failure).
+    fail_next: AtomicUsize,
     validations: AtomicUsize,
     /// Connection ids currently checked out, to catch double use.
     checked_out: Mutex<HashSet<usize>>,
@@ -63,7 +65,12 @@ impl Connect for Memory {
         if self.0.hang.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
-        if self.0.down.load(Ordering::SeqCst) {
+        let transient = self
+            .0
+            .fail_next
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if transient || self.0.down.load(Ordering::SeqCst) {
             return Err(io::Error::new(
                 io::ErrorKind::ConnectionRefused,
                 "connection refused (test server down)",
@@ -867,4 +874,152 @@ async fn the_housekeeper_samples_the_connection_gauges() {
         Some(0)
     );
     drop(held);
+}
+
+/// Issue 29: with the circuit breaker, a database known to be down fails checkouts at once
+/// (the one already waiting too), without a connect attempt per checkout; a probe per
+/// interval connects, and the first that succeeds closes the breaker.
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_fails_checkouts_at_once_until_a_probe_connects() {
+    let memory = Memory::default();
+    let registry = Registry::new();
+    let pool = builder(&memory)
+        .min_idle(0)
+        .connect_retries(2)
+        .acquire_timeout(Duration::from_secs(30))
+        .circuit_breaker(3, Duration::from_secs(60))
+        .metrics(&registry, "db")
+        .build()
+        .await
+        .unwrap();
+    memory.0.down.store(true, Ordering::SeqCst);
+    // Three attempts (one and two retries) fail while this checkout waits: the breaker
+    // opens and the checkout fails then, not after the 30 s acquire timeout.
+    let error = pool.get().await.unwrap_err();
+    let Error::Unavailable {
+        retry_after,
+        last_connect_error,
+        target,
+    } = &error
+    else {
+        panic!("expected Unavailable, got {error:?}");
+    };
+    assert_eq!(&**target, "memory://test");
+    assert!(*retry_after <= Duration::from_secs(60));
+    assert!(
+        error
+            .to_string()
+            .starts_with("memory://test is unavailable"),
+        "{error}"
+    );
+    assert!(
+        last_connect_error
+            .to_string()
+            .contains("connection refused"),
+        "{last_connect_error}"
+    );
+    assert!(brisk_testkit::error_chain(&error).contains("connection refused"));
+    // Attempts already under way when it opened (a retry, the refill task's) finish.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let attempts = memory.0.attempts.load(Ordering::SeqCst);
+    assert!(attempts >= 3, "{attempts}");
+
+    for _ in 0..100 {
+        let error = pool.get().await.unwrap_err();
+        assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
+    }
+    assert_eq!(
+        memory.0.attempts.load(Ordering::SeqCst),
+        attempts,
+        "no connect attempt per checkout while the breaker is open"
+    );
+    let snapshot = registry.snapshot();
+    let labels = &[("name", "db")];
+    assert_eq!(
+        snapshot.counter("brisk_pool_rejected_total", labels),
+        Some(101)
+    );
+    assert_eq!(
+        snapshot.counter("brisk_pool_circuit_opened_total", labels),
+        Some(1)
+    );
+    assert_eq!(snapshot.gauge("brisk_pool_circuit_state", labels), Some(1));
+    assert_eq!(
+        snapshot.counter("brisk_pool_acquire_timeouts_total", labels),
+        Some(0)
+    );
+
+    // A probe per interval: still down, it fails and the breaker stays open.
+    tokio::time::sleep(Duration::from_secs(56)).await;
+    assert_eq!(memory.0.attempts.load(Ordering::SeqCst), attempts + 1);
+    assert!(matches!(pool.get().await, Err(Error::Unavailable { .. })));
+
+    // Back: the next probe connects, closes the breaker, and its connection is handed out.
+    memory.0.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(memory.0.attempts.load(Ordering::SeqCst), attempts + 2);
+    let connection = pool.get().await.unwrap();
+    assert_eq!(connection.id, 0, "the probe's connection");
+    drop(connection);
+    let snapshot = registry.snapshot();
+    assert_eq!(snapshot.gauge("brisk_pool_circuit_state", labels), Some(0));
+    assert_eq!(
+        memory.0.attempts.load(Ordering::SeqCst),
+        attempts + 2,
+        "no probe once closed"
+    );
+}
+
+/// One transient connect failure (or several, each followed by a success) never opens the
+/// breaker: it counts failures in a row.
+#[tokio::test(start_paused = true)]
+async fn the_breaker_never_opens_on_a_single_transient_failure() {
+    let memory = Memory::default();
+    let registry = Registry::new();
+    let pool = builder(&memory)
+        .min_idle(0)
+        .max_size(1)
+        .max_lifetime(Duration::from_secs(1))
+        .lifetime_jitter(Duration::ZERO)
+        .circuit_breaker(2, Duration::from_secs(60))
+        .metrics(&registry, "db")
+        .build()
+        .await
+        .unwrap();
+    for round in 0..5 {
+        memory.0.fail_next.store(1, Ordering::SeqCst);
+        // The first attempt fails, its retry connects.
+        let connection = pool
+            .get()
+            .await
+            .unwrap_or_else(|error| panic!("round {round}: {error:?}"));
+        drop(connection);
+        // The connection expires, so the next round connects again.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(
+        memory.0.attempts.load(Ordering::SeqCst) >= 10,
+        "a failure and a success per round"
+    );
+    let snapshot = registry.snapshot();
+    let labels = &[("name", "db")];
+    assert_eq!(
+        snapshot.counter("brisk_pool_circuit_opened_total", labels),
+        Some(0)
+    );
+    assert_eq!(
+        snapshot.counter("brisk_pool_rejected_total", labels),
+        Some(0)
+    );
+
+    // Two in a row do open it.
+    memory.0.fail_next.store(2, Ordering::SeqCst);
+    let error = pool.get().await.unwrap_err();
+    assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
+    assert_eq!(
+        registry
+            .snapshot()
+            .counter("brisk_pool_circuit_opened_total", labels),
+        Some(1)
+    );
 }

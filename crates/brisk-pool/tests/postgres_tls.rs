@@ -118,3 +118,56 @@ fn a_ca_bundle_without_certificates_is_refused() {
         }
     }
 }
+
+/// A client configuration that trusts no server: enough to ask for TLS, which a server
+/// without it refuses before any certificate is seen.
+fn trusting_nobody() -> rustls::ClientConfig {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+}
+
+/// Issue 30 item 8: a caller who configured TLS must not be downgraded to plain text by a
+/// server (or an attacker) answering "no TLS"; only an explicit `sslmode` keeps plain text.
+#[tokio::test]
+async fn configured_tls_is_required_unless_the_string_says_otherwise() {
+    let server = PostgresServer::start().unwrap(); // ssl=off
+    let port = server.port();
+    for string in [
+        server.url(),
+        format!("host=127.0.0.1 port={port} user=postgres dbname=postgres"),
+    ] {
+        let error = PgPool::builder(PgConnector::new(&string).rustls(trusting_nobody()))
+            .connect_retries(0)
+            .build()
+            .await
+            .unwrap_err();
+        let chain = brisk_testkit::error_chain(&error);
+        assert!(matches!(error, Error::Connect { .. }), "{string}: {chain}");
+        assert!(
+            chain.contains("server does not support TLS"),
+            "{string}: {chain}"
+        );
+    }
+    for string in [
+        format!("{}?sslmode=prefer", server.url()),
+        format!("{}?sslmode=disable", server.url()),
+        format!("host=127.0.0.1 port={port} user=postgres sslmode=prefer"),
+    ] {
+        let pool = PgPool::builder(PgConnector::new(&string).rustls(trusting_nobody()))
+            .connect_retries(0)
+            .build()
+            .await
+            .unwrap_or_else(|error| panic!("{string}: {error:?}"));
+        let mut connection = pool.get().await.unwrap();
+        let row: Row =
+            sql_query("SELECT ssl::text AS value FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .get_result(&mut *connection)
+                .await
+                .unwrap();
+        assert_eq!(row.value, "false", "{string}: the explicit choice is kept");
+    }
+}
