@@ -258,7 +258,7 @@ impl<L: BatchLoad> Loader<L> {
         let lookup = {
             let mut actions = Actions::default();
             let mut state = self.shared.lock();
-            let lookup = self.shared.lookup(&mut state, key, &mut actions);
+            let lookup = self.shared.lookup_caught(&mut state, key, &mut actions);
             drop(state);
             actions.start(&self.shared);
             lookup
@@ -274,7 +274,7 @@ impl<L: BatchLoad> Loader<L> {
             let mut state = self.shared.lock();
             let lookups = keys
                 .into_iter()
-                .map(|key| self.shared.lookup(&mut state, key, &mut actions))
+                .map(|key| self.shared.lookup_caught(&mut state, key, &mut actions))
                 .collect();
             drop(state);
             actions.start(&self.shared);
@@ -404,6 +404,8 @@ impl<L: BatchLoad> Slot<L> {
 enum Lookup<L: BatchLoad> {
     Cached(Option<Value<L>>),
     Wait(Slot<L>),
+    /// The key's `Hash` or `Eq`, or the cache, panicked while the key was looked up.
+    Panicked(Error<L::Error>),
 }
 
 impl<L: BatchLoad> Lookup<L> {
@@ -411,6 +413,7 @@ impl<L: BatchLoad> Lookup<L> {
         match self {
             Self::Cached(value) => Ok(value),
             Self::Wait(slot) => slot.wait().await,
+            Self::Panicked(error) => Err(error),
         }
     }
 }
@@ -439,6 +442,19 @@ impl<L: BatchLoad> Shared<L> {
         // The state is consistent between statements, so a panic elsewhere (in a cache
         // implementation, say) leaves nothing half-done.
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// [`lookup`](Self::lookup), with a panic in the key's `Hash` or `Eq` or in the cache
+    /// caught and answered as [`Error::Panicked`] to this caller. The state stays usable: a
+    /// batch opened for the key is still started by `actions` (and runs without it).
+    fn lookup_caught(
+        &self,
+        state: &mut State<L>,
+        key: Key<L>,
+        actions: &mut Actions<L>,
+    ) -> Lookup<L> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.lookup(state, key, actions)))
+            .unwrap_or_else(|payload| Lookup::Panicked(Error::panicked(1, payload)))
     }
 
     /// Answers `key` from the cache, joins it to a batch loading it, or adds it to the open
@@ -502,6 +518,13 @@ impl<L: BatchLoad> Shared<L> {
     /// The task of batch `id`, spawned when it opens: waits until the batch is full or its
     /// delay is up, then runs it and hands out the results.
     async fn close_and_run(self: Arc<Self>, id: u64, batch: Arc<Batch<L>>) {
+        // Whatever stops this task before the batch is done (its runtime shutting down), the
+        // batch's callers are answered and its keys leave the loader's state.
+        let _finish = Finish {
+            shared: &self,
+            id,
+            batch: &batch,
+        };
         let opened = tokio::time::Instant::now();
         if self.delay.is_zero() {
             tokio::task::yield_now().await;
@@ -523,7 +546,12 @@ impl<L: BatchLoad> Shared<L> {
         else {
             return;
         };
-        self.run(keys, batch).await;
+        if keys.is_empty() {
+            // Its only key panicked in `lookup`: nobody waits for this batch.
+            let _ = batch.done.set(Done::Loaded(Vec::new()));
+            return;
+        }
+        self.run(keys, &batch).await;
     }
 
     /// Watches open batch `id` for a few scheduler turns: `false` once two turns in a row
@@ -559,7 +587,13 @@ impl<L: BatchLoad> Shared<L> {
     }
 
     /// Runs a closed batch and hands out its results.
-    async fn run(&self, keys: Vec<Key<L>>, batch: Arc<Batch<L>>) {
+    ///
+    /// The whole step runs under one `catch_unwind`: the call of the batch function (a panic
+    /// before it returns its future) as well as its future, the split into per-key results
+    /// (which hashes the keys) and the cache update. A panic in any of them answers every
+    /// caller of the batch with [`Error::Panicked`] and takes the batch's keys out of flight,
+    /// so later loads of them call the batch function again.
+    async fn run(&self, keys: Vec<Key<L>>, batch: &Arc<Batch<L>>) {
         let _permit = match &self.permits {
             // The semaphore is never closed.
             Some(permits) => permits.acquire().await.ok(),
@@ -568,22 +602,39 @@ impl<L: BatchLoad> Shared<L> {
         let size = keys.len();
         self.metrics.batches.increment();
         self.metrics.batch_size.record(size as u64);
-        let done = match catch_unwind(self.batch_fn.load(&keys)).await {
-            Ok(Ok(loaded)) => Done::Loaded(per_key::<L>(&keys, loaded)),
-            Ok(Err(error)) => Done::Failed(Error::Batch {
-                size,
-                error: Arc::new(error),
-            }),
-            Err(payload) => Done::Failed(Error::panicked(size, payload)),
-        };
+        let step = catch_unwind(async {
+            let done = match self.batch_fn.load(&keys).await {
+                Ok(loaded) => Done::Loaded(per_key::<L>(&keys, loaded)),
+                Err(error) => Done::Failed(Error::Batch {
+                    size,
+                    error: Arc::new(error),
+                }),
+            };
+            if self.caching {
+                self.remember(&keys, batch, &done);
+            }
+            done
+        })
+        .await;
+        let done = step.unwrap_or_else(|payload| {
+            self.forget(batch);
+            Done::Failed(Error::panicked(size, payload))
+        });
         if matches!(done, Done::Failed(_)) {
             self.metrics.failures.increment();
         }
-        if self.caching {
-            self.remember(&keys, &batch, &done);
-        }
-        // Only `run` sets it, once.
+        // Only `run` sets it, once (or `Finish`, if `run` never gets here).
         let _ = batch.done.set(done);
+    }
+
+    /// Takes every key of `batch` out of flight, without hashing a key (a key whose `Hash`
+    /// panicked may be among them).
+    fn forget(&self, batch: &Arc<Batch<L>>) {
+        if self.caching {
+            self.lock()
+                .in_flight
+                .retain(|_, slot| !Arc::ptr_eq(&slot.batch, batch));
+        }
     }
 
     /// Moves the keys of a finished batch from in flight to the cache (successes only), unless
@@ -606,6 +657,28 @@ impl<L: BatchLoad> Shared<L> {
                 cache.insert(key.clone(), value.clone());
             }
         }
+    }
+}
+
+/// Held by a batch's task: if the task ends before the batch is done (its runtime shut down
+/// and dropped it), the batch leaves the loader's state and its callers get
+/// [`Error::Abandoned`] instead of waiting forever.
+struct Finish<'a, L: BatchLoad> {
+    shared: &'a Shared<L>,
+    id: u64,
+    batch: &'a Arc<Batch<L>>,
+}
+
+impl<L: BatchLoad> Drop for Finish<'_, L> {
+    fn drop(&mut self) {
+        if self.batch.done.initialized() {
+            return;
+        }
+        // Not hashing any key here, and the guard is dropped before `forget` locks again.
+        let open = self.shared.lock().open.take_if(|open| open.id == self.id);
+        drop(open);
+        self.shared.forget(self.batch);
+        let _ = self.batch.done.set(Done::Failed(Error::Abandoned));
     }
 }
 
