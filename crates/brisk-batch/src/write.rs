@@ -217,7 +217,9 @@ impl<W: BatchWrite> WriteBatcherBuilder<W> {
     }
 
     /// How long the first item of a batch waits for more before the batch is written anyway.
-    /// Default 100 ms.
+    /// Default 100 ms. A delay too long to add to the clock (`Duration::MAX`) means no time
+    /// limit: a batch is written when it is full, on [`flush`](WriteBatcher::flush) or on
+    /// [`shutdown`](WriteBatcher::shutdown).
     pub fn max_delay(mut self, delay: Duration) -> Self {
         self.max_delay = delay;
         self
@@ -389,7 +391,8 @@ struct WriteShared<W: BatchWrite> {
 struct Pending<W: BatchWrite> {
     items: Vec<W::Item>,
     replies: Vec<Reply<W>>,
-    deadline: Instant,
+    /// `None` when the max delay does not fit on the clock (`Duration::MAX`): no time limit.
+    deadline: Option<Instant>,
 }
 
 impl<W: BatchWrite> WriteShared<W> {
@@ -398,12 +401,15 @@ impl<W: BatchWrite> WriteShared<W> {
         let mut pending: Option<Pending<W>> = None;
         loop {
             let message = match &pending {
-                None => queue.recv().await,
-                Some(batch) => match queue.try_recv() {
+                None | Some(Pending { deadline: None, .. }) => queue.recv().await,
+                Some(Pending {
+                    deadline: Some(deadline),
+                    ..
+                }) => match queue.try_recv() {
                     Ok(message) => Some(message),
                     Err(mpsc::error::TryRecvError::Disconnected) => None,
                     Err(mpsc::error::TryRecvError::Empty) => {
-                        match tokio::time::timeout_at(batch.deadline, queue.recv()).await {
+                        match tokio::time::timeout_at(*deadline, queue.recv()).await {
                             Ok(message) => message,
                             Err(_elapsed) => {
                                 self.write(pending.take()).await;
@@ -418,7 +424,7 @@ impl<W: BatchWrite> WriteShared<W> {
                     let batch = pending.get_or_insert_with(|| Pending {
                         items: Vec::with_capacity(self.max_batch_size),
                         replies: Vec::with_capacity(self.max_batch_size),
-                        deadline: Instant::now() + self.max_delay,
+                        deadline: Instant::now().checked_add(self.max_delay),
                     });
                     batch.items.push(item);
                     batch.replies.push(reply);
