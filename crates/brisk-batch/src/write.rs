@@ -353,6 +353,38 @@ impl<W: BatchWrite> WriteBatcher<W> {
         Ok(())
     }
 
+    /// Waits for room for one item in the queue and holds it: the item is then queued by
+    /// [`Reservation::enqueue`], which cannot fail or wait. Lets a caller that must do
+    /// something before queuing (write a cache) know first that the item will be taken.
+    /// Dropping the reservation (or this future) gives the room back; cancel-safe.
+    ///
+    /// # Errors
+    /// [`Error::Closed`]: the batcher was shut down.
+    pub async fn reserve(&self) -> Result<Reservation<'_, W>, Error<W::Error>> {
+        let permit = self.queue.reserve().await.map_err(|_| Error::Closed)?;
+        Ok(Reservation {
+            permit,
+            shared: &self.shared,
+        })
+    }
+
+    /// [`reserve`](Self::reserve) without waiting.
+    ///
+    /// # Errors
+    /// [`Error::QueueFull`] when the queue has no room now; [`Error::Closed`] after shutdown.
+    pub fn try_reserve(&self) -> Result<Reservation<'_, W>, Error<W::Error>> {
+        let permit = self.queue.try_reserve().map_err(|error| match error {
+            mpsc::error::TrySendError::Full(()) => Error::QueueFull {
+                capacity: self.queue.max_capacity(),
+            },
+            mpsc::error::TrySendError::Closed(()) => Error::Closed,
+        })?;
+        Ok(Reservation {
+            permit,
+            shared: &self.shared,
+        })
+    }
+
     /// Writes what is queued now, without waiting for a batch to fill, and returns once
     /// everything submitted before this call has been written (or has failed).
     pub async fn flush(&self) {
@@ -371,6 +403,32 @@ impl<W: BatchWrite> WriteBatcher<W> {
         // Fails only if the worker has already stopped.
         let _ = self.queue.send(Message::Shutdown).await;
         self.shared.stopped.wait().await;
+    }
+}
+
+/// Room for one item in a [`WriteBatcher`]'s queue, from [`WriteBatcher::reserve`] or
+/// [`WriteBatcher::try_reserve`]; dropping it unused gives the room back.
+#[must_use = "the room is given back unless `enqueue` is called"]
+pub struct Reservation<'a, W: BatchWrite> {
+    permit: mpsc::Permit<'a, Message<W>>,
+    shared: &'a WriteShared<W>,
+}
+
+impl<W: BatchWrite> fmt::Debug for Reservation<'_, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation").finish_non_exhaustive()
+    }
+}
+
+impl<W: BatchWrite> Reservation<'_, W> {
+    /// Queues `item` in the reserved room, without waiting for its write (as
+    /// [`WriteBatcher::enqueue`] does): it is written like any other, and its outcome reaches
+    /// no one but the metrics and the write function itself.
+    pub fn enqueue(self, item: W::Item) {
+        // Nobody listens for the reply: the worker's send to it fails, which it ignores.
+        let (reply, _) = oneshot::channel();
+        self.permit.send(Message::Item(item, reply));
+        self.shared.metrics.items.increment();
     }
 }
 
