@@ -87,6 +87,7 @@ pub mod redis;
 mod sketch;
 mod source;
 mod tiered;
+mod write_behind;
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]
@@ -99,5 +100,6 @@ pub use error::{Error, Result};
 pub use fresh::Stamped;
 pub use memory::{Cause, Iter, MemoryCache, MemoryCacheBuilder};
 pub use metrics::METRICS;
-pub use source::{Source, WriteBehind, WriteThrough};
+pub use source::{Source, WriteThrough};
 pub use tiered::{Tiered, TieredBuilder};
+pub use write_behind::{FailedBatch, WriteBehind, WriteBehindBuilder, WriteFailure};
