@@ -49,7 +49,9 @@ pub enum Error<E = Infallible> {
     /// A write-behind queue stayed full for the whole
     /// [`enqueue_timeout`](crate::WriteBehindBuilder::enqueue_timeout): the value was neither
     /// cached nor queued (back-pressure: the source is slow or down).
-    #[error("the write-behind queue of {capacity} rows stayed full for {waited:?}: key {key} was not queued")]
+    #[error(
+        "the write-behind queue of {capacity} rows stayed full for {waited:?}: key {key} was not queued"
+    )]
     QueueFull {
         /// The key, as `Debug` text (strings in quotes).
         key: String,
