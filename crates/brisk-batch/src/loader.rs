@@ -8,7 +8,10 @@ use std::{
     future::{Future, poll_fn},
     panic::AssertUnwindSafe,
     pin::pin,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::Poll,
     time::Duration,
 };
@@ -104,6 +107,7 @@ impl<L: BatchLoad> fmt::Debug for Loader<L> {
                 "open_batch_keys",
                 &state.open.as_ref().map_or(0, |open| open.keys.len()),
             )
+            .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
     }
 }
@@ -220,6 +224,7 @@ impl<L: BatchLoad> LoaderBuilder<L> {
                     in_flight: HashMap::new(),
                 }),
                 metrics: self.metrics,
+                unfinished: AtomicUsize::new(0),
             }),
         })
     }
@@ -287,6 +292,14 @@ impl<L: BatchLoad> Loader<L> {
         results
     }
 
+    /// How many batches this loader has opened that have not finished yet, the one taking
+    /// keys included: 0 once every batch has answered its callers (and, with a cache, moved
+    /// its keys out of flight). Callers that give up do not end a batch early; a diagnostic
+    /// for leaks in tests and health checks.
+    pub fn in_flight(&self) -> usize {
+        self.shared.unfinished.load(Ordering::Acquire)
+    }
+
     /// Puts `value` in the cache for `key`, unless the key is cached or being loaded already:
     /// priming does not overwrite (call [`clear`](Self::clear) first to replace). Returns
     /// whether the value was stored; always `false` without a cache.
@@ -335,6 +348,8 @@ struct Shared<L: BatchLoad> {
     caching: bool,
     state: Mutex<State<L>>,
     metrics: LoadMetrics,
+    /// Batches opened whose task has not finished yet: see [`Loader::in_flight`].
+    unfinished: AtomicUsize,
 }
 
 struct State<L: BatchLoad> {
@@ -474,6 +489,7 @@ impl<L: BatchLoad> Shared<L> {
         let open = state.open.get_or_insert_with(|| {
             let id = state.next_id;
             state.next_id += 1;
+            self.unfinished.fetch_add(1, Ordering::Relaxed);
             let batch = Arc::new(Batch {
                 done: SetOnce::new(),
                 full: Notify::new(),
@@ -671,14 +687,14 @@ struct Finish<'a, L: BatchLoad> {
 
 impl<L: BatchLoad> Drop for Finish<'_, L> {
     fn drop(&mut self) {
-        if self.batch.done.initialized() {
-            return;
+        if !self.batch.done.initialized() {
+            // Not hashing any key here, and the guard is dropped before `forget` locks again.
+            let open = self.shared.lock().open.take_if(|open| open.id == self.id);
+            drop(open);
+            self.shared.forget(self.batch);
+            let _ = self.batch.done.set(Done::Failed(Error::Abandoned));
         }
-        // Not hashing any key here, and the guard is dropped before `forget` locks again.
-        let open = self.shared.lock().open.take_if(|open| open.id == self.id);
-        drop(open);
-        self.shared.forget(self.batch);
-        let _ = self.batch.done.set(Done::Failed(Error::Abandoned));
+        self.shared.unfinished.fetch_sub(1, Ordering::Release);
     }
 }
 
