@@ -173,7 +173,7 @@ impl LatencyLayer {
     /// `other`. 0 records every request under `other`.
     ///
     /// Default 141: with `other`, (141 + 1) × 7 = 994 series, within a default
-    /// [`Registry`](crate::Registry)'s 1000 label sets per name, so no series of a kept
+    /// `Registry`'s 1000 label sets per name, so no series of a kept
     /// route ever falls into the registry's `overflow` series. With a registry of another
     /// `max_label_sets`, use [`routes_fitting`](Self::routes_fitting) of it.
     ///
