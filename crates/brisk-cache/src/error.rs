@@ -46,9 +46,9 @@ pub enum Error<E = Infallible> {
         /// The key, as `Debug` text (strings in quotes).
         key: String,
     },
-    /// A write-behind queue stayed full for the whole
-    /// [`enqueue_timeout`](crate::WriteBehindBuilder::enqueue_timeout): the value was neither
-    /// cached nor queued (back-pressure: the source is slow or down).
+    /// A write-behind put found no room in its queue (nor, under a racing put of the same key,
+    /// its turn) within its [`enqueue_timeout`](crate::WriteBehindBuilder::enqueue_timeout):
+    /// the value was neither cached nor queued (back-pressure: the source is slow or down).
     #[error(
         "the write-behind queue of {capacity} rows stayed full for {waited:?}: key {key} was not queued"
     )]

@@ -126,7 +126,8 @@ where
     }
 
     /// How long [`put`](WriteBehind::put) waits for room in a full queue before it answers
-    /// [`Error::QueueFull`]. Default 1 s; `Duration::ZERO` answers at once.
+    /// [`Error::QueueFull`], the wait for its key's turn (puts of one key are ordered)
+    /// included. Default 1 s; `Duration::ZERO` answers at once when the queue is full.
     pub fn enqueue_timeout(mut self, timeout: Duration) -> Self {
         self.enqueue_timeout = timeout;
         self
@@ -360,19 +361,24 @@ where
     /// - [`Error::Closed`] after [`shutdown`](Self::shutdown); nothing was cached or queued.
     /// - A cache error: nothing was queued.
     pub async fn put(&self, key: K, value: T) -> Result<(), Error<Arc<S::Error>>> {
-        let stripe = self.hasher.hash_one(&key) as usize % self.stripes.len();
-        let _ordered = self.stripes[stripe].lock().await;
-        let room = if self.enqueue_timeout.is_zero() {
-            self.batcher.try_reserve()
+        let stripe = &self.stripes[self.hasher.hash_one(&key) as usize % self.stripes.len()];
+        // The key's ordering stripe and the queue room are taken within one bound: puts
+        // racing on a key do not each wait out the timeout in turn.
+        let taken = if self.enqueue_timeout.is_zero() {
+            let ordered = stripe.lock().await;
+            self.batcher.try_reserve().map(|room| (ordered, room))
         } else {
-            tokio::time::timeout(self.enqueue_timeout, self.batcher.reserve())
-                .await
-                .unwrap_or(Err(brisk_batch::Error::QueueFull {
-                    capacity: self.queue_capacity,
-                }))
+            tokio::time::timeout(self.enqueue_timeout, async {
+                let ordered = stripe.lock().await;
+                self.batcher.reserve().await.map(|room| (ordered, room))
+            })
+            .await
+            .unwrap_or(Err(brisk_batch::Error::QueueFull {
+                capacity: self.queue_capacity,
+            }))
         };
-        let room = match room {
-            Ok(room) => room,
+        let (_ordered, room) = match taken {
+            Ok(taken) => taken,
             Err(brisk_batch::Error::QueueFull { capacity }) => {
                 self.metrics.rejected.increment();
                 return Err(Error::QueueFull {

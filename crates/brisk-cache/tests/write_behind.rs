@@ -394,3 +394,42 @@ async fn out_of_range_settings_are_refused_by_build() {
         "backoff"
     );
 }
+
+#[tokio::test(start_paused = true)]
+async fn puts_racing_on_one_key_each_wait_at_most_the_timeout_in_all() {
+    // The per-key ordering lock is taken within the same bound: ten puts of one key against
+    // a full queue all answer within one timeout (on the paused clock), not one after another.
+    let table = Arc::new(Table::new());
+    table.gate.forget_permits(Semaphore::MAX_PERMITS);
+    let store: Arc<Store> = Arc::new(
+        WriteBehind::builder(cache(), Db(Arc::clone(&table)))
+            .max_batch_size(1)
+            .queue_capacity(1)
+            .enqueue_timeout(Duration::from_millis(250))
+            .build()
+            .unwrap(),
+    );
+    let mut filler = 100;
+    while store.put(filler, "v".to_owned()).await.is_ok() {
+        filler += 1;
+        assert!(filler < 110, "the queue never filled");
+    }
+    let start = tokio::time::Instant::now();
+    let racers: Vec<_> = (0..10)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move { store.put(7, "hot".to_owned()).await })
+        })
+        .collect();
+    for racer in racers {
+        let result = racer.await.unwrap();
+        assert!(matches!(result, Err(Error::QueueFull { .. })), "{result:?}");
+    }
+    assert!(
+        start.elapsed() <= Duration::from_millis(250),
+        "waited {:?}",
+        start.elapsed()
+    );
+    table.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    store.shutdown().await;
+}
