@@ -39,7 +39,8 @@
 //!   or is slow (fail-safe, soft and hard timeouts), and agree on freshness across instances.
 //! - [`WriteThrough`]: a tiered cache kept in step with a [`Source`] (the table behind it).
 //! - [`WriteBehind`]: writes cached at once and written to the [`Source`] in coalesced
-//!   batches.
+//!   batches, retried with backoff; a batch that fails for good reaches a failure callback
+//!   and the metrics, and a full queue answers `Error::QueueFull` (bounded memory).
 //! - [`Cached`]: an async function memoized by its arguments.
 //!
 //! # Feature flags
