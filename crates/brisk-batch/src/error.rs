@@ -54,8 +54,16 @@ pub enum Error<E = Infallible> {
     /// item was queued, so it was not written.
     #[error("the write batcher is shut down; the item was not queued or written")]
     Closed,
+    /// The write batcher's queue had no room for the item, which was not queued
+    /// ([`WriteBatcher::try_reserve`](crate::WriteBatcher::try_reserve)).
+    #[error("the write batcher's queue of {capacity} items is full; the item was not queued")]
+    QueueFull {
+        /// The queue's capacity.
+        capacity: usize,
+    },
     /// The task running the batch went away (its runtime shut down) before it reported; for a
-    /// write, whether the item was written is unknown.
+    /// write, whether the item was written is unknown. A loader's later loads of the batch's
+    /// keys start a new batch.
     #[error("the task running the batch stopped (its runtime shut down) before reporting a result")]
     Abandoned,
     /// The batch function returned a different number of outputs than it was given items.
@@ -94,6 +102,9 @@ impl<E> Clone for Error<E> {
                 message: message.clone(),
             },
             Self::Closed => Self::Closed,
+            Self::QueueFull { capacity } => Self::QueueFull {
+                capacity: *capacity,
+            },
             Self::Abandoned => Self::Abandoned,
             Self::OutputCount { expected, got } => Self::OutputCount {
                 expected: *expected,

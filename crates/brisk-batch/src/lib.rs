@@ -86,5 +86,5 @@ pub use crate::{
     error::{Error, Result},
     load::{BatchLoad, Cache, Loaded},
     loader::{Loader, LoaderBuilder},
-    write::{BatchWrite, Retry, WriteBatcher, WriteBatcherBuilder},
+    write::{BatchWrite, Reservation, Retry, WriteBatcher, WriteBatcherBuilder},
 };

@@ -8,7 +8,10 @@ use std::{
     future::{Future, poll_fn},
     panic::AssertUnwindSafe,
     pin::pin,
-    sync::{Arc, Mutex, MutexGuard, PoisonError},
+    sync::{
+        Arc, Mutex, MutexGuard, PoisonError,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::Poll,
     time::Duration,
 };
@@ -104,6 +107,7 @@ impl<L: BatchLoad> fmt::Debug for Loader<L> {
                 "open_batch_keys",
                 &state.open.as_ref().map_or(0, |open| open.keys.len()),
             )
+            .field("in_flight", &self.in_flight())
             .finish_non_exhaustive()
     }
 }
@@ -220,6 +224,7 @@ impl<L: BatchLoad> LoaderBuilder<L> {
                     in_flight: HashMap::new(),
                 }),
                 metrics: self.metrics,
+                unfinished: AtomicUsize::new(0),
             }),
         })
     }
@@ -258,7 +263,7 @@ impl<L: BatchLoad> Loader<L> {
         let lookup = {
             let mut actions = Actions::default();
             let mut state = self.shared.lock();
-            let lookup = self.shared.lookup(&mut state, key, &mut actions);
+            let lookup = self.shared.lookup_caught(&mut state, key, &mut actions);
             drop(state);
             actions.start(&self.shared);
             lookup
@@ -274,7 +279,7 @@ impl<L: BatchLoad> Loader<L> {
             let mut state = self.shared.lock();
             let lookups = keys
                 .into_iter()
-                .map(|key| self.shared.lookup(&mut state, key, &mut actions))
+                .map(|key| self.shared.lookup_caught(&mut state, key, &mut actions))
                 .collect();
             drop(state);
             actions.start(&self.shared);
@@ -285,6 +290,14 @@ impl<L: BatchLoad> Loader<L> {
             results.push(lookup.resolve().await);
         }
         results
+    }
+
+    /// How many batches this loader has opened that have not finished yet, the one taking
+    /// keys included: 0 once every batch has answered its callers (and, with a cache, moved
+    /// its keys out of flight). Callers that give up do not end a batch early; a diagnostic
+    /// for leaks in tests and health checks.
+    pub fn in_flight(&self) -> usize {
+        self.shared.unfinished.load(Ordering::Acquire)
     }
 
     /// Puts `value` in the cache for `key`, unless the key is cached or being loaded already:
@@ -335,6 +348,8 @@ struct Shared<L: BatchLoad> {
     caching: bool,
     state: Mutex<State<L>>,
     metrics: LoadMetrics,
+    /// Batches opened whose task has not finished yet: see [`Loader::in_flight`].
+    unfinished: AtomicUsize,
 }
 
 struct State<L: BatchLoad> {
@@ -404,6 +419,8 @@ impl<L: BatchLoad> Slot<L> {
 enum Lookup<L: BatchLoad> {
     Cached(Option<Value<L>>),
     Wait(Slot<L>),
+    /// The key's `Hash` or `Eq`, or the cache, panicked while the key was looked up.
+    Panicked(Error<L::Error>),
 }
 
 impl<L: BatchLoad> Lookup<L> {
@@ -411,6 +428,7 @@ impl<L: BatchLoad> Lookup<L> {
         match self {
             Self::Cached(value) => Ok(value),
             Self::Wait(slot) => slot.wait().await,
+            Self::Panicked(error) => Err(error),
         }
     }
 }
@@ -441,6 +459,19 @@ impl<L: BatchLoad> Shared<L> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// [`lookup`](Self::lookup), with a panic in the key's `Hash` or `Eq` or in the cache
+    /// caught and answered as [`Error::Panicked`] to this caller. The state stays usable: a
+    /// batch opened for the key is still started by `actions` (and runs without it).
+    fn lookup_caught(
+        &self,
+        state: &mut State<L>,
+        key: Key<L>,
+        actions: &mut Actions<L>,
+    ) -> Lookup<L> {
+        std::panic::catch_unwind(AssertUnwindSafe(|| self.lookup(state, key, actions)))
+            .unwrap_or_else(|payload| Lookup::Panicked(Error::panicked(1, payload)))
+    }
+
     /// Answers `key` from the cache, joins it to a batch loading it, or adds it to the open
     /// batch (opening one if needed).
     fn lookup(&self, state: &mut State<L>, key: Key<L>, actions: &mut Actions<L>) -> Lookup<L> {
@@ -458,6 +489,7 @@ impl<L: BatchLoad> Shared<L> {
         let open = state.open.get_or_insert_with(|| {
             let id = state.next_id;
             state.next_id += 1;
+            self.unfinished.fetch_add(1, Ordering::Relaxed);
             let batch = Arc::new(Batch {
                 done: SetOnce::new(),
                 full: Notify::new(),
@@ -502,6 +534,13 @@ impl<L: BatchLoad> Shared<L> {
     /// The task of batch `id`, spawned when it opens: waits until the batch is full or its
     /// delay is up, then runs it and hands out the results.
     async fn close_and_run(self: Arc<Self>, id: u64, batch: Arc<Batch<L>>) {
+        // Whatever stops this task before the batch is done (its runtime shutting down), the
+        // batch's callers are answered and its keys leave the loader's state.
+        let _finish = Finish {
+            shared: &self,
+            id,
+            batch: &batch,
+        };
         let opened = tokio::time::Instant::now();
         if self.delay.is_zero() {
             tokio::task::yield_now().await;
@@ -523,7 +562,12 @@ impl<L: BatchLoad> Shared<L> {
         else {
             return;
         };
-        self.run(keys, batch).await;
+        if keys.is_empty() {
+            // Its only key panicked in `lookup`: nobody waits for this batch.
+            let _ = batch.done.set(Done::Loaded(Vec::new()));
+            return;
+        }
+        self.run(keys, &batch).await;
     }
 
     /// Watches open batch `id` for a few scheduler turns: `false` once two turns in a row
@@ -559,7 +603,13 @@ impl<L: BatchLoad> Shared<L> {
     }
 
     /// Runs a closed batch and hands out its results.
-    async fn run(&self, keys: Vec<Key<L>>, batch: Arc<Batch<L>>) {
+    ///
+    /// The whole step runs under one `catch_unwind`: the call of the batch function (a panic
+    /// before it returns its future) as well as its future, the split into per-key results
+    /// (which hashes the keys) and the cache update. A panic in any of them answers every
+    /// caller of the batch with [`Error::Panicked`] and takes the batch's keys out of flight,
+    /// so later loads of them call the batch function again.
+    async fn run(&self, keys: Vec<Key<L>>, batch: &Arc<Batch<L>>) {
         let _permit = match &self.permits {
             // The semaphore is never closed.
             Some(permits) => permits.acquire().await.ok(),
@@ -568,22 +618,39 @@ impl<L: BatchLoad> Shared<L> {
         let size = keys.len();
         self.metrics.batches.increment();
         self.metrics.batch_size.record(size as u64);
-        let done = match catch_unwind(self.batch_fn.load(&keys)).await {
-            Ok(Ok(loaded)) => Done::Loaded(per_key::<L>(&keys, loaded)),
-            Ok(Err(error)) => Done::Failed(Error::Batch {
-                size,
-                error: Arc::new(error),
-            }),
-            Err(payload) => Done::Failed(Error::panicked(size, payload)),
-        };
+        let step = catch_unwind(async {
+            let done = match self.batch_fn.load(&keys).await {
+                Ok(loaded) => Done::Loaded(per_key::<L>(&keys, loaded)),
+                Err(error) => Done::Failed(Error::Batch {
+                    size,
+                    error: Arc::new(error),
+                }),
+            };
+            if self.caching {
+                self.remember(&keys, batch, &done);
+            }
+            done
+        })
+        .await;
+        let done = step.unwrap_or_else(|payload| {
+            self.forget(batch);
+            Done::Failed(Error::panicked(size, payload))
+        });
         if matches!(done, Done::Failed(_)) {
             self.metrics.failures.increment();
         }
-        if self.caching {
-            self.remember(&keys, &batch, &done);
-        }
-        // Only `run` sets it, once.
+        // Only `run` sets it, once (or `Finish`, if `run` never gets here).
         let _ = batch.done.set(done);
+    }
+
+    /// Takes every key of `batch` out of flight, without hashing a key (a key whose `Hash`
+    /// panicked may be among them).
+    fn forget(&self, batch: &Arc<Batch<L>>) {
+        if self.caching {
+            self.lock()
+                .in_flight
+                .retain(|_, slot| !Arc::ptr_eq(&slot.batch, batch));
+        }
     }
 
     /// Moves the keys of a finished batch from in flight to the cache (successes only), unless
@@ -606,6 +673,28 @@ impl<L: BatchLoad> Shared<L> {
                 cache.insert(key.clone(), value.clone());
             }
         }
+    }
+}
+
+/// Held by a batch's task: if the task ends before the batch is done (its runtime shut down
+/// and dropped it), the batch leaves the loader's state and its callers get
+/// [`Error::Abandoned`] instead of waiting forever.
+struct Finish<'a, L: BatchLoad> {
+    shared: &'a Shared<L>,
+    id: u64,
+    batch: &'a Arc<Batch<L>>,
+}
+
+impl<L: BatchLoad> Drop for Finish<'_, L> {
+    fn drop(&mut self) {
+        if !self.batch.done.initialized() {
+            // Not hashing any key here, and the guard is dropped before `forget` locks again.
+            let open = self.shared.lock().open.take_if(|open| open.id == self.id);
+            drop(open);
+            self.shared.forget(self.batch);
+            let _ = self.batch.done.set(Done::Failed(Error::Abandoned));
+        }
+        self.shared.unfinished.fetch_sub(1, Ordering::Release);
     }
 }
 

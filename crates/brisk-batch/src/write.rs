@@ -217,7 +217,9 @@ impl<W: BatchWrite> WriteBatcherBuilder<W> {
     }
 
     /// How long the first item of a batch waits for more before the batch is written anyway.
-    /// Default 100 ms.
+    /// Default 100 ms. A delay too long to add to the clock (`Duration::MAX`) means no time
+    /// limit: a batch is written when it is full, on [`flush`](WriteBatcher::flush) or on
+    /// [`shutdown`](WriteBatcher::shutdown).
     pub fn max_delay(mut self, delay: Duration) -> Self {
         self.max_delay = delay;
         self
@@ -351,6 +353,38 @@ impl<W: BatchWrite> WriteBatcher<W> {
         Ok(())
     }
 
+    /// Waits for room for one item in the queue and holds it: the item is then queued by
+    /// [`Reservation::enqueue`], which cannot fail or wait. Lets a caller that must do
+    /// something before queuing (write a cache) know first that the item will be taken.
+    /// Dropping the reservation (or this future) gives the room back; cancel-safe.
+    ///
+    /// # Errors
+    /// [`Error::Closed`]: the batcher was shut down.
+    pub async fn reserve(&self) -> Result<Reservation<'_, W>, Error<W::Error>> {
+        let permit = self.queue.reserve().await.map_err(|_| Error::Closed)?;
+        Ok(Reservation {
+            permit,
+            shared: &self.shared,
+        })
+    }
+
+    /// [`reserve`](Self::reserve) without waiting.
+    ///
+    /// # Errors
+    /// [`Error::QueueFull`] when the queue has no room now; [`Error::Closed`] after shutdown.
+    pub fn try_reserve(&self) -> Result<Reservation<'_, W>, Error<W::Error>> {
+        let permit = self.queue.try_reserve().map_err(|error| match error {
+            mpsc::error::TrySendError::Full(()) => Error::QueueFull {
+                capacity: self.queue.max_capacity(),
+            },
+            mpsc::error::TrySendError::Closed(()) => Error::Closed,
+        })?;
+        Ok(Reservation {
+            permit,
+            shared: &self.shared,
+        })
+    }
+
     /// Writes what is queued now, without waiting for a batch to fill, and returns once
     /// everything submitted before this call has been written (or has failed).
     pub async fn flush(&self) {
@@ -372,6 +406,32 @@ impl<W: BatchWrite> WriteBatcher<W> {
     }
 }
 
+/// Room for one item in a [`WriteBatcher`]'s queue, from [`WriteBatcher::reserve`] or
+/// [`WriteBatcher::try_reserve`]; dropping it unused gives the room back.
+#[must_use = "the room is given back unless `enqueue` is called"]
+pub struct Reservation<'a, W: BatchWrite> {
+    permit: mpsc::Permit<'a, Message<W>>,
+    shared: &'a WriteShared<W>,
+}
+
+impl<W: BatchWrite> fmt::Debug for Reservation<'_, W> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Reservation").finish_non_exhaustive()
+    }
+}
+
+impl<W: BatchWrite> Reservation<'_, W> {
+    /// Queues `item` in the reserved room, without waiting for its write (as
+    /// [`WriteBatcher::enqueue`] does): it is written like any other, and its outcome reaches
+    /// no one but the metrics and the write function itself.
+    pub fn enqueue(self, item: W::Item) {
+        // Nobody listens for the reply: the worker's send to it fails, which it ignores.
+        let (reply, _) = oneshot::channel();
+        self.permit.send(Message::Item(item, reply));
+        self.shared.metrics.items.increment();
+    }
+}
+
 struct WriteShared<W: BatchWrite> {
     write_fn: Arc<W>,
     max_batch_size: usize,
@@ -389,7 +449,8 @@ struct WriteShared<W: BatchWrite> {
 struct Pending<W: BatchWrite> {
     items: Vec<W::Item>,
     replies: Vec<Reply<W>>,
-    deadline: Instant,
+    /// `None` when the max delay does not fit on the clock (`Duration::MAX`): no time limit.
+    deadline: Option<Instant>,
 }
 
 impl<W: BatchWrite> WriteShared<W> {
@@ -398,12 +459,15 @@ impl<W: BatchWrite> WriteShared<W> {
         let mut pending: Option<Pending<W>> = None;
         loop {
             let message = match &pending {
-                None => queue.recv().await,
-                Some(batch) => match queue.try_recv() {
+                None | Some(Pending { deadline: None, .. }) => queue.recv().await,
+                Some(Pending {
+                    deadline: Some(deadline),
+                    ..
+                }) => match queue.try_recv() {
                     Ok(message) => Some(message),
                     Err(mpsc::error::TryRecvError::Disconnected) => None,
                     Err(mpsc::error::TryRecvError::Empty) => {
-                        match tokio::time::timeout_at(batch.deadline, queue.recv()).await {
+                        match tokio::time::timeout_at(*deadline, queue.recv()).await {
                             Ok(message) => message,
                             Err(_elapsed) => {
                                 self.write(pending.take()).await;
@@ -418,7 +482,7 @@ impl<W: BatchWrite> WriteShared<W> {
                     let batch = pending.get_or_insert_with(|| Pending {
                         items: Vec::with_capacity(self.max_batch_size),
                         replies: Vec::with_capacity(self.max_batch_size),
-                        deadline: Instant::now() + self.max_delay,
+                        deadline: Instant::now().checked_add(self.max_delay),
                     });
                     batch.items.push(item);
                     batch.replies.push(reply);

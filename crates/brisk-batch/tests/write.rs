@@ -528,3 +528,49 @@ async fn an_output_of_result_fails_items_one_by_one() {
     assert_eq!(batcher.write_fn().attempts.load(Ordering::SeqCst), 1);
     batcher.shutdown().await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reservation_queues_without_waiting_and_a_full_queue_is_refused_at_once() {
+    // Writes are blocked until the gate opens: one batch in its write, one waiting for its
+    // turn in the worker, then the queue of 2 fills.
+    let batcher = WriteBatcher::builder(Sink::gated(0))
+        .max_batch_size(1)
+        .queue_capacity(2)
+        .build()
+        .unwrap();
+    let mut reserved = 0;
+    loop {
+        match batcher.try_reserve() {
+            Ok(room) => {
+                room.enqueue(reserved);
+                reserved += 1;
+                // Let the worker take what it can.
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            Err(Error::QueueFull { capacity }) => {
+                assert_eq!(capacity, 2);
+                break;
+            }
+            Err(other) => panic!("{other:?}"),
+        }
+        assert!(reserved <= 4, "the queue never filled");
+    }
+    assert_eq!(
+        reserved, 4,
+        "one writing, one waiting for its turn, two queued"
+    );
+    // A reservation given back unused leaves the room to others.
+    batcher.write_fn().gate.add_permits(1);
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    drop(batcher.try_reserve().expect("room after one write"));
+    let room = batcher.reserve().await.unwrap();
+    room.enqueue(99);
+    batcher
+        .write_fn()
+        .gate
+        .add_permits(Semaphore::MAX_PERMITS / 2);
+    batcher.shutdown().await;
+    assert_eq!(batcher.write_fn().written(), [0, 1, 2, 3, 99]);
+    assert!(matches!(batcher.try_reserve(), Err(Error::Closed)));
+    assert!(matches!(batcher.reserve().await, Err(Error::Closed)));
+}

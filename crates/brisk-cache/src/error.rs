@@ -40,11 +40,25 @@ pub enum Error<E = Infallible> {
         /// The source's own error.
         source: E,
     },
-    /// A write-behind queue was shut down: the value was cached but will not be written.
+    /// A write-behind queue was shut down: the value was neither cached nor queued.
     #[error("the write-behind queue is shut down: key {key} was not queued")]
     Closed {
         /// The key, as `Debug` text (strings in quotes).
         key: String,
+    },
+    /// A write-behind put found no room in its queue (nor, under a racing put of the same key,
+    /// its turn) within its [`enqueue_timeout`](crate::WriteBehindBuilder::enqueue_timeout):
+    /// the value was neither cached nor queued (back-pressure: the source is slow or down).
+    #[error(
+        "the write-behind queue of {capacity} rows stayed full for {waited:?}: key {key} was not queued"
+    )]
+    QueueFull {
+        /// The key, as `Debug` text (strings in quotes).
+        key: String,
+        /// The queue's capacity.
+        capacity: usize,
+        /// How long the put waited for room.
+        waited: std::time::Duration,
     },
     /// The loader panicked; the panic was caught, nothing was cached and the cache stays
     /// usable.
@@ -171,6 +185,15 @@ impl<E> Error<E> {
                 source: f(source),
             },
             Error::Closed { key } => Error::Closed { key },
+            Error::QueueFull {
+                key,
+                capacity,
+                waited,
+            } => Error::QueueFull {
+                key,
+                capacity,
+                waited,
+            },
             Error::LoadPanicked { key, message } => Error::LoadPanicked { key, message },
             Error::LoadWaitTimeout { key, waited } => Error::LoadWaitTimeout { key, waited },
             Error::LoadTimeout { key, after } => Error::LoadTimeout { key, after },

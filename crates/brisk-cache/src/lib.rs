@@ -39,7 +39,8 @@
 //!   or is slow (fail-safe, soft and hard timeouts), and agree on freshness across instances.
 //! - [`WriteThrough`]: a tiered cache kept in step with a [`Source`] (the table behind it).
 //! - [`WriteBehind`]: writes cached at once and written to the [`Source`] in coalesced
-//!   batches.
+//!   batches, retried with backoff; a batch that fails for good reaches a failure callback
+//!   and the metrics, and a full queue answers `Error::QueueFull` (bounded memory).
 //! - [`Cached`]: an async function memoized by its arguments.
 //!
 //! # Feature flags
@@ -88,6 +89,7 @@ pub mod redis;
 mod sketch;
 mod source;
 mod tiered;
+mod write_behind;
 
 /// The README's example, compiled and run as a doctest.
 #[cfg(doctest)]
@@ -100,5 +102,6 @@ pub use error::{Error, Result};
 pub use fresh::Stamped;
 pub use memory::{Cause, Iter, MemoryCache, MemoryCacheBuilder};
 pub use metrics::METRICS;
-pub use source::{Source, WriteBehind, WriteThrough};
+pub use source::{Source, WriteThrough};
 pub use tiered::{Tiered, TieredBuilder};
+pub use write_behind::{FailedBatch, WriteBehind, WriteBehindBuilder, WriteFailure};

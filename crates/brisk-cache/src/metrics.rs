@@ -192,6 +192,36 @@ pub const METRICS: &[Description] = &[
         kind: MetricKind::Counter,
         help: "Requests through the response cache, by result (hit, miss, stale, pass).",
     },
+    Description {
+        name: "brisk_cache_write_behind_queued_total",
+        kind: MetricKind::Counter,
+        help: "Rows a write-behind acknowledged (cached and queued for its source).",
+    },
+    Description {
+        name: "brisk_cache_write_behind_written_total",
+        kind: MetricKind::Counter,
+        help: "Rows a write-behind's source took, after repeated keys were coalesced.",
+    },
+    Description {
+        name: "brisk_cache_write_behind_retries_total",
+        kind: MetricKind::Counter,
+        help: "Write-behind batches tried again after the source refused them.",
+    },
+    Description {
+        name: "brisk_cache_write_behind_failed_batches_total",
+        kind: MetricKind::Counter,
+        help: "Write-behind batches that failed after every retry (or panicked), handed to the failure callback.",
+    },
+    Description {
+        name: "brisk_cache_write_behind_failed_rows_total",
+        kind: MetricKind::Counter,
+        help: "Rows of the write-behind batches that failed.",
+    },
+    Description {
+        name: "brisk_cache_write_behind_rejected_total",
+        kind: MetricKind::Counter,
+        help: "Write-behind puts refused because the queue stayed full.",
+    },
 ];
 
 /// Makes one instance's handles: each series labelled `name="<name>"`, and optionally with one

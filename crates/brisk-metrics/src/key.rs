@@ -2,6 +2,11 @@ use std::{borrow::Cow, fmt};
 
 use crate::error::{Error, Result};
 
+/// The label sets a `Registry` keeps per metric name by default
+/// (`RegistryBuilder::max_label_sets`); the tower layer's default route budget is sized to fit.
+#[cfg_attr(not(any(feature = "registry", feature = "tower")), allow(dead_code))]
+pub(crate) const DEFAULT_MAX_LABEL_SETS: usize = 1000;
+
 /// Names one series: a metric name and a few static labels, validated once when created so
 /// that recording never has to check anything.
 ///

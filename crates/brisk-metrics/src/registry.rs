@@ -125,7 +125,7 @@ impl Default for RegistryBuilder {
                     sigfig: 2,
                 },
                 stripes: atomic::default_stripes(),
-                max_label_sets: 1000,
+                max_label_sets: crate::key::DEFAULT_MAX_LABEL_SETS,
                 buckets: HashMap::from([
                     (Unit::Seconds, seconds.to_vec()),
                     (Unit::Bytes, bytes.to_vec()),

@@ -28,9 +28,12 @@
 //! ```
 //!
 //! **Bounded**: the layer keeps one entry per distinct route, at most
-//! [`max_routes`](LatencyLayer::max_routes) of them (1000 by default); requests on any further
-//! route are recorded under the route `other`. So even a route function that returns outside
-//! input cannot grow the process, and the registry's label-set cap bounds the series too.
+//! [`max_routes`](LatencyLayer::max_routes) of them (141 by default, so that every series of
+//! those routes and of `other`, 7 status labels each, fits in a default registry's 1000
+//! label sets per name); requests on any further route are recorded under the route `other`.
+//! So even a route function that returns outside input cannot grow the process. A route takes
+//! its place on its first request, whatever the answer, first come first served: see
+//! [`max_routes`](LatencyLayer::max_routes).
 
 use std::{
     borrow::Cow,
@@ -52,7 +55,7 @@ use tower_service::Service;
 
 use crate::{
     error::Result,
-    key::Key,
+    key::{DEFAULT_MAX_LABEL_SETS, Key},
     recorder::{Histogram, MetricKind, Recorder, Unit},
 };
 #[cfg(feature = "registry")]
@@ -64,10 +67,13 @@ type RouteFn = Arc<dyn for<'a> Fn(&'a Parts) -> Cow<'a, str> + Send + Sync>;
 const DEFAULT_ROUTE: &str = "all";
 /// The route label of requests beyond `max_routes` distinct routes.
 const OTHER_ROUTE: &str = "other";
-/// Distinct routes kept by default.
-const DEFAULT_MAX_ROUTES: usize = 1000;
 /// The status labels, in the order of [`Route::histograms`].
 const STATUSES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error", "cancelled"];
+/// Distinct routes kept by default: as many as fit, with `other` and every status class, in
+/// a default registry's label sets per name (141 × 7 + 7 = 994 ≤ 1000).
+const DEFAULT_MAX_ROUTES: usize = LatencyLayer::routes_fitting(DEFAULT_MAX_LABEL_SETS);
+const _: () =
+    assert!((DEFAULT_MAX_ROUTES + 1) * LatencyLayer::SERIES_PER_ROUTE <= DEFAULT_MAX_LABEL_SETS);
 
 /// Records request latency by route and status class; see the [module docs](self).
 #[derive(Clone)]
@@ -143,8 +149,40 @@ impl LatencyLayer {
         self
     }
 
-    /// The most distinct routes kept (default 1000); requests on routes beyond them are
-    /// recorded under `other`. 0 records every request under `other`.
+    /// The series one route can have: one per status label (`1xx` … `5xx`, `error`,
+    /// `cancelled`). The layer records no other label (no method).
+    pub const SERIES_PER_ROUTE: usize = STATUSES.len();
+
+    /// The most routes whose every series, and those of `other`, fit in `max_label_sets`
+    /// label sets per metric name (a [`RegistryBuilder::max_label_sets`]): one less than
+    /// `max_label_sets / 7`, and 0 below 14.
+    ///
+    #[cfg_attr(
+        feature = "registry",
+        doc = "[`RegistryBuilder::max_label_sets`]: crate::RegistryBuilder::max_label_sets"
+    )]
+    #[cfg_attr(
+        not(feature = "registry"),
+        doc = "[`RegistryBuilder::max_label_sets`]: self \"needs the registry feature\""
+    )]
+    pub const fn routes_fitting(max_label_sets: usize) -> usize {
+        (max_label_sets / Self::SERIES_PER_ROUTE).saturating_sub(1)
+    }
+
+    /// The most distinct routes kept; requests on routes beyond them are recorded under
+    /// `other`. 0 records every request under `other`.
+    ///
+    /// Default 141: with `other`, (141 + 1) × 7 = 994 series, within a default
+    /// `Registry`'s 1000 label sets per name, so no series of a kept
+    /// route ever falls into the registry's `overflow` series. With a registry of another
+    /// `max_label_sets`, use [`routes_fitting`](Self::routes_fitting) of it.
+    ///
+    /// **How a route is counted**: a route takes one of the places on its first request,
+    /// whatever that request's answer (a 404 too), and keeps it for the life of the layer.
+    /// Routes are admitted first come, first served: with a route function that returns
+    /// outside input (the raw path), junk seen first takes the places and later real routes
+    /// land in `other`. Return a route pattern (axum's `MatchedPath`) and a fixed name for
+    /// unmatched requests, so that the routes counted are the application's.
     pub fn max_routes(mut self, routes: usize) -> Self {
         // A fresh table of routes with the new bound; clones made before keep theirs.
         self.shared = Arc::new(Shared {

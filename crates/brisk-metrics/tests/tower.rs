@@ -212,3 +212,88 @@ async fn prometheus_service_serves_the_exposition_with_its_media_type() {
     assert!(refused.contains("allow: get, head"), "{refused}");
     server.abort();
 }
+
+/// Answers with the status class named by the path's last segment: `1xx` … `5xx`, `error`
+/// (the inner service fails) or `cancelled` (never answers; the caller drops it).
+async fn by_class(request: Request<()>) -> Result<Response<()>, &'static str> {
+    let class = request.uri().path().rsplit('/').next().unwrap_or("");
+    let status = match class {
+        "1xx" => StatusCode::CONTINUE,
+        "2xx" => StatusCode::OK,
+        "3xx" => StatusCode::FOUND,
+        "4xx" => StatusCode::NOT_FOUND,
+        "5xx" => StatusCode::BAD_GATEWAY,
+        "cancelled" => std::future::pending().await,
+        _ => return Err("inner service failed"),
+    };
+    Ok(Response::builder().status(status).body(()).unwrap())
+}
+
+#[tokio::test]
+async fn with_the_defaults_every_series_of_the_first_max_routes_routes_is_kept() {
+    // Default registry, default layer, a route function that returns outside input: far more
+    // routes than the layer keeps, each answered with every status class it records.
+    const CLASSES: [&str; 7] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error", "cancelled"];
+    let registry = Registry::new();
+    let layer = LatencyLayer::new(registry.clone(), "http_request_seconds")
+        .unwrap()
+        .route_with(|head| {
+            let path = head.uri.path();
+            path[..path.rfind('/').unwrap_or(0)].to_owned().into()
+        });
+    let service = layer.layer(service_fn(by_class));
+    let routes = 1_500;
+    for route in 0..routes {
+        for class in CLASSES {
+            let request = Request::get(format!("/r{route}/{class}")).body(()).unwrap();
+            let mut service = service.clone();
+            let call = service.ready().await.unwrap().call(request);
+            if class == "cancelled" {
+                drop(call);
+            } else {
+                let _ = call.await;
+            }
+        }
+    }
+    let snap = registry.snapshot();
+    assert_eq!(
+        snap.counter("brisk_metrics_label_overflow_total", &[]),
+        Some(0),
+        "series fell into overflow"
+    );
+    let mut kept: Vec<usize> = snap
+        .histograms
+        .iter()
+        .filter_map(|h| h.labels.get("route"))
+        .filter(|route| route.as_str() != "other")
+        .map(|route| route.trim_start_matches("/r").parse().unwrap())
+        .collect();
+    kept.sort_unstable();
+    kept.dedup();
+    assert!(kept.len() >= 100, "only {} routes kept", kept.len());
+    assert_eq!(
+        kept,
+        (0..kept.len()).collect::<Vec<_>>(),
+        "the first routes seen"
+    );
+    for route in kept
+        .iter()
+        .map(|n| format!("/r{n}"))
+        .chain(["other".to_owned()])
+    {
+        for class in CLASSES {
+            let count = snap
+                .histogram(
+                    "http_request_seconds",
+                    &[("route", &route), ("status", class)],
+                )
+                .map_or(0, |h| h.count);
+            let expected = if route == "other" {
+                (routes - kept.len()) as u64
+            } else {
+                1
+            };
+            assert_eq!(count, expected, "{route} {class}");
+        }
+    }
+}
