@@ -9,10 +9,7 @@ use std::{
     marker::PhantomData,
     panic::{self, AssertUnwindSafe},
     pin::Pin,
-    sync::{
-        Arc, Mutex, OnceLock, PoisonError,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex, OnceLock, PoisonError},
     time::Duration,
 };
 
@@ -134,9 +131,6 @@ struct Shared<K> {
     breaker: Breaker,
     sink: OnceLock<Sink<K>>,
     metrics: Metrics,
-    /// Whether the subscription is up: while it is not, this instance may miss others'
-    /// changes.
-    subscribed: AtomicBool,
 }
 
 /// What a backplane reports, each series labelled `name="<name>"`.
@@ -378,10 +372,6 @@ where
         let _ = self.shared.sink.set(sink);
     }
 
-    fn hears(&self) -> bool {
-        self.shared.subscribed.load(Ordering::Acquire)
-    }
-
     fn publish<'a>(&'a self, keys: &'a [K]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>> {
         // Queued now, not when first polled.
         Box::pin(self.send(Change::Keys(keys.to_vec())))
@@ -446,7 +436,6 @@ where
     let mut connection = first;
     let mut numbers = Numbers::default();
     loop {
-        shared.subscribed.store(true, Ordering::Release);
         shared.metrics.subscribed.set(1);
         let mut stream = connection.into_on_message();
         while let Some(message) = next(&mut stream).await {
@@ -462,7 +451,6 @@ where
             }
         }
         // Lost: what memory holds may miss messages from now on.
-        shared.subscribed.store(false, Ordering::Release);
         shared.metrics.subscribed.set(0);
         numbers.clear();
         shared.tell(Event::Gap);
@@ -592,7 +580,6 @@ where
             breaker,
             sink: OnceLock::new(),
             metrics: self.metrics,
-            subscribed: AtomicBool::new(true),
         });
         shared.metrics.subscribed.set(1);
         let task = tokio::spawn(subscribe(Arc::clone(&shared), self.client, subscription));

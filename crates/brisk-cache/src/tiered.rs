@@ -208,9 +208,6 @@ pub(crate) trait Link<K>: Send + Sync {
     /// Sends events to `sink` from now on.
     fn attach(&self, sink: Sink<K>);
 
-    /// Whether it hears the other instances' changes now (its subscription is up).
-    fn hears(&self) -> bool;
-
     /// Tells the other instances that `keys` changed; failures are the backplane's to count.
     fn publish<'a>(&'a self, keys: &'a [K]) -> Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
@@ -255,6 +252,43 @@ const RECOVERY_ENTRIES: usize = 10_000;
 /// The pause between replay attempts while L2 is down: it starts short and doubles up to
 /// the longest, so that L2 is in use again soon after it answers.
 const REPLAY_PAUSE: (Duration, Duration) = (Duration::from_millis(25), Duration::from_millis(200));
+
+/// A write's L2 call under way. Dropped before the call answered (its caller was cancelled),
+/// whether L2 took the write is unknown, and the connection may die before it does: the keys
+/// are queued for removal from L2, so that no old value survives there (a removal is right
+/// whichever way the write went; the next reader loads the current value).
+struct UnderWay<'a, K, V, R>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    R: Remote<K, Stamped<V>> + 'static,
+{
+    cache: &'a Tiered<K, V, R>,
+    keys: &'a [K],
+    armed: bool,
+}
+
+impl<K, V, R> Drop for UnderWay<'_, K, V, R>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+    R: Remote<K, Stamped<V>> + 'static,
+{
+    fn drop(&mut self) {
+        if self.armed {
+            let inner = &self.cache.inner;
+            for key in self.keys {
+                // As a write's second half: queued, then bumped (see `Epochs`), then out of
+                // memory (a removal drops L1's copy only after L2's).
+                self.cache.defer(key.clone(), Intent::Remove);
+                inner.epochs.bump(key);
+                if let Some(memory) = &inner.memory {
+                    memory.remove(key);
+                }
+            }
+        }
+    }
+}
 
 /// A load listed in `behind`: its end, and when it started.
 type Listed = (tokio::sync::watch::Receiver<bool>, tokio::time::Instant);
@@ -620,7 +654,11 @@ where
                 .insert_fenced(key.clone(), stamped.clone(), keep, &fence)
                 .await
             {
-                Ok(true) => fenced = vouched,
+                // A write queued meanwhile never reached Redis' fence: the fence vouches for
+                // nothing then.
+                Ok(true) => {
+                    fenced = vouched && !self.recovery().is_some_and(|queue| queue.holds(&key));
+                }
                 // Another write came first: this value is older than what the levels hold.
                 Ok(false) => return false,
                 Err(_) => self.inner.metrics.remote_errors.increment(),
@@ -705,7 +743,10 @@ where
     /// auto-recovery to queue (L2 failed in an outage; or a write of the key waits in the
     /// queue already, and L2 must take them in order, so `write` is not run), `Err` for the
     /// caller (auto-recovery off, or a refusal no replay would change).
-    async fn write_l2(&self, key: &K, write: impl Future<Output = Result<()>>) -> Result<bool> {
+    async fn write_l2(&self, key: &K, write: impl Future<Output = Result<()>>) -> Result<bool>
+    where
+        R: 'static,
+    {
         self.write_l2_many(std::slice::from_ref(key), write).await
     }
 
@@ -714,14 +755,28 @@ where
         &self,
         keys: &[K],
         write: impl Future<Output = Result<()>>,
-    ) -> Result<bool> {
+    ) -> Result<bool>
+    where
+        R: 'static,
+    {
         let Some(recovery) = self.recovery() else {
             return write.await.map(|()| true);
         };
-        if keys.iter().any(|key| recovery.holds_key(key)) {
-            return Ok(false);
+        if !recovery.is_empty() {
+            // A task that ended with its runtime left the queue: this write restarts it.
+            self.replay_soon();
+            if keys.iter().any(|key| recovery.holds_key(key)) {
+                return Ok(false);
+            }
         }
-        match write.await {
+        let mut under_way = UnderWay {
+            cache: self,
+            keys,
+            armed: true,
+        };
+        let written = write.await;
+        under_way.armed = false;
+        match written {
             Ok(()) => Ok(true),
             Err(error) if recovery::is_outage(&error) => {
                 self.inner.metrics.remote_errors.increment();
@@ -732,7 +787,7 @@ where
     }
 
     /// Queues what a write meant for L2, and makes sure a task replays the queue.
-    fn defer(&self, key: K, intent: Intent<V, Self>)
+    fn defer(&self, key: K, intent: Intent<V>)
     where
         R: 'static,
     {
@@ -751,25 +806,18 @@ where
         stamped: &Stamped<V>,
         keep: Option<Duration>,
         (epoch, own): (Epoch, u64),
-        replay: Option<recovery::Replay<Self>>,
+        tags: Vec<String>,
     ) where
         R: 'static,
     {
-        // Another instance may write the key meanwhile, unheard: its newer value must not be
-        // overwritten by this one when the queue is replayed.
-        let unheard = self
-            .inner
-            .backplane
-            .as_ref()
-            .is_some_and(|link| !link.hears());
-        let intent = if unheard || self.inner.epochs.moved_besides(epoch, own) {
+        let intent = if self.inner.epochs.moved_besides(epoch, own) {
             Intent::Remove
         } else {
             Intent::Set {
                 stamped: stamped.clone(),
                 keep,
                 at: tokio::time::Instant::now(),
-                replay,
+                tags,
             }
         };
         self.defer(key, intent);
@@ -788,7 +836,9 @@ where
             return;
         };
         if recovery.start() {
-            drop(runtime.spawn(replay(Arc::downgrade(&self.inner))));
+            let cache = Arc::downgrade(&self.inner);
+            let running = Running(cache.clone(), false);
+            drop(runtime.spawn(replay(cache, running)));
         }
     }
 
@@ -809,13 +859,24 @@ where
                     stamped,
                     keep,
                     at,
-                    replay,
+                    tags,
                 },
             ) => {
-                match (Intent::<V, Self>::left(keep, at), replay) {
-                    (Some(left), _) if left.is_zero() => remote.remove(&key).await?,
-                    (_, Some(replay)) => replay(self.clone()).await?,
-                    (left, None) => remote.insert(key.clone(), stamped, left).await?,
+                let left = Intent::<V>::left(keep, at);
+                let tagged = self
+                    .recovery()
+                    .and_then(|queue| queue.tagged.get())
+                    .filter(|_| !tags.is_empty());
+                if left.is_some_and(|left| left.is_zero()) || self.inner.backplane.is_some() {
+                    // With a backplane there are other instances, and one may have written
+                    // the key meanwhile, unheard (its message lost in the outage): the value
+                    // queued here may be older than theirs. Removing L2's copy is never
+                    // wrong; the next reader loads the current value.
+                    remote.remove(&key).await?;
+                } else if let Some(tagged) = tagged {
+                    tagged(self.clone(), key.clone(), stamped, left, tags).await?;
+                } else {
+                    remote.insert(key.clone(), stamped, left).await?;
                 }
                 key
             }
@@ -1520,7 +1581,7 @@ where
         };
         if let Ok(false) = written {
             // Queued before the write's second bump (see `drop_everywhere`).
-            self.defer_set(key.clone(), &stamped, keep, (epoch, 0), None);
+            self.defer_set(key.clone(), &stamped, keep, (epoch, 0), Vec::new());
         }
         // Failed or not, the old value is gone from memory here and told to the others: the
         // caller's source may hold the new one already.
@@ -1608,7 +1669,7 @@ where
         if let Ok(false) = written {
             // Epochs were read after all of the batch's first bumps: none of its own since.
             for ((key, value), &epoch) in stamped.iter().zip(&epochs) {
-                self.defer_set(key.clone(), value, keep, (epoch, 0), None);
+                self.defer_set(key.clone(), value, keep, (epoch, 0), Vec::new());
             }
         }
         self.end_write(&keys).await;
@@ -1655,24 +1716,21 @@ where
             None => Ok(true),
         };
         if let Ok(false) = written {
-            let at = tokio::time::Instant::now();
-            let (tags, filed): (Vec<String>, _) = (
-                tags.iter().map(|&tag| tag.to_owned()).collect(),
-                key.clone(),
-            );
-            let value = stamped.clone();
-            let replay: recovery::Replay<Self> = Arc::new(move |cache: Self| {
-                let (key, value, tags) = (filed.clone(), value.clone(), tags.clone());
-                Box::pin(async move {
-                    let Some(remote) = cache.remote() else {
-                        return Ok(());
-                    };
-                    let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
-                    let left = Intent::<V, Self>::left(keep, at);
-                    remote.insert_with_tags(key, value, left, &tags).await
-                })
-            });
-            self.defer_set(key.clone(), &stamped, keep, (epoch, 0), Some(replay));
+            if let Some(recovery) = self.recovery() {
+                recovery.tagged.get_or_init(|| {
+                    Arc::new(|cache: Self, key, stamped, left, tags: Vec<String>| {
+                        Box::pin(async move {
+                            let Some(remote) = cache.remote() else {
+                                return Ok(());
+                            };
+                            let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+                            remote.insert_with_tags(key, stamped, left, &tags).await
+                        })
+                    })
+                });
+            }
+            let tags = tags.iter().map(|&tag| tag.to_owned()).collect();
+            self.defer_set(key.clone(), &stamped, keep, (epoch, 0), tags);
         }
         self.end_write(std::slice::from_ref(&key)).await;
         written?;
@@ -1712,6 +1770,9 @@ where
                 });
                 if let Some(recovery) = self.recovery() {
                     recovery.queue_group(format!("tag:{tag}"), replay);
+                    // Which keys Redis files under the tag is unknown: no queued value is
+                    // written back over the invalidation.
+                    recovery.demote_if(|_, _| true);
                     self.replay_soon();
                 }
                 // Queued first: a read from now on does not trust L2; one under way does
@@ -1727,6 +1788,14 @@ where
         }
     }
 
+    /// Values queued for replay that a tag or prefix invalidation covers become removals:
+    /// the invalidation came after them and must not be undone by their replay.
+    fn demote_covered(&self, covered: impl Fn(&K, &[String]) -> bool) {
+        if let Some(recovery) = self.recovery() {
+            recovery.demote_if(covered);
+        }
+    }
+
     /// [`invalidate_tag`](Self::invalidate_tag)'s work in both levels, counting the keys
     /// listed into `listed`.
     async fn invalidate_tag_in(
@@ -1737,9 +1806,15 @@ where
     ) -> Result<()> {
         let mut cursor = 0;
         let epochs = &self.inner.epochs;
+        // Values queued here under the tag are not in Redis' list of it yet.
+        self.demote_covered(|_, tags| tags.iter().any(|filed| filed == tag));
         loop {
             let (next, keys) = remote.tagged(tag, cursor).await?;
             *listed += keys.len() as u64;
+            if !keys.is_empty() {
+                let listed: std::collections::HashSet<&K> = keys.iter().collect();
+                self.demote_covered(|key, _| listed.contains(key));
+            }
             keys.iter().for_each(|key| epochs.bump(key));
             let removed = remote.remove_many(&keys).await;
             keys.iter().for_each(|key| epochs.bump(key));
@@ -1771,6 +1846,7 @@ where
     pub async fn invalidate_prefix(&self, prefix: &str) -> Result<u64> {
         // Keys are not known before the scan: every load and fill under way stays unstored.
         self.inner.epochs.bump_all();
+        self.demote_covered(|key, _| key.to_string().starts_with(prefix));
         let removed = match &self.inner.remote {
             Some(remote) => remote.invalidate_prefix(prefix).await,
             None => Ok(0),
@@ -2168,6 +2244,9 @@ where
                 }
             }
             Event::Matching(matches) => {
+                if let Some(recovery) = &inner.recovery {
+                    recovery.demote_if(|key, _| matches(key));
+                }
                 inner.epochs.bump_all();
                 if let Some(memory) = &inner.memory {
                     memory.invalidate_if(|key, _| matches(key));
@@ -2175,7 +2254,7 @@ where
             }
             Event::Gap => {
                 if let Some(recovery) = &inner.recovery {
-                    recovery.demote_all();
+                    recovery.demote_if(|_, _| true);
                 }
                 inner.epochs.bump_all();
                 // Skips 0, which marks a copy stale in every generation.
@@ -2189,9 +2268,26 @@ where
     })
 }
 
-/// Auto-recovery's task: replays the queue in order while L2 answers, pausing between
-/// attempts while it fails; it ends once the queue is empty, or with the cache.
-async fn replay<K, V, R>(cache: Weak<Inner<K, V, R>>)
+/// The replay task's place, held by its future from before it is spawned: freed if the task
+/// ends any other way than by finding the queue empty (its runtime shut down, even before it
+/// first ran), so that the next write starts another.
+struct Running<K, V, R>(Weak<Inner<K, V, R>>, bool);
+
+impl<K, V, R> Drop for Running<K, V, R> {
+    fn drop(&mut self) {
+        if !self.1
+            && let Some(inner) = self.0.upgrade()
+            && let Some(recovery) = &inner.recovery
+        {
+            recovery.abandon();
+        }
+    }
+}
+
+/// Auto-recovery's task: replays the queue in order while L2 answers; an intent that fails
+/// in an outage goes to the back of the queue (the others are tried meanwhile) and the task
+/// pauses before the next try. It ends once the queue is empty, or with the cache.
+async fn replay<K, V, R>(cache: Weak<Inner<K, V, R>>, mut running: Running<K, V, R>)
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
@@ -2202,6 +2298,8 @@ where
     );
     let (shortest, longest) = REPLAY_PAUSE;
     let mut pause = shortest;
+    // Replays that succeeded: an intent failing while others succeed is not an outage.
+    let mut progress = 0u64;
     loop {
         let Some(inner) = cache.upgrade() else {
             return;
@@ -2214,23 +2312,46 @@ where
             if recovery.stop() {
                 continue;
             }
+            running.1 = true;
             tracing::info!("brisk-cache: auto-recovery replayed every queued write");
             return;
         };
-        match cache_now.replay_one(work).await {
-            Ok(()) => {
+        // A panic (in a value's `Serialize`, say) gives up that intent, not the task.
+        let replayed = {
+            let mut step = std::pin::pin!(cache_now.replay_one(work));
+            std::future::poll_fn(|context| {
+                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    step.as_mut().poll(context)
+                })) {
+                    Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+                    Ok(std::task::Poll::Ready(result)) => std::task::Poll::Ready(Some(result)),
+                    Err(_) => std::task::Poll::Ready(None),
+                }
+            })
+            .await
+        };
+        match replayed {
+            Some(Ok(())) => {
                 recovery.done(at, true);
+                progress += 1;
                 pause = shortest;
             }
-            Err(error) if recovery::is_outage(&error) => {
+            Some(Err(error)) if recovery::is_outage(&error) => {
+                if recovery.postpone(at, progress) {
+                    tracing::warn!(%error, "brisk-cache: a queued write kept failing while the remote level answered others; it is dropped");
+                }
                 // Not holding the cache while it waits: dropping it ends the task.
                 drop(cache_now);
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(longest);
             }
-            Err(error) => {
+            Some(Err(error)) => {
                 recovery.done(at, false);
                 tracing::warn!(%error, "brisk-cache: the remote level refused a queued write; it is dropped");
+            }
+            None => {
+                recovery.done(at, false);
+                tracing::warn!("brisk-cache: replaying a queued write panicked; it is dropped");
             }
         }
     }

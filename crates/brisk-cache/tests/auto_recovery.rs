@@ -383,3 +383,222 @@ async fn recovery_is_logged_when_it_starts_and_when_it_ends() {
     }
     assert!(ended(&logs.lines()), "{:?}", logs.lines());
 }
+
+/// Another instance invalidates a prefix while this one, cut off from Redis' data, holds a
+/// queued value under it: that value is not answered any more, nor written back later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalidation_heard_from_another_instance_covers_queued_values() {
+    let server = RedisServer::start().unwrap();
+    let proxy = Proxy::start(([127, 0, 0, 1], server.port()).into()).unwrap();
+    let (registry, other_registry) = (Registry::new(), Registry::new());
+    let backplane = |registry: Registry| {
+        let url = server.url();
+        async move {
+            Backplane::builder(redis::Client::open(url).unwrap())
+                .channel("recovery:prefix")
+                .metrics(&registry, "products")
+                .build()
+                .await
+                .unwrap()
+        }
+    };
+    // Its data through the proxy, its backplane straight to Redis.
+    let cut_off = builder(proxy.port(), &registry)
+        .await
+        .backplane(backplane(registry.clone()).await)
+        .build()
+        .unwrap();
+    let other = builder(server.port(), &other_registry)
+        .await
+        .backplane(backplane(other_registry.clone()).await)
+        .build()
+        .unwrap();
+    proxy.cut();
+    cut_off.insert(71, "queued".into(), None).await.unwrap();
+    assert_eq!(cut_off.get(&71).await.unwrap().as_deref(), Some("queued"));
+    cut_off.memory().unwrap().invalidate_all();
+    assert_eq!(
+        cut_off.get(&71).await.unwrap().as_deref(),
+        Some("queued"),
+        "answered from the queue while Redis is cut off"
+    );
+    other.invalidate_prefix("7").await.unwrap();
+    for _ in 0..500 {
+        let received = registry.snapshot().counter(
+            "brisk_cache_backplane_messages_total",
+            &[("name", "products"), ("direction", "received")],
+        );
+        if received.unwrap_or(0) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(
+        cut_off.get(&71).await.unwrap(),
+        None,
+        "a value the invalidation covers is no longer answered"
+    );
+    proxy.heal();
+    replayed(&registry).await;
+    assert_eq!(in_redis(&server, 71).await, None);
+}
+
+/// A write whose caller stops waiting while Redis holds the command (writes paused) leaves
+/// no old value to be read back: its keys wait for removal from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_cancelled_while_redis_holds_it_leaves_no_old_value() {
+    let server = RedisServer::start().unwrap();
+    let registry = Registry::new();
+    let cache: Tiered<u64, String, Level> = Tiered::builder()
+        .memory(MemoryCache::builder().max_entries(1000).build().unwrap())
+        .remote(
+            RedisCache::builder(connection(server.port()).await)
+                .prefix(PREFIX)
+                .timeout(Duration::from_secs(30))
+                .no_circuit_breaker()
+                .build()
+                .await
+                .unwrap(),
+        )
+        .metrics(&registry, "products")
+        .build()
+        .unwrap();
+    cache.insert(8, "old".into(), None).await.unwrap();
+    admin(&server, &["CLIENT", "PAUSE", "1500", "WRITE"]).await;
+    let cancelled = tokio::time::timeout(Duration::from_millis(100), cache.remove(&8)).await;
+    assert!(
+        cancelled.is_err(),
+        "the removal was still waiting for Redis"
+    );
+    assert_eq!(
+        cache.get(&8).await.unwrap(),
+        None,
+        "the old value is neither in memory nor read back from Redis"
+    );
+    replayed(&registry).await;
+    assert_eq!(in_redis(&server, 8).await, None);
+}
+
+/// A remote level in memory that can be taken down: every call then times out.
+#[derive(Clone, Default)]
+struct Switched {
+    entries: std::sync::Arc<std::sync::Mutex<std::collections::HashMap<u64, Stamped<String>>>>,
+    down: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Switched {
+    fn check(&self) -> brisk_cache::Result<()> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Error::Timeout {
+                op: "SET",
+                key: "switched".into(),
+                after: Duration::ZERO,
+            });
+        }
+        Ok(())
+    }
+
+    fn value(&self, key: u64) -> Option<String> {
+        let entries = self.entries.lock().unwrap();
+        entries.get(&key).map(|stamped| stamped.value().clone())
+    }
+}
+
+impl Cache<u64, Stamped<String>> for Switched {
+    async fn get(&self, key: &u64) -> brisk_cache::Result<Option<Stamped<String>>> {
+        self.check()?;
+        Ok(self.entries.lock().unwrap().get(key).cloned())
+    }
+
+    async fn insert(
+        &self,
+        key: u64,
+        value: Stamped<String>,
+        _: Option<Duration>,
+    ) -> brisk_cache::Result<()> {
+        self.check()?;
+        self.entries.lock().unwrap().insert(key, value);
+        Ok(())
+    }
+
+    async fn remove(&self, key: &u64) -> brisk_cache::Result<()> {
+        self.check()?;
+        self.entries.lock().unwrap().remove(key);
+        Ok(())
+    }
+
+    async fn get_many(&self, keys: &[u64]) -> brisk_cache::Result<Vec<Option<Stamped<String>>>> {
+        self.check()?;
+        let entries = self.entries.lock().unwrap();
+        Ok(keys.iter().map(|key| entries.get(key).cloned()).collect())
+    }
+
+    async fn insert_many(
+        &self,
+        entries: Vec<(u64, Stamped<String>)>,
+        _: Option<Duration>,
+    ) -> brisk_cache::Result<()> {
+        self.check()?;
+        self.entries.lock().unwrap().extend(entries);
+        Ok(())
+    }
+}
+
+impl brisk_cache::Remote<u64, Stamped<String>> for Switched {
+    async fn get_with_ttl(
+        &self,
+        key: &u64,
+    ) -> brisk_cache::Result<Option<brisk_cache::WithTtl<Stamped<String>>>> {
+        Ok(self.get(key).await?.map(|stamped| (stamped, None)))
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[u64],
+    ) -> brisk_cache::Result<Vec<Option<brisk_cache::WithTtl<Stamped<String>>>>> {
+        let found = self.get_many(keys).await?;
+        Ok(found
+            .into_iter()
+            .map(|hit| hit.map(|stamped| (stamped, None)))
+            .collect())
+    }
+}
+
+/// A replay task that ended with its runtime does not strand the queue: the next write, on
+/// another runtime, starts a new one.
+#[test]
+fn a_queue_left_by_a_runtime_that_shut_down_is_replayed_by_the_next() {
+    let remote = Switched::default();
+    let cache: Tiered<u64, String, Switched> = Tiered::builder()
+        .memory(MemoryCache::builder().max_entries(100).build().unwrap())
+        .remote(remote.clone())
+        .build()
+        .unwrap();
+    let runtime = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    runtime().block_on(async {
+        remote.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        cache.insert(9, "v1".into(), None).await.unwrap();
+        // The replay task runs, fails, and waits to try again when the runtime goes.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    });
+    // That runtime is gone, and its replay task with it.
+    remote
+        .down
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    runtime().block_on(async {
+        cache.insert(10, "ten".into(), None).await.unwrap();
+        for _ in 0..1000 {
+            if remote.value(9).is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(remote.value(9).as_deref(), Some("v1"));
+        assert_eq!(remote.value(10).as_deref(), Some("ten"));
+    });
+}
