@@ -523,6 +523,12 @@ where
         };
         self.metrics.failed_batches.increment();
         self.metrics.failed_rows.add(rows.len() as u64);
+        tracing::error!(
+            rows = rows.len(),
+            attempts,
+            panicked = matches!(cause, WriteFailure::Panicked(_)),
+            "brisk-cache: a write-behind batch failed after every retry; its rows did not reach the source"
+        );
         if let Some(callback) = &self.on_failure {
             let failed = FailedBatch {
                 rows,

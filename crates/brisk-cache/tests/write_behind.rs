@@ -185,6 +185,7 @@ async fn a_source_that_fails_n_times_then_succeeds_gets_every_row_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_source_down_longer_than_the_retries_hands_exactly_the_failed_rows_to_the_callback() {
+    let logs = brisk_testkit::LogCapture::this_thread();
     let registry = Registry::new();
     let table = Arc::new(Table::new());
     table.down.store(true, Ordering::SeqCst);
@@ -241,6 +242,13 @@ async fn a_source_down_longer_than_the_retries_hands_exactly_the_failed_rows_to_
         0
     );
     assert!(table.logged().is_empty());
+    assert!(
+        logs.lines()
+            .iter()
+            .any(|line| line.contains("write-behind batch failed") && line.contains("rows=9")),
+        "an operator sees the failure: {:?}",
+        logs.lines()
+    );
 
     // Back up: later rows land, and the callback hears of nothing more.
     table.down.store(false, Ordering::SeqCst);
