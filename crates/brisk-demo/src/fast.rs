@@ -28,7 +28,8 @@ use brisk_cache::{
 };
 use brisk_compress::tower::CompressionLayer;
 use brisk_metrics::{
-    Registry, process::ProcessCollector, runtime::RuntimeCollector, tower::PrometheusService,
+    Counter, Key, MetricKind, Recorder, Registry, process::ProcessCollector,
+    runtime::RuntimeCollector, tower::PrometheusService,
 };
 use brisk_stream::{Cursors, Encoder, KeyValue, Keyset, SortOrder};
 use serde::{Serialize, de::DeserializeOwned};
@@ -79,6 +80,8 @@ struct Fast {
     registry: Arc<Registry>,
     loader: Arc<Loader<Products>>,
     writer: Arc<WriteBatcher<Orders>>,
+    /// Cache removals that failed after their write committed (the write still succeeded).
+    invalidation_failures: brisk_metrics::Counter,
     products: Cached<i64, Option<Product>>,
     orders: Cached<i64, UserOrders>,
     /// Listing pages by the position they start after.
@@ -213,6 +216,7 @@ pub(crate) async fn router(target: Target, redis: Option<&str>) -> Result<Router
             .metrics(&*registry, "export")
             .build()
             .map_err(|error| error.to_string())?,
+        invalidation_failures: invalidation_failures(&registry, "orders")?,
         pool,
         registry: Arc::clone(&registry),
         loader: Arc::new(loader),
@@ -411,21 +415,183 @@ async fn export(State(fast): State<Fast>, Query(from): Query<ExportQuery>) -> Re
 /// Rows per export query: an export range (about 500 orders) is usually one.
 const EXPORT_PAGE: usize = 1000;
 
+/// The counter of cache removals that failed after a committed write, for cache `name`.
+fn invalidation_failures(registry: &Registry, name: &'static str) -> Result<Counter, String> {
+    const METRIC: &str = "brisk_demo_invalidation_failures_total";
+    registry.describe(
+        METRIC,
+        MetricKind::Counter,
+        "Cache removals that failed after their write committed (the write was still answered as done).",
+    );
+    let key = Key::new(METRIC)
+        .and_then(|key| key.with_label("name", name))
+        .map_err(|error| error.to_string())?;
+    Ok(registry.counter(&key))
+}
+
 /// Submitted to the write batcher (one INSERT for the orders placed within 2 ms); the
 /// user's cached order list is dropped once the order is written.
+///
+/// Answers 201 once the row is in, whatever the cache does after: a failed removal is
+/// logged and counted (`brisk_demo_invalidation_failures_total`), never an error, since a
+/// client that retried it would place the order twice. A write the database could not take
+/// (no connection, refused) wrote nothing: a 503 with `Retry-After`.
 async fn place(State(fast): State<Fast>, Json(order): Json<NewOrder>) -> Result<Response, Failure> {
     if !model::valid(&order) {
         return Ok(StatusCode::UNPROCESSABLE_ENTITY.into_response());
     }
     let user_id = order.user_id;
-    let id = fast
-        .writer
-        .submit(order)
-        .await
-        .map_err(|error| Failure::Cache(error.to_string()))?;
-    fast.orders
-        .remove(&user_id)
-        .await
-        .map_err(|error| Failure::Cache(error.to_string()))?;
+    let id = fast.writer.submit(order).await.map_err(|error| {
+        eprintln!("brisk-demo: POST /orders: {error}");
+        match error {
+            // The batch's INSERT failed or never ran: nothing of it was written.
+            brisk_batch::Error::Batch { .. } | brisk_batch::Error::Closed => {
+                Failure::Unavailable(server::NOT_PLACED)
+            }
+            // Whether it was written is unknown (the runtime stopped), or the writer broke
+            // its contract: not something a retry may safely follow.
+            other => Failure::Cache(other.to_string()),
+        }
+    })?;
+    if let Err(error) = fast.orders.remove(&user_id).await {
+        fast.invalidation_failures.increment();
+        eprintln!(
+            "brisk-demo: order {id} placed, but dropping user {user_id}'s cached orders failed: {error}"
+        );
+    }
     Ok((StatusCode::CREATED, Json(Placed { id })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::db::{self, Scale};
+
+    const TINY: Scale = Scale {
+        products: 100,
+        users: 20,
+        orders: 300,
+    };
+
+    /// A seeded SQLite file in `dir`.
+    fn seeded(dir: &tempfile::TempDir) -> Target {
+        let path = dir.path().join("tiny.sqlite");
+        db::prepare(&path, TINY).unwrap();
+        Target::Sqlite(path.display().to_string().into())
+    }
+
+    async fn sqlite(target: &Target) -> model::SqliteConnection {
+        let Target::Sqlite(path) = target else {
+            unreachable!("the tests seed SQLite")
+        };
+        let mut connection = model::SqliteConnection::establish(path).await.unwrap();
+        connection.batch_execute(db::PRAGMAS).await.unwrap();
+        connection
+    }
+
+    /// Status, `Retry-After`, body.
+    async fn call(
+        app: &Router,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, Option<String>, String) {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let retry = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .map(|value| value.to_str().unwrap().to_owned());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, retry, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Issue 29: the order was written, then dropping the user's cached list failed on the
+    /// dead Redis, and the client was told 500 (a retry would place it twice).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_order_placed_while_redis_is_down_is_created_once_and_answered_201() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = seeded(&dir);
+        let mut redis = tokio::task::spawn_blocking(brisk_testkit::RedisServer::start)
+            .await
+            .unwrap()
+            .unwrap();
+        let app = router(target.clone(), Some(&redis.url())).await.unwrap();
+        // The user's order list, cached in both levels.
+        assert_eq!(call(&app, "GET", "/users/3/orders", "").await.0, 200);
+        tokio::task::block_in_place(|| redis.kill());
+
+        let (status, _, body) = call(
+            &app,
+            "POST",
+            "/orders",
+            r#"{"user_id":3,"product_id":5,"quantity":7}"#,
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let id = serde_json::from_str::<Placed>(&body).unwrap().id;
+        let mut connection = sqlite(&target).await;
+        let placed = model::placed_after(model::Db::Sqlite(&mut connection), TINY.orders)
+            .await
+            .unwrap();
+        assert_eq!(placed.len(), 1, "{placed:?}");
+        assert_eq!(
+            (
+                placed[0].id,
+                placed[0].user_id,
+                placed[0].product_id,
+                placed[0].quantity
+            ),
+            (id, 3, 5, 7)
+        );
+        // The failed removal is counted where an operator looks.
+        let metrics = call(&app, "GET", "/metrics", "").await.2;
+        assert!(
+            metrics.contains("brisk_demo_invalidation_failures_total{name=\"orders\"} 1"),
+            "{metrics}"
+        );
+    }
+
+    /// A write the database refuses is a clear 503 the client may retry, not a 500; a bad
+    /// order stays a 422.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_order_the_database_refuses_is_a_503_with_retry_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = seeded(&dir);
+        let app = router(target.clone(), None).await.unwrap();
+        sqlite(&target)
+            .await
+            .batch_execute("DROP TABLE orders")
+            .await
+            .unwrap();
+        let (status, retry, body) = call(
+            &app,
+            "POST",
+            "/orders",
+            r#"{"user_id":3,"product_id":5,"quantity":7}"#,
+        )
+        .await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert!(body.starts_with("the order was not placed"), "{body}");
+        let bad = call(
+            &app,
+            "POST",
+            "/orders",
+            r#"{"user_id":3,"product_id":5,"quantity":0}"#,
+        )
+        .await;
+        assert_eq!(bad.0, 422);
+    }
 }

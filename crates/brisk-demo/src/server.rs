@@ -7,7 +7,7 @@ use axum::{
     Json, Router,
     http::{
         HeaderValue, StatusCode,
-        header::{CACHE_CONTROL, LINK},
+        header::{CACHE_CONTROL, LINK, RETRY_AFTER},
     },
     response::{IntoResponse, Response},
 };
@@ -16,10 +16,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::db::{CONNECTIONS, QUERIES};
 
-/// Why a request failed: answered 500 (or 503 for an exhausted pool) with the reason.
+/// Why a request failed, answered with one shape: a status and a short plain-text reason.
+/// What the database could not take right now (no connection, a write it refused) is a 503
+/// with `Retry-After` (the client may try again: nothing was written); a bug or an unexpected
+/// database answer to a read is a 500; a bad request a 4xx.
 #[derive(Debug)]
 pub(crate) enum Failure {
     Database(diesel::result::Error),
+    /// The database could not take a write: the reason the client reads (the cause is
+    /// logged).
+    Unavailable(&'static str),
     Connect(diesel::ConnectionError),
     Pool(String),
     Cache(String),
@@ -58,8 +64,9 @@ impl IntoResponse for Failure {
         let (status, message) = match self {
             Failure::Stream(error) => return error.into_response(),
             Failure::Database(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
-            Failure::Connect(error) => (StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
-            Failure::Pool(error) => (StatusCode::SERVICE_UNAVAILABLE, error),
+            Failure::Connect(error) => return unavailable(error.to_string()),
+            Failure::Pool(error) => return unavailable(error),
+            Failure::Unavailable(reason) => return unavailable(reason.to_owned()),
             Failure::Cache(error) => (StatusCode::INTERNAL_SERVER_ERROR, error),
             Failure::Missing => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -68,6 +75,23 @@ impl IntoResponse for Failure {
         };
         (status, message).into_response()
     }
+}
+
+/// The body of a 503 for an order the database could not take (nothing was written).
+pub(crate) const NOT_PLACED: &str =
+    "the order was not placed: the database could not take it; retry later";
+
+/// Seconds a client is asked to wait before retrying a 503.
+pub(crate) const RETRY_AFTER_SECONDS: &str = "1";
+
+/// A 503 saying why, with `Retry-After`.
+fn unavailable(message: String) -> Response {
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        [(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS))],
+        message,
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]
