@@ -42,13 +42,11 @@ struct Products {
 impl BatchLoad for Products {
     type Key = i64;
     type Value = Product;
-    type Error = String;
+    type Error = Failure;
 
-    async fn load(&self, ids: &[i64]) -> Result<Loaded<i64, Product, String>, String> {
-        let mut connection = self.pool.get().await.map_err(|error| error.to_string())?;
-        let found = model::products(connection.db(), ids)
-            .await
-            .map_err(|error| error.to_string())?;
+    async fn load(&self, ids: &[i64]) -> Result<Loaded<i64, Product, Failure>, Failure> {
+        let mut connection = self.pool.get().await?;
+        let found = model::products(connection.db(), ids).await?;
         Ok(found
             .into_iter()
             .map(|product| (product.id, product))
@@ -274,8 +272,38 @@ fn namespace(secret: &[u8]) -> String {
     format!("{:016x}", hasher.finish())
 }
 
-fn cache_failure<E: std::fmt::Display>(error: brisk_cache::Error<E>) -> Failure {
+/// A failed read through a cache, answered as the failure under it when the client should
+/// see that one (a 503 for a database that could not answer), else a 500.
+fn read_failure<E: Underlying + std::fmt::Display>(error: brisk_cache::Error<Arc<E>>) -> Failure {
+    if let brisk_cache::Error::Load { source, .. } = &error
+        && let Some(failure) = source.unavailable()
+    {
+        return failure;
+    }
     Failure::Cache(error.to_string())
+}
+
+/// What a load failed with, looked through for a database that could not answer.
+trait Underlying {
+    /// The 503 to answer, when the database could not answer.
+    fn unavailable(&self) -> Option<Failure>;
+}
+
+impl Underlying for Failure {
+    fn unavailable(&self) -> Option<Failure> {
+        match self {
+            Failure::Pool(error) => Some(Failure::Pool(error.clone())),
+            Failure::Connect(error) => Some(Failure::Pool(error.to_string())),
+            Failure::Unavailable(reason) => Some(Failure::Unavailable(reason)),
+            _ => None,
+        }
+    }
+}
+
+impl Underlying for brisk_batch::Error<Failure> {
+    fn unavailable(&self) -> Option<Failure> {
+        self.source_error().and_then(Underlying::unavailable)
+    }
 }
 
 async fn product(State(fast): State<Fast>, Path(id): Path<i64>) -> Result<Response, Failure> {
@@ -284,7 +312,7 @@ async fn product(State(fast): State<Fast>, Path(id): Path<i64>) -> Result<Respon
         .products
         .try_get_with(id, move || async move { loader.load(id).await })
         .await
-        .map_err(cache_failure)?;
+        .map_err(read_failure)?;
     Ok(match found {
         Some(product) => ([SHARED_MINUTE], Json(product)).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
@@ -321,7 +349,7 @@ async fn page(
             })
         })
         .await
-        .map_err(|error| Failure::Cache(error.to_string()))?;
+        .map_err(read_failure)?;
     Ok(server::listing(page, Some(SHARED_MINUTE.1)))
 }
 
@@ -354,7 +382,11 @@ async fn orders(
             let loaded = loader.load_many(missing.iter().copied()).await;
             let mut found = std::collections::HashMap::new();
             for (id, result) in missing.into_iter().zip(loaded) {
-                let product = result.map_err(|error| Failure::Cache(error.to_string()))?;
+                let product = result.map_err(|error| {
+                    error
+                        .unavailable()
+                        .unwrap_or_else(|| Failure::Cache(error.to_string()))
+                })?;
                 found.insert(id, product);
             }
             let orders = rows
@@ -372,7 +404,7 @@ async fn orders(
             Ok::<_, Failure>(UserOrders { user_id, orders })
         })
         .await
-        .map_err(|error| Failure::Cache(error.to_string()))?;
+        .map_err(read_failure)?;
     // One user's data, changed by their writes: no shared cache may keep it.
     Ok(([(CACHE_CONTROL, "private, no-cache")], Json(answer)))
 }
@@ -386,7 +418,7 @@ async fn top(State(fast): State<Fast>) -> Result<impl IntoResponse, Failure> {
             Ok::<_, Failure>(model::top(connection.db()).await?)
         })
         .await
-        .map_err(|error| Failure::Cache(error.to_string()))?;
+        .map_err(read_failure)?;
     Ok(([(CACHE_CONTROL, "public, max-age=5")], Json(top)))
 }
 
@@ -593,5 +625,33 @@ mod tests {
         )
         .await;
         assert_eq!(bad.0, 422);
+    }
+
+    /// A read the database cannot answer (it is down, the pool finds no connection) is a
+    /// 503 with `Retry-After`, not a 500.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_while_postgres_is_down_is_a_503_with_retry_after() {
+        let mut postgres = tokio::task::spawn_blocking(brisk_testkit::PostgresServer::start)
+            .await
+            .unwrap()
+            .unwrap();
+        let url = postgres.create_database("catalog").unwrap();
+        db::prepare_pg(&url, TINY).await.unwrap();
+        let app = router(Target::Pg(url.into()), None).await.unwrap();
+        assert_eq!(call(&app, "GET", "/products/1", "").await.0, 200);
+        tokio::task::block_in_place(|| postgres.kill());
+        for path in ["/products/2", "/users/4/orders", "/top-products"] {
+            let (status, retry, body) = call(&app, "GET", path, "").await;
+            assert_eq!((status, retry.as_deref()), (503, Some("1")), "{path}: {body}");
+        }
+        let (status, retry, body) = call(
+            &app,
+            "POST",
+            "/orders",
+            r#"{"user_id":3,"product_id":5,"quantity":7}"#,
+        )
+        .await;
+        assert_eq!((status, retry.as_deref()), (503, Some("1")), "{body}");
+        assert_eq!(body, server::NOT_PLACED);
     }
 }

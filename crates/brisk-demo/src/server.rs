@@ -35,6 +35,19 @@ pub(crate) enum Failure {
     Stream(brisk_stream::Error),
 }
 
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Database(error) => error.fmt(f),
+            Failure::Connect(error) => error.fmt(f),
+            Failure::Pool(error) | Failure::Cache(error) => f.write_str(error),
+            Failure::Unavailable(reason) => f.write_str(reason),
+            Failure::Missing => f.write_str("the database returned no row"),
+            Failure::Stream(error) => error.fmt(f),
+        }
+    }
+}
+
 impl From<brisk_stream::Error> for Failure {
     fn from(error: brisk_stream::Error) -> Self {
         Failure::Stream(error)
