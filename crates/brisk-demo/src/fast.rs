@@ -642,7 +642,11 @@ mod tests {
         tokio::task::block_in_place(|| postgres.kill());
         for path in ["/products/2", "/users/4/orders", "/top-products"] {
             let (status, retry, body) = call(&app, "GET", path, "").await;
-            assert_eq!((status, retry.as_deref()), (503, Some("1")), "{path}: {body}");
+            assert_eq!(
+                (status, retry.as_deref()),
+                (503, Some("1")),
+                "{path}: {body}"
+            );
         }
         let (status, retry, body) = call(
             &app,

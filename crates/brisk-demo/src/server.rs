@@ -159,6 +159,13 @@ pub(crate) struct Stats {
     pub(crate) connections: u64,
     pub(crate) cache_hits: u64,
     pub(crate) cache_misses: u64,
+    /// Redis operations of the caches that failed.
+    #[serde(default)]
+    pub(crate) l2_errors: u64,
+    /// When (ms since the Unix epoch) the first Redis operation after the last failure
+    /// succeeded; 0 if none failed.
+    #[serde(default)]
+    pub(crate) l2_recovered_at_ms: u64,
 }
 
 /// This process's counters; cache hits and misses from the brisk caches in `registry`.
@@ -178,6 +185,8 @@ pub(crate) fn stats(registry: Option<&Registry>) -> Stats {
         connections: CONNECTIONS.load(Ordering::Relaxed),
         cache_hits,
         cache_misses,
+        l2_errors: crate::level::L2_ERRORS.load(Ordering::Relaxed),
+        l2_recovered_at_ms: crate::level::L2_RECOVERED_AT.load(Ordering::Relaxed),
     }
 }
 
