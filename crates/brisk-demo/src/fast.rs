@@ -3,7 +3,13 @@
 //! loads single-flighted through brisk-dedup), brisk-compress on every response, and
 //! brisk-metrics at `/metrics`.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use crate::{
     backend::{Pool, Target},
@@ -461,6 +467,13 @@ fn invalidation_failures(registry: &Registry, name: &'static str) -> Result<Coun
     Ok(registry.counter(&key))
 }
 
+/// Counts one more of a repeated failure and says whether to log it (the first few, then at
+/// each power of two), with the count: an outage logs a few lines, not one per request.
+fn worth_logging(count: &AtomicU64) -> Option<u64> {
+    let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+    (n <= 3 || n.is_power_of_two()).then_some(n)
+}
+
 /// Submitted to the write batcher (one INSERT for the orders placed within 2 ms); the
 /// user's cached order list is dropped once the order is written.
 ///
@@ -474,7 +487,10 @@ async fn place(State(fast): State<Fast>, Json(order): Json<NewOrder>) -> Result<
     }
     let user_id = order.user_id;
     let id = fast.writer.submit(order).await.map_err(|error| {
-        eprintln!("brisk-demo: POST /orders: {error}");
+        static FAILED: AtomicU64 = AtomicU64::new(0);
+        if let Some(n) = worth_logging(&FAILED) {
+            eprintln!("brisk-demo: POST /orders failed ({n} so far): {error}");
+        }
         match error {
             // The batch's INSERT failed or never ran: nothing of it was written.
             brisk_batch::Error::Batch { .. } | brisk_batch::Error::Closed => {
@@ -487,9 +503,12 @@ async fn place(State(fast): State<Fast>, Json(order): Json<NewOrder>) -> Result<
     })?;
     if let Err(error) = fast.orders.remove(&user_id).await {
         fast.invalidation_failures.increment();
-        eprintln!(
-            "brisk-demo: order {id} placed, but dropping user {user_id}'s cached orders failed: {error}"
-        );
+        static FAILED: AtomicU64 = AtomicU64::new(0);
+        if let Some(n) = worth_logging(&FAILED) {
+            eprintln!(
+                "brisk-demo: order {id} placed, but dropping user {user_id}'s cached orders failed ({n} so far): {error}"
+            );
+        }
     }
     Ok((StatusCode::CREATED, Json(Placed { id })).into_response())
 }

@@ -98,7 +98,7 @@ async fn place(
     let ids = model::insert(connection.db(), std::slice::from_ref(&order), model::now())
         .await
         .map_err(|error| {
-            eprintln!("brisk-demo: POST /orders: {error}");
+            eprintln!("brisk-demo: POST /orders (naive): {error}");
             Failure::Unavailable(server::NOT_PLACED)
         })?;
     let id = ids.first().copied().ok_or(Failure::Missing)?;
