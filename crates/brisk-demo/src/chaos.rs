@@ -182,7 +182,7 @@ pub(crate) const EXPECTATIONS: &[Expect] = {
 };
 
 /// One request as the client saw it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Seen {
     endpoint: usize,
     /// Since the run's start, ms.
@@ -190,6 +190,8 @@ struct Seen {
     ended: f64,
     /// 0: no answer.
     status: u16,
+    /// The start of a failure's answer (or why there was none).
+    said: Option<Box<str>>,
 }
 
 impl Seen {
@@ -319,16 +321,27 @@ pub(crate) async fn run(short: bool, out: Option<PathBuf>) -> Result<(), String>
                     )
                     .await;
                     let ended = ms();
-                    let (status, body) = match answer {
-                        Ok(Ok(answer)) => (answer.status, answer.body),
-                        _ => (0, Default::default()),
+                    let (status, body, said) = match answer {
+                        Ok(Ok(answer)) => (answer.status, answer.body, None),
+                        Ok(Err(error)) => (0, Default::default(), Some(error)),
+                        Err(_) => (
+                            0,
+                            Default::default(),
+                            Some("the client's timeout".to_owned()),
+                        ),
                     };
-                    mine.push(Seen {
+                    let mut seen = Seen {
                         endpoint,
                         started,
                         ended,
                         status,
-                    });
+                        said: said.map(String::into_boxed_str),
+                    };
+                    if seen.failed() && seen.said.is_none() {
+                        let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
+                        seen.said = Some(text.into_owned().into_boxed_str());
+                    }
+                    mine.push(seen);
                     if let Some(triple) = order {
                         let id = (status == 201)
                             .then(|| serde_json::from_slice::<model::Placed>(&body).ok())
@@ -569,11 +582,26 @@ struct Report {
 }
 
 impl Report {
-    /// The requests started within `span`.
+    /// The requests of `span`: those started within it, except that a request still in
+    /// flight when a server was killed belongs to the outage, not to the phase before it.
     fn within<'a>(&'a self, span: &'a Span) -> impl Iterator<Item = &'a Seen> + 'a {
-        self.seen
-            .iter()
-            .filter(move |seen| seen.started >= span.from && seen.started < span.to)
+        let outage = (span.phase == Phase::Outage).then(|| {
+            self.span(span.fault, Phase::Before)
+                .map_or(span.from, |before| before.from)
+        });
+        self.seen.iter().filter(move |seen| {
+            let started_within = seen.started >= span.from && seen.started < span.to;
+            match span.phase {
+                Phase::Before => started_within && seen.ended < span.to,
+                Phase::Outage => {
+                    started_within
+                        || (seen.started >= outage.unwrap_or(span.from)
+                            && seen.started < span.from
+                            && seen.ended >= span.from)
+                }
+                Phase::After => started_within,
+            }
+        })
     }
 
     fn span(&self, fault: Fault, phase: Phase) -> Option<&Span> {
@@ -655,8 +683,8 @@ impl Report {
              {CLIENTS} clients in a loop over HTTP on loopback (40 % product reads, 30 % a user's order list, \
              20 % top products, 10 % `POST /orders`). In one run: Redis killed (SIGKILL) and restarted, \
              then PostgreSQL (immediate shutdown, then crash recovery), then both; each fault {} s before, \
-             {} s down, {} s after. A request belongs to the phase it started in; a failure is any answer ≥ 400 \
-             but 404, or none within {} s.\n\n",
+             {} s down, {} s after. A request belongs to the phase it started in, except that one in flight when a server \
+             was killed belongs to the outage; a failure is any answer ≥ 400 but 404, or none within {} s.\n\n",
             if self.short { " -- --short" } else { "" },
             today(),
             crate::machine(),
@@ -755,6 +783,29 @@ impl Report {
         if let Some(plot) = plot {
             out.push_str(&format!("![Requests and failures per second]({plot})\n\n"));
         }
+        let mut examples: BTreeMap<(usize, u16), (&str, u64)> = BTreeMap::new();
+        for seen in self.seen.iter().filter(|seen| seen.failed()) {
+            let entry = examples
+                .entry((seen.endpoint, seen.status))
+                .or_insert((seen.said.as_deref().unwrap_or(""), 0));
+            entry.1 += 1;
+        }
+        if !examples.is_empty() {
+            out.push_str("What the failures said (the first of each endpoint and status):\n\n");
+            for ((endpoint, status), (said, n)) in examples {
+                out.push_str(&format!(
+                    "- {} {} (× {n}): `{}`\n",
+                    short_name(endpoint),
+                    if status == 0 {
+                        "no answer".to_owned()
+                    } else {
+                        status.to_string()
+                    },
+                    said.replace('`', "'").replace('\n', " ")
+                ));
+            }
+            out.push('\n');
+        }
         out.push_str(
             "## Expectations\n\nCounts only, never timings (`EXPECTATIONS` in crates/brisk-demo/src/chaos.rs); \
              the CI step (`cargo xtask ci`, `chaos --short`) fails when one does not hold.\n\n\
@@ -852,5 +903,53 @@ mod tests {
             ),
             (3, 1, 1, 2)
         );
+    }
+
+    #[test]
+    fn a_request_in_flight_at_a_kill_counts_in_the_outage() {
+        let span = |phase, from, to| Span {
+            fault: Fault::Postgres,
+            phase,
+            from,
+            to,
+            rss: None,
+        };
+        let seen = |started, ended, status| Seen {
+            endpoint: 1,
+            started,
+            ended,
+            status,
+            said: None,
+        };
+        let report = Report {
+            short: true,
+            scale: Scale::SMOKE,
+            durations: Durations::SHORT,
+            // Before 0–100 ms, killed 100–200, after 200–300.
+            seen: vec![
+                seen(10.0, 20.0, 200),
+                seen(90.0, 150.0, 500),
+                seen(150.0, 250.0, 503),
+                seen(250.0, 260.0, 200),
+            ],
+            spans: vec![
+                span(Phase::Before, 0.0, 100.0),
+                span(Phase::Outage, 100.0, 200.0),
+                span(Phase::After, 200.0, 300.0),
+            ],
+            restarts: Vec::new(),
+            writes: Writes::default(),
+        };
+        let count = |phase| {
+            let span = report.span(Fault::Postgres, phase).unwrap();
+            (
+                report.within(span).count(),
+                report.measure(span, Count::FailedReads),
+                report.measure(span, Count::Status500),
+            )
+        };
+        assert_eq!(count(Phase::Before), (1, 0, 0));
+        assert_eq!(count(Phase::Outage), (2, 2, 1));
+        assert_eq!(count(Phase::After), (1, 0, 0));
     }
 }
