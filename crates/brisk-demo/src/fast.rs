@@ -286,7 +286,10 @@ fn read_failure<E: Underlying + std::fmt::Display>(error: brisk_cache::Error<Arc
     {
         return failure;
     }
-    Failure::Cache(error.to_string())
+    match &error {
+        brisk_cache::Error::Load { source, .. } => Failure::Cache(format!("{error}: {source}")),
+        _ => Failure::Cache(error.to_string()),
+    }
 }
 
 /// What a load failed with, looked through for a database that could not answer.
@@ -301,6 +304,9 @@ impl Underlying for Failure {
             Failure::Pool(error) => Some(Failure::Pool(error.clone())),
             Failure::Connect(error) => Some(Failure::Pool(error.to_string())),
             Failure::Unavailable(reason) => Some(Failure::Unavailable(reason)),
+            lost if lost.connection_lost() => Some(Failure::Pool(format!(
+                "the database connection was lost: {lost}"
+            ))),
             _ => None,
         }
     }
@@ -676,5 +682,38 @@ mod tests {
         .await;
         assert_eq!((status, retry.as_deref()), (503, Some("1")), "{body}");
         assert_eq!(body, server::NOT_PLACED);
+    }
+
+    /// Issue 29's "11 answered 500 with no clear cause": a query in flight when PostgreSQL
+    /// went down failed on its lost connection, and the answer was a bare 500.
+    #[tokio::test]
+    async fn a_read_whose_connection_was_lost_is_a_503_and_a_500_names_its_cause() {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let lost = || {
+            Failure::Database(Error::DatabaseError(
+                DatabaseErrorKind::UnableToSendCommand,
+                Box::new("connection closed".to_owned()),
+            ))
+        };
+        let answer = |failure: Failure| async move {
+            let response = failure.into_response();
+            let status = response.status().as_u16();
+            let retry = response.headers().get(http::header::RETRY_AFTER).cloned();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, retry, String::from_utf8_lossy(&body).into_owned())
+        };
+        let load = |failure: Failure| brisk_cache::Error::Load {
+            key: "202".to_owned(),
+            source: Arc::new(failure),
+        };
+        let (status, retry, body) = answer(read_failure(load(lost()))).await;
+        assert_eq!((status, retry.is_some()), (503, true), "{body}");
+        assert!(body.contains("connection closed"), "{body}");
+        let (status, _, body) = answer(lost()).await;
+        assert_eq!(status, 503, "{body}");
+        // Any other failure under a load: a 500 that says what failed.
+        let (status, _, body) = answer(read_failure(load(Failure::Missing))).await;
+        assert_eq!(status, 500);
+        assert!(body.contains("the database returned no row"), "{body}");
     }
 }

@@ -72,10 +72,28 @@ impl From<brisk_pool::Error> for Failure {
     }
 }
 
+impl Failure {
+    /// Whether this is a query whose connection was lost (the database went down under it):
+    /// nothing to fix in the request, and a retry may succeed.
+    pub(crate) fn connection_lost(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        matches!(
+            self,
+            Failure::Database(Error::DatabaseError(
+                DatabaseErrorKind::UnableToSendCommand | DatabaseErrorKind::ClosedConnection,
+                _
+            ))
+        )
+    }
+}
+
 impl IntoResponse for Failure {
     fn into_response(self) -> Response {
         let (status, message) = match self {
             Failure::Stream(error) => return error.into_response(),
+            lost if lost.connection_lost() => {
+                return unavailable(format!("the database connection was lost: {lost}"));
+            }
             Failure::Database(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
             Failure::Connect(error) => return unavailable(error.to_string()),
             Failure::Pool(error) => return unavailable(error),
