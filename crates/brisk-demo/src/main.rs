@@ -857,6 +857,34 @@ mod tests {
         }
     }
 
+    #[test]
+    fn the_chaos_timeline_draws_both_rates_and_shades_each_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reliability.svg");
+        let points: Vec<(f64, f64, f64)> = (0..200)
+            .map(|n| {
+                let down = (50..80).contains(&n);
+                let t = f64::from(n) * 0.5;
+                (
+                    t,
+                    if down { 10.0 } else { 5000.0 },
+                    if down { 3.0 } else { 0.0 },
+                )
+            })
+            .collect();
+        let outages = [(25.0, 40.0, "Redis killed".to_owned())];
+        plot::timeline(&path, &points, &outages).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.contains("Redis killed") && svg.contains("failures/s"));
+        for color in ["#0000FF", "#FF0000"] {
+            assert!(
+                svg.lines()
+                    .any(|line| line.contains("<polyline") && line.contains(color)),
+                "a line in {color}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn one_insert_gives_each_of_several_equal_orders_its_own_id() {
         use diesel_async::{AsyncConnection, SimpleAsyncConnection};

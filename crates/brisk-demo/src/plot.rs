@@ -54,7 +54,8 @@ pub(crate) fn latency(path: &Path, naive: &[u32], brisk: &[u32]) -> Result<(), S
 }
 
 /// Writes the chaos run's timeline to `path`: requests and failures per second (`points`:
-/// time in s, requests/s, failures/s), with each outage (`outages`: from, to, name) shaded.
+/// time in s, requests/s, failures/s) on a log scale (none is drawn at its floor, 0.5), with
+/// each outage (`outages`: from, to, name) shaded.
 pub(crate) fn timeline(
     path: &Path,
     points: &[(f64, f64, f64)],
@@ -65,18 +66,19 @@ pub(crate) fn timeline(
         .iter()
         .map(|point| point.1.max(point.2))
         .fold(1.0f64, f64::max)
-        * 1.15;
+        * 3.0;
+    const FLOOR: f64 = 0.5;
     let root = SVGBackend::new(path, (1000, 420)).into_drawing_area();
     root.fill(&WHITE).map_err(|error| error.to_string())?;
     let mut chart = ChartBuilder::on(&root)
         .caption(
-            "requests and failures per second (shaded: a server down)",
+            "requests and failures per second, log scale (shaded: a server down)",
             ("sans-serif", 20),
         )
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0f64..end, 0f64..top)
+        .build_cartesian_2d(0f64..end, (FLOOR..top).log_scale())
         .map_err(|error| error.to_string())?;
     chart
         .configure_mesh()
@@ -93,9 +95,11 @@ pub(crate) fn timeline(
         }))
         .map_err(|error| error.to_string())?;
     chart
-        .draw_series(outages.iter().map(|(from, _, name)| {
-            Text::new(name.clone(), (*from, top * 0.97), ("sans-serif", 13))
-        }))
+        .draw_series(
+            outages.iter().map(|(from, _, name)| {
+                Text::new(name.clone(), (*from, top * 0.8), ("sans-serif", 13))
+            }),
+        )
         .map_err(|error| error.to_string())?;
     let series = [
         (
