@@ -304,9 +304,7 @@ impl Underlying for Failure {
             Failure::Pool(error) => Some(Failure::Pool(error.clone())),
             Failure::Connect(error) => Some(Failure::Pool(error.to_string())),
             Failure::Unavailable(reason) => Some(Failure::Unavailable(reason)),
-            lost if lost.connection_lost() => Some(Failure::Pool(format!(
-                "the database connection was lost: {lost}"
-            ))),
+            lost if lost.connection_lost() => Some(Failure::Unavailable(server::DATABASE_LOST)),
             _ => None,
         }
     }
@@ -708,7 +706,7 @@ mod tests {
         };
         let (status, retry, body) = answer(read_failure(load(lost()))).await;
         assert_eq!((status, retry.is_some()), (503, true), "{body}");
-        assert!(body.contains("connection closed"), "{body}");
+        assert_eq!(body, server::DATABASE_LOST);
         let (status, _, body) = answer(lost()).await;
         assert_eq!(status, 503, "{body}");
         // Any other failure under a load: a 500 that says what failed.

@@ -1,7 +1,7 @@
 //! What both variants' servers share: errors as responses, query parameters, the counters
 //! the load generator reads back, and serving on a loopback port.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::{
     Json, Router,
@@ -92,12 +92,13 @@ impl IntoResponse for Failure {
         let (status, message) = match self {
             Failure::Stream(error) => return error.into_response(),
             lost if lost.connection_lost() => {
-                return unavailable(format!("the database connection was lost: {lost}"));
+                return unavailable(DATABASE_LOST, &lost);
             }
             Failure::Database(error) => (StatusCode::INTERNAL_SERVER_ERROR, error.to_string()),
-            Failure::Connect(error) => return unavailable(error.to_string()),
-            Failure::Pool(error) => return unavailable(error),
-            Failure::Unavailable(reason) => return unavailable(reason.to_owned()),
+            Failure::Connect(_) | Failure::Pool(_) => {
+                return unavailable(DATABASE_UNAVAILABLE, &self);
+            }
+            Failure::Unavailable(reason) => return unavailable(reason, &self),
             Failure::Cache(error) => (StatusCode::INTERNAL_SERVER_ERROR, error),
             Failure::Missing => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -115,12 +116,24 @@ pub(crate) const NOT_PLACED: &str =
 /// Seconds a client is asked to wait before retrying a 503.
 pub(crate) const RETRY_AFTER_SECONDS: &str = "1";
 
-/// A 503 saying why, with `Retry-After`.
-fn unavailable(message: String) -> Response {
+/// The body of a 503 when no connection could be had.
+pub(crate) const DATABASE_UNAVAILABLE: &str = "the database is unavailable; retry later";
+/// The body of a 503 when the connection was lost under the query.
+pub(crate) const DATABASE_LOST: &str = "the database connection was lost; retry later";
+
+/// A 503 with `Retry-After` and a short reason (`body`: the database's address and the
+/// driver's words are for the log, not the client); `cause` is logged, the first few and
+/// then at each power of two, so an outage logs a few lines rather than one per request.
+fn unavailable(body: &'static str, cause: &Failure) -> Response {
+    static SEEN: AtomicU64 = AtomicU64::new(0);
+    let n = SEEN.fetch_add(1, Ordering::Relaxed) + 1;
+    if n <= 3 || n.is_power_of_two() {
+        eprintln!("brisk-demo: answered 503 ({n} so far): {cause}");
+    }
     (
         StatusCode::SERVICE_UNAVAILABLE,
         [(RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECONDS))],
-        message,
+        body,
     )
         .into_response()
 }
