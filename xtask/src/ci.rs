@@ -6,6 +6,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use serde_json::Value;
 
 use crate::{
+    chaos,
     cmd::{self, Cmd},
     demo, fuzz, setup, test,
 };
@@ -24,6 +25,7 @@ const STEPS: &[Step] = &[
     ("facade features", facade_features),
     ("fuzz smoke", fuzz::smoke),
     ("demo smoke", demo::smoke),
+    ("chaos --short", chaos::short),
 ];
 
 pub(crate) fn run() -> Result<()> {

@@ -3,7 +3,13 @@
 //! loads single-flighted through brisk-dedup), brisk-compress on every response, and
 //! brisk-metrics at `/metrics`.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
 
 use crate::{
     backend::{Pool, Target},
@@ -28,7 +34,8 @@ use brisk_cache::{
 };
 use brisk_compress::tower::CompressionLayer;
 use brisk_metrics::{
-    Registry, process::ProcessCollector, runtime::RuntimeCollector, tower::PrometheusService,
+    Counter, Key, MetricKind, Recorder, Registry, process::ProcessCollector,
+    runtime::RuntimeCollector, tower::PrometheusService,
 };
 use brisk_stream::{Cursors, Encoder, KeyValue, Keyset, SortOrder};
 use serde::{Serialize, de::DeserializeOwned};
@@ -41,13 +48,11 @@ struct Products {
 impl BatchLoad for Products {
     type Key = i64;
     type Value = Product;
-    type Error = String;
+    type Error = Failure;
 
-    async fn load(&self, ids: &[i64]) -> Result<Loaded<i64, Product, String>, String> {
-        let mut connection = self.pool.get().await.map_err(|error| error.to_string())?;
-        let found = model::products(connection.db(), ids)
-            .await
-            .map_err(|error| error.to_string())?;
+    async fn load(&self, ids: &[i64]) -> Result<Loaded<i64, Product, Failure>, Failure> {
+        let mut connection = self.pool.get().await?;
+        let found = model::products(connection.db(), ids).await?;
         Ok(found
             .into_iter()
             .map(|product| (product.id, product))
@@ -79,6 +84,8 @@ struct Fast {
     registry: Arc<Registry>,
     loader: Arc<Loader<Products>>,
     writer: Arc<WriteBatcher<Orders>>,
+    /// Cache removals that failed after their write committed (the write still succeeded).
+    invalidation_failures: brisk_metrics::Counter,
     products: Cached<i64, Option<Product>>,
     orders: Cached<i64, UserOrders>,
     /// Listing pages by the position they start after.
@@ -213,6 +220,7 @@ pub(crate) async fn router(target: Target, redis: Option<&str>) -> Result<Router
             .metrics(&*registry, "export")
             .build()
             .map_err(|error| error.to_string())?,
+        invalidation_failures: invalidation_failures(&registry, "orders")?,
         pool,
         registry: Arc::clone(&registry),
         loader: Arc::new(loader),
@@ -270,8 +278,42 @@ fn namespace(secret: &[u8]) -> String {
     format!("{:016x}", hasher.finish())
 }
 
-fn cache_failure<E: std::fmt::Display>(error: brisk_cache::Error<E>) -> Failure {
-    Failure::Cache(error.to_string())
+/// A failed read through a cache, answered as the failure under it when the client should
+/// see that one (a 503 for a database that could not answer), else a 500.
+fn read_failure<E: Underlying + std::fmt::Display>(error: brisk_cache::Error<Arc<E>>) -> Failure {
+    if let brisk_cache::Error::Load { source, .. } = &error
+        && let Some(failure) = source.unavailable()
+    {
+        return failure;
+    }
+    match &error {
+        brisk_cache::Error::Load { source, .. } => Failure::Cache(format!("{error}: {source}")),
+        _ => Failure::Cache(error.to_string()),
+    }
+}
+
+/// What a load failed with, looked through for a database that could not answer.
+trait Underlying {
+    /// The 503 to answer, when the database could not answer.
+    fn unavailable(&self) -> Option<Failure>;
+}
+
+impl Underlying for Failure {
+    fn unavailable(&self) -> Option<Failure> {
+        match self {
+            Failure::Pool(error) => Some(Failure::Pool(error.clone())),
+            Failure::Connect(error) => Some(Failure::Pool(error.to_string())),
+            Failure::Unavailable(reason) => Some(Failure::Unavailable(reason)),
+            lost if lost.connection_lost() => Some(Failure::Unavailable(server::DATABASE_LOST)),
+            _ => None,
+        }
+    }
+}
+
+impl Underlying for brisk_batch::Error<Failure> {
+    fn unavailable(&self) -> Option<Failure> {
+        self.source_error().and_then(Underlying::unavailable)
+    }
 }
 
 async fn product(State(fast): State<Fast>, Path(id): Path<i64>) -> Result<Response, Failure> {
@@ -280,7 +322,7 @@ async fn product(State(fast): State<Fast>, Path(id): Path<i64>) -> Result<Respon
         .products
         .try_get_with(id, move || async move { loader.load(id).await })
         .await
-        .map_err(cache_failure)?;
+        .map_err(read_failure)?;
     Ok(match found {
         Some(product) => ([SHARED_MINUTE], Json(product)).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
@@ -317,7 +359,7 @@ async fn page(
             })
         })
         .await
-        .map_err(|error| Failure::Cache(error.to_string()))?;
+        .map_err(read_failure)?;
     Ok(server::listing(page, Some(SHARED_MINUTE.1)))
 }
 
@@ -350,7 +392,11 @@ async fn orders(
             let loaded = loader.load_many(missing.iter().copied()).await;
             let mut found = std::collections::HashMap::new();
             for (id, result) in missing.into_iter().zip(loaded) {
-                let product = result.map_err(|error| Failure::Cache(error.to_string()))?;
+                let product = result.map_err(|error| {
+                    error
+                        .unavailable()
+                        .unwrap_or_else(|| Failure::Cache(error.to_string()))
+                })?;
                 found.insert(id, product);
             }
             let orders = rows
@@ -368,7 +414,7 @@ async fn orders(
             Ok::<_, Failure>(UserOrders { user_id, orders })
         })
         .await
-        .map_err(|error| Failure::Cache(error.to_string()))?;
+        .map_err(read_failure)?;
     // One user's data, changed by their writes: no shared cache may keep it.
     Ok(([(CACHE_CONTROL, "private, no-cache")], Json(answer)))
 }
@@ -382,7 +428,7 @@ async fn top(State(fast): State<Fast>) -> Result<impl IntoResponse, Failure> {
             Ok::<_, Failure>(model::top(connection.db()).await?)
         })
         .await
-        .map_err(|error| Failure::Cache(error.to_string()))?;
+        .map_err(read_failure)?;
     Ok(([(CACHE_CONTROL, "public, max-age=5")], Json(top)))
 }
 
@@ -411,21 +457,261 @@ async fn export(State(fast): State<Fast>, Query(from): Query<ExportQuery>) -> Re
 /// Rows per export query: an export range (about 500 orders) is usually one.
 const EXPORT_PAGE: usize = 1000;
 
+/// The counter of cache removals that failed after a committed write, for cache `name`.
+fn invalidation_failures(registry: &Registry, name: &'static str) -> Result<Counter, String> {
+    const METRIC: &str = "brisk_demo_invalidation_failures_total";
+    registry.describe(
+        METRIC,
+        MetricKind::Counter,
+        "Cache removals that failed after their write committed (the write was still answered as done).",
+    );
+    let key = Key::new(METRIC)
+        .and_then(|key| key.with_label("name", name))
+        .map_err(|error| error.to_string())?;
+    Ok(registry.counter(&key))
+}
+
+/// Counts one more of a repeated failure and says whether to log it (the first few, then at
+/// each power of two), with the count: an outage logs a few lines, not one per request.
+fn worth_logging(count: &AtomicU64) -> Option<u64> {
+    let n = count.fetch_add(1, Ordering::Relaxed) + 1;
+    (n <= 3 || n.is_power_of_two()).then_some(n)
+}
+
 /// Submitted to the write batcher (one INSERT for the orders placed within 2 ms); the
 /// user's cached order list is dropped once the order is written.
+///
+/// Answers 201 once the row is in, whatever the cache does after: a failed removal is
+/// logged and counted (`brisk_demo_invalidation_failures_total`), never an error, since a
+/// client that retried it would place the order twice. A write the database could not take
+/// (no connection, refused) wrote nothing: a 503 with `Retry-After`.
 async fn place(State(fast): State<Fast>, Json(order): Json<NewOrder>) -> Result<Response, Failure> {
     if !model::valid(&order) {
         return Ok(StatusCode::UNPROCESSABLE_ENTITY.into_response());
     }
     let user_id = order.user_id;
-    let id = fast
-        .writer
-        .submit(order)
-        .await
-        .map_err(|error| Failure::Cache(error.to_string()))?;
-    fast.orders
-        .remove(&user_id)
-        .await
-        .map_err(|error| Failure::Cache(error.to_string()))?;
+    let id = fast.writer.submit(order).await.map_err(|error| {
+        static FAILED: AtomicU64 = AtomicU64::new(0);
+        if let Some(n) = worth_logging(&FAILED) {
+            eprintln!("brisk-demo: POST /orders failed ({n} so far): {error}");
+        }
+        match error {
+            // The batch's INSERT failed or never ran: nothing of it was written.
+            brisk_batch::Error::Batch { .. } | brisk_batch::Error::Closed => {
+                Failure::Unavailable(server::NOT_PLACED)
+            }
+            // Whether it was written is unknown (the runtime stopped), or the writer broke
+            // its contract: not something a retry may safely follow.
+            other => Failure::Cache(other.to_string()),
+        }
+    })?;
+    if let Err(error) = fast.orders.remove(&user_id).await {
+        fast.invalidation_failures.increment();
+        static FAILED: AtomicU64 = AtomicU64::new(0);
+        if let Some(n) = worth_logging(&FAILED) {
+            eprintln!(
+                "brisk-demo: order {id} placed, but dropping user {user_id}'s cached orders failed ({n} so far): {error}"
+            );
+        }
+    }
     Ok((StatusCode::CREATED, Json(Placed { id })).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use diesel_async::{AsyncConnection, SimpleAsyncConnection};
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::db::{self, Scale};
+
+    const TINY: Scale = Scale {
+        products: 100,
+        users: 20,
+        orders: 300,
+    };
+
+    /// A seeded SQLite file in `dir`.
+    fn seeded(dir: &tempfile::TempDir) -> Target {
+        let path = dir.path().join("tiny.sqlite");
+        db::prepare(&path, TINY).unwrap();
+        Target::Sqlite(path.display().to_string().into())
+    }
+
+    async fn sqlite(target: &Target) -> model::SqliteConnection {
+        let Target::Sqlite(path) = target else {
+            unreachable!("the tests seed SQLite")
+        };
+        let mut connection = model::SqliteConnection::establish(path).await.unwrap();
+        connection.batch_execute(db::PRAGMAS).await.unwrap();
+        connection
+    }
+
+    /// Status, `Retry-After`, body.
+    async fn call(
+        app: &Router,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (u16, Option<String>, String) {
+        let request = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        let status = response.status().as_u16();
+        let retry = response
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .map(|value| value.to_str().unwrap().to_owned());
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, retry, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Issue 29: the order was written, then dropping the user's cached list failed on the
+    /// dead Redis, and the client was told 500 (a retry would place it twice).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_order_placed_while_redis_is_down_is_created_once_and_answered_201() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = seeded(&dir);
+        let mut redis = tokio::task::spawn_blocking(brisk_testkit::RedisServer::start)
+            .await
+            .unwrap()
+            .unwrap();
+        let app = router(target.clone(), Some(&redis.url())).await.unwrap();
+        // The user's order list, cached in both levels.
+        assert_eq!(call(&app, "GET", "/users/3/orders", "").await.0, 200);
+        tokio::task::block_in_place(|| redis.kill());
+
+        let (status, _, body) = call(
+            &app,
+            "POST",
+            "/orders",
+            r#"{"user_id":3,"product_id":5,"quantity":7}"#,
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        let id = serde_json::from_str::<Placed>(&body).unwrap().id;
+        let mut connection = sqlite(&target).await;
+        let placed = model::placed_after(model::Db::Sqlite(&mut connection), TINY.orders)
+            .await
+            .unwrap();
+        assert_eq!(placed.len(), 1, "{placed:?}");
+        assert_eq!(
+            (
+                placed[0].id,
+                placed[0].user_id,
+                placed[0].product_id,
+                placed[0].quantity
+            ),
+            (id, 3, 5, 7)
+        );
+        // The failed removal is counted where an operator looks.
+        let metrics = call(&app, "GET", "/metrics", "").await.2;
+        assert!(
+            metrics.contains("brisk_demo_invalidation_failures_total{name=\"orders\"} 1"),
+            "{metrics}"
+        );
+    }
+
+    /// A write the database refuses is a clear 503 the client may retry, not a 500; a bad
+    /// order stays a 422.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_order_the_database_refuses_is_a_503_with_retry_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = seeded(&dir);
+        let app = router(target.clone(), None).await.unwrap();
+        sqlite(&target)
+            .await
+            .batch_execute("DROP TABLE orders")
+            .await
+            .unwrap();
+        let (status, retry, body) = call(
+            &app,
+            "POST",
+            "/orders",
+            r#"{"user_id":3,"product_id":5,"quantity":7}"#,
+        )
+        .await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(retry.as_deref(), Some("1"));
+        assert!(body.starts_with("the order was not placed"), "{body}");
+        let bad = call(
+            &app,
+            "POST",
+            "/orders",
+            r#"{"user_id":3,"product_id":5,"quantity":0}"#,
+        )
+        .await;
+        assert_eq!(bad.0, 422);
+    }
+
+    /// A read the database cannot answer (it is down, the pool finds no connection) is a
+    /// 503 with `Retry-After`, not a 500.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_read_while_postgres_is_down_is_a_503_with_retry_after() {
+        let mut postgres = tokio::task::spawn_blocking(brisk_testkit::PostgresServer::start)
+            .await
+            .unwrap()
+            .unwrap();
+        let url = postgres.create_database("catalog").unwrap();
+        db::prepare_pg(&url, TINY).await.unwrap();
+        let app = router(Target::Pg(url.into()), None).await.unwrap();
+        assert_eq!(call(&app, "GET", "/products/1", "").await.0, 200);
+        tokio::task::block_in_place(|| postgres.kill());
+        for path in ["/products/2", "/users/4/orders", "/top-products"] {
+            let (status, retry, body) = call(&app, "GET", path, "").await;
+            assert_eq!(
+                (status, retry.as_deref()),
+                (503, Some("1")),
+                "{path}: {body}"
+            );
+        }
+        let (status, retry, body) = call(
+            &app,
+            "POST",
+            "/orders",
+            r#"{"user_id":3,"product_id":5,"quantity":7}"#,
+        )
+        .await;
+        assert_eq!((status, retry.as_deref()), (503, Some("1")), "{body}");
+        assert_eq!(body, server::NOT_PLACED);
+    }
+
+    /// Issue 29's "11 answered 500 with no clear cause": a query in flight when PostgreSQL
+    /// went down failed on its lost connection, and the answer was a bare 500.
+    #[tokio::test]
+    async fn a_read_whose_connection_was_lost_is_a_503_and_a_500_names_its_cause() {
+        use diesel::result::{DatabaseErrorKind, Error};
+        let lost = || {
+            Failure::Database(Error::DatabaseError(
+                DatabaseErrorKind::UnableToSendCommand,
+                Box::new("connection closed".to_owned()),
+            ))
+        };
+        let answer = |failure: Failure| async move {
+            let response = failure.into_response();
+            let status = response.status().as_u16();
+            let retry = response.headers().get(http::header::RETRY_AFTER).cloned();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, retry, String::from_utf8_lossy(&body).into_owned())
+        };
+        let load = |failure: Failure| brisk_cache::Error::Load {
+            key: "202".to_owned(),
+            source: Arc::new(failure),
+        };
+        let (status, retry, body) = answer(read_failure(load(lost()))).await;
+        assert_eq!((status, retry.is_some()), (503, true), "{body}");
+        assert_eq!(body, server::DATABASE_LOST);
+        let (status, _, body) = answer(lost()).await;
+        assert_eq!(status, 503, "{body}");
+        // Any other failure under a load: a 500 that says what failed.
+        let (status, _, body) = answer(read_failure(load(Failure::Missing))).await;
+        assert_eq!(status, 500);
+        assert!(body.contains("the database returned no row"), "{body}");
+    }
 }

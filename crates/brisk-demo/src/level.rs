@@ -1,11 +1,47 @@
 //! The brisk variant's second cache level: Redis when the run has one (`--services`,
 //! `--redis-url`), else none. One type for both, so the variant's caches have one type.
 
-use std::time::Duration;
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use brisk_cache::{Cache, Remote, Result, Stamped, WithTtl, redis::RedisCache};
 use redis::aio::ConnectionManager;
 use serde::{Serialize, de::DeserializeOwned};
+
+/// Redis operations that failed, in this process.
+pub(crate) static L2_ERRORS: AtomicU64 = AtomicU64::new(0);
+/// When (ms since the Unix epoch) the last Redis operation failed.
+static L2_FAILED_AT: AtomicU64 = AtomicU64::new(0);
+/// When (ms since the Unix epoch) the first Redis operation after the last failure
+/// succeeded: the chaos run's "L2 back in use", against the time Redis accepted connections
+/// again.
+pub(crate) static L2_RECOVERED_AT: AtomicU64 = AtomicU64::new(0);
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| since.as_millis() as u64)
+}
+
+/// Takes note of a Redis operation's outcome and passes it on.
+fn noted<T>(result: Result<T>) -> Result<T> {
+    let now = epoch_ms();
+    match &result {
+        Ok(_) => {
+            if L2_RECOVERED_AT.load(Ordering::Relaxed) < L2_FAILED_AT.load(Ordering::Relaxed) {
+                L2_RECOVERED_AT.store(now, Ordering::Relaxed);
+            }
+        }
+        Err(_) => {
+            L2_ERRORS.fetch_add(1, Ordering::Relaxed);
+            L2_FAILED_AT.store(now, Ordering::Relaxed);
+        }
+    }
+    result
+}
 
 /// Redis, or no second level.
 pub(crate) enum Level<K, V> {
@@ -41,28 +77,28 @@ where
     async fn get(&self, key: &K) -> Result<Option<Stamped<V>>> {
         match self {
             Level::None => Ok(None),
-            Level::Redis(redis) => redis.get(key).await,
+            Level::Redis(redis) => noted(redis.get(key).await),
         }
     }
 
     async fn insert(&self, key: K, value: Stamped<V>, ttl: Option<Duration>) -> Result<()> {
         match self {
             Level::None => Ok(()),
-            Level::Redis(redis) => redis.insert(key, value, ttl).await,
+            Level::Redis(redis) => noted(redis.insert(key, value, ttl).await),
         }
     }
 
     async fn remove(&self, key: &K) -> Result<()> {
         match self {
             Level::None => Ok(()),
-            Level::Redis(redis) => Cache::remove(redis, key).await,
+            Level::Redis(redis) => noted(Cache::remove(redis, key).await),
         }
     }
 
     async fn get_many(&self, keys: &[K]) -> Result<Vec<Option<Stamped<V>>>> {
         match self {
             Level::None => Ok(keys.iter().map(|_| None).collect()),
-            Level::Redis(redis) => Cache::get_many(redis, keys).await,
+            Level::Redis(redis) => noted(Cache::get_many(redis, keys).await),
         }
     }
 
@@ -73,7 +109,7 @@ where
     ) -> Result<()> {
         match self {
             Level::None => Ok(()),
-            Level::Redis(redis) => Cache::insert_many(redis, entries, ttl).await,
+            Level::Redis(redis) => noted(Cache::insert_many(redis, entries, ttl).await),
         }
     }
 }
@@ -86,14 +122,14 @@ where
     async fn get_with_ttl(&self, key: &K) -> Result<Option<WithTtl<Stamped<V>>>> {
         match self {
             Level::None => Ok(None),
-            Level::Redis(redis) => Remote::get_with_ttl(redis, key).await,
+            Level::Redis(redis) => noted(Remote::get_with_ttl(redis, key).await),
         }
     }
 
     async fn get_many_with_ttl(&self, keys: &[K]) -> Result<Vec<Option<WithTtl<Stamped<V>>>>> {
         match self {
             Level::None => Ok(keys.iter().map(|_| None).collect()),
-            Level::Redis(redis) => Remote::get_many_with_ttl(redis, keys).await,
+            Level::Redis(redis) => noted(Remote::get_many_with_ttl(redis, keys).await),
         }
     }
 }

@@ -406,6 +406,8 @@ pub(crate) async fn run(
             connections: after.connections.saturating_sub(before.connections),
             cache_hits: after.cache_hits.saturating_sub(before.cache_hits),
             cache_misses: after.cache_misses.saturating_sub(before.cache_misses),
+            l2_errors: after.l2_errors.saturating_sub(before.l2_errors),
+            l2_recovered_at_ms: after.l2_recovered_at_ms,
         },
     })
 }

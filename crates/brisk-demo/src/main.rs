@@ -8,6 +8,7 @@
 )]
 
 mod backend;
+mod chaos;
 mod db;
 mod fast;
 mod level;
@@ -35,11 +36,16 @@ const USAGE: &str = "\
 usage: brisk-demo [--smoke] [--services | --database-url URL] [--seconds N] [--concurrency N]
                   [--writes F] [--db PATH] [--out FILE]
        brisk-demo --serve [--port N] [--db PATH | --database-url URL]
+       brisk-demo --chaos [--short] [--out FILE]
 
   (default)      seed (once) and run both variants, print the table, write --out
   --smoke        tiny data, 2 s per variant; fails unless the variants agree and brisk makes
                  fewer database round trips
   --serve        run only the brisk variant, on --port (default 3000), to try with curl
+  --chaos        the brisk variant on a throw-away PostgreSQL and Redis under load while
+                 Redis, then PostgreSQL, then both are killed and restarted; writes
+                 docs/reliability.md (or --out); fails unless every expectation holds
+  --short        with --chaos: 3 s per phase, smaller data, no report written unless --out
   --seconds N    load per variant (default 20)
   --concurrency  requests in flight (default 32)
   --writes F     share of requests that place an order (default 0.1)
@@ -54,6 +60,8 @@ usage: brisk-demo [--smoke] [--services | --database-url URL] [--seconds N] [--c
 struct Options {
     smoke: bool,
     serve: bool,
+    chaos: bool,
+    short: bool,
     seconds: u64,
     concurrency: usize,
     writes: f64,
@@ -71,6 +79,8 @@ fn options(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
     let mut options = Options {
         smoke: false,
         serve: false,
+        chaos: false,
+        short: false,
         seconds: 20,
         concurrency: 32,
         writes: 0.1,
@@ -89,6 +99,8 @@ fn options(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
         match arg.as_str() {
             "--smoke" => options.smoke = true,
             "--serve" => options.serve = true,
+            "--chaos" => options.chaos = true,
+            "--short" => options.short = true,
             "--seconds" => options.seconds = parse(&value("--seconds")?, "--seconds")?,
             "--concurrency" => {
                 options.concurrency = parse(&value("--concurrency")?, "--concurrency")?
@@ -119,6 +131,17 @@ fn options(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
             "--services starts its own PostgreSQL and Redis: leave out --database-url and --redis-url"
                 .to_owned(),
         );
+    }
+    if options.short && !options.chaos {
+        return Err("--short goes with --chaos".to_owned());
+    }
+    if options.chaos
+        && (options.smoke
+            || options.serve
+            || options.database_url.is_some()
+            || options.redis_url.is_some())
+    {
+        return Err("--chaos starts its own PostgreSQL and Redis and runs alone".to_owned());
     }
     if options.concurrency == 0 || options.seconds == 0 {
         return Err("--seconds and --concurrency must be at least 1".to_owned());
@@ -180,6 +203,13 @@ async fn run(options: Options) -> Result<(), String> {
             other => return Err(format!("unknown variant `{other}`")),
         };
         return server::serve(app, 0).await;
+    }
+    if options.chaos {
+        let out = options
+            .out
+            .clone()
+            .or_else(|| (!options.short).then(|| workspace().join("docs").join("reliability.md")));
+        return chaos::run(options.short, out).await;
     }
     // A throw-away PostgreSQL and Redis live as long as this run.
     let mut services = None;
@@ -824,6 +854,34 @@ mod tests {
                 line.contains("<polyline") && line.contains(color) && line.len() > 2000
             });
             assert!(curve.is_some(), "a curve in {color}");
+        }
+    }
+
+    #[test]
+    fn the_chaos_timeline_draws_both_rates_and_shades_each_outage() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("reliability.svg");
+        let points: Vec<(f64, f64, f64)> = (0..200)
+            .map(|n| {
+                let down = (50..80).contains(&n);
+                let t = f64::from(n) * 0.5;
+                (
+                    t,
+                    if down { 10.0 } else { 5000.0 },
+                    if down { 3.0 } else { 0.0 },
+                )
+            })
+            .collect();
+        let outages = [(25.0, 40.0, "Redis killed".to_owned())];
+        plot::timeline(&path, &points, &outages).unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        assert!(svg.contains("Redis killed") && svg.contains("failures/s"));
+        for color in ["#0000FF", "#FF0000"] {
+            assert!(
+                svg.lines()
+                    .any(|line| line.contains("<polyline") && line.contains(color)),
+                "a line in {color}"
+            );
         }
     }
 

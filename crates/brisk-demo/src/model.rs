@@ -303,6 +303,20 @@ pub(crate) async fn insert(db: Db<'_>, orders: &[NewOrder], now: i64) -> DbResul
     Ok(ids)
 }
 
+/// The orders with an id above `after` (those placed since the seed, for the chaos run's
+/// count of acknowledged against written), by id.
+pub(crate) async fn placed_after(db: Db<'_>, after: i64) -> DbResult<Vec<Order>> {
+    let query = db.sql(
+        "SELECT id, user_id, product_id, quantity, created_at FROM orders WHERE id > ? ORDER BY id",
+    );
+    on!(db, |connection| {
+        diesel::sql_query(query)
+            .bind::<BigInt, _>(after)
+            .load(connection)
+            .await
+    })
+}
+
 /// NDJSON, one order per line.
 pub(crate) fn ndjson(orders: &[Order]) -> String {
     let mut out = String::with_capacity(orders.len() * 96);

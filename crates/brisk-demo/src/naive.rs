@@ -94,7 +94,13 @@ async fn place(
         return Ok(StatusCode::UNPROCESSABLE_ENTITY.into_response());
     }
     let mut connection = target.connect().await?;
-    let ids = model::insert(connection.db(), std::slice::from_ref(&order), model::now()).await?;
+    // A refused INSERT wrote nothing: the client may retry (one shape with the brisk variant).
+    let ids = model::insert(connection.db(), std::slice::from_ref(&order), model::now())
+        .await
+        .map_err(|error| {
+            eprintln!("brisk-demo: POST /orders (naive): {error}");
+            Failure::Unavailable(server::NOT_PLACED)
+        })?;
     let id = ids.first().copied().ok_or(Failure::Missing)?;
     Ok((StatusCode::CREATED, Json(Placed { id })).into_response())
 }
