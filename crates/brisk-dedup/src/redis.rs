@@ -728,7 +728,10 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
 
     /// How long a caller waits for an execution elsewhere (in this process or another) before
     /// it leaves with [`Error::WaitTimeout`]. Default: no limit. A timeout too long to compute
-    /// a deadline from (`Duration::MAX`) is no limit too.
+    /// a deadline from (`Duration::MAX`) is no limit too. A follower of another instance
+    /// waits (listening for the release with [`subscribe`](Self::subscribe)) until the
+    /// earlier of its next poll and the deadline, and at the deadline looks at the lease once
+    /// more: it times out only if the work is still running then.
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
         self.settings.wait_timeout = Some(timeout);
         self
