@@ -606,15 +606,21 @@ where
             match state {
                 // Still running there.
                 0 => {
-                    let wake = far_deadline(interval);
-                    if let Some(deadline) = deadline.filter(|deadline| *deadline < wake) {
-                        tokio::time::sleep_until(deadline).await;
+                    // Gives up only once a look taken at or after the deadline still finds it
+                    // running: a release in the last stretch of the wait is not missed.
+                    if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                         self.metrics.wait_timeouts.increment();
                         return Err(Error::WaitTimeout {
                             key: format!("{key:?}"),
                             waited: started.elapsed(),
                         });
                     }
+                    // Listens for the release until the next poll or the deadline, whichever
+                    // comes first, then looks again.
+                    let wake = match deadline {
+                        Some(deadline) => far_deadline(interval).min(deadline),
+                        None => far_deadline(interval),
+                    };
                     match woken.as_mut().as_pin_mut() {
                         Some(woken) => {
                             let _ = tokio::time::timeout_at(wake, woken).await;
@@ -722,7 +728,10 @@ impl<C, S, T, E> RedisFlightBuilder<C, S, T, E> {
 
     /// How long a caller waits for an execution elsewhere (in this process or another) before
     /// it leaves with [`Error::WaitTimeout`]. Default: no limit. A timeout too long to compute
-    /// a deadline from (`Duration::MAX`) is no limit too.
+    /// a deadline from (`Duration::MAX`) is no limit too. A follower of another instance
+    /// waits (listening for the release with [`subscribe`](Self::subscribe)) until the
+    /// earlier of its next poll and the deadline, and at the deadline looks at the lease once
+    /// more: it times out only if the work is still running then.
     pub fn wait_timeout(mut self, timeout: Duration) -> Self {
         self.settings.wait_timeout = Some(timeout);
         self

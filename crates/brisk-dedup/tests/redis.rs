@@ -937,3 +937,157 @@ async fn durations_too_long_for_a_deadline_mean_no_limit() {
     assert_eq!(local_waiter.unwrap(), "v");
     assert_eq!(follower.unwrap(), "v");
 }
+
+/// A connection that counts the replies it delivered: how a test knows a caller has read
+/// what Redis answered.
+#[derive(Clone)]
+struct Counting {
+    inner: MultiplexedConnection,
+    replies: Arc<AtomicUsize>,
+}
+
+impl redis::aio::ConnectionLike for Counting {
+    fn req_packed_command<'a>(
+        &'a mut self,
+        cmd: &'a redis::Cmd,
+    ) -> redis::RedisFuture<'a, redis::Value> {
+        Box::pin(async move {
+            let reply = self.inner.req_packed_command(cmd).await;
+            self.replies.fetch_add(1, Ordering::SeqCst);
+            reply
+        })
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> redis::RedisFuture<'a, Vec<redis::Value>> {
+        Box::pin(async move {
+            let replies = self
+                .inner
+                .req_packed_commands(pipeline, offset, count)
+                .await;
+            self.replies.fetch_add(1, Ordering::SeqCst);
+            replies
+        })
+    }
+
+    fn get_db(&self) -> i64 {
+        self.inner.get_db()
+    }
+}
+
+/// Review finding 4: a follower whose next poll lies beyond its wait deadline still listens
+/// for the release until the deadline, and observes once more before it gives up. With
+/// `poll_interval(_, Duration::MAX)` and a live subscription, every wait is such a last
+/// stretch: the follower used to sleep out its whole wait deaf, and fail with `WaitTimeout`
+/// although the leader had finished long before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_hears_the_release_in_the_last_stretch_of_its_wait() {
+    let server = RedisServer::start().unwrap();
+    let (registry_a, registry_b) = (Registry::new(), Registry::new());
+    let a = instance(&server.url(), Duration::from_secs(60), &registry_a).await;
+    let replies = Arc::new(AtomicUsize::new(0));
+    let b = {
+        let conn = other_connection(&server.url()).await;
+        let counting = Counting {
+            inner: conn.clone(),
+            replies: Arc::clone(&replies),
+        };
+        RedisFlight::<_, _, String, String>::builder(counting, RedisStore::new(conn))
+            .poll_interval(Duration::from_millis(2), Duration::MAX)
+            // Long enough that the release always comes well before it; the follower used to
+            // wait all of it and then fail.
+            .wait_timeout(Duration::from_secs(10))
+            .subscribe(redis::Client::open(server.url()).unwrap())
+            .metrics(&registry_b, "test")
+            .build()
+            .unwrap()
+    };
+
+    for (round, key) in ["warm-up", "k"].into_iter().enumerate() {
+        let round = round as u64;
+        let before = replies.load(Ordering::SeqCst);
+        let finish = Notify::new();
+        let leader = a.run(key, || async {
+            finish.notified().await;
+            Ok(format!("{key} from a"))
+        });
+        let follower = async {
+            wait_for(&registry_a, "brisk_dedup_executions_total", round + 1).await;
+            b.run(key, || async { Ok("from b".to_owned()) }).await
+        };
+        let release = async {
+            wait_for(&registry_b, "brisk_dedup_coalesced_total", round + 1).await;
+            // The first follower starts the subscription; in the second round it is live
+            // before B looks at the lease, so B's first wait is already its last stretch.
+            until_subscribed(&b).await;
+            if round == 1 {
+                // B has read the answers to its acquire and its observe: it is waiting.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+                while replies.load(Ordering::SeqCst) < before + 2 {
+                    assert!(tokio::time::Instant::now() < deadline, "B never observed");
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            finish.notify_one();
+        };
+        let (leader, follower, ()) = tokio::join!(leader, follower, release);
+        assert_eq!(leader.unwrap(), format!("{key} from a"));
+        match follower {
+            Ok(value) => assert_eq!(value, format!("{key} from a")),
+            Err(error) => panic!("the follower did not get the leader's value: {error:?}"),
+        }
+    }
+    assert_eq!(count(&registry_b, "brisk_dedup_executions_total"), 0);
+    assert_eq!(count(&registry_b, "brisk_dedup_wait_timeouts_total"), 0);
+}
+
+/// The other side of finding 4: a follower that listens until its deadline and looks once
+/// more still gives up then, with `WaitTimeout`, even when its next poll would be decades
+/// away, whether or not its subscription is live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_of_a_leader_that_does_not_finish_gives_up_at_its_wait_timeout() {
+    let server = RedisServer::start().unwrap();
+    let (registry_a, registry_b) = (Registry::new(), Registry::new());
+    let a = instance(&server.url(), Duration::from_secs(60), &registry_a).await;
+    let timeout = Duration::from_millis(300);
+    let b = {
+        let conn = other_connection(&server.url()).await;
+        RedisFlight::<_, _, String, String>::builder(conn.clone(), RedisStore::new(conn))
+            .poll_interval(Duration::from_millis(2), Duration::MAX)
+            .wait_timeout(timeout)
+            .subscribe(redis::Client::open(server.url()).unwrap())
+            .metrics(&registry_b, "test")
+            .build()
+            .unwrap()
+    };
+    let finish = Notify::new();
+    let leader = a.run("k", || async {
+        finish.notified().await;
+        Ok("from a".to_owned())
+    });
+    let followers = async {
+        wait_for(&registry_a, "brisk_dedup_executions_total", 1).await;
+        let mut outcomes = Vec::new();
+        // The first waits while the subscription comes up, the second with it live.
+        for _ in 0..2 {
+            outcomes.push(b.run("k", || async { Ok("from b".to_owned()) }).await);
+            until_subscribed(&b).await;
+        }
+        finish.notify_one();
+        outcomes
+    };
+    let (leader, outcomes) = tokio::join!(leader, followers);
+    assert_eq!(leader.unwrap(), "from a");
+    for outcome in outcomes {
+        match outcome {
+            Err(Error::WaitTimeout { waited, .. }) => assert!(waited >= timeout, "{waited:?}"),
+            other => panic!("expected WaitTimeout, got {other:?}"),
+        }
+    }
+    assert_eq!(count(&registry_b, "brisk_dedup_wait_timeouts_total"), 2);
+    assert_eq!(count(&registry_b, "brisk_dedup_executions_total"), 0);
+}
