@@ -150,11 +150,19 @@ pub(crate) async fn router(target: Target, redis: Option<&str>) -> Result<Router
     let redis = match redis {
         None => None,
         Some(url) => {
-            let client = redis::Client::open(url).map_err(|error| format!("{url}: {error}"))?;
+            // Neither the URL nor the client's words are echoed: either may carry a password.
+            let client = redis::Client::open(url)
+                .map_err(|_| "the Redis URL could not be parsed".to_owned())?;
+            // Reconnects tried at short pauses (redis-rs waits up to 3.2 s between tries by
+            // default): the caches use Redis again soon after it is back.
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_max_delay(Duration::from_millis(100))
+                .set_connection_timeout(Some(Duration::from_millis(500)))
+                .set_response_timeout(Some(Duration::from_secs(1)));
             Some(
-                redis::aio::ConnectionManager::new(client)
+                redis::aio::ConnectionManager::new_with_config(client, config)
                     .await
-                    .map_err(|error| format!("{url}: {error}"))?,
+                    .map_err(|error| format!("connecting to Redis: {:?}", error.kind()))?,
             )
         }
     };
