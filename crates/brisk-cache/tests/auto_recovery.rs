@@ -356,32 +356,21 @@ async fn recovery_is_logged_when_it_starts_and_when_it_ends() {
     let cache = builder(proxy.port(), &registry).await.build().unwrap();
     proxy.cut();
     cache.insert(1, "v".into(), None).await.unwrap();
-    let started = |lines: &[String]| {
-        lines
-            .iter()
-            .any(|line| line.contains("auto-recovery queues writes"))
-    };
-    for _ in 0..100 {
-        if started(&logs.lines()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert!(started(&logs.lines()), "{:?}", logs.lines());
+    logged(&logs, "auto-recovery queues writes").await;
     proxy.heal();
     replayed(&registry).await;
-    let ended = |lines: &[String]| {
-        lines
-            .iter()
-            .any(|line| line.contains("auto-recovery replayed every queued write"))
-    };
+    logged(&logs, "auto-recovery replayed every queued write").await;
+}
+
+/// Waits (up to 1 s) for a captured line that contains `needle`.
+async fn logged(logs: &brisk_testkit::LogCapture, needle: &str) {
     for _ in 0..100 {
-        if ended(&logs.lines()) {
-            break;
+        if logs.lines().iter().any(|line| line.contains(needle)) {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(ended(&logs.lines()), "{:?}", logs.lines());
+    panic!("no line with {needle:?}: {:?}", logs.lines());
 }
 
 /// Another instance invalidates a prefix while this one, cut off from Redis' data, holds a
