@@ -186,10 +186,23 @@ impl Config {
     /// An unknown `pool_*` parameter is an error, so a misspelt setting is not silently
     /// ignored; other parameters are left for the driver in their order. As for the
     /// PostgreSQL driver, the query starts at the first `?` after the first `@`, so an
-    /// unencoded `?`, `#` or `&` in a password is left alone.
+    /// unencoded `?`, `#` or `&` in a password is left alone. A URL whose query starts before
+    /// its first `@` (`postgres://db/app?pool_max_size=3&user=app@corp`: an `@` left
+    /// unencoded in a query value) is an [`Error::Config`] for the setting `url`, since the
+    /// driver would read the host, path and query up to that `@` as the credentials; the
+    /// URL is not echoed.
     pub fn apply_url(&mut self, url: &str) -> Result<String> {
         // The query and fragment are looked for after the credentials (the first `@`), as the
         // PostgreSQL driver reads them: a password may hold `?`, `#` or `pool_`.
+        if crate::target::query_read_as_credentials(url) {
+            return Err(Error::Config {
+                setting: "url".to_owned(),
+                value: crate::target::UNPARSEABLE.to_owned(),
+                reason: "an unencoded `@` comes after the start of the query: the driver reads \
+                         everything before it as the user and password, so its `pool_*` and \
+                         other parameters would be lost (percent-encode the `@` as %40)",
+            });
+        }
         let start = crate::target::after_credentials(url);
         let (url, fragment) = match url[start..].find('#') {
             Some(hash) => (&url[..start + hash], Some(&url[start + hash + 1..])),
@@ -446,6 +459,26 @@ mod tests {
             "postgres://app:p?pool_max_size=x&&y#z@db/app?sslmode=require"
         );
         assert_eq!(config.max_size, 3);
+    }
+
+    #[test]
+    fn pool_parameters_before_an_at_in_the_query_are_refused() {
+        // tokio-postgres reads everything before the first `@` as the credentials: these
+        // `pool_*` parameters would go to the driver as part of a user name.
+        for url in [
+            "postgres://db/app?pool_max_size=3&user=app@corp",
+            "postgres://db:5432/app?pool_max_size=3&password=p@ss",
+            "postgres://db/app?user=app@corp&pool_max_size=3",
+        ] {
+            let mut config = Config::default();
+            let error = config.apply_url(url).unwrap_err();
+            assert!(
+                matches!(&error, Error::Config { setting, value, .. }
+                    if setting == "url" && !value.contains("ss") && !value.contains("corp")),
+                "{url}: {error:?}"
+            );
+            assert_eq!(config.max_size, Config::default().max_size, "{url}");
+        }
     }
 
     #[test]

@@ -90,10 +90,11 @@ impl PgConnector {
     /// `pool_*` parameters first with [`Config::apply_url`](crate::Config::apply_url).
     ///
     /// Errors, `Debug` and logs show the parsed string rebuilt without its password and
-    /// parameters (`postgres://app@db:5432/orders`). A string tokio-postgres cannot parse, or
-    /// a URL with more than one `@` (an unencoded `@` in the password: percent-encode it as
-    /// `%40`), is shown as `<unparseable connection string>`, with no part of it; an
-    /// unparseable one fails every connect with an error that says so.
+    /// parameters (`postgres://app@db:5432/orders`). A string tokio-postgres cannot parse, a
+    /// URL with more than one `@` or whose first `@` comes after a `?` (an unencoded `@` in a
+    /// password or query value: percent-encode it as `%40`), or a string whose user or host
+    /// holds characters outside a safe set, is shown as `<unparseable connection string>`,
+    /// with no part of it; an unparseable one fails every connect with an error that says so.
     pub fn new(url: impl AsRef<str>) -> Self {
         Self {
             pg: crate::target::PgTarget::parse(url.as_ref()),
