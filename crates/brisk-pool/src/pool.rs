@@ -706,7 +706,8 @@ impl<C: Connect> PoolBuilder<C> {
     }
 
     /// Runs `hook` on every new connection before use, e.g. to set a statement timeout. Its
-    /// error fails the connect attempt.
+    /// error fails the connect attempt; so does a panic in it (or in the connector), with the
+    /// error [`ConnectPanicked`](crate::ConnectPanicked), and the pool goes on connecting.
     ///
     /// ```no_run
     /// # #[cfg(feature = "postgres")]
