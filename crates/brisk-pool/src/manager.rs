@@ -223,7 +223,15 @@ impl Shared {
 
     /// [`Error::Unavailable`](crate::Error::Unavailable) if the circuit breaker is open.
     pub(crate) fn unavailable(&self) -> Option<crate::Error> {
-        let breaker = self.breaker.as_ref().filter(|breaker| breaker.is_open())?;
+        self.breaker
+            .as_ref()
+            .filter(|breaker| breaker.is_open())
+            .map(|_| self.unavailable_error())
+    }
+
+    /// [`crate::Error::Unavailable`], whatever the breaker's state now (a checkout that saw it
+    /// open); `retry_after` is zero without a breaker or once the probe is due.
+    pub(crate) fn unavailable_error(&self) -> crate::Error {
         let last_connect_error = self
             .last_connect_error
             .lock()
@@ -231,11 +239,14 @@ impl Shared {
             .as_ref()
             .map(|(_, error)| Arc::clone(error))
             .unwrap_or_else(|| Arc::new("connects keep failing".into()));
-        Some(crate::Error::Unavailable {
+        crate::Error::Unavailable {
             target: Arc::clone(&self.target),
             last_connect_error,
-            retry_after: breaker.retry_after(),
-        })
+            retry_after: self
+                .breaker
+                .as_ref()
+                .map_or(Duration::ZERO, |breaker| breaker.retry_after()),
+        }
     }
 
     /// A random wait of at most `bound` (full jitter), at least a nanosecond.

@@ -1108,3 +1108,68 @@ async fn an_open_breaker_recovers_after_a_probe_whose_hook_panicked() {
         .unwrap_or_else(|error| panic!("{}", brisk_testkit::error_chain(&error)));
     drop(connection);
 }
+
+/// Review item 8: a checkout woken by the breaker opening, first polled after a probe closed
+/// it again, is not told the pool is closed: it goes on waiting and gets a connection.
+#[tokio::test(start_paused = true)]
+async fn a_checkout_woken_by_a_breaker_that_closed_again_is_not_closed() {
+    let memory = Memory::default();
+    let registry = Registry::new();
+    let pool = builder(&memory)
+        .max_size(1)
+        .min_idle(0)
+        .connect_retries(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .circuit_breaker(1, Duration::from_millis(50))
+        .metrics(&registry, "db")
+        .build()
+        .await
+        .unwrap();
+    let state = || {
+        registry
+            .snapshot()
+            .gauge("brisk_pool_circuit_state", &[("name", "db")])
+    };
+    memory.0.down.store(true, Ordering::SeqCst);
+    let mut first = std::pin::pin!(pool.get());
+    let mut second = std::pin::pin!(pool.get());
+    assert!(futures_poll_once(first.as_mut()).await.is_none());
+    assert!(futures_poll_once(second.as_mut()).await.is_none());
+    // The connect fails and opens the breaker (waking both checkouts, not polled yet).
+    for _ in 0..1000 {
+        if state() == Some(1) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(state(), Some(1), "the breaker opened");
+    // Back: the probe connects and closes it.
+    memory.0.down.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_millis(60)).await;
+    for _ in 0..1000 {
+        if state() == Some(0) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(state(), Some(0), "a probe closed the breaker");
+    let first = first.await;
+    assert!(
+        !matches!(first, Err(Error::Closed { .. })),
+        "the pool is open: {first:?}"
+    );
+    // While the first holds the only connection, the second's checkout is not ready.
+    let polled = futures_poll_once(second.as_mut()).await;
+    assert!(
+        !matches!(polled, Some(Err(Error::Closed { .. }))),
+        "the pool is open: {polled:?}"
+    );
+    assert!(polled.is_none(), "{polled:?}");
+    drop(first);
+    let second = second.await;
+    assert!(
+        !matches!(second, Err(Error::Closed { .. })),
+        "the pool is open: {second:?}"
+    );
+    assert!(second.is_ok(), "{second:?}");
+}
