@@ -152,19 +152,31 @@ const KEYS: &[&str] = &[
 impl Config {
     /// Reads settings from the environment: `{prefix}_POOL_MAX_SIZE`, `{prefix}_POOL_MIN_IDLE`,
     /// `{prefix}_POOL_ACQUIRE_TIMEOUT`, ... (every [`Config`] field in upper case). Unset
-    /// variables keep their defaults; a set but invalid one is an [`Error::Config`].
+    /// variables keep their defaults; a set but invalid one (or one whose value is not UTF-8,
+    /// which the error does not echo) is an [`Error::Config`].
     ///
     /// Values are as in [`Config::set`].
     pub fn from_env(prefix: &str) -> Result<Self> {
-        Self::from_vars(prefix, |name| std::env::var(name).ok())
+        Self::from_vars(prefix, |name| std::env::var(name))
     }
 
-    fn from_vars(prefix: &str, var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    fn from_vars(
+        prefix: &str,
+        var: impl Fn(&str) -> Result<String, std::env::VarError>,
+    ) -> Result<Self> {
         let mut config = Self::default();
         for key in KEYS {
             let name = format!("{prefix}_POOL_{}", key.to_ascii_uppercase());
-            if let Some(value) = var(&name) {
-                config.set_named(key, &name, &value)?;
+            match var(&name) {
+                Ok(value) => config.set_named(key, &name, &value)?,
+                Err(std::env::VarError::NotPresent) => {}
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(Error::Config {
+                        setting: name,
+                        value: "<not UTF-8>".to_owned(),
+                        reason: "the variable is set but its value is not UTF-8",
+                    });
+                }
             }
         }
         Ok(config)
@@ -537,8 +549,12 @@ mod tests {
             ("OTHER_POOL_MAX_SIZE", "3"),
         ]
         .into();
-        let config =
-            Config::from_vars("DATABASE", |name| vars.get(name).map(|v| (*v).to_owned())).unwrap();
+        let config = Config::from_vars("DATABASE", |name| {
+            vars.get(name)
+                .map(|v| (*v).to_owned())
+                .ok_or(std::env::VarError::NotPresent)
+        })
+        .unwrap();
         assert_eq!(config.max_size, 24);
         assert_eq!(
             config.validation,
@@ -546,11 +562,36 @@ mod tests {
         );
         assert_eq!(config.idle_timeout, None);
         let error = Config::from_vars("DATABASE", |name| {
-            (name == "DATABASE_POOL_MIN_IDLE").then(|| "many".to_owned())
+            (name == "DATABASE_POOL_MIN_IDLE")
+                .then(|| "many".to_owned())
+                .ok_or(std::env::VarError::NotPresent)
         })
         .unwrap_err();
         assert!(
             matches!(&error, Error::Config { setting, .. } if setting == "DATABASE_POOL_MIN_IDLE"),
+            "{error}"
+        );
+    }
+
+    /// Review H9: a set variable whose value is not UTF-8 is an error, not ignored (the value
+    /// is not echoed).
+    #[cfg(unix)]
+    #[test]
+    fn a_variable_that_is_not_utf8_is_a_config_error() {
+        use std::os::unix::ffi::OsStringExt;
+        let error = Config::from_vars("DATABASE", |name| {
+            if name == "DATABASE_POOL_MAX_SIZE" {
+                Err(std::env::VarError::NotUnicode(
+                    std::ffi::OsString::from_vec(b"3\xff2".to_vec()),
+                ))
+            } else {
+                Err(std::env::VarError::NotPresent)
+            }
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { setting, value, .. }
+                if setting == "DATABASE_POOL_MAX_SIZE" && !value.contains('3')),
             "{error}"
         );
     }
