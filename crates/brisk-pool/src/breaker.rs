@@ -67,8 +67,16 @@ impl Breaker {
     }
 
     /// Sets the next probe an interval from now (when it opens, and as each probe starts).
+    /// An interval past what an `Instant` holds (`Duration::MAX`) puts it about 30 years
+    /// away: no probe while the process runs.
     pub(crate) fn schedule_probe(&self) {
-        *self.lock() = Instant::now() + self.probe_interval;
+        /// About 30 years (tokio's own "far future").
+        const FAR: Duration = Duration::from_secs(86_400 * 365 * 30);
+        let now = Instant::now();
+        *self.lock() = now
+            .checked_add(self.probe_interval)
+            .or_else(|| now.checked_add(FAR))
+            .unwrap_or(now);
     }
 
     /// When the next probe connects.

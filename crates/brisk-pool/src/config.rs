@@ -152,19 +152,31 @@ const KEYS: &[&str] = &[
 impl Config {
     /// Reads settings from the environment: `{prefix}_POOL_MAX_SIZE`, `{prefix}_POOL_MIN_IDLE`,
     /// `{prefix}_POOL_ACQUIRE_TIMEOUT`, ... (every [`Config`] field in upper case). Unset
-    /// variables keep their defaults; a set but invalid one is an [`Error::Config`].
+    /// variables keep their defaults; a set but invalid one (or one whose value is not UTF-8,
+    /// which the error does not echo) is an [`Error::Config`].
     ///
     /// Values are as in [`Config::set`].
     pub fn from_env(prefix: &str) -> Result<Self> {
-        Self::from_vars(prefix, |name| std::env::var(name).ok())
+        Self::from_vars(prefix, |name| std::env::var(name))
     }
 
-    fn from_vars(prefix: &str, var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+    fn from_vars(
+        prefix: &str,
+        var: impl Fn(&str) -> Result<String, std::env::VarError>,
+    ) -> Result<Self> {
         let mut config = Self::default();
         for key in KEYS {
             let name = format!("{prefix}_POOL_{}", key.to_ascii_uppercase());
-            if let Some(value) = var(&name) {
-                config.set_named(key, &name, &value)?;
+            match var(&name) {
+                Ok(value) => config.set_named(key, &name, &value)?,
+                Err(std::env::VarError::NotPresent) => {}
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(Error::Config {
+                        setting: name,
+                        value: "<not UTF-8>".to_owned(),
+                        reason: "the variable is set but its value is not UTF-8",
+                    });
+                }
             }
         }
         Ok(config)
@@ -186,10 +198,23 @@ impl Config {
     /// An unknown `pool_*` parameter is an error, so a misspelt setting is not silently
     /// ignored; other parameters are left for the driver in their order. As for the
     /// PostgreSQL driver, the query starts at the first `?` after the first `@`, so an
-    /// unencoded `?`, `#` or `&` in a password is left alone.
+    /// unencoded `?`, `#` or `&` in a password is left alone. A URL whose query starts before
+    /// its first `@` (`postgres://db/app?pool_max_size=3&user=app@corp`: an `@` left
+    /// unencoded in a query value) is an [`Error::Config`] for the setting `url`, since the
+    /// driver would read the host, path and query up to that `@` as the credentials; the
+    /// URL is not echoed.
     pub fn apply_url(&mut self, url: &str) -> Result<String> {
         // The query and fragment are looked for after the credentials (the first `@`), as the
         // PostgreSQL driver reads them: a password may hold `?`, `#` or `pool_`.
+        if crate::target::query_read_as_credentials(url) {
+            return Err(Error::Config {
+                setting: "url".to_owned(),
+                value: crate::target::UNPARSEABLE.to_owned(),
+                reason: "an unencoded `@` comes after the start of the query: the driver reads \
+                         everything before it as the user and password, so its `pool_*` and \
+                         other parameters would be lost (percent-encode the `@` as %40)",
+            });
+        }
         let start = crate::target::after_credentials(url);
         let (url, fragment) = match url[start..].find('#') {
             Some(hash) => (&url[..start + hash], Some(&url[start + hash + 1..])),
@@ -449,6 +474,26 @@ mod tests {
     }
 
     #[test]
+    fn pool_parameters_before_an_at_in_the_query_are_refused() {
+        // tokio-postgres reads everything before the first `@` as the credentials: these
+        // `pool_*` parameters would go to the driver as part of a user name.
+        for url in [
+            "postgres://db/app?pool_max_size=3&user=app@corp",
+            "postgres://db:5432/app?pool_max_size=3&password=p@ss",
+            "postgres://db/app?user=app@corp&pool_max_size=3",
+        ] {
+            let mut config = Config::default();
+            let error = config.apply_url(url).unwrap_err();
+            assert!(
+                matches!(&error, Error::Config { setting, value, .. }
+                    if setting == "url" && !value.contains("ss") && !value.contains("corp")),
+                "{url}: {error:?}"
+            );
+            assert_eq!(config.max_size, Config::default().max_size, "{url}");
+        }
+    }
+
+    #[test]
     fn a_url_with_only_pool_parameters_loses_its_question_mark() {
         let mut config = Config::default();
         assert_eq!(
@@ -504,8 +549,12 @@ mod tests {
             ("OTHER_POOL_MAX_SIZE", "3"),
         ]
         .into();
-        let config =
-            Config::from_vars("DATABASE", |name| vars.get(name).map(|v| (*v).to_owned())).unwrap();
+        let config = Config::from_vars("DATABASE", |name| {
+            vars.get(name)
+                .map(|v| (*v).to_owned())
+                .ok_or(std::env::VarError::NotPresent)
+        })
+        .unwrap();
         assert_eq!(config.max_size, 24);
         assert_eq!(
             config.validation,
@@ -513,11 +562,36 @@ mod tests {
         );
         assert_eq!(config.idle_timeout, None);
         let error = Config::from_vars("DATABASE", |name| {
-            (name == "DATABASE_POOL_MIN_IDLE").then(|| "many".to_owned())
+            (name == "DATABASE_POOL_MIN_IDLE")
+                .then(|| "many".to_owned())
+                .ok_or(std::env::VarError::NotPresent)
         })
         .unwrap_err();
         assert!(
             matches!(&error, Error::Config { setting, .. } if setting == "DATABASE_POOL_MIN_IDLE"),
+            "{error}"
+        );
+    }
+
+    /// Review H9: a set variable whose value is not UTF-8 is an error, not ignored (the value
+    /// is not echoed).
+    #[cfg(unix)]
+    #[test]
+    fn a_variable_that_is_not_utf8_is_a_config_error() {
+        use std::os::unix::ffi::OsStringExt;
+        let error = Config::from_vars("DATABASE", |name| {
+            if name == "DATABASE_POOL_MAX_SIZE" {
+                Err(std::env::VarError::NotUnicode(
+                    std::ffi::OsString::from_vec(b"3\xff2".to_vec()),
+                ))
+            } else {
+                Err(std::env::VarError::NotPresent)
+            }
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&error, Error::Config { setting, value, .. }
+                if setting == "DATABASE_POOL_MAX_SIZE" && !value.contains('3')),
             "{error}"
         );
     }

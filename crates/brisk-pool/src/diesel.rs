@@ -90,10 +90,11 @@ impl PgConnector {
     /// `pool_*` parameters first with [`Config::apply_url`](crate::Config::apply_url).
     ///
     /// Errors, `Debug` and logs show the parsed string rebuilt without its password and
-    /// parameters (`postgres://app@db:5432/orders`). A string tokio-postgres cannot parse, or
-    /// a URL with more than one `@` (an unencoded `@` in the password: percent-encode it as
-    /// `%40`), is shown as `<unparseable connection string>`, with no part of it; an
-    /// unparseable one fails every connect with an error that says so.
+    /// parameters (`postgres://app@db:5432/orders`). A string tokio-postgres cannot parse, a
+    /// URL with more than one `@` or whose first `@` comes after a `?` (an unencoded `@` in a
+    /// password or query value: percent-encode it as `%40`), or a string whose user or host
+    /// holds characters outside a safe set, is shown as `<unparseable connection string>`,
+    /// with no part of it; an unparseable one fails every connect with an error that says so.
     pub fn new(url: impl AsRef<str>) -> Self {
         Self {
             pg: crate::target::PgTarget::parse(url.as_ref()),
@@ -113,6 +114,14 @@ impl PgConnector {
     /// certificate against `config`'s roots and the host name (libpq's `verify-full`), in
     /// every mode that uses TLS. An explicit `sslmode` in the string keeps its meaning:
     /// `prefer` falls back to plain text when the server has no TLS, `disable` never uses TLS.
+    ///
+    /// Unix sockets: PostgreSQL refuses TLS on a socket (and libpq ignores `sslmode` there),
+    /// so a string whose hosts are all sockets keeps tokio-postgres's `prefer` and connects
+    /// in plain text. A list mixing sockets and TCP hosts (`host=/var/run/postgresql,db2`)
+    /// gets `require`, so the TCP hosts are never downgraded: its socket hosts then fail
+    /// their TLS request and the connect goes on to the next host. To reach a socket host of
+    /// such a list, set `sslmode=prefer` in the string (which lets the TCP hosts fall back
+    /// to plain text too).
     #[cfg(feature = "postgres-rustls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "postgres-rustls")))]
     #[must_use]
@@ -120,6 +129,7 @@ impl PgConnector {
         self.tls = Tls::Rustls(tokio_postgres_rustls::MakeRustlsConnect::new(config));
         if !self.pg.sslmode_explicit
             && let Some(config) = &mut self.pg.config
+            && !only_unix_sockets(config)
         {
             config.ssl_mode(tokio_postgres::config::SslMode::Require);
         }
@@ -150,6 +160,26 @@ impl PgConnector {
         };
         self.tracking = Some(tracking);
         self
+    }
+}
+
+/// Whether every host of `config` is a Unix socket (there is at least one, and no TCP host or
+/// `hostaddr`).
+#[cfg(feature = "postgres-rustls")]
+fn only_unix_sockets(config: &tokio_postgres::Config) -> bool {
+    #[cfg(unix)]
+    {
+        let hosts = config.get_hosts();
+        !hosts.is_empty()
+            && config.get_hostaddrs().is_empty()
+            && hosts
+                .iter()
+                .all(|host| matches!(host, tokio_postgres::config::Host::Unix(_)))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = config;
+        false
     }
 }
 

@@ -88,6 +88,24 @@ impl Error {
 #[error("connect timed out after {0:?}")]
 pub struct ConnectTimedOut(pub Duration);
 
+/// A connect attempt panicked; the attempt fails with this error (the cause of
+/// [`Error::Connect`], or the last connect error of a timeout or an open breaker) and the
+/// pool goes on connecting. The panic's message is not kept: a driver's may quote the
+/// connection string (the panic hook has already printed it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnectPanicked {
+    /// In [`Connect::connect`](crate::Connect::connect).
+    #[error("the connector panicked while connecting")]
+    Connect,
+    /// In the `on_connect` hook ([`PoolBuilder::on_connect`](crate::PoolBuilder::on_connect)).
+    #[error("the on_connect hook panicked")]
+    Hook,
+    /// In [`Connect::ready`](crate::Connect::ready).
+    #[error("Connect::ready panicked")]
+    Ready,
+}
+
 /// Formats `; last connect error: ...` when there is one.
 struct LastError<'a>(&'a Option<Arc<BoxError>>);
 

@@ -132,7 +132,7 @@ mod target;
 pub use crate::{
     config::{CircuitBreaker, Config, Order, Validation},
     connect::{Connect, HookFuture},
-    error::{BoxError, ConnectTimedOut, Error, Result},
+    error::{BoxError, ConnectPanicked, ConnectTimedOut, Error, Result},
     leak::SuspectedLeak,
     metrics::METRICS,
     pool::{ConnectionPool, OwnedPooledConnection, Pool, PoolBuilder, PooledConnection, Status},

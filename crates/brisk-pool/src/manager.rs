@@ -6,7 +6,7 @@ use std::{
     hash::{BuildHasher, RandomState},
     sync::{
         Arc, Mutex, PoisonError,
-        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering},
     },
     time::{Duration, Instant as StdInstant},
 };
@@ -17,7 +17,7 @@ use crate::{
     breaker::Breaker,
     config::{Config, Validation},
     connect::{Connect, Hook},
-    error::{BoxError, ConnectTimedOut},
+    error::{BoxError, ConnectPanicked, ConnectTimedOut},
     leak::Leaks,
     metrics::{CloseReason, Metrics},
 };
@@ -223,7 +223,15 @@ impl Shared {
 
     /// [`Error::Unavailable`](crate::Error::Unavailable) if the circuit breaker is open.
     pub(crate) fn unavailable(&self) -> Option<crate::Error> {
-        let breaker = self.breaker.as_ref().filter(|breaker| breaker.is_open())?;
+        self.breaker
+            .as_ref()
+            .filter(|breaker| breaker.is_open())
+            .map(|_| self.unavailable_error())
+    }
+
+    /// [`crate::Error::Unavailable`], whatever the breaker's state now (a checkout that saw it
+    /// open); `retry_after` is zero without a breaker or once the probe is due.
+    pub(crate) fn unavailable_error(&self) -> crate::Error {
         let last_connect_error = self
             .last_connect_error
             .lock()
@@ -231,11 +239,14 @@ impl Shared {
             .as_ref()
             .map(|(_, error)| Arc::clone(error))
             .unwrap_or_else(|| Arc::new("connects keep failing".into()));
-        Some(crate::Error::Unavailable {
+        crate::Error::Unavailable {
             target: Arc::clone(&self.target),
             last_connect_error,
-            retry_after: breaker.retry_after(),
-        })
+            retry_after: self
+                .breaker
+                .as_ref()
+                .map_or(Duration::ZERO, |breaker| breaker.retry_after()),
+        }
     }
 
     /// A random wait of at most `bound` (full jitter), at least a nanosecond.
@@ -339,17 +350,42 @@ impl<C: Connect> Dial<C> {
         }
     }
 
-    /// One attempt: connect and run the hook, within the connect timeout.
+    /// One attempt: connect and run the hook, within the connect timeout. A panic in the
+    /// connector or the hook is a failed attempt ([`ConnectPanicked`]): unwinding through the
+    /// task that connects would kill it (bb8's, the refill or the probe task) with its
+    /// bookkeeping undone.
     async fn connect_once(&self) -> Result<C::Connection, Arc<BoxError>> {
+        const CONNECT: u8 = 0;
+        const HOOK: u8 = 1;
+        const READY: u8 = 2;
+        let stage = AtomicU8::new(CONNECT);
         let attempt = async {
             let mut connection = self.connector.connect().await.map_err(Into::into)?;
             if let Some(hook) = &self.hook {
+                stage.store(HOOK, Ordering::Relaxed);
                 hook(&mut connection).await?;
             }
+            stage.store(READY, Ordering::Relaxed);
             self.connector.ready(&mut connection);
             Ok::<_, BoxError>(connection)
         };
-        match tokio::time::timeout(self.shared.connect_timeout, attempt).await {
+        let mut attempt = std::pin::pin!(attempt);
+        // Once it has panicked, the attempt is not polled again.
+        let caught = std::future::poll_fn(|cx| {
+            match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                attempt.as_mut().poll(cx)
+            })) {
+                Ok(poll) => poll,
+                Err(_) => {
+                    std::task::Poll::Ready(Err(Box::new(match stage.load(Ordering::Relaxed) {
+                        CONNECT => ConnectPanicked::Connect,
+                        HOOK => ConnectPanicked::Hook,
+                        _ => ConnectPanicked::Ready,
+                    }) as BoxError))
+                }
+            }
+        });
+        match tokio::time::timeout(self.shared.connect_timeout, caught).await {
             Ok(result) => result.map_err(Arc::new),
             Err(_) => Err(Arc::new(Box::new(ConnectTimedOut(
                 self.shared.connect_timeout,

@@ -242,8 +242,20 @@ impl<C: Connect> Pool<C> {
                     .as_mut()
                     .as_pin_mut()
                     .is_some_and(|opened| opened.poll(cx).is_ready());
-                if notified || breaker.is_open() {
+                if breaker.is_open() {
                     return Poll::Ready(None);
+                }
+                if notified {
+                    // It opened and a connect closed it again before this checkout ran: it
+                    // goes on waiting, listening for the next opening.
+                    opened.set(Some(breaker.opened.notified()));
+                    if let Some(mut again) = opened.as_mut().as_pin_mut() {
+                        again.as_mut().enable();
+                        let _ = again.poll(cx);
+                        if breaker.is_open() {
+                            return Poll::Ready(None);
+                        }
+                    }
                 }
             }
             Poll::Pending
@@ -276,15 +288,15 @@ impl<C: Connect> Pool<C> {
             Some(Err(bb8::RunError::User(failure))) => {
                 Err(failure.into_error(Arc::clone(&shared.target)))
             }
-            None => match shared.unavailable() {
-                Some(error) if !shared.is_closed() => {
-                    shared.metrics.rejected.increment();
-                    Err(error)
-                }
-                _ => Err(Error::Closed {
-                    target: Arc::clone(&shared.target),
-                }),
-            },
+            // The breaker opened (it may have closed again since: then the error says the
+            // next probe is due now), or the pool closed.
+            None if !shared.is_closed() => {
+                shared.metrics.rejected.increment();
+                Err(shared.unavailable_error())
+            }
+            None => Err(Error::Closed {
+                target: Arc::clone(&shared.target),
+            }),
         }
     }
 
@@ -706,7 +718,8 @@ impl<C: Connect> PoolBuilder<C> {
     }
 
     /// Runs `hook` on every new connection before use, e.g. to set a statement timeout. Its
-    /// error fails the connect attempt.
+    /// error fails the connect attempt; so does a panic in it (or in the connector), with the
+    /// error [`ConnectPanicked`](crate::ConnectPanicked), and the pool goes on connecting.
     ///
     /// ```no_run
     /// # #[cfg(feature = "postgres")]

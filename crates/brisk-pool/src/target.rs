@@ -13,6 +13,34 @@ pub(crate) fn after_credentials(url: &str) -> usize {
     url.find('@').map_or(0, |at| at + 1)
 }
 
+/// Whether the text a libpq-style parser reads as the credentials of `url` (what comes
+/// before its first `@`) holds a `?`: part of the query, and maybe a password given there,
+/// would then be read as the user, the password or (after the `@`) the host.
+pub(crate) fn query_in_credentials(url: &str) -> bool {
+    let start = url.find("://").map_or(0, |scheme| scheme + 3);
+    url.find('@')
+        .is_some_and(|at| at > start && url[start..at].contains('?'))
+}
+
+/// Whether the `?` in the credentials of `url` starts the query rather than being part of a
+/// password: the text before it is a host (no `:`), or `host:port` followed by a path. A
+/// password written raw (`app:p?w@db`) is told apart by what comes after its `:`.
+pub(crate) fn query_read_as_credentials(url: &str) -> bool {
+    if !query_in_credentials(url) {
+        return false;
+    }
+    let start = url.find("://").map_or(0, |scheme| scheme + 3);
+    let question = start + url[start..].find('?').unwrap_or(0);
+    let before = &url[start..question];
+    match before.split_once(':') {
+        None => true,
+        Some((user, rest)) => {
+            let port = rest.split('/').next().unwrap_or_default();
+            user.contains('/') || (!port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+        }
+    }
+}
+
 /// Percent-encodes all but the characters that need no encoding in a URL's authority or path.
 #[cfg(feature = "postgres")]
 fn encode(text: &str, out: &mut String) {
@@ -52,7 +80,12 @@ impl PgTarget {
         // tokio-postgres ends the credentials at the first `@`: a second one (an unencoded `@`
         // in the password) leaves part of the password in what it reads as the host or the
         // database, so nothing of such a URL is shown. It still connects as the driver reads it.
-        let ambiguous = is_url(text) && text.matches('@').count() > 1;
+        // An `@` after a `?` puts part of the query (maybe a password given there) into what
+        // it reads as the credentials and the host: such a URL is not shown either. A user or
+        // host with characters outside a safe set is not shown, whatever put them there.
+        let ambiguous = (is_url(text)
+            && (text.matches('@').count() > 1 || query_in_credentials(text)))
+            || !shows_safely(&config);
         Self {
             sslmode_explicit: sslmode_explicit(text, &config),
             shown: if ambiguous {
@@ -94,6 +127,26 @@ fn sslmode_explicit(text: &str, config: &tokio_postgres::Config) -> bool {
     probe
         .parse::<tokio_postgres::Config>()
         .is_ok_and(|probed| probed.get_ssl_mode() == SslMode::Prefer)
+}
+
+/// Whether the user and hosts of `config` hold only characters that a user name or host
+/// name holds (and `/` in a Unix socket path): text from elsewhere in the string (a query, a
+/// password) would hold `&`, `=`, `?`, spaces or quotes.
+#[cfg(feature = "postgres")]
+fn shows_safely(config: &tokio_postgres::Config) -> bool {
+    use tokio_postgres::config::Host;
+    let plain = |c: char| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~');
+    let user_ok = config
+        .get_user()
+        .is_none_or(|user| user.chars().all(|c| plain(c) || matches!(c, '@' | '+')));
+    user_ok
+        && config.get_hosts().iter().all(|host| match host {
+            Host::Tcp(host) => host.chars().all(|c| plain(c) || matches!(c, ':' | '%')),
+            #[cfg(unix)]
+            Host::Unix(path) => path
+                .to_str()
+                .is_some_and(|path| path.chars().all(|c| plain(c) || c == '/')),
+        })
 }
 
 /// `postgres://user@host:port,host:port/dbname` from the parsed settings: no password, no
@@ -183,6 +236,19 @@ mod tests {
             ("postgres://app:p@ss@db/app", UNPARSEABLE),
             ("host=db password=s3 cret", UNPARSEABLE),
             ("postgres://app:x@db/app?unknown=s3cret", UNPARSEABLE),
+            // An `@` in the query: tokio-postgres reads all before it as the credentials and
+            // the text after it as the host.
+            (
+                "postgres://db.example.com/app?user=app@corp&password=s3cret",
+                UNPARSEABLE,
+            ),
+            ("postgres://db/app?user=app&password=p@ssw0rd", UNPARSEABLE),
+            (
+                "postgres://127.0.0.1:1/appdb?user=app&password=ab@cdefgh",
+                UNPARSEABLE,
+            ),
+            ("postgres://db/app@corp", UNPARSEABLE),
+            ("host=db user='a b'", UNPARSEABLE),
         ] {
             assert_eq!(PgTarget::parse(text).shown, shown, "{text}");
         }

@@ -98,6 +98,10 @@ fn postgres_forms(password: &str) -> Vec<(&'static str, String)> {
             format!("postgres://app@127.0.0.1:1/appdb?password={encoded}"),
         ),
         (
+            "url, raw password parameter",
+            format!("postgres://127.0.0.1:1/appdb?user=app&password={password}"),
+        ),
+        (
             "url, unix socket",
             format!("postgres://app:{encoded}@%2Ftmp%2Fbrisk-no-such-dir/appdb"),
         ),
@@ -270,6 +274,31 @@ fn a_url_password_with_a_slash_is_not_in_connect_errors() {
             !text.contains("hunter") && !text.contains("two#x"),
             "{text}"
         );
+    }
+}
+
+/// An `@` in the query, after a password given there (or before it): tokio-postgres ends the
+/// credentials at the first `@`, so the password would be read as the user or the host.
+#[test]
+fn a_query_password_before_or_after_an_at_is_not_shown() {
+    for (url, password) in [
+        (
+            "postgres://127.0.0.1:1/app?user=app@corp&password=s3cret",
+            "s3cret",
+        ),
+        (
+            "postgres://127.0.0.1:1/app?user=app&password=p@ssw0rd",
+            "p@ssw0rd",
+        ),
+    ] {
+        let texts = runtime().block_on(pg_texts(url));
+        assert_clean(&texts, password, url);
+        for text in &texts {
+            assert!(
+                !text.contains("ssw0rd") && !text.contains("s3cret"),
+                "{text}"
+            );
+        }
     }
 }
 

@@ -134,3 +134,56 @@ async fn a_zero_idle_timeout_is_a_config_error() {
         "{error}"
     );
 }
+
+/// Every connect is refused (a port nothing listens on).
+#[derive(Debug, Clone)]
+struct Refused;
+
+impl Connect for Refused {
+    type Connection = Conn;
+    type Error = io::Error;
+
+    async fn connect(&self) -> io::Result<Conn> {
+        tokio::task::yield_now().await;
+        Err(io::Error::new(
+            io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ))
+    }
+
+    async fn validate(&self, _: &mut Conn) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn is_broken(&self, _: &mut Conn) -> bool {
+        false
+    }
+
+    fn target(&self) -> String {
+        "memory://refused".to_owned()
+    }
+}
+
+/// Review item 7: a probe interval of `Duration::MAX` (the next probe `now + MAX` panicked
+/// when the breaker opened): the breaker opens and stays open, checkouts answer
+/// `Unavailable`, nothing panics.
+#[tokio::test(start_paused = true)]
+async fn a_breaker_probe_interval_of_duration_max_opens_without_a_panic() {
+    let pool = Pool::builder(Refused)
+        .max_size(2)
+        .min_idle(0)
+        .connect_retries(1)
+        .retry_backoff(Duration::from_millis(1))
+        .acquire_timeout(Duration::from_secs(5))
+        .circuit_breaker(2, Duration::MAX)
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        let error = pool.get().await.unwrap_err();
+        let Error::Unavailable { retry_after, .. } = &error else {
+            panic!("expected Unavailable, got {error:?}");
+        };
+        assert!(*retry_after > Duration::from_secs(3600), "{error}");
+    }
+}

@@ -1023,3 +1023,153 @@ async fn the_breaker_never_opens_on_a_single_transient_failure() {
         Some(1)
     );
 }
+
+/// A hook that panics on its first call only.
+fn panicking_once(
+    armed: Arc<AtomicBool>,
+) -> impl for<'c> Fn(&'c mut Conn) -> brisk_pool::HookFuture<'c> + Send + Sync + 'static {
+    move |_: &mut Conn| {
+        let panics = armed.swap(false, Ordering::SeqCst);
+        Box::pin(async move {
+            assert!(!panics, "on_connect hook panicked on purpose");
+            Ok(())
+        })
+    }
+}
+
+/// Review item 3: a panic in the connect hook is a failed connect (its error says the hook
+/// panicked), not a task that dies holding bb8's slot: with one slot, the next checkout
+/// connects.
+#[tokio::test(start_paused = true)]
+async fn a_connect_hook_that_panics_fails_that_connect_only() {
+    let memory = Memory::default();
+    // The warm-up connect's error names the panic.
+    let error = builder(&memory)
+        .min_idle(1)
+        .connect_retries(0)
+        .on_connect(panicking_once(Arc::new(AtomicBool::new(true))))
+        .build()
+        .await
+        .unwrap_err();
+    let chain = brisk_testkit::error_chain(&error);
+    assert!(matches!(error, Error::Connect { .. }), "{chain}");
+    assert!(chain.contains("the on_connect hook panicked"), "{chain}");
+
+    let armed = Arc::new(AtomicBool::new(true));
+    let pool = builder(&memory)
+        .max_size(1)
+        .min_idle(0)
+        .connect_retries(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .on_connect(panicking_once(Arc::clone(&armed)))
+        .build()
+        .await
+        .unwrap();
+    for _ in 0..2 {
+        let connection = pool
+            .get()
+            .await
+            .unwrap_or_else(|error| panic!("{}", brisk_testkit::error_chain(&error)));
+        drop(connection);
+    }
+    assert!(!armed.load(Ordering::SeqCst), "the hook panicked once");
+}
+
+/// Review item 3: a probe whose hook panics fails like any probe; the next one closes the
+/// breaker.
+#[tokio::test(start_paused = true)]
+async fn an_open_breaker_recovers_after_a_probe_whose_hook_panicked() {
+    let memory = Memory::default();
+    let armed = Arc::new(AtomicBool::new(false));
+    let pool = builder(&memory)
+        .max_size(1)
+        .min_idle(0)
+        .connect_retries(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .circuit_breaker(1, Duration::from_millis(50))
+        .on_connect(panicking_once(Arc::clone(&armed)))
+        .build()
+        .await
+        .unwrap();
+    memory.0.down.store(true, Ordering::SeqCst);
+    let error = pool.get().await.unwrap_err();
+    assert!(matches!(error, Error::Unavailable { .. }), "{error:?}");
+    // Once bb8's own connect (which retries until its connect deadline) has given up, only
+    // the probes connect; up again, but the next connect's hook panics: a probe's.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    assert!(matches!(pool.get().await, Err(Error::Unavailable { .. })));
+    armed.store(true, Ordering::SeqCst);
+    memory.0.down.store(false, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!armed.load(Ordering::SeqCst), "a probe ran the hook");
+    let connection = pool
+        .get()
+        .await
+        .unwrap_or_else(|error| panic!("{}", brisk_testkit::error_chain(&error)));
+    drop(connection);
+}
+
+/// Review item 8: a checkout woken by the breaker opening, first polled after a probe closed
+/// it again, is not told the pool is closed: it goes on waiting and gets a connection.
+#[tokio::test(start_paused = true)]
+async fn a_checkout_woken_by_a_breaker_that_closed_again_is_not_closed() {
+    let memory = Memory::default();
+    let registry = Registry::new();
+    let pool = builder(&memory)
+        .max_size(1)
+        .min_idle(0)
+        .connect_retries(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .circuit_breaker(1, Duration::from_millis(50))
+        .metrics(&registry, "db")
+        .build()
+        .await
+        .unwrap();
+    let state = || {
+        registry
+            .snapshot()
+            .gauge("brisk_pool_circuit_state", &[("name", "db")])
+    };
+    memory.0.down.store(true, Ordering::SeqCst);
+    let mut first = std::pin::pin!(pool.get());
+    let mut second = std::pin::pin!(pool.get());
+    assert!(futures_poll_once(first.as_mut()).await.is_none());
+    assert!(futures_poll_once(second.as_mut()).await.is_none());
+    // The connect fails and opens the breaker (waking both checkouts, not polled yet).
+    for _ in 0..1000 {
+        if state() == Some(1) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(state(), Some(1), "the breaker opened");
+    // Back: the probe connects and closes it.
+    memory.0.down.store(false, Ordering::SeqCst);
+    tokio::time::advance(Duration::from_millis(60)).await;
+    for _ in 0..1000 {
+        if state() == Some(0) {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(state(), Some(0), "a probe closed the breaker");
+    let first = first.await;
+    assert!(
+        !matches!(first, Err(Error::Closed { .. })),
+        "the pool is open: {first:?}"
+    );
+    // While the first holds the only connection, the second's checkout is not ready.
+    let polled = futures_poll_once(second.as_mut()).await;
+    assert!(
+        !matches!(polled, Some(Err(Error::Closed { .. }))),
+        "the pool is open: {polled:?}"
+    );
+    assert!(polled.is_none(), "{polled:?}");
+    drop(first);
+    let second = second.await;
+    assert!(
+        !matches!(second, Err(Error::Closed { .. })),
+        "the pool is open: {second:?}"
+    );
+    assert!(second.is_ok(), "{second:?}");
+}

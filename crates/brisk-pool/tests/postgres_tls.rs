@@ -171,3 +171,45 @@ async fn configured_tls_is_required_unless_the_string_says_otherwise() {
         assert_eq!(row.value, "false", "{string}: the explicit choice is kept");
     }
 }
+
+/// Review H2: PostgreSQL refuses TLS on a Unix socket (libpq ignores `sslmode` there), so the
+/// `require` that `rustls()` adds must not apply to a string whose hosts are all sockets. A
+/// list mixing a socket and a TCP host keeps `require`: the TCP host is never downgraded, and
+/// the socket host fails its TLS request, so the connection goes to the TCP host over TLS.
+#[tokio::test]
+async fn a_unix_socket_host_connects_in_plain_text_under_rustls() {
+    let (server, _) = server();
+    let ca = server.ca_certificate_pem().unwrap().as_bytes().to_vec();
+    let socket = server.dir().display().to_string();
+    let port = server.port();
+    for (string, ssl) in [
+        (
+            format!("host={socket} port={port} user=app dbname=postgres"),
+            "false",
+        ),
+        (
+            format!(
+                "postgres://app@{}:{port}/postgres",
+                socket.replace('/', "%2F")
+            ),
+            "false",
+        ),
+        (
+            format!("host={socket},localhost port={port},{port} user=app dbname=postgres"),
+            "true",
+        ),
+    ] {
+        let pool = PgPool::builder(PgConnector::new(&string).rustls(tls_config(&ca).unwrap()))
+            .connect_retries(0)
+            .build()
+            .await
+            .unwrap_or_else(|error| panic!("{string}: {}", brisk_testkit::error_chain(&error)));
+        let mut connection = pool.get().await.unwrap();
+        let row: Row =
+            sql_query("SELECT ssl::text AS value FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+                .get_result(&mut *connection)
+                .await
+                .unwrap();
+        assert_eq!(row.value, ssl, "{string}");
+    }
+}
