@@ -4,7 +4,8 @@
 //! acknowledged write against the database, writes docs/reliability.md with its plot, and
 //! fails unless every expectation holds (counts only: the table `EXPECTATIONS` in
 //! crates/brisk-demo/src/chaos.rs). `--short`: 3 s per phase and smaller data, nothing
-//! written (the CI step); `--out FILE` writes the report elsewhere.
+//! written (the CI step); `--outage N` keeps each server down N s; `--out FILE` writes the
+//! report elsewhere.
 
 use anyhow::Result;
 

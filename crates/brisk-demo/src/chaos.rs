@@ -248,12 +248,19 @@ fn rss_mib(pid: u32) -> Option<f64> {
 }
 
 /// Runs the chaos run; writes the report to `out` if given. Fails when an expectation does.
-pub(crate) async fn run(short: bool, out: Option<PathBuf>) -> Result<(), String> {
-    let durations = if short {
+pub(crate) async fn run(
+    short: bool,
+    outage: Option<u64>,
+    out: Option<PathBuf>,
+) -> Result<(), String> {
+    let mut durations = if short {
         Durations::SHORT
     } else {
         Durations::FULL
     };
+    if let Some(seconds) = outage {
+        durations.outage = Duration::from_secs(seconds);
+    }
     let scale = if short { Scale::SMOKE } else { Scale::FULL };
     println!("starting a throw-away PostgreSQL and Redis (brisk-testkit)");
     let mut postgres = tokio::task::spawn_blocking(brisk_testkit::PostgresServer::start)
@@ -589,6 +596,13 @@ impl Report {
             self.span(span.fault, Phase::Before)
                 .map_or(span.from, |before| before.from)
         });
+        // After PostgreSQL's restart the pool finds it back at its next probe (≤ 50 ms):
+        // what started before the first order written since belongs to the recovery, counted
+        // on its own (`back`), not to the phase after.
+        let settled = (span.phase == Phase::After)
+            .then(|| self.back(span.fault).map(|(at, _)| at))
+            .flatten()
+            .unwrap_or(span.from);
         self.seen.iter().filter(move |seen| {
             let started_within = seen.started >= span.from && seen.started < span.to;
             match span.phase {
@@ -599,9 +613,34 @@ impl Report {
                             && seen.started < span.from
                             && seen.ended >= span.from)
                 }
-                Phase::After => started_within,
+                Phase::After => started_within && seen.started >= settled,
             }
         })
+    }
+
+    /// For a fault that took PostgreSQL down: when the first order written after its restart
+    /// was answered (ms since the start), and the requests that started between the restart
+    /// and then and failed.
+    fn back(&self, fault: Fault) -> Option<(f64, u64)> {
+        let at = self
+            .restarts
+            .iter()
+            .find(|restarted| restarted.fault == fault)?
+            .postgres_at?;
+        let first = self
+            .seen
+            .iter()
+            .filter(|seen| seen.endpoint == PLACE && seen.status == 201 && seen.started >= at)
+            .map(|seen| seen.ended)
+            .fold(None, |first: Option<f64>, ended| {
+                Some(first.map_or(ended, |f| f.min(ended)))
+            })?;
+        let failed = self
+            .seen
+            .iter()
+            .filter(|seen| seen.started >= at && seen.started < first && seen.failed())
+            .count() as u64;
+        Some((first, failed))
     }
 
     fn span(&self, fault: Fault, phase: Phase) -> Option<&Span> {
@@ -746,7 +785,7 @@ impl Report {
             ));
         }
         out.push_str(
-            "\n| fault | Redis accepting → first L2 operation that succeeds | PostgreSQL accepting → first order written (201) |\n|---|---|---|\n",
+            "\n| fault | Redis accepting → first L2 operation that succeeds | PostgreSQL accepting → first order written (201) | requests failed (503) in between |\n|---|---|---|---|\n",
         );
         for restarted in &self.restarts {
             let redis = restarted.redis_at.map_or("—".to_owned(), |(ms, _)| {
@@ -766,8 +805,11 @@ impl Report {
                     })
                     .map_or("not seen".to_owned(), |ms| format!("{ms:.0} ms"))
             });
+            let between = self
+                .back(restarted.fault)
+                .map_or("—".to_owned(), |(_, failed)| failed.to_string());
             out.push_str(&format!(
-                "| {} | {redis} | {postgres} |\n",
+                "| {} | {redis} | {postgres} | {between} |\n",
                 restarted.fault.name()
             ));
         }
@@ -955,5 +997,55 @@ mod tests {
         assert_eq!(count(Phase::Before), (1, 0, 0));
         assert_eq!(count(Phase::Outage), (2, 2, 1));
         assert_eq!(count(Phase::After), (1, 0, 0));
+    }
+
+    #[test]
+    fn failures_before_the_first_order_after_the_restart_count_for_the_recovery() {
+        let span = |phase, from, to| Span {
+            fault: Fault::Postgres,
+            phase,
+            from,
+            to,
+            rss: None,
+        };
+        let seen = |endpoint, started, ended, status| Seen {
+            endpoint,
+            started,
+            ended,
+            status,
+            said: None,
+        };
+        let report = Report {
+            short: true,
+            scale: Scale::SMOKE,
+            durations: Durations::SHORT,
+            // Killed 100–200; back at 200; the first order written is answered at 230.
+            seen: vec![
+                seen(1, 205.0, 206.0, 503),
+                seen(PLACE, 210.0, 211.0, 503),
+                seen(PLACE, 220.0, 230.0, 201),
+                seen(1, 240.0, 241.0, 503),
+                seen(1, 250.0, 251.0, 200),
+            ],
+            spans: vec![
+                span(Phase::Outage, 100.0, 200.0),
+                span(Phase::After, 200.0, 300.0),
+            ],
+            restarts: vec![Restarted {
+                fault: Fault::Postgres,
+                redis_at: None,
+                postgres_at: Some(200.0),
+            }],
+            writes: Writes::default(),
+        };
+        assert_eq!(report.back(Fault::Postgres), Some((230.0, 2)));
+        let after = report.span(Fault::Postgres, Phase::After).unwrap();
+        assert_eq!(
+            report.measure(after, Count::FailedReads),
+            1,
+            "only the one after 230"
+        );
+        assert_eq!(report.measure(after, Count::FailedWrites), 0);
+        assert_eq!(report.back(Fault::Redis), None);
     }
 }

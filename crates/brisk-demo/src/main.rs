@@ -36,7 +36,7 @@ const USAGE: &str = "\
 usage: brisk-demo [--smoke] [--services | --database-url URL] [--seconds N] [--concurrency N]
                   [--writes F] [--db PATH] [--out FILE]
        brisk-demo --serve [--port N] [--db PATH | --database-url URL]
-       brisk-demo --chaos [--short] [--out FILE]
+       brisk-demo --chaos [--short] [--outage N] [--out FILE]
 
   (default)      seed (once) and run both variants, print the table, write --out
   --smoke        tiny data, 2 s per variant; fails unless the variants agree and brisk makes
@@ -46,6 +46,7 @@ usage: brisk-demo [--smoke] [--services | --database-url URL] [--seconds N] [--c
                  Redis, then PostgreSQL, then both are killed and restarted; writes
                  docs/reliability.md (or --out); fails unless every expectation holds
   --short        with --chaos: 3 s per phase, smaller data, no report written unless --out
+  --outage N     with --chaos: each server stays down N s (default 8; 3 with --short)
   --seconds N    load per variant (default 20)
   --concurrency  requests in flight (default 32)
   --writes F     share of requests that place an order (default 0.1)
@@ -62,6 +63,7 @@ struct Options {
     serve: bool,
     chaos: bool,
     short: bool,
+    outage: Option<u64>,
     seconds: u64,
     concurrency: usize,
     writes: f64,
@@ -81,6 +83,7 @@ fn options(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
         serve: false,
         chaos: false,
         short: false,
+        outage: None,
         seconds: 20,
         concurrency: 32,
         writes: 0.1,
@@ -101,6 +104,7 @@ fn options(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
             "--serve" => options.serve = true,
             "--chaos" => options.chaos = true,
             "--short" => options.short = true,
+            "--outage" => options.outage = Some(parse(&value("--outage")?, "--outage")?),
             "--seconds" => options.seconds = parse(&value("--seconds")?, "--seconds")?,
             "--concurrency" => {
                 options.concurrency = parse(&value("--concurrency")?, "--concurrency")?
@@ -132,8 +136,11 @@ fn options(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
                 .to_owned(),
         );
     }
-    if options.short && !options.chaos {
-        return Err("--short goes with --chaos".to_owned());
+    if (options.short || options.outage.is_some()) && !options.chaos {
+        return Err("--short and --outage go with --chaos".to_owned());
+    }
+    if options.outage == Some(0) {
+        return Err("--outage must be at least 1 s".to_owned());
     }
     if options.chaos
         && (options.smoke
@@ -209,7 +216,7 @@ async fn run(options: Options) -> Result<(), String> {
             .out
             .clone()
             .or_else(|| (!options.short).then(|| workspace().join("docs").join("reliability.md")));
-        return chaos::run(options.short, out).await;
+        return chaos::run(options.short, options.outage, out).await;
     }
     // A throw-away PostgreSQL and Redis live as long as this run.
     let mut services = None;
