@@ -506,9 +506,8 @@ impl brisk_cache::Remote<u64, brisk_cache::Stamped<Option<String>>> for StoresTh
     async fn get_many_with_ttl(
         &self,
         keys: &[u64],
-    ) -> brisk_cache::Result<
-        Vec<Option<brisk_cache::WithTtl<brisk_cache::Stamped<Option<String>>>>>,
-    > {
+    ) -> brisk_cache::Result<Vec<Option<brisk_cache::WithTtl<brisk_cache::Stamped<Option<String>>>>>>
+    {
         Ok(brisk_cache::Cache::get_many(self, keys)
             .await?
             .into_iter()
