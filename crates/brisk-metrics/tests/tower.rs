@@ -75,7 +75,7 @@ async fn custom_route_function_bounds_the_label() {
         Ok::<_, Infallible>(Response::new(()))
     }));
     for id in 0..50 {
-        let uri = format!("/users/42");
+        let uri = format!("/users/{id}");
         service
             .clone()
             .oneshot(Request::get(uri).body(()).unwrap())
