@@ -446,8 +446,19 @@ impl<L: BatchLoad> Default for Actions<L> {
 
 impl<L: BatchLoad> Actions<L> {
     fn start(self, shared: &Arc<Shared<L>>) {
-        for (id, batch) in self.opened {
-            tokio::spawn(Arc::clone(shared).close_and_run(id, batch));
+        // Every batch's guard first: if a spawn panics (no runtime), the guards not yet moved
+        // into a task are dropped with this vector and answer their batches.
+        let finishes: Vec<Finish<L>> = self
+            .opened
+            .into_iter()
+            .map(|(id, batch)| Finish {
+                shared: Arc::clone(shared),
+                id,
+                batch,
+            })
+            .collect();
+        for finish in finishes {
+            tokio::spawn(Arc::clone(shared).close_and_run(finish));
         }
     }
 }
@@ -533,14 +544,12 @@ impl<L: BatchLoad> Shared<L> {
 
     /// The task of batch `id`, spawned when it opens: waits until the batch is full or its
     /// delay is up, then runs it and hands out the results.
-    async fn close_and_run(self: Arc<Self>, id: u64, batch: Arc<Batch<L>>) {
-        // Whatever stops this task before the batch is done (its runtime shutting down), the
-        // batch's callers are answered and its keys leave the loader's state.
-        let _finish = Finish {
-            shared: &self,
-            id,
-            batch: &batch,
-        };
+    ///
+    /// `finish` is made before the task is spawned: whatever stops this task before the batch
+    /// is done (its runtime shutting down, before or after its first poll), the batch's
+    /// callers are answered and its keys leave the loader's state.
+    async fn close_and_run(self: Arc<Self>, finish: Finish<L>) {
+        let (id, batch) = (finish.id, Arc::clone(&finish.batch));
         let opened = tokio::time::Instant::now();
         if self.delay.is_zero() {
             tokio::task::yield_now().await;
@@ -676,22 +685,23 @@ impl<L: BatchLoad> Shared<L> {
     }
 }
 
-/// Held by a batch's task: if the task ends before the batch is done (its runtime shut down
-/// and dropped it), the batch leaves the loader's state and its callers get
-/// [`Error::Abandoned`] instead of waiting forever.
-struct Finish<'a, L: BatchLoad> {
-    shared: &'a Shared<L>,
+/// Made for a batch before its task is spawned, and moved into the task: if the batch is
+/// not done when it is dropped (the task's runtime shut down and dropped it, polled or not,
+/// or `tokio::spawn` panicked outside a runtime), the batch leaves the loader's state and its
+/// callers get [`Error::Abandoned`] instead of waiting forever.
+struct Finish<L: BatchLoad> {
+    shared: Arc<Shared<L>>,
     id: u64,
-    batch: &'a Arc<Batch<L>>,
+    batch: Arc<Batch<L>>,
 }
 
-impl<L: BatchLoad> Drop for Finish<'_, L> {
+impl<L: BatchLoad> Drop for Finish<L> {
     fn drop(&mut self) {
         if !self.batch.done.initialized() {
             // Not hashing any key here, and the guard is dropped before `forget` locks again.
             let open = self.shared.lock().open.take_if(|open| open.id == self.id);
             drop(open);
-            self.shared.forget(self.batch);
+            self.shared.forget(&self.batch);
             let _ = self.batch.done.set(Done::Failed(Error::Abandoned));
         }
         self.shared.unfinished.fetch_sub(1, Ordering::Release);

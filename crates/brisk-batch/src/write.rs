@@ -129,6 +129,9 @@ impl Default for Retry {
 const DEFAULT_MAX_BATCH_SIZE: usize = 100;
 const DEFAULT_MAX_DELAY: Duration = Duration::from_millis(100);
 const DEFAULT_QUEUE: usize = 1000;
+/// The most items a new batch makes room for before they arrive: a huge max batch size
+/// (`usize::MAX`) must not be preallocated.
+const MAX_PRESIZE: usize = 1024;
 
 type ItemResult<W> = Result<<W as BatchWrite>::Output, Error<<W as BatchWrite>::Error>>;
 type Reply<W> = oneshot::Sender<ItemResult<W>>;
@@ -149,7 +152,10 @@ enum Message<W: BatchWrite> {
 ///
 /// # Nothing lost
 /// An item, once queued, is written: [`shutdown`](Self::shutdown) writes everything queued
-/// before it returns, and so does dropping the last handle (in the background). A submitter
+/// before it returns, and so does dropping the last handle (in the background). The one
+/// exception is the runtime shutting down under the worker: then `flush` and `shutdown`
+/// return at once and what was not yet written is lost (its submitters get
+/// [`Error::Abandoned`]). A submitter
 /// that stops waiting does not withdraw its item. A submit that is cancelled while it waits
 /// for queue space does not queue the item; after shutdown, submitting fails with
 /// [`Error::Closed`].
@@ -285,7 +291,8 @@ impl<W: BatchWrite> WriteBatcherBuilder<W> {
             metrics: self.metrics,
             stopped: SetOnce::new(),
         });
-        tokio::spawn(Arc::clone(&shared).work(receiver));
+        let stopped = MarkStopped(Arc::clone(&shared));
+        tokio::spawn(Arc::clone(&shared).work(receiver, stopped));
         Ok(WriteBatcher { queue, shared })
     }
 }
@@ -445,6 +452,15 @@ struct WriteShared<W: BatchWrite> {
     stopped: SetOnce<()>,
 }
 
+/// Marks the worker stopped when dropped.
+struct MarkStopped<W: BatchWrite>(Arc<WriteShared<W>>);
+
+impl<W: BatchWrite> Drop for MarkStopped<W> {
+    fn drop(&mut self) {
+        let _ = self.0.stopped.set(());
+    }
+}
+
 /// The batch the worker is filling.
 struct Pending<W: BatchWrite> {
     items: Vec<W::Item>,
@@ -455,7 +471,15 @@ struct Pending<W: BatchWrite> {
 
 impl<W: BatchWrite> WriteShared<W> {
     /// The worker: fills batches from the queue and starts their writes.
-    async fn work(self: Arc<Self>, mut queue: mpsc::Receiver<Message<W>>) {
+    /// `_stopped` is made before the task is spawned and dropped last: however the worker
+    /// ends (here, by a panic, or dropped with its runtime, polled or not), `flush` and
+    /// `shutdown` stop waiting for it; the replies of a batch it was filling are dropped
+    /// first, and their submitters get `Error::Abandoned`.
+    async fn work(
+        self: Arc<Self>,
+        mut queue: mpsc::Receiver<Message<W>>,
+        _stopped: MarkStopped<W>,
+    ) {
         let mut pending: Option<Pending<W>> = None;
         loop {
             let message = match &pending {
@@ -479,9 +503,10 @@ impl<W: BatchWrite> WriteShared<W> {
             };
             match message {
                 Some(Message::Item(item, reply)) => {
+                    let presize = self.max_batch_size.min(MAX_PRESIZE);
                     let batch = pending.get_or_insert_with(|| Pending {
-                        items: Vec::with_capacity(self.max_batch_size),
-                        replies: Vec::with_capacity(self.max_batch_size),
+                        items: Vec::with_capacity(presize),
+                        replies: Vec::with_capacity(presize),
                         deadline: Instant::now().checked_add(self.max_delay),
                     });
                     batch.items.push(item);
@@ -502,7 +527,6 @@ impl<W: BatchWrite> WriteShared<W> {
         }
         self.write(pending.take()).await;
         self.writes_finished().await;
-        let _ = self.stopped.set(());
     }
 
     /// Starts writing `batch` once a write may run (waiting here is the backpressure that

@@ -270,3 +270,68 @@ async fn a_panicking_cache_insert_fails_the_batch_and_later_loads_of_its_keys_wo
     assert_eq!(ok(guarded("a cached load", loader.load(1)).await), Some(10));
     assert_eq!(loader.batch_fn().calls.load(Ordering::SeqCst), 2);
 }
+
+/// A loader over `SyncPanic` (which loads every key but 13 as key × 10), cached or not.
+fn tens(caching: bool) -> Loader<SyncPanic> {
+    let builder = Loader::builder(SyncPanic::default());
+    if caching {
+        builder.cache(HashMap::new()).build().unwrap()
+    } else {
+        builder.build().unwrap()
+    }
+}
+
+/// Polls `future` once, with a waker that does nothing.
+fn poll_once<F: Future>(future: F) {
+    let mut future = std::pin::pin!(future);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    let _ = future.as_mut().poll(&mut cx);
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Loads of key 1 (whose batch was opened before) and of key 2 (which would join an open
+/// batch) complete.
+fn later_loads_complete(loader: &Loader<SyncPanic>) {
+    runtime().block_on(async {
+        let (one, two) = guarded("later loads", async {
+            tokio::join!(loader.load(1), loader.load(2))
+        })
+        .await;
+        assert_eq!(ok(one), Some(10));
+        assert_eq!(ok(two), Some(20));
+        assert_eq!(loader.in_flight(), 0);
+    });
+}
+
+#[test]
+fn a_load_outside_a_runtime_panics_without_stranding_its_batch() {
+    for caching in [false, true] {
+        let loader = tens(caching);
+        // `tokio::spawn` panics here, after the batch (and its in-flight slot) was opened.
+        let outside = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            poll_once(loader.load(1));
+        }));
+        assert!(outside.is_err(), "a load needs a runtime");
+        assert_eq!(loader.in_flight(), 0, "caching: {caching}");
+        later_loads_complete(&loader);
+    }
+}
+
+#[test]
+fn a_batch_task_dropped_before_its_first_poll_answers_its_callers() {
+    for caching in [false, true] {
+        let loader = tens(caching);
+        // The batch's task is spawned, then dropped with its runtime before it ran.
+        let first = runtime();
+        first.block_on(async { poll_once(loader.load(1)) });
+        drop(first);
+        assert_eq!(loader.in_flight(), 0, "caching: {caching}");
+        later_loads_complete(&loader);
+    }
+}

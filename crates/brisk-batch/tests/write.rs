@@ -574,3 +574,48 @@ async fn a_reservation_queues_without_waiting_and_a_full_queue_is_refused_at_onc
     assert!(matches!(batcher.try_reserve(), Err(Error::Closed)));
     assert!(matches!(batcher.reserve().await, Err(Error::Closed)));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_max_batch_size_of_usize_max_is_taken_and_its_rows_are_written() {
+    // `build` accepts any size from 1: the worker must not preallocate a batch that large.
+    let batcher = WriteBatcher::builder(Sink::new())
+        .max_batch_size(usize::MAX)
+        .build()
+        .unwrap();
+    batcher.enqueue(1).await.unwrap();
+    // A guard against a hang (on the paused clock it fires only when nothing else can run).
+    tokio::time::timeout(Duration::from_secs(60), batcher.shutdown())
+        .await
+        .expect("shutdown completes");
+    assert_eq!(batcher.write_fn().written(), [1]);
+}
+
+#[test]
+fn flush_and_shutdown_return_once_the_runtime_of_the_worker_is_gone() {
+    let first = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let batcher = first.block_on(async {
+        WriteBatcher::builder(Sink::new())
+            .max_delay(Duration::from_secs(3600))
+            .build()
+            .unwrap()
+    });
+    // The worker is dropped with its runtime, before it ran.
+    drop(first);
+    let second = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .start_paused(true)
+        .build()
+        .unwrap();
+    second.block_on(async {
+        tokio::time::timeout(Duration::from_secs(60), batcher.flush())
+            .await
+            .expect("flush returns");
+        tokio::time::timeout(Duration::from_secs(60), batcher.shutdown())
+            .await
+            .expect("shutdown returns");
+        assert!(matches!(batcher.enqueue(1).await, Err(Error::Closed)));
+    });
+}

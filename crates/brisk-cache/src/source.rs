@@ -76,6 +76,11 @@ fn refused<E>(key: &impl fmt::Debug, written: Result<(), E>) -> Result<(), Error
 /// not undone: the key is dropped from memory and the error returned, and the remote level
 /// may serve the old value until its TTL ends.
 ///
+/// A `put` or `delete` dropped once its source write has begun (the source may have taken
+/// it) drops the key from memory at once and removes it from every level in a spawned task
+/// (the remote level and, through a backplane, the other instances' memory): the next
+/// reader loads the source's row. Dropped outside a runtime, only memory is cleared.
+///
 /// Two writes of one key through the same `WriteThrough` (or its clones) are ordered: each
 /// holds its key's stripe from the source write to the cache write, so the cache ends with
 /// the value the source ended with. Writes of one key from two processes are not ordered so.
@@ -148,8 +153,15 @@ where
     /// the cache could not be updated after the source was.
     pub async fn put(&self, key: K, value: T) -> Result<(), Error<Arc<S::Error>>> {
         let _ordered = self.ordered(&key).await;
-        refused(&key, self.source.save(&key, &value).await)?;
-        self.refresh(key, Some(value)).await
+        let mut forget = ForgetIfDropped::new(&self.cache, &key);
+        let saved = self.source.save(&key, &value).await;
+        if saved.is_err() {
+            forget.disarm();
+        }
+        refused(&key, saved)?;
+        let refreshed = self.refresh(key, Some(value)).await;
+        forget.disarm();
+        refreshed
     }
 
     /// Deletes `key` from the source, then caches its absence.
@@ -158,8 +170,15 @@ where
     /// As [`put`](Self::put).
     pub async fn delete(&self, key: K) -> Result<(), Error<Arc<S::Error>>> {
         let _ordered = self.ordered(&key).await;
-        refused(&key, self.source.delete(&key).await)?;
-        self.refresh(key, None).await
+        let mut forget = ForgetIfDropped::new(&self.cache, &key);
+        let deleted = self.source.delete(&key).await;
+        if deleted.is_err() {
+            forget.disarm();
+        }
+        refused(&key, deleted)?;
+        let refreshed = self.refresh(key, None).await;
+        forget.disarm();
+        refreshed
     }
 
     async fn refresh(&self, key: K, value: Option<T>) -> Result<(), Error<Arc<S::Error>>> {
@@ -173,6 +192,72 @@ where
             return Err(error.map_load(|never| match never {}));
         }
         Ok(())
+    }
+}
+
+/// A write-through's source write (and cache update) under way. Dropped armed, its caller
+/// was cancelled (or the source panicked) after the source may have taken the write: the
+/// key leaves memory at once, and a removal from every level (the remote one and, through
+/// the backplane, the other instances' memory) is spawned, so that no old value outlives
+/// the write. A removal is right whichever way the write went: the next reader loads the
+/// source's row.
+struct ForgetIfDropped<'a, K, T, R>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    R: Remote<K, Stamped<Option<T>>> + 'static,
+{
+    cache: &'a Tiered<K, Option<T>, R>,
+    key: Option<K>,
+}
+
+impl<'a, K, T, R> ForgetIfDropped<'a, K, T, R>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    R: Remote<K, Stamped<Option<T>>> + 'static,
+{
+    fn new(cache: &'a Tiered<K, Option<T>, R>, key: &K) -> Self {
+        Self {
+            cache,
+            key: Some(key.clone()),
+        }
+    }
+
+    /// The write answered: the cache is as its outcome left it.
+    fn disarm(&mut self) {
+        self.key = None;
+    }
+}
+
+impl<K, T, R> Drop for ForgetIfDropped<'_, K, T, R>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    T: Clone + Send + Sync + 'static,
+    R: Remote<K, Stamped<Option<T>>> + 'static,
+{
+    fn drop(&mut self) {
+        let Some(key) = self.key.take() else {
+            return;
+        };
+        if let Some(memory) = self.cache.memory() {
+            memory.remove(&key);
+        }
+        // Outside a runtime (or in one shutting down) only memory is cleared: the remote
+        // level keeps its copy until its TTL, as after a failed cache update.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let cache = self.cache.clone();
+            runtime.spawn(async move {
+                if let Err(error) = Cache::remove(&cache, &key).await {
+                    tracing::warn!(
+                        %error,
+                        "brisk-cache: a write-through write was dropped midway and its key \
+                         could not be removed from the remote level; it may serve the old \
+                         value until its TTL"
+                    );
+                }
+            });
+        }
     }
 }
 

@@ -352,8 +352,9 @@ where
     /// Takes room in the queue (waiting up to the enqueue timeout), caches `value`, and
     /// queues it for the source. `Ok` acknowledges the row: see [the guarantees](Self).
     ///
-    /// Cancel-safe up to the cache write: dropped while it waits for room, nothing is cached
-    /// or queued.
+    /// Cancellation: dropped while it waits for room, nothing is cached or queued; dropped
+    /// once its cache write has begun (the value may then be in memory or the remote level),
+    /// the row is queued all the same and reaches the source like an acknowledged one.
     ///
     /// # Errors
     /// - [`Error::QueueFull`]: no room freed up within the enqueue timeout; nothing was
@@ -393,13 +394,28 @@ where
                 });
             }
         };
-        self.cache
-            .insert(key.clone(), Some(value.clone()), None)
+        // From here the cache write may have happened (in memory, in L2, announced): if this
+        // future is dropped before it answers, the row is queued all the same, so that the
+        // source is never left behind a value the cache holds.
+        let mut queue_on_drop = QueueOnDrop(Some((room, (key.clone(), value.clone()))));
+        let inserted = self
+            .cache
+            .insert(key, Some(value), None)
             .await
-            .map_err(|error| error.map_load(|never| match never {}))?;
-        room.enqueue((key, value));
-        self.metrics.queued.increment();
-        Ok(())
+            .map_err(|error| error.map_load(|never| match never {}));
+        match inserted {
+            Ok(()) => {
+                // Queues the row.
+                drop(queue_on_drop);
+                self.metrics.queued.increment();
+                Ok(())
+            }
+            Err(error) => {
+                // The cache refused the write: nothing is queued (the room is given back).
+                queue_on_drop.0 = None;
+                Err(error)
+            }
+        }
     }
 
     /// Returns once everything queued before this call has been written, or has failed after
@@ -412,6 +428,18 @@ where
     /// every batch is written or has failed.
     pub async fn shutdown(&self) {
         self.batcher.shutdown().await;
+    }
+}
+
+/// A put's reserved room and row while its cache write runs: dropped armed (the put was
+/// cancelled inside the cache write), it queues the row.
+struct QueueOnDrop<'a, W: BatchWrite>(Option<(brisk_batch::Reservation<'a, W>, W::Item)>);
+
+impl<W: BatchWrite> Drop for QueueOnDrop<'_, W> {
+    fn drop(&mut self) {
+        if let Some((room, row)) = self.0.take() {
+            room.enqueue(row);
+        }
     }
 }
 

@@ -441,3 +441,116 @@ async fn puts_racing_on_one_key_each_wait_at_most_the_timeout_in_all() {
     table.gate.add_permits(Semaphore::MAX_PERMITS / 2);
     store.shutdown().await;
 }
+
+/// A remote level in memory whose inserts store the value, then tell `stored` and never
+/// answer: a put dropped in its cache write after the value reached the level.
+#[derive(Clone, Default)]
+struct StoresThenHangs {
+    entries: Arc<Mutex<HashMap<u64, brisk_cache::Stamped<Option<String>>>>>,
+    stored: Arc<tokio::sync::Notify>,
+}
+
+impl brisk_cache::Cache<u64, brisk_cache::Stamped<Option<String>>> for StoresThenHangs {
+    async fn get(
+        &self,
+        key: &u64,
+    ) -> brisk_cache::Result<Option<brisk_cache::Stamped<Option<String>>>> {
+        Ok(self.entries.lock().unwrap().get(key).cloned())
+    }
+
+    async fn insert(
+        &self,
+        key: u64,
+        value: brisk_cache::Stamped<Option<String>>,
+        _: Option<Duration>,
+    ) -> brisk_cache::Result<()> {
+        self.entries.lock().unwrap().insert(key, value);
+        self.stored.notify_one();
+        std::future::pending().await
+    }
+
+    async fn remove(&self, key: &u64) -> brisk_cache::Result<()> {
+        self.entries.lock().unwrap().remove(key);
+        Ok(())
+    }
+
+    async fn get_many(
+        &self,
+        keys: &[u64],
+    ) -> brisk_cache::Result<Vec<Option<brisk_cache::Stamped<Option<String>>>>> {
+        let entries = self.entries.lock().unwrap();
+        Ok(keys.iter().map(|key| entries.get(key).cloned()).collect())
+    }
+
+    async fn insert_many(
+        &self,
+        entries: Vec<(u64, brisk_cache::Stamped<Option<String>>)>,
+        _: Option<Duration>,
+    ) -> brisk_cache::Result<()> {
+        self.entries.lock().unwrap().extend(entries);
+        Ok(())
+    }
+}
+
+impl brisk_cache::Remote<u64, brisk_cache::Stamped<Option<String>>> for StoresThenHangs {
+    async fn get_with_ttl(
+        &self,
+        key: &u64,
+    ) -> brisk_cache::Result<Option<brisk_cache::WithTtl<brisk_cache::Stamped<Option<String>>>>>
+    {
+        Ok(brisk_cache::Cache::get(self, key)
+            .await?
+            .map(|stamped| (stamped, None)))
+    }
+
+    async fn get_many_with_ttl(
+        &self,
+        keys: &[u64],
+    ) -> brisk_cache::Result<Vec<Option<brisk_cache::WithTtl<brisk_cache::Stamped<Option<String>>>>>>
+    {
+        Ok(brisk_cache::Cache::get_many(self, keys)
+            .await?
+            .into_iter()
+            .map(|found| found.map(|stamped| (stamped, None)))
+            .collect())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_put_dropped_after_its_cache_write_began_still_reaches_the_source() {
+    // The remote level takes "v2" and never answers; the put is dropped there. The cache (L2)
+    // now says "v2": the source must get it too, not keep "v1" for good.
+    let remote = StoresThenHangs::default();
+    let cache = Tiered::<u64, Option<String>>::builder()
+        .memory(MemoryCache::builder().max_entries(100).build().unwrap())
+        .remote(remote.clone())
+        .no_auto_recovery()
+        .build()
+        .unwrap();
+    let table = Arc::new(Table::new());
+    table.rows.lock().unwrap().insert(7, "v1".to_owned());
+    let store = Arc::new(
+        WriteBehind::builder(cache, Db(Arc::clone(&table)))
+            .build()
+            .unwrap(),
+    );
+    let put = tokio::spawn({
+        let store = Arc::clone(&store);
+        async move { store.put(7, "v2".to_owned()).await }
+    });
+    remote.stored.notified().await;
+    put.abort();
+    assert!(put.await.unwrap_err().is_cancelled());
+    let cached = brisk_cache::Cache::get(&remote, &7).await.unwrap();
+    assert_eq!(
+        cached.map(|stamped| stamped.value().clone()),
+        Some(Some("v2".to_owned())),
+        "the remote level took the write"
+    );
+    store.flush().await;
+    assert_eq!(
+        table.rows.lock().unwrap().get(&7).map(String::as_str),
+        Some("v2"),
+        "the source must get the value the cache holds"
+    );
+}

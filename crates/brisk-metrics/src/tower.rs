@@ -31,7 +31,10 @@
 //! [`max_routes`](LatencyLayer::max_routes) of them (141 by default, so that every series of
 //! those routes and of `other`, 7 status labels each, fits in a default registry's 1000
 //! label sets per name); requests on any further route are recorded under the route `other`.
-//! So even a route function that returns outside input cannot grow the process. A route takes
+//! A route name longer than [`MAX_ROUTE_LEN`](LatencyLayer::MAX_ROUTE_LEN) (128 bytes) is cut
+//! to that length with a hash suffix, so each kept route costs a bounded amount of memory and
+//! scrape text. So even a route function that returns outside input cannot grow the process.
+//! A route takes
 //! its place on its first request, whatever the answer, first come first served: see
 //! [`max_routes`](LatencyLayer::max_routes).
 
@@ -149,6 +152,14 @@ impl LatencyLayer {
         self
     }
 
+    /// The longest `route` label kept, in bytes. A longer name returned by the route
+    /// function is cut at a character boundary to at most 111 bytes and given the suffix
+    /// `~` and 16 hex digits of a hash (64-bit FNV-1a) of the whole name, so that names
+    /// that differ only past the cut stay apart (unless their hashes collide) and a name
+    /// always gets the same label. Outside input (a raw path of tens of KiB) then costs at
+    /// most this much per route, in memory and on every line of a scrape.
+    pub const MAX_ROUTE_LEN: usize = 128;
+
     /// The series one route can have: one per status label (`1xx` … `5xx`, `error`,
     /// `cancelled`). The layer records no other label (no method).
     pub const SERIES_PER_ROUTE: usize = STATUSES.len();
@@ -196,9 +207,30 @@ impl LatencyLayer {
     }
 }
 
+/// The `route` label of the route function's `name`: itself up to
+/// [`LatencyLayer::MAX_ROUTE_LEN`] bytes, else cut and suffixed with a hash of the whole.
+fn bounded_route(name: &str) -> Cow<'_, str> {
+    /// `~` and 16 hex digits.
+    const SUFFIX_LEN: usize = 17;
+    if name.len() <= LatencyLayer::MAX_ROUTE_LEN {
+        return Cow::Borrowed(name);
+    }
+    let mut cut = LatencyLayer::MAX_ROUTE_LEN - SUFFIX_LEN;
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    // 64-bit FNV-1a: stable across processes and releases, so a route keeps its label.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    Cow::Owned(format!("{}~{hash:016x}", &name[..cut]))
+}
+
 impl Shared {
-    /// The entry of route `name`, made on first use while there is room, else `other`.
+    /// The entry of route `name` (cut to its label, see [`bounded_route`]), made on first
+    /// use while there is room, else `other`.
     fn route(&self, name: &str) -> Arc<Route> {
+        let name = &*bounded_route(name);
         let routes = self.routes.read().unwrap_or_else(PoisonError::into_inner);
         if let Some(route) = routes.get(name) {
             return Arc::clone(route);
@@ -397,5 +429,37 @@ where
             p.shared.record(&p.route, status, p.started);
         }
         Poll::Ready(output)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_route_name_is_cut_at_a_char_boundary_with_a_hash_of_the_whole() {
+        assert_eq!(bounded_route("/users/{id}"), "/users/{id}");
+        let exact = "r".repeat(LatencyLayer::MAX_ROUTE_LEN);
+        assert_eq!(
+            bounded_route(&exact),
+            exact.as_str(),
+            "128 bytes are kept whole"
+        );
+
+        // Two-byte characters: byte 111 falls inside one.
+        let long = "é".repeat(200);
+        let cut = bounded_route(&long);
+        assert!(cut.len() <= LatencyLayer::MAX_ROUTE_LEN, "{}", cut.len());
+        let (kept, hash) = cut.rsplit_once('~').unwrap();
+        assert_eq!(kept, "é".repeat(55));
+        assert_eq!(hash.len(), 16);
+        assert!(hash.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(bounded_route(&long), cut, "the same name, the same label");
+        let other = format!("{long}!");
+        assert_ne!(
+            bounded_route(&other),
+            cut,
+            "a difference past the cut shows"
+        );
     }
 }

@@ -297,3 +297,67 @@ async fn with_the_defaults_every_series_of_the_first_max_routes_routes_is_kept()
         }
     }
 }
+
+#[tokio::test]
+async fn long_route_names_are_cut_so_memory_and_the_scrape_stay_bounded() {
+    // A route function that returns the raw path, and 141 requests on 60 KiB paths: every
+    // label is kept and printed on every bucket line of every scrape.
+    let registry = Registry::new();
+    let layer = LatencyLayer::new(registry.clone(), "http_request_seconds")
+        .unwrap()
+        .route_with(|head| head.uri.path().into());
+    let service = layer.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(()))
+    }));
+    // The paths differ only in their last 7 bytes.
+    let long = "a".repeat(60 * 1024); // `http` refuses a URI of 64 KiB
+    for n in 0..141u32 {
+        let uri = format!("/{long}{n:07}");
+        service
+            .clone()
+            .oneshot(Request::get(uri).body(()).unwrap())
+            .await
+            .unwrap();
+    }
+    let snap = registry.snapshot();
+    let routes: Vec<String> = snap
+        .histograms
+        .iter()
+        .filter_map(|h| h.labels.get("route").cloned())
+        .collect();
+    assert_eq!(routes.len(), 141, "each long path keeps its own route");
+    let mut distinct = routes.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 141, "cut names stay distinct");
+    for route in &routes {
+        assert!(
+            route.len() <= LatencyLayer::MAX_ROUTE_LEN,
+            "a route label of {} bytes",
+            route.len()
+        );
+    }
+    let body = registry.prometheus_text();
+    assert!(body.len() < 1024 * 1024, "a scrape of {} bytes", body.len());
+    // A short route is kept whole.
+    let registry = Registry::new();
+    let layer = LatencyLayer::new(registry.clone(), "http_request_seconds")
+        .unwrap()
+        .route_with(|head| head.uri.path().into());
+    let service = layer.layer(service_fn(|_req: Request<()>| async {
+        Ok::<_, Infallible>(Response::new(()))
+    }));
+    service
+        .oneshot(Request::get("/users/42").body(()).unwrap())
+        .await
+        .unwrap();
+    assert!(
+        registry
+            .snapshot()
+            .histogram(
+                "http_request_seconds",
+                &[("route", "/users/42"), ("status", "2xx")]
+            )
+            .is_some()
+    );
+}
