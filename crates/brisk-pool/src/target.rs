@@ -61,6 +61,7 @@ pub(crate) struct PgTarget {
     /// The driver's settings; `None` when the string does not parse.
     pub(crate) config: Option<tokio_postgres::Config>,
     /// Whether the string sets `sslmode` itself (tokio-postgres defaults to `prefer`).
+    #[cfg_attr(not(feature = "postgres-rustls"), allow(dead_code))] // Read by `rustls()`.
     pub(crate) sslmode_explicit: bool,
     /// `postgres://user@host:port,.../dbname`, or [`UNPARSEABLE`].
     pub(crate) shown: String,
