@@ -98,7 +98,7 @@ impl Target {
                     .map_err(error)?,
             ),
             Target::Pg(url) => Pool::Pg(
-                PgPool::builder(PgConnector::new(url.to_string()))
+                PgPool::builder(PgConnector::new(url))
                     .max_size(size)
                     // A database known to be down answers at once (503) instead of holding
                     // every request for the acquire timeout; a probe every 50 ms finds it back.
