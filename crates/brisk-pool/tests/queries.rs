@@ -224,7 +224,13 @@ async fn postgres_slow_statements_are_explained_without_their_values() {
     );
     let count = |needle: &str| lines.iter().filter(|line| line.contains(needle)).count();
     assert_eq!(count("message=slow query plan"), 1, "{all}");
-    assert_eq!(count("message=slow query name="), 3, "{all}");
+    // The three sleeping statements (the set-up batch may be slow too on a loaded machine:
+    // not counted).
+    let sleeping = lines
+        .iter()
+        .filter(|line| line.contains("message=slow query name=") && line.contains("pg_sleep"))
+        .count();
+    assert_eq!(sleeping, 3, "{all}");
 }
 
 /// SQLite statements (run on blocking threads) are timed the same way, and the number of
