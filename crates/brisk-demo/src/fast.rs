@@ -210,12 +210,14 @@ pub(crate) async fn router(target: Target, redis: Option<&str>) -> Result<Router
             .map_err(|error| error.to_string())?,
         cursors,
         // Sales change with every order: the aggregate is a few seconds stale at most, and
-        // one refresh runs behind while readers keep being answered.
+        // one refresh runs behind while readers keep being answered. With the database down
+        // the last one is answered (fail-safe) for up to 10 minutes.
         top: caches
             .make("top", 1, |cache| {
                 cache
                     .fresh_for(Duration::from_secs(5))
                     .stale_while_revalidate(Duration::from_secs(60))
+                    .fail_safe(Duration::from_secs(600))
             })
             .await?,
         export: Keyset::builder()
