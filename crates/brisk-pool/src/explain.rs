@@ -38,6 +38,15 @@ pub(crate) struct Explainer {
     explained: Mutex<HashMap<String, Instant>>,
 }
 
+/// An explanation's place: dropped with its task, it lets the next one run.
+struct Busy(Arc<Explainer>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.store(false, Ordering::Release);
+    }
+}
+
 impl Explainer {
     pub(crate) fn new(config: tokio_postgres::Config, tls: Tls) -> Self {
         Self {
@@ -81,7 +90,11 @@ impl Explainer {
             label.to_owned(),
             sql.to_owned(),
         );
+        // Frees the place however the task ends, even dropped before its first poll (its
+        // runtime shut down): otherwise no statement would be explained again.
+        let busy = Busy(Arc::clone(self));
         runtime.spawn(async move {
+            let _busy = busy;
             let plan =
                 tokio::time::timeout(EXPLAIN_TIMEOUT, explainer.plan(&sql, parameters)).await;
             match plan {
@@ -106,7 +119,6 @@ impl Explainer {
                     "no plan for the slow query: timed out"
                 ),
             }
-            explainer.busy.store(false, Ordering::Release);
         });
     }
 
@@ -188,7 +200,33 @@ pub(crate) fn explainable(sql: &str) -> Option<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::explainable;
+    use super::*;
+
+    #[test]
+    fn an_explanation_dropped_before_it_ran_frees_its_place() {
+        let explainer = Arc::new(Explainer::new(tokio_postgres::Config::new(), Tls::None));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // The task is spawned and not yet run when `block_on` returns.
+        runtime.block_on(async {
+            explainer.explain(
+                "main",
+                "SELECT * FROM t WHERE id = ?",
+                "SELECT * FROM t WHERE id = $1",
+            );
+        });
+        assert!(
+            explainer.busy.load(Ordering::Acquire),
+            "an explanation holds the place"
+        );
+        drop(runtime);
+        assert!(
+            !explainer.busy.load(Ordering::Acquire),
+            "its task went with the runtime, and the place with it"
+        );
+    }
 
     #[test]
     fn only_statements_without_values_in_their_text_are_explained() {
