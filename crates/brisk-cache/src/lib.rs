@@ -72,6 +72,7 @@ mod backplane;
 mod breaker;
 mod cache;
 mod cached;
+mod catch;
 mod epochs;
 mod error;
 mod flight;

@@ -50,12 +50,10 @@ pub(crate) enum Intent<V> {
     Remove,
 }
 
-impl<V> Intent<V> {
-    /// How long a value to set has left, from its `keep` at the time of the write: `None`
-    /// for no limit, zero once it has run out (then the key is removed instead).
-    pub(crate) fn left(keep: Option<Duration>, at: Instant) -> Option<Duration> {
-        keep.map(|keep| keep.saturating_sub(at.elapsed()))
-    }
+/// How long a value to set has left, from its `keep` at the time of the write (`at`): `None`
+/// for no limit, zero once it has run out (then the key is removed instead).
+pub(crate) fn left(keep: Option<Duration>, at: Instant) -> Option<Duration> {
+    keep.map(|keep| keep.saturating_sub(at.elapsed()))
 }
 
 /// The next piece of work for the replay task.
@@ -261,7 +259,7 @@ where
         Some(match &queue.keys.get(key)?.1 {
             Intent::Set {
                 stamped, keep, at, ..
-            } => match Intent::<V>::left(*keep, *at) {
+            } => match left(*keep, *at) {
                 Some(left) if left.is_zero() => Pending::Nothing,
                 left => Pending::Set(stamped.clone(), left),
             },
@@ -274,43 +272,33 @@ where
     pub(crate) fn queue(&self, key: K, intent: Intent<V>) {
         let mut queue = self.lock();
         let at = queue.next;
-        queue.next += 1;
-        if let Some((older, _)) = queue.keys.insert(key.clone(), (at, intent)) {
-            queue.order.remove(&older);
-        }
-        queue.order.insert(
-            at,
-            Place {
-                item: Item::Key(key),
-                strikes: 0,
-                seen: 0,
-            },
-        );
-        self.queued(&mut queue);
+        let older = queue.keys.insert(key.clone(), (at, intent));
+        self.queued(&mut queue, older.map(|(older, _)| older), Item::Key(key));
     }
 
     /// Queues a group invalidation under `id` (`tag:…`, `prefix:…`), replacing an older one.
     pub(crate) fn queue_group(&self, id: String, replay: Replay<T>) {
         let mut queue = self.lock();
         let at = queue.next;
-        queue.next += 1;
-        if let Some((older, _)) = queue.groups.insert(id.clone(), (at, replay)) {
-            queue.order.remove(&older);
-        }
-        queue.order.insert(
-            at,
-            Place {
-                item: Item::Group(id),
-                strikes: 0,
-                seen: 0,
-            },
-        );
-        self.queued(&mut queue);
+        let older = queue.groups.insert(id.clone(), (at, replay));
+        self.queued(&mut queue, older.map(|(older, _)| older), Item::Group(id));
     }
 
-    /// Bounds the queue after an insertion (never dropping the intent being replayed), and
+    /// Gives `item`, just put in its map at the next place, that place in the order (in place
+    /// of its `older` one), bounds the queue (never dropping the intent being replayed), and
     /// publishes its length.
-    fn queued(&self, queue: &mut Queue<K, V, T>) {
+    fn queued(&self, queue: &mut Queue<K, V, T>, older: Option<u64>, item: Item<K>) {
+        let at = queue.next;
+        queue.next += 1;
+        if let Some(older) = older {
+            queue.order.remove(&older);
+        }
+        let place = Place {
+            item,
+            strikes: 0,
+            seen: 0,
+        };
+        queue.order.insert(at, place);
         self.metrics.queued.increment();
         while queue.order.len() > self.max_entries {
             let oldest = queue

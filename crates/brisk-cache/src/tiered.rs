@@ -862,7 +862,7 @@ where
                     tags,
                 },
             ) => {
-                let left = Intent::<V>::left(keep, at);
+                let left = recovery::left(keep, at);
                 let tagged = self
                     .recovery()
                     .and_then(|queue| queue.tagged.get())
@@ -1755,37 +1755,50 @@ where
         };
         let mut listed = 0;
         let invalidated = self.invalidate_tag_in(remote, tag, &mut listed).await;
-        match invalidated {
-            Err(error) if self.recovery().is_some() && recovery::is_outage(&error) => {
-                self.inner.metrics.remote_errors.increment();
-                let owned = tag.to_owned();
-                let replay: recovery::Replay<Self> = Arc::new(move |cache: Self| {
-                    let tag = owned.clone();
-                    Box::pin(async move {
-                        let Some(remote) = cache.remote() else {
-                            return Ok(());
-                        };
-                        cache.invalidate_tag_in(remote, &tag, &mut 0).await
-                    })
-                });
-                if let Some(recovery) = self.recovery() {
-                    recovery.queue_group(format!("tag:{tag}"), replay);
-                    // Which keys Redis files under the tag is unknown: no queued value is
-                    // written back over the invalidation.
-                    recovery.demote_if(|_, _| true);
-                    self.replay_soon();
-                }
-                // Queued first: a read from now on does not trust L2; one under way does
-                // not fill L1 (see `Epochs`).
-                self.inner.epochs.bump_all();
-                if let Some(memory) = &self.inner.memory {
-                    memory.invalidate_all();
-                }
-                Ok(listed)
-            }
-            Err(error) => Err(error),
-            Ok(()) => Ok(listed),
+        let Err(error) = invalidated else {
+            return Ok(listed);
+        };
+        let owned = tag.to_owned();
+        let deferred = self.defer_group(&error, format!("tag:{tag}"), move |cache: Self| {
+            let tag = owned.clone();
+            Box::pin(async move {
+                let Some(remote) = cache.remote() else {
+                    return Ok(());
+                };
+                cache.invalidate_tag_in(remote, &tag, &mut 0).await
+            })
+        });
+        if !deferred {
+            return Err(error);
         }
+        // Which keys Redis files under the tag is unknown: no queued value is written back
+        // over the invalidation.
+        self.demote_covered(|_, _| true);
+        // Queued first: a read from now on does not trust L2; one under way does not fill L1
+        // (see `Epochs`).
+        self.inner.epochs.bump_all();
+        if let Some(memory) = &self.inner.memory {
+            memory.invalidate_all();
+        }
+        Ok(listed)
+    }
+
+    /// After L2 failed a tag or prefix invalidation: queues `replay` under `id` if the
+    /// failure is an outage and auto-recovery is on (counted as an L2 error then), and makes
+    /// sure a task replays it. Whether it did.
+    fn defer_group(
+        &self,
+        error: &Error,
+        id: String,
+        replay: impl Fn(Self) -> recovery::Step + Send + Sync + 'static,
+    ) -> bool {
+        let Some(recovery) = self.recovery().filter(|_| recovery::is_outage(error)) else {
+            return false;
+        };
+        self.inner.metrics.remote_errors.increment();
+        recovery.queue_group(id, Arc::new(replay));
+        self.replay_soon();
+        true
     }
 
     /// Values queued for replay that a tag or prefix invalidation covers become removals:
@@ -1852,27 +1865,23 @@ where
             None => Ok(0),
         };
         let removed = match removed {
-            Err(error) if self.recovery().is_some() && recovery::is_outage(&error) => {
-                self.inner.metrics.remote_errors.increment();
+            Err(error) => {
                 let owned = prefix.to_owned();
-                let replay: recovery::Replay<Self> = Arc::new(move |cache: Self| {
-                    let prefix = owned.clone();
-                    Box::pin(async move {
-                        let Some(remote) = cache.remote() else {
-                            return Ok(());
-                        };
-                        remote.invalidate_prefix(&prefix).await?;
-                        if let Some(backplane) = &cache.inner.backplane {
-                            backplane.publish_prefix(&prefix).await;
-                        }
-                        Ok(())
-                    })
-                });
-                if let Some(recovery) = self.recovery() {
-                    recovery.queue_group(format!("prefix:{prefix}"), replay);
-                    self.replay_soon();
-                }
-                Ok(0)
+                let deferred =
+                    self.defer_group(&error, format!("prefix:{prefix}"), move |cache: Self| {
+                        let prefix = owned.clone();
+                        Box::pin(async move {
+                            let Some(remote) = cache.remote() else {
+                                return Ok(());
+                            };
+                            remote.invalidate_prefix(&prefix).await?;
+                            if let Some(backplane) = &cache.inner.backplane {
+                                backplane.publish_prefix(&prefix).await;
+                            }
+                            Ok(())
+                        })
+                    });
+                if deferred { Ok(0) } else { Err(error) }
             }
             removed => removed,
         };
@@ -2317,19 +2326,9 @@ where
             return;
         };
         // A panic (in a value's `Serialize`, say) gives up that intent, not the task.
-        let replayed = {
-            let mut step = std::pin::pin!(cache_now.replay_one(work));
-            std::future::poll_fn(|context| {
-                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    step.as_mut().poll(context)
-                })) {
-                    Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-                    Ok(std::task::Poll::Ready(result)) => std::task::Poll::Ready(Some(result)),
-                    Err(_) => std::task::Poll::Ready(None),
-                }
-            })
+        let replayed = crate::catch::catch_unwind(cache_now.replay_one(work))
             .await
-        };
+            .ok();
         match replayed {
             Some(Ok(())) => {
                 recovery.done(at, true);

@@ -2,16 +2,7 @@
 //! behind it, retried with backoff, with a failure callback and bounded memory.
 
 use std::{
-    any::Any,
-    collections::HashMap,
-    fmt,
-    future::{Future, poll_fn},
-    hash::Hash,
-    marker::PhantomData,
-    panic::AssertUnwindSafe,
-    pin::pin,
-    sync::Arc,
-    task::Poll,
+    collections::HashMap, fmt, hash::Hash, marker::PhantomData, panic::AssertUnwindSafe, sync::Arc,
     time::Duration,
 };
 
@@ -20,6 +11,7 @@ use brisk_metrics::{Counter, Recorder};
 
 use crate::{
     Cache, Error, Remote, Stamped, Tiered,
+    catch::{catch_unwind, panic_message},
     metrics::Series,
     source::{STRIPES, Source, read_through},
 };
@@ -568,25 +560,4 @@ where
         }
         Ok(vec![(); items.len()])
     }
-}
-
-/// Runs `future` to completion, catching a panic in it (as its payload).
-async fn catch_unwind<F: Future>(future: F) -> Result<F::Output, Box<dyn Any + Send>> {
-    let mut future = pin!(future);
-    poll_fn(
-        |cx| match std::panic::catch_unwind(AssertUnwindSafe(|| future.as_mut().poll(cx))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-            Err(payload) => Poll::Ready(Err(payload)),
-        },
-    )
-    .await
-}
-
-fn panic_message(payload: &(dyn Any + Send)) -> String {
-    payload
-        .downcast_ref::<&str>()
-        .map(|s| (*s).to_owned())
-        .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a non-string panic payload".to_owned())
 }
