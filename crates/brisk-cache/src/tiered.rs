@@ -2130,7 +2130,7 @@ where
     /// - **One intent per key**, the latest: a value written, or a removal. A write of a key
     ///   whose intent waits queues behind it, so L2 takes a key's writes in order.
     /// - **Bounded**: at most `max_entries` keys (and group invalidations) wait; past that the
-    ///   oldest is dropped and counted (`brisk_cache_tiered_recovery_dropped_total`), and L2 may
+    ///   intent first in line (not the one being replayed) is dropped and counted (`brisk_cache_tiered_recovery_dropped_total`), and L2 may
     ///   then keep that key's old value until it expires.
     /// - **Until replayed, L2 is not trusted for the key**: a read answers the value being set
     ///   (or nothing, for a removal) without asking L2, and a load does not store into L2. A

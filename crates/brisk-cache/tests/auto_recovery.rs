@@ -200,7 +200,9 @@ async fn a_key_whose_removal_waits_is_never_read_back_from_redis() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_queue_is_bounded_and_drops_its_oldest_write() {
+/// The write dropped is the first in line: key 1 or key 2, depending on whether the replay
+/// task was trying key 1 (never dropped then) or had sent it to the back after a failure.
+async fn the_queue_is_bounded_and_drops_the_write_first_in_line() {
     let server = RedisServer::start().unwrap();
     let proxy = Proxy::start(([127, 0, 0, 1], server.port()).into()).unwrap();
     let registry = Registry::new();
@@ -220,8 +222,14 @@ async fn the_queue_is_bounded_and_drops_its_oldest_write() {
     );
     proxy.heal();
     replayed(&registry).await;
-    assert_eq!(in_redis(&server, 1).await, None, "the oldest was dropped");
-    assert_eq!(in_redis(&server, 2).await.as_deref(), Some("v2"));
+    let kept = [in_redis(&server, 1).await, in_redis(&server, 2).await];
+    assert!(
+        matches!(
+            (kept[0].as_deref(), kept[1].as_deref()),
+            (None, Some("v2")) | (Some("v1"), None)
+        ),
+        "one of the first two was dropped: {kept:?}"
+    );
     assert_eq!(in_redis(&server, 3).await.as_deref(), Some("v3"));
 }
 
