@@ -315,8 +315,15 @@ fn a_weighted_cache_admits_keys_that_become_popular_after_lots_of_traffic() {
         ratio >= 0.95,
         "the new hot keys hit {hits} of {reads} reads ({ratio:.3})"
     );
+    // Admission is probabilistic (the sketch's hashes are seeded per process): one of the 20
+    // may be out at the very end, evicted a moment before its next read (seen 1 run in many;
+    // the hit ratio above is the claim).
     let resident = hot.iter().filter(|key| cache.contains_key(key)).count();
-    assert_eq!(resident, hot.len(), "hot keys resident at the end");
+    assert!(
+        resident >= hot.len() - 1,
+        "hot keys resident at the end: {resident} of {}",
+        hot.len()
+    );
 }
 
 #[tokio::test]
